@@ -1,0 +1,46 @@
+// conv_params.h: the one parameter struct every kernel takes. Plain C++: no torch, no CUDA types.
+#pragma once
+
+#include <cstdint>
+
+#include "conv_problem.h"
+
+namespace rk {
+
+// Strides are in elements and always listed in logical (N, C, H, W) / (K, Cg, R, S) /
+// (N, K, P, Q) order, whatever the memory format, so one kernel reads NCHW, channels_last and
+// strided views alike. Which tensor is read and which is written depends on the direction:
+//   fprop: reads x, w (and bias), writes y
+//   dgrad: reads y (= dy), w, writes x (= dx)
+//   wgrad: reads x, y (= dy), writes w (= dw)
+struct ConvParams {
+  ConvProblem problem;
+  Direction direction = Direction::kFprop;
+  DType dtype = DType::kFloat32;
+
+  void* x = nullptr;
+  void* w = nullptr;
+  void* y = nullptr;
+  int64_t x_stride[4] = {0, 0, 0, 0};
+  int64_t w_stride[4] = {0, 0, 0, 0};
+  int64_t y_stride[4] = {0, 0, 0, 0};
+
+  // fprop epilogue: y = relu?(conv(x, w) + bias). bias is [K] in `dtype`, or null.
+  const void* bias = nullptr;
+  bool relu = false;
+
+  // fp32 inputs may use TF32 tensor cores when this is set (torch.backends.cudnn.allow_tf32).
+  bool allow_tf32 = false;
+
+  // wgrad: fp32 scratch for the split reduction, sized by the variant's workspace_elems().
+  float* workspace = nullptr;
+
+  // Number of streaming multiprocessors of the device, for split and wave sizing.
+  int num_sms = 132;
+};
+
+// True when the dimension with the given strides is the fastest-moving one, i.e. channels are
+// innermost (channels_last). Kernels use it to map consecutive threads to consecutive addresses.
+RK_HOST_DEVICE bool channels_innermost(const int64_t stride[4]) { return stride[1] == 1; }
+
+}  // namespace rk

@@ -1,0 +1,62 @@
+// common.cuh: small device helpers shared by the kernels (no torch).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "../conv_params.h"
+
+namespace rk {
+
+template <typename T> __device__ __forceinline__ float to_float(T v);
+template <> __device__ __forceinline__ float to_float<float>(float v) { return v; }
+template <> __device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+
+template <typename T> __device__ __forceinline__ T from_float(float v);
+template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+// Splits a linear element index into logical (b, c, i, j) coordinates of a [B, Ch, I, J] tensor,
+// channel-fastest when `channels_last` (so that neighbouring threads touch neighbouring
+// addresses in a channels_last tensor), else j-fastest (NCHW).
+struct Coord4 { int64_t b, c, i, j; };
+__host__ __device__ __forceinline__ Coord4 unflatten(int64_t idx, int64_t Ch, int64_t I, int64_t J,
+                                                     bool channels_last) {
+  Coord4 o;
+  if (channels_last) {
+    o.c = idx % Ch; idx /= Ch;
+    o.j = idx % J; idx /= J;
+    o.i = idx % I; o.b = idx / I;
+  } else {
+    o.j = idx % J; idx /= J;
+    o.i = idx % I; idx /= I;
+    o.c = idx % Ch; o.b = idx / Ch;
+  }
+  return o;
+}
+
+__host__ __device__ __forceinline__ int64_t offset4(const int64_t s[4], int64_t a, int64_t b,
+                                                    int64_t c, int64_t d) {
+  return a * s[0] + b * s[1] + c * s[2] + d * s[3];
+}
+
+// Calls `f.template operator()<T>()` with T the storage type of `dtype`.
+template <typename F> int dispatch_dtype(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::kFloat32: return f.template operator()<float>();
+    case DType::kFloat16: return f.template operator()<__half>();
+    default: return f.template operator()<__nv_bfloat16>();
+  }
+}
+
+
+}  // namespace rk

@@ -1,0 +1,84 @@
+// registry.cpp: the variant table and the heuristic selector (no torch, no CUDA runtime).
+#include "registry.h"
+
+#include <sstream>
+
+#include "kernels/kernels.h"
+
+namespace rk {
+
+namespace {
+[[maybe_unused]] int64_t no_workspace(const ConvParams&) { return 0; }
+}  // namespace
+
+const std::vector<KernelVariant>& registry() {
+  // A build without CUDA (RESNEXT_KERNELS_CUDA=0) has no kernels, so an empty ladder.
+  static const std::vector<KernelVariant> table = {
+#ifdef RK_WITH_CUDA
+      {"fprop_direct", Direction::kFprop, 1,
+       "one thread per output element on CUDA cores; fp32 accumulation; any layout",
+       fprop_direct_can_implement, no_workspace, fprop_direct_launch},
+      {"dgrad_direct", Direction::kDgrad, 1,
+       "one thread per input-gradient element, gathering the taps that reach it",
+       dgrad_direct_can_implement, no_workspace, dgrad_direct_launch},
+      {"wgrad_direct", Direction::kWgrad, 1,
+       "one block per weight element and split of N*P*Q; fixed-order two-pass reduction",
+       wgrad_direct_can_implement, wgrad_direct_workspace_elems, wgrad_direct_launch},
+#endif
+  };
+  return table;
+}
+
+const KernelVariant* find_variant(const std::string& name) {
+  for (const auto& v : registry())
+    if (name == v.name) return &v;
+  return nullptr;
+}
+
+std::vector<const KernelVariant*> eligible_variants(const ConvParams& p) {
+  std::vector<const KernelVariant*> out;
+  for (const auto& v : registry())
+    if (v.direction == p.direction && v.can_implement(p).empty()) out.push_back(&v);
+  return out;
+}
+
+const KernelVariant* select_heuristic(const ConvParams& p, std::string* why) {
+  const KernelVariant* best = nullptr;
+  std::ostringstream reasons;
+  for (const auto& v : registry()) {
+    if (v.direction != p.direction) continue;
+    const std::string r = v.can_implement(p);
+    if (r.empty()) {
+      if (!best || v.rung > best->rung) best = &v;
+    } else {
+      reasons << v.name << ": " << r << "\n";
+    }
+  }
+  if (!best && why) *why = reasons.str();
+  return best;
+}
+
+std::string shape_key(const ConvParams& p) {
+  const ConvProblem& q = p.problem;
+  std::ostringstream os;
+  os << to_string(p.direction) << ':' << to_string(p.dtype) << ':' << q.N << ',' << q.C << ','
+     << q.H << ',' << q.W << ':' << q.K << ',' << q.G << ':' << q.stride_h << ',' << q.stride_w
+     << ':' << q.pad_h << ',' << q.pad_w << ':' << q.dil_h << ',' << q.dil_w << ':'
+     << (channels_innermost(p.x_stride) ? "nhwc" : "nchw") << ':' << (p.bias ? 'b' : '-')
+     << (p.relu ? 'r' : '-') << (p.allow_tf32 ? 't' : '-');
+  return os.str();
+}
+
+std::string check_common(const ConvParams& p) {
+  const ConvProblem& q = p.problem;
+  if (q.R != 3 || q.S != 3) {
+    std::ostringstream os;
+    os << "kernel size " << q.R << "x" << q.S << " is not 3x3";
+    return os.str();
+  }
+  if (q.G <= 0 || q.C % q.G != 0 || q.K % q.G != 0) return "channels are not divisible by groups";
+  if (q.P <= 0 || q.Q <= 0) return "empty output";
+  return "";
+}
+
+}  // namespace rk

@@ -1,0 +1,50 @@
+// registry.h: the ladder of kernel variants, one list for all three directions.
+//
+// Each variant says what it can do (`can_implement`), how much scratch it needs and how to
+// launch it. The selector, the torch bindings, the tests, the benchmarks and the README's
+// version table all read this one list (Python sees it through `resnext_kernels.cuda_variants()`).
+// Plain C++: the stream is passed as an opaque pointer (a cudaStream_t) so this header and the
+// selection logic compile and are unit-tested without CUDA or torch.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "conv_params.h"
+
+namespace rk {
+
+struct KernelVariant {
+  const char* name;       // e.g. "fprop_direct": the name users pass to force it
+  Direction direction;
+  int rung;               // position on the ladder: 1 = simplest
+  const char* summary;    // what this rung changes relative to the one below
+  // Returns "" when the variant can run `p`, else why not.
+  std::string (*can_implement)(const ConvParams& p);
+  // fp32 elements of scratch the launch needs in p.workspace (0 for none).
+  int64_t (*workspace_elems)(const ConvParams& p);
+  // Launches on `stream` (a cudaStream_t); returns the cudaError_t of the launch as an int.
+  int (*launch)(const ConvParams& p, void* stream);
+};
+
+// All variants, in ladder order per direction.
+const std::vector<KernelVariant>& registry();
+
+const KernelVariant* find_variant(const std::string& name);
+
+// Heuristic choice: the highest rung whose can_implement accepts `p`. Returns null and fills
+// `why` (one line per variant) when none can.
+const KernelVariant* select_heuristic(const ConvParams& p, std::string* why);
+
+// The variants that accept `p`, in ladder order.
+std::vector<const KernelVariant*> eligible_variants(const ConvParams& p);
+
+// A key that identifies a problem for the autotune cache: sizes, strides, dtype, layout.
+std::string shape_key(const ConvParams& p);
+
+// Checks common to every variant: 3x3 kernel, a supported dtype, no empty problem.
+std::string check_common(const ConvParams& p);
+
+}  // namespace rk

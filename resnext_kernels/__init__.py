@@ -1,0 +1,39 @@
+"""resnext_kernels: grouped 3x3 convolution kernels (CUDA and Triton) for ResNeXt-style networks.
+
+    import resnext_kernels as rk
+    y = rk.grouped_conv2d(x, w, groups=32)                  # functional, like F.conv2d
+    conv = rk.GroupedConv2d(128, 128, 3, padding=1, groups=32)   # drop-in for nn.Conv2d
+"""
+
+from . import ops
+from ._native import cuda_unavailable_reason
+from .functional import (
+    BACKENDS,
+    available_backends,
+    backend_unavailable_reason,
+    grouped_conv2d,
+    last_fallback_reason,
+    unsupported_reason,
+)
+
+__version__ = "0.1.0"
+
+
+def cuda_available() -> bool:
+    """True when the hand-written CUDA kernels can run here; `cuda_unavailable_reason()` says why not."""
+    return cuda_unavailable_reason() is None
+
+
+def cuda_variants():
+    """The CUDA kernel registry (name, direction, rung, summary), in ladder order; empty when the
+    extension was built without CUDA."""
+    from ._native import _C
+
+    return [] if _C is None else list(_C.variants())
+
+
+__all__ = [
+    "BACKENDS", "available_backends", "backend_unavailable_reason", "cuda_available",
+    "cuda_unavailable_reason", "cuda_variants", "grouped_conv2d", "last_fallback_reason",
+    "ops", "unsupported_reason",
+]

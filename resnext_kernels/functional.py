@@ -1,0 +1,186 @@
+"""The public functional API: `grouped_conv2d` and the backend choice.
+
+Backends:
+    "cuda"    the hand-written kernels of csrc/ (CUDA tensors; needs the extension built with CUDA)
+    "triton"  the Triton kernels (CUDA tensors; CPU tensors only under TRITON_INTERPRET=1)
+    "aten"    torch.nn.functional.conv2d: cuDNN on a GPU, PyTorch's CPU convolution on a CPU
+    "auto"    per call: "cuda", else "triton", else "aten", by what is available and supports
+              the arguments. A fall back to "aten" records its reason: `last_fallback_reason()`.
+
+An explicit backend that is unavailable, or that does not support the arguments, raises with
+the reason; it never quietly runs another backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import List, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import _native, ops
+
+log = logging.getLogger("resnext_kernels")
+
+BACKENDS = ("auto", "cuda", "triton", "aten")
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# Widest group the Triton kernels take (their channel block is a power of two up to 256).
+TRITON_MAX_GROUP_WIDTH = 256
+
+_IntPair = Union[int, Tuple[int, int], List[int]]
+_last_fallback: Optional[str] = None
+
+
+def _triton_unavailable_reason() -> Optional[str]:
+    try:
+        import triton  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - triton ships with CUDA torch
+        return f"triton is not installed ({exc})"
+    return None
+
+
+# Availability is fixed for the life of the process; computing it once keeps pybind calls out of
+# code that torch.compile traces.
+_UNAVAILABLE = {
+    "aten": None,
+    "cuda": _native.cuda_unavailable_reason(),
+    "triton": _triton_unavailable_reason(),
+}
+_TRITON_ON_CPU = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def available_backends() -> List[str]:
+    """The backends that can run here (on some device), best first."""
+    return [b for b in ("cuda", "triton", "aten") if _UNAVAILABLE[b] is None]
+
+
+def backend_unavailable_reason(backend: str) -> Optional[str]:
+    """None when `backend` can run here, else why not."""
+    if backend not in _UNAVAILABLE:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    return _UNAVAILABLE[backend]
+
+
+def last_fallback_reason() -> Optional[str]:
+    """Why the last `backend="auto"` call that fell back to "aten" did so (None if none did)."""
+    return _last_fallback
+
+
+def _pair(v: _IntPair, name: str) -> List[int]:
+    if isinstance(v, int):
+        return [v, v]
+    v = list(v)
+    if len(v) == 1:
+        return [v[0], v[0]]
+    if len(v) != 2:
+        raise RuntimeError(f"expected {name} to be a single integer value or a list of 2 values "
+                           f"to match the convolution dimensions, but got {name}={v}")
+    return v
+
+
+def _check_tensors(input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> None:
+    """Dtype and device agreement, in PyTorch's words."""
+    for other, name in ((weight, "weight"), (bias, "bias")):
+        if other is None:
+            continue
+        if other.dtype != input.dtype:
+            raise RuntimeError(f"Input type ({input.dtype}) and {name} type ({other.dtype}) "
+                               "should be the same")
+        if other.device != input.device:
+            raise RuntimeError("Expected all tensors to be on the same device, but found at least "
+                               f"two devices, {input.device} and {other.device}!")
+
+
+def _check_sizes(input, weight, bias, stride, padding, dilation, groups) -> None:
+    """Shape checks with PyTorch's wording, from the same C++ code the ops use."""
+    args = (list(input.shape), list(weight.shape), None if bias is None else list(bias.shape),
+            stride, padding, dilation, groups)
+    if _native._C is not None:
+        _native._C.check_conv2d(*args)
+    else:  # no extension: let ATen's own checks speak, on meta tensors
+        F.conv2d(input.to("meta"), weight.to("meta"), None if bias is None else bias.to("meta"),
+                 stride, padding, dilation, groups)
+
+
+def unsupported_reason(backend: str, input: Tensor, weight: Tensor, padding) -> Optional[str]:
+    """None when `backend`'s kernels support these arguments, else why not."""
+    if backend == "aten":
+        return None
+    if isinstance(padding, str):
+        return f"string padding ({padding!r}) is not supported by the {backend} kernels"
+    if tuple(weight.shape[2:]) != (3, 3):
+        return f"kernel size {tuple(weight.shape[2:])} is not 3x3"
+    if input.dtype not in KERNEL_DTYPES:
+        return f"dtype {input.dtype} is not one of float32, float16, bfloat16"
+    if backend == "cuda" and input.device.type != "cuda":
+        return f"the cuda kernels need CUDA tensors, but got a tensor on {input.device}"
+    if backend == "triton":
+        if input.device.type != "cuda" and not (input.device.type == "cpu" and _TRITON_ON_CPU):
+            return (f"the triton kernels need CUDA tensors (CPU tensors only with "
+                    f"TRITON_INTERPRET=1), but got a tensor on {input.device}")
+        if weight.shape[1] > TRITON_MAX_GROUP_WIDTH:
+            return (f"{weight.shape[1]} input channels per group is more than the triton kernels' "
+                    f"{TRITON_MAX_GROUP_WIDTH}")
+    return None
+
+
+def _choose_backend(backend: str, input: Tensor, weight: Tensor, padding) -> str:
+    global _last_fallback
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    if backend != "auto":
+        why = _UNAVAILABLE[backend] or unsupported_reason(backend, input, weight, padding)
+        if why is not None:
+            raise RuntimeError(f"resnext_kernels: backend {backend!r} cannot run this call: {why}")
+        return backend
+    if input.device.type != "cuda":
+        return "aten"  # the kernels are GPU kernels; the CPU path is ATen's
+    reasons = []
+    for candidate in ("cuda", "triton"):
+        why = _UNAVAILABLE[candidate] or unsupported_reason(candidate, input, weight, padding)
+        if why is None:
+            return candidate
+        reasons.append(f"{candidate}: {why}")
+    _last_fallback = "; ".join(reasons)
+    log.debug("resnext_kernels: falling back to aten (%s)", _last_fallback)
+    return "aten"
+
+
+def _autocast(input: Tensor, weight: Tensor, bias: Optional[Tensor]):
+    """Casts like nn.Conv2d under autocast: conv2d is on autocast's lower-precision list."""
+    device_type = input.device.type
+    if not torch.is_autocast_enabled(device_type) or not input.is_floating_point():
+        return input, weight, bias
+    dtype = torch.get_autocast_dtype(device_type)
+    cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
+    return cast(input), cast(weight), cast(bias)
+
+
+def grouped_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                   stride: _IntPair = 1, padding: Union[_IntPair, str] = 1, dilation: _IntPair = 1,
+                   groups: int = 1, *, backend: str = "auto", relu: bool = False) -> Tensor:
+    """Grouped 2-D convolution with the meaning of `torch.nn.functional.conv2d`'s arguments.
+
+    The defaults fit the 3x3 convolution of a ResNeXt bottleneck (padding 1). `relu=True` applies
+    a ReLU in the kernels' epilogue. `backend` is one of "auto", "cuda", "triton", "aten".
+    """
+    input, weight, bias = _autocast(input, weight, bias)
+    _check_tensors(input, weight, bias)
+    stride_, dilation_ = _pair(stride, "stride"), _pair(dilation, "dilation")
+    padding_ = padding if isinstance(padding, str) else _pair(padding, "padding")
+    if not torch.compiler.is_compiling() and not isinstance(padding_, str):
+        _check_sizes(input, weight, bias, stride_, padding_, dilation_, groups)
+
+    chosen = _choose_backend(backend, input, weight, padding_)
+    if chosen == "aten":
+        out = F.conv2d(input, weight, bias, stride_, padding_, dilation_, groups)
+        return F.relu(out) if relu else out
+
+    unbatched = input.dim() == 3
+    x = input.unsqueeze(0) if unbatched else input
+    family = ops.NATIVE if chosen == "cuda" else ops.TRITON
+    out = family.fprop(x, weight, bias, stride_, padding_, dilation_, groups, relu)
+    return out.squeeze(0) if unbatched else out

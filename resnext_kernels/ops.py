@@ -1,0 +1,165 @@
+"""The grouped-convolution ops, registered with torch.library.
+
+Two families of three ops, one op per direction:
+
+    resnext_kernels::fprop / dgrad / wgrad                  schemas in C++ (csrc/ops.cpp);
+        CPU: ATen's convolution, CUDA: the hand-written kernels of csrc/.
+    resnext_kernels::fprop_triton / dgrad_triton / wgrad_triton   triton_op, defined here;
+        the Triton kernels of resnext_kernels/triton/ (on CPU tensors only in the interpreter).
+
+A dispatch key holds one kernel per op, so the backend is chosen above the dispatcher by picking
+the family (functional.py). Both families get the same autograd formulas and fake (meta)
+implementations from this file:
+
+    fprop backward:  dx = dgrad(dy, w),  dw = wgrad(dy, x),  db = sum(dy)
+    dgrad backward:  d(dy) = fprop(g, w),  dw = wgrad(dy, g)          (dgrad is bilinear)
+    wgrad backward:  d(dy) = fprop(x, g),  dx = dgrad(dy, g)          (so is wgrad)
+
+Each saves only the tensors its `ctx.needs_input_grad` calls for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+import torch
+from torch import Tensor
+
+from . import _native
+from . import triton as triton_backend
+from .triton import common as triton_common
+
+
+def conv_output_hw(h, w, stride, padding, dilation, kernel=(3, 3)):
+    """(P, Q) of a convolution; the formula of conv_problem.h."""
+    p = (h + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    q = (w + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    return p, q
+
+
+@dataclass(frozen=True)
+class OpFamily:
+    """The three direction ops of one backend."""
+
+    name: str
+    fprop: Callable
+    dgrad: Callable
+    wgrad: Callable
+
+
+# ---------------------------------------------------------------------------------------------
+# Fake implementations: shapes and memory formats only, for torch.compile and meta tensors.
+def _fake_fprop(input, weight, bias, stride, padding, dilation, groups, relu=False):
+    p, q = conv_output_hw(input.shape[2], input.shape[3], stride, padding, dilation,
+                          tuple(weight.shape[2:]))
+    return input.new_empty((input.shape[0], weight.shape[0], p, q)).contiguous(
+        memory_format=triton_common.memory_format_of(input))
+
+
+def _fake_dgrad(grad_output, weight, input_size, stride, padding, dilation, groups):
+    return grad_output.new_empty(tuple(input_size)).contiguous(
+        memory_format=triton_common.memory_format_of(grad_output))
+
+
+def _fake_wgrad(grad_output, input, weight_size, stride, padding, dilation, groups):
+    return input.new_empty(tuple(weight_size))
+
+
+# ---------------------------------------------------------------------------------------------
+# Autograd, shared by both families.
+def _register_autograd(family: OpFamily) -> None:
+    def fprop_setup(ctx, inputs, output):
+        x, w, bias, stride, padding, dilation, groups, relu = inputs
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        ctx.conv = (list(stride), list(padding), list(dilation), groups)
+        ctx.x_shape, ctx.w_shape = list(x.shape), list(w.shape)
+        ctx.relu = relu
+        ctx.save_for_backward(x if need_w else None, w if need_x else None,
+                              output if relu else None)
+
+    def fprop_backward(ctx, grad):
+        x, w, out = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        if ctx.relu:
+            grad = grad * (out > 0)
+        dx = family.dgrad(grad, w, ctx.x_shape, *ctx.conv) if need_x else None
+        dw = family.wgrad(grad, x, ctx.w_shape, *ctx.conv) if need_w else None
+        db = grad.sum((0, 2, 3)) if need_b else None
+        return dx, dw, db, None, None, None, None, None
+
+    def dgrad_setup(ctx, inputs, output):
+        dy, w, input_size, stride, padding, dilation, groups = inputs
+        need_dy, need_w = ctx.needs_input_grad[:2]
+        ctx.conv = (list(stride), list(padding), list(dilation), groups)
+        ctx.w_shape = list(w.shape)
+        ctx.save_for_backward(dy if need_w else None, w if need_dy else None)
+
+    def dgrad_backward(ctx, grad):
+        dy, w = ctx.saved_tensors
+        need_dy, need_w = ctx.needs_input_grad[:2]
+        g_dy = family.fprop(grad, w, None, *ctx.conv) if need_dy else None
+        g_w = family.wgrad(dy, grad, ctx.w_shape, *ctx.conv) if need_w else None
+        return g_dy, g_w, None, None, None, None, None
+
+    def wgrad_setup(ctx, inputs, output):
+        dy, x, weight_size, stride, padding, dilation, groups = inputs
+        need_dy, need_x = ctx.needs_input_grad[:2]
+        ctx.conv = (list(stride), list(padding), list(dilation), groups)
+        ctx.x_shape = list(x.shape)
+        ctx.save_for_backward(dy if need_x else None, x if need_dy else None)
+
+    def wgrad_backward(ctx, grad):
+        dy, x = ctx.saved_tensors
+        need_dy, need_x = ctx.needs_input_grad[:2]
+        g_dy = family.fprop(x, grad, None, *ctx.conv) if need_dy else None
+        g_x = family.dgrad(dy, grad, ctx.x_shape, *ctx.conv) if need_x else None
+        return g_dy, g_x, None, None, None, None, None
+
+    torch.library.register_autograd(family.fprop, fprop_backward, setup_context=fprop_setup)
+    torch.library.register_autograd(family.dgrad, dgrad_backward, setup_context=dgrad_setup)
+    torch.library.register_autograd(family.wgrad, wgrad_backward, setup_context=wgrad_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# The native family (schemas and CPU/CUDA kernels in C++).
+NATIVE: Optional[OpFamily] = None
+if _native._C is not None:
+    _ops = torch.ops.resnext_kernels
+    NATIVE = OpFamily("native", _ops.fprop.default, _ops.dgrad.default, _ops.wgrad.default)
+    torch.library.register_fake("resnext_kernels::fprop")(_fake_fprop)
+    torch.library.register_fake("resnext_kernels::dgrad")(_fake_dgrad)
+    torch.library.register_fake("resnext_kernels::wgrad")(_fake_wgrad)
+    _register_autograd(NATIVE)
+
+
+# ---------------------------------------------------------------------------------------------
+# The Triton family. triton_op + wrap_triton let torch.compile see the kernel launches.
+@torch.library.triton_op("resnext_kernels::fprop_triton", mutates_args=())
+def fprop_triton(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
+                 padding: List[int], dilation: List[int], groups: int,
+                 relu: bool = False) -> Tensor:
+    return triton_backend.fprop(input, weight, bias, stride, padding, dilation, groups, relu,
+                                wrap=torch.library.wrap_triton)
+
+
+@torch.library.triton_op("resnext_kernels::dgrad_triton", mutates_args=())
+def dgrad_triton(grad_output: Tensor, weight: Tensor, input_size: List[int],
+                 stride: List[int], padding: List[int], dilation: List[int],
+                 groups: int) -> Tensor:
+    return triton_backend.dgrad(grad_output, weight, input_size, stride, padding, dilation, groups,
+                                wrap=torch.library.wrap_triton)
+
+
+@torch.library.triton_op("resnext_kernels::wgrad_triton", mutates_args=())
+def wgrad_triton(grad_output: Tensor, input: Tensor, weight_size: List[int],
+                 stride: List[int], padding: List[int], dilation: List[int],
+                 groups: int) -> Tensor:
+    return triton_backend.wgrad(grad_output, input, weight_size, stride, padding, dilation, groups,
+                                wrap=torch.library.wrap_triton)
+
+
+TRITON = OpFamily("triton", fprop_triton, dgrad_triton, wgrad_triton)
+_register_autograd(TRITON)
+
+__all__: List[str] = ["OpFamily", "NATIVE", "TRITON", "conv_output_hw"]

@@ -1,0 +1,90 @@
+"""Shared pieces of the Triton backend: interpreter detection, tile choice, launch helpers.
+
+Group packing
+-------------
+A grouped convolution is G independent GEMMs, each tiny when Cg is small (Cg = 4 in
+ResNeXt-50 32x4d). A tensor-core `tl.dot` needs every block dimension to be at least 16, so a
+program packs GP consecutive groups into one block-diagonal GEMM:
+
+    reduction block (GP*Cg wide)  x  weight block (GP*Cg, GP*Kg), zero off the diagonal
+
+      c ->  [g0 g0 g0 g0 | g1 g1 g1 g1 | ...]       weight tile, GP = 2, Cg = Kg = 4:
+                                                     [W0  0 ]
+                                                     [ 0  W1]
+
+The input tile is then GP*Cg contiguous channels (one 64-byte row for bf16 channels_last at
+Cg = 4, GP = 8), the off-diagonal products are wasted tensor-core work, and tensor cores have
+far more headroom than memory on these layers (DESIGN.md: 18 FLOP/byte at Cg = 4 against a
+ridge of 270), so the waste costs nothing measurable while the contiguous loads are what count.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+# Smallest block dimension a tensor-core dot accepts on sm_80/sm_90.
+MIN_DOT = 16
+# Widest channel block a program reduces over in one step, and the widest output block.
+MAX_RED_BLOCK = 64
+MAX_OUT_BLOCK = 128
+# Packing stops at this many channels (reduction or output) per program: 32 keeps the
+# block-diagonal weight tile at 32x32 for Cg = Kg = 4 (GP = 8), i.e. 8x tensor-core work for
+# one 64-byte bf16 channels_last row per pixel.
+PACK_WIDTH = 32
+
+
+@dataclass(frozen=True)
+class GroupTile:
+    """How a program covers the groups: GP groups packed, red/out block sizes (powers of 2)."""
+
+    groups_per_prog: int
+    block_red: int  # reduction block over GP*red_width channels
+    block_out: int  # output block over GP*out_width channels
+
+
+def choose_group_tile(red_width: int, out_width: int, groups: int) -> GroupTile:
+    """Tile for a per-group GEMM whose reduction runs over `red_width` channels (per tap) and
+    whose output has `out_width` channels, for `groups` groups."""
+    widest = max(red_width, out_width)
+    gp = 1 if widest >= MIN_DOT else max(1, min(groups, PACK_WIDTH // widest))
+    block_red = min(MAX_RED_BLOCK, max(MIN_DOT, triton.next_power_of_2(gp * red_width)))
+    block_out = min(MAX_OUT_BLOCK, max(MIN_DOT, triton.next_power_of_2(gp * out_width)))
+    return GroupTile(gp, block_red, block_out)
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """tl.dot input precision: TF32 for fp32 only when PyTorch allows it for convolutions."""
+    if dtype == torch.float32 and not torch.backends.cudnn.allow_tf32:
+        return "ieee"
+    return "tf32"
+
+
+def memory_format_of(t: torch.Tensor) -> torch.memory_format:
+    """channels_last when `t` is channels_last and not also contiguous (as the C++ ops do)."""
+    if not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def configs(block_m_options, warps_options, stages_options, **extra):
+    """The cross product of the given options as triton.Config objects."""
+    return [
+        triton.Config({"BLOCK_M": bm, **extra}, num_warps=nw, num_stages=ns)
+        for bm in block_m_options
+        for nw in warps_options
+        for ns in stages_options
+    ]
+
+
+def pick_kernel(jit_fn, autotune_configs, key, interpreter_config):
+    """The autotuned kernel on a GPU; in the interpreter (where autotune cannot run) the plain
+    kernel plus one fixed configuration that keeps the program count low."""
+    if INTERPRET:
+        return jit_fn, interpreter_config
+    return triton.autotune(configs=autotune_configs, key=key)(jit_fn), None
