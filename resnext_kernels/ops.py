@@ -27,8 +27,10 @@ import torch
 from torch import Tensor
 
 from . import _native
-from . import triton as triton_backend
 from .triton import common as triton_common
+from .triton.dgrad import dgrad as _triton_dgrad
+from .triton.fprop import fprop as _triton_fprop
+from .triton.wgrad import wgrad as _triton_wgrad
 
 
 def conv_output_hw(h, w, stride, padding, dilation, kernel=(3, 3)):
@@ -139,7 +141,7 @@ if _native._C is not None:
 def fprop_triton(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
                  padding: List[int], dilation: List[int], groups: int,
                  relu: bool = False) -> Tensor:
-    return triton_backend.fprop(input, weight, bias, stride, padding, dilation, groups, relu,
+    return _triton_fprop(input, weight, bias, stride, padding, dilation, groups, relu,
                                 wrap=torch.library.wrap_triton)
 
 
@@ -147,7 +149,7 @@ def fprop_triton(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: 
 def dgrad_triton(grad_output: Tensor, weight: Tensor, input_size: List[int],
                  stride: List[int], padding: List[int], dilation: List[int],
                  groups: int) -> Tensor:
-    return triton_backend.dgrad(grad_output, weight, input_size, stride, padding, dilation, groups,
+    return _triton_dgrad(grad_output, weight, input_size, stride, padding, dilation, groups,
                                 wrap=torch.library.wrap_triton)
 
 
@@ -155,7 +157,7 @@ def dgrad_triton(grad_output: Tensor, weight: Tensor, input_size: List[int],
 def wgrad_triton(grad_output: Tensor, input: Tensor, weight_size: List[int],
                  stride: List[int], padding: List[int], dilation: List[int],
                  groups: int) -> Tensor:
-    return triton_backend.wgrad(grad_output, input, weight_size, stride, padding, dilation, groups,
+    return _triton_wgrad(grad_output, input, weight_size, stride, padding, dilation, groups,
                                 wrap=torch.library.wrap_triton)
 
 

@@ -1,7 +1,5 @@
-"""Triton backend: grouped 3x3 fprop, dgrad and wgrad (see each module's docstring)."""
+"""Triton backend: grouped 3x3 fprop, dgrad and wgrad (see each module's docstring).
 
-from .dgrad import dgrad
-from .fprop import fprop
-from .wgrad import wgrad
-
-__all__ = ["fprop", "dgrad", "wgrad"]
+fprop.py holds the implicit-GEMM gather kernel that fprop and dgrad share; wgrad.py the split
+reduction; common.py the group packing, the autotune plumbing and the allocation hook.
+"""

@@ -72,6 +72,12 @@ def memory_format_of(t: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def empty(shape, dtype, device, memory_format=torch.contiguous_format):
+    """Every output and scratch buffer of the Triton backend is allocated here, so that the
+    tests can swap in a NaN-filled allocation and catch elements a kernel never writes."""
+    return torch.empty(tuple(shape), dtype=dtype, device=device, memory_format=memory_format)
+
+
 def configs(block_m_options, warps_options, stages_options, **extra):
     """The cross product of the given options as triton.Config objects."""
     return [

@@ -8,15 +8,13 @@ division contribute, masked per pixel). dx takes dy's memory format.
 
 from __future__ import annotations
 
-import torch
-
 from . import common
 from .fprop import launch_gather_conv
 
 
 def dgrad(grad_output, weight, input_size, stride, padding, dilation, groups, wrap=lambda k: k):
-    dx = torch.empty(tuple(input_size), dtype=grad_output.dtype, device=grad_output.device,
-                     memory_format=common.memory_format_of(grad_output))
+    dx = common.empty(input_size, grad_output.dtype, grad_output.device,
+                      common.memory_format_of(grad_output))
     if dx.numel() == 0:
         return dx
     if grad_output.numel() == 0:  # every tap reads padding: the gradient is zero

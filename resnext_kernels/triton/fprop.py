@@ -176,8 +176,7 @@ def fprop(x, weight, bias, stride, padding, dilation, groups, relu=False, wrap=l
     k_out = weight.shape[0]
     p = (h + 2 * padding[0] - dilation[0] * 2 - 1) // stride[0] + 1
     q = (w + 2 * padding[1] - dilation[1] * 2 - 1) // stride[1] + 1
-    y = torch.empty((n, k_out, p, q), dtype=x.dtype, device=x.device,
-                    memory_format=common.memory_format_of(x))
+    y = common.empty((n, k_out, p, q), x.dtype, x.device, common.memory_format_of(x))
     if y.numel() == 0:
         return y
     return launch_gather_conv(x, weight, bias, y, transposed=False, stride=stride, padding=padding,

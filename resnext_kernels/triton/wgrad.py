@@ -120,7 +120,7 @@ def wgrad(grad_output, x, weight_size, stride, padding, dilation, groups, splits
     if splits is None:
         splits = choose_splits(npq, 9 * ko_tiles * packs, x.device)
     chunk = triton.cdiv(npq, splits)
-    partials = torch.empty((splits, k_out, cg, 3, 3), dtype=torch.float32, device=x.device)
+    partials = common.empty((splits, k_out, cg, 3, 3), torch.float32, x.device)
 
     grid = (splits, 9 * ko_tiles, packs)
     wrap(_kernel)[grid](

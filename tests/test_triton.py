@@ -1,0 +1,160 @@
+"""Triton kernels against the float64 reference. On a CPU they run in the Triton interpreter
+(conftest.py); on a GPU the same tests run compiled, with bf16 added (the interpreter computes
+bf16 wrongly, TOOLCHAIN.md)."""
+
+import pytest
+import torch
+
+from cases import EDGE_CASES, LAYOUTS, RESNEXT_STAGE_CASES, make_input, make_weight, like_layout
+from conftest import HAS_CUDA
+from resnext_kernels import reference
+from resnext_kernels.ops import TRITON
+from resnext_kernels.triton import common, wgrad as wgrad_mod
+
+DEVICE = "cuda" if HAS_CUDA else "cpu"
+DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if HAS_CUDA else [])
+
+
+@pytest.fixture(autouse=True)
+def nan_prefill(monkeypatch):
+    """Every buffer the Triton wrappers allocate starts as NaN: an unwritten element fails."""
+    def empty(shape, dtype, device, memory_format=torch.contiguous_format):
+        t = torch.empty(tuple(shape), dtype=dtype, device=device, memory_format=memory_format)
+        return t.fill_(float("nan"))
+    monkeypatch.setattr(common, "empty", empty)
+
+
+@pytest.fixture(autouse=True)
+def exact_fp32():
+    """fp32 results are compared with ATen's fp32 error, so neither may use TF32."""
+    old = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = old
+
+
+def run_all_directions(family, case, x, w, b, dy):
+    args = case.conv_args
+    conv = (list(args["stride"]), list(args["padding"]), list(args["dilation"]), args["groups"])
+    return {
+        "fprop": family.fprop(x, w, b, *conv),
+        "dgrad": family.dgrad(dy, w, list(x.shape), *conv),
+        "wgrad": family.wgrad(dy, x, list(w.shape), *conv),
+    }
+
+
+def check_case(family, case, layout, dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = make_input(case, layout, dtype, DEVICE, gen)
+    w = make_weight(case, dtype, DEVICE, gen)
+    b = torch.randn(w.shape[0], generator=gen, dtype=torch.float64).to(DEVICE, dtype)
+    args = case.conv_args
+    ref = reference.conv_f64(x, w, b, None, **args)
+    dy = like_layout(torch.randn(ref["fprop"].shape, generator=gen, dtype=torch.float64)
+                     .to(DEVICE, dtype), layout)
+    ref = reference.conv_f64(x, w, b, dy, **args)
+    aten = reference.conv_in_dtype(x, w, b, dy, **args)
+    out = run_all_directions(family, case, x, w, b, dy)
+    for direction in ("fprop", "dgrad", "wgrad"):
+        reference.check(direction, out[direction], aten[direction], ref[direction])
+    return out
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", EDGE_CASES, ids=lambda c: c.id)
+def test_edge_cases_fp32(case, layout):
+    out = check_case(TRITON, case, layout, torch.float32)
+    # fprop's output takes the input's memory format, dgrad's takes grad_output's (as ATen).
+    if layout == "channels_last" and case.n > 0 and case.cg * case.groups > 1 and case.h * case.w > 1:
+        assert out["fprop"].is_contiguous(memory_format=torch.channels_last)
+        assert out["dgrad"].is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("dtype", [d for d in DTYPES if d != torch.float32], ids=str)
+@pytest.mark.parametrize("case", EDGE_CASES[1:9], ids=lambda c: c.id)
+def test_edge_cases_low_precision(case, dtype):
+    check_case(TRITON, case, "channels_last", dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", RESNEXT_STAGE_CASES, ids=lambda c: c.id)
+def test_resnext_stage_shapes(case, dtype):
+    check_case(TRITON, case, "channels_last", dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", [EDGE_CASES[3], EDGE_CASES[4], RESNEXT_STAGE_CASES[0]],
+                         ids=lambda c: c.id)
+def test_exact_on_small_integers(case, dtype):
+    """Integer inputs in [-2, 2]: every product and partial sum is exact in every dtype, so any
+    difference is an indexing bug, not rounding."""
+    gen = torch.Generator().manual_seed(1)
+    x = make_input(case, "channels_last", dtype, DEVICE, gen, integer=True)
+    w = make_weight(case, dtype, DEVICE, gen, integer=True)
+    args = case.conv_args
+    ref = reference.conv_f64(x, w, None, None, **args)
+    dy = torch.randint(-2, 3, ref["fprop"].shape, generator=gen).to(DEVICE, dtype)
+    ref = reference.conv_f64(x, w, None, dy, **args)
+    out = run_all_directions(TRITON, case, x, w, None, dy)
+    for direction in ("fprop", "dgrad", "wgrad"):
+        assert reference.max_error(out[direction], ref[direction]) == 0, direction
+
+
+def test_bias_gradient_through_autograd():
+    case = EDGE_CASES[2]
+    gen = torch.Generator().manual_seed(2)
+    x = make_input(case, "channels_last", torch.float32, DEVICE, gen).requires_grad_()
+    w = make_weight(case, torch.float32, DEVICE, gen).requires_grad_()
+    b = torch.randn(w.shape[0], generator=gen).to(DEVICE).requires_grad_()
+    y = TRITON.fprop(x, w, b, [1, 1], [1, 1], [1, 1], case.groups)
+    dy = torch.randn(y.shape, generator=gen).to(DEVICE)
+    y.backward(dy)
+    ref = reference.conv_f64(x, w, b, dy, **case.conv_args)
+    aten = reference.conv_in_dtype(x, w, b, dy, **case.conv_args)
+    for name, got in (("dgrad", x.grad), ("wgrad", w.grad), ("bias", b.grad)):
+        reference.check(name, got, aten[name], ref[name])
+
+
+def test_fused_bias_relu_epilogue():
+    case = EDGE_CASES[3]
+    gen = torch.Generator().manual_seed(3)
+    x = make_input(case, "nchw", torch.float32, DEVICE, gen)
+    w = make_weight(case, torch.float32, DEVICE, gen)
+    b = torch.randn(w.shape[0], generator=gen).to(DEVICE)
+    y = TRITON.fprop(x, w, b, [2, 2], [1, 1], [1, 1], case.groups, True)
+    ref = reference.conv_f64(x, w, b, None, **case.conv_args)["fprop"].clamp_min(0)
+    aten = reference.conv_in_dtype(x, w, b, None, **case.conv_args)["fprop"].clamp_min(0)
+    reference.check("fprop", y, aten, ref)
+
+
+def test_wgrad_split_is_deterministic_and_correct():
+    case = RESNEXT_STAGE_CASES[0]
+    gen = torch.Generator().manual_seed(4)
+    x = make_input(case, "channels_last", torch.float32, DEVICE, gen)
+    dy = like_layout(torch.randn((1, 128, 8, 8), generator=gen).to(DEVICE), "channels_last")
+    conv = ([1, 1], [1, 1], [1, 1], case.groups)
+    first = wgrad_mod.wgrad(dy, x, [128, 4, 3, 3], *conv, splits=3)
+    second = wgrad_mod.wgrad(dy, x, [128, 4, 3, 3], *conv, splits=3)
+    assert torch.equal(first, second)
+    w = make_weight(case, torch.float32, DEVICE, gen)
+    ref = reference.conv_f64(x, w, None, dy, **case.conv_args)
+    aten = reference.conv_in_dtype(x, w, None, dy, **case.conv_args)
+    reference.check("wgrad", first, aten["wgrad"], ref["wgrad"])
+
+
+def test_checker_rejects_a_wrong_kernel():
+    """Negative control: fprop with the taps flipped (a classic indexing bug) must fail the
+    checker, and so must an output with one unwritten (NaN) element."""
+    case = EDGE_CASES[2]
+    gen = torch.Generator().manual_seed(5)
+    x = make_input(case, "nchw", torch.float32, DEVICE, gen)
+    w = make_weight(case, torch.float32, DEVICE, gen)
+    ref = reference.conv_f64(x, w, None, None, **case.conv_args)["fprop"]
+    aten = reference.conv_in_dtype(x, w, None, None, **case.conv_args)["fprop"]
+    wrong = TRITON.fprop(x, w.flip(-1, -2).contiguous(), None, [1, 1], [1, 1], [1, 1], case.groups)
+    with pytest.raises(AssertionError):
+        reference.check("fprop", wrong, aten, ref)
+    holed = aten.clone()
+    holed.view(-1)[7] = float("nan")
+    with pytest.raises(AssertionError):
+        reference.check("fprop", holed, aten, ref)
