@@ -27,6 +27,10 @@ import torch
 import triton
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# RESNEXT_KERNELS_TRITON_AUTOTUNE=0 runs each kernel's first configuration instead of
+# autotuning: every new constexpr combination costs a compile per configuration (about 1-2 s
+# each), which a test run over many shapes cannot afford.
+AUTOTUNE = os.environ.get("RESNEXT_KERNELS_TRITON_AUTOTUNE", "1") != "0"
 
 # Smallest block dimension a tensor-core dot accepts on sm_80/sm_90.
 MIN_DOT = 16
@@ -88,9 +92,26 @@ def configs(block_m_options, warps_options, stages_options, **extra):
     ]
 
 
-def pick_kernel(jit_fn, autotune_configs, key, interpreter_config):
-    """The autotuned kernel on a GPU; in the interpreter (where autotune cannot run) the plain
-    kernel plus one fixed configuration that keeps the program count low."""
-    if INTERPRET:
-        return jit_fn, interpreter_config
-    return triton.autotune(configs=autotune_configs, key=key)(jit_fn), None
+class TunedKernel:
+    """A kernel with its autotune space. On a GPU `launch` autotunes over `configs` (or runs
+    `configs[0]` when AUTOTUNE is off); in the interpreter (where autotune cannot run) it uses
+    `interpreter_config`; a test can pin any configuration with `config=` (to run every one the
+    autotuner might pick)."""
+
+    def __init__(self, jit_fn, configs, key, interpreter_config):
+        self.jit_fn = jit_fn
+        self.configs = configs
+        self.key = key
+        self.interpreter_config = interpreter_config
+        self.autotuned = (triton.autotune(configs=configs, key=key)(jit_fn)
+                          if AUTOTUNE and not INTERPRET else None)
+
+    def launch(self, grid, args, kwargs, *, wrap=lambda k: k, config=None):
+        if config is not None:
+            meta = {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
+            return wrap(self.jit_fn)[grid](*args, **kwargs, **meta)
+        if INTERPRET:
+            return wrap(self.jit_fn)[grid](*args, **kwargs, **self.interpreter_config)
+        if self.autotuned is None:
+            return self.launch(grid, args, kwargs, wrap=wrap, config=self.configs[0])
+        return wrap(self.autotuned)[grid](*args, **kwargs)

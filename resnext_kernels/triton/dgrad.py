@@ -12,7 +12,8 @@ from . import common
 from .fprop import launch_gather_conv
 
 
-def dgrad(grad_output, weight, input_size, stride, padding, dilation, groups, wrap=lambda k: k):
+def dgrad(grad_output, weight, input_size, stride, padding, dilation, groups, wrap=lambda k: k,
+          config=None):
     dx = common.empty(input_size, grad_output.dtype, grad_output.device,
                       common.memory_format_of(grad_output))
     if dx.numel() == 0:
@@ -20,4 +21,5 @@ def dgrad(grad_output, weight, input_size, stride, padding, dilation, groups, wr
     if grad_output.numel() == 0:  # every tap reads padding: the gradient is zero
         return dx.zero_()
     return launch_gather_conv(grad_output, weight, None, dx, transposed=True, stride=stride,
-                              padding=padding, dilation=dilation, groups=groups, wrap=wrap)
+                              padding=padding, dilation=dilation, groups=groups, wrap=wrap,
+                              config=config)

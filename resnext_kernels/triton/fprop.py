@@ -120,26 +120,27 @@ def _gather_conv_kernel(
     tl.store(dst, acc.to(dst_ptr.dtype.element_ty), mask=m_ok[:, None] & o_ok[None, :])
 
 
-# Autotune space (sm_80 / sm_90). BLOCK_M trades pixel reuse of the weight tile against
-# registers: 64 x 32 fp32 accumulators at 4 warps are 16 registers a thread. num_warps 8 is in
-# the list on purpose: the Inductor conv template miscompiled there once (pytorch#173068), and
-# the GPU tests run every configuration the autotuner may pick.
-AUTOTUNE_CONFIGS = common.configs((64, 128), (4, 8), (2, 3))
+# Autotune space (sm_80 / sm_90); the first entry is the default when autotuning is off.
+# BLOCK_M trades pixel reuse of the weight tile against registers: 64 x 32 fp32 accumulators
+# at 4 warps are 16 registers a thread. num_warps 8 is in the list on purpose: the Inductor conv
+# template miscompiled there once (pytorch#173068), and the GPU tests run every configuration
+# the autotuner may pick. One pipeline depth: the tap loop is unrolled, so stages matter little
+# and each extra option costs a compile per shape class.
+AUTOTUNE_CONFIGS = common.configs((64, 128), (4, 8), (2,))
 AUTOTUNE_KEY = ["BATCH", "DH", "DW", "SH", "SW", "G", "RED_G", "OUT_G", "stride_h", "s_src_c",
                 "TRANSPOSED", "BLOCK_RED", "BLOCK_OUT"]
 # The interpreter runs one fixed configuration; large BLOCK_M keeps the program count low.
 INTERPRETER_CONFIG = {"BLOCK_M": 128}
 
-_kernel, _fixed_config = common.pick_kernel(
-    _gather_conv_kernel, AUTOTUNE_CONFIGS, AUTOTUNE_KEY, INTERPRETER_CONFIG)
+KERNEL = common.TunedKernel(_gather_conv_kernel, AUTOTUNE_CONFIGS, AUTOTUNE_KEY, INTERPRETER_CONFIG)
 
 
 def launch_gather_conv(src, weight, bias, dst, *, transposed, stride, padding, dilation, groups,
-                       relu=False, wrap=lambda k: k):
+                       relu=False, wrap=lambda k: k, config=None):
     """Launches the gather kernel writing every element of `dst` (4-D, logical NCHW).
 
     `wrap` is `torch.library.wrap_triton` when called from a triton_op, so torch.compile sees
-    the launch.
+    the launch; `config` pins one triton.Config instead of autotuning.
     """
     batch, _, dh, dw = dst.shape
     _, _, sh, sw = src.shape
@@ -156,21 +157,21 @@ def launch_gather_conv(src, weight, bias, dst, *, transposed, stride, padding, d
     def grid(meta):
         return (triton.cdiv(batch * dh * dw, meta["BLOCK_M"]), packs * out_tiles)
 
-    _kernel_call = wrap(_kernel)[grid]
-    _kernel_call(
+    args = (
         src, weight, bias if bias is not None else dst, dst,
         batch, dh, dw, sh, sw, groups, red_g, out_g,
         *src.stride(), *dst.stride(), s_w_red, s_w_out, ws[2], ws[3],
         stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-        TRANSPOSED=transposed, HAS_BIAS=bias is not None, RELU=relu,
-        GP=tile.groups_per_prog, BLOCK_RED=tile.block_red, BLOCK_OUT=tile.block_out,
-        PRECISION=common.dot_precision(src.dtype),
-        **(_fixed_config or {}),
     )
+    meta = dict(TRANSPOSED=transposed, HAS_BIAS=bias is not None, RELU=relu,
+                GP=tile.groups_per_prog, BLOCK_RED=tile.block_red, BLOCK_OUT=tile.block_out,
+                PRECISION=common.dot_precision(src.dtype))
+    KERNEL.launch(grid, args, meta, wrap=wrap, config=config)
     return dst
 
 
-def fprop(x, weight, bias, stride, padding, dilation, groups, relu=False, wrap=lambda k: k):
+def fprop(x, weight, bias, stride, padding, dilation, groups, relu=False, wrap=lambda k: k,
+          config=None):
     """y = relu?(conv2d(x, weight, bias)), y in x's memory format."""
     n, _, h, w = x.shape
     k_out = weight.shape[0]
@@ -180,4 +181,5 @@ def fprop(x, weight, bias, stride, padding, dilation, groups, relu=False, wrap=l
     if y.numel() == 0:
         return y
     return launch_gather_conv(x, weight, bias, y, transposed=False, stride=stride, padding=padding,
-                              dilation=dilation, groups=groups, relu=relu, wrap=wrap)
+                              dilation=dilation, groups=groups, relu=relu, wrap=wrap,
+                              config=config)

@@ -81,16 +81,15 @@ def _wgrad_partial_kernel(
     tl.store(part_ptr + out, acc, mask=diag & k_ok[:, None] & c_ok[None, :])
 
 
-# BLOCK_M is the reduction step (positions per tl.dot).
-AUTOTUNE_CONFIGS = common.configs((32, 64, 128), (4, 8), (2, 3))
+# BLOCK_M is the reduction step (positions per tl.dot); the first entry is the default.
+AUTOTUNE_CONFIGS = common.configs((64, 32, 128), (4, 8), (2, 3))
 AUTOTUNE_KEY = ["BATCH", "H", "W", "P", "Q", "G", "CG", "KG", "CHUNK", "s_x_c", "BLOCK_KO", "BLOCK_C"]
 INTERPRETER_CONFIG = {"BLOCK_M": 64}
 
 # Fewest positions one program reduces; below this the partials traffic outweighs the gain.
 MIN_CHUNK = 512
 
-_kernel, _fixed_config = common.pick_kernel(
-    _wgrad_partial_kernel, AUTOTUNE_CONFIGS, AUTOTUNE_KEY, INTERPRETER_CONFIG)
+KERNEL = common.TunedKernel(_wgrad_partial_kernel, AUTOTUNE_CONFIGS, AUTOTUNE_KEY, INTERPRETER_CONFIG)
 
 
 def choose_splits(npq: int, programs_per_split: int, device: torch.device) -> int:
@@ -101,8 +100,9 @@ def choose_splits(npq: int, programs_per_split: int, device: torch.device) -> in
 
 
 def wgrad(grad_output, x, weight_size, stride, padding, dilation, groups, splits=None,
-          wrap=lambda k: k):
-    """dw [K, Cg, 3, 3] (contiguous). `splits` overrides the split count (tests use it)."""
+          wrap=lambda k: k, config=None):
+    """dw [K, Cg, 3, 3] (contiguous). `splits` overrides the split count and `config` pins one
+    triton.Config (tests use both)."""
     k_out, cg = weight_size[0], weight_size[1]
     kg = k_out // groups
     n, _, h, w = x.shape
@@ -123,13 +123,13 @@ def wgrad(grad_output, x, weight_size, stride, padding, dilation, groups, splits
     partials = common.empty((splits, k_out, cg, 3, 3), torch.float32, x.device)
 
     grid = (splits, 9 * ko_tiles, packs)
-    wrap(_kernel)[grid](
+    args = (
         x, grad_output, partials,
         n, h, w, p, q, groups, cg, kg, chunk,
         *x.stride(), *grad_output.stride(),
         stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-        GP=tile.groups_per_prog, BLOCK_KO=tile.block_out, BLOCK_C=block_c,
-        PRECISION=common.dot_precision(x.dtype),
-        **(_fixed_config or {}),
     )
+    meta = dict(GP=tile.groups_per_prog, BLOCK_KO=tile.block_out, BLOCK_C=block_c,
+                PRECISION=common.dot_precision(x.dtype))
+    KERNEL.launch(grid, args, meta, wrap=wrap, config=config)
     return partials.sum(0).to(x.dtype)

@@ -1,0 +1,228 @@
+"""Per-layer benchmark of the grouped 3x3 convolutions of ResNeXt-50 models.
+
+Shared by bench_cardinality.py (the main job) and usable alone:
+
+    python benchmarks/layers.py --models 32x4d --directions fprop
+
+The byte and FLOP model (DESIGN.md): every layer is memory-bound, so the figure of merit is
+achieved bandwidth against the fewest bytes a direction must move (each operand read once, the
+result written once) over the GPU's device-to-device copy bandwidth measured in the same run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+
+DIRECTIONS = ("fprop", "dgrad", "wgrad")
+# ResNeXt-50: bottleneck blocks per stage, and the paper's fixed-complexity (C, d) table.
+STAGE_BLOCKS = (3, 4, 6, 3)
+PAPER_TABLE = ((1, 64), (2, 40), (4, 24), (8, 14), (32, 4))
+MODELS = {f"{c}x{d}d": (c, d) for c, d in PAPER_TABLE}
+MODELS.update({"32x4d": (32, 4), "64x4d": (64, 4)})
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One grouped 3x3 convolution of a model; `count` is how many times the model has it."""
+
+    model: str
+    cardinality: int
+    width: int          # bottleneck width d (channels per group in stage 1)
+    name: str
+    n: int
+    c: int
+    h: int
+    w: int
+    groups: int
+    stride: int
+    count: int
+
+    @property
+    def k(self) -> int:
+        return self.c  # ResNeXt's grouped conv keeps the width
+
+    @property
+    def p(self) -> int:
+        return (self.h + 2 - 3) // self.stride + 1
+
+    @property
+    def q(self) -> int:
+        return (self.w + 2 - 3) // self.stride + 1
+
+    def flops(self) -> float:
+        """2 * N*P*Q * K * Cg*3*3, the same in every direction."""
+        return 2.0 * self.n * self.p * self.q * self.k * (self.c // self.groups) * 9
+
+    def min_bytes(self, direction: str, elem_size: int) -> float:
+        x = self.n * self.c * self.h * self.w
+        y = self.n * self.k * self.p * self.q
+        w = self.k * (self.c // self.groups) * 9
+        return float(elem_size * (x + y + w))  # each direction moves x, y (or dy) and w once
+
+
+def resnext50_layers(model: str, batch: int, image: int = 224) -> List[Layer]:
+    """The distinct grouped layers of ResNeXt-50 (C, d) at `image` x `image` input."""
+    cardinality, width = MODELS[model]
+    layers = []
+    size = image // 4  # after the stem's stride-2 conv and max-pool
+    for stage, blocks in enumerate(STAGE_BLOCKS):
+        channels = cardinality * width * 2 ** stage
+        if stage == 0:
+            layers.append(Layer(model, cardinality, width, "stage1", batch, channels, size, size,
+                                cardinality, 1, blocks))
+            continue
+        layers.append(Layer(model, cardinality, width, f"stage{stage + 1}.entry", batch, channels,
+                            size, size, cardinality, 2, 1))
+        size //= 2
+        layers.append(Layer(model, cardinality, width, f"stage{stage + 1}", batch, channels,
+                            size, size, cardinality, 1, blocks - 1))
+    return layers
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing.
+@dataclass
+class Timing:
+    median_ms: float
+    p20_ms: float
+    p80_ms: float
+    reps: int
+
+
+def _quantiles(times: List[float]) -> Timing:
+    times = sorted(times)
+    pick = lambda f: times[min(len(times) - 1, int(f * (len(times) - 1) + 0.5))]  # noqa: E731
+    return Timing(statistics.median(times), pick(0.2), pick(0.8), len(times))
+
+
+class CudaTimer:
+    """CUDA events around each repetition, L2 flushed before each (a write of twice its size)."""
+
+    def __init__(self, device: torch.device):
+        l2 = torch.cuda.get_device_properties(device).L2_cache_size or (50 << 20)
+        self.flush = torch.empty(2 * l2 // 4, dtype=torch.float32, device=device)
+
+    def __call__(self, fn: Callable[[], object], reps: int, warmup: int = 3) -> Timing:
+        for _ in range(warmup):
+            fn()
+        torch.cuda.synchronize()
+        # A slow kernel gets fewer repetitions: a rough first measurement decides.
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        first = time.perf_counter() - t0
+        reps = max(3, min(reps, int(2.0 / max(first, 1e-6))))
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+        for i in range(reps):
+            self.flush.zero_()
+            starts[i].record()
+            fn()
+            ends[i].record()
+        torch.cuda.synchronize()
+        return _quantiles([s.elapsed_time(e) for s, e in zip(starts, ends)])
+
+
+def cpu_time(fn: Callable[[], object], reps: int) -> Timing:
+    """torch.utils.benchmark with the process's real thread count."""
+    from torch.utils import benchmark
+
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    m = timer.blocked_autorange(min_run_time=0.05 * reps)
+    return _quantiles([t * 1e3 for t in m.times])
+
+
+def copy_bandwidth_gbs(device: torch.device, mb: int = 512) -> float:
+    """Device-to-device (or host memcpy) bandwidth in GB/s, counting bytes read plus written."""
+    n = mb * (1 << 20) // 4
+    src = torch.empty(n, dtype=torch.float32, device=device).normal_()
+    dst = torch.empty_like(src)
+    fn = lambda: dst.copy_(src)  # noqa: E731
+    t = CudaTimer(device)(fn, 20) if device.type == "cuda" else cpu_time(fn, 5)
+    return 2 * src.numel() * 4 / (t.median_ms * 1e-3) / 1e9
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends.
+def direction_fns(backend: str, layer: Layer, dtype: torch.dtype, channels_last: bool,
+                  device: torch.device) -> Dict[str, Callable[[], object]]:
+    """fprop / dgrad / wgrad callables of `backend` on fresh random operands of `layer`."""
+    from resnext_kernels.ops import NATIVE, TRITON
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(layer.n, layer.c, layer.h, layer.w, device=device, dtype=dtype).to(memory_format=fmt)
+    w = torch.randn(layer.k, layer.c // layer.groups, 3, 3, device=device, dtype=dtype) * 0.1
+    dy = torch.randn(layer.n, layer.k, layer.p, layer.q, device=device, dtype=dtype).to(memory_format=fmt)
+    conv = ([layer.stride] * 2, [1, 1], [1, 1], layer.groups)
+    if backend in ("cudnn", "aten"):
+        def backward(mask):
+            return lambda: torch.ops.aten.convolution_backward(
+                dy, x, w, None, *conv[:3], False, [0, 0], layer.groups, mask)
+        return {"fprop": lambda: F.conv2d(x, w, None, *conv),
+                "dgrad": backward([True, False, False]),
+                "wgrad": backward([False, True, False])}
+    family = {"cuda": NATIVE, "triton": TRITON}[backend]
+    if family is None:
+        raise RuntimeError("the native extension is not available")
+    return {"fprop": lambda: family.fprop(x, w, None, *conv),
+            "dgrad": lambda: family.dgrad(dy, w, list(x.shape), *conv),
+            "wgrad": lambda: family.wgrad(dy, x, list(w.shape), *conv)}
+
+
+def backend_skip_reason(backend: str, layer: Layer, dtype: torch.dtype, device: torch.device) -> Optional[str]:
+    import resnext_kernels as rk
+
+    if backend in ("cudnn", "aten"):
+        return None
+    why = rk.backend_unavailable_reason(backend)
+    if why:
+        return why
+    x = torch.empty(0, layer.c, 1, 1, dtype=dtype, device=device)
+    w = torch.empty(layer.k, layer.c // layer.groups, 3, 3, dtype=dtype, device=device)
+    return rk.unsupported_reason(backend, x, w, 1)
+
+
+def bench_layer(layer: Layer, backend: str, directions, dtype_name: str, channels_last: bool,
+                device: torch.device, reps: int, timer, bandwidth_gbs: float) -> List[dict]:
+    """One row per direction: timing, derived rates, or the reason it did not run."""
+    dtype = DTYPES[dtype_name]
+    rows = []
+    base = dict(asdict(layer), k=layer.k, p=layer.p, q=layer.q, backend=backend, dtype=dtype_name,
+                layout="channels_last" if channels_last else "nchw")
+    skip = backend_skip_reason(backend, layer, dtype, device)
+    fns = None
+    if skip is None:
+        try:
+            fns = direction_fns(backend, layer, dtype, channels_last, device)
+        except Exception as exc:  # reported in the results, never fatal
+            skip = f"{type(exc).__name__}: {exc}"
+    for direction in directions:
+        row = dict(base, direction=direction, flops=layer.flops(),
+                   bytes=layer.min_bytes(direction, torch.finfo(dtype).bits // 8))
+        if skip is not None:
+            rows.append(dict(row, error=skip))
+            continue
+        try:
+            t = timer(fns[direction], reps)
+        except Exception as exc:
+            rows.append(dict(row, error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}"))
+            continue
+        seconds = t.median_ms * 1e-3
+        gbs = row["bytes"] / seconds / 1e9
+        rows.append(dict(row, error=None, median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms,
+                         reps=t.reps, tflops=row["flops"] / seconds / 1e12, gbs=gbs,
+                         roofline_pct=100.0 * gbs / bandwidth_gbs if bandwidth_gbs else None))
+    return rows
+
+
+if __name__ == "__main__":
+    import bench_cardinality
+
+    bench_cardinality.main()

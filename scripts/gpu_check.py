@@ -1,0 +1,299 @@
+"""One-command GPU check: build, test, sanitize and benchmark within a time budget.
+
+    scripts/gpu_check.sh OUTDIR [--quick] [--only test bench ...] [--budget SECONDS]
+
+Steps, in order, each logged and timed, none stopping the later ones:
+  env       environment header (GPU, driver, CUDA, cuDNN, torch, triton, commit) -> env.json
+  build     the extension in place, for this GPU's architecture only, all cores, no downloads
+  test      the GPU test suite (CUDA and Triton backends, bf16 included) -> junit.xml
+            (--quick: scripts/gpu_smoke.py, one small check of each kernel)
+  sanitize  compute-sanitizer memcheck and racecheck over scripts/gpu_smoke.py --backends cuda
+  bench     benchmarks/bench_cardinality.py --quick -> bench.json, bench.png
+  summary   summary.md: what passed, what failed, key speed ratios; printed last
+
+OUTDIR gets at most 8 files, none over 16 MB, no sub-folders: logs go into logs.tar.gz.
+When the budget (default 480 s) runs out, the running step is stopped and the summary written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import xml.etree.ElementTree as ET
+from typing import Dict, List, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = ("build", "test", "sanitize", "bench")
+MAX_FILES = 8
+MAX_FILE_BYTES = 16 * 2**20
+LOG_TAIL_BYTES = 2 * 2**20      # a log longer than this keeps its head and tail
+SUMMARY_RESERVE_S = 20          # budget kept back for bundling and the summary
+# Largest share of the budget each step may take (the rest of the budget caps it too).
+STEP_CAP_S = {"build": 240, "test": 180, "sanitize": 90, "bench": 300}
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description="One-command GPU check (see module docstring).")
+    ap.add_argument("outdir")
+    ap.add_argument("--quick", action="store_true", help="build plus one smoke test per backend")
+    ap.add_argument("--only", nargs="+", choices=STEPS, help="run only these steps")
+    ap.add_argument("--budget", type=float, default=480.0, help="overall seconds (default 480)")
+    ap.add_argument("--bench-args", default="--quick",
+                    help="arguments for bench_cardinality.py (default: --quick)")
+    args = ap.parse_args(argv)
+    if args.budget <= SUMMARY_RESERVE_S:
+        ap.error(f"--budget must be more than {SUMMARY_RESERVE_S} seconds")
+    return args
+
+
+class Step:
+    def __init__(self, name: str):
+        self.name = name
+        self.status = "not run"
+        self.seconds = 0.0
+        self.detail = ""
+
+    def as_dict(self):
+        return dict(name=self.name, status=self.status, seconds=round(self.seconds, 1),
+                    detail=self.detail)
+
+
+def run_logged(cmd: List[str], log_path: str, timeout: float, env=None) -> str:
+    """Runs `cmd` with output to `log_path`; returns "passed", "failed (rc N)" or "timeout"."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "ab") as log:
+        log.write(("$ " + " ".join(cmd) + "\n").encode())
+        log.flush()
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=max(timeout, 1))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            log.write(f"\n[gpu_check] stopped after {timeout:.0f} s (time budget)\n".encode())
+            return "timeout"
+    return "passed" if rc == 0 else f"failed (rc {rc})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary and output limits (tested without a GPU in tests/test_gpu_check.py).
+def junit_counts(path: str) -> Optional[Dict[str, int]]:
+    if not os.path.exists(path):
+        return None
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError:
+        return None
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    counts = dict(tests=0, failures=0, errors=0, skipped=0)
+    for s in suites:
+        for k in counts:
+            counts[k] += int(s.get(k, 0))
+    counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
+    failed = [f"{c.get('classname')}::{c.get('name')}" for c in root.iter("testcase")
+              if c.find("failure") is not None or c.find("error") is not None]
+    counts["failed_names"] = failed[:20]
+    return counts
+
+
+def bench_ratios(path: str) -> List[str]:
+    """Key lines from a bench JSON: per model, direction and backend, the total time of the
+    grouped layers and the speed-up over cuDNN; and the roofline range per backend."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        data = json.load(f)
+    lines = [f"copy bandwidth {data['copy_bandwidth_gbs']:.0f} GB/s, "
+             f"{data['options']['dtype']} {data['options']['layout']} batch {data['options']['batch']}"]
+    totals = {(m["model"], m["backend"], m["direction"]): m["total_ms"] for m in data["models"]}
+    for (model, backend, direction), ms in sorted(totals.items()):
+        base = totals.get((model, "cudnn", direction))
+        ratio = f", {base / ms:.2f}x cuDNN" if base and backend != "cudnn" else ""
+        lines.append(f"{model} {direction} {backend}: {ms:.3f} ms{ratio}")
+    for backend in data["options"]["backends"]:
+        roof = [r["roofline_pct"] for r in data["layers"]
+                if r["backend"] == backend and not r.get("error") and r.get("roofline_pct")]
+        errors = sum(1 for r in data["layers"] if r["backend"] == backend and r.get("error"))
+        if roof:
+            lines.append(f"{backend}: roofline {min(roof):.0f}-{max(roof):.0f}% over {len(roof)} "
+                         f"layer-directions, {errors} not run")
+    return lines
+
+
+def write_summary(outdir: str, env: dict, steps: List[Step]) -> str:
+    lines = ["# GPU check summary", ""]
+    lines.append(f"- GPU: {env.get('gpu')} (driver {env.get('driver')}, CUDA {env.get('torch_cuda')}, "
+                 f"cuDNN {env.get('cudnn')})")
+    lines.append(f"- torch {env.get('torch')}, triton {env.get('triton')}, python {env.get('python')}")
+    lines.append(f"- commit {env.get('git_commit')}, {env.get('timestamp')}")
+    lines.append("")
+    lines.append("| step | status | seconds | detail |")
+    lines.append("|---|---|---|---|")
+    for s in steps:
+        lines.append(f"| {s.name} | {s.status} | {s.seconds:.0f} | {s.detail} |")
+    counts = junit_counts(os.path.join(outdir, "junit.xml"))
+    if counts:
+        lines += ["", f"Tests: {counts['passed']} passed, {counts['failures'] + counts['errors']} "
+                      f"failed, {counts['skipped']} skipped"]
+        lines += [f"- FAILED {n}" for n in counts["failed_names"]]
+    ratios = bench_ratios(os.path.join(outdir, "bench.json"))
+    if ratios:
+        lines += ["", "Benchmark (grouped layers, weighted by count):"] + [f"- {r}" for r in ratios]
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(outdir, "summary.md"), "w") as f:
+        f.write(text)
+    return text
+
+
+def _trim(path: str, limit: int = LOG_TAIL_BYTES) -> None:
+    size = os.path.getsize(path)
+    if size <= limit:
+        return
+    with open(path, "rb") as f:
+        head = f.read(limit // 4)
+        f.seek(size - 3 * limit // 4)
+        tail = f.read()
+    with open(path, "wb") as f:
+        f.write(head + f"\n[... {size - len(head) - len(tail)} bytes cut ...]\n".encode() + tail)
+
+
+def enforce_limits(outdir: str, max_files: int = MAX_FILES, max_bytes: int = MAX_FILE_BYTES) -> None:
+    """Bundles sub-folders and surplus files into logs.tar.gz so that OUTDIR holds at most
+    `max_files` plain files, none larger than `max_bytes`, and no folders."""
+    keep_first = ["summary.md", "env.json", "junit.xml", "bench.json", "bench.png"]
+    entries = sorted(os.listdir(outdir))
+    bundle = [e for e in entries if os.path.isdir(os.path.join(outdir, e))]
+    files = [e for e in entries if os.path.isfile(os.path.join(outdir, e)) and e != "logs.tar.gz"]
+    files.sort(key=lambda e: (keep_first.index(e) if e in keep_first else len(keep_first), e))
+    room = max_files - 1  # one place for logs.tar.gz
+    bundle += [e for e in files[room:]]
+    bundle += [e for e in files[:room] if os.path.getsize(os.path.join(outdir, e)) > max_bytes]
+    if not bundle:
+        return
+    tar_path = os.path.join(outdir, "logs.tar.gz")
+    for name in bundle:
+        path = os.path.join(outdir, name)
+        for dirpath, _, names in (os.walk(path) if os.path.isdir(path) else [("", [], [path])]):
+            for n in names:
+                _trim(os.path.join(dirpath, n) if dirpath else n)
+    with tarfile.open(tar_path, "w:gz") as tar:
+        for name in bundle:
+            tar.add(os.path.join(outdir, name), arcname=name)
+    for name in bundle:
+        path = os.path.join(outdir, name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    if os.path.getsize(tar_path) > max_bytes:  # last resort
+        os.remove(tar_path)
+        with open(os.path.join(outdir, "logs_dropped.txt"), "w") as f:
+            f.write("logs exceeded the size limit and were dropped\n")
+
+
+# ---------------------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    start = time.monotonic()
+    deadline = start + args.budget
+    outdir = os.path.abspath(args.outdir)
+    logdir = os.path.join(outdir, "logs")
+    os.makedirs(logdir, exist_ok=True)
+    sys.path.insert(0, ROOT)
+
+    import torch
+    from resnext_kernels import envinfo
+
+    env = envinfo.collect()
+    env["check"] = dict(quick=args.quick, only=args.only, budget_s=args.budget)
+    with open(os.path.join(outdir, "env.json"), "w") as f:
+        json.dump(env, f, indent=1)
+    steps = [Step(n) for n in (args.only or STEPS)]
+    if "build" not in (args.only or STEPS):
+        steps.insert(0, Step("build"))  # the extension is a prerequisite of every other step
+
+    if not torch.cuda.is_available():
+        msg = ("gpu_check: no CUDA GPU is visible (torch.cuda.is_available() is False). "
+               "Run this script on a GPU machine; without one, run the CPU test suite instead.")
+        print(msg, file=sys.stderr)
+        for s in steps:
+            s.status, s.detail = "skipped", "no GPU"
+        print(write_summary(outdir, env, steps))
+        enforce_limits(outdir)
+        return 2
+
+    cc = torch.cuda.get_device_capability()
+    py = sys.executable
+
+    def remaining(step_name: str) -> float:
+        return min(STEP_CAP_S[step_name], deadline - time.monotonic() - SUMMARY_RESERVE_S)
+
+    for step in steps:
+        budget = remaining(step.name)
+        if budget < 5:
+            step.status, step.detail = "skipped", "time budget spent"
+            continue
+        t0 = time.monotonic()
+        log = os.path.join(logdir, f"{step.name}.log")
+        if step.name == "build":
+            build_env = dict(os.environ, TORCH_CUDA_ARCH_LIST=f"{cc[0]}.{cc[1]}",
+                             MAX_JOBS=str(os.cpu_count() or 4), RESNEXT_KERNELS_CUDA="1")
+            step.status = run_logged([py, "setup.py", "build_ext", "--inplace"], log, budget, build_env)
+            if step.status != "passed":
+                step.detail = "CUDA backend unavailable; Triton steps still run"
+        elif step.name == "test":
+            if args.quick:
+                step.status = run_logged([py, "scripts/gpu_smoke.py"], log, budget)
+            else:
+                # One Triton configuration per kernel except in the tests that pin each one:
+                # autotuning every test shape would spend the budget compiling.
+                test_env = dict(os.environ, RESNEXT_KERNELS_TRITON_AUTOTUNE="0")
+                step.status = run_logged(
+                    [py, "-m", "pytest", "tests/test_gpu.py", "tests/test_triton.py", "-q", "-rfE",
+                     "-p", "no:cacheprovider", f"--junitxml={os.path.join(outdir, 'junit.xml')}"],
+                    log, budget, test_env)
+        elif step.name == "sanitize":
+            tool = shutil.which("compute-sanitizer") or "/usr/local/cuda/bin/compute-sanitizer"
+            if args.quick:
+                step.status, step.detail = "skipped", "--quick"
+            elif not os.path.exists(tool):
+                step.status, step.detail = "skipped", "compute-sanitizer not found"
+            else:
+                results = []
+                for sub in ("memcheck", "racecheck"):
+                    sub_budget = (deadline - time.monotonic() - SUMMARY_RESERVE_S) / 2
+                    r = run_logged([tool, "--tool", sub, "--error-exitcode", "3", py,
+                                    "scripts/gpu_smoke.py", "--backends", "cuda"],
+                                   os.path.join(logdir, f"sanitize_{sub}.log"),
+                                   min(budget / 2, sub_budget))
+                    results.append(f"{sub}: {r}")
+                step.status = "passed" if all(r.endswith("passed") for r in results) else "failed"
+                step.detail = "; ".join(results)
+        elif step.name == "bench":
+            if args.quick:
+                step.status, step.detail = "skipped", "--quick"
+            else:
+                step.status = run_logged(
+                    [py, "benchmarks/bench_cardinality.py", *args.bench_args.split(),
+                     "--out", os.path.join(outdir, "bench.json"),
+                     "--plot", os.path.join(outdir, "bench.png")], log, budget)
+        step.seconds = time.monotonic() - t0
+        print(f"[gpu_check] {step.name}: {step.status} ({step.seconds:.0f} s)", flush=True)
+
+    text = write_summary(outdir, env, steps)
+    enforce_limits(outdir)
+    print(text)
+    return 0 if all(s.status in ("passed", "skipped") for s in steps) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Runs every CUDA kernel variant and every Triton direction once on a small case and checks
+each result against the float64 reference. Used by gpu_check --quick as the smoke test and,
+with --backends cuda, under compute-sanitizer (memcheck, racecheck).
+
+    python scripts/gpu_smoke.py [--backends cuda triton] [--dtype bf16]
+Exit status 0 when every check passed.
+"""
+
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from resnext_kernels import _native, reference  # noqa: E402
+from resnext_kernels.ops import NATIVE, TRITON  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def small_case(dtype, channels_last):
+    """Stride 2 and odd sizes in one small problem: 2 x 32 x 9 x 7, 8 groups of 4."""
+    gen = torch.Generator().manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 32, 9, 7, generator=gen).to("cuda", dtype).contiguous(memory_format=fmt)
+    w = torch.randn(32, 4, 3, 3, generator=gen).to("cuda", dtype)
+    b = torch.randn(32, generator=gen).to("cuda", dtype)
+    conv = dict(stride=(2, 2), padding=(1, 1), dilation=(1, 1), groups=8)
+    dy = torch.randn(2, 32, 5, 4, generator=gen).to("cuda", dtype).contiguous(memory_format=fmt)
+    return x, w, b, dy, conv
+
+
+def run_family(family, x, w, b, dy, conv):
+    args = (list(conv["stride"]), list(conv["padding"]), list(conv["dilation"]), conv["groups"])
+    return {"fprop": family.fprop(x, w, b, *args),
+            "dgrad": family.dgrad(dy, w, list(x.shape), *args),
+            "wgrad": family.wgrad(dy, x, list(w.shape), *args)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--backends", nargs="+", default=["cuda", "triton"])
+    ap.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("gpu_smoke: no CUDA device")
+    torch.backends.cudnn.allow_tf32 = False
+    dtype = DTYPES[args.dtype]
+    failures = 0
+    for channels_last in (True, False):
+        x, w, b, dy, conv = small_case(dtype, channels_last)
+        ref = reference.conv_f64(x, w, b, dy, **conv)
+        cudnn = reference.conv_in_dtype(x, w, b, dy, **conv)
+        runs = []
+        if "cuda" in args.backends:
+            if _native.cuda_unavailable_reason():
+                print(f"FAIL cuda: {_native.cuda_unavailable_reason()}")
+                failures += 1
+            else:
+                for v in _native._C.variants():
+                    _native._C.set_forced_variant(v["direction"], v["name"])
+                    out = run_family(NATIVE, x, w, b, dy, conv)[v["direction"]]
+                    _native._C.set_forced_variant(v["direction"], "")
+                    runs.append((f"cuda:{v['name']}", v["direction"], out))
+        if "triton" in args.backends:
+            for direction, out in run_family(TRITON, x, w, b, dy, conv).items():
+                runs.append((f"triton:{direction}", direction, out))
+        torch.cuda.synchronize()
+        layout = "channels_last" if channels_last else "nchw"
+        for name, direction, out in runs:
+            try:
+                reference.check(direction, out, cudnn[direction], ref[direction])
+                print(f"PASS {name} {args.dtype} {layout}")
+            except AssertionError as exc:
+                failures += 1
+                print(f"FAIL {name} {args.dtype} {layout}: {exc}")
+    print(f"{failures} failed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()

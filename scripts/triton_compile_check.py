@@ -1,0 +1,125 @@
+"""Compiles every Triton kernel with every autotune configuration for sm_80 and sm_90, with no
+GPU, and prints registers, shared memory and spills per configuration. Exit status 1 if any
+configuration fails to compile or spills (CI runs this).
+
+    python scripts/triton_compile_check.py [--archs 80 90] [--dtypes bf16 fp32]
+
+Registers and spills are not in Triton's metadata without a GPU, so each cubin is read with
+the cuobjdump that ships inside the triton package (TOOLCHAIN.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import itertools
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from resnext_kernels.triton import common, fprop, wgrad  # noqa: E402
+
+PTR = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32"}
+# Group tiles that occur in ResNeXt models: (red_width, out_width, groups) -> GroupTile.
+TILE_SHAPES = [(4, 4, 32), (8, 8, 32), (14, 14, 8), (32, 32, 32), (64, 64, 1)]
+
+
+def cuobjdump() -> str | None:
+    base = os.path.dirname(triton.__file__)
+    hits = glob.glob(os.path.join(base, "backends", "nvidia", "bin", "cuobjdump"))
+    return hits[0] if hits else None
+
+
+def resource_usage(cubin: bytes, tool: str | None) -> dict:
+    if tool is None:
+        return {}
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        out = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True,
+                             text=True).stdout
+    usage = {}
+    for key, pat in (("regs", r"REG:(\d+)"), ("stack", r"STACK:(\d+)"), ("shared", r"SHARED:(\d+)"),
+                     ("local", r"LOCAL:(\d+)")):
+        m = re.search(pat, out)
+        usage[key] = int(m.group(1)) if m else None
+    return usage
+
+
+def gather_jobs(dtype):
+    """(label, kernel, signature, constexprs, config) for the gather kernel (fprop and dgrad)."""
+    ints = ["BATCH", "DH", "DW", "SH", "SW", "G", "RED_G", "OUT_G",
+            "s_src_n", "s_src_c", "s_src_h", "s_src_w", "s_dst_n", "s_dst_c", "s_dst_h", "s_dst_w",
+            "s_w_red", "s_w_out", "s_w_r", "s_w_s",
+            "stride_h", "stride_w", "pad_h", "pad_w", "dil_h", "dil_w"]
+    for transposed, (red, out, groups), config in itertools.product(
+            (False, True), TILE_SHAPES, fprop.AUTOTUNE_CONFIGS):
+        tile = common.choose_group_tile(red, out, groups)
+        sig = {"src_ptr": PTR[dtype], "w_ptr": PTR[dtype], "bias_ptr": PTR[dtype], "dst_ptr": PTR[dtype]}
+        sig.update({n: "i32" for n in ints})
+        constexprs = dict(TRANSPOSED=transposed, HAS_BIAS=not transposed, RELU=False,
+                          GP=tile.groups_per_prog, BLOCK_RED=tile.block_red, BLOCK_OUT=tile.block_out,
+                          PRECISION="tf32" if dtype == "fp32" else "ieee", **config.kwargs)
+        label = f"{'dgrad' if transposed else 'fprop'} cg{red} {config.kwargs} w{config.num_warps} s{config.num_stages}"
+        yield label, fprop._gather_conv_kernel, sig, constexprs, config
+
+
+def wgrad_jobs(dtype):
+    ints = ["BATCH", "H", "W", "P", "Q", "G", "CG", "KG", "CHUNK",
+            "s_x_n", "s_x_c", "s_x_h", "s_x_w", "s_dy_n", "s_dy_k", "s_dy_p", "s_dy_q",
+            "stride_h", "stride_w", "pad_h", "pad_w", "dil_h", "dil_w"]
+    for (red, out, groups), config in itertools.product(TILE_SHAPES, wgrad.AUTOTUNE_CONFIGS):
+        tile = common.choose_group_tile(red, out, groups)
+        sig = {"x_ptr": PTR[dtype], "dy_ptr": PTR[dtype], "part_ptr": "*fp32"}
+        sig.update({n: "i32" for n in ints})
+        block_c = max(common.MIN_DOT, triton.next_power_of_2(tile.groups_per_prog * red))
+        constexprs = dict(GP=tile.groups_per_prog, BLOCK_KO=tile.block_out, BLOCK_C=block_c,
+                          PRECISION="tf32" if dtype == "fp32" else "ieee", **config.kwargs)
+        label = f"wgrad cg{red} {config.kwargs} w{config.num_warps} s{config.num_stages}"
+        yield label, wgrad._wgrad_partial_kernel, sig, constexprs, config
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--archs", nargs="+", type=int, default=[80, 90])
+    ap.add_argument("--dtypes", nargs="+", default=["bf16", "fp32"], choices=sorted(PTR))
+    args = ap.parse_args()
+    tool = cuobjdump()
+    bad = 0
+    count = 0
+    t0 = time.time()
+    print(f"{'arch':4s} {'dtype':5s} {'kernel / config':60s} {'regs':>5s} {'smem':>7s} {'spill':>6s}")
+    for arch, dtype in itertools.product(args.archs, args.dtypes):
+        for label, fn, sig, constexprs, config in itertools.chain(gather_jobs(dtype), wgrad_jobs(dtype)):
+            full_sig = dict(sig, **{k: "constexpr" for k in constexprs})
+            count += 1
+            try:
+                compiled = triton.compile(
+                    ASTSource(fn=fn, signature=full_sig, constexprs=constexprs),
+                    target=GPUTarget("cuda", arch, 32),
+                    options=dict(num_warps=config.num_warps, num_stages=config.num_stages))
+            except Exception as exc:
+                bad += 1
+                print(f"sm{arch} {dtype:5s} {label:60s} FAILED: {str(exc).splitlines()[0][:100]}")
+                continue
+            use = resource_usage(compiled.asm["cubin"], tool)
+            spill = use.get("local") or 0
+            smem = compiled.metadata.shared
+            flag = "  SPILLS" if spill else ""
+            bad += bool(spill)
+            print(f"sm{arch} {dtype:5s} {label:60s} {use.get('regs', '?')!s:>5s} {smem:7d} {spill:6d}{flag}")
+    print(f"{count} compilations in {time.time() - t0:.0f} s; {bad} failed or spilled")
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()

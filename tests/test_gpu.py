@@ -1,0 +1,222 @@
+"""GPU tests: every CUDA kernel variant and every Triton configuration, against the float64
+reference and cuDNN (the tolerance rule uses cuDNN's own error in the same dtype). Skipped
+without a GPU; run by scripts/gpu_check.sh, and meant to finish well under two minutes."""
+
+import pytest
+import torch
+
+from cases import EDGE_CASES, RESNEXT_STAGE_CASES, Case, make_input, make_weight, like_layout
+from resnext_kernels import _native, reference
+from resnext_kernels.ops import NATIVE, TRITON
+from resnext_kernels.triton import fprop as triton_fprop_mod
+from resnext_kernels.triton import wgrad as triton_wgrad_mod
+
+pytestmark = pytest.mark.gpu
+
+# The real grouped layers of ResNeXt-50 32x4d at batch 8 (224x224 input): one per distinct shape.
+RESNEXT50_LAYERS = [
+    Case(8, 56, 56, 4, 4, 32, 1, 1, "stage 1"),
+    Case(8, 56, 56, 8, 8, 32, 2, 1, "stage 2 entry"),
+    Case(8, 28, 28, 8, 8, 32, 1, 1, "stage 2"),
+    Case(8, 28, 28, 16, 16, 32, 2, 1, "stage 3 entry"),
+    Case(8, 14, 14, 16, 16, 32, 1, 1, "stage 3"),
+    Case(8, 14, 14, 32, 32, 32, 2, 1, "stage 4 entry"),
+    Case(8, 7, 7, 32, 32, 32, 1, 1, "stage 4"),
+]
+
+DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def cuda_variants(direction):
+    if _native._C is None or not _native._C.built_with_cuda():
+        return []
+    return [v["name"] for v in _native._C.variants() if v["direction"] == direction]
+
+
+@pytest.fixture
+def tf32_mode(request):
+    old = torch.backends.cudnn.allow_tf32
+    yield lambda on: setattr(torch.backends.cudnn, "allow_tf32", on)
+    torch.backends.cudnn.allow_tf32 = old
+
+
+@pytest.fixture
+def forced_variants():
+    """Pins CUDA variants for a test and restores automatic choice afterwards."""
+    yield lambda direction, name: _native._C.set_forced_variant(direction, name)
+    for d in ("fprop", "dgrad", "wgrad"):
+        _native._C.set_forced_variant(d, "")
+
+
+def run_and_check(family, case, layout, dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = make_input(case, layout, dtype, "cuda", gen)
+    w = make_weight(case, dtype, "cuda", gen)
+    b = torch.randn(w.shape[0], generator=gen, dtype=torch.float64).to("cuda", dtype)
+    args = case.conv_args
+    ref = reference.conv_f64(x, w, b, None, **args)
+    dy = like_layout(torch.randn(ref["fprop"].shape, generator=gen, dtype=torch.float64)
+                     .to("cuda", dtype), layout)
+    ref = reference.conv_f64(x, w, b, dy, **args)
+    cudnn = reference.conv_in_dtype(x, w, b, dy, **args)
+    conv = (list(args["stride"]), list(args["padding"]), list(args["dilation"]), args["groups"])
+    out = {
+        "fprop": family.fprop(x, w, b, *conv),
+        "dgrad": family.dgrad(dy, w, list(x.shape), *conv),
+        "wgrad": family.wgrad(dy, x, list(w.shape), *conv),
+    }
+    torch.cuda.synchronize()
+    for direction, got in out.items():
+        reference.check(direction, got, cudnn[direction], ref[direction])
+    return out
+
+
+def _poison_allocator():
+    """The CUDA ops allocate with at::empty; fill a large block of the caching allocator with
+    NaN and free it first, so that the outputs allocated next start as NaN and an unwritten
+    element fails the check instead of passing with a stale value."""
+    junk = torch.full((64 << 20,), float("nan"), device="cuda")
+    del junk
+
+
+@pytest.mark.parametrize("mode", list(DTYPES))
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("case", EDGE_CASES + RESNEXT_STAGE_CASES, ids=lambda c: c.id)
+def test_cuda_variants_edge_cases(case, layout, mode, tf32_mode, forced_variants):
+    tf32_mode(mode == "tf32")
+    names = list(zip(cuda_variants("fprop"), cuda_variants("dgrad"), cuda_variants("wgrad")))
+    if not names:
+        pytest.skip("extension built without CUDA kernels")
+    for fprop_v, dgrad_v, wgrad_v in names:
+        forced_variants("fprop", fprop_v)
+        forced_variants("dgrad", dgrad_v)
+        forced_variants("wgrad", wgrad_v)
+        _poison_allocator()
+        run_and_check(NATIVE, case, layout, DTYPES[mode])
+
+
+@pytest.mark.parametrize("mode", ["bf16", "fp32"])
+@pytest.mark.parametrize("case", RESNEXT50_LAYERS, ids=lambda c: c.why)
+def test_cuda_resnext50_layers(case, mode, tf32_mode):
+    if not cuda_variants("fprop"):
+        pytest.skip("extension built without CUDA kernels")
+    tf32_mode(False)
+    run_and_check(NATIVE, case, "channels_last", DTYPES[mode])
+
+
+@pytest.mark.parametrize("mode", ["bf16", "fp32"])
+@pytest.mark.parametrize("case", RESNEXT50_LAYERS, ids=lambda c: c.why)
+def test_triton_resnext50_layers(case, mode, tf32_mode):
+    tf32_mode(False)
+    run_and_check(TRITON, case, "channels_last", DTYPES[mode])
+
+
+@pytest.mark.parametrize("config_index", range(len(triton_fprop_mod.AUTOTUNE_CONFIGS)))
+def test_triton_every_gather_config(config_index):
+    """Each autotune configuration (num_warps 4 and 8 included, see pytorch#173068) on its own."""
+    config = triton_fprop_mod.AUTOTUNE_CONFIGS[config_index]
+    case = RESNEXT_STAGE_CASES[1]
+    gen = torch.Generator().manual_seed(config_index)
+    x = make_input(case, "channels_last", torch.bfloat16, "cuda", gen)
+    w = make_weight(case, torch.bfloat16, "cuda", gen)
+    args = case.conv_args
+    ref = reference.conv_f64(x, w, None, None, **args)
+    dy = like_layout(torch.randn(ref["fprop"].shape, generator=gen).to("cuda", torch.bfloat16),
+                     "channels_last")
+    ref = reference.conv_f64(x, w, None, dy, **args)
+    cudnn = reference.conv_in_dtype(x, w, None, dy, **args)
+    conv = ([2, 2], [1, 1], [1, 1], case.groups)
+    y = triton_fprop_mod.fprop(x, w, None, *conv, config=config)
+    from resnext_kernels.triton.dgrad import dgrad
+    dx = dgrad(dy, w, list(x.shape), *conv, config=config)
+    reference.check("fprop", y, cudnn["fprop"], ref["fprop"])
+    reference.check("dgrad", dx, cudnn["dgrad"], ref["dgrad"])
+
+
+@pytest.mark.parametrize("config_index", range(len(triton_wgrad_mod.AUTOTUNE_CONFIGS)))
+def test_triton_every_wgrad_config(config_index):
+    config = triton_wgrad_mod.AUTOTUNE_CONFIGS[config_index]
+    case = RESNEXT_STAGE_CASES[0]
+    gen = torch.Generator().manual_seed(config_index)
+    x = make_input(case, "channels_last", torch.bfloat16, "cuda", gen)
+    w = make_weight(case, torch.bfloat16, "cuda", gen)
+    args = case.conv_args
+    ref = reference.conv_f64(x, w, None, None, **args)
+    dy = like_layout(torch.randn(ref["fprop"].shape, generator=gen).to("cuda", torch.bfloat16),
+                     "channels_last")
+    ref = reference.conv_f64(x, w, None, dy, **args)
+    cudnn = reference.conv_in_dtype(x, w, None, dy, **args)
+    dw = triton_wgrad_mod.wgrad(dy, x, list(w.shape), [1, 1], [1, 1], [1, 1], case.groups,
+                                splits=2, config=config)
+    reference.check("wgrad", dw, cudnn["wgrad"], ref["wgrad"])
+
+
+@pytest.mark.parametrize("family", [NATIVE, TRITON], ids=lambda f: f.name if f else "none")
+def test_non_default_stream_and_graph_replay(family):
+    if family is NATIVE and not cuda_variants("fprop"):
+        pytest.skip("extension built without CUDA kernels")
+    case = RESNEXT_STAGE_CASES[0]
+    gen = torch.Generator().manual_seed(7)
+    x = make_input(case, "channels_last", torch.bfloat16, "cuda", gen)
+    w = make_weight(case, torch.bfloat16, "cuda", gen)
+    conv = ([1, 1], [1, 1], [1, 1], case.groups)
+    eager = family.fprop(x, w, None, *conv)
+    eager_dw = family.wgrad(eager, x, list(w.shape), *conv)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        on_side = family.fprop(x, w, None, *conv)
+    torch.cuda.current_stream().wait_stream(side)
+    assert torch.equal(on_side, eager)
+    # Warm up (autotuning, allocations) outside the capture, then capture and replay.
+    with torch.cuda.stream(side):
+        family.fprop(x, w, None, *conv)
+        family.wgrad(eager, x, list(w.shape), *conv)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        g_y = family.fprop(x, w, None, *conv)
+        g_dw = family.wgrad(eager, x, list(w.shape), *conv)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(g_y, eager)
+    assert torch.equal(g_dw, eager_dw)
+
+
+@pytest.mark.parametrize("family", [NATIVE, TRITON], ids=lambda f: f.name if f else "none")
+def test_wgrad_bitwise_deterministic(family):
+    if family is NATIVE and not cuda_variants("wgrad"):
+        pytest.skip("extension built without CUDA kernels")
+    case = RESNEXT50_LAYERS[0]
+    gen = torch.Generator().manual_seed(8)
+    x = make_input(case, "channels_last", torch.bfloat16, "cuda", gen)
+    dy = make_input(case, "channels_last", torch.bfloat16, "cuda", gen)
+    conv = ([1, 1], [1, 1], [1, 1], case.groups)
+    first = family.wgrad(dy, x, [128, 4, 3, 3], *conv)
+    second = family.wgrad(dy, x, [128, 4, 3, 3], *conv)
+    assert torch.equal(first, second)
+
+
+def test_triton_ops_pass_opcheck_on_gpu():
+    case = RESNEXT_STAGE_CASES[0]
+    gen = torch.Generator().manual_seed(9)
+    x = make_input(case, "channels_last", torch.float32, "cuda", gen).requires_grad_()
+    w = make_weight(case, torch.float32, "cuda", gen).requires_grad_()
+    torch.library.opcheck(TRITON.fprop, (x, w, None, [1, 1], [1, 1], [1, 1], case.groups, False))
+
+
+def test_auto_backend_on_gpu_and_compile():
+    import resnext_kernels as rk
+    case = RESNEXT_STAGE_CASES[2]
+    gen = torch.Generator().manual_seed(10)
+    x = make_input(case, "channels_last", torch.bfloat16, "cuda", gen)
+    w = make_weight(case, torch.bfloat16, "cuda", gen)
+    eager = rk.grouped_conv2d(x, w, groups=case.groups)
+    for backend in rk.available_backends():
+        compiled = torch.compile(lambda a, b: rk.grouped_conv2d(a, b, groups=case.groups,
+                                                                backend=backend), fullgraph=True)
+        out = compiled(x, w)
+        ref = reference.conv_f64(x, w, None, None, **case.conv_args)["fprop"]
+        cudnn = reference.conv_in_dtype(x, w, None, None, **case.conv_args)["fprop"]
+        reference.check("fprop", out, cudnn, ref)
+    assert eager.is_contiguous(memory_format=torch.channels_last)
