@@ -14,8 +14,9 @@ JSON schema "resnext_kernels.bench/1":
     options   every command-line option
     copy_bandwidth_gbs   the device's copy bandwidth measured in this run (read + write)
     layers    one row per (model, layer, backend, direction): the layer's sizes, count, flops,
-              bytes (minimum traffic), median_ms, p20_ms, p80_ms, reps, tflops, gbs,
-              roofline_pct, or error (why it did not run)
+              bytes (minimum traffic), median_ms, p20_ms, p80_ms, reps, timing ("cuda_graph":
+              replays of a captured graph, GPU time only; "eager": host overhead included),
+              tflops, gbs, roofline_pct, or error (why it did not run)
     models    per (model, backend, direction): total_ms (layer medians weighted by count) and
               relative_to_c1 (throughput relative to the C = 1 model, same backend, direction)
 """
@@ -54,6 +55,8 @@ def parse_args(argv=None):
     ap.add_argument("--reps", type=int, help="timed repetitions per measurement")
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
     ap.add_argument("--device", choices=["cuda", "cpu"])
+    ap.add_argument("--eager", action="store_true",
+                    help="time eager calls (host overhead included) instead of CUDA-graph replays")
     ap.add_argument("--out", default=None, help="JSON output path")
     ap.add_argument("--plot", default=None, help="PNG output path (needs matplotlib)")
     return ap.parse_args(argv)
@@ -169,7 +172,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(os.cpu_count() or 1)
     else:
         torch.backends.cudnn.benchmark = True  # cuDNN gets its best algorithm per shape
-    timer = L.CudaTimer(device) if device.type == "cuda" else L.cpu_time
+    timer = L.CudaTimer(device, graphs=not args.eager) if device.type == "cuda" else L.cpu_time
     bandwidth = L.copy_bandwidth_gbs(device, 512 if device.type == "cuda" else 64)
 
     work = [(layer, backend) for model in args.models

@@ -94,25 +94,52 @@ class Timing:
     p20_ms: float
     p80_ms: float
     reps: int
+    method: str = "eager"
 
 
-def _quantiles(times: List[float]) -> Timing:
+def _quantiles(times: List[float], method: str = "eager") -> Timing:
     times = sorted(times)
     pick = lambda f: times[min(len(times) - 1, int(f * (len(times) - 1) + 0.5))]  # noqa: E731
-    return Timing(statistics.median(times), pick(0.2), pick(0.8), len(times))
+    return Timing(statistics.median(times), pick(0.2), pick(0.8), len(times), method)
 
 
 class CudaTimer:
-    """CUDA events around each repetition, L2 flushed before each (a write of twice its size)."""
+    """CUDA events around each repetition, L2 flushed before each (a write of twice its size).
 
-    def __init__(self, device: torch.device):
+    With `graphs` (the default) each measured call is the replay of a CUDA graph captured from
+    `fn` after warm-up, so the time is the GPU's alone: without it, host overhead (Python,
+    the dispatcher, Triton's launcher: tens of microseconds) exceeds the small layers' kernel
+    time and would be measured instead. A call that cannot be captured is timed eagerly, and
+    the row says so (`timing`).
+    """
+
+    def __init__(self, device: torch.device, graphs: bool = True):
         l2 = torch.cuda.get_device_properties(device).L2_cache_size or (50 << 20)
         self.flush = torch.empty(2 * l2 // 4, dtype=torch.float32, device=device)
+        self.graphs = graphs
+
+    def _capture(self, fn: Callable[[], object]):
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        return graph
 
     def __call__(self, fn: Callable[[], object], reps: int, warmup: int = 3) -> Timing:
         for _ in range(warmup):
             fn()
         torch.cuda.synchronize()
+        method = "eager"
+        if self.graphs:
+            try:
+                graph = self._capture(fn)
+                fn, method = graph.replay, "cuda_graph"
+            except Exception:
+                torch.cuda.synchronize()
         # A slow kernel gets fewer repetitions: a rough first measurement decides.
         t0 = time.perf_counter()
         fn()
@@ -127,7 +154,7 @@ class CudaTimer:
             fn()
             ends[i].record()
         torch.cuda.synchronize()
-        return _quantiles([s.elapsed_time(e) for s, e in zip(starts, ends)])
+        return _quantiles([s.elapsed_time(e) for s, e in zip(starts, ends)], method)
 
 
 def cpu_time(fn: Callable[[], object], reps: int) -> Timing:
@@ -217,7 +244,7 @@ def bench_layer(layer: Layer, backend: str, directions, dtype_name: str, channel
         seconds = t.median_ms * 1e-3
         gbs = row["bytes"] / seconds / 1e9
         rows.append(dict(row, error=None, median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms,
-                         reps=t.reps, tflops=row["flops"] / seconds / 1e12, gbs=gbs,
+                         reps=t.reps, timing=t.method, tflops=row["flops"] / seconds / 1e12, gbs=gbs,
                          roofline_pct=100.0 * gbs / bandwidth_gbs if bandwidth_gbs else None))
     return rows
 

@@ -36,7 +36,7 @@ MAX_FILE_BYTES = 16 * 2**20
 LOG_TAIL_BYTES = 2 * 2**20      # a log longer than this keeps its head and tail
 SUMMARY_RESERVE_S = 20          # budget kept back for bundling and the summary
 # Largest share of the budget each step may take (the rest of the budget caps it too).
-STEP_CAP_S = {"build": 240, "test": 180, "sanitize": 90, "bench": 300}
+STEP_CAP_S = {"build": 240, "test": 260, "sanitize": 90, "bench": 300}
 
 
 def parse_args(argv=None):

@@ -35,7 +35,11 @@ import triton.language as tl
 from . import common
 
 
-@triton.jit
+# Sizes and geometry are not specialised (Triton would otherwise compile a variant per value
+# pattern: divisible by 16, equal to 1); strides are, so a unit channel stride is known at
+# compile time and channels_last loads vectorise.
+@triton.jit(do_not_specialize=["BATCH", "DH", "DW", "SH", "SW", "G", "stride_h", "stride_w",
+                               "pad_h", "pad_w", "dil_h", "dil_w"])
 def _gather_conv_kernel(
     # Pointers. fprop: src = x, dst = y. dgrad: src = dy, dst = dx. w is always [K, Cg, 3, 3].
     src_ptr, w_ptr, bias_ptr, dst_ptr,

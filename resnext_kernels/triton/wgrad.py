@@ -22,7 +22,9 @@ import triton.language as tl
 from . import common
 
 
-@triton.jit
+# Sizes and geometry are not specialised, strides are (see fprop.py).
+@triton.jit(do_not_specialize=["BATCH", "H", "W", "P", "Q", "G", "CHUNK", "stride_h", "stride_w",
+                               "pad_h", "pad_w", "dil_h", "dil_w"])
 def _wgrad_partial_kernel(
     x_ptr, dy_ptr, part_ptr,
     # Sizes: batch, input grid, output grid, groups, Cg, Kg, reduction positions per split.
