@@ -84,7 +84,7 @@ def _wgrad_partial_kernel(
 
 
 # BLOCK_M is the reduction step (positions per tl.dot); the first entry is the default.
-AUTOTUNE_CONFIGS = common.configs((64, 32, 128), (4, 8), (2, 3))
+AUTOTUNE_CONFIGS = common.configs((64, 32, 128), (4, 8), (2,))
 AUTOTUNE_KEY = ["BATCH", "H", "W", "P", "Q", "G", "CG", "KG", "CHUNK", "s_x_c", "BLOCK_KO", "BLOCK_C"]
 INTERPRETER_CONFIG = {"BLOCK_M": 64}
 
