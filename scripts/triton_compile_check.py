@@ -68,7 +68,8 @@ def gather_jobs(dtype):
         sig.update({n: "i32" for n in ints})
         constexprs = dict(TRANSPOSED=transposed, HAS_BIAS=not transposed, RELU=False,
                           GP=tile.groups_per_prog, BLOCK_RED=tile.block_red, BLOCK_OUT=tile.block_out,
-                          PRECISION="tf32" if dtype == "fp32" else "ieee", **config.kwargs)
+                          PRECISION="tf32" if dtype == "fp32" else "ieee", ACC_FP64=False,
+                          **config.kwargs)
         label = f"{'dgrad' if transposed else 'fprop'} cg{red} {config.kwargs} w{config.num_warps} s{config.num_stages}"
         yield label, fprop._gather_conv_kernel, sig, constexprs, config
 
@@ -83,7 +84,8 @@ def wgrad_jobs(dtype):
         sig.update({n: "i32" for n in ints})
         block_c = max(common.MIN_DOT, triton.next_power_of_2(tile.groups_per_prog * red))
         constexprs = dict(GP=tile.groups_per_prog, BLOCK_KO=tile.block_out, BLOCK_C=block_c,
-                          PRECISION="tf32" if dtype == "fp32" else "ieee", **config.kwargs)
+                          PRECISION="tf32" if dtype == "fp32" else "ieee", ACC_FP64=False,
+                          **config.kwargs)
         label = f"wgrad cg{red} {config.kwargs} w{config.num_warps} s{config.num_stages}"
         yield label, wgrad._wgrad_partial_kernel, sig, constexprs, config
 

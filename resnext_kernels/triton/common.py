@@ -69,6 +69,11 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "tf32"
 
 
+def torch_acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp32 accumulation for fp32/fp16/bf16; fp64 inputs (gradcheck) keep fp64."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def memory_format_of(t: torch.Tensor) -> torch.memory_format:
     """channels_last when `t` is channels_last and not also contiguous (as the C++ ops do)."""
     if not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):

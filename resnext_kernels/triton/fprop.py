@@ -59,6 +59,7 @@ def _gather_conv_kernel(
     GP: tl.constexpr,               # groups packed per program
     BLOCK_RED: tl.constexpr, BLOCK_OUT: tl.constexpr,
     PRECISION: tl.constexpr,        # "ieee" or "tf32" (fp32 inputs only)
+    ACC_FP64: tl.constexpr,         # accumulate in fp64 (fp64 inputs, for gradcheck), else fp32
     BLOCK_M: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -83,7 +84,7 @@ def _gather_conv_kernel(
     o_grp = offs_o // OUT_G
     o_in = o_glob % OUT_G if TRANSPOSED else o_glob                     # weight index, out dim
 
-    acc = tl.zeros((BLOCK_M, BLOCK_OUT), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_OUT), dtype=tl.float64 if ACC_FP64 else tl.float32)
     for r in tl.static_range(3):
         if TRANSPOSED:
             th = di + pad_h - r * dil_h
@@ -116,7 +117,7 @@ def _gather_conv_kernel(
                 acc += tl.dot(a, b, input_precision=PRECISION)
 
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + o_glob, mask=o_ok, other=0.0).to(tl.float32)[None, :]
+        acc += tl.load(bias_ptr + o_glob, mask=o_ok, other=0.0).to(acc.dtype)[None, :]
     if RELU:
         acc = tl.maximum(acc, 0.0)
     dst_row = dn.to(tl.int64) * s_dst_n + di * s_dst_h + dj * s_dst_w
@@ -169,7 +170,7 @@ def launch_gather_conv(src, weight, bias, dst, *, transposed, stride, padding, d
     )
     meta = dict(TRANSPOSED=transposed, HAS_BIAS=bias is not None, RELU=relu,
                 GP=tile.groups_per_prog, BLOCK_RED=tile.block_red, BLOCK_OUT=tile.block_out,
-                PRECISION=common.dot_precision(src.dtype))
+                PRECISION=common.dot_precision(src.dtype), ACC_FP64=src.dtype == torch.float64)
     KERNEL.launch(grid, args, meta, wrap=wrap, config=config)
     return dst
 

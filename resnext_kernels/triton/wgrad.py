@@ -30,12 +30,13 @@ def _wgrad_partial_kernel(
     # Sizes: batch, input grid, output grid, groups, Cg, Kg, reduction positions per split.
     BATCH, H, W, P, Q, G, CG, KG, CHUNK,
     # Element strides in logical order: x (n, c, h, w), dy (n, k, p, q); partials are a
-    # contiguous [SPLITS, K, Cg, 3, 3] fp32 buffer.
+    # contiguous [SPLITS, K, Cg, 3, 3] buffer in the accumulator dtype.
     s_x_n, s_x_c, s_x_h, s_x_w,
     s_dy_n, s_dy_k, s_dy_p, s_dy_q,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
     GP: tl.constexpr, BLOCK_KO: tl.constexpr, BLOCK_C: tl.constexpr,
     PRECISION: tl.constexpr,
+    ACC_FP64: tl.constexpr,         # accumulate in fp64 (fp64 inputs, for gradcheck), else fp32
     BLOCK_M: tl.constexpr,
 ):
     split = tl.program_id(0)
@@ -58,7 +59,7 @@ def _wgrad_partial_kernel(
     npq = BATCH * P * Q
     begin = split * CHUNK
     end = tl.minimum(begin + CHUNK, npq)
-    acc = tl.zeros((BLOCK_KO, BLOCK_C), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_KO, BLOCK_C), dtype=tl.float64 if ACC_FP64 else tl.float32)
     for m0 in range(begin, end, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)                            # (BLOCK_M,)
         m_ok = offs_m < end
@@ -122,7 +123,7 @@ def wgrad(grad_output, x, weight_size, stride, padding, dilation, groups, splits
     if splits is None:
         splits = choose_splits(npq, 9 * ko_tiles * packs, x.device)
     chunk = triton.cdiv(npq, splits)
-    partials = common.empty((splits, k_out, cg, 3, 3), torch.float32, x.device)
+    partials = common.empty((splits, k_out, cg, 3, 3), common.torch_acc_dtype(x.dtype), x.device)
 
     grid = (splits, 9 * ko_tiles, packs)
     args = (
@@ -132,6 +133,6 @@ def wgrad(grad_output, x, weight_size, stride, padding, dilation, groups, splits
         stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
     )
     meta = dict(GP=tile.groups_per_prog, BLOCK_KO=tile.block_out, BLOCK_C=block_c,
-                PRECISION=common.dot_precision(x.dtype))
+                PRECISION=common.dot_precision(x.dtype), ACC_FP64=x.dtype == torch.float64)
     KERNEL.launch(grid, args, meta, wrap=wrap, config=config)
     return partials.sum(0).to(x.dtype)

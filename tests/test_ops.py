@@ -1,0 +1,269 @@
+"""The ops, their registration and the functional API, on the CPU."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import resnext_kernels as rk
+from cases import EDGE_CASES, LAYOUTS, make_input, make_weight, like_layout
+from resnext_kernels import _native, reference
+from resnext_kernels.ops import NATIVE, TRITON
+
+needs_native = pytest.mark.skipif(NATIVE is None, reason=str(_native.LOAD_ERROR))
+
+
+def conv_lists(case):
+    a = case.conv_args
+    return list(a["stride"]), list(a["padding"]), list(a["dilation"]), a["groups"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The native ops' CPU implementation (ATen) against F.conv2d, and their output layouts.
+@needs_native
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", EDGE_CASES, ids=lambda c: c.id)
+def test_native_cpu_ops_match_conv2d(case, layout):
+    gen = torch.Generator().manual_seed(0)
+    x = make_input(case, layout, torch.float64, gen=gen)
+    w = make_weight(case, torch.float64, gen=gen)
+    b = torch.randn(w.shape[0], generator=gen, dtype=torch.float64)
+    ref = reference.conv_f64(x, w, b, None, **case.conv_args)
+    dy = like_layout(torch.randn(ref["fprop"].shape, generator=gen, dtype=torch.float64), layout)
+    ref = reference.conv_f64(x, w, b, dy, **case.conv_args)
+    conv = conv_lists(case)
+    y = NATIVE.fprop(x, w, b, *conv)
+    dx = NATIVE.dgrad(dy, w, list(x.shape), *conv)
+    dw = NATIVE.wgrad(dy, x, list(w.shape), *conv)
+    torch.testing.assert_close(y, ref["fprop"])
+    torch.testing.assert_close(dx, ref["dgrad"])
+    torch.testing.assert_close(dw, ref["wgrad"])
+    if layout == "channels_last" and case.n > 0 and case.cg * case.groups > 1:
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        assert dx.is_contiguous(memory_format=torch.channels_last)
+    assert dw.is_contiguous()
+
+
+@needs_native
+def test_native_relu_epilogue():
+    case = EDGE_CASES[3]
+    x, w = make_input(case, "nchw"), make_weight(case)
+    b = torch.randn(w.shape[0])
+    y = NATIVE.fprop(x, w, b, *conv_lists(case), True)
+    torch.testing.assert_close(y, F.relu(F.conv2d(x, w, b, **case.conv_args)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration: opcheck (schema, autograd registration, fake tensors, AOT dispatch), gradcheck.
+OPCHECK_CASES = [EDGE_CASES[2], EDGE_CASES[3], EDGE_CASES[9]]
+
+
+@needs_native
+@pytest.mark.parametrize("case", OPCHECK_CASES, ids=lambda c: c.id)
+def test_opcheck_native_ops(case):
+    x = make_input(case, "channels_last").requires_grad_()
+    w = make_weight(case).requires_grad_()
+    b = torch.randn(w.shape[0], requires_grad=True)
+    conv = conv_lists(case)
+    y = F.conv2d(x, w, b, **case.conv_args)
+    dy = torch.randn(y.shape).requires_grad_()
+    torch.library.opcheck(NATIVE.fprop, (x, w, b, *conv, False))
+    torch.library.opcheck(NATIVE.fprop, (x, w, None, *conv, True))
+    torch.library.opcheck(NATIVE.dgrad, (dy, w, list(x.shape), *conv))
+    torch.library.opcheck(NATIVE.wgrad, (dy, x, list(w.shape), *conv))
+
+
+@needs_native
+@pytest.mark.parametrize("family", ["native", "triton"])
+def test_gradcheck_float64(family):
+    """First and second derivatives of fprop (so also the autograd of dgrad and wgrad)."""
+    ops = NATIVE if family == "native" else TRITON
+    case = EDGE_CASES[3]  # stride 2, non-square
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 8, 5, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    w = torch.randn(8, 2, 3, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    b = torch.randn(8, dtype=torch.float64, generator=gen, requires_grad=True)
+    fn = lambda x, w, b: ops.fprop(x, w, b, [2, 2], [1, 1], [1, 1], 4)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+    if family == "native":  # the interpreter makes second derivatives slow; native covers them
+        assert torch.autograd.gradgradcheck(fn, (x, w, b))
+    del case
+
+
+@needs_native
+def test_backward_saves_only_what_is_needed():
+    """With only the input requiring grad, fprop's backward must not need x (so it is not saved)."""
+    case = EDGE_CASES[2]
+    x = make_input(case, "nchw").requires_grad_()
+    w = make_weight(case)  # no grad
+    y = NATIVE.fprop(x, w, None, *conv_lists(case))
+    saved = [t for t in y.grad_fn.saved_tensors if t is not None]
+    assert all(s.data_ptr() != x.data_ptr() for s in saved)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, torch.autograd.grad(
+        F.conv2d(x, w, None, **case.conv_args).sum(), x)[0])
+
+
+@needs_native
+def test_torch_compile_fullgraph_matches_eager():
+    case = EDGE_CASES[2]
+    x = make_input(case, "channels_last").requires_grad_()
+    w = make_weight(case).requires_grad_()
+    conv = conv_lists(case)
+
+    def step(x, w):
+        y = NATIVE.fprop(x, w, None, *conv)
+        return (y * y).sum()
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    loss_c = compiled(x, w)
+    gx_c, gw_c = torch.autograd.grad(loss_c, (x, w))
+    loss_e = step(x, w)
+    gx_e, gw_e = torch.autograd.grad(loss_e, (x, w))
+    torch.testing.assert_close(loss_c, loss_e)
+    torch.testing.assert_close(gx_c, gx_e)
+    torch.testing.assert_close(gw_c, gw_e)
+
+
+def test_torch_compile_functional_api_has_no_graph_break():
+    case = EDGE_CASES[2]
+    x, w = make_input(case, "nchw"), make_weight(case)
+    fn = lambda x, w: rk.grouped_conv2d(x, w, groups=case.groups, relu=True)  # noqa: E731
+    out = torch.compile(fn, fullgraph=True, backend="eager")(x, w)
+    torch.testing.assert_close(out, F.relu(F.conv2d(x, w, None, 1, 1, 1, case.groups)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The functional API: backends, fallbacks, layouts, edge cases, autocast.
+@pytest.mark.parametrize("backend", ["auto", "aten", "triton"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_grouped_conv2d_backends_on_cpu(backend, layout):
+    case = EDGE_CASES[3]
+    gen = torch.Generator().manual_seed(2)
+    x = make_input(case, layout, gen=gen)
+    w = make_weight(case, gen=gen)
+    b = torch.randn(w.shape[0], generator=gen)
+    y = rk.grouped_conv2d(x, w, b, stride=2, padding=1, groups=case.groups, backend=backend)
+    ref = reference.conv_f64(x, w, b, None, **case.conv_args)["fprop"]
+    aten = F.conv2d(x, w, b, **case.conv_args)
+    reference.check("fprop", y, aten, ref)
+    assert y.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+
+
+def test_cuda_backend_on_cpu_raises_with_reason():
+    x, w = torch.randn(1, 8, 5, 5), torch.randn(8, 2, 3, 3)
+    with pytest.raises(RuntimeError, match="backend 'cuda' cannot run this call"):
+        rk.grouped_conv2d(x, w, groups=4, backend="cuda")
+
+
+def test_unsupported_arguments_raise_under_explicit_backend_and_work_under_auto():
+    x, w5 = torch.randn(1, 8, 7, 7), torch.randn(8, 2, 5, 5)
+    with pytest.raises(RuntimeError, match=r"kernel size \(5, 5\) is not 3x3"):
+        rk.grouped_conv2d(x, w5, padding=2, groups=4, backend="triton")
+    y = rk.grouped_conv2d(x, w5, padding=2, groups=4)
+    torch.testing.assert_close(y, F.conv2d(x, w5, None, 1, 2, 1, 4))
+    y = rk.grouped_conv2d(x, torch.randn(8, 2, 3, 3), padding="same", groups=4)
+    assert y.shape == (1, 8, 7, 7)
+    with pytest.raises(ValueError, match="unknown backend"):
+        rk.grouped_conv2d(x, w5, groups=4, backend="cudnn")
+
+
+def test_available_backends_and_reasons():
+    backends = rk.available_backends()
+    assert "aten" in backends and backends[-1] == "aten"
+    assert rk.backend_unavailable_reason("aten") is None
+    if not torch.cuda.is_available():
+        assert "cuda" not in backends
+        assert rk.backend_unavailable_reason("cuda")
+        assert not rk.cuda_available()
+    variants = rk.cuda_variants()
+    if _native._C is not None and _native._C.built_with_cuda():
+        assert {v["direction"] for v in variants} == {"fprop", "dgrad", "wgrad"}
+
+
+@pytest.mark.parametrize("backend", ["aten", "triton"])
+def test_batch_zero_gives_empty_output_and_zero_grads(backend):
+    x = torch.randn(0, 8, 5, 5, requires_grad=True)
+    w = torch.randn(8, 2, 3, 3, requires_grad=True)
+    b = torch.randn(8, requires_grad=True)
+    y = rk.grouped_conv2d(x, w, b, groups=4, backend=backend)
+    assert y.shape == (0, 8, 5, 5)
+    y.sum().backward()
+    assert torch.equal(w.grad, torch.zeros_like(w)) and torch.equal(b.grad, torch.zeros_like(b))
+    assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("backend", ["aten", "triton"])
+def test_unbatched_input(backend):
+    x, w = torch.randn(8, 6, 5), torch.randn(8, 2, 3, 3)
+    y = rk.grouped_conv2d(x, w, groups=4, backend=backend)
+    torch.testing.assert_close(y, F.conv2d(x, w, None, 1, 1, 1, 4), rtol=1e-4, atol=1e-5)
+    assert y.dim() == 3
+
+
+def test_autocast_casts_like_conv2d():
+    x, w, b = torch.randn(1, 8, 6, 6), torch.randn(8, 2, 3, 3), torch.randn(8)
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1, groups=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = rk.grouped_conv2d(x, w, b, groups=4)
+        expected = conv(x)
+    assert y.dtype == expected.dtype == torch.bfloat16
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: PyTorch's own wording, raised before any kernel runs.
+def _x(*shape, **kw):
+    return torch.randn(*shape, **kw)
+
+
+BAD_INPUTS = [
+    ("channels vs groups", lambda: (_x(2, 6, 5, 5), _x(8, 4, 3, 3), None, dict(groups=2)),
+     r"Given groups=2, weight of size \[8, 4, 3, 3\], expected input\[2, 6, 5, 5\] to have 8 "
+     r"channels, but got 6 channels instead"),
+    ("weight not divisible", lambda: (_x(2, 8, 5, 5), _x(7, 4, 3, 3), None, dict(groups=2)),
+     r"Given groups=2, expected weight to be divisible by 2 at dimension 0, but got weight of size "
+     r"\[7, 4, 3, 3\] instead"),
+    ("zero groups", lambda: (_x(2, 8, 5, 5), _x(8, 4, 3, 3), None, dict(groups=0)),
+     "non-positive groups is not supported"),
+    ("zero stride", lambda: (_x(2, 8, 5, 5), _x(8, 4, 3, 3), None, dict(groups=2, stride=0)),
+     "non-positive stride is not supported"),
+    ("negative padding", lambda: (_x(2, 8, 5, 5), _x(8, 4, 3, 3), None, dict(groups=2, padding=-1)),
+     "negative padding is not supported"),
+    ("bias length", lambda: (_x(2, 8, 5, 5), _x(8, 4, 3, 3), _x(7), dict(groups=2)),
+     r"Given weight of size \[8, 4, 3, 3\], expected bias to be 1-dimensional with 8 elements, "
+     r"but got bias of size \[7\] instead"),
+    ("input smaller than kernel", lambda: (_x(2, 8, 2, 2), _x(8, 4, 3, 3), None, dict(groups=2, padding=0)),
+     r"Calculated padded input size per channel: \(2 x 2\). Kernel size: \(3 x 3\). Kernel size "
+     r"can't be greater than actual input size"),
+    ("5-D input", lambda: (_x(1, 2, 8, 2, 2), _x(8, 4, 3, 3), None, dict(groups=2)),
+     r"Expected 3D \(unbatched\) or 4D \(batched\) input to conv2d, but got input of size: "
+     r"\[1, 2, 8, 2, 2\]"),
+    ("mixed dtypes", lambda: (_x(2, 8, 5, 5), _x(8, 4, 3, 3, dtype=torch.float64), None, dict(groups=2)),
+     r"Input type \(torch.float32\) and weight type \(torch.float64\) should be the same"),
+    ("mixed bias dtype", lambda: (_x(2, 8, 5, 5), _x(8, 4, 3, 3), _x(8).half(), dict(groups=2)),
+     r"Input type \(torch.float32\) and bias type \(torch.float16\) should be the same"),
+    ("mixed devices", lambda: (_x(2, 8, 5, 5), _x(8, 4, 3, 3, device="meta"), None, dict(groups=2)),
+     "Expected all tensors to be on the same device, but found at least two devices, cpu and meta"),
+]
+
+
+@pytest.mark.parametrize("backend", ["auto", "aten", "triton"])
+@pytest.mark.parametrize("name,make,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_raises_pytorch_message(name, make, message, backend, monkeypatch):
+    from resnext_kernels.triton import common
+
+    def no_launch(*args, **kwargs):
+        raise AssertionError("a kernel was launched for bad input")
+
+    monkeypatch.setattr(common.TunedKernel, "launch", no_launch)
+    x, w, b, kw = make()
+    with pytest.raises(RuntimeError, match=message):
+        rk.grouped_conv2d(x, w, b, backend=backend, **kw)
+
+
+@needs_native
+def test_native_ops_validate_for_cpp_callers():
+    """The C++ ops check their arguments themselves (C++ users do not pass through Python)."""
+    with pytest.raises(RuntimeError, match="expected input.* to have 8 channels"):
+        NATIVE.fprop(_x(2, 6, 5, 5), _x(8, 4, 3, 3), None, [1, 1], [1, 1], [1, 1], 2)
+    with pytest.raises(RuntimeError, match="expected grad_output of size"):
+        NATIVE.dgrad(_x(2, 8, 4, 4), _x(8, 4, 3, 3), [2, 8, 5, 5], [1, 1], [1, 1], [1, 1], 2)
