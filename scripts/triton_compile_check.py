@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import glob
 import itertools
+import multiprocessing
 import os
 import re
 import subprocess
@@ -90,36 +91,43 @@ def wgrad_jobs(dtype):
         yield label, wgrad._wgrad_partial_kernel, sig, constexprs, config
 
 
+def compile_one(job):
+    """Compiles one (arch, dtype, kernel, config); returns its table line and whether it is bad."""
+    arch, dtype, index = job
+    jobs = list(itertools.chain(gather_jobs(dtype), wgrad_jobs(dtype)))
+    label, fn, sig, constexprs, config = jobs[index]
+    full_sig = dict(sig, **{k: "constexpr" for k in constexprs})
+    try:
+        compiled = triton.compile(
+            ASTSource(fn=fn, signature=full_sig, constexprs=constexprs),
+            target=GPUTarget("cuda", arch, 32),
+            options=dict(num_warps=config.num_warps, num_stages=config.num_stages))
+    except Exception as exc:
+        return f"sm{arch} {dtype:5s} {label:60s} FAILED: {str(exc).splitlines()[0][:100]}", True
+    use = resource_usage(compiled.asm["cubin"], cuobjdump())
+    spill = use.get("local") or 0
+    flag = "  SPILLS" if spill else ""
+    line = (f"sm{arch} {dtype:5s} {label:60s} {use.get('regs', '?')!s:>5s} "
+            f"{compiled.metadata.shared:7d} {spill:6d}{flag}")
+    return line, bool(spill)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--archs", nargs="+", type=int, default=[80, 90])
     ap.add_argument("--dtypes", nargs="+", default=["bf16", "fp32"], choices=sorted(PTR))
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
-    tool = cuobjdump()
-    bad = 0
-    count = 0
     t0 = time.time()
+    work = [(arch, dtype, i) for arch, dtype in itertools.product(args.archs, args.dtypes)
+            for i in range(len(list(itertools.chain(gather_jobs(dtype), wgrad_jobs(dtype)))))]
     print(f"{'arch':4s} {'dtype':5s} {'kernel / config':60s} {'regs':>5s} {'smem':>7s} {'spill':>6s}")
-    for arch, dtype in itertools.product(args.archs, args.dtypes):
-        for label, fn, sig, constexprs, config in itertools.chain(gather_jobs(dtype), wgrad_jobs(dtype)):
-            full_sig = dict(sig, **{k: "constexpr" for k in constexprs})
-            count += 1
-            try:
-                compiled = triton.compile(
-                    ASTSource(fn=fn, signature=full_sig, constexprs=constexprs),
-                    target=GPUTarget("cuda", arch, 32),
-                    options=dict(num_warps=config.num_warps, num_stages=config.num_stages))
-            except Exception as exc:
-                bad += 1
-                print(f"sm{arch} {dtype:5s} {label:60s} FAILED: {str(exc).splitlines()[0][:100]}")
-                continue
-            use = resource_usage(compiled.asm["cubin"], tool)
-            spill = use.get("local") or 0
-            smem = compiled.metadata.shared
-            flag = "  SPILLS" if spill else ""
-            bad += bool(spill)
-            print(f"sm{arch} {dtype:5s} {label:60s} {use.get('regs', '?')!s:>5s} {smem:7d} {spill:6d}{flag}")
-    print(f"{count} compilations in {time.time() - t0:.0f} s; {bad} failed or spilled")
+    with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+        results = pool.map(compile_one, work, chunksize=1)
+    for line, _ in results:
+        print(line)
+    bad = sum(b for _, b in results)
+    print(f"{len(results)} compilations in {time.time() - t0:.0f} s; {bad} failed or spilled")
     sys.exit(1 if bad else 0)
 
 

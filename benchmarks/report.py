@@ -1,0 +1,132 @@
+"""Turns committed GPU benchmark results into the README's performance section.
+
+    python benchmarks/report.py                 # rewrite README.md's generated sections
+    python benchmarks/report.py --print FILE    # print the section for one results file
+
+Reads the newest benchmarks/results/*/bench.json (by the timestamp it records), never a number
+typed by hand. The README section lies between `<!-- perf:begin -->` and `<!-- perf:end -->`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+from collections import defaultdict
+from typing import List
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BEGIN, END = "<!-- perf:begin -->", "<!-- perf:end -->"
+VARIANTS_BEGIN, VARIANTS_END = "<!-- variants:begin -->", "<!-- variants:end -->"
+
+
+def newest_results(pattern: str = os.path.join(ROOT, "benchmarks", "results", "*", "bench.json")) -> str | None:
+    files = glob.glob(pattern)
+    if not files:
+        return None
+    return max(files, key=lambda f: json.load(open(f))["env"].get("timestamp", ""))
+
+
+def layer_table(data: dict, model: str) -> List[str]:
+    """Per layer and direction of `model`: each backend's median time, the best kernel's speed-up
+    over cuDNN and its share of the memory roofline."""
+    backends = data["options"]["backends"]
+    cells = defaultdict(dict)
+    order = []
+    for r in data["layers"]:
+        if r["model"] != model:
+            continue
+        key = (r["name"], r["direction"])
+        if key not in cells:
+            order.append(key)
+        cells[key][r["backend"]] = r
+    head = ["layer", "dir"] + [f"{b} ms" for b in backends] + ["best vs cuDNN", "best % roofline"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key in order:
+        row = cells[key]
+        times = {b: row[b]["median_ms"] for b in backends if b in row and not row[b].get("error")}
+        ours = {b: t for b, t in times.items() if b != "cudnn"}
+        best = min(ours, key=ours.get) if ours else None
+        speed = f"{times['cudnn'] / ours[best]:.2f}x ({best})" if best and "cudnn" in times else "-"
+        roof = f"{row[best]['roofline_pct']:.0f}%" if best and row[best].get("roofline_pct") else "-"
+        vals = [f"{times[b]:.4f}" if b in times else "n/a" for b in backends]
+        lines.append("| " + " | ".join([key[0], key[1]] + vals + [speed, roof]) + " |")
+    return lines
+
+
+def model_table(data: dict) -> List[str]:
+    """Grouped layers of each model, weighted by count, per backend and direction."""
+    totals = defaultdict(dict)
+    for m in data["models"]:
+        totals[(m["model"], m["direction"])][m["backend"]] = m["total_ms"]
+    backends = data["options"]["backends"]
+    lines = ["| model | dir | " + " | ".join(f"{b} ms" for b in backends) + " |",
+             "|" + "---|" * (2 + len(backends))]
+    for (model, direction), row in sorted(totals.items()):
+        lines.append(f"| {model} | {direction} | " +
+                     " | ".join(f"{row[b]:.3f}" if b in row else "n/a" for b in backends) + " |")
+    return lines
+
+
+def section(path: str) -> str:
+    data = json.load(open(path))
+    env, opt = data["env"], data["options"]
+    rel = os.path.relpath(path, ROOT)
+    lines = [
+        f"Measured by `benchmarks/bench_cardinality.py` on {env.get('gpu')} (driver {env.get('driver')}, "
+        f"CUDA {env.get('torch_cuda')}, cuDNN {env.get('cudnn')}, torch {env.get('torch')}, triton "
+        f"{env.get('triton')}), commit `{str(env.get('git_commit'))[:12]}`, {env.get('timestamp')}; "
+        f"{opt['dtype']} {opt['layout']}, batch {opt['batch']}, {opt['image']}x{opt['image']} images; "
+        f"copy bandwidth {data['copy_bandwidth_gbs']:.0f} GB/s. Source: `{rel}`.",
+        "",
+    ]
+    models = sorted({r["model"] for r in data["layers"]})
+    for model in models:
+        lines += [f"**ResNeXt-50 {model}**, grouped 3x3 layers (median ms):", ""] + layer_table(data, model) + [""]
+    lines += ["All grouped layers of each model, weighted by how often each occurs (ms):", ""]
+    lines += model_table(data)
+    return "\n".join(lines) + "\n"
+
+
+def variants_table() -> str:
+    """The CUDA kernel ladder, read from the registry of the built extension."""
+    import sys
+
+    sys.path.insert(0, ROOT)
+    import resnext_kernels as rk
+
+    variants = rk.cuda_variants()
+    if not variants:
+        return "(the extension here was built without CUDA kernels)\n"
+    lines = ["| direction | rung | variant | what this rung does |", "|---|---|---|---|"]
+    for v in sorted(variants, key=lambda v: (v["direction"], v["rung"])):
+        lines.append(f"| {v['direction']} | {v['rung']} | `{v['name']}` | {v['summary']} |")
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(text: str, readme: str = os.path.join(ROOT, "README.md"), begin: str = BEGIN,
+                  end: str = END) -> None:
+    content = open(readme).read()
+    start, stop = content.index(begin) + len(begin), content.index(end)
+    open(readme, "w").write(content[:start] + "\n" + text + content[stop:])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--print", dest="print_file", help="print the section for this results file")
+    args = ap.parse_args(argv)
+    if args.print_file:
+        print(section(args.print_file))
+        return
+    update_readme(variants_table(), begin=VARIANTS_BEGIN, end=VARIANTS_END)
+    path = newest_results()
+    if path is None:
+        raise SystemExit("no results under benchmarks/results/*/bench.json")
+    update_readme(section(path))
+    print(f"README.md regenerated: kernel ladder from the registry, performance from "
+          f"{os.path.relpath(path, ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""The benchmark on the CPU: the default run, the byte and FLOP model, and the report."""
+
+import json
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import bench_cardinality  # noqa: E402
+import layers as L  # noqa: E402
+import report  # noqa: E402
+
+
+def find(model, name, batch=64):
+    return next(x for x in L.resnext50_layers(model, batch) if x.name == name)
+
+
+def test_byte_and_flop_model_by_hand():
+    # Stage 1 of ResNeXt-50 32x4d at batch 64, bf16: x and y are 64*128*56*56 elements each and
+    # w is 128*4*3*3, at 2 bytes: 102.76 MB; FLOPs 2*64*56*56*128*4*9 = 1.8496 G.
+    s1 = find("32x4d", "stage1")
+    assert s1.flops() == pytest.approx(1.850e9, rel=1e-3)
+    assert s1.min_bytes("fprop", 2) == pytest.approx(102.8e6, rel=1e-3)
+    assert s1.count == 3
+    # Stage 4 entry: x 64*1024*14*14, y 64*1024*7*7, w 1024*32*9, bf16: 32.70 MB; same FLOPs.
+    s4 = find("32x4d", "stage4.entry")
+    assert (s4.p, s4.q, s4.stride, s4.groups) == (7, 7, 2, 32)
+    assert s4.min_bytes("wgrad", 2) == pytest.approx(32.702464e6, rel=1e-9)
+    assert s4.flops() == pytest.approx(1.8496e9, rel=1e-4)
+
+
+def test_paper_table_widths():
+    """The grouped conv of stage 1 is 64, 80, 96, 112, 128 wide for the paper's (C, d) table,
+    doubling per stage; every model has 16 grouped layers."""
+    for (c, d), width in zip(L.PAPER_TABLE, (64, 80, 96, 112, 128)):
+        layers = L.resnext50_layers(f"{c}x{d}d", 1)
+        assert layers[0].c == width and layers[-1].c == 8 * width
+        assert sum(x.count for x in layers) == 16
+
+
+def test_cpu_default_run_writes_valid_json(tmp_path):
+    out = tmp_path / "bench.json"
+    results = bench_cardinality.main(["--quick", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["schema"] == bench_cardinality.SCHEMA
+    assert data["env"]["git_commit"] and data["env"]["torch"]
+    assert data["copy_bandwidth_gbs"] > 0
+    ok = [r for r in data["layers"] if not r.get("error")]
+    assert ok and all(r["median_ms"] > 0 and r["p20_ms"] <= r["p80_ms"] for r in ok)
+    assert {m["model"] for m in data["models"]} == set(bench_cardinality.CPU_DEFAULT_MODELS)
+    assert any(m["relative_to_c1"] == pytest.approx(1.0) for m in data["models"])
+    assert results["options"]["device"] == "cpu"
+
+
+def test_report_reproduces_a_table_from_a_sample(tmp_path):
+    rows = []
+    for backend, ms in (("cudnn", 0.2), ("triton", 0.1)):
+        rows.append(dict(model="32x4d", name="stage1", direction="fprop", backend=backend,
+                         median_ms=ms, roofline_pct=40.0 if backend == "triton" else 20.0, error=None))
+    sample = dict(env=dict(gpu="SampleGPU", timestamp="t", git_commit="0123456789abcdef"),
+                  options=dict(backends=["cudnn", "triton"], dtype="bf16", layout="channels_last",
+                               batch=64, image=224),
+                  copy_bandwidth_gbs=3000.0, layers=rows,
+                  models=[dict(model="32x4d", backend="cudnn", direction="fprop", total_ms=0.6),
+                          dict(model="32x4d", backend="triton", direction="fprop", total_ms=0.3)])
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(sample))
+    text = report.section(str(path))
+    assert "| stage1 | fprop | 0.2000 | 0.1000 | 2.00x (triton) | 40% |" in text
+    assert "| 32x4d | fprop | 0.600 | 0.300 |" in text
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.BEGIN}\nold\n{report.END}\noutro\n")
+    report.update_readme(text, str(readme))
+    content = readme.read_text()
+    assert "old" not in content and "SampleGPU" in content and content.endswith(f"{report.END}\noutro\n")

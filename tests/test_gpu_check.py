@@ -1,0 +1,97 @@
+"""scripts/gpu_check.py without a GPU: arguments, the no-GPU message, the summary writer and the
+output limits, on fake step outputs."""
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+
+import gpu_check  # noqa: E402
+
+
+def test_arguments():
+    args = gpu_check.parse_args(["out", "--quick", "--only", "test", "bench", "--budget", "300"])
+    assert args.quick and args.only == ["test", "bench"] and args.budget == 300
+    with pytest.raises(SystemExit):
+        gpu_check.parse_args(["out", "--only", "lint"])
+    with pytest.raises(SystemExit):
+        gpu_check.parse_args(["out", "--budget", "5"])
+    with pytest.raises(SystemExit):
+        gpu_check.parse_args([])
+
+
+def test_stops_with_a_clear_message_without_gpu(tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    out = tmp_path / "check"
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "gpu_check.sh"), str(out)],
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHON=sys.executable))
+    assert proc.returncode == 2
+    assert "no CUDA GPU is visible" in proc.stderr
+    summary = (out / "summary.md").read_text()
+    assert "| build | skipped | 0 | no GPU |" in summary
+    env = json.loads((out / "env.json").read_text())
+    assert env["gpu"] is None and env["git_commit"]
+    assert not any(p.is_dir() for p in out.iterdir())
+
+
+def fake_outputs(outdir):
+    (outdir / "junit.xml").write_text(
+        '<testsuites><testsuite tests="5" failures="1" errors="0" skipped="1">'
+        '<testcase classname="tests.test_gpu" name="test_a"/>'
+        '<testcase classname="tests.test_gpu" name="test_b"><failure message="x"/></testcase>'
+        '</testsuite></testsuites>')
+    layer = dict(model="32x4d", name="stage1", direction="fprop", count=3, error=None,
+                 median_ms=1.0, roofline_pct=50.0)
+    bench = dict(copy_bandwidth_gbs=3000.0,
+                 options=dict(dtype="bf16", layout="channels_last", batch=64,
+                              backends=["cudnn", "triton"]),
+                 layers=[dict(layer, backend="cudnn"), dict(layer, backend="triton", median_ms=0.5,
+                                                            roofline_pct=90.0)],
+                 models=[dict(model="32x4d", backend="cudnn", direction="fprop", total_ms=3.0),
+                         dict(model="32x4d", backend="triton", direction="fprop", total_ms=1.5)])
+    (outdir / "bench.json").write_text(json.dumps(bench))
+
+
+def test_summary_writer_on_fake_outputs(tmp_path):
+    fake_outputs(tmp_path)
+    steps = [gpu_check.Step(n) for n in ("build", "test", "bench")]
+    steps[0].status, steps[1].status, steps[2].status = "passed", "failed (rc 1)", "timeout"
+    env = dict(gpu="FakeGPU", driver="1", torch_cuda="13.0", cudnn=1, torch="2", triton="3",
+               python="3", git_commit="abc", timestamp="now")
+    text = gpu_check.write_summary(str(tmp_path), env, steps)
+    assert "GPU: FakeGPU" in text
+    assert "| test | failed (rc 1) |" in text and "| bench | timeout |" in text
+    assert "Tests: 3 passed, 1 failed, 1 skipped" in text
+    assert "FAILED tests.test_gpu::test_b" in text
+    assert "32x4d fprop triton: 1.500 ms, 2.00x cuDNN" in text
+    assert "triton: roofline 90-90%" in text
+    assert (tmp_path / "summary.md").read_text() == text
+
+
+def test_output_limits_bundle_and_trim(tmp_path):
+    logs = tmp_path / "logs" / "deep"
+    logs.mkdir(parents=True)
+    (logs / "build.log").write_text("x" * 100)
+    for i in range(10):
+        (tmp_path / f"extra{i}.txt").write_text(str(i))
+    (tmp_path / "summary.md").write_text("s")
+    big = tmp_path / "huge.log"
+    big.write_bytes(b"a" * 5000)
+    gpu_check.enforce_limits(str(tmp_path), max_files=8, max_bytes=4000)
+    entries = list(tmp_path.iterdir())
+    assert len(entries) <= 8
+    assert all(e.is_file() for e in entries)
+    assert all(e.stat().st_size <= 4000 for e in entries)
+    assert (tmp_path / "summary.md").exists()  # the summary is never bundled away
+    with tarfile.open(tmp_path / "logs.tar.gz") as tar:
+        names = tar.getnames()
+    assert "logs/deep/build.log" in names and "huge.log" in names
