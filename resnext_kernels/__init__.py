@@ -7,6 +7,7 @@
 
 from . import ops
 from ._native import cuda_unavailable_reason
+from .nn import ConvertSummary, GroupedConv2d, convert
 from .functional import (
     BACKENDS,
     available_backends,
@@ -32,8 +33,15 @@ def cuda_variants():
     return [] if _C is None else list(_C.variants())
 
 
+def fuse_for_inference(model):
+    """See resnext_kernels.models.fuse_for_inference."""
+    from .models import fuse_for_inference as fuse
+
+    return fuse(model)
+
+
 __all__ = [
-    "BACKENDS", "available_backends", "backend_unavailable_reason", "cuda_available",
+    "BACKENDS", "ConvertSummary", "GroupedConv2d", "convert", "fuse_for_inference", "available_backends", "backend_unavailable_reason", "cuda_available",
     "cuda_unavailable_reason", "cuda_variants", "grouped_conv2d", "last_fallback_reason",
     "ops", "unsupported_reason",
 ]

@@ -20,8 +20,9 @@ setup() {
   local want
   want=$(sha256sum requirements-dev.txt | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    "$PY" -m pip install -q --upgrade pip
-    "$PY" -m pip install -q -r requirements-dev.txt
+    # pip's own log, not the console: it is long and full of harmless index warnings here.
+    { "$PY" -m pip install -q --upgrade pip && "$PY" -m pip install -q -r requirements-dev.txt; } \
+      > "$VENV/pip.log" 2>&1 || { cat "$VENV/pip.log"; echo "pip install failed" >&2; exit 1; }
     echo "$want" > "$stamp"
   fi
   # The extension must be built against the torch it runs with, hence in place, no isolation.
