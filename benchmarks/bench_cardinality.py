@@ -17,8 +17,14 @@ JSON schema "resnext_kernels.bench/1":
               bytes (minimum traffic), median_ms, p20_ms, p80_ms, reps, timing ("cuda_graph":
               replays of a captured graph, GPU time only; "eager": host overhead included),
               tflops, gbs, roofline_pct, or error (why it did not run)
-    models    per (model, backend, direction): total_ms (layer medians weighted by count) and
-              relative_to_c1 (throughput relative to the C = 1 model, same backend, direction)
+    models    per (model, backend, direction): total_ms (layer medians weighted by count),
+              passes_per_s and relative_to_c1 (throughput relative to the C = 1 model, same
+              backend and direction)
+    interrupted  true when the run was stopped (SIGTERM, Ctrl-C) and holds what it had measured
+    end_to_end  per (model, backend, mode): a whole ResNeXt-50 training step ("train":
+              forward, backward, SGD step, bf16 autocast) or inference pass ("infer", and
+              "infer_fused" with BatchNorm folded and ReLU in the epilogue): median_ms, p20_ms,
+              p80_ms, images_per_s, relative_to_c1, or error
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections import defaultdict
 from typing import Dict, List
@@ -57,6 +64,9 @@ def parse_args(argv=None):
     ap.add_argument("--device", choices=["cuda", "cpu"])
     ap.add_argument("--eager", action="store_true",
                     help="time eager calls (host overhead included) instead of CUDA-graph replays")
+    ap.add_argument("--end-to-end", choices=["on", "off"], default=None,
+                    help="whole-model training and inference steps (default: on with a GPU)")
+    ap.add_argument("--e2e-batch", type=int, default=None, help="batch of the end-to-end steps")
     ap.add_argument("--out", default=None, help="JSON output path")
     ap.add_argument("--plot", default=None, help="PNG output path (needs matplotlib)")
     return ap.parse_args(argv)
@@ -71,9 +81,57 @@ def resolve_defaults(args):
     args.batch = args.batch or (64 if on_gpu else 2)
     args.image = args.image or (224 if on_gpu else 32)
     args.reps = args.reps or ((10 if args.quick else 30) if on_gpu else (2 if args.quick else 5))
+    args.end_to_end = args.end_to_end or ("on" if on_gpu else "off")
+    args.e2e_batch = args.e2e_batch or (32 if args.quick else 64)
     if args.out is None:
         args.out = os.path.join("benchmarks", "results", "latest.json")
     return args
+
+
+def bench_end_to_end(model_name: str, backend: str, mode: str, args, device, timer) -> dict:
+    """One whole-model measurement (see the JSON schema)."""
+    from resnext_kernels.models import fuse_for_inference, resnext50
+
+    c, d = L.MODELS[model_name]
+    row = dict(model=model_name, cardinality=c, width=d, backend=backend, mode=mode,
+               batch=args.e2e_batch, image=args.image, dtype=args.dtype)
+    fmt = torch.channels_last if args.layout == "channels_last" else torch.contiguous_format
+    try:
+        model = resnext50(c, d, backend="aten" if backend in ("cudnn", "aten") else backend)
+        model = model.to(device, memory_format=fmt)
+        x = torch.randn(args.e2e_batch, 3, args.image, args.image, device=device).to(memory_format=fmt)
+        y = torch.randint(0, 1000, (args.e2e_batch,), device=device)
+        amp = dict(device_type=device.type, dtype=L.DTYPES[args.dtype],
+                   enabled=args.dtype != "fp32")
+        if mode == "train":
+            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+            def step():
+                with torch.autocast(**amp):
+                    loss = torch.nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+        else:
+            net = fuse_for_inference(model) if mode == "infer_fused" else model.eval()
+
+            def step():
+                with torch.no_grad(), torch.autocast(**amp):
+                    net(x)
+        t = timer(step, max(3, args.reps // 3))
+    except Exception as exc:  # reported in the results, never fatal
+        return dict(row, error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    return dict(row, error=None, median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms,
+                reps=t.reps, images_per_s=args.e2e_batch / (t.median_ms * 1e-3))
+
+
+def relative_to_c1(rows: List[dict], value: str, keys) -> None:
+    """Adds `relative_to_c1`: each row's `value` over the C = 1 row with the same `keys`."""
+    base = {tuple(r[k] for k in keys): r[value] for r in rows
+            if r["cardinality"] == 1 and not r.get("error")}
+    for r in rows:
+        b = base.get(tuple(r[k] for k in keys))
+        r["relative_to_c1"] = (r[value] / b) if b and not r.get("error") else None
 
 
 def progress(i: int, total: int, label: str) -> None:
@@ -88,25 +146,17 @@ def progress(i: int, total: int, label: str) -> None:
 
 
 def model_totals(rows: List[dict]) -> List[dict]:
-    """Per (model, backend, direction): layer medians weighted by count, and the throughput
-    relative to the C = 1 model of the same backend and direction."""
+    """Per (model, backend, direction) whose layers all ran: layer medians weighted by count, and
+    the throughput relative to the C = 1 model of the same backend and direction."""
     totals: Dict[tuple, float] = defaultdict(float)
-    failed = set()
+    failed = {(r["model"], r["cardinality"], r["backend"], r["direction"]) for r in rows if r.get("error")}
     for r in rows:
         key = (r["model"], r["cardinality"], r["backend"], r["direction"])
-        if r.get("error"):
-            failed.add(key)
-        else:
+        if key not in failed:
             totals[key] += r["median_ms"] * r["count"]
-    out = []
-    for key, ms in sorted(totals.items()):
-        if key in failed:
-            continue
-        model, card, backend, direction = key
-        c1 = [v for (m, c, b, d), v in totals.items()
-              if c == 1 and b == backend and d == direction and (m, c, b, d) not in failed]
-        out.append(dict(model=model, cardinality=card, backend=backend, direction=direction,
-                        total_ms=ms, relative_to_c1=(c1[0] / ms) if c1 else None))
+    out = [dict(model=m, cardinality=c, backend=b, direction=d, total_ms=ms, passes_per_s=1e3 / ms)
+           for (m, c, b, d), ms in sorted(totals.items())]
+    relative_to_c1(out, "passes_per_s", ("backend", "direction"))
     return out
 
 
@@ -161,6 +211,10 @@ def plot(results: dict, path: str) -> bool:
     return True
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> dict:
     args = resolve_defaults(parse_args(argv))
     from resnext_kernels import envinfo
@@ -175,21 +229,47 @@ def main(argv=None) -> dict:
     timer = L.CudaTimer(device, graphs=not args.eager) if device.type == "cuda" else L.cpu_time
     bandwidth = L.copy_bandwidth_gbs(device, 512 if device.type == "cuda" else 64)
 
-    work = [(layer, backend) for model in args.models
-            for layer in L.resnext50_layers(model, args.batch, args.image)
-            for backend in args.backends]
     rows: List[dict] = []
-    for i, (layer, backend) in enumerate(work):
-        progress(i, len(work), f"{layer.model} {layer.name} {backend}")
-        rows += L.bench_layer(layer, backend, args.directions, args.dtype,
-                              args.layout == "channels_last", device, args.reps, timer, bandwidth)
-    progress(len(work), len(work), "done")
+    e2e: List[dict] = []
+    interrupted = False
+    # A stopped run (the GPU check's time budget sends SIGTERM) still writes what it measured.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        work = [(layer, backend) for model in args.models
+                for layer in L.resnext50_layers(model, args.batch, args.image)
+                for backend in args.backends]
+        for i, (layer, backend) in enumerate(work):
+            progress(i, len(work), f"{layer.model} {layer.name} {backend}")
+            rows += L.bench_layer(layer, backend, args.directions, args.dtype,
+                                  args.layout == "channels_last", device, args.reps, timer, bandwidth)
+        progress(len(work), len(work), "done")
+        if args.end_to_end == "on":
+            # Eager timing: a training step is many launches plus the optimizer, as users run it.
+            e2e_timer = L.CudaTimer(device, graphs=False) if device.type == "cuda" else L.cpu_time
+            work = [(m, b, mode) for m in args.models for b in args.backends
+                    for mode in ("train", "infer", "infer_fused")]
+            for i, (model_name, backend, mode) in enumerate(work):
+                progress(i, len(work), f"end to end {model_name} {backend} {mode}")
+                e2e.append(bench_end_to_end(model_name, backend, mode, args, device, e2e_timer))
+            progress(len(work), len(work), "done")
+            relative_to_c1(e2e, "images_per_s", ("backend", "mode"))
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\ninterrupted: writing the results measured so far", file=sys.stderr)
 
     results = dict(schema=SCHEMA, env=envinfo.collect(), options=vars(args),
-                   copy_bandwidth_gbs=bandwidth, layers=rows, models=model_totals(rows))
+                   copy_bandwidth_gbs=bandwidth, layers=rows, models=model_totals(rows),
+                   end_to_end=e2e, interrupted=interrupted)
     print(f"copy bandwidth: {bandwidth:.0f} GB/s; {args.dtype} {args.layout}, batch {args.batch}, "
           f"{args.image}x{args.image}; TF32 for convolutions: {torch.backends.cudnn.allow_tf32}")
     print_table(rows, args.backends[0])
+    for r in e2e:
+        if r.get("error"):
+            tail = r["error"][:80]
+        else:
+            rel = f"  x{r['relative_to_c1']:.2f} of C=1" if r.get("relative_to_c1") else ""
+            tail = f"{r['images_per_s']:9.1f} img/s{rel}"
+        print(f"end to end {r['model']:6s} {r['backend']:7s} {r['mode']:12s} {tail}")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)

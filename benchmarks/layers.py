@@ -216,6 +216,15 @@ def backend_skip_reason(backend: str, layer: Layer, dtype: torch.dtype, device: 
     return rk.unsupported_reason(backend, x, w, 1)
 
 
+def _triton_choices() -> Dict[str, str]:
+    from resnext_kernels.triton import fprop, wgrad
+
+    out = {}
+    for name, kernel in (("gather", fprop.KERNEL), ("wgrad", wgrad.KERNEL)):
+        out.update({f"{name}:{key}": cfg for key, cfg in kernel.tuned_configs().items()})
+    return out
+
+
 def bench_layer(layer: Layer, backend: str, directions, dtype_name: str, channels_last: bool,
                 device: torch.device, reps: int, timer, bandwidth_gbs: float) -> List[dict]:
     """One row per direction: timing, derived rates, or the reason it did not run."""
@@ -236,11 +245,14 @@ def bench_layer(layer: Layer, backend: str, directions, dtype_name: str, channel
         if skip is not None:
             rows.append(dict(row, error=skip))
             continue
+        before = _triton_choices() if backend == "triton" else {}
         try:
             t = timer(fns[direction], reps)
         except Exception as exc:
             rows.append(dict(row, error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}"))
             continue
+        if backend == "triton":  # which autotune configuration this layer got
+            row["triton_configs"] = sorted(set(_triton_choices().items()) - set(before.items()))
         seconds = t.median_ms * 1e-3
         gbs = row["bytes"] / seconds / 1e9
         rows.append(dict(row, error=None, median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms,

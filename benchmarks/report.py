@@ -86,7 +86,25 @@ def section(path: str) -> str:
         lines += [f"**ResNeXt-50 {model}**, grouped 3x3 layers (median ms):", ""] + layer_table(data, model) + [""]
     lines += ["All grouped layers of each model, weighted by how often each occurs (ms):", ""]
     lines += model_table(data)
+    if data.get("end_to_end"):
+        lines += ["", f"Whole ResNeXt-50 steps at batch {opt.get('e2e_batch')} (images/s; eager, "
+                      f"{opt['dtype']} autocast):", ""]
+        lines += e2e_table(data)
+    if data.get("interrupted"):
+        lines += ["", "(this run was stopped by its time budget: the tables hold what it measured)"]
     return "\n".join(lines) + "\n"
+
+
+def e2e_table(data: dict) -> List[str]:
+    lines = ["| model | backend | mode | images/s | vs C = 1 |", "|---|---|---|---|---|"]
+    for r in data["end_to_end"]:
+        if r.get("error"):
+            lines.append(f"| {r['model']} | {r['backend']} | {r['mode']} | not run: "
+                         f"{r['error'][:60]} | - |")
+            continue
+        rel = f"{r['relative_to_c1']:.2f}" if r.get("relative_to_c1") else "-"
+        lines.append(f"| {r['model']} | {r['backend']} | {r['mode']} | {r['images_per_s']:.0f} | {rel} |")
+    return lines
 
 
 def variants_table() -> str:

@@ -76,3 +76,21 @@ def test_report_reproduces_a_table_from_a_sample(tmp_path):
     report.update_readme(text, str(readme))
     content = readme.read_text()
     assert "old" not in content and "SampleGPU" in content and content.endswith(f"{report.END}\noutro\n")
+
+
+def test_interrupted_run_still_writes_what_it_measured(tmp_path, monkeypatch):
+    real = L.bench_layer
+    calls = []
+
+    def stop_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # what SIGTERM from the GPU check's budget turns into
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(L, "bench_layer", stop_on_third)
+    out = tmp_path / "bench.json"
+    bench_cardinality.main(["--quick", "--models", "32x4d", "--directions", "fprop", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["interrupted"] is True
+    assert len(data["layers"]) == 2  # the two layers measured before the stop

@@ -220,3 +220,44 @@ def test_auto_backend_on_gpu_and_compile():
         cudnn = reference.conv_in_dtype(x, w, None, None, **case.conv_args)["fprop"]
         reference.check("fprop", out, cudnn, ref)
     assert eager.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_auto_falls_back_to_aten_with_a_reason():
+    import resnext_kernels as rk
+    x = torch.randn(1, 8, 9, 9, device="cuda")
+    w = torch.randn(8, 2, 5, 5, device="cuda")
+    y = rk.grouped_conv2d(x, w, padding=2, groups=4)
+    torch.testing.assert_close(y, torch.nn.functional.conv2d(x, w, None, 1, 2, 1, 4))
+    assert "3x3" in rk.last_fallback_reason()
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["unfused", "fused"])
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_resnext50_bf16_matches_cudnn_within_the_tolerance_rule(backend, fused):
+    """The whole ResNeXt-50 32x4d in bf16 channels_last on our kernels, fused or not, against
+    the float64 model on the CPU: at most twice cuDNN's own bf16 error (plus the floor)."""
+    if backend == "cuda" and not cuda_variants("fprop"):
+        pytest.skip("extension built without CUDA kernels")
+    from resnext_kernels.models import fuse_for_inference, resnext50_32x4d
+    from resnext_kernels.nn import GroupedConv2d
+    torch.manual_seed(0)
+    model = resnext50_32x4d().eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = model.double()(x.double())
+        net = fuse_for_inference(model) if fused else model
+
+        def run(name):
+            for m in net.modules():
+                if isinstance(m, GroupedConv2d):
+                    m.backend = name
+            gpu = net.to("cuda", torch.bfloat16, memory_format=torch.channels_last)
+            return gpu(x.to("cuda", torch.bfloat16).contiguous(memory_format=torch.channels_last))
+
+        ours, cudnn = run(backend), run("aten")
+    reference.check("fprop", ours.float(), cudnn.float(), ref)

@@ -56,7 +56,7 @@ def choose_group_tile(red_width: int, out_width: int, groups: int) -> GroupTile:
     """Tile for a per-group GEMM whose reduction runs over `red_width` channels (per tap) and
     whose output has `out_width` channels, for `groups` groups."""
     widest = max(red_width, out_width)
-    gp = 1 if widest >= MIN_DOT else max(1, min(groups, PACK_WIDTH // widest))
+    gp = max(1, min(groups, PACK_WIDTH // widest))
     block_red = min(MAX_RED_BLOCK, max(MIN_DOT, triton.next_power_of_2(gp * red_width)))
     block_out = min(MAX_OUT_BLOCK, max(MIN_DOT, triton.next_power_of_2(gp * out_width)))
     return GroupTile(gp, block_red, block_out)
@@ -110,6 +110,11 @@ class TunedKernel:
         self.interpreter_config = interpreter_config
         self.autotuned = (triton.autotune(configs=configs, key=key)(jit_fn)
                           if AUTOTUNE and not INTERPRET else None)
+
+    def tuned_configs(self) -> dict:
+        """The autotuner's choice per key so far (empty without autotuning), as strings."""
+        cache = getattr(self.autotuned, "cache", None) or {}
+        return {key: str(config) for key, config in cache.items()}
 
     def launch(self, grid, args, kwargs, *, wrap=lambda k: k, config=None):
         if config is not None:

@@ -15,7 +15,7 @@ so a dx pixel gathers dy at p = (h + ph - r*dh) / sh for the taps where that div
 One kernel serves both (`TRANSPOSED`); only the source index map, the weight's role and the
 epilogue differ, which keeps the two directions from drifting apart.
 
-Tiling: program (pid_m, pid_n) owns BLOCK_M destination pixels x BLOCK_OUT destination channels
+Tiling: program (pid_n, pid_m) owns BLOCK_M destination pixels x BLOCK_OUT destination channels
 of one pack of GP groups (see common.py for the block-diagonal packing). For each of the 9 taps
 (unrolled) it walks the GP*red_width source channels in BLOCK_RED steps:
 
@@ -62,11 +62,16 @@ def _gather_conv_kernel(
     ACC_FP64: tl.constexpr,         # accumulate in fp64 (fp64 inputs, for gradcheck), else fp32
     BLOCK_M: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
     pack_out = GP * OUT_G                       # output channels of one pack
     pack_red = GP * RED_G                       # reduction channels of one pack (per tap)
     out_tiles = tl.cdiv(pack_out, BLOCK_OUT)
+    n_tiles = tl.cdiv(G, GP) * out_tiles
+    # One grid dimension (2^31 programs, where y and z stop at 65535). Channel tiles vary
+    # fastest in launch order, so the programs that share a pixel tile run together and its
+    # input rows are fetched from DRAM once, then served by L2.
+    pid = tl.program_id(0)
+    pid_n = pid % n_tiles
+    pid_m = pid // n_tiles
     pack = pid_n // out_tiles
     out_tile = pid_n % out_tiles
 
@@ -131,7 +136,7 @@ def _gather_conv_kernel(
 # template miscompiled there once (pytorch#173068), and the GPU tests run every configuration
 # the autotuner may pick. One pipeline depth: the tap loop is unrolled, so stages matter little
 # and each extra option costs a compile per shape class.
-AUTOTUNE_CONFIGS = common.configs((64, 128), (4, 8), (2,))
+AUTOTUNE_CONFIGS = common.configs((64, 128), (4, 8), (2,)) + common.configs((256,), (8,), (2,))
 AUTOTUNE_KEY = ["BATCH", "DH", "DW", "SH", "SW", "G", "RED_G", "OUT_G", "stride_h", "s_src_c",
                 "TRANSPOSED", "BLOCK_RED", "BLOCK_OUT"]
 # The interpreter runs one fixed configuration; large BLOCK_M keeps the program count low.
@@ -160,7 +165,7 @@ def launch_gather_conv(src, weight, bias, dst, *, transposed, stride, padding, d
     s_w_red, s_w_out = (ws[0], ws[1]) if transposed else (ws[1], ws[0])
 
     def grid(meta):
-        return (triton.cdiv(batch * dh * dw, meta["BLOCK_M"]), packs * out_tiles)
+        return (packs * out_tiles * triton.cdiv(batch * dh * dw, meta["BLOCK_M"]),)
 
     args = (
         src, weight, bias if bias is not None else dst, dst,

@@ -4,7 +4,7 @@
 
 Per-group GEMM: M = Kg, N = Cg (per tap), K = N*P*Q: a tiny output over a reduction of up to
 200k positions (ResNeXt-50 stage 1 at batch 64), so the reduction is cut into SPLITS contiguous
-chunks. Program (split, tap * out tiles, pack) computes
+chunks. Program (tap * out tiles, split, pack) computes
 
     dy tile^T (BLOCK_KO, BLOCK_M)  @  x tile (BLOCK_M, BLOCK_C)   for BLOCK_M positions at a time
 
@@ -39,8 +39,10 @@ def _wgrad_partial_kernel(
     ACC_FP64: tl.constexpr,         # accumulate in fp64 (fp64 inputs, for gradcheck), else fp32
     BLOCK_M: tl.constexpr,
 ):
-    split = tl.program_id(0)
-    pid_t = tl.program_id(1)
+    # Taps vary fastest in launch order: the nine programs that read the same chunk of dy (and
+    # overlapping rows of x) run together, so the chunk comes from DRAM once, then from L2.
+    pid_t = tl.program_id(0)
+    split = tl.program_id(1)
     pack = tl.program_id(2)
     pack_k = GP * KG
     ko_tiles = tl.cdiv(pack_k, BLOCK_KO)
@@ -125,7 +127,7 @@ def wgrad(grad_output, x, weight_size, stride, padding, dilation, groups, splits
     chunk = triton.cdiv(npq, splits)
     partials = common.empty((splits, k_out, cg, 3, 3), common.torch_acc_dtype(x.dtype), x.device)
 
-    grid = (splits, 9 * ko_tiles, packs)
+    grid = (9 * ko_tiles, splits, packs)
     args = (
         x, grad_output, partials,
         n, h, w, p, q, groups, cg, kg, chunk,
