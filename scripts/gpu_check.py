@@ -18,6 +18,7 @@ When the budget (default 480 s) runs out, the running step is stopped and the su
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -257,9 +258,15 @@ def main(argv=None) -> int:
                 # One Triton configuration per kernel except in the tests that pin each one:
                 # autotuning every test shape would spend the budget compiling.
                 test_env = dict(os.environ, RESNEXT_KERNELS_TRITON_AUTOTUNE="0")
+                # Triton compiles on the CPU, one kernel at a time per process: several pytest
+                # workers (pytest-xdist, when installed) overlap them.
+                workers = []
+                if importlib.util.find_spec("xdist") is not None:
+                    workers = ["-n", str(max(1, min(8, (os.cpu_count() or 2) // 2)))]
                 step.status = run_logged(
                     [py, "-m", "pytest", "tests/test_gpu.py", "tests/test_triton.py", "-q", "-rfE",
-                     "-p", "no:cacheprovider", f"--junitxml={os.path.join(outdir, 'junit.xml')}"],
+                     *workers, "-p", "no:cacheprovider",
+                     f"--junitxml={os.path.join(outdir, 'junit.xml')}"],
                     log, budget, test_env)
         elif step.name == "sanitize":
             tool = shutil.which("compute-sanitizer") or "/usr/local/cuda/bin/compute-sanitizer"
