@@ -36,6 +36,7 @@ MAX_FILES = 8
 MAX_FILE_BYTES = 16 * 2**20
 LOG_TAIL_BYTES = 2 * 2**20      # a log longer than this keeps its head and tail
 SUMMARY_RESERVE_S = 20          # budget kept back for bundling and the summary
+STOP_GRACE_S = 15               # time a stopped step gets to write its partial results
 # Largest share of the budget each step may take (the rest of the budget caps it too).
 STEP_CAP_S = {"build": 240, "test": 260, "sanitize": 90, "bench": 300}
 
@@ -66,6 +67,21 @@ class Step:
                     detail=self.detail)
 
 
+def _wait_group_gone(pgid: int, seconds: float = 5.0) -> None:
+    """Waits until no process of group `pgid` is left (SIGKILL to stragglers at the end)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def run_logged(cmd: List[str], log_path: str, timeout: float, env=None) -> str:
     """Runs `cmd` with output to `log_path`; returns "passed", "failed (rc N)" or "timeout"."""
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
@@ -77,12 +93,20 @@ def run_logged(cmd: List[str], log_path: str, timeout: float, env=None) -> str:
         try:
             rc = proc.wait(timeout=max(timeout, 1))
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            # SIGINT first: pytest then still prints its summary and writes junit.xml, and the
+            # benchmark writes what it measured. Then SIGTERM, then SIGKILL, to the whole group
+            # (pytest-xdist workers included), so nothing keeps the GPU busy for the next step.
+            for sig, grace in ((signal.SIGINT, STOP_GRACE_S), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(timeout=grace)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            _wait_group_gone(proc.pid)
             log.write(f"\n[gpu_check] stopped after {timeout:.0f} s (time budget)\n".encode())
             return "timeout"
     return "passed" if rc == 0 else f"failed (rc {rc})"
@@ -257,15 +281,19 @@ def main(argv=None) -> int:
             else:
                 # One Triton configuration per kernel except in the tests that pin each one:
                 # autotuning every test shape would spend the budget compiling.
-                test_env = dict(os.environ, RESNEXT_KERNELS_TRITON_AUTOTUNE="0")
-                # Triton compiles on the CPU, one kernel at a time per process: several pytest
-                # workers (pytest-xdist, when installed) overlap them.
-                workers = []
+                # Triton compiles on the CPU, one kernel at a time per process: a few pytest
+                # workers (pytest-xdist, when installed) overlap them. Each worker gets a share
+                # of the cores for torch's CPU reference (run 2 oversubscribed 8 x 16 threads).
+                workers, threads = [], str(os.cpu_count() or 1)
                 if importlib.util.find_spec("xdist") is not None:
-                    workers = ["-n", str(max(1, min(8, (os.cpu_count() or 2) // 2)))]
+                    n = max(1, min(4, (os.cpu_count() or 2) // 4))
+                    workers, threads = ["-n", str(n)], str(max(1, (os.cpu_count() or n) // n))
+                test_env = dict(os.environ, RESNEXT_KERNELS_TRITON_AUTOTUNE="0",
+                                OMP_NUM_THREADS=threads)
+                # -v: one line per test as it finishes, so a stopped run still names its failures.
                 step.status = run_logged(
-                    [py, "-m", "pytest", "tests/test_gpu.py", "tests/test_triton.py", "-q", "-rfE",
-                     *workers, "-p", "no:cacheprovider",
+                    [py, "-m", "pytest", "tests/test_gpu.py", "tests/test_triton.py", "-v", "-rfE",
+                     *workers, "-p", "no:cacheprovider", "-p", "no:benchmark",
                      f"--junitxml={os.path.join(outdir, 'junit.xml')}"],
                     log, budget, test_env)
         elif step.name == "sanitize":

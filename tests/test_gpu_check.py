@@ -95,3 +95,15 @@ def test_output_limits_bundle_and_trim(tmp_path):
     with tarfile.open(tmp_path / "logs.tar.gz") as tar:
         names = tar.getnames()
     assert "logs/deep/build.log" in names and "huge.log" in names
+
+
+def test_a_step_over_its_budget_gets_sigint_first(tmp_path):
+    """The stopped step must get the chance to write partial results (pytest's junit.xml, the
+    benchmark's JSON), so the budget sends SIGINT before anything harsher."""
+    marker = tmp_path / "partial.txt"
+    script = f"trap 'echo partial > {marker}; exit 130' INT; sleep 60 & wait"
+    log = tmp_path / "logs" / "step.log"
+    status = gpu_check.run_logged(["bash", "-c", script], str(log), timeout=1)
+    assert status == "timeout"
+    assert marker.read_text().strip() == "partial"
+    assert "stopped after 1 s (time budget)" in log.read_text()
