@@ -32,9 +32,10 @@ def find_cuda_home():
     return None
 
 
-def cuda_wanted():
-    switch = os.environ.get("RESNEXT_KERNELS_CUDA", "").strip().lower()
-    cuda_home = find_cuda_home()
+def cuda_wanted(switch=None, cuda_home=""):
+    """(toolkit root or None, why not). Raises SystemExit when CUDA is forced but missing."""
+    switch = (os.environ.get("RESNEXT_KERNELS_CUDA", "") if switch is None else switch).strip().lower()
+    cuda_home = find_cuda_home() if cuda_home == "" else cuda_home
     if switch in ("0", "false", "no", "off"):
         return None, "disabled by RESNEXT_KERNELS_CUDA=0"
     if cuda_home is None:
@@ -78,9 +79,10 @@ def extensions():
     return [ext], BuildExtension
 
 
-ext_modules, build_ext = extensions()
-setup(
-    packages=find_packages(include=["resnext_kernels", "resnext_kernels.*"]),
-    ext_modules=ext_modules,
-    cmdclass={"build_ext": build_ext.with_options(use_ninja=shutil.which("ninja") is not None)},
-)
+if __name__ == "__main__":  # also under pip: setuptools' build backend runs this file as __main__
+    ext_modules, build_ext = extensions()
+    setup(
+        packages=find_packages(include=["resnext_kernels", "resnext_kernels.*"]),
+        ext_modules=ext_modules,
+        cmdclass={"build_ext": build_ext.with_options(use_ninja=shutil.which("ninja") is not None)},
+    )

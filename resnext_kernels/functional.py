@@ -27,8 +27,6 @@ log = logging.getLogger("resnext_kernels")
 
 BACKENDS = ("auto", "cuda", "triton", "aten")
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# Widest group the Triton kernels take (their channel block is a power of two up to 256).
-TRITON_MAX_GROUP_WIDTH = 256
 
 _IntPair = Union[int, Tuple[int, int], List[int]]
 _last_fallback: Optional[str] = None
@@ -121,9 +119,6 @@ def unsupported_reason(backend: str, input: Tensor, weight: Tensor, padding) -> 
         if input.device.type != "cuda" and not (input.device.type == "cpu" and _TRITON_ON_CPU):
             return (f"the triton kernels need CUDA tensors (CPU tensors only with "
                     f"TRITON_INTERPRET=1), but got a tensor on {input.device}")
-        if weight.shape[1] > TRITON_MAX_GROUP_WIDTH:
-            return (f"{weight.shape[1]} input channels per group is more than the triton kernels' "
-                    f"{TRITON_MAX_GROUP_WIDTH}")
     return None
 
 

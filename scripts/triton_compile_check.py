@@ -83,8 +83,7 @@ def wgrad_jobs(dtype):
         tile = common.choose_group_tile(red, out, groups)
         sig = {"x_ptr": PTR[dtype], "dy_ptr": PTR[dtype], "part_ptr": "*fp32"}
         sig.update({n: "i32" for n in ints})
-        block_c = max(common.MIN_DOT, triton.next_power_of_2(tile.groups_per_prog * red))
-        constexprs = dict(GP=tile.groups_per_prog, BLOCK_KO=tile.block_out, BLOCK_C=block_c,
+        constexprs = dict(GP=tile.groups_per_prog, BLOCK_KO=tile.block_out, BLOCK_C=tile.block_red,
                           PRECISION="tf32" if dtype == "fp32" else "ieee", ACC_FP64=False,
                           **config.kwargs)
         label = f"wgrad cg{red} {config.kwargs} w{config.num_warps} s{config.num_stages}"

@@ -1,8 +1,11 @@
 """Edge-case convolution shapes shared by the CPU and GPU tests. Each says what it catches."""
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
+
+from resnext_kernels import reference
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,11 @@ class Case:
                 f"_s{self.stride}_p{self.padding}" + (f"_d{self.dilation}" if self.dilation > 1 else ""))
 
     @property
+    def out_hw(self):
+        size = lambda d: (d + 2 * self.padding - 2 * self.dilation - 1) // self.stride + 1  # noqa: E731
+        return size(self.h), size(self.w)
+
+    @property
     def conv_args(self):
         return dict(stride=(self.stride,) * 2, padding=(self.padding,) * 2,
                     dilation=(self.dilation,) * 2, groups=self.groups)
@@ -43,6 +51,7 @@ EDGE_CASES = [
     Case(1, 9, 9, 8, 8, 3, 2, 2, "3 groups: last pack partly empty"),
     Case(1, 17, 17, 16, 16, 2, 1, 1, "289 pixels: several pixel tiles, last one partial"),
     Case(1, 8, 8, 8, 8, 2, 1, 2, "dilation 2", dilation=2),
+    Case(1, 3, 4, 256, 256, 1, 1, 1, "Cg = 256: channel loops and several output and c tiles"),
 ]
 
 # ResNeXt-50 32x4d's grouped 3x3 layers at batch 1 and small images (the channel structure of
@@ -91,3 +100,18 @@ def like_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
         big[:, ::2, 1:, :] = t
         return big[:, ::2, 1:, :]
     return t
+
+
+def make_operands(case: Case, layout: str, dtype, device, seed: int, bias: bool = True):
+    """x, w, b (None without bias) and dy of `case` in `layout`, with the float64 reference
+    (`ref`) and ATen's results in the same dtype and device (`aten`: cuDNN on a GPU) for all
+    three directions, as a namespace."""
+    gen = torch.Generator().manual_seed(seed)
+    x = make_input(case, layout, dtype, device, gen)
+    w = make_weight(case, dtype, device, gen)
+    b = torch.randn(w.shape[0], generator=gen, dtype=torch.float64).to(device, dtype) if bias else None
+    dy = like_layout(torch.randn((case.n, w.shape[0], *case.out_hw), generator=gen,
+                                 dtype=torch.float64).to(device, dtype), layout)
+    return SimpleNamespace(x=x, w=w, b=b, dy=dy,
+                           ref=reference.conv_f64(x, w, b, dy, **case.conv_args),
+                           aten=reference.conv_in_dtype(x, w, b, dy, **case.conv_args))

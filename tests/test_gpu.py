@@ -5,10 +5,11 @@ without a GPU; run by scripts/gpu_check.sh, and meant to finish well under two m
 import pytest
 import torch
 
-from cases import EDGE_CASES, RESNEXT_STAGE_CASES, Case, make_input, make_weight, like_layout
+from cases import EDGE_CASES, RESNEXT_STAGE_CASES, Case, make_input, make_operands, make_weight
 from resnext_kernels import _native, reference
 from resnext_kernels.ops import NATIVE, TRITON
 from resnext_kernels.triton import fprop as triton_fprop_mod
+from resnext_kernels.triton.dgrad import dgrad as triton_dgrad
 from resnext_kernels.triton import wgrad as triton_wgrad_mod
 
 pytestmark = pytest.mark.gpu
@@ -49,25 +50,17 @@ def forced_variants():
 
 
 def run_and_check(family, case, layout, dtype, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    x = make_input(case, layout, dtype, "cuda", gen)
-    w = make_weight(case, dtype, "cuda", gen)
-    b = torch.randn(w.shape[0], generator=gen, dtype=torch.float64).to("cuda", dtype)
+    o = make_operands(case, layout, dtype, "cuda", seed)
     args = case.conv_args
-    ref = reference.conv_f64(x, w, b, None, **args)
-    dy = like_layout(torch.randn(ref["fprop"].shape, generator=gen, dtype=torch.float64)
-                     .to("cuda", dtype), layout)
-    ref = reference.conv_f64(x, w, b, dy, **args)
-    cudnn = reference.conv_in_dtype(x, w, b, dy, **args)
     conv = (list(args["stride"]), list(args["padding"]), list(args["dilation"]), args["groups"])
     out = {
-        "fprop": family.fprop(x, w, b, *conv),
-        "dgrad": family.dgrad(dy, w, list(x.shape), *conv),
-        "wgrad": family.wgrad(dy, x, list(w.shape), *conv),
+        "fprop": family.fprop(o.x, o.w, o.b, *conv),
+        "dgrad": family.dgrad(o.dy, o.w, list(o.x.shape), *conv),
+        "wgrad": family.wgrad(o.dy, o.x, list(o.w.shape), *conv),
     }
     torch.cuda.synchronize()
     for direction, got in out.items():
-        reference.check(direction, got, cudnn[direction], ref[direction])
+        reference.check(direction, got, o.aten[direction], o.ref[direction])
     return out
 
 
@@ -116,39 +109,22 @@ def test_triton_every_gather_config(config_index):
     """Each autotune configuration (num_warps 4 and 8 included, see pytorch#173068) on its own."""
     config = triton_fprop_mod.AUTOTUNE_CONFIGS[config_index]
     case = RESNEXT_STAGE_CASES[1]
-    gen = torch.Generator().manual_seed(config_index)
-    x = make_input(case, "channels_last", torch.bfloat16, "cuda", gen)
-    w = make_weight(case, torch.bfloat16, "cuda", gen)
-    args = case.conv_args
-    ref = reference.conv_f64(x, w, None, None, **args)
-    dy = like_layout(torch.randn(ref["fprop"].shape, generator=gen).to("cuda", torch.bfloat16),
-                     "channels_last")
-    ref = reference.conv_f64(x, w, None, dy, **args)
-    cudnn = reference.conv_in_dtype(x, w, None, dy, **args)
+    o = make_operands(case, "channels_last", torch.bfloat16, "cuda", config_index, bias=False)
     conv = ([2, 2], [1, 1], [1, 1], case.groups)
-    y = triton_fprop_mod.fprop(x, w, None, *conv, config=config)
-    from resnext_kernels.triton.dgrad import dgrad
-    dx = dgrad(dy, w, list(x.shape), *conv, config=config)
-    reference.check("fprop", y, cudnn["fprop"], ref["fprop"])
-    reference.check("dgrad", dx, cudnn["dgrad"], ref["dgrad"])
+    y = triton_fprop_mod.fprop(o.x, o.w, None, *conv, config=config)
+    dx = triton_dgrad(o.dy, o.w, list(o.x.shape), *conv, config=config)
+    reference.check("fprop", y, o.aten["fprop"], o.ref["fprop"])
+    reference.check("dgrad", dx, o.aten["dgrad"], o.ref["dgrad"])
 
 
 @pytest.mark.parametrize("config_index", range(len(triton_wgrad_mod.AUTOTUNE_CONFIGS)))
 def test_triton_every_wgrad_config(config_index):
     config = triton_wgrad_mod.AUTOTUNE_CONFIGS[config_index]
     case = RESNEXT_STAGE_CASES[0]
-    gen = torch.Generator().manual_seed(config_index)
-    x = make_input(case, "channels_last", torch.bfloat16, "cuda", gen)
-    w = make_weight(case, torch.bfloat16, "cuda", gen)
-    args = case.conv_args
-    ref = reference.conv_f64(x, w, None, None, **args)
-    dy = like_layout(torch.randn(ref["fprop"].shape, generator=gen).to("cuda", torch.bfloat16),
-                     "channels_last")
-    ref = reference.conv_f64(x, w, None, dy, **args)
-    cudnn = reference.conv_in_dtype(x, w, None, dy, **args)
-    dw = triton_wgrad_mod.wgrad(dy, x, list(w.shape), [1, 1], [1, 1], [1, 1], case.groups,
+    o = make_operands(case, "channels_last", torch.bfloat16, "cuda", config_index, bias=False)
+    dw = triton_wgrad_mod.wgrad(o.dy, o.x, list(o.w.shape), [1, 1], [1, 1], [1, 1], case.groups,
                                 splits=2, config=config)
-    reference.check("wgrad", dw, cudnn["wgrad"], ref["wgrad"])
+    reference.check("wgrad", dw, o.aten["wgrad"], o.ref["wgrad"])
 
 
 @pytest.mark.parametrize("family", [NATIVE, TRITON], ids=lambda f: f.name if f else "none")

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import resnext_kernels as rk
 from resnext_kernels.models import (
     PAPER_TABLE, ResNeXt, count_macs, count_parameters, fuse_for_inference, resnet50, resnext50,
     resnext50_32x4d, resnext101_32x8d, resnext101_64x4d)

@@ -5,7 +5,8 @@ bf16 wrongly, TOOLCHAIN.md)."""
 import pytest
 import torch
 
-from cases import EDGE_CASES, LAYOUTS, RESNEXT_STAGE_CASES, make_input, make_weight, like_layout
+from cases import (EDGE_CASES, LAYOUTS, RESNEXT_STAGE_CASES, like_layout, make_input,
+                   make_operands, make_weight)
 from conftest import HAS_CUDA
 from resnext_kernels import reference
 from resnext_kernels.ops import TRITON
@@ -44,19 +45,10 @@ def run_all_directions(family, case, x, w, b, dy):
 
 
 def check_case(family, case, layout, dtype, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    x = make_input(case, layout, dtype, DEVICE, gen)
-    w = make_weight(case, dtype, DEVICE, gen)
-    b = torch.randn(w.shape[0], generator=gen, dtype=torch.float64).to(DEVICE, dtype)
-    args = case.conv_args
-    ref = reference.conv_f64(x, w, b, None, **args)
-    dy = like_layout(torch.randn(ref["fprop"].shape, generator=gen, dtype=torch.float64)
-                     .to(DEVICE, dtype), layout)
-    ref = reference.conv_f64(x, w, b, dy, **args)
-    aten = reference.conv_in_dtype(x, w, b, dy, **args)
-    out = run_all_directions(family, case, x, w, b, dy)
+    o = make_operands(case, layout, dtype, DEVICE, seed)
+    out = run_all_directions(family, case, o.x, o.w, o.b, o.dy)
     for direction in ("fprop", "dgrad", "wgrad"):
-        reference.check(direction, out[direction], aten[direction], ref[direction])
+        reference.check(direction, out[direction], o.aten[direction], o.ref[direction])
     return out
 
 

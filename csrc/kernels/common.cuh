@@ -49,6 +49,14 @@ __host__ __device__ __forceinline__ int64_t offset4(const int64_t s[4], int64_t 
   return a * s[0] + b * s[1] + c * s[2] + d * s[3];
 }
 
+// Blocks of an elementwise grid-stride kernel over `numel` elements: enough to cover them, at
+// most 32 per SM (the loop inside the kernel takes the rest).
+inline int64_t elementwise_blocks(int64_t numel, int threads, int num_sms) {
+  const int64_t want = ceil_div(numel, threads);
+  const int64_t most = int64_t(num_sms) * 32;
+  return want < most ? want : most;
+}
+
 // Calls `f.template operator()<T>()` with T the storage type of `dtype`.
 template <typename F> int dispatch_dtype(DType dtype, F&& f) {
   switch (dtype) {

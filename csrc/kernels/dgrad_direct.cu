@@ -50,8 +50,7 @@ std::string dgrad_direct_can_implement(const ConvParams& p) {
 }
 
 int dgrad_direct_launch(const ConvParams& p, void* stream) {
-  const int64_t blocks = std::min<int64_t>(ceil_div(p.problem.x_numel(), kDirectThreads),
-                                           int64_t(p.num_sms) * 32);
+  const int64_t blocks = elementwise_blocks(p.problem.x_numel(), kDirectThreads, p.num_sms);
   return dispatch_dtype(p.dtype, [&]<typename T>() {
     dgrad_direct_kernel<T><<<blocks, kDirectThreads, 0, static_cast<cudaStream_t>(stream)>>>(p);
     return int(cudaGetLastError());

@@ -35,6 +35,22 @@ import triton.language as tl
 from . import common
 
 
+@triton.jit
+def _source_index(d, tap, stride, pad, dil, size, TRANSPOSED: tl.constexpr):
+    """The source row (or column) that destination row `d` reads at `tap`, and whether it exists.
+
+    fprop: s = d*stride - pad + tap*dil.  dgrad inverts that map: s = (d + pad - tap*dil) / stride
+    where the division is exact (for stride 2 only some taps reach a given input pixel)."""
+    if TRANSPOSED:
+        t = d + pad - tap * dil
+        s = t // stride
+        ok = (t >= 0) & (t % stride == 0) & (s < size)
+    else:
+        s = d * stride - pad + tap * dil
+        ok = (s >= 0) & (s < size)
+    return s, ok
+
+
 # Sizes and geometry are not specialised (Triton would otherwise compile a variant per value
 # pattern: divisible by 16, equal to 1); strides are, so a unit channel stride is known at
 # compile time and channels_last loads vectorise.
@@ -92,21 +108,9 @@ def _gather_conv_kernel(
 
     acc = tl.zeros((BLOCK_M, BLOCK_OUT), dtype=tl.float64 if ACC_FP64 else tl.float32)
     for r in tl.static_range(3):
-        if TRANSPOSED:
-            th = di + pad_h - r * dil_h
-            si = th // stride_h
-            h_ok = (th >= 0) & (th % stride_h == 0) & (si < SH)
-        else:
-            si = di * stride_h - pad_h + r * dil_h
-            h_ok = (si >= 0) & (si < SH)
+        si, h_ok = _source_index(di, r, stride_h, pad_h, dil_h, SH, TRANSPOSED)
         for s in tl.static_range(3):
-            if TRANSPOSED:
-                tw = dj + pad_w - s * dil_w
-                sj = tw // stride_w
-                w_ok = (tw >= 0) & (tw % stride_w == 0) & (sj < SW)
-            else:
-                sj = dj * stride_w - pad_w + s * dil_w
-                w_ok = (sj >= 0) & (sj < SW)
+            sj, w_ok = _source_index(dj, s, stride_w, pad_w, dil_w, SW, TRANSPOSED)
             pix_ok = m_ok & h_ok & w_ok
             src_row = dn.to(tl.int64) * s_src_n + si * s_src_h + sj * s_src_w  # (BLOCK_M,)
             for c0 in range(0, pack_red, BLOCK_RED):

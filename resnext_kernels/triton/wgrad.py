@@ -4,7 +4,7 @@
 
 Per-group GEMM: M = Kg, N = Cg (per tap), K = N*P*Q: a tiny output over a reduction of up to
 200k positions (ResNeXt-50 stage 1 at batch 64), so the reduction is cut into SPLITS contiguous
-chunks. Program (split, tap * out tiles, pack) computes
+chunks. Program (split, tap * k tiles * c tiles, pack) computes
 
     dy tile^T (BLOCK_KO, BLOCK_M)  @  x tile (BLOCK_M, BLOCK_C)   for BLOCK_M positions at a time
 
@@ -47,15 +47,17 @@ def _wgrad_partial_kernel(
     pack = tl.program_id(2)
     pack_k = GP * KG
     ko_tiles = tl.cdiv(pack_k, BLOCK_KO)
-    tap = pid_t // ko_tiles
-    ko_tile = pid_t % ko_tiles
+    c_tiles = tl.cdiv(GP * CG, BLOCK_C)
+    tap = pid_t // (ko_tiles * c_tiles)
+    ko_tile = (pid_t // c_tiles) % ko_tiles
+    c_tile = pid_t % c_tiles
     r = tap // 3
     s = tap % 3
 
     offs_k = ko_tile * BLOCK_KO + tl.arange(0, BLOCK_KO)               # (BLOCK_KO,)
     k_glob = pack * pack_k + offs_k
     k_ok = (offs_k < pack_k) & (k_glob < G * KG)
-    offs_c = tl.arange(0, BLOCK_C)                                     # (BLOCK_C,)
+    offs_c = c_tile * BLOCK_C + tl.arange(0, BLOCK_C)                  # (BLOCK_C,)
     c_glob = pack * GP * CG + offs_c
     c_ok = (offs_c < GP * CG) & (c_glob < G * CG)
 
@@ -120,22 +122,20 @@ def wgrad(grad_output, x, weight_size, stride, padding, dilation, groups, splits
     tile = common.choose_group_tile(cg, kg, groups)
     packs = triton.cdiv(groups, tile.groups_per_prog)
     ko_tiles = triton.cdiv(tile.groups_per_prog * kg, tile.block_out)
-    block_c = max(common.MIN_DOT, triton.next_power_of_2(tile.groups_per_prog * cg))
-    if block_c > 256:
-        raise ValueError(f"triton wgrad supports up to 256 input channels per group, got {cg}")
+    c_tiles = triton.cdiv(tile.groups_per_prog * cg, tile.block_red)
     if splits is None:
-        splits = choose_splits(npq, 9 * ko_tiles * packs, x.device)
+        splits = choose_splits(npq, 9 * ko_tiles * c_tiles * packs, x.device)
     chunk = triton.cdiv(npq, splits)
     partials = common.empty((splits, k_out, cg, 3, 3), common.torch_acc_dtype(x.dtype), x.device)
 
-    grid = (splits, 9 * ko_tiles, packs)
+    grid = (splits, 9 * ko_tiles * c_tiles, packs)
     args = (
         x, grad_output, partials,
         n, h, w, p, q, groups, cg, kg, chunk,
         *x.stride(), *grad_output.stride(),
         stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
     )
-    meta = dict(GP=tile.groups_per_prog, BLOCK_KO=tile.block_out, BLOCK_C=block_c,
+    meta = dict(GP=tile.groups_per_prog, BLOCK_KO=tile.block_out, BLOCK_C=tile.block_red,
                 PRECISION=common.dot_precision(x.dtype), ACC_FP64=x.dtype == torch.float64)
     KERNEL.launch(grid, args, meta, wrap=wrap, config=config)
     return partials.sum(0).to(x.dtype)
