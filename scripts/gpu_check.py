@@ -203,16 +203,17 @@ def enforce_limits(outdir: str, max_files: int = MAX_FILES, max_bytes: int = MAX
     files = [e for e in entries if os.path.isfile(os.path.join(outdir, e)) and e != "logs.tar.gz"]
     files.sort(key=lambda e: (keep_first.index(e) if e in keep_first else len(keep_first), e))
     room = max_files - 1  # one place for logs.tar.gz
-    bundle += [e for e in files[room:]]
+    bundle += files[room:]
     bundle += [e for e in files[:room] if os.path.getsize(os.path.join(outdir, e)) > max_bytes]
     if not bundle:
         return
     tar_path = os.path.join(outdir, "logs.tar.gz")
     for name in bundle:
         path = os.path.join(outdir, name)
-        for dirpath, _, names in (os.walk(path) if os.path.isdir(path) else [("", [], [path])]):
-            for n in names:
-                _trim(os.path.join(dirpath, n) if dirpath else n)
+        inside = ([os.path.join(d, n) for d, _, names in os.walk(path) for n in names]
+                  if os.path.isdir(path) else [path])
+        for f in inside:
+            _trim(f)
     with tarfile.open(tar_path, "w:gz") as tar:
         for name in bundle:
             tar.add(os.path.join(outdir, name), arcname=name)
