@@ -68,7 +68,7 @@ void run(ConvParams& p, const at::Tensor& like) {
   at::Tensor workspace;
   auto alloc_workspace = [&](const KernelVariant* var) {
     const int64_t elems = var->workspace_elems(p);
-    if (elems > workspace.numel())
+    if (elems > 0 && (!workspace.defined() || elems > workspace.numel()))
       workspace = at::empty({elems}, like.options().dtype(at::kFloat));
     p.workspace = elems ? workspace.data_ptr<float>() : nullptr;
   };
