@@ -294,6 +294,7 @@ def main(argv=None) -> int:
                 # -v: one line per test as it finishes, so a stopped run still names its failures.
                 step.status = run_logged(
                     [py, "-m", "pytest", "tests/test_gpu.py", "tests/test_triton.py", "-v", "-rfE",
+                     "--durations=25",
                      *workers, "-p", "no:cacheprovider", "-p", "no:benchmark",
                      f"--junitxml={os.path.join(outdir, 'junit.xml')}"],
                     log, budget, test_env)
