@@ -54,6 +54,8 @@ def parse_args(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", choices=sorted(L.MODELS), help="models to sweep")
     ap.add_argument("--backends", nargs="+", choices=["cudnn", "cuda", "triton", "aten"])
+    ap.add_argument("--ladder", action="store_true",
+                    help="also time every CUDA kernel variant forced on its own (backend cuda:NAME)")
     ap.add_argument("--directions", nargs="+", choices=L.DIRECTIONS, default=list(L.DIRECTIONS))
     ap.add_argument("--dtype", choices=sorted(L.DTYPES))
     ap.add_argument("--layout", choices=["channels_last", "nchw"], default="channels_last")
@@ -77,6 +79,10 @@ def resolve_defaults(args):
     args.device = "cuda" if on_gpu else "cpu"
     args.models = args.models or (GPU_DEFAULT_MODELS if on_gpu else CPU_DEFAULT_MODELS)
     args.backends = args.backends or (["cudnn", "cuda", "triton"] if on_gpu else ["aten"])
+    if args.ladder:
+        from resnext_kernels import cuda_variants
+
+        args.backends = args.backends + [f"cuda:{v['name']}" for v in cuda_variants()]
     args.dtype = args.dtype or ("bf16" if on_gpu else "fp32")
     args.batch = args.batch or (64 if on_gpu else 2)
     args.image = args.image or (224 if on_gpu else 32)

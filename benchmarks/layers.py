@@ -195,12 +195,35 @@ def direction_fns(backend: str, layer: Layer, dtype: torch.dtype, channels_last:
         return {"fprop": lambda: F.conv2d(x, w, None, *conv),
                 "dgrad": backward([True, False, False]),
                 "wgrad": backward([False, True, False])}
-    family = {"cuda": NATIVE, "triton": TRITON}[backend]
+    family = TRITON if backend == "triton" else NATIVE
     if family is None:
         raise RuntimeError("the native extension is not available")
-    return {"fprop": lambda: family.fprop(x, w, None, *conv),
-            "dgrad": lambda: family.dgrad(dy, w, list(x.shape), *conv),
-            "wgrad": lambda: family.wgrad(dy, x, list(w.shape), *conv)}
+    fns = {"fprop": lambda: family.fprop(x, w, None, *conv),
+           "dgrad": lambda: family.dgrad(dy, w, list(x.shape), *conv),
+           "wgrad": lambda: family.wgrad(dy, x, list(w.shape), *conv)}
+    if backend.startswith("cuda:"):  # one rung of the CUDA ladder, forced
+        return {direction: _forced(direction, backend[5:], fns[direction])
+                for direction in fns if direction == cuda_variant_direction(backend[5:])}
+    return fns
+
+
+def cuda_variant_direction(name: str) -> Optional[str]:
+    from resnext_kernels import cuda_variants
+
+    return next((v["direction"] for v in cuda_variants() if v["name"] == name), None)
+
+
+def _forced(direction: str, variant: str, fn: Callable[[], object]) -> Callable[[], object]:
+    """`fn` with the CUDA backend pinned to `variant` for the duration of each call."""
+    from resnext_kernels._native import _C
+
+    def call():
+        _C.set_forced_variant(direction, variant)
+        try:
+            return fn()
+        finally:
+            _C.set_forced_variant(direction, "")
+    return call
 
 
 def backend_skip_reason(backend: str, layer: Layer, dtype: torch.dtype, device: torch.device) -> Optional[str]:
@@ -208,12 +231,12 @@ def backend_skip_reason(backend: str, layer: Layer, dtype: torch.dtype, device: 
 
     if backend in ("cudnn", "aten"):
         return None
-    why = rk.backend_unavailable_reason(backend)
+    why = rk.backend_unavailable_reason(backend.split(":")[0])
     if why:
         return why
     x = torch.empty(0, layer.c, 1, 1, dtype=dtype, device=device)
     w = torch.empty(layer.k, layer.c // layer.groups, 3, 3, dtype=dtype, device=device)
-    return rk.unsupported_reason(backend, x, w, 1)
+    return rk.unsupported_reason(backend.split(":")[0], x, w, 1)
 
 
 def _triton_choices() -> Dict[str, str]:
@@ -242,6 +265,9 @@ def bench_layer(layer: Layer, backend: str, directions, dtype_name: str, channel
     for direction in directions:
         row = dict(base, direction=direction, flops=layer.flops(),
                    bytes=layer.min_bytes(direction, torch.finfo(dtype).bits // 8))
+        if skip is None and direction not in fns:
+            rows.append(dict(row, error=f"{backend} is not a {direction} kernel"))
+            continue
         if skip is not None:
             rows.append(dict(row, error=skip))
             continue

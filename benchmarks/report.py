@@ -117,9 +117,11 @@ def variants_table() -> str:
     variants = rk.cuda_variants()
     if not variants:
         return "(the extension here was built without CUDA kernels)\n"
-    lines = ["| direction | rung | variant | what this rung does |", "|---|---|---|---|"]
+    lines = ["| direction | rung | variant | what this rung does | chosen automatically |",
+             "|---|---|---|---|---|"]
     for v in sorted(variants, key=lambda v: (v["direction"], v["rung"])):
-        lines.append(f"| {v['direction']} | {v['rung']} | `{v['name']}` | {v['summary']} |")
+        auto = "yes" if v["gpu_verified"] else "no: not yet verified on a GPU (forced only)"
+        lines.append(f"| {v['direction']} | {v['rung']} | `{v['name']}` | {v['summary']} | {auto} |")
     return "\n".join(lines) + "\n"
 
 

@@ -46,6 +46,7 @@ py::list variants() {
     d["direction"] = rk::to_string(v.direction);
     d["rung"] = v.rung;
     d["summary"] = v.summary;
+    d["gpu_verified"] = v.gpu_verified;
     out.append(d);
   }
   return out;

@@ -15,14 +15,19 @@ const std::vector<KernelVariant>& registry() {
   // A build without CUDA (RESNEXT_KERNELS_CUDA=0) has no kernels, so an empty ladder.
   static const std::vector<KernelVariant> table = {
 #ifdef RK_WITH_CUDA
+      // name, direction, rung, summary, GPU-verified (H100 run of 2026-11-28 for the direct rung)
       {"fprop_direct", Direction::kFprop, 1,
-       "one thread per output element on CUDA cores; fp32 accumulation; any layout",
+       "one thread per output element on CUDA cores; fp32 accumulation; any layout", true,
        fprop_direct_can_implement, no_workspace, fprop_direct_launch},
+      {"fprop_smem", Direction::kFprop, 2,
+       "8x8 pixel tile x a pack of groups per block; input halo and weights in shared memory, "
+       "reused by the 9 taps", false,
+       fprop_smem_can_implement, no_workspace, fprop_smem_launch},
       {"dgrad_direct", Direction::kDgrad, 1,
-       "one thread per input-gradient element, gathering the taps that reach it",
+       "one thread per input-gradient element, gathering the taps that reach it", true,
        dgrad_direct_can_implement, no_workspace, dgrad_direct_launch},
       {"wgrad_direct", Direction::kWgrad, 1,
-       "one block per weight element and split of N*P*Q; fixed-order two-pass reduction",
+       "one block per weight element and split of N*P*Q; fixed-order two-pass reduction", true,
        wgrad_direct_can_implement, wgrad_direct_workspace_elems, wgrad_direct_launch},
 #endif
   };
@@ -38,7 +43,8 @@ const KernelVariant* find_variant(const std::string& name) {
 std::vector<const KernelVariant*> eligible_variants(const ConvParams& p) {
   std::vector<const KernelVariant*> out;
   for (const auto& v : registry())
-    if (v.direction == p.direction && v.can_implement(p).empty()) out.push_back(&v);
+    if (v.direction == p.direction && v.gpu_verified && v.can_implement(p).empty())
+      out.push_back(&v);
   return out;
 }
 
@@ -47,7 +53,7 @@ const KernelVariant* select_heuristic(const ConvParams& p, std::string* why) {
   std::ostringstream reasons;
   for (const auto& v : registry()) {
     if (v.direction != p.direction) continue;
-    const std::string r = v.can_implement(p);
+    const std::string r = v.gpu_verified ? v.can_implement(p) : "not yet verified on a GPU";
     if (r.empty()) {
       if (!best || v.rung > best->rung) best = &v;
     } else {

@@ -21,6 +21,10 @@ struct KernelVariant {
   Direction direction;
   int rung;               // position on the ladder: 1 = simplest
   const char* summary;    // what this rung changes relative to the one below
+  // True once the variant passed the GPU tests (tests/test_gpu.py via scripts/gpu_check.sh).
+  // Only verified variants are chosen by the heuristic and the autotuner; the others run only
+  // when forced (`set_forced_variant`), which is how the GPU tests reach them.
+  bool gpu_verified;
   // Returns "" when the variant can run `p`, else why not.
   std::string (*can_implement)(const ConvParams& p);
   // fp32 elements of scratch the launch needs in p.workspace (0 for none).
@@ -34,11 +38,11 @@ const std::vector<KernelVariant>& registry();
 
 const KernelVariant* find_variant(const std::string& name);
 
-// Heuristic choice: the highest rung whose can_implement accepts `p`. Returns null and fills
-// `why` (one line per variant) when none can.
+// Heuristic choice: the highest GPU-verified rung whose can_implement accepts `p`. Returns null
+// and fills `why` (one line per variant) when none can.
 const KernelVariant* select_heuristic(const ConvParams& p, std::string* why);
 
-// The variants that accept `p`, in ladder order.
+// The GPU-verified variants that accept `p`, in ladder order (the autotuner's candidates).
 std::vector<const KernelVariant*> eligible_variants(const ConvParams& p);
 
 // A key that identifies a problem for the autotune cache: sizes, strides, dtype, layout.

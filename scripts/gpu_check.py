@@ -47,8 +47,9 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="build plus one smoke test per backend")
     ap.add_argument("--only", nargs="+", choices=STEPS, help="run only these steps")
     ap.add_argument("--budget", type=float, default=480.0, help="overall seconds (default 480)")
-    ap.add_argument("--bench-args", default="--quick",
-                    help="arguments for bench_cardinality.py (default: --quick)")
+    ap.add_argument("--bench-args", default="--quick --ladder",
+                    help="arguments for bench_cardinality.py (default: --quick --ladder, which "
+                         "also times each CUDA kernel variant on its own)")
     args = ap.parse_args(argv)
     if args.budget <= SUMMARY_RESERVE_S:
         ap.error(f"--budget must be more than {SUMMARY_RESERVE_S} seconds")

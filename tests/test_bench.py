@@ -94,3 +94,18 @@ def test_interrupted_run_still_writes_what_it_measured(tmp_path, monkeypatch):
     data = json.loads(out.read_text())
     assert data["interrupted"] is True
     assert len(data["layers"]) == 2  # the two layers measured before the stop
+
+
+def test_ladder_adds_one_backend_per_cuda_variant(tmp_path):
+    from resnext_kernels import cuda_variants
+
+    out = tmp_path / "bench.json"
+    bench_cardinality.main(["--quick", "--models", "32x4d", "--directions", "fprop", "--ladder",
+                            "--out", str(out)])
+    data = json.loads(out.read_text())
+    expected = {f"cuda:{v['name']}" for v in cuda_variants()}
+    assert expected <= set(data["options"]["backends"])
+    rows = [r for r in data["layers"] if r["backend"].startswith("cuda:")]
+    assert {r["backend"] for r in rows} == expected
+    if not __import__("torch").cuda.is_available():
+        assert all(r["error"] for r in rows)  # the CUDA kernels need a GPU: reported, not run

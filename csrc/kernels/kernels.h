@@ -18,6 +18,24 @@ std::string wgrad_direct_can_implement(const ConvParams& p);
 int64_t wgrad_direct_workspace_elems(const ConvParams& p);
 int wgrad_direct_launch(const ConvParams& p, void* stream);
 
+// Rung 2 of fprop, "smem": the input halo of a pixel tile in shared memory, reused by the 9 taps.
+std::string fprop_smem_can_implement(const ConvParams& p);
+int fprop_smem_launch(const ConvParams& p, void* stream);
+
+constexpr int kSmemThreads = 256;            // threads per block
+constexpr int kTileP = 8, kTileQ = 8;        // output pixels per block: 64 (one 8x8 tile)
+constexpr int64_t kSmemPackChannels = 32;    // input channels a block packs (8 groups at Cg = 4)
+constexpr int64_t kSmemMaxBytes = 96 * 1024; // dynamic shared memory limit (sm_80 allows 163 KB)
+
+// Geometry of one fprop_smem block: the groups it packs, the halo it loads, its shared memory.
+struct SmemTile {
+  int groups_per_block = 1;
+  int channels = 1;       // input channels of a full pack: groups_per_block * Cg
+  int halo_h = 0, halo_w = 0;
+  int64_t smem_bytes = 0; // fp32 halo [halo_h][halo_w][channels] + fp32 weights of the pack
+};
+SmemTile fprop_smem_tile(const ConvParams& p);
+
 // Launch geometry of the direct kernels, shared by the launchers and the C++ unit tests.
 constexpr int kDirectThreads = 256;           // threads per block, elementwise kernels
 constexpr int kWgradThreads = 256;            // threads per block of the wgrad reduction

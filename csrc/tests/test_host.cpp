@@ -185,6 +185,31 @@ void test_wgrad_direct_geometry() {
   CHECK(rk::wgrad_direct_splits(p) == 1);
 }
 
+void test_fprop_smem_geometry() {
+  // ResNeXt-50 32x4d stage 1 (Cg = Kg = 4, G = 32): 8 groups a block, a 10x10 halo of 32 channels.
+  rk::ConvParams p = params(rk::Direction::kFprop);
+  rk::SmemTile t = rk::fprop_smem_tile(p);
+  CHECK(t.groups_per_block == 8 && t.channels == 32);
+  CHECK(t.halo_h == 10 && t.halo_w == 10);
+  CHECK(t.smem_bytes == 4 * (10 * 10 * 32 + 8 * 4 * 4 * 9));
+  CHECK(rk::fprop_smem_can_implement(p).empty());
+  // Stride 2 widens the halo to (8-1)*2 + 3 = 17.
+  rk::make_problem({8, 256, 56, 56}, {256, 8, 3, 3}, nullptr, {2, 2}, {1, 1}, {1, 1}, 32, &p.problem);
+  t = rk::fprop_smem_tile(p);
+  CHECK(t.groups_per_block == 4 && t.halo_h == 17 && t.halo_w == 17);
+  // A dense 512-channel layer: its weights alone exceed the shared-memory budget.
+  rk::make_problem({8, 512, 7, 7}, {512, 512, 3, 3}, nullptr, {1, 1}, {1, 1}, {1, 1}, 1, &p.problem);
+  CHECK(rk::fprop_smem_can_implement(p).find("shared memory") != std::string::npos);
+  // Not yet verified on a GPU: never chosen automatically, but reachable when forced.
+  p = params(rk::Direction::kFprop);
+  std::string why;
+  CHECK(rk::select_heuristic(p, &why) == rk::find_variant("fprop_direct"));
+  for (const rk::KernelVariant* v : rk::eligible_variants(p)) CHECK(v->gpu_verified);
+  rk::set_forced_variant("fprop", "fprop_smem");
+  CHECK(rk::choose_without_timing(p, &why) == rk::find_variant("fprop_smem"));
+  rk::set_forced_variant("fprop", "");
+}
+
 }  // namespace
 
 int main() {
@@ -194,6 +219,7 @@ int main() {
   test_registry_and_selection();
   test_forced_variant();
   test_wgrad_direct_geometry();
+  test_fprop_smem_geometry();
   std::printf("%d checks, %d failed\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }
