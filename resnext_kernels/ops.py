@@ -28,16 +28,10 @@ from torch import Tensor
 
 from . import _native
 from .triton import common as triton_common
+from .triton.common import conv_output_hw
 from .triton.dgrad import dgrad as _triton_dgrad
 from .triton.fprop import fprop as _triton_fprop
 from .triton.wgrad import wgrad as _triton_wgrad
-
-
-def conv_output_hw(h, w, stride, padding, dilation, kernel=(3, 3)):
-    """(P, Q) of a convolution; the formula of conv_problem.h."""
-    p = (h + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
-    q = (w + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
-    return p, q
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,13 @@ def choose_group_tile(red_width: int, out_width: int, groups: int) -> GroupTile:
     return GroupTile(gp, block_red, block_out)
 
 
+def conv_output_hw(h, w, stride, padding, dilation, kernel=(3, 3)):
+    """(P, Q) of a convolution; the formula of conv_problem.h."""
+    p = (h + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    q = (w + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    return p, q
+
+
 def dot_precision(dtype: torch.dtype) -> str:
     """tl.dot input precision: TF32 for fp32 only when PyTorch allows it for convolutions."""
     if dtype == torch.float32 and not torch.backends.cudnn.allow_tf32:

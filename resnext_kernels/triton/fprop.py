@@ -189,8 +189,7 @@ def fprop(x, weight, bias, stride, padding, dilation, groups, relu=False, wrap=l
     """y = relu?(conv2d(x, weight, bias)), y in x's memory format."""
     n, _, h, w = x.shape
     k_out = weight.shape[0]
-    p = (h + 2 * padding[0] - dilation[0] * 2 - 1) // stride[0] + 1
-    q = (w + 2 * padding[1] - dilation[1] * 2 - 1) // stride[1] + 1
+    p, q = common.conv_output_hw(h, w, stride, padding, dilation)
     y = common.empty((n, k_out, p, q), x.dtype, x.device, common.memory_format_of(x))
     if y.numel() == 0:
         return y
