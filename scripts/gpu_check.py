@@ -8,11 +8,14 @@ Steps, in order, each logged and timed, none stopping the later ones:
   test      the GPU test suite (CUDA and Triton backends, bf16 included) -> junit.xml
             (--quick: scripts/gpu_smoke.py, one small check of each kernel)
   sanitize  compute-sanitizer memcheck and racecheck over scripts/gpu_smoke.py --backends cuda
-  bench     benchmarks/bench_cardinality.py --quick -> bench.json, bench.png
+  tune      benchmarks/tune_triton.py: every Triton configuration and launch layout on the
+            ResNeXt-50 32x4d layers against cuDNN -> tune.json
+  bench     benchmarks/bench_cardinality.py --quick --ladder -> bench.json, bench.png
   summary   summary.md: what passed, what failed, key speed ratios; printed last
 
 OUTDIR gets at most 8 files, none over 16 MB, no sub-folders: logs go into logs.tar.gz.
 When the budget (default 480 s) runs out, the running step is stopped and the summary written.
+`--only` runs the named steps in the order given (build always first).
 """
 
 from __future__ import annotations
@@ -31,14 +34,14 @@ import xml.etree.ElementTree as ET
 from typing import Dict, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = ("build", "test", "sanitize", "bench")
+STEPS = ("build", "test", "sanitize", "tune", "bench")
 MAX_FILES = 8
 MAX_FILE_BYTES = 16 * 2**20
 LOG_TAIL_BYTES = 2 * 2**20      # a log longer than this keeps its head and tail
 SUMMARY_RESERVE_S = 20          # budget kept back for bundling and the summary
 STOP_GRACE_S = 15               # time a stopped step gets to write its partial results
 # Largest share of the budget each step may take (the rest of the budget caps it too).
-STEP_CAP_S = {"build": 240, "test": 260, "sanitize": 90, "bench": 300}
+STEP_CAP_S = {"build": 240, "test": 260, "sanitize": 90, "tune": 200, "bench": 300}
 
 
 def parse_args(argv=None):
@@ -158,6 +161,27 @@ def bench_ratios(path: str) -> List[str]:
     return lines
 
 
+def tune_best(path: str) -> List[str]:
+    """Per layer and direction of a tune JSON: cuDNN's time and the fastest Triton variant."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        rows = json.load(f)["rows"]
+    lines = []
+    keys = list(dict.fromkeys((r["model"], r["layer"], r["direction"]) for r in rows))
+    for key in keys:
+        mine = [r for r in rows if (r["model"], r["layer"], r["direction"]) == key and "median_ms" in r]
+        cudnn = next((r for r in mine if r["variant"] == "cudnn"), None)
+        ours = [r for r in mine if r["variant"] != "cudnn"]
+        if not ours:
+            continue
+        best = min(ours, key=lambda r: r["median_ms"])
+        base = f"cuDNN {cudnn['median_ms']:.4f} ms, " if cudnn else ""
+        lines.append(f"{' '.join(key)}: {base}best {best['variant']} {best['median_ms']:.4f} ms "
+                     f"({best['roofline_pct']:.0f}% of roofline)")
+    return lines
+
+
 def write_summary(outdir: str, env: dict, steps: List[Step]) -> str:
     lines = ["# GPU check summary", ""]
     lines.append(f"- GPU: {env.get('gpu')} (driver {env.get('driver')}, CUDA {env.get('torch_cuda')}, "
@@ -174,6 +198,10 @@ def write_summary(outdir: str, env: dict, steps: List[Step]) -> str:
         lines += ["", f"Tests: {counts['passed']} passed, {counts['failures'] + counts['errors']} "
                       f"failed, {counts['skipped']} skipped"]
         lines += [f"- FAILED {n}" for n in counts["failed_names"]]
+    best = tune_best(os.path.join(outdir, "tune.json"))
+    if best:
+        lines += ["", "Triton variants (tune.json), fastest per layer and direction:"]
+        lines += [f"- {b}" for b in best]
     ratios = bench_ratios(os.path.join(outdir, "bench.json"))
     if ratios:
         lines += ["", "Benchmark (grouped layers, weighted by count):"] + [f"- {r}" for r in ratios]
@@ -198,7 +226,7 @@ def _trim(path: str, limit: int = LOG_TAIL_BYTES) -> None:
 def enforce_limits(outdir: str, max_files: int = MAX_FILES, max_bytes: int = MAX_FILE_BYTES) -> None:
     """Bundles sub-folders and surplus files into logs.tar.gz so that OUTDIR holds at most
     `max_files` plain files, none larger than `max_bytes`, and no folders."""
-    keep_first = ["summary.md", "env.json", "junit.xml", "bench.json", "bench.png"]
+    keep_first = ["summary.md", "env.json", "junit.xml", "bench.json", "tune.json", "bench.png"]
     entries = sorted(os.listdir(outdir))
     bundle = [e for e in entries if os.path.isdir(os.path.join(outdir, e))]
     files = [e for e in entries if os.path.isfile(os.path.join(outdir, e)) and e != "logs.tar.gz"]
@@ -316,6 +344,12 @@ def main(argv=None) -> int:
                     results.append(f"{sub}: {r}")
                 step.status = "passed" if all(r.endswith("passed") for r in results) else "failed"
                 step.detail = "; ".join(results)
+        elif step.name == "tune":
+            if args.quick:
+                step.status, step.detail = "skipped", "--quick"
+            else:
+                step.status = run_logged([py, "benchmarks/tune_triton.py", "--out",
+                                          os.path.join(outdir, "tune.json")], log, budget)
         elif step.name == "bench":
             if args.quick:
                 step.status, step.detail = "skipped", "--quick"

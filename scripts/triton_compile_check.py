@@ -6,6 +6,11 @@ configuration fails to compile or spills (CI runs this).
 
 Registers and spills are not in Triton's metadata without a GPU, so each cubin is read with
 the cuobjdump that ships inside the triton package (TOOLCHAIN.md).
+
+Each kernel is compiled as a GPU launch on channels_last tensors would specialise it: channel
+strides equal to 1 become constants, the other strides and the pointers are known to be
+multiples of 16. That is the build that runs (and the one whose registers matter); a build
+with nothing known about the strides has scalar loads and up to twice the registers.
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ def gather_jobs(dtype):
     ints = ["BATCH", "DH", "DW", "SH", "SW", "G", "RED_G", "OUT_G",
             "s_src_n", "s_src_c", "s_src_h", "s_src_w", "s_dst_n", "s_dst_c", "s_dst_h", "s_dst_w",
             "s_w_red", "s_w_out", "s_w_r", "s_w_s",
-            "stride_h", "stride_w", "pad_h", "pad_w", "dil_h", "dil_w"]
+            "stride_h", "stride_w", "pad_h", "pad_w", "dil_h", "dil_w", "TILES_PER_PROG"]
     for transposed, (red, out, groups), config in itertools.product(
             (False, True), TILE_SHAPES, fprop.AUTOTUNE_CONFIGS):
         tile = common.choose_group_tile(red, out, groups)
@@ -69,36 +74,49 @@ def gather_jobs(dtype):
         sig.update({n: "i32" for n in ints})
         constexprs = dict(TRANSPOSED=transposed, HAS_BIAS=not transposed, RELU=False,
                           GP=tile.groups_per_prog, BLOCK_RED=tile.block_red, BLOCK_OUT=tile.block_out,
+                          EVEN_RED=tile.even_red(red, groups), EVEN_OUT=tile.even_out(out, groups),
                           PRECISION="tf32" if dtype == "fp32" else "ieee", ACC_FP64=False,
                           **config.kwargs)
         label = f"{'dgrad' if transposed else 'fprop'} cg{red} {config.kwargs} w{config.num_warps} s{config.num_stages}"
-        yield label, fprop._gather_conv_kernel, sig, constexprs, config
+        unit = ("s_src_c", "s_dst_c", "s_w_s")
+        div16 = ("src_ptr", "w_ptr", "bias_ptr", "dst_ptr", "s_src_n", "s_src_h", "s_src_w",
+                 "s_dst_n", "s_dst_h", "s_dst_w")
+        yield label, fprop._gather_conv_kernel, sig, constexprs, config, unit, div16
 
 
 def wgrad_jobs(dtype):
     ints = ["BATCH", "H", "W", "P", "Q", "G", "CG", "KG", "CHUNK",
             "s_x_n", "s_x_c", "s_x_h", "s_x_w", "s_dy_n", "s_dy_k", "s_dy_p", "s_dy_q",
             "stride_h", "stride_w", "pad_h", "pad_w", "dil_h", "dil_w"]
-    for (red, out, groups), config in itertools.product(TILE_SHAPES, wgrad.AUTOTUNE_CONFIGS):
+    for (red, out, groups), all_taps, config in itertools.product(
+            TILE_SHAPES, (False, True), wgrad.AUTOTUNE_CONFIGS):
         tile = common.choose_group_tile(red, out, groups)
+        if all_taps and tile.block_out * tile.block_red > wgrad.ALL_TAPS_MAX_TILE:
+            continue  # wgrad() refuses all_taps for tiles this wide
         sig = {"x_ptr": PTR[dtype], "dy_ptr": PTR[dtype], "part_ptr": "*fp32"}
         sig.update({n: "i32" for n in ints})
         constexprs = dict(GP=tile.groups_per_prog, BLOCK_KO=tile.block_out, BLOCK_C=tile.block_red,
-                          PRECISION="tf32" if dtype == "fp32" else "ieee", ACC_FP64=False,
+                          ALL_TAPS=all_taps, EVEN_KO=tile.even_out(out, groups),
+                          EVEN_C=tile.even_red(red, groups), PRECISION="tf32" if dtype == "fp32" else "ieee", ACC_FP64=False,
                           **config.kwargs)
-        label = f"wgrad cg{red} {config.kwargs} w{config.num_warps} s{config.num_stages}"
-        yield label, wgrad._wgrad_partial_kernel, sig, constexprs, config
+        label = f"wgrad{'9' if all_taps else '1'} cg{red} {config.kwargs} w{config.num_warps} s{config.num_stages}"
+        unit = ("s_x_c", "s_dy_k")
+        div16 = ("x_ptr", "dy_ptr", "part_ptr", "s_x_n", "s_x_h", "s_x_w", "s_dy_n", "s_dy_p", "s_dy_q")
+        yield label, wgrad._wgrad_partial_kernel, sig, constexprs, config, unit, div16
 
 
 def compile_one(job):
     """Compiles one (arch, dtype, kernel, config); returns its table line and whether it is bad."""
     arch, dtype, index = job
     jobs = list(itertools.chain(gather_jobs(dtype), wgrad_jobs(dtype)))
-    label, fn, sig, constexprs, config = jobs[index]
+    label, fn, sig, constexprs, config, unit, div16 = jobs[index]
+    constexprs = dict(constexprs, **{name: 1 for name in unit})
     full_sig = dict(sig, **{k: "constexpr" for k in constexprs})
+    names = list(fn.arg_names)
+    attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in div16}
     try:
         compiled = triton.compile(
-            ASTSource(fn=fn, signature=full_sig, constexprs=constexprs),
+            ASTSource(fn=fn, signature=full_sig, constexprs=constexprs, attrs=attrs),
             target=GPUTarget("cuda", arch, 32),
             options=dict(num_warps=config.num_warps, num_stages=config.num_stages))
     except Exception as exc:

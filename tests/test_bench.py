@@ -109,3 +109,22 @@ def test_ladder_adds_one_backend_per_cuda_variant(tmp_path):
     assert {r["backend"] for r in rows} == expected
     if not __import__("torch").cuda.is_available():
         assert all(r["error"] for r in rows)  # the CUDA kernels need a GPU: reported, not run
+
+
+def test_tune_enumerates_every_config_and_layout():
+    """tune_triton.py's work list: each autotune configuration in each launch layout, for every
+    layer and direction (all_taps only where the tile allows it)."""
+    import tune_triton
+    from resnext_kernels.triton import fprop, wgrad
+
+    items = tune_triton.work_items(tune_triton.parse_args(["--models", "32x4d", "1x64d"]))
+    by_key = {}
+    for layer, direction, label, kwargs in items:
+        by_key.setdefault((layer.model, layer.name, direction), []).append(label)
+    gather = len(fprop.AUTOTUNE_CONFIGS) * 2
+    assert len(by_key[("32x4d", "stage1", "fprop")]) == gather
+    assert len(by_key[("32x4d", "stage2.entry", "dgrad")]) == gather
+    assert len(by_key[("32x4d", "stage1", "wgrad")]) == len(wgrad.AUTOTUNE_CONFIGS) * 2
+    # 1x64d stage 1 has Cg = 64: a 64 x 64 tile, too wide for nine accumulators.
+    assert len(by_key[("1x64d", "stage1", "wgrad")]) == len(wgrad.AUTOTUNE_CONFIGS)
+    assert all(len(set(labels)) == len(labels) for labels in by_key.values())

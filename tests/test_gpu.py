@@ -112,19 +112,23 @@ def test_triton_every_gather_config(config_index):
     case = RESNEXT_STAGE_CASES[1]
     o = make_operands(case, "channels_last", torch.bfloat16, "cuda", config_index, bias=False)
     conv = ([2, 2], [1, 1], [1, 1], case.groups)
-    y = triton_fprop_mod.fprop(o.x, o.w, None, *conv, config=config)
-    dx = triton_dgrad(o.dy, o.w, list(o.x.shape), *conv, config=config)
-    reference.check("fprop", y, o.aten["fprop"], o.ref["fprop"])
-    reference.check("dgrad", dx, o.aten["dgrad"], o.ref["dgrad"])
+    for tiles_per_prog in (1, 0):  # one channel tile per program, and all of them
+        y = triton_fprop_mod.fprop(o.x, o.w, None, *conv, config=config,
+                                   tiles_per_prog=tiles_per_prog)
+        dx = triton_dgrad(o.dy, o.w, list(o.x.shape), *conv, config=config,
+                          tiles_per_prog=tiles_per_prog)
+        reference.check("fprop", y, o.aten["fprop"], o.ref["fprop"])
+        reference.check("dgrad", dx, o.aten["dgrad"], o.ref["dgrad"])
 
 
+@pytest.mark.parametrize("all_taps", [False, True], ids=["tap_per_program", "all_taps"])
 @pytest.mark.parametrize("config_index", range(len(triton_wgrad_mod.AUTOTUNE_CONFIGS)))
-def test_triton_every_wgrad_config(config_index):
+def test_triton_every_wgrad_config(config_index, all_taps):
     config = triton_wgrad_mod.AUTOTUNE_CONFIGS[config_index]
     case = RESNEXT_STAGE_CASES[0]
     o = make_operands(case, "channels_last", torch.bfloat16, "cuda", config_index, bias=False)
     dw = triton_wgrad_mod.wgrad(o.dy, o.x, list(o.w.shape), [1, 1], [1, 1], [1, 1], case.groups,
-                                splits=2, config=config)
+                                splits=2, config=config, all_taps=all_taps)
     reference.check("wgrad", dw, o.aten["wgrad"], o.ref["wgrad"])
 
 

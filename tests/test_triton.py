@@ -10,7 +10,8 @@ from cases import (EDGE_CASES, LAYOUTS, RESNEXT_STAGE_CASES, like_layout, make_i
 from conftest import HAS_CUDA
 from resnext_kernels import reference
 from resnext_kernels.ops import TRITON
-from resnext_kernels.triton import common, wgrad as wgrad_mod
+from resnext_kernels.triton import common, fprop as fprop_mod, wgrad as wgrad_mod
+from resnext_kernels.triton.dgrad import dgrad as triton_dgrad
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if HAS_CUDA else [])
@@ -132,6 +133,39 @@ def test_wgrad_split_is_deterministic_and_correct():
     ref = reference.conv_f64(x, w, None, dy, **case.conv_args)
     aten = reference.conv_in_dtype(x, w, None, dy, **case.conv_args)
     reference.check("wgrad", first, aten["wgrad"], ref["wgrad"])
+
+
+@pytest.mark.parametrize("tiles_per_prog", [0, 3])
+@pytest.mark.parametrize("case", [EDGE_CASES[10], RESNEXT_STAGE_CASES[0], EDGE_CASES[13]],
+                         ids=lambda c: c.id)
+def test_gather_programs_walking_several_channel_tiles(case, tiles_per_prog):
+    """fprop and dgrad with each program walking several channel tiles (0: all of them), where
+    the tile count (packs x output tiles) is not a multiple of 3, is 1, and is several."""
+    o = make_operands(case, "channels_last", torch.float32, DEVICE, 11, bias=True)
+    args = case.conv_args
+    conv = (list(args["stride"]), list(args["padding"]), list(args["dilation"]), args["groups"])
+    y = fprop_mod.fprop(o.x, o.w, o.b, *conv, tiles_per_prog=tiles_per_prog)
+    dx = triton_dgrad(o.dy, o.w, list(o.x.shape), *conv, tiles_per_prog=tiles_per_prog)
+    reference.check("fprop", y, o.aten["fprop"], o.ref["fprop"])
+    reference.check("dgrad", dx, o.aten["dgrad"], o.ref["dgrad"])
+
+
+@pytest.mark.parametrize("case", [EDGE_CASES[3], EDGE_CASES[5], RESNEXT_STAGE_CASES[1]],
+                         ids=lambda c: c.id)
+def test_wgrad_all_taps_in_one_program(case):
+    o = make_operands(case, "channels_last", torch.float32, DEVICE, 12, bias=False)
+    args = case.conv_args
+    conv = (list(args["stride"]), list(args["padding"]), list(args["dilation"]), args["groups"])
+    dw = wgrad_mod.wgrad(o.dy, o.x, list(o.w.shape), *conv, splits=2, all_taps=True)
+    reference.check("wgrad", dw, o.aten["wgrad"], o.ref["wgrad"])
+
+
+def test_wgrad_all_taps_refuses_tiles_too_wide():
+    case = EDGE_CASES[7]  # Cg = 64: a 64 x 64 tile
+    o = make_operands(case, "channels_last", torch.float32, DEVICE, 13, bias=False)
+    with pytest.raises(ValueError, match="all_taps"):
+        wgrad_mod.wgrad(o.dy, o.x, list(o.w.shape), [2, 2], [1, 1], [1, 1], case.groups,
+                        all_taps=True)
 
 
 def test_checker_rejects_a_wrong_kernel():

@@ -51,6 +51,14 @@ class GroupTile:
     block_red: int  # reduction block over GP*red_width channels
     block_out: int  # output block over GP*out_width channels
 
+    def even_red(self, red_width: int, groups: int) -> bool:
+        """Every reduction block of every pack is full (no channel mask needed)."""
+        return (self.groups_per_prog * red_width) % self.block_red == 0 and groups % self.groups_per_prog == 0
+
+    def even_out(self, out_width: int, groups: int) -> bool:
+        """Every output block of every pack is full."""
+        return (self.groups_per_prog * out_width) % self.block_out == 0 and groups % self.groups_per_prog == 0
+
 
 def choose_group_tile(red_width: int, out_width: int, groups: int) -> GroupTile:
     """Tile for a per-group GEMM whose reduction runs over `red_width` channels (per tap) and

@@ -22,6 +22,31 @@ import triton.language as tl
 from . import common
 
 
+@triton.jit
+def _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, r, s, H, W, s_x_h, s_x_w,
+                 dil_h, dil_w, EVEN_C: tl.constexpr, PRECISION: tl.constexpr):
+    """dy_t (BLOCK_KO, BLOCK_M) @ the x tile that tap (r, s) pairs with those positions; h0, w0
+    are the positions' top-left input coordinates, x_base their batch offsets, x_chan the
+    channel offsets."""
+    h = h0 + r * dil_h
+    w = w0 + s * dil_w
+    ok = m_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+    x_mask = ok[:, None] if EVEN_C else ok[:, None] & c_ok[None, :]
+    xt = tl.load(x_ptr + (x_base + h * s_x_h + w * s_x_w)[:, None] + x_chan[None, :],
+                 mask=x_mask, other=0.0)                             # (BLOCK_M, BLOCK_C)
+    return tl.dot(dy_t, xt, input_precision=PRECISION)
+
+
+@triton.jit
+def _store_partial(part_ptr, acc, split, tap, offs_k, k_glob, k_ok, offs_c, c_ok, G, CG, KG):
+    """Writes the diagonal blocks of one tap's partial sums (k and c in the same group: only
+    those are weight gradients) to partials[split, k, c, tap]."""
+    diag = (offs_k // KG)[:, None] == (offs_c // CG)[None, :]
+    c_in = offs_c % CG
+    out = (split * (G * KG) + k_glob)[:, None].to(tl.int64) * (CG * 9) + c_in[None, :] * 9 + tap
+    tl.store(part_ptr + out, acc, mask=diag & k_ok[:, None] & c_ok[None, :])
+
+
 # Sizes and geometry are not specialised, strides are (see fprop.py).
 @triton.jit(do_not_specialize=["BATCH", "H", "W", "P", "Q", "G", "CHUNK", "stride_h", "stride_w",
                                "pad_h", "pad_w", "dil_h", "dil_w"])
@@ -35,6 +60,10 @@ def _wgrad_partial_kernel(
     s_dy_n, s_dy_k, s_dy_p, s_dy_q,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
     GP: tl.constexpr, BLOCK_KO: tl.constexpr, BLOCK_C: tl.constexpr,
+    ALL_TAPS: tl.constexpr,         # one program computes all 9 taps (dy tile read once)
+    # Every k (c) block is full: no channel mask on the dy (x) loads, which Triton can then
+    # vectorise (see fprop.py).
+    EVEN_KO: tl.constexpr, EVEN_C: tl.constexpr,
     PRECISION: tl.constexpr,
     ACC_FP64: tl.constexpr,         # accumulate in fp64 (fp64 inputs, for gradcheck), else fp32
     BLOCK_M: tl.constexpr,
@@ -48,11 +77,9 @@ def _wgrad_partial_kernel(
     pack_k = GP * KG
     ko_tiles = tl.cdiv(pack_k, BLOCK_KO)
     c_tiles = tl.cdiv(GP * CG, BLOCK_C)
-    tap = pid_t // (ko_tiles * c_tiles)
+    tap = 0 if ALL_TAPS else pid_t // (ko_tiles * c_tiles)
     ko_tile = (pid_t // c_tiles) % ko_tiles
     c_tile = pid_t % c_tiles
-    r = tap // 3
-    s = tap % 3
 
     offs_k = ko_tile * BLOCK_KO + tl.arange(0, BLOCK_KO)               # (BLOCK_KO,)
     k_glob = pack * pack_k + offs_k
@@ -60,39 +87,83 @@ def _wgrad_partial_kernel(
     offs_c = c_tile * BLOCK_C + tl.arange(0, BLOCK_C)                  # (BLOCK_C,)
     c_glob = pack * GP * CG + offs_c
     c_ok = (offs_c < GP * CG) & (c_glob < G * CG)
+    x_chan = c_glob.to(tl.int64) * s_x_c
 
     npq = BATCH * P * Q
     begin = split * CHUNK
     end = tl.minimum(begin + CHUNK, npq)
-    acc = tl.zeros((BLOCK_KO, BLOCK_C), dtype=tl.float64 if ACC_FP64 else tl.float32)
+    acc_dtype = tl.float64 if ACC_FP64 else tl.float32
+    # One accumulator per tap this program computes (ALL_TAPS: nine, named by (r, s)).
+    acc00 = tl.zeros((BLOCK_KO, BLOCK_C), dtype=acc_dtype)
+    if ALL_TAPS:
+        acc01 = tl.zeros((BLOCK_KO, BLOCK_C), dtype=acc_dtype)
+        acc02 = tl.zeros((BLOCK_KO, BLOCK_C), dtype=acc_dtype)
+        acc10 = tl.zeros((BLOCK_KO, BLOCK_C), dtype=acc_dtype)
+        acc11 = tl.zeros((BLOCK_KO, BLOCK_C), dtype=acc_dtype)
+        acc12 = tl.zeros((BLOCK_KO, BLOCK_C), dtype=acc_dtype)
+        acc20 = tl.zeros((BLOCK_KO, BLOCK_C), dtype=acc_dtype)
+        acc21 = tl.zeros((BLOCK_KO, BLOCK_C), dtype=acc_dtype)
+        acc22 = tl.zeros((BLOCK_KO, BLOCK_C), dtype=acc_dtype)
     for m0 in range(begin, end, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)                            # (BLOCK_M,)
         m_ok = offs_m < end
         q = offs_m % Q
         p = (offs_m // Q) % P
         n = (offs_m // (Q * P)).to(tl.int64)
-        h = p * stride_h - pad_h + r * dil_h
-        w = q * stride_w - pad_w + s * dil_w
-        x_ok = m_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+        dy_mask = m_ok[None, :] if EVEN_KO else k_ok[:, None] & m_ok[None, :]
         dy_t = tl.load(dy_ptr + (n * s_dy_n + p * s_dy_p + q * s_dy_q)[None, :]
                        + k_glob[:, None].to(tl.int64) * s_dy_k,
-                       mask=k_ok[:, None] & m_ok[None, :], other=0.0)  # (BLOCK_KO, BLOCK_M)
-        xt = tl.load(x_ptr + (n * s_x_n + h * s_x_h + w * s_x_w)[:, None]
-                     + c_glob[None, :].to(tl.int64) * s_x_c,
-                     mask=x_ok[:, None] & c_ok[None, :], other=0.0)    # (BLOCK_M, BLOCK_C)
-        acc += tl.dot(dy_t, xt, input_precision=PRECISION)
+                       mask=dy_mask, other=0.0)                        # (BLOCK_KO, BLOCK_M)
+        x_base = n * s_x_n
+        h0 = p * stride_h - pad_h
+        w0 = q * stride_w - pad_w
+        if ALL_TAPS:
+            acc00 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 0, 0, H, W, s_x_h,
+                                  s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+            acc01 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 0, 1, H, W, s_x_h,
+                                  s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+            acc02 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 0, 2, H, W, s_x_h,
+                                  s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+            acc10 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 1, 0, H, W, s_x_h,
+                                  s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+            acc11 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 1, 1, H, W, s_x_h,
+                                  s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+            acc12 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 1, 2, H, W, s_x_h,
+                                  s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+            acc20 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 2, 0, H, W, s_x_h,
+                                  s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+            acc21 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 2, 1, H, W, s_x_h,
+                                  s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+            acc22 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 2, 2, H, W, s_x_h,
+                                  s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+        else:
+            acc00 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, tap // 3, tap % 3,
+                                  H, W, s_x_h, s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
 
-    # Only the diagonal blocks (k and c in the same group) are weight gradients.
-    diag = (offs_k // KG)[:, None] == (offs_c // CG)[None, :]
-    c_in = offs_c % CG
-    out = (split * (G * KG) + k_glob)[:, None].to(tl.int64) * (CG * 9) + c_in[None, :] * 9 + tap
-    tl.store(part_ptr + out, acc, mask=diag & k_ok[:, None] & c_ok[None, :])
+    _store_partial(part_ptr, acc00, split, tap, offs_k, k_glob, k_ok, offs_c, c_ok, G, CG, KG)
+    if ALL_TAPS:
+        _store_partial(part_ptr, acc01, split, 1, offs_k, k_glob, k_ok, offs_c, c_ok, G, CG, KG)
+        _store_partial(part_ptr, acc02, split, 2, offs_k, k_glob, k_ok, offs_c, c_ok, G, CG, KG)
+        _store_partial(part_ptr, acc10, split, 3, offs_k, k_glob, k_ok, offs_c, c_ok, G, CG, KG)
+        _store_partial(part_ptr, acc11, split, 4, offs_k, k_glob, k_ok, offs_c, c_ok, G, CG, KG)
+        _store_partial(part_ptr, acc12, split, 5, offs_k, k_glob, k_ok, offs_c, c_ok, G, CG, KG)
+        _store_partial(part_ptr, acc20, split, 6, offs_k, k_glob, k_ok, offs_c, c_ok, G, CG, KG)
+        _store_partial(part_ptr, acc21, split, 7, offs_k, k_glob, k_ok, offs_c, c_ok, G, CG, KG)
+        _store_partial(part_ptr, acc22, split, 8, offs_k, k_glob, k_ok, offs_c, c_ok, G, CG, KG)
 
 
 # BLOCK_M is the reduction step (positions per tl.dot); the first entry is the default.
 AUTOTUNE_CONFIGS = common.configs((64, 32, 128), (4, 8), (2, 3))
-AUTOTUNE_KEY = ["BATCH", "H", "W", "P", "Q", "G", "CG", "KG", "CHUNK", "s_x_c", "BLOCK_KO", "BLOCK_C"]
+AUTOTUNE_KEY = ["BATCH", "H", "W", "P", "Q", "G", "CG", "KG", "CHUNK", "s_x_c", "BLOCK_KO", "BLOCK_C",
+                "ALL_TAPS"]
 INTERPRETER_CONFIG = {"BLOCK_M": 64}
+
+# ALL_TAPS keeps nine (BLOCK_KO, BLOCK_C) fp32 accumulators: allowed up to this tile area
+# (32 x 32: 72 registers a thread at 4 warps); wider tiles compute one tap per program.
+ALL_TAPS_MAX_TILE = 32 * 32
+# Whether tiles small enough use ALL_TAPS by default. To be chosen on the GPU by
+# benchmarks/tune_triton.py; False is the layout measured so far (run 1, H100).
+ALL_TAPS = False
 
 # Fewest positions one program reduces; below this the partials traffic outweighs the gain.
 MIN_CHUNK = 512
@@ -108,9 +179,9 @@ def choose_splits(npq: int, programs_per_split: int, device: torch.device) -> in
 
 
 def wgrad(grad_output, x, weight_size, stride, padding, dilation, groups, splits=None,
-          wrap=lambda k: k, config=None):
-    """dw [K, Cg, 3, 3] (contiguous). `splits` overrides the split count and `config` pins one
-    triton.Config (tests use both)."""
+          wrap=lambda k: k, config=None, all_taps=None):
+    """dw [K, Cg, 3, 3] (contiguous). `splits` overrides the split count, `config` pins one
+    triton.Config and `all_taps` the tap layout (tests and benchmarks/tune_triton.py use them)."""
     k_out, cg = weight_size[0], weight_size[1]
     kg = k_out // groups
     n, _, h, w = x.shape
@@ -123,12 +194,18 @@ def wgrad(grad_output, x, weight_size, stride, padding, dilation, groups, splits
     packs = triton.cdiv(groups, tile.groups_per_prog)
     ko_tiles = triton.cdiv(tile.groups_per_prog * kg, tile.block_out)
     c_tiles = triton.cdiv(tile.groups_per_prog * cg, tile.block_red)
+    fits = tile.block_out * tile.block_red <= ALL_TAPS_MAX_TILE
+    if all_taps and not fits:
+        raise ValueError(f"all_taps needs a tile of at most {ALL_TAPS_MAX_TILE} elements, got "
+                         f"{tile.block_out}x{tile.block_red}")
+    all_taps = ALL_TAPS and fits if all_taps is None else all_taps
+    tap_programs = 1 if all_taps else 9
     if splits is None:
-        splits = choose_splits(npq, 9 * ko_tiles * c_tiles * packs, x.device)
+        splits = choose_splits(npq, tap_programs * ko_tiles * c_tiles * packs, x.device)
     chunk = triton.cdiv(npq, splits)
     partials = common.empty((splits, k_out, cg, 3, 3), common.torch_acc_dtype(x.dtype), x.device)
 
-    grid = (splits, 9 * ko_tiles * c_tiles, packs)
+    grid = (splits, tap_programs * ko_tiles * c_tiles, packs)
     args = (
         x, grad_output, partials,
         n, h, w, p, q, groups, cg, kg, chunk,
@@ -136,6 +213,7 @@ def wgrad(grad_output, x, weight_size, stride, padding, dilation, groups, splits
         stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
     )
     meta = dict(GP=tile.groups_per_prog, BLOCK_KO=tile.block_out, BLOCK_C=tile.block_red,
+                ALL_TAPS=all_taps, EVEN_KO=tile.even_out(kg, groups), EVEN_C=tile.even_red(cg, groups),
                 PRECISION=common.dot_precision(x.dtype), ACC_FP64=x.dtype == torch.float64)
     KERNEL.launch(grid, args, meta, wrap=wrap, config=config)
     return partials.sum(0).to(x.dtype)
