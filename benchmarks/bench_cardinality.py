@@ -69,6 +69,9 @@ def parse_args(argv=None):
     ap.add_argument("--end-to-end", choices=["on", "off"], default=None,
                     help="whole-model training and inference steps (default: on with a GPU)")
     ap.add_argument("--e2e-batch", type=int, default=None, help="batch of the end-to-end steps")
+    ap.add_argument("--compile-jobs", type=int, default=None,
+                    help="processes that compile the Triton kernels before timing (default: up "
+                         "to 8 on a GPU; 0: compile inside the timing loop)")
     ap.add_argument("--out", default=None, help="JSON output path")
     ap.add_argument("--plot", default=None, help="PNG output path (needs matplotlib)")
     return ap.parse_args(argv)
@@ -89,6 +92,8 @@ def resolve_defaults(args):
     args.reps = args.reps or ((10 if args.quick else 30) if on_gpu else (2 if args.quick else 5))
     args.end_to_end = args.end_to_end or ("on" if on_gpu else "off")
     args.e2e_batch = args.e2e_batch or (32 if args.quick else 64)
+    if args.compile_jobs is None:
+        args.compile_jobs = min(8, os.cpu_count() or 1) if on_gpu else 0
     if args.out is None:
         args.out = os.path.join("benchmarks", "results", "latest.json")
     return args
@@ -129,6 +134,35 @@ def bench_end_to_end(model_name: str, backend: str, mode: str, args, device, tim
         return dict(row, error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     return dict(row, error=None, median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms,
                 reps=t.reps, images_per_s=args.e2e_batch / (t.median_ms * 1e-3))
+
+
+def _warm_share(share) -> int:
+    """Worker of L.warm_triton_cache: every direction of its layers on the Triton backend, at
+    batch 1, autotuning (so every configuration of each kernel variant gets compiled)."""
+    failures = 0
+    for layer, dtype_name, channels_last in share:
+        try:
+            fns = L.direction_fns("triton", layer, L.DTYPES[dtype_name], channels_last,
+                                  torch.device("cuda"))
+            for fn in fns.values():
+                fn()
+        except Exception:  # the timing pass reports it
+            failures += 1
+    torch.cuda.synchronize()
+    return failures
+
+
+def warm_triton(args) -> None:
+    if "triton" not in args.backends or args.device != "cuda" or args.compile_jobs <= 0:
+        return
+    import time
+
+    t0 = time.time()
+    payloads = [(layer, args.dtype, args.layout == "channels_last")
+                for model in args.models for layer in L.resnext50_layers(model, 1, args.image)]
+    failures = L.warm_triton_cache(_warm_share, payloads, args.compile_jobs)
+    print(f"Triton kernels compiled in {time.time() - t0:.0f} s by {args.compile_jobs} processes"
+          + (f" ({failures} layers failed; see their rows)" if failures else ""), flush=True)
 
 
 def relative_to_c1(rows: List[dict], value: str, keys) -> None:
@@ -241,6 +275,7 @@ def main(argv=None) -> dict:
     # A stopped run (the GPU check's time budget sends SIGTERM) still writes what it measured.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
+        warm_triton(args)
         work = [(layer, backend) for model in args.models
                 for layer in L.resnext50_layers(model, args.batch, args.image)
                 for backend in args.backends]

@@ -207,6 +207,23 @@ def direction_fns(backend: str, layer: Layer, dtype: torch.dtype, channels_last:
     return fns
 
 
+def warm_triton_cache(worker: Callable[[tuple], int], payloads: List[tuple], processes: int) -> int:
+    """Runs `worker` over `payloads` in `processes` spawned processes and returns the sum of
+    what they return (their failure counts).
+
+    Triton compiles each kernel variant on first launch, one at a time per process, 1-2 s
+    each; a benchmark meeting ~100 variants would spend minutes compiling inside its timing
+    loop. Workers that launch every variant once (at batch 1: the same specialisation) fill
+    Triton's on-disk cache in parallel, and the timing process then only loads them."""
+    import multiprocessing
+
+    if processes <= 0 or not payloads:
+        return 0
+    shares = [payloads[i::processes] for i in range(processes)]
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        return sum(pool.map(worker, [share for share in shares if share]))
+
+
 def cuda_variant_direction(name: str) -> Optional[str]:
     from resnext_kernels import cuda_variants
 

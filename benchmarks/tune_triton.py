@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import multiprocessing
 import os
 import sys
 import time
@@ -109,14 +108,12 @@ def work_items(args) -> List[tuple]:
             for direction in args.directions for label, kwargs in variants(direction, layer)]
 
 
-def _compile_share(job):
-    """Worker: launches its share of the variants once at batch 1 (fills the on-disk cache)."""
-    argv, index, count = job
-    args = parse_args(argv)
+def _compile_share(share) -> int:
+    """Worker of L.warm_triton_cache: launches its variants once at batch 1."""
     failures = 0
-    for i, (layer, direction, _, kwargs) in enumerate(work_items(args)):
-        if i % count != index:
-            continue
+    for argv, index in share:
+        args = parse_args(argv)
+        layer, direction, _, kwargs = work_items(args)[index]
         try:
             call(direction, layer, *operands(layer, L.DTYPES[args.dtype], 1), **kwargs)()
         except Exception:  # the timing pass records the error
@@ -133,9 +130,9 @@ def main(argv=None) -> dict:
         sys.exit("tune_triton.py needs a CUDA GPU")
     t0 = time.time()
     if args.jobs > 0:
-        jobs = [(argv if argv is not None else sys.argv[1:], i, args.jobs) for i in range(args.jobs)]
-        with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
-            failures = sum(pool.map(_compile_share, jobs))
+        argv = list(argv if argv is not None else sys.argv[1:])
+        failures = L.warm_triton_cache(_compile_share, [(argv, i) for i in range(len(work_items(args)))],
+                                       args.jobs)
         print(f"compiled in {time.time() - t0:.0f} s ({args.jobs} processes, {failures} failed)",
               flush=True)
 

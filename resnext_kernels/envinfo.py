@@ -10,8 +10,11 @@ from typing import Any, Dict
 
 
 def git_commit(root: str | None = None) -> str:
-    """The commit of the working tree (with "+dirty" if it has changes), or RK_GIT_COMMIT when
-    there is no git checkout (a copied tree on a GPU machine), else "unknown"."""
+    """RK_GIT_COMMIT when set (a tree copied to a GPU machine may carry a stale .git: the
+    2026-11-28 H200 run reported an older commit), else the commit of the working tree (with
+    "+dirty" if it has changes), else "unknown"."""
+    if os.environ.get("RK_GIT_COMMIT"):
+        return os.environ["RK_GIT_COMMIT"]
     root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
@@ -20,7 +23,7 @@ def git_commit(root: str | None = None) -> str:
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("RK_GIT_COMMIT", "unknown")
+        return "unknown"
 
 
 def _nvidia_smi(query: str) -> str | None:

@@ -147,8 +147,10 @@ def _choose_backend(backend: str, input: Tensor, weight: Tensor, padding) -> str
 def _autocast(input: Tensor, weight: Tensor, bias: Optional[Tensor]):
     """Casts like nn.Conv2d under autocast: conv2d is on autocast's lower-precision list."""
     device_type = input.device.type
-    if (not torch.amp.is_autocast_available(device_type)
-            or not torch.is_autocast_enabled(device_type) or not input.is_floating_point()):
+    # Not torch.amp.is_autocast_available: torch.compile cannot trace it (torch 2.11, found by
+    # the GPU check); the kernels run on CUDA and the CPU path is ATen's, so these two suffice.
+    if (device_type not in ("cuda", "cpu") or not input.is_floating_point()
+            or not torch.is_autocast_enabled(device_type)):
         return input, weight, bias
     dtype = torch.get_autocast_dtype(device_type)
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731

@@ -65,12 +65,12 @@ def gather_jobs(dtype):
     """(label, kernel, signature, constexprs, config) for the gather kernel (fprop and dgrad)."""
     ints = ["BATCH", "DH", "DW", "SH", "SW", "G", "RED_G", "OUT_G",
             "s_src_n", "s_src_c", "s_src_h", "s_src_w", "s_dst_n", "s_dst_c", "s_dst_h", "s_dst_w",
-            "s_w_red", "s_w_out", "s_w_r", "s_w_s",
-            "stride_h", "stride_w", "pad_h", "pad_w", "dil_h", "dil_w", "TILES_PER_PROG"]
+            "stride_h", "stride_w", "pad_h", "pad_w", "dil_h", "dil_w", "PHASES_H", "PHASES_W",
+            "TILES_PER_PROG"]
     for transposed, (red, out, groups), config in itertools.product(
             (False, True), TILE_SHAPES, fprop.AUTOTUNE_CONFIGS):
         tile = common.choose_group_tile(red, out, groups)
-        sig = {"src_ptr": PTR[dtype], "w_ptr": PTR[dtype], "bias_ptr": PTR[dtype], "dst_ptr": PTR[dtype]}
+        sig = {"src_ptr": PTR[dtype], "wp_ptr": PTR[dtype], "bias_ptr": PTR[dtype], "dst_ptr": PTR[dtype]}
         sig.update({n: "i32" for n in ints})
         constexprs = dict(TRANSPOSED=transposed, HAS_BIAS=not transposed, RELU=False,
                           GP=tile.groups_per_prog, BLOCK_RED=tile.block_red, BLOCK_OUT=tile.block_out,
@@ -78,10 +78,23 @@ def gather_jobs(dtype):
                           PRECISION="tf32" if dtype == "fp32" else "ieee", ACC_FP64=False,
                           **config.kwargs)
         label = f"{'dgrad' if transposed else 'fprop'} cg{red} {config.kwargs} w{config.num_warps} s{config.num_stages}"
-        unit = ("s_src_c", "s_dst_c", "s_w_s")
-        div16 = ("src_ptr", "w_ptr", "bias_ptr", "dst_ptr", "s_src_n", "s_src_h", "s_src_w",
+        unit = ("s_src_c", "s_dst_c")
+        div16 = ("src_ptr", "wp_ptr", "bias_ptr", "dst_ptr", "s_src_n", "s_src_h", "s_src_w",
                  "s_dst_n", "s_dst_h", "s_dst_w")
         yield label, fprop._gather_conv_kernel, sig, constexprs, config, unit, div16
+
+
+def pack_weight_jobs(dtype):
+    """The weight packer of the gather kernel, for both directions (one configuration)."""
+    config = triton.Config({}, num_warps=4, num_stages=1)
+    for transposed, (red, out, groups) in itertools.product((False, True), TILE_SHAPES):
+        tile = common.choose_group_tile(red, out, groups)
+        sig = {"w_ptr": PTR[dtype], "wp_ptr": PTR[dtype]}
+        sig.update({n: "i32" for n in ["G", "RED_G", "OUT_G", "s_w_red", "s_w_out", "s_w_r",
+                                       "s_w_s", "RED_PAD", "OUT_PAD"]})
+        constexprs = dict(GP=tile.groups_per_prog, TRANSPOSED=transposed, BLOCK=fprop.PACK_BLOCK)
+        label = f"pack_weight {'dgrad' if transposed else 'fprop'} cg{red}"
+        yield label, fprop._pack_weight_kernel, sig, constexprs, config, ("s_w_s",), ("w_ptr", "wp_ptr")
 
 
 def wgrad_jobs(dtype):
@@ -108,7 +121,7 @@ def wgrad_jobs(dtype):
 def compile_one(job):
     """Compiles one (arch, dtype, kernel, config); returns its table line and whether it is bad."""
     arch, dtype, index = job
-    jobs = list(itertools.chain(gather_jobs(dtype), wgrad_jobs(dtype)))
+    jobs = list(itertools.chain(gather_jobs(dtype), pack_weight_jobs(dtype), wgrad_jobs(dtype)))
     label, fn, sig, constexprs, config, unit, div16 = jobs[index]
     constexprs = dict(constexprs, **{name: 1 for name in unit})
     full_sig = dict(sig, **{k: "constexpr" for k in constexprs})
@@ -137,7 +150,7 @@ def main():
     args = ap.parse_args()
     t0 = time.time()
     work = [(arch, dtype, i) for arch, dtype in itertools.product(args.archs, args.dtypes)
-            for i in range(len(list(itertools.chain(gather_jobs(dtype), wgrad_jobs(dtype)))))]
+            for i in range(len(list(itertools.chain(gather_jobs(dtype), pack_weight_jobs(dtype), wgrad_jobs(dtype)))))]
     print(f"{'arch':4s} {'dtype':5s} {'kernel / config':60s} {'regs':>5s} {'smem':>7s} {'spill':>6s}")
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
         results = pool.map(compile_one, work, chunksize=1)

@@ -184,3 +184,21 @@ def test_checker_rejects_a_wrong_kernel():
     holed.view(-1)[7] = float("nan")
     with pytest.raises(AssertionError):
         reference.check("fprop", holed, aten, ref)
+
+
+@pytest.mark.parametrize("stride, dilation", [(3, 1), (4, 1), (2, 2)])
+def test_dgrad_stride_phase_classes(stride, dilation):
+    """dgrad visits dx by stride phase at dilation 1. Strides 3 and 4 give phases that no tap
+    reaches (their dx is zero, and must still be written); dilation 2 takes the masked path."""
+    case = EDGE_CASES[3]
+    gen = torch.Generator().manual_seed(14)
+    x = make_input(case, "channels_last", torch.float32, DEVICE, gen)
+    w = make_weight(case, torch.float32, DEVICE, gen)
+    args = dict(stride=(stride, stride), padding=(1, 1), dilation=(dilation, dilation),
+                groups=case.groups)
+    y = torch.nn.functional.conv2d(x, w, None, **args)
+    dy = like_layout(torch.randn(y.shape, generator=gen).to(DEVICE), "channels_last")
+    ref = reference.conv_f64(x, w, None, dy, **args)
+    aten = reference.conv_in_dtype(x, w, None, dy, **args)
+    dx = triton_dgrad(dy, w, list(x.shape), [stride] * 2, [1, 1], [dilation] * 2, case.groups)
+    reference.check("dgrad", dx, aten["dgrad"], ref["dgrad"])

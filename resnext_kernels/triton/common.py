@@ -102,16 +102,6 @@ def empty(shape, dtype, device, memory_format=torch.contiguous_format):
     return torch.empty(tuple(shape), dtype=dtype, device=device, memory_format=memory_format)
 
 
-def configs(block_m_options, warps_options, stages_options):
-    """The cross product of the given options as triton.Config objects."""
-    return [
-        triton.Config({"BLOCK_M": bm}, num_warps=nw, num_stages=ns)
-        for bm in block_m_options
-        for nw in warps_options
-        for ns in stages_options
-    ]
-
-
 class TunedKernel:
     """A kernel with its autotune space. On a GPU `launch` autotunes over `configs` (or runs
     `configs[0]` when AUTOTUNE is off); in the interpreter (where autotune cannot run) it uses

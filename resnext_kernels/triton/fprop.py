@@ -51,24 +51,57 @@ def _source_index(d, tap, stride, pad, dil, size, TRANSPOSED: tl.constexpr):
     return s, ok
 
 
+@triton.jit
+def _pack_weight_kernel(
+    w_ptr, wp_ptr,
+    G, RED_G, OUT_G,
+    s_w_red, s_w_out, s_w_r, s_w_s,     # weight strides along its reduction, output dims, taps
+    RED_PAD, OUT_PAD,                   # padded pack widths (multiples of the gather blocks)
+    GP: tl.constexpr, TRANSPOSED: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """wp[pack, tap, red, out]: the block-diagonal weight tile of each pack of GP groups and
+    each tap, zero off the diagonal and in the padding, so that the gather kernel loads it
+    with plain contiguous loads (no per-element group arithmetic in its inner loop).
+
+    fprop: red = input channel c, out = output channel k (w[k, c]); dgrad: red = k, out = c."""
+    pid = tl.program_id(0)
+    pack = pid // 9
+    tap = pid % 9
+    offs_c = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)         # within the pack
+    offs_o = tl.program_id(2) * BLOCK + tl.arange(0, BLOCK)
+    g_c = pack * GP + offs_c // RED_G
+    ok = ((offs_c // RED_G)[:, None] == (offs_o // OUT_G)[None, :]) \
+        & ((offs_c < GP * RED_G) & (g_c < G))[:, None] & (offs_o < GP * OUT_G)[None, :]
+    red = pack * GP * RED_G + offs_c if TRANSPOSED else offs_c % RED_G
+    out = offs_o % OUT_G if TRANSPOSED else pack * GP * OUT_G + offs_o
+    v = tl.load(w_ptr + red[:, None] * s_w_red + out[None, :] * s_w_out
+                + (tap // 3) * s_w_r + (tap % 3) * s_w_s, mask=ok, other=0.0)
+    dst = wp_ptr + ((pid * RED_PAD + offs_c)[:, None].to(tl.int64) * OUT_PAD + offs_o[None, :])
+    tl.store(dst, v, mask=(offs_c < RED_PAD)[:, None] & (offs_o < OUT_PAD)[None, :])
+
+
 # Sizes and geometry are not specialised (Triton would otherwise compile a variant per value
 # pattern: divisible by 16, equal to 1); strides are, so a unit channel stride is known at
 # compile time and channels_last loads vectorise.
 @triton.jit(do_not_specialize=["BATCH", "DH", "DW", "SH", "SW", "G", "stride_h", "stride_w",
-                               "pad_h", "pad_w", "dil_h", "dil_w", "TILES_PER_PROG"])
+                               "pad_h", "pad_w", "dil_h", "dil_w", "PHASES_H", "PHASES_W",
+                               "TILES_PER_PROG"])
 def _gather_conv_kernel(
-    # Pointers. fprop: src = x, dst = y. dgrad: src = dy, dst = dx. w is always [K, Cg, 3, 3].
-    src_ptr, w_ptr, bias_ptr, dst_ptr,
+    # Pointers. fprop: src = x, dst = y. dgrad: src = dy, dst = dx. wp: the packed weight
+    # [packs, 9, RED_PAD, OUT_PAD] of _pack_weight_kernel.
+    src_ptr, wp_ptr, bias_ptr, dst_ptr,
     # Sizes: batch, destination grid (DH, DW), source grid (SH, SW), groups, the reduction width
     # per group (fprop: Cg, dgrad: Kg) and the output width per group (fprop: Kg, dgrad: Cg).
     BATCH, DH, DW, SH, SW, G, RED_G, OUT_G,
-    # Element strides in logical order: src (n, c, h, w), dst (n, c, h, w), and the weight's
-    # strides along its reduction dim, its output dim and the two taps.
+    # Element strides in logical order: src (n, c, h, w), dst (n, c, h, w).
     s_src_n, s_src_c, s_src_h, s_src_w,
     s_dst_n, s_dst_c, s_dst_h, s_dst_w,
-    s_w_red, s_w_out, s_w_r, s_w_s,
     # Convolution geometry (of the forward convolution in both directions).
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    # Destination pixels are visited in PHASES_H x PHASES_W classes (dgrad at dilation 1:
+    # the stride; else 1). All pixels of a class take the same taps, so the loop runs only
+    # those (stride 2: 2.25 of 9 taps on average) instead of masking the others per pixel.
+    PHASES_H, PHASES_W,
     # Channel tiles (pack x output tile) one program walks for its pixels, one after another.
     TILES_PER_PROG,
     # Meta-parameters.
@@ -86,60 +119,71 @@ def _gather_conv_kernel(
     pack_out = GP * OUT_G                       # output channels of one pack
     pack_red = GP * RED_G                       # reduction channels of one pack (per tap)
     out_tiles = tl.cdiv(pack_out, BLOCK_OUT)
+    red_blocks = tl.cdiv(pack_red, BLOCK_RED)
     n_tiles = tl.cdiv(G, GP) * out_tiles
-    # One grid dimension (2^31 programs, where y and z stop at 65535), pixel tiles fastest; each
-    # program then walks TILES_PER_PROG channel tiles of its pixels. With all of them
-    # (TILES_PER_PROG = n_tiles) a program reads whole channels_last rows of its source pixels
-    # within a short time, so DRAM sees each row once even when L2 cannot hold the tensor; with
-    # one, the programs of a channel tile sweep the whole source before the next tile starts.
+    red_pad = red_blocks * BLOCK_RED
+    out_pad = out_tiles * BLOCK_OUT
+    # One grid dimension (2^31 programs, where y and z stop at 65535): pixel tiles fastest,
+    # then phase classes, then channel tiles. With several channel tiles per program
+    # (TILES_PER_PROG) a program reads whole channels_last rows of its source pixels within a
+    # short time; the GPU measurements (benchmarks/results/H200_2026-11-28_0636/tune.json)
+    # favour one per program except on stage 1, so that is the default.
+    phases = PHASES_H * PHASES_W
+    class_h = tl.cdiv(DH, PHASES_H)             # the largest class's grid
+    class_w = tl.cdiv(DW, PHASES_W)
+    m_tiles = tl.cdiv(BATCH * class_h * class_w, BLOCK_M)
     pid = tl.program_id(0)
-    m_tiles = tl.cdiv(BATCH * DH * DW, BLOCK_M)
     pid_m = pid % m_tiles
-    tile_begin = (pid // m_tiles) * TILES_PER_PROG
+    phase = (pid // m_tiles) % phases
+    tile_begin = (pid // (m_tiles * phases)) * TILES_PER_PROG
     tile_end = tl.minimum(tile_begin + TILES_PER_PROG, n_tiles)
 
-    # Destination pixels of this program.
+    # Destination pixels of this program: class (ph, pw) holds (ph + i*PHASES_H, pw + j*PHASES_W).
+    ph = phase // PHASES_W
+    pw = phase % PHASES_W
+    rows = tl.cdiv(DH - ph, PHASES_H)           # this class's grid
+    cols = tl.cdiv(DW - pw, PHASES_W)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)                    # (BLOCK_M,)
-    m_ok = offs_m < BATCH * DH * DW
-    dj = offs_m % DW
-    di = (offs_m // DW) % DH
-    dn = offs_m // (DW * DH)
+    m_ok = offs_m < BATCH * rows * cols
+    dj = (offs_m % cols) * PHASES_W + pw
+    di = ((offs_m // cols) % rows) * PHASES_H + ph
+    dn = offs_m // (cols * rows)
     dst_row = dn.to(tl.int64) * s_dst_n + di * s_dst_h + dj * s_dst_w
+    # The taps this class takes: r = r0, r0 + PHASES_H, ... < 3 (all three when PHASES_H = 1).
+    r0 = (ph + pad_h) % PHASES_H
+    s0 = (pw + pad_w) % PHASES_W
+    taps_r = tl.maximum(tl.cdiv(3 - r0, PHASES_H), 0)
+    taps_s = tl.maximum(tl.cdiv(3 - s0, PHASES_W), 0)
 
     for pid_n in range(tile_begin, tile_end):
         pack = pid_n // out_tiles
         out_tile = pid_n % out_tiles
-        # Destination channels: local index within the pack, global index, group in the pack.
+        # Destination channels: local index within the pack and global index.
         offs_o = out_tile * BLOCK_OUT + tl.arange(0, BLOCK_OUT)         # (BLOCK_OUT,)
         o_glob = pack * pack_out + offs_o
         o_ok = (offs_o < pack_out) & (o_glob < G * OUT_G)
-        o_grp = offs_o // OUT_G
-        o_in = o_glob % OUT_G if TRANSPOSED else o_glob                 # weight index, out dim
 
         acc = tl.zeros((BLOCK_M, BLOCK_OUT), dtype=tl.float64 if ACC_FP64 else tl.float32)
         # One flat loop over (tap, channel block): a single software-pipelined loop whose
         # registers are those of one step (nine unrolled tap loops held 255 a thread).
-        red_blocks = tl.cdiv(pack_red, BLOCK_RED)
-        for step in range(0, 9 * red_blocks):
-            tap = step // red_blocks
-            r = tap // 3
-            s = tap - 3 * r
+        for step in range(0, taps_r * taps_s * red_blocks):
+            t = step // red_blocks
+            r = r0 + (t // taps_s) * PHASES_H
+            s = s0 + (t % taps_s) * PHASES_W
             si, h_ok = _source_index(di, r, stride_h, pad_h, dil_h, SH, TRANSPOSED)
             sj, w_ok = _source_index(dj, s, stride_w, pad_w, dil_w, SW, TRANSPOSED)
             pix_ok = m_ok & h_ok & w_ok
             src_row = dn.to(tl.int64) * s_src_n + si * s_src_h + sj * s_src_w  # (BLOCK_M,)
-            offs_c = (step - tap * red_blocks) * BLOCK_RED + tl.arange(0, BLOCK_RED)
+            offs_c = (step - t * red_blocks) * BLOCK_RED + tl.arange(0, BLOCK_RED)
             c_glob = pack * pack_red + offs_c
-            c_ok = (offs_c < pack_red) & (c_glob < G * RED_G)
-            a_mask = pix_ok[:, None] if EVEN_RED else pix_ok[:, None] & c_ok[None, :]
+            a_mask = pix_ok[:, None]
+            if not EVEN_RED:
+                a_mask = a_mask & ((offs_c < pack_red) & (c_glob < G * RED_G))[None, :]
             a = tl.load(src_ptr + src_row[:, None] + c_glob[None, :].to(tl.int64) * s_src_c,
                         mask=a_mask, other=0.0)                         # (BLOCK_M, BLOCK_RED)
-            c_w = c_glob if TRANSPOSED else c_glob % RED_G              # weight index, red dim
-            diag = (offs_c // RED_G)[:, None] == o_grp[None, :]
-            b = tl.load(w_ptr + c_w[:, None] * s_w_red + o_in[None, :] * s_w_out
-                        + r * s_w_r + s * s_w_s,
-                        mask=diag & c_ok[:, None] & o_ok[None, :], other=0.0)  # (BLOCK_RED, BLOCK_OUT)
-            acc += tl.dot(a, b, input_precision=PRECISION)
+            w_tile = (pack * 9 + r * 3 + s) * red_pad + offs_c
+            b = tl.load(wp_ptr + w_tile[:, None].to(tl.int64) * out_pad + offs_o[None, :])
+            acc += tl.dot(a, b, input_precision=PRECISION)              # (BLOCK_M, BLOCK_OUT)
 
         if HAS_BIAS:
             acc += tl.load(bias_ptr + o_glob, mask=o_ok, other=0.0).to(acc.dtype)[None, :]
@@ -151,16 +195,23 @@ def _gather_conv_kernel(
 
 
 # Autotune space (sm_80 / sm_90); the first entry is the default when autotuning is off.
-# BLOCK_M trades pixel reuse of the weight tile against registers: 64 x 32 fp32 accumulators
-# at 4 warps are 16 registers a thread. num_warps 8 is in the list on purpose: the Inductor conv
-# template miscompiled there once (pytorch#173068), and the GPU tests run every configuration
-# the autotuner may pick.
-AUTOTUNE_CONFIGS = common.configs((64, 128), (4, 8), (2, 3)) + common.configs((256,), (8,), (2,))
+# Chosen from tune_triton.py on the H200 (benchmarks/results/H200_2026-11-28_0636): the six
+# configurations within ~20% of the best on the ResNeXt-50 32x4d layers (geometric mean);
+# M128w4s3 was the best overall. BLOCK_M trades weight-tile reuse against registers. num_warps
+# 8 stays in on purpose: the Inductor conv template miscompiled there once (pytorch#173068),
+# and the GPU tests run every configuration the autotuner may pick.
+AUTOTUNE_CONFIGS = [
+    triton.Config({"BLOCK_M": bm}, num_warps=nw, num_stages=ns)
+    for bm, nw, ns in ((128, 4, 3), (128, 4, 2), (64, 4, 3), (64, 4, 2), (128, 8, 3), (256, 8, 2))
+]
 AUTOTUNE_KEY = ["BATCH", "DH", "DW", "SH", "SW", "G", "RED_G", "OUT_G", "stride_h", "s_src_c",
-                "TILES_PER_PROG", "TRANSPOSED", "BLOCK_RED", "BLOCK_OUT"]
-# Channel tiles per program by default (0: all). To be chosen on the GPU by
-# benchmarks/tune_triton.py; 1 is the layout measured so far (run 1, H100).
+                "PHASES_H", "TILES_PER_PROG", "TRANSPOSED", "BLOCK_RED", "BLOCK_OUT"]
+# Channel tiles per program by default (0: all). One was best or within 5% of the best on
+# every 32x4d layer (H200, 2026-11-28); walking all of them starves the GPU of programs when
+# there are many packs (stage 4: 5x slower).
 TILES_PER_PROG = 1
+# Tile edge of _pack_weight_kernel's programs.
+PACK_BLOCK = 32
 # The interpreter runs one fixed configuration; large BLOCK_M keeps the program count low.
 INTERPRETER_CONFIG = {"BLOCK_M": 128}
 
@@ -181,28 +232,43 @@ def launch_gather_conv(src, weight, bias, dst, *, transposed, stride, padding, d
     kg = k_out // groups
     red_g, out_g = (kg, cg) if transposed else (cg, kg)
     tile = common.choose_group_tile(red_g, out_g, groups)
-    packs = triton.cdiv(groups, tile.groups_per_prog)
-    out_tiles = triton.cdiv(tile.groups_per_prog * out_g, tile.block_out)
+    gp = tile.groups_per_prog
+    packs = triton.cdiv(groups, gp)
+    out_tiles = triton.cdiv(gp * out_g, tile.block_out)
+    red_pad = triton.cdiv(gp * red_g, tile.block_red) * tile.block_red
+    out_pad = out_tiles * tile.block_out
+
+    # The block-diagonal weight per pack and tap (see _pack_weight_kernel).
+    wp = common.empty((packs, 9, red_pad, out_pad), weight.dtype, weight.device)
     ws = weight.stride()
     # Weight strides along (reduction, output): fprop reduces over Cg, dgrad over K.
     s_w_red, s_w_out = (ws[0], ws[1]) if transposed else (ws[1], ws[0])
+    block = PACK_BLOCK
+    wrap(_pack_weight_kernel)[(packs * 9, triton.cdiv(red_pad, block), triton.cdiv(out_pad, block))](
+        weight, wp, groups, red_g, out_g, s_w_red, s_w_out, ws[2], ws[3], red_pad, out_pad,
+        GP=gp, TRANSPOSED=transposed, BLOCK=block)
 
     n_tiles = packs * out_tiles
     per_prog = TILES_PER_PROG if tiles_per_prog is None else tiles_per_prog
     per_prog = n_tiles if per_prog <= 0 else min(per_prog, n_tiles)
+    # dgrad at dilation 1 visits dx pixels by stride phase (see the kernel's PHASES_H).
+    phases_h = stride[0] if transposed and dilation[0] == 1 else 1
+    phases_w = stride[1] if transposed and dilation[1] == 1 else 1
+    class_pixels = batch * triton.cdiv(dh, phases_h) * triton.cdiv(dw, phases_w)
 
     def grid(meta):
-        return (triton.cdiv(n_tiles, per_prog) * triton.cdiv(batch * dh * dw, meta["BLOCK_M"]),)
+        return (triton.cdiv(n_tiles, per_prog) * phases_h * phases_w
+                * triton.cdiv(class_pixels, meta["BLOCK_M"]),)
 
     args = (
-        src, weight, bias if bias is not None else dst, dst,
+        src, wp, bias if bias is not None else dst, dst,
         batch, dh, dw, sh, sw, groups, red_g, out_g,
-        *src.stride(), *dst.stride(), s_w_red, s_w_out, ws[2], ws[3],
+        *src.stride(), *dst.stride(),
         stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-        per_prog,
+        phases_h, phases_w, per_prog,
     )
     meta = dict(TRANSPOSED=transposed, HAS_BIAS=bias is not None, RELU=relu,
-                GP=tile.groups_per_prog, BLOCK_RED=tile.block_red, BLOCK_OUT=tile.block_out,
+                GP=gp, BLOCK_RED=tile.block_red, BLOCK_OUT=tile.block_out,
                 EVEN_RED=tile.even_red(red_g, groups), EVEN_OUT=tile.even_out(out_g, groups),
                 PRECISION=common.dot_precision(src.dtype), ACC_FP64=src.dtype == torch.float64)
     KERNEL.launch(grid, args, meta, wrap=wrap, config=config)

@@ -152,8 +152,13 @@ def _wgrad_partial_kernel(
         _store_partial(part_ptr, acc22, split, 8, offs_k, k_glob, k_ok, offs_c, c_ok, G, CG, KG)
 
 
-# BLOCK_M is the reduction step (positions per tl.dot); the first entry is the default.
-AUTOTUNE_CONFIGS = common.configs((64, 32, 128), (4, 8), (2, 3))
+# BLOCK_M is the reduction step (positions per tl.dot); the first entry is the default. Chosen
+# from tune_triton.py on the H200 (benchmarks/results/H200_2026-11-28_0636): the six within
+# ~10% of the best on the 32x4d layers, both tap layouts; 8 warps lost everywhere but one.
+AUTOTUNE_CONFIGS = [
+    triton.Config({"BLOCK_M": bm}, num_warps=nw, num_stages=ns)
+    for bm, nw, ns in ((128, 4, 3), (128, 4, 2), (64, 4, 2), (64, 4, 3), (32, 4, 3), (128, 8, 2))
+]
 AUTOTUNE_KEY = ["BATCH", "H", "W", "P", "Q", "G", "CG", "KG", "CHUNK", "s_x_c", "BLOCK_KO", "BLOCK_C",
                 "ALL_TAPS"]
 INTERPRETER_CONFIG = {"BLOCK_M": 64}
@@ -161,9 +166,11 @@ INTERPRETER_CONFIG = {"BLOCK_M": 64}
 # ALL_TAPS keeps nine (BLOCK_KO, BLOCK_C) fp32 accumulators: allowed up to this tile area
 # (32 x 32: 72 registers a thread at 4 warps); wider tiles compute one tap per program.
 ALL_TAPS_MAX_TILE = 32 * 32
-# Whether tiles small enough use ALL_TAPS by default. To be chosen on the GPU by
-# benchmarks/tune_triton.py; False is the layout measured so far (run 1, H100).
-ALL_TAPS = False
+# ALL_TAPS by default from this many packed groups up (and tiles that fit). Measured on the
+# H200 (2026-11-28), 32x4d at batch 64: all taps 0.176 / 0.118 ms against one tap per program
+# 0.241 / 0.205 ms on stages 1 and 2 (8 and 4 groups packed), but 0.087 against 0.070 ms on
+# stage 3 (2 groups packed), where nine programs per chunk still find their x in L2.
+ALL_TAPS_MIN_GROUPS = 4
 
 # Fewest positions one program reduces; below this the partials traffic outweighs the gain.
 MIN_CHUNK = 512
@@ -198,7 +205,8 @@ def wgrad(grad_output, x, weight_size, stride, padding, dilation, groups, splits
     if all_taps and not fits:
         raise ValueError(f"all_taps needs a tile of at most {ALL_TAPS_MAX_TILE} elements, got "
                          f"{tile.block_out}x{tile.block_red}")
-    all_taps = ALL_TAPS and fits if all_taps is None else all_taps
+    if all_taps is None:
+        all_taps = fits and tile.groups_per_prog >= ALL_TAPS_MIN_GROUPS
     tap_programs = 1 if all_taps else 9
     if splits is None:
         splits = choose_splits(npq, tap_programs * ko_tiles * c_tiles * packs, x.device)
