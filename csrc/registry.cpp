@@ -15,14 +15,20 @@ const std::vector<KernelVariant>& registry() {
   // A build without CUDA (RESNEXT_KERNELS_CUDA=0) has no kernels, so an empty ladder.
   static const std::vector<KernelVariant> table = {
 #ifdef RK_WITH_CUDA
-      // name, direction, rung, summary, GPU-verified (H100 run of 2026-11-28 for the direct rung)
+      // name, direction, rung, summary, GPU-verified (direct rung: H100 run of 2026-11-28 04:34;
+      // fprop_smem: H200 run of 2026-11-28 06:36, GPU tests and compute-sanitizer)
       {"fprop_direct", Direction::kFprop, 1,
        "one thread per output element on CUDA cores; fp32 accumulation; any layout", true,
        fprop_direct_can_implement, no_workspace, fprop_direct_launch},
       {"fprop_smem", Direction::kFprop, 2,
        "8x8 pixel tile x a pack of groups per block; input halo and weights in shared memory, "
-       "reused by the 9 taps", false,
+       "reused by the 9 taps", true,
        fprop_smem_can_implement, no_workspace, fprop_smem_launch},
+      {"fprop_mma", Direction::kFprop, 3,
+       "tensor-core implicit GEMM (mma.sync m16n8k16, fp16/bf16, fp32 accumulation): 128 "
+       "pixels x 64 output channels of a group per block, weights in shared memory; "
+       "channels_last, 8 <= Cg <= 64", false,
+       fprop_mma_can_implement, no_workspace, fprop_mma_launch},
       {"dgrad_direct", Direction::kDgrad, 1,
        "one thread per input-gradient element, gathering the taps that reach it", true,
        dgrad_direct_can_implement, no_workspace, dgrad_direct_launch},

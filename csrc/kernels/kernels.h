@@ -22,6 +22,11 @@ int wgrad_direct_launch(const ConvParams& p, void* stream);
 std::string fprop_smem_can_implement(const ConvParams& p);
 int fprop_smem_launch(const ConvParams& p, void* stream);
 
+// Rung 3 of fprop, "mma": tensor-core implicit GEMM (mma.sync m16n8k16), fp16/bf16,
+// channels_last, 8 <= Cg <= 64 (tiling in mma_fragments.h).
+std::string fprop_mma_can_implement(const ConvParams& p);
+int fprop_mma_launch(const ConvParams& p, void* stream);
+
 constexpr int kSmemThreads = 256;            // threads per block
 constexpr int kTileP = 8, kTileQ = 8;        // output pixels per block: 64 (one 8x8 tile)
 constexpr int64_t kSmemPackChannels = 32;    // input channels a block packs (8 groups at Cg = 4)

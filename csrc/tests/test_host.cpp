@@ -2,6 +2,7 @@
 // validation and its messages, output-size and index arithmetic, variant selection and the
 // launch geometry of the direct kernels. A tiny harness: each CHECK failure is printed, and the
 // exit status is the number of failures.
+#include <cmath>
 #include <cstdio>
 #include <stdexcept>
 #include <string>
@@ -10,6 +11,7 @@
 #include "../backend.h"
 #include "../conv_problem.h"
 #include "../kernels/kernels.h"
+#include "../kernels/mma_fragments.h"
 #include "../registry.h"
 #include "../selection.h"
 
@@ -200,14 +202,176 @@ void test_fprop_smem_geometry() {
   // A dense 512-channel layer: its weights alone exceed the shared-memory budget.
   rk::make_problem({8, 512, 7, 7}, {512, 512, 3, 3}, nullptr, {1, 1}, {1, 1}, {1, 1}, 1, &p.problem);
   CHECK(rk::fprop_smem_can_implement(p).find("shared memory") != std::string::npos);
-  // Not yet verified on a GPU: never chosen automatically, but reachable when forced.
+  // GPU-verified: the heuristic takes it over the direct rung where it applies.
   p = params(rk::Direction::kFprop);
   std::string why;
-  CHECK(rk::select_heuristic(p, &why) == rk::find_variant("fprop_direct"));
+  CHECK(rk::select_heuristic(p, &why) == rk::find_variant("fprop_smem"));
+}
+
+void test_unverified_variants_run_only_when_forced() {
+  // fprop_mma has not run on a GPU yet: a problem it claims (bf16 channels_last, Cg = 16) gets
+  // the highest verified rung instead, unless fprop_mma is forced.
+  rk::ConvParams p = params(rk::Direction::kFprop);
+  rk::make_problem({8, 512, 14, 14}, {512, 16, 3, 3}, nullptr, {1, 1}, {1, 1}, {1, 1}, 32, &p.problem);
+  const int64_t cl[4] = {512 * 14 * 14, 1, 14 * 512, 512};
+  for (int i = 0; i < 4; ++i) p.x_stride[i] = cl[i];
+  p.x = reinterpret_cast<void*>(uintptr_t(256));
+  const rk::KernelVariant* mma = rk::find_variant("fprop_mma");
+  CHECK(mma != nullptr && !mma->gpu_verified && mma->can_implement(p).empty());
+  std::string why;
+  CHECK(rk::select_heuristic(p, &why) == rk::find_variant("fprop_smem"));
   for (const rk::KernelVariant* v : rk::eligible_variants(p)) CHECK(v->gpu_verified);
-  rk::set_forced_variant("fprop", "fprop_smem");
-  CHECK(rk::choose_without_timing(p, &why) == rk::find_variant("fprop_smem"));
+  rk::set_forced_variant("fprop", "fprop_mma");
+  CHECK(rk::choose_without_timing(p, &why) == mma);
   rk::set_forced_variant("fprop", "");
+}
+
+void test_mma_fragment_layouts_cover_each_element_once() {
+  // A 16x16: each (row, col) held by exactly one (lane, register, half); B 16x8 and C 16x8 too.
+  int a[16][16] = {}, b[16][8] = {}, c[16][8] = {};
+  for (int lane = 0; lane < 32; ++lane) {
+    for (int reg = 0; reg < 4; ++reg)
+      for (int j = 0; j < 2; ++j) ++a[rk::mma_a_coord(lane, reg).row][rk::mma_a_coord(lane, reg).col + j];
+    for (int reg = 0; reg < 2; ++reg)
+      for (int j = 0; j < 2; ++j) ++b[rk::mma_b_coord(lane, reg).row + j][rk::mma_b_coord(lane, reg).col];
+    for (int i = 0; i < 4; ++i) ++c[rk::mma_c_coord(lane, i).row][rk::mma_c_coord(lane, i).col];
+  }
+  bool once = true;
+  for (int r = 0; r < 16; ++r) {
+    for (int k = 0; k < 16; ++k) once = once && a[r][k] == 1;
+    for (int n = 0; n < 8; ++n) once = once && b[r][n] == 1 && c[r][n] == 1;
+  }
+  CHECK(once);
+}
+
+// fprop_mma's tiling, emulated warp by warp on the CPU with the kernel's own index maps
+// (mma_fragments.h): weights staged in the [tap][n][c] layout, A fragments gathered per lane
+// from a channels_last input, the m16n8k16 product formed from the fragments, and the
+// accumulators scattered to the output. Small-integer data, so the result must be exact.
+void emulate_fprop_mma(int64_t n, int64_t cg, int64_t kg, int64_t groups, int64_t hw,
+                       int64_t stride, int64_t pad) {
+  rk::ConvParams p;
+  const int64_t C = cg * groups, K = kg * groups;
+  rk::make_problem({n, C, hw, hw + 1}, {K, cg, 3, 3}, nullptr, {stride, stride}, {pad, pad},
+                   {1, 1}, groups, &p.problem);
+  p.direction = rk::Direction::kFprop;
+  p.dtype = rk::DType::kBFloat16;
+  const rk::ConvProblem& q = p.problem;
+  // channels_last strides, logical (N, C, H, W) order.
+  const int64_t xs[4] = {q.H * q.W * C, 1, q.W * C, C};
+  for (int i = 0; i < 4; ++i) p.x_stride[i] = xs[i];
+  p.x = reinterpret_cast<void*>(uintptr_t(256));  // aligned: only can_implement looks at it
+  CHECK(rk::fprop_mma_can_implement(p).empty());
+
+  std::vector<float> x(q.x_numel()), w(K * cg * 9), y(q.y_numel(), NAN), ref(q.y_numel(), 0.f);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(int64_t(i * 7 % 5) - 2);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = float(int64_t(i * 3 % 5) - 2);
+  auto W = [&](int64_t k, int64_t c, int r, int s) { return w[((k * cg + c) * 3 + r) * 3 + s]; };
+  auto y_index = [&](int64_t nn, int64_t k, int64_t pp, int64_t qq) {
+    return ((nn * K + k) * q.P + pp) * q.Q + qq;  // NCHW output
+  };
+  for (int64_t nn = 0; nn < n; ++nn)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t pp = 0; pp < q.P; ++pp)
+        for (int64_t qq = 0; qq < q.Q; ++qq) {
+          float acc = 0.f;
+          for (int64_t c = 0; c < cg; ++c)
+            for (int r = 0; r < 3; ++r)
+              for (int s = 0; s < 3; ++s) {
+                const int64_t h = pp * stride - pad + r, ww = qq * stride - pad + s;
+                if (h < 0 || h >= q.H || ww < 0 || ww >= q.W) continue;
+                acc += x[nn * xs[0] + ((k / kg) * cg + c) + h * xs[2] + ww * xs[3]] * W(k, c, r, s);
+              }
+          ref[y_index(nn, k, pp, qq)] = acc;
+        }
+
+  const int64_t cg_pad = rk::mma_cg_pad(cg), n_blocks = rk::ceil_div(kg, int64_t(rk::kMmaBlockN));
+  const int64_t m_blocks = rk::ceil_div(q.N * q.P * q.Q, int64_t(rk::kMmaBlockM));
+  std::vector<float> sw(9 * rk::kMmaBlockN * cg_pad);
+  for (int64_t by = 0; by < groups * n_blocks; ++by) {
+    const int64_t g = by / n_blocks, k_first = g * kg + (by % n_blocks) * rk::kMmaBlockN;
+    const int64_t n_valid = std::min<int64_t>(rk::kMmaBlockN, (g + 1) * kg - k_first);
+    for (int tap = 0; tap < 9; ++tap)
+      for (int nn = 0; nn < rk::kMmaBlockN; ++nn)
+        for (int64_t c = 0; c < cg_pad; ++c)
+          sw[rk::mma_weight_index(tap, nn, c, cg_pad)] =
+              (nn < n_valid && c < cg) ? W(k_first + nn, c, tap / 3, tap % 3) : 0.f;
+    for (int64_t bx = 0; bx < m_blocks; ++bx)
+      for (int warp = 0; warp < rk::kMmaWarps; ++warp) {
+        const int64_t m_warp = bx * rk::kMmaBlockM + warp * rk::kMmaWarpM;
+        float acc[rk::kMmaTilesM][rk::kMmaTilesN][32][4] = {};
+        rk::MmaRow rows[rk::kMmaTilesM][32][2];
+        for (int t = 0; t < rk::kMmaTilesM; ++t)
+          for (int lane = 0; lane < 32; ++lane)
+            for (int h = 0; h < 2; ++h)
+              rows[t][lane][h] = rk::mma_row(q, m_warp + t * rk::kMmaM + rk::mma_a_coord(lane, h).row);
+        for (int tap = 0; tap < 9; ++tap)
+          for (int64_t c0 = 0; c0 < cg_pad; c0 += rk::kMmaK)
+            for (int t = 0; t < rk::kMmaTilesM; ++t) {
+              float A[16][16], B[16][8];
+              for (int lane = 0; lane < 32; ++lane)
+                for (int reg = 0; reg < 4; ++reg) {
+                  const rk::FragCoord fc = rk::mma_a_coord(lane, reg);
+                  const int64_t off = rk::mma_tap_offset(q, p.x_stride, rows[t][lane][reg % 2], g, tap / 3, tap % 3);
+                  const int64_t c = c0 + fc.col;
+                  for (int j = 0; j < 2; ++j)
+                    A[fc.row][fc.col + j] = (off >= 0 && c < cg) ? x[off + c + j] : 0.f;
+                }
+              for (int nt = 0; nt < rk::kMmaTilesN; ++nt) {
+                for (int lane = 0; lane < 32; ++lane)
+                  for (int reg = 0; reg < 2; ++reg) {
+                    const rk::FragCoord fb = rk::mma_b_coord(lane, reg);
+                    for (int j = 0; j < 2; ++j)
+                      B[fb.row + j][fb.col] = sw[rk::mma_weight_index(tap, nt * rk::kMmaN + fb.col, c0 + fb.row + j, cg_pad)];
+                  }
+                for (int lane = 0; lane < 32; ++lane)
+                  for (int i = 0; i < 4; ++i) {
+                    const rk::FragCoord fc = rk::mma_c_coord(lane, i);
+                    for (int k = 0; k < 16; ++k) acc[t][nt][lane][i] += A[fc.row][k] * B[k][fc.col];
+                  }
+              }
+            }
+        for (int t = 0; t < rk::kMmaTilesM; ++t)
+          for (int nt = 0; nt < rk::kMmaTilesN; ++nt)
+            for (int lane = 0; lane < 32; ++lane)
+              for (int i = 0; i < 4; ++i) {
+                const rk::MmaRow& row = rows[t][lane][i / 2];
+                const int64_t col = nt * rk::kMmaN + rk::mma_c_coord(lane, i).col;
+                if (!row.ok || col >= n_valid) continue;
+                y[y_index(row.n, k_first + col, row.p, row.q)] = acc[t][nt][lane][i];
+              }
+      }
+  }
+  int64_t wrong = 0;
+  for (size_t i = 0; i < y.size(); ++i) wrong += !(y[i] == ref[i]);  // NaN: never written
+  CHECK(wrong == 0);
+  if (wrong) std::printf("  emulate_fprop_mma(n=%lld cg=%lld kg=%lld G=%lld): %lld wrong of %zu\n",
+                         (long long)n, (long long)cg, (long long)kg, (long long)groups,
+                         (long long)wrong, y.size());
+}
+
+void test_fprop_mma() {
+  emulate_fprop_mma(2, 16, 16, 2, 7, 1, 1);   // one 16-channel step, M not a multiple of 128
+  emulate_fprop_mma(1, 8, 8, 3, 9, 2, 1);     // Cg = 8 padded to 16, stride 2
+  emulate_fprop_mma(1, 24, 24, 1, 6, 1, 2);   // Cg = 24: a partly masked second step, padding 2
+  emulate_fprop_mma(1, 32, 72, 2, 5, 1, 0);   // Kg = 72: two n blocks, the second 8 wide
+  // What it refuses, and why.
+  rk::ConvParams p = params(rk::Direction::kFprop);  // Cg = 4
+  p.x_stride[1] = 1;
+  p.x = reinterpret_cast<void*>(uintptr_t(256));
+  CHECK(rk::fprop_mma_can_implement(p).find("Cg < 8") != std::string::npos);
+  rk::make_problem({8, 448, 28, 28}, {448, 14, 3, 3}, nullptr, {1, 1}, {1, 1}, {1, 1}, 32, &p.problem);
+  p.x_stride[0] = 448 * 28 * 28; p.x_stride[2] = 28 * 448; p.x_stride[3] = 448;
+  CHECK(rk::fprop_mma_can_implement(p).empty());     // Cg = 14 (paper ablation)
+  p.dtype = rk::DType::kFloat32;
+  CHECK(rk::fprop_mma_can_implement(p).find("fp32") != std::string::npos);
+  p.dtype = rk::DType::kBFloat16;
+  p.x_stride[1] = 28 * 28;                            // NCHW
+  CHECK(rk::fprop_mma_can_implement(p).find("channels_last") != std::string::npos);
+  p.x_stride[1] = 1;
+  p.x = reinterpret_cast<void*>(uintptr_t(258));      // a view starting at an odd element
+  CHECK(rk::fprop_mma_can_implement(p).find("aligned") != std::string::npos);
+  CHECK(rk::mma_smem_bytes(64, 2) == 9 * 64 * 64 * 2);
 }
 
 }  // namespace
@@ -220,6 +384,9 @@ int main() {
   test_forced_variant();
   test_wgrad_direct_geometry();
   test_fprop_smem_geometry();
+  test_unverified_variants_run_only_when_forced();
+  test_mma_fragment_layouts_cover_each_element_once();
+  test_fprop_mma();
   std::printf("%d checks, %d failed\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }
