@@ -4,7 +4,7 @@ time, so that the defaults and the autotune space are chosen from measurements.
     python benchmarks/tune_triton.py --out tune.json            # 32x4d, batch 64, bf16, CL
     python benchmarks/tune_triton.py --models 32x4d 1x64d --jobs 8
 
-What varies: every entry of each kernel's AUTOTUNE_CONFIGS (BLOCK_M, num_warps, num_stages)
+What varies: every entry of each kernel's autotune space (BLOCK_M, num_warps, num_stages)
 and each launch layout: for the gather kernel (fprop, dgrad) one channel tile per program or
 all of them (`tiles_per_prog` 1 / 0), for wgrad one tap per program or all nine (`all_taps`).
 cuDNN (cudnn.benchmark) is timed on the same operands as the baseline.
@@ -59,9 +59,10 @@ def variants(direction: str, layer: L.Layer):
         cg = layer.c // layer.groups
         tile = common.choose_group_tile(cg, cg, layer.groups)
         layouts = [False] + ([True] if tile.block_out * tile.block_red <= wgrad.ALL_TAPS_MAX_TILE else [])
-        for config, all_taps in itertools.product(wgrad.AUTOTUNE_CONFIGS, layouts):
-            yield f"{_config_label(config)} {'all_taps' if all_taps else 'tap'}", dict(
-                config=config, all_taps=all_taps)
+        for all_taps in layouts:
+            for config in wgrad.configs_for(all_taps):
+                yield f"{_config_label(config)} {'all_taps' if all_taps else 'tap'}", dict(
+                    config=config, all_taps=all_taps)
     else:
         for config, per_prog in itertools.product(fprop.AUTOTUNE_CONFIGS, (1, 0)):
             yield f"{_config_label(config)} {'all_tiles' if per_prog == 0 else 'tile'}", dict(

@@ -1,6 +1,7 @@
 """Compiles every Triton kernel with every autotune configuration for sm_80 and sm_90, with no
 GPU, and prints registers, shared memory and spills per configuration. Exit status 1 if any
-configuration fails to compile or spills (CI runs this).
+configuration fails to compile, spills or needs more shared memory than the GPU has (CI runs
+this).
 
     python scripts/triton_compile_check.py [--archs 80 90] [--dtypes bf16 fp32]
 
@@ -35,6 +36,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from resnext_kernels.triton import common, fprop, wgrad  # noqa: E402
 
 PTR = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32"}
+# Shared memory one block may use (bytes, opt-in maximum): a kernel over it compiles but fails
+# at launch ("out of resource: shared memory"), as wgrad's ALL_TAPS at BLOCK_M 128 did in fp32.
+SMEM_LIMIT = {80: 166912, 90: 232448}
 # Group tiles that occur in ResNeXt models: (red_width, out_width, groups) -> GroupTile.
 TILE_SHAPES = [(4, 4, 32), (14, 14, 8), (64, 64, 1)]  # packed, padded, widest
 
@@ -101,8 +105,9 @@ def wgrad_jobs(dtype):
     ints = ["BATCH", "H", "W", "P", "Q", "G", "CG", "KG", "CHUNK",
             "s_x_n", "s_x_c", "s_x_h", "s_x_w", "s_dy_n", "s_dy_k", "s_dy_p", "s_dy_q",
             "stride_h", "stride_w", "pad_h", "pad_w", "dil_h", "dil_w"]
-    for (red, out, groups), all_taps, config in itertools.product(
-            TILE_SHAPES, (False, True), wgrad.AUTOTUNE_CONFIGS):
+    combos = [(shape, all_taps, config) for shape in TILE_SHAPES for all_taps in (False, True)
+              for config in wgrad.configs_for(all_taps)]
+    for (red, out, groups), all_taps, config in combos:
         tile = common.choose_group_tile(red, out, groups)
         if all_taps and tile.block_out * tile.block_red > wgrad.ALL_TAPS_MAX_TILE:
             continue  # wgrad() refuses all_taps for tiles this wide
@@ -136,10 +141,11 @@ def compile_one(job):
         return f"sm{arch} {dtype:5s} {label:60s} FAILED: {str(exc).splitlines()[0][:100]}", True
     use = resource_usage(compiled.asm["cubin"], cuobjdump())
     spill = use.get("local") or 0
-    flag = "  SPILLS" if spill else ""
+    too_much_smem = compiled.metadata.shared > SMEM_LIMIT[arch]
+    flag = ("  SPILLS" if spill else "") + ("  SHARED MEMORY OVER THE LIMIT" if too_much_smem else "")
     line = (f"sm{arch} {dtype:5s} {label:60s} {use.get('regs', '?')!s:>5s} "
             f"{compiled.metadata.shared:7d} {spill:6d}{flag}")
-    return line, bool(spill)
+    return line, bool(spill) or too_much_smem
 
 
 def main():

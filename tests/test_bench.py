@@ -124,7 +124,8 @@ def test_tune_enumerates_every_config_and_layout():
     gather = len(fprop.AUTOTUNE_CONFIGS) * 2
     assert len(by_key[("32x4d", "stage1", "fprop")]) == gather
     assert len(by_key[("32x4d", "stage2.entry", "dgrad")]) == gather
-    assert len(by_key[("32x4d", "stage1", "wgrad")]) == len(wgrad.AUTOTUNE_CONFIGS) * 2
+    assert len(by_key[("32x4d", "stage1", "wgrad")]) == (len(wgrad.AUTOTUNE_CONFIGS)
+                                                          + len(wgrad.ALL_TAPS_CONFIGS))
     # 1x64d stage 1 has Cg = 64: a 64 x 64 tile, too wide for nine accumulators.
     assert len(by_key[("1x64d", "stage1", "wgrad")]) == len(wgrad.AUTOTUNE_CONFIGS)
     assert all(len(set(labels)) == len(labels) for labels in by_key.values())

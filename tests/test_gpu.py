@@ -127,12 +127,16 @@ def test_triton_every_gather_config(config_index):
         reference.check("dgrad", dx, o.aten["dgrad"], o.ref["dgrad"])
 
 
-@pytest.mark.parametrize("all_taps", [False, True], ids=["tap_per_program", "all_taps"])
-@pytest.mark.parametrize("config_index", range(len(triton_wgrad_mod.AUTOTUNE_CONFIGS)))
-def test_triton_every_wgrad_config(config_index, all_taps):
-    config = triton_wgrad_mod.AUTOTUNE_CONFIGS[config_index]
+@pytest.mark.parametrize("all_taps, config_index",
+                         [(False, i) for i in range(len(triton_wgrad_mod.AUTOTUNE_CONFIGS))]
+                         + [(True, i) for i in range(len(triton_wgrad_mod.ALL_TAPS_CONFIGS))])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_triton_every_wgrad_config(all_taps, config_index, dtype):
+    """Each configuration of each tap layout, in bf16 and fp32 (fp32 doubles the shared memory
+    a pipeline stage needs)."""
+    config = triton_wgrad_mod.configs_for(all_taps)[config_index]
     case = RESNEXT_STAGE_CASES[0]
-    o = make_operands(case, "channels_last", torch.bfloat16, "cuda", config_index, bias=False)
+    o = make_operands(case, "channels_last", dtype, "cuda", config_index, bias=False)
     dw = triton_wgrad_mod.wgrad(o.dy, o.x, list(o.w.shape), [1, 1], [1, 1], [1, 1], case.groups,
                                 splits=2, config=config, all_taps=all_taps)
     reference.check("wgrad", dw, o.aten["wgrad"], o.ref["wgrad"])

@@ -152,12 +152,19 @@ def _wgrad_partial_kernel(
         _store_partial(part_ptr, acc22, split, 8, offs_k, k_glob, k_ok, offs_c, c_ok, G, CG, KG)
 
 
-# BLOCK_M is the reduction step (positions per tl.dot); the first entry is the default. Chosen
-# from tune_triton.py on the H200 (benchmarks/results/H200_2026-11-28_0636): the six within
-# ~10% of the best on the 32x4d layers, both tap layouts; 8 warps lost everywhere but one.
+# BLOCK_M is the reduction step (positions per tl.dot). Chosen from tune_triton.py on the H200
+# (benchmarks/results/H200_2026-11-28_0636): the configurations within ~10% of the best on the
+# 32x4d layers, per tap layout; 8 warps lost everywhere but one. The first entry, the default
+# when autotuning is off (the GPU tests), is the cheapest to compile. ALL_TAPS stages nine x
+# tiles per pipeline stage, so it keeps to BLOCK_M <= 64: at 128 x 3 stages fp32 it asked for
+# 320 KB of shared memory (H200 run of 2026-11-28 06:53).
 AUTOTUNE_CONFIGS = [
     triton.Config({"BLOCK_M": bm}, num_warps=nw, num_stages=ns)
-    for bm, nw, ns in ((128, 4, 3), (128, 4, 2), (64, 4, 2), (64, 4, 3), (32, 4, 3), (128, 8, 2))
+    for bm, nw, ns in ((64, 4, 2), (128, 4, 3), (128, 4, 2), (64, 4, 3), (128, 8, 2))
+]
+ALL_TAPS_CONFIGS = [
+    triton.Config({"BLOCK_M": bm}, num_warps=nw, num_stages=ns)
+    for bm, nw, ns in ((64, 4, 2), (64, 4, 3), (32, 4, 3))
 ]
 AUTOTUNE_KEY = ["BATCH", "H", "W", "P", "Q", "G", "CG", "KG", "CHUNK", "s_x_c", "BLOCK_KO", "BLOCK_C",
                 "ALL_TAPS"]
@@ -176,6 +183,13 @@ ALL_TAPS_MIN_GROUPS = 4
 MIN_CHUNK = 512
 
 KERNEL = common.TunedKernel(_wgrad_partial_kernel, AUTOTUNE_CONFIGS, AUTOTUNE_KEY, INTERPRETER_CONFIG)
+ALL_TAPS_KERNEL = common.TunedKernel(_wgrad_partial_kernel, ALL_TAPS_CONFIGS, AUTOTUNE_KEY,
+                                     INTERPRETER_CONFIG)
+
+
+def configs_for(all_taps: bool):
+    """The autotune space of one tap layout."""
+    return ALL_TAPS_CONFIGS if all_taps else AUTOTUNE_CONFIGS
 
 
 def choose_splits(npq: int, programs_per_split: int, device: torch.device) -> int:
@@ -223,5 +237,5 @@ def wgrad(grad_output, x, weight_size, stride, padding, dilation, groups, splits
     meta = dict(GP=tile.groups_per_prog, BLOCK_KO=tile.block_out, BLOCK_C=tile.block_red,
                 ALL_TAPS=all_taps, EVEN_KO=tile.even_out(kg, groups), EVEN_C=tile.even_red(cg, groups),
                 PRECISION=common.dot_precision(x.dtype), ACC_FP64=x.dtype == torch.float64)
-    KERNEL.launch(grid, args, meta, wrap=wrap, config=config)
+    (ALL_TAPS_KERNEL if all_taps else KERNEL).launch(grid, args, meta, wrap=wrap, config=config)
     return partials.sum(0).to(x.dtype)
