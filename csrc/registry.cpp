@@ -16,7 +16,8 @@ const std::vector<KernelVariant>& registry() {
   static const std::vector<KernelVariant> table = {
 #ifdef RK_WITH_CUDA
       // name, direction, rung, summary, GPU-verified (direct rung: H100 run of 2026-11-28 04:34;
-      // fprop_smem: H200 run of 2026-11-28 06:36, GPU tests and compute-sanitizer)
+      // fprop_smem: H200 run of 2026-11-28 06:36, GPU tests and compute-sanitizer; fprop_mma:
+      // H200 run of 2026-11-28 06:53, every edge case it claims in fp16 and bf16)
       {"fprop_direct", Direction::kFprop, 1,
        "one thread per output element on CUDA cores; fp32 accumulation; any layout", true,
        fprop_direct_can_implement, no_workspace, fprop_direct_launch},
@@ -27,7 +28,7 @@ const std::vector<KernelVariant>& registry() {
       {"fprop_mma", Direction::kFprop, 3,
        "tensor-core implicit GEMM (mma.sync m16n8k16, fp16/bf16, fp32 accumulation): 128 "
        "pixels x 64 output channels of a group per block, weights in shared memory; "
-       "channels_last, 8 <= Cg <= 64", false,
+       "channels_last, 8 <= Cg <= 64", true,
        fprop_mma_can_implement, no_workspace, fprop_mma_launch},
       {"dgrad_direct", Direction::kDgrad, 1,
        "one thread per input-gradient element, gathering the taps that reach it", true,

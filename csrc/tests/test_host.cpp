@@ -208,21 +208,27 @@ void test_fprop_smem_geometry() {
   CHECK(rk::select_heuristic(p, &why) == rk::find_variant("fprop_smem"));
 }
 
-void test_unverified_variants_run_only_when_forced() {
-  // fprop_mma has not run on a GPU yet: a problem it claims (bf16 channels_last, Cg = 16) gets
-  // the highest verified rung instead, unless fprop_mma is forced.
+void test_heuristic_takes_the_highest_verified_rung_that_applies() {
+  // bf16 channels_last, Cg = 16: the tensor-core rung; Cg = 4 (too narrow for it): fprop_smem;
+  // fp32: the CUDA-core rungs only.
   rk::ConvParams p = params(rk::Direction::kFprop);
   rk::make_problem({8, 512, 14, 14}, {512, 16, 3, 3}, nullptr, {1, 1}, {1, 1}, {1, 1}, 32, &p.problem);
   const int64_t cl[4] = {512 * 14 * 14, 1, 14 * 512, 512};
   for (int i = 0; i < 4; ++i) p.x_stride[i] = cl[i];
   p.x = reinterpret_cast<void*>(uintptr_t(256));
-  const rk::KernelVariant* mma = rk::find_variant("fprop_mma");
-  CHECK(mma != nullptr && !mma->gpu_verified && mma->can_implement(p).empty());
   std::string why;
+  CHECK(rk::select_heuristic(p, &why) == rk::find_variant("fprop_mma"));
+  p.dtype = rk::DType::kFloat32;
   CHECK(rk::select_heuristic(p, &why) == rk::find_variant("fprop_smem"));
+  p = params(rk::Direction::kFprop);
+  p.x_stride[1] = 1;
+  CHECK(rk::select_heuristic(p, &why) == rk::find_variant("fprop_smem"));
+  // Every rung the heuristic or the autotuner may pick is GPU-verified; forcing reaches any.
   for (const rk::KernelVariant* v : rk::eligible_variants(p)) CHECK(v->gpu_verified);
-  rk::set_forced_variant("fprop", "fprop_mma");
-  CHECK(rk::choose_without_timing(p, &why) == mma);
+  for (const auto& v : rk::registry())
+    if (!v.gpu_verified) CHECK(rk::select_heuristic(p, &why) != &v);
+  rk::set_forced_variant("fprop", "fprop_direct");
+  CHECK(rk::choose_without_timing(p, &why) == rk::find_variant("fprop_direct"));
   rk::set_forced_variant("fprop", "");
 }
 
@@ -384,7 +390,7 @@ int main() {
   test_forced_variant();
   test_wgrad_direct_geometry();
   test_fprop_smem_geometry();
-  test_unverified_variants_run_only_when_forced();
+  test_heuristic_takes_the_highest_verified_rung_that_applies();
   test_mma_fragment_layouts_cover_each_element_once();
   test_fprop_mma();
   std::printf("%d checks, %d failed\n", g_checks, g_failures);
