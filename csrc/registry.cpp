@@ -16,8 +16,9 @@ const std::vector<KernelVariant>& registry() {
   static const std::vector<KernelVariant> table = {
 #ifdef RK_WITH_CUDA
       // name, direction, rung, summary, GPU-verified (direct rung: H100 run of 2026-11-28 04:34;
-      // fprop_smem: H200 run of 2026-11-28 06:36, GPU tests and compute-sanitizer; fprop_mma:
-      // H200 run of 2026-11-28 06:53, every edge case it claims in fp16 and bf16)
+      // fprop_smem: H200 run of 2026-11-28 06:36, GPU tests and compute-sanitizer. fprop_mma
+      // passed every edge case it claims in fp16 and bf16 on the H200 (06:53, commit 0534534)
+      // and was then generalised into gather_mma.cu with dgrad_mma: both wait for a GPU check.)
       {"fprop_direct", Direction::kFprop, 1,
        "one thread per output element on CUDA cores; fp32 accumulation; any layout", true,
        fprop_direct_can_implement, no_workspace, fprop_direct_launch},
@@ -28,14 +29,22 @@ const std::vector<KernelVariant>& registry() {
       {"fprop_mma", Direction::kFprop, 3,
        "tensor-core implicit GEMM (mma.sync m16n8k16, fp16/bf16, fp32 accumulation): 128 "
        "pixels x 64 output channels of a group per block, weights in shared memory; "
-       "channels_last, 8 <= Cg <= 64", true,
+       "channels_last, 8 <= Cg <= 64", false,
        fprop_mma_can_implement, no_workspace, fprop_mma_launch},
       {"dgrad_direct", Direction::kDgrad, 1,
        "one thread per input-gradient element, gathering the taps that reach it", true,
        dgrad_direct_can_implement, no_workspace, dgrad_direct_launch},
+      {"dgrad_mma", Direction::kDgrad, 2,
+       "tensor-core implicit GEMM (the fprop_mma kernel in gather form): dx pixels by stride "
+       "phase, only the taps that reach them; channels_last dy, 8 <= Kg <= 64", false,
+       dgrad_mma_can_implement, no_workspace, dgrad_mma_launch},
       {"wgrad_direct", Direction::kWgrad, 1,
        "one block per weight element and split of N*P*Q; fixed-order two-pass reduction", true,
        wgrad_direct_can_implement, wgrad_direct_workspace_elems, wgrad_direct_launch},
+      {"wgrad_mma", Direction::kWgrad, 2,
+       "tensor-core GEMM per group and tap, N*P*Q split across blocks and staged transposed in "
+       "shared memory; fixed-order reduction of the splits; 8 <= Cg, Kg <= 64", false,
+       wgrad_mma_can_implement, wgrad_mma_workspace_elems, wgrad_mma_launch},
 #endif
   };
   return table;

@@ -22,10 +22,18 @@ int wgrad_direct_launch(const ConvParams& p, void* stream);
 std::string fprop_smem_can_implement(const ConvParams& p);
 int fprop_smem_launch(const ConvParams& p, void* stream);
 
-// Rung 3 of fprop, "mma": tensor-core implicit GEMM (mma.sync m16n8k16), fp16/bf16,
-// channels_last, 8 <= Cg <= 64 (tiling in mma_fragments.h).
+// The tensor-core gather rungs, "mma" (gather_mma.cu; tiling in mma_fragments.h): implicit GEMM
+// on mma.sync m16n8k16, fp16/bf16, channels_last source, reduction width per group 8..64.
 std::string fprop_mma_can_implement(const ConvParams& p);
 int fprop_mma_launch(const ConvParams& p, void* stream);
+std::string dgrad_mma_can_implement(const ConvParams& p);
+int dgrad_mma_launch(const ConvParams& p, void* stream);
+// wgrad on tensor cores (wgrad_mma.cu): per group and tap, positions split across blocks and
+// staged transposed in shared memory; 8 <= Cg, Kg <= 64; reduced by wgrad_reduce.cuh.
+std::string wgrad_mma_can_implement(const ConvParams& p);
+int64_t wgrad_mma_workspace_elems(const ConvParams& p);
+int64_t wgrad_mma_splits(const ConvParams& p);
+int wgrad_mma_launch(const ConvParams& p, void* stream);
 
 constexpr int kSmemThreads = 256;            // threads per block
 constexpr int kTileP = 8, kTileQ = 8;        // output pixels per block: 64 (one 8x8 tile)

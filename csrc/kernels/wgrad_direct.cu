@@ -5,11 +5,13 @@
 // The reduction over N*P*Q is long (200k terms for ResNeXt-50 stage 1 at batch 64) and the
 // output tiny, so it is split: block (e, j) reduces the j-th chunk of N*P*Q for weight element
 // e into workspace[j][e] (a block-wide tree in shared memory, fixed order), and a second kernel
-// adds the `splits` partials of each element in index order. No atomics: bitwise deterministic.
+// (wgrad_reduce.cuh) adds the `splits` partials of each element in index order. No atomics:
+// bitwise deterministic.
 #include <algorithm>
 
 #include "common.cuh"
 #include "kernels.h"
+#include "wgrad_reduce.cuh"
 #include "../registry.h"
 
 namespace rk {
@@ -48,18 +50,6 @@ wgrad_direct_partial_kernel(ConvParams p, int64_t splits) {
   if (threadIdx.x == 0) p.workspace[blockIdx.y * gridDim.x + e] = buf[0];
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kDirectThreads)
-wgrad_reduce_kernel(ConvParams p, int64_t elems, int64_t splits) {
-  const int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (e >= elems) return;
-  float acc = 0.f;
-  for (int64_t j = 0; j < splits; ++j) acc += p.workspace[j * elems + e];
-  const int64_t Cg = p.problem.Cg();
-  const int64_t s = e % 3, r = (e / 3) % 3, c = (e / 9) % Cg, k = e / (9 * Cg);
-  static_cast<T*>(p.w)[offset4(p.w_stride, k, c, r, s)] = from_float<T>(acc);
-}
-
 int64_t wgrad_direct_splits(const ConvParams& p) {
   const int64_t npq = p.problem.N * p.problem.P * p.problem.Q;
   const int64_t elems = p.problem.w_numel();
@@ -86,8 +76,7 @@ int wgrad_direct_launch(const ConvParams& p, void* stream) {
     wgrad_direct_partial_kernel<T><<<dim3(unsigned(elems), unsigned(splits)), kWgradThreads, 0, st>>>(p, splits);
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return int(err);
-    wgrad_reduce_kernel<T><<<ceil_div(elems, kDirectThreads), kDirectThreads, 0, st>>>(p, elems, splits);
-    return int(cudaGetLastError());
+    return launch_wgrad_reduce<T>(p, splits, st);
   });
 }
 

@@ -209,27 +209,27 @@ void test_fprop_smem_geometry() {
 }
 
 void test_heuristic_takes_the_highest_verified_rung_that_applies() {
-  // bf16 channels_last, Cg = 16: the tensor-core rung; Cg = 4 (too narrow for it): fprop_smem;
-  // fp32: the CUDA-core rungs only.
+  // bf16 channels_last, Cg = 16: the tensor-core rung once it is GPU-verified, fprop_smem until
+  // then; fp32 and Cg = 4 (too narrow for it): fprop_smem. Forcing reaches any rung.
   rk::ConvParams p = params(rk::Direction::kFprop);
   rk::make_problem({8, 512, 14, 14}, {512, 16, 3, 3}, nullptr, {1, 1}, {1, 1}, {1, 1}, 32, &p.problem);
   const int64_t cl[4] = {512 * 14 * 14, 1, 14 * 512, 512};
   for (int i = 0; i < 4; ++i) p.x_stride[i] = cl[i];
   p.x = reinterpret_cast<void*>(uintptr_t(256));
+  const rk::KernelVariant* mma = rk::find_variant("fprop_mma");
+  const rk::KernelVariant* smem = rk::find_variant("fprop_smem");
+  CHECK(mma != nullptr && mma->can_implement(p).empty());
   std::string why;
-  CHECK(rk::select_heuristic(p, &why) == rk::find_variant("fprop_mma"));
+  CHECK(rk::select_heuristic(p, &why) == (mma->gpu_verified ? mma : smem));
+  for (const rk::KernelVariant* v : rk::eligible_variants(p)) CHECK(v->gpu_verified);
+  rk::set_forced_variant("fprop", "fprop_mma");
+  CHECK(rk::choose_without_timing(p, &why) == mma);
+  rk::set_forced_variant("fprop", "");
   p.dtype = rk::DType::kFloat32;
-  CHECK(rk::select_heuristic(p, &why) == rk::find_variant("fprop_smem"));
+  CHECK(rk::select_heuristic(p, &why) == smem);
   p = params(rk::Direction::kFprop);
   p.x_stride[1] = 1;
-  CHECK(rk::select_heuristic(p, &why) == rk::find_variant("fprop_smem"));
-  // Every rung the heuristic or the autotuner may pick is GPU-verified; forcing reaches any.
-  for (const rk::KernelVariant* v : rk::eligible_variants(p)) CHECK(v->gpu_verified);
-  for (const auto& v : rk::registry())
-    if (!v.gpu_verified) CHECK(rk::select_heuristic(p, &why) != &v);
-  rk::set_forced_variant("fprop", "fprop_direct");
-  CHECK(rk::choose_without_timing(p, &why) == rk::find_variant("fprop_direct"));
-  rk::set_forced_variant("fprop", "");
+  CHECK(rk::select_heuristic(p, &why) == smem);
 }
 
 void test_mma_fragment_layouts_cover_each_element_once() {
@@ -250,85 +250,107 @@ void test_mma_fragment_layouts_cover_each_element_once() {
   CHECK(once);
 }
 
-// fprop_mma's tiling, emulated warp by warp on the CPU with the kernel's own index maps
-// (mma_fragments.h): weights staged in the [tap][n][c] layout, A fragments gathered per lane
-// from a channels_last input, the m16n8k16 product formed from the fragments, and the
-// accumulators scattered to the output. Small-integer data, so the result must be exact.
-void emulate_fprop_mma(int64_t n, int64_t cg, int64_t kg, int64_t groups, int64_t hw,
-                       int64_t stride, int64_t pad) {
+// The tensor-core gather kernels (gather_mma.cu) emulated block by block and warp by warp on
+// the CPU with the kernels' own index maps (mma_fragments.h): weights staged in the [tap][n][c]
+// layout, pixel rows by phase class, A fragments gathered per lane from a channels_last source,
+// the m16n8k16 product formed from the fragments, accumulators scattered to the destination.
+// Small-integer data, so the result must equal the direct sum exactly. What it cannot check is
+// the hardware's fragment layout itself (mma_fragments.h's coordinate functions): the GPU does.
+void emulate_gather_mma(bool transposed, int64_t n, int64_t cg, int64_t kg, int64_t groups,
+                        int64_t hw, int64_t stride, int64_t pad, int64_t dil = 1) {
   rk::ConvParams p;
   const int64_t C = cg * groups, K = kg * groups;
   rk::make_problem({n, C, hw, hw + 1}, {K, cg, 3, 3}, nullptr, {stride, stride}, {pad, pad},
-                   {1, 1}, groups, &p.problem);
-  p.direction = rk::Direction::kFprop;
+                   {dil, dil}, groups, &p.problem);
+  p.direction = transposed ? rk::Direction::kDgrad : rk::Direction::kFprop;
   p.dtype = rk::DType::kBFloat16;
   const rk::ConvProblem& q = p.problem;
-  // channels_last strides, logical (N, C, H, W) order.
-  const int64_t xs[4] = {q.H * q.W * C, 1, q.W * C, C};
-  for (int i = 0; i < 4; ++i) p.x_stride[i] = xs[i];
-  p.x = reinterpret_cast<void*>(uintptr_t(256));  // aligned: only can_implement looks at it
-  CHECK(rk::fprop_mma_can_implement(p).empty());
+  // channels_last strides, logical (N, C, H, W) order, for x and y.
+  const int64_t xs[4] = {q.H * q.W * C, 1, q.W * C, C}, ys[4] = {q.P * q.Q * K, 1, q.Q * K, K};
+  for (int i = 0; i < 4; ++i) p.x_stride[i] = xs[i], p.y_stride[i] = ys[i];
+  p.x = p.y = reinterpret_cast<void*>(uintptr_t(256));  // aligned: only can_implement looks
+  const std::string why = transposed ? rk::dgrad_mma_can_implement(p) : rk::fprop_mma_can_implement(p);
+  CHECK_EQ_STR(why, "");
 
-  std::vector<float> x(q.x_numel()), w(K * cg * 9), y(q.y_numel(), NAN), ref(q.y_numel(), 0.f);
+  std::vector<float> x(q.x_numel()), w(K * cg * 9), y(q.y_numel());
   for (size_t i = 0; i < x.size(); ++i) x[i] = float(int64_t(i * 7 % 5) - 2);
   for (size_t i = 0; i < w.size(); ++i) w[i] = float(int64_t(i * 3 % 5) - 2);
+  for (size_t i = 0; i < y.size(); ++i) y[i] = float(int64_t(i * 11 % 7) - 3);
   auto W = [&](int64_t k, int64_t c, int r, int s) { return w[((k * cg + c) * 3 + r) * 3 + s]; };
-  auto y_index = [&](int64_t nn, int64_t k, int64_t pp, int64_t qq) {
-    return ((nn * K + k) * q.P + pp) * q.Q + qq;  // NCHW output
+  auto X = [&](int64_t nn, int64_t c, int64_t h, int64_t ww) -> float& {
+    return x[nn * xs[0] + c + h * xs[2] + ww * xs[3]];
   };
+  auto Y = [&](int64_t nn, int64_t k, int64_t pp, int64_t qq) -> float& {
+    return y[nn * ys[0] + k + pp * ys[2] + qq * ys[3]];
+  };
+  // The direct sum: fprop into y_ref, or dgrad into x_ref.
+  std::vector<float> ref(transposed ? x.size() : y.size(), 0.f);
   for (int64_t nn = 0; nn < n; ++nn)
     for (int64_t k = 0; k < K; ++k)
       for (int64_t pp = 0; pp < q.P; ++pp)
-        for (int64_t qq = 0; qq < q.Q; ++qq) {
-          float acc = 0.f;
+        for (int64_t qq = 0; qq < q.Q; ++qq)
           for (int64_t c = 0; c < cg; ++c)
             for (int r = 0; r < 3; ++r)
               for (int s = 0; s < 3; ++s) {
-                const int64_t h = pp * stride - pad + r, ww = qq * stride - pad + s;
+                const int64_t h = pp * stride - pad + r * dil, ww = qq * stride - pad + s * dil;
                 if (h < 0 || h >= q.H || ww < 0 || ww >= q.W) continue;
-                acc += x[nn * xs[0] + ((k / kg) * cg + c) + h * xs[2] + ww * xs[3]] * W(k, c, r, s);
+                const int64_t ci = (k / kg) * cg + c;
+                if (transposed)
+                  ref[nn * xs[0] + ci + h * xs[2] + ww * xs[3]] += Y(nn, k, pp, qq) * W(k, c, r, s);
+                else
+                  ref[nn * ys[0] + k + pp * ys[2] + qq * ys[3]] += X(nn, ci, h, ww) * W(k, c, r, s);
               }
-          ref[y_index(nn, k, pp, qq)] = acc;
-        }
 
-  const int64_t cg_pad = rk::mma_cg_pad(cg), n_blocks = rk::ceil_div(kg, int64_t(rk::kMmaBlockN));
-  const int64_t m_blocks = rk::ceil_div(q.N * q.P * q.Q, int64_t(rk::kMmaBlockM));
-  std::vector<float> sw(9 * rk::kMmaBlockN * cg_pad);
-  for (int64_t by = 0; by < groups * n_blocks; ++by) {
-    const int64_t g = by / n_blocks, k_first = g * kg + (by % n_blocks) * rk::kMmaBlockN;
-    const int64_t n_valid = std::min<int64_t>(rk::kMmaBlockN, (g + 1) * kg - k_first);
+  const rk::GatherGemm gg = rk::gather_gemm(q, transposed);
+  const std::vector<float>& src = transposed ? y : x;
+  const int64_t* src_stride = transposed ? ys : xs;
+  const int64_t* dst_stride = transposed ? xs : ys;
+  std::vector<float> dst(ref.size(), NAN);
+  const int64_t red_pad = rk::mma_red_pad(gg.red), n_blocks = rk::ceil_div(gg.out, int64_t(rk::kMmaBlockN));
+  const int64_t per_class = rk::gather_blocks_per_class(gg);
+  std::vector<float> sw(9 * rk::kMmaBlockN * red_pad);
+  for (int64_t by = 0; by < rk::gather_channel_blocks(gg); ++by) {
+    const int64_t group = by / n_blocks, o_first = (by % n_blocks) * rk::kMmaBlockN;
+    const int64_t n_valid = std::min<int64_t>(rk::kMmaBlockN, gg.out - o_first);
     for (int tap = 0; tap < 9; ++tap)
       for (int nn = 0; nn < rk::kMmaBlockN; ++nn)
-        for (int64_t c = 0; c < cg_pad; ++c)
-          sw[rk::mma_weight_index(tap, nn, c, cg_pad)] =
-              (nn < n_valid && c < cg) ? W(k_first + nn, c, tap / 3, tap % 3) : 0.f;
-    for (int64_t bx = 0; bx < m_blocks; ++bx)
+        for (int64_t c = 0; c < red_pad; ++c) {
+          float v = 0.f;
+          if (nn < n_valid && c < gg.red) {
+            const rk::WeightIndex wi = rk::gather_weight(gg, group, c, o_first + nn);
+            v = W(wi.k, wi.c, tap / 3, tap % 3);
+          }
+          sw[rk::mma_weight_index(tap, nn, c, red_pad)] = v;
+        }
+    for (int64_t bx = 0; bx < rk::gather_pixel_blocks(gg); ++bx)
       for (int warp = 0; warp < rk::kMmaWarps; ++warp) {
-        const int64_t m_warp = bx * rk::kMmaBlockM + warp * rk::kMmaWarpM;
+        const int64_t phase = bx / per_class;
+        const int64_t m_warp = (bx % per_class) * rk::kMmaBlockM + warp * rk::kMmaWarpM;
         float acc[rk::kMmaTilesM][rk::kMmaTilesN][32][4] = {};
         rk::MmaRow rows[rk::kMmaTilesM][32][2];
         for (int t = 0; t < rk::kMmaTilesM; ++t)
           for (int lane = 0; lane < 32; ++lane)
             for (int h = 0; h < 2; ++h)
-              rows[t][lane][h] = rk::mma_row(q, m_warp + t * rk::kMmaM + rk::mma_a_coord(lane, h).row);
-        for (int tap = 0; tap < 9; ++tap)
-          for (int64_t c0 = 0; c0 < cg_pad; c0 += rk::kMmaK)
+              rows[t][lane][h] = rk::gather_row(gg, phase, m_warp + t * rk::kMmaM + rk::mma_a_coord(lane, h).row);
+        for (int tap = 0; tap < 9; ++tap) {
+          if (!rk::gather_tap_in_class(gg, phase, tap / 3, tap % 3)) continue;
+          for (int64_t c0 = 0; c0 < red_pad; c0 += rk::kMmaK)
             for (int t = 0; t < rk::kMmaTilesM; ++t) {
               float A[16][16], B[16][8];
               for (int lane = 0; lane < 32; ++lane)
                 for (int reg = 0; reg < 4; ++reg) {
                   const rk::FragCoord fc = rk::mma_a_coord(lane, reg);
-                  const int64_t off = rk::mma_tap_offset(q, p.x_stride, rows[t][lane][reg % 2], g, tap / 3, tap % 3);
+                  const int64_t off = rk::gather_src_offset(gg, src_stride, rows[t][lane][reg % 2], group, tap / 3, tap % 3);
                   const int64_t c = c0 + fc.col;
                   for (int j = 0; j < 2; ++j)
-                    A[fc.row][fc.col + j] = (off >= 0 && c < cg) ? x[off + c + j] : 0.f;
+                    A[fc.row][fc.col + j] = (off >= 0 && c < gg.red) ? src[off + c + j] : 0.f;
                 }
               for (int nt = 0; nt < rk::kMmaTilesN; ++nt) {
                 for (int lane = 0; lane < 32; ++lane)
                   for (int reg = 0; reg < 2; ++reg) {
                     const rk::FragCoord fb = rk::mma_b_coord(lane, reg);
                     for (int j = 0; j < 2; ++j)
-                      B[fb.row + j][fb.col] = sw[rk::mma_weight_index(tap, nt * rk::kMmaN + fb.col, c0 + fb.row + j, cg_pad)];
+                      B[fb.row + j][fb.col] = sw[rk::mma_weight_index(tap, nt * rk::kMmaN + fb.col, c0 + fb.row + j, red_pad)];
                   }
                 for (int lane = 0; lane < 32; ++lane)
                   for (int i = 0; i < 4; ++i) {
@@ -337,6 +359,7 @@ void emulate_fprop_mma(int64_t n, int64_t cg, int64_t kg, int64_t groups, int64_
                   }
               }
             }
+        }
         for (int t = 0; t < rk::kMmaTilesM; ++t)
           for (int nt = 0; nt < rk::kMmaTilesN; ++nt)
             for (int lane = 0; lane < 32; ++lane)
@@ -344,24 +367,33 @@ void emulate_fprop_mma(int64_t n, int64_t cg, int64_t kg, int64_t groups, int64_
                 const rk::MmaRow& row = rows[t][lane][i / 2];
                 const int64_t col = nt * rk::kMmaN + rk::mma_c_coord(lane, i).col;
                 if (!row.ok || col >= n_valid) continue;
-                y[y_index(row.n, k_first + col, row.p, row.q)] = acc[t][nt][lane][i];
+                const int64_t channel = group * gg.out + o_first + col;
+                dst[row.n * dst_stride[0] + channel + row.h * dst_stride[2] + row.w * dst_stride[3]] =
+                    acc[t][nt][lane][i];
               }
       }
   }
   int64_t wrong = 0;
-  for (size_t i = 0; i < y.size(); ++i) wrong += !(y[i] == ref[i]);  // NaN: never written
+  for (size_t i = 0; i < dst.size(); ++i) wrong += !(dst[i] == ref[i]);  // NaN: never written
   CHECK(wrong == 0);
-  if (wrong) std::printf("  emulate_fprop_mma(n=%lld cg=%lld kg=%lld G=%lld): %lld wrong of %zu\n",
-                         (long long)n, (long long)cg, (long long)kg, (long long)groups,
-                         (long long)wrong, y.size());
+  if (wrong)
+    std::printf("  emulate_gather_mma(%s n=%lld cg=%lld kg=%lld G=%lld stride=%lld): %lld wrong of %zu\n",
+                transposed ? "dgrad" : "fprop", (long long)n, (long long)cg, (long long)kg,
+                (long long)groups, (long long)stride, (long long)wrong, dst.size());
 }
 
-void test_fprop_mma() {
-  emulate_fprop_mma(2, 16, 16, 2, 7, 1, 1);   // one 16-channel step, M not a multiple of 128
-  emulate_fprop_mma(1, 8, 8, 3, 9, 2, 1);     // Cg = 8 padded to 16, stride 2
-  emulate_fprop_mma(1, 24, 24, 1, 6, 1, 2);   // Cg = 24: a partly masked second step, padding 2
-  emulate_fprop_mma(1, 32, 72, 2, 5, 1, 0);   // Kg = 72: two n blocks, the second 8 wide
-  // What it refuses, and why.
+void test_gather_mma() {
+  for (bool transposed : {false, true}) {
+    emulate_gather_mma(transposed, 2, 16, 16, 2, 7, 1, 1);  // one 16-channel step, M % 128 != 0
+    emulate_gather_mma(transposed, 1, 8, 8, 3, 9, 2, 1);    // width 8 padded to 16, stride 2
+    emulate_gather_mma(transposed, 1, 24, 24, 1, 6, 1, 2);  // 24: a partly masked step, padding 2
+    emulate_gather_mma(transposed, 2, 16, 16, 1, 8, 2, 0);  // stride 2, padding 0: other phases
+    emulate_gather_mma(transposed, 1, 8, 8, 2, 8, 1, 2, 2); // dilation 2 (dgrad: no phases)
+    emulate_gather_mma(transposed, 1, 8, 8, 2, 9, 3, 1);   // stride 3: phases no tap reaches
+  }
+  emulate_gather_mma(false, 1, 32, 72, 2, 5, 1, 0);  // Kg = 72: two output blocks, the second 8 wide
+  emulate_gather_mma(true, 1, 72, 32, 2, 5, 1, 0);   // dgrad: Cg = 72 outputs, Kg = 32 reduced
+  // What the rungs refuse, and why.
   rk::ConvParams p = params(rk::Direction::kFprop);  // Cg = 4
   p.x_stride[1] = 1;
   p.x = reinterpret_cast<void*>(uintptr_t(256));
@@ -377,7 +409,130 @@ void test_fprop_mma() {
   p.x_stride[1] = 1;
   p.x = reinterpret_cast<void*>(uintptr_t(258));      // a view starting at an odd element
   CHECK(rk::fprop_mma_can_implement(p).find("aligned") != std::string::npos);
+  p.direction = rk::Direction::kDgrad;                // dgrad reads dy: its layout decides
+  CHECK(rk::dgrad_mma_can_implement(p).find("grad_output is not channels_last") != std::string::npos);
   CHECK(rk::mma_smem_bytes(64, 2) == 9 * 64 * 64 * 2);
+}
+
+// wgrad_mma emulated block by block with its index maps: positions staged transposed, each
+// warp's fragments read from the staged tiles, partials per split, then the fixed-order sum of
+// the splits. Exact on small integers, like the gather emulation.
+void emulate_wgrad_mma(int64_t n, int64_t cg, int64_t kg, int64_t groups, int64_t hw,
+                       int64_t stride, int64_t pad, int64_t splits) {
+  rk::ConvParams p;
+  const int64_t C = cg * groups, K = kg * groups;
+  rk::make_problem({n, C, hw, hw + 2}, {K, cg, 3, 3}, nullptr, {stride, stride}, {pad, pad},
+                   {1, 1}, groups, &p.problem);
+  p.direction = rk::Direction::kWgrad;
+  p.dtype = rk::DType::kBFloat16;
+  const rk::ConvProblem& q = p.problem;
+  // x channels_last, dy NCHW: the staging reads any layout through the strides.
+  const int64_t xs[4] = {q.H * q.W * C, 1, q.W * C, C}, ys[4] = {K * q.P * q.Q, q.P * q.Q, q.Q, 1};
+  for (int i = 0; i < 4; ++i) p.x_stride[i] = xs[i], p.y_stride[i] = ys[i];
+  CHECK_EQ_STR(rk::wgrad_mma_can_implement(p), "");
+  std::vector<float> x(q.x_numel()), dy(q.y_numel());
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(int64_t(i * 7 % 5) - 2);
+  for (size_t i = 0; i < dy.size(); ++i) dy[i] = float(int64_t(i * 11 % 7) - 3);
+  const int64_t elems = q.w_numel(), npq = q.N * q.P * q.Q;
+  // The direct sum, from the definition (not from the index maps under test).
+  std::vector<float> ref(elems, 0.f);
+  for (int64_t nn = 0; nn < n; ++nn)
+    for (int64_t pp = 0; pp < q.P; ++pp)
+      for (int64_t qq = 0; qq < q.Q; ++qq)
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t c = 0; c < cg; ++c)
+            for (int r = 0; r < 3; ++r)
+              for (int s = 0; s < 3; ++s) {
+                const int64_t h = pp * stride - pad + r, ww = qq * stride - pad + s;
+                if (h < 0 || h >= q.H || ww < 0 || ww >= q.W) continue;
+                const int64_t xc = (k / kg) * cg + c;
+                ref[(k * cg + c) * 9 + r * 3 + s] +=
+                    dy[nn * ys[0] + k * ys[1] + pp * ys[2] + qq * ys[3]] *
+                    x[nn * xs[0] + xc * xs[1] + h * xs[2] + ww * xs[3]];
+              }
+
+  std::vector<float> workspace(splits * elems, NAN);
+  const int64_t chunk = rk::ceil_div(npq, splits);
+  std::vector<float> dy_s(rk::kWgradMmaRows * rk::kWgradMmaRow), x_s(dy_s.size());
+  for (int64_t bx = 0; bx < splits; ++bx)
+    for (int64_t by = 0; by < q.G * 9; ++by) {
+      const int64_t group = by / 9;
+      const int tap = int(by % 9);
+      const int64_t begin = bx * chunk, end = std::min(begin + chunk, npq);
+      float acc[rk::kMmaWarps][rk::kMmaTilesN][32][4] = {};
+      for (int64_t m0 = begin; m0 < end; m0 += rk::kWgradMmaChunk) {
+        for (int i = 0; i < rk::kWgradMmaRows * rk::kWgradMmaChunk; ++i) {
+          const int row = i % rk::kWgradMmaRows, pos = i / rk::kWgradMmaRows;
+          const int64_t m = m0 + pos;
+          float dv = 0.f, xv = 0.f;
+          if (m < end && row < kg) dv = dy[rk::wgrad_dy_offset(q, ys, m, group * kg + row)];
+          if (m < end && row < cg) {
+            const int64_t o = rk::wgrad_x_offset(q, xs, m, group * cg + row, tap / 3, tap % 3);
+            if (o >= 0) xv = x[o];
+          }
+          dy_s[rk::wgrad_stage_index(row, pos)] = dv;
+          x_s[rk::wgrad_stage_index(row, pos)] = xv;
+        }
+        for (int warp = 0; warp < rk::kMmaWarps; ++warp)
+          for (int ks = 0; ks < rk::kWgradMmaChunk; ks += rk::kMmaK) {
+            float A[16][16], B[16][8];
+            for (int lane = 0; lane < 32; ++lane)
+              for (int reg = 0; reg < 4; ++reg) {
+                const rk::FragCoord fc = rk::mma_a_coord(lane, reg);
+                for (int j = 0; j < 2; ++j)
+                  A[fc.row][fc.col + j] = dy_s[rk::wgrad_stage_index(warp * rk::kMmaM + fc.row, ks + fc.col + j)];
+              }
+            for (int nt = 0; nt < rk::kMmaTilesN; ++nt) {
+              for (int lane = 0; lane < 32; ++lane)
+                for (int reg = 0; reg < 2; ++reg) {
+                  const rk::FragCoord fb = rk::mma_b_coord(lane, reg);
+                  for (int j = 0; j < 2; ++j)
+                    B[fb.row + j][fb.col] = x_s[rk::wgrad_stage_index(nt * rk::kMmaN + fb.col, ks + fb.row + j)];
+                }
+              for (int lane = 0; lane < 32; ++lane)
+                for (int i = 0; i < 4; ++i) {
+                  const rk::FragCoord fc = rk::mma_c_coord(lane, i);
+                  for (int k = 0; k < 16; ++k) acc[warp][nt][lane][i] += A[fc.row][k] * B[k][fc.col];
+                }
+            }
+          }
+      }
+      for (int warp = 0; warp < rk::kMmaWarps; ++warp)
+        for (int nt = 0; nt < rk::kMmaTilesN; ++nt)
+          for (int lane = 0; lane < 32; ++lane)
+            for (int i = 0; i < 4; ++i) {
+              const rk::FragCoord fc = rk::mma_c_coord(lane, i);
+              const int64_t k = warp * rk::kMmaM + fc.row, c = nt * rk::kMmaN + fc.col;
+              if (k >= kg || c >= cg) continue;
+              workspace[(bx * q.K + group * kg + k) * cg * 9 + c * 9 + tap] = acc[warp][nt][lane][i];
+            }
+    }
+  int64_t wrong = 0;
+  for (int64_t e = 0; e < elems; ++e) {
+    float sum = 0.f;
+    for (int64_t j = 0; j < splits; ++j) sum += workspace[j * elems + e];  // wgrad_reduce order
+    wrong += !(sum == ref[e]);
+  }
+  CHECK(wrong == 0);
+  if (wrong)
+    std::printf("  emulate_wgrad_mma(cg=%lld kg=%lld G=%lld stride=%lld splits=%lld): %lld wrong of %lld\n",
+                (long long)cg, (long long)kg, (long long)groups, (long long)stride,
+                (long long)splits, (long long)wrong, (long long)elems);
+}
+
+void test_wgrad_mma() {
+  emulate_wgrad_mma(2, 16, 16, 2, 7, 1, 1, 3);   // chunks not a multiple of 32 positions
+  emulate_wgrad_mma(1, 8, 8, 3, 9, 2, 1, 1);     // 8 channels (half an n8 tile of rows used)
+  emulate_wgrad_mma(1, 24, 40, 1, 6, 1, 2, 2);   // Kg = 40: the fourth warp's rows all masked
+  emulate_wgrad_mma(1, 64, 64, 1, 5, 2, 0, 4);   // the widest tiles
+  rk::ConvParams p = params(rk::Direction::kWgrad);  // Cg = 4
+  CHECK(rk::wgrad_mma_can_implement(p).find("< 8") != std::string::npos);
+  p.num_sms = 132;
+  rk::make_problem({64, 512, 28, 28}, {512, 16, 3, 3}, nullptr, {2, 2}, {1, 1}, {1, 1}, 32, &p.problem);
+  const int64_t splits = rk::wgrad_mma_splits(p);
+  CHECK(splits >= 1 && splits <= rk::kWgradMmaMaxSplits);
+  CHECK(splits * 32 * 9 >= 2 * 132 || splits == rk::kWgradMmaMaxSplits);
+  CHECK(rk::wgrad_mma_workspace_elems(p) == splits * p.problem.w_numel());
 }
 
 }  // namespace
@@ -392,7 +547,8 @@ int main() {
   test_fprop_smem_geometry();
   test_heuristic_takes_the_highest_verified_rung_that_applies();
   test_mma_fragment_layouts_cover_each_element_once();
-  test_fprop_mma();
+  test_gather_mma();
+  test_wgrad_mma();
   std::printf("%d checks, %d failed\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }
