@@ -3,8 +3,9 @@
     python benchmarks/report.py                 # rewrite README.md's generated sections
     python benchmarks/report.py --print FILE    # print the section for one results file
 
-Reads the newest benchmarks/results/*/bench.json (by the timestamp it records), never a number
-typed by hand. The README section lies between `<!-- perf:begin -->` and `<!-- perf:end -->`.
+Reads the newest benchmarks/results/*/bench.json and tune.json (by the timestamp they record),
+never a number typed by hand. The README sections lie between `<!-- perf:begin -->` and
+`<!-- perf:end -->`, and `<!-- tune:begin -->` and `<!-- tune:end -->`.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from typing import List
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BEGIN, END = "<!-- perf:begin -->", "<!-- perf:end -->"
 VARIANTS_BEGIN, VARIANTS_END = "<!-- variants:begin -->", "<!-- variants:end -->"
+TUNE_BEGIN, TUNE_END = "<!-- tune:begin -->", "<!-- tune:end -->"
 
 
 def newest_results(pattern: str = os.path.join(ROOT, "benchmarks", "results", "*", "bench.json")) -> str | None:
+    """The results file of the given name (bench.json, tune.json) with the newest timestamp."""
     files = glob.glob(pattern)
     if not files:
         return None
@@ -107,6 +110,39 @@ def e2e_table(data: dict) -> List[str]:
     return lines
 
 
+def tune_section(path: str) -> str:
+    """From a tune_triton.py results file: per layer and direction, cuDNN's time, the fastest
+    Triton variant, its time and its share of the roofline."""
+    data = json.load(open(path))
+    env = data["env"]
+    rel = os.path.relpath(path, ROOT)
+    lines = [
+        f"Measured by `benchmarks/tune_triton.py` on {env.get('gpu')} (torch {env.get('torch')}, "
+        f"triton {env.get('triton')}, cuDNN {env.get('cudnn')}), {env.get('timestamp')}; "
+        f"{data['options']['dtype']} channels_last, batch {data['options']['batch']}; copy "
+        f"bandwidth {data['copy_bandwidth_gbs']:.0f} GB/s; commit as recorded "
+        f"`{str(env.get('git_commit'))[:12]}` (benchmarks/NOTES.md lists records known to be "
+        f"wrong). Source: `{rel}`.",
+        "",
+        "| model | layer | dir | cuDNN ms | best Triton variant | Triton ms | Triton / cuDNN time "
+        "| Triton % roofline |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    keys = list(dict.fromkeys((r["model"], r["layer"], r["direction"]) for r in data["rows"]))
+    for key in keys:
+        mine = [r for r in data["rows"] if (r["model"], r["layer"], r["direction"]) == key
+                and "median_ms" in r]
+        cudnn = next((r for r in mine if r["variant"] == "cudnn"), None)
+        ours = [r for r in mine if r["variant"] != "cudnn"]
+        if not ours or cudnn is None:
+            continue
+        best = min(ours, key=lambda r: r["median_ms"])
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {cudnn['median_ms']:.4f} | "
+                     f"{best['variant']} | {best['median_ms']:.4f} | "
+                     f"{best['median_ms'] / cudnn['median_ms']:.2f} | {best['roofline_pct']:.0f}% |")
+    return "\n".join(lines) + "\n"
+
+
 def variants_table() -> str:
     """The CUDA kernel ladder, read from the registry of the built extension."""
     import sys
@@ -144,8 +180,12 @@ def main(argv=None):
     if path is None:
         raise SystemExit("no results under benchmarks/results/*/bench.json")
     update_readme(section(path))
+    tune = newest_results(os.path.join(ROOT, "benchmarks", "results", "*", "tune.json"))
+    if tune is not None:
+        update_readme(tune_section(tune), begin=TUNE_BEGIN, end=TUNE_END)
     print(f"README.md regenerated: kernel ladder from the registry, performance from "
-          f"{os.path.relpath(path, ROOT)}")
+          f"{os.path.relpath(path, ROOT)}"
+          + (f", Triton tuning from {os.path.relpath(tune, ROOT)}" if tune else ""))
 
 
 if __name__ == "__main__":

@@ -129,3 +129,19 @@ def test_tune_enumerates_every_config_and_layout():
     # 1x64d stage 1 has Cg = 64: a 64 x 64 tile, too wide for nine accumulators.
     assert len(by_key[("1x64d", "stage1", "wgrad")]) == len(wgrad.AUTOTUNE_CONFIGS)
     assert all(len(set(labels)) == len(labels) for labels in by_key.values())
+
+
+def test_report_tune_section_from_a_sample(tmp_path):
+    rows = [dict(model="32x4d", layer="stage1", direction="fprop", variant=v, median_ms=ms,
+                 roofline_pct=pct) for v, ms, pct in (("cudnn", 0.10, 40), ("M64w4s2 tile", 0.20, 20),
+                                                     ("M128w4s3 tile", 0.08, 50))]
+    rows.append(dict(model="32x4d", layer="stage1", direction="fprop", variant="M64w8s3 tile",
+                     error="OutOfResources"))
+    sample = dict(env=dict(gpu="FakeGPU", torch="2", triton="3", cudnn=1, timestamp="now",
+                           git_commit="abcdef1234567890"),
+                  options=dict(dtype="bf16", batch=64), copy_bandwidth_gbs=3000.0, rows=rows)
+    path = tmp_path / "tune.json"
+    path.write_text(json.dumps(sample))
+    text = report.tune_section(str(path))
+    assert "FakeGPU" in text and "`abcdef123456`" in text
+    assert "| 32x4d | stage1 | fprop | 0.1000 | M128w4s3 tile | 0.0800 | 0.80 | 50% |" in text
