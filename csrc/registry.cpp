@@ -28,22 +28,22 @@ const std::vector<KernelVariant>& registry() {
        fprop_smem_can_implement, no_workspace, fprop_smem_launch},
       {"fprop_mma", Direction::kFprop, 3,
        "tensor-core implicit GEMM (mma.sync m16n8k16, fp16/bf16, fp32 accumulation): 128 "
-       "pixels x 64 output channels of a group per block, weights in shared memory; "
-       "channels_last, 8 <= Cg <= 64", false,
+       "pixels x 64 output channels per block, narrow groups packed block-diagonally, weights "
+       "in shared memory; channels_last, Cg <= 64", false,
        fprop_mma_can_implement, no_workspace, fprop_mma_launch},
       {"dgrad_direct", Direction::kDgrad, 1,
        "one thread per input-gradient element, gathering the taps that reach it", true,
        dgrad_direct_can_implement, no_workspace, dgrad_direct_launch},
       {"dgrad_mma", Direction::kDgrad, 2,
        "tensor-core implicit GEMM (the fprop_mma kernel in gather form): dx pixels by stride "
-       "phase, only the taps that reach them; channels_last dy, 8 <= Kg <= 64", false,
+       "phase, only the taps that reach them; channels_last dy, Kg <= 64", false,
        dgrad_mma_can_implement, no_workspace, dgrad_mma_launch},
       {"wgrad_direct", Direction::kWgrad, 1,
        "one block per weight element and split of N*P*Q; fixed-order two-pass reduction", true,
        wgrad_direct_can_implement, wgrad_direct_workspace_elems, wgrad_direct_launch},
       {"wgrad_mma", Direction::kWgrad, 2,
-       "tensor-core GEMM per group and tap, N*P*Q split across blocks and staged transposed in "
-       "shared memory; fixed-order reduction of the splits; 8 <= Cg, Kg <= 64", false,
+       "tensor-core GEMM per pack of groups and tap, N*P*Q split across blocks and staged "
+       "transposed in shared memory; fixed-order reduction of the splits; Cg, Kg <= 64", false,
        wgrad_mma_can_implement, wgrad_mma_workspace_elems, wgrad_mma_launch},
 #endif
   };

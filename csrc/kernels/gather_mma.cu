@@ -1,13 +1,14 @@
 // gather_mma.cu: the tensor-core rungs of fprop (rung 3) and dgrad (rung 2): an implicit GEMM
 // on mma.sync.m16n8k16 (fp16/bf16 inputs, fp32 accumulation) for channels_last sources with a
-// reduction width per group (fprop: Cg, dgrad: Kg) from 8 to 64.
+// reduction width per group (fprop: Cg, dgrad: Kg) up to 64; narrow groups are packed.
 //
 // Both directions are the gather of mma_fragments.h: a destination pixel sums, over the taps
 // and the group's reduction channels, the source pixel each tap reaches times the weight.
 // A thread block computes kMmaBlockM = 128 destination pixels (of one stride-phase class for
-// dgrad) by up to kMmaBlockN = 64 output channels of one group:
-//   1. the block's weights, [tap][n][c] with c padded to a multiple of 16 (zeros), go to shared
-//      memory once (at most 9 x 64 x 64 halves = 72 KB);
+// dgrad) by up to kMmaBlockN = 64 output channels of one pack of groups (one group when it is
+// 33-64 channels wide, 16 at Cg = Kg = 4):
+//   1. the block's weights, [tap][n][c], block-diagonal across the pack, with c padded to a
+//      multiple of 16 (zeros), go to shared memory once (at most 9 x 64 x 64 halves = 72 KB);
 //   2. each warp owns 32 pixels (two m16 tiles) and all eight n8 tiles; for each tap that
 //      reaches its class and each 16 reduction channels it loads its A fragments straight from
 //      global memory (channels_last: a pixel's channels are contiguous, so a fragment register
@@ -34,11 +35,13 @@ gather_mma_kernel(ConvParams p) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* sw = reinterpret_cast<T*>(smem_raw);
   const GatherGemm gg = gather_gemm(p.problem, kTransposed);
-  const int64_t red_pad = mma_red_pad(gg.red);
-  const int64_t n_blocks = ceil_div(gg.out, int64_t(kMmaBlockN));
-  const int64_t group = blockIdx.y / n_blocks;
-  const int64_t o_first = (blockIdx.y % n_blocks) * kMmaBlockN;   // within the group
-  const int64_t n_left = gg.out - o_first;
+  const int64_t red_pad = gather_red_pad(gg);
+  const int64_t n_blocks = gather_out_blocks(gg);
+  const int64_t pack = blockIdx.y / n_blocks;
+  const int64_t o_first = (blockIdx.y % n_blocks) * kMmaBlockN;   // within the pack
+  const int64_t groups = gather_pack_groups(gg, pack);
+  const int64_t red_valid = groups * gg.red;                      // the pack's channels
+  const int64_t n_left = groups * gg.out - o_first;
   const int64_t n_valid = n_left < kMmaBlockN ? n_left : kMmaBlockN;
   const int64_t per_class = gather_blocks_per_class(gg);
   const int64_t phase = blockIdx.x / per_class;
@@ -49,16 +52,16 @@ gather_mma_kernel(ConvParams p) {
   const int64_t* dst_stride = kTransposed ? p.x_stride : p.y_stride;
   const T* __restrict__ w = static_cast<const T*>(p.w);
 
-  // 1. The block's weights into shared memory, [tap][n][c], zero-padded.
+  // 1. The block's weights into shared memory, [tap][n][c]: block-diagonal across the pack's
+  //    groups, zero-padded.
   const int64_t w_elems = 9 * int64_t(kMmaBlockN) * red_pad;
   for (int64_t i = threadIdx.x; i < w_elems; i += kMmaThreads) {
     const int64_t c = i % red_pad, n = (i / red_pad) % kMmaBlockN;
     const int tap = int(i / (red_pad * kMmaBlockN));
     float v = 0.f;
-    if (n < n_valid && c < gg.red) {
-      const WeightIndex wi = gather_weight(gg, group, c, o_first + n);
+    WeightIndex wi;
+    if (n < n_valid && gather_pack_weight(gg, pack, c, o_first + n, &wi))
       v = to_float(w[offset4(p.w_stride, wi.k, wi.c, tap / 3, tap % 3)]);
-    }
     sw[mma_weight_index(tap, int(n), c, red_pad)] = from_float<T>(v);
   }
   __syncthreads();
@@ -81,7 +84,7 @@ gather_mma_kernel(ConvParams p) {
     for (int t = 0; t < kMmaTilesM; ++t)
 #pragma unroll
       for (int h = 0; h < 2; ++h)
-        off[t][h] = gather_src_offset(gg, src_stride, rows[t][h], group, tap / 3, tap % 3);
+        off[t][h] = gather_src_offset(gg, src_stride, rows[t][h], pack, tap / 3, tap % 3);
     for (int64_t c0 = 0; c0 < red_pad; c0 += kMmaK) {
       uint32_t a[kMmaTilesM][4];
 #pragma unroll
@@ -89,7 +92,7 @@ gather_mma_kernel(ConvParams p) {
 #pragma unroll
         for (int reg = 0; reg < 4; ++reg) {
           const int64_t c = c0 + mma_a_coord(lane, reg).col, o = off[t][reg % 2];
-          a[t][reg] = (o >= 0 && c < gg.red) ? load_pair(src + o + c) : 0u;  // red is even
+          a[t][reg] = (o >= 0 && c < red_valid) ? load_pair(src + o + c) : 0u;  // even widths
         }
 #pragma unroll
       for (int nt = 0; nt < kMmaTilesN; ++nt) {
@@ -114,7 +117,7 @@ gather_mma_kernel(ConvParams p) {
         const MmaRow& row = rows[t][i / 2];
         const int64_t col = nt * kMmaN + mma_c_coord(lane, i).col;
         if (!row.ok || col >= n_valid) continue;
-        const int64_t channel = group * gg.out + o_first + col;
+        const int64_t channel = pack * gg.gp * gg.out + o_first + col;
         float v = acc[t][nt][i];
         if (!kTransposed && bias) v += to_float(bias[channel]);
         if (!kTransposed && p.relu) v = fmaxf(v, 0.f);
@@ -134,9 +137,9 @@ std::string gather_mma_can_implement(const ConvParams& p, bool transposed) {
   const int64_t* s = transposed ? p.y_stride : p.x_stride;
   const void* src = transposed ? p.y : p.x;
   if (p.dtype == DType::kFloat32) return "fp32 runs on CUDA cores";
-  if (g.red < 8) return std::string(red) + " < 8: too narrow for the 16-wide reduction step";
-  if (g.red % 2 != 0) return std::string("odd ") + red + ": the tensor-core loads read channel pairs";
   if (g.red > kMmaMaxRed) return std::string(red) + " > 64: the block's weights would not fit in shared memory";
+  if ((g.gp * g.red) % 2 != 0 || (g.G * g.red) % 2 != 0)
+    return std::string("odd channel counts (") + red + " x groups): the tensor-core loads read channel pairs";
   if (!channels_innermost(s)) return transposed ? "grad_output is not channels_last" : "input is not channels_last";
   if (reinterpret_cast<uintptr_t>(src) % 4 != 0 || s[0] % 2 != 0 || s[2] % 2 != 0 || s[3] % 2 != 0)
     return "source channel pairs are not 4-byte aligned";
@@ -148,7 +151,7 @@ std::string gather_mma_can_implement(const ConvParams& p, bool transposed) {
 int gather_mma_launch(const ConvParams& p, void* stream, bool transposed) {
   const GatherGemm g = gather_gemm(p.problem, transposed);
   const dim3 grid(unsigned(gather_pixel_blocks(g)), unsigned(gather_channel_blocks(g)));
-  const int64_t smem = mma_smem_bytes(g.red, 2);
+  const int64_t smem = gather_smem_bytes(g, 2);
   auto launch = [&](auto kernel) {
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     if (err != cudaSuccess) return int(err);

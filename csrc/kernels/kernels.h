@@ -23,13 +23,14 @@ std::string fprop_smem_can_implement(const ConvParams& p);
 int fprop_smem_launch(const ConvParams& p, void* stream);
 
 // The tensor-core gather rungs, "mma" (gather_mma.cu; tiling in mma_fragments.h): implicit GEMM
-// on mma.sync m16n8k16, fp16/bf16, channels_last source, reduction width per group 8..64.
+// on mma.sync m16n8k16, fp16/bf16, channels_last source, reduction width per group up to 64
+// (narrower groups packed several to a block).
 std::string fprop_mma_can_implement(const ConvParams& p);
 int fprop_mma_launch(const ConvParams& p, void* stream);
 std::string dgrad_mma_can_implement(const ConvParams& p);
 int dgrad_mma_launch(const ConvParams& p, void* stream);
-// wgrad on tensor cores (wgrad_mma.cu): per group and tap, positions split across blocks and
-// staged transposed in shared memory; 8 <= Cg, Kg <= 64; reduced by wgrad_reduce.cuh.
+// wgrad on tensor cores (wgrad_mma.cu): per pack of groups and tap, positions split across
+// blocks and staged transposed in shared memory; Cg, Kg <= 64; reduced by wgrad_reduce.cuh.
 std::string wgrad_mma_can_implement(const ConvParams& p);
 int64_t wgrad_mma_workspace_elems(const ConvParams& p);
 int64_t wgrad_mma_splits(const ConvParams& p);

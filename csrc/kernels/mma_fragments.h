@@ -46,9 +46,13 @@ RK_HOST_DEVICE FragCoord mma_c_coord(int lane, int i) {
 // every pixel of a class takes the same taps, so a block (inside one class) skips the others.
 //
 // A thread block computes kMmaBlockM destination pixels of one class by up to kMmaBlockN
-// output channels of one group. Each of its kMmaWarps warps owns kMmaWarpM consecutive pixels
-// (two m16 tiles) and all kMmaBlockN / 8 n8 tiles. The reduction runs tap by tap, 16 channels
-// at a time (the group's reduction width padded to a multiple of 16 with zeros).
+// output channels of one pack of `gp` consecutive groups (gp > 1 when a group is narrower than
+// half the block: 16 groups at Cg = Kg = 4). Within a pack the GEMM is block-diagonal: the
+// pack's reduction channels are contiguous in a channels_last source, and the staged weight
+// tile is zero off the diagonal (wasted tensor-core work, which these memory-bound layers have
+// to spare). Each of its kMmaWarps warps owns kMmaWarpM consecutive pixels (two m16 tiles) and
+// all kMmaBlockN / 8 n8 tiles. The reduction runs tap by tap, 16 channels at a time (the pack's
+// reduction width padded to a multiple of 16 with zeros).
 constexpr int kMmaWarps = 4;
 constexpr int kMmaThreads = 32 * kMmaWarps;
 constexpr int kMmaWarpM = 32;
@@ -58,11 +62,19 @@ constexpr int kMmaTilesM = kMmaWarpM / kMmaM;          // 2
 constexpr int kMmaTilesN = kMmaBlockN / kMmaN;         // 8
 constexpr int64_t kMmaMaxRed = 64;                     // weights of one block stay in shared memory
 
+// Groups one block packs: as many as fit kMmaBlockN channels on both sides, at least one.
+RK_HOST_DEVICE int64_t mma_groups_per_block(int64_t red, int64_t out, int64_t groups) {
+  const int64_t widest = red > out ? red : out;
+  const int64_t gp = widest >= kMmaBlockN ? 1 : kMmaBlockN / widest;
+  return gp < groups ? gp : groups;
+}
+
 struct GatherGemm {
   bool transposed = false;               // dgrad
   int64_t N = 0, DH = 0, DW = 0;         // destination grid (fprop: P x Q, dgrad: H x W)
   int64_t SH = 0, SW = 0;                // source grid (fprop: H x W, dgrad: P x Q)
   int64_t G = 1, red = 0, out = 0;       // groups; reduction and output channels per group
+  int64_t gp = 1;                        // groups per block (mma_groups_per_block)
   int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1;
   int64_t phases_h = 1, phases_w = 1;    // destination pixel classes (dgrad at dilation 1)
 };
@@ -84,10 +96,22 @@ RK_HOST_DEVICE GatherGemm gather_gemm(const ConvProblem& q, bool transposed) {
     g.DH = q.P; g.DW = q.Q; g.SH = q.H; g.SW = q.W;
     g.red = q.Cg(); g.out = q.Kg();
   }
+  g.gp = mma_groups_per_block(g.red, g.out, g.G);
   return g;
 }
 
-RK_HOST_DEVICE int64_t mma_red_pad(int64_t red) { return ceil_div(red, int64_t(kMmaK)) * kMmaK; }
+RK_HOST_DEVICE int64_t gather_packs(const GatherGemm& g) { return ceil_div(g.G, g.gp); }
+
+// Groups present in `pack` (the last pack may be partial).
+RK_HOST_DEVICE int64_t gather_pack_groups(const GatherGemm& g, int64_t pack) {
+  const int64_t left = g.G - pack * g.gp;
+  return left < g.gp ? left : g.gp;
+}
+
+// The pack's reduction width, padded to the 16-wide mma step.
+RK_HOST_DEVICE int64_t gather_red_pad(const GatherGemm& g) {
+  return ceil_div(g.gp * g.red, int64_t(kMmaK)) * kMmaK;
+}
 
 // Blocks along the pixels of one phase class (sized for the largest class) and in all.
 RK_HOST_DEVICE int64_t gather_blocks_per_class(const GatherGemm& g) {
@@ -96,18 +120,21 @@ RK_HOST_DEVICE int64_t gather_blocks_per_class(const GatherGemm& g) {
 RK_HOST_DEVICE int64_t gather_pixel_blocks(const GatherGemm& g) {
   return g.phases_h * g.phases_w * gather_blocks_per_class(g);
 }
+RK_HOST_DEVICE int64_t gather_out_blocks(const GatherGemm& g) {
+  return ceil_div(g.gp * g.out, int64_t(kMmaBlockN));
+}
 RK_HOST_DEVICE int64_t gather_channel_blocks(const GatherGemm& g) {
-  return g.G * ceil_div(g.out, int64_t(kMmaBlockN));
+  return gather_packs(g) * gather_out_blocks(g);
 }
 
-// Shared-memory weight layout [tap][n][c] (c fastest, padded to mma_red_pad): the two halves of
+// Shared-memory weight layout [tap][n][c] (c fastest, padded to gather_red_pad): the two halves of
 // a B register, (c, c+1) of one output channel n, are adjacent, so one 32-bit load reads both.
 RK_HOST_DEVICE int64_t mma_weight_index(int tap, int n, int64_t c, int64_t red_pad) {
   return (int64_t(tap) * kMmaBlockN + n) * red_pad + c;
 }
 
-RK_HOST_DEVICE int64_t mma_smem_bytes(int64_t red, int64_t elem_size) {
-  return 9 * kMmaBlockN * mma_red_pad(red) * elem_size;
+RK_HOST_DEVICE int64_t gather_smem_bytes(const GatherGemm& g, int64_t elem_size) {
+  return 9 * kMmaBlockN * gather_red_pad(g) * elem_size;
 }
 
 // One destination pixel (GEMM row) of a block: image, coordinates, and whether it exists (the
@@ -137,11 +164,11 @@ RK_HOST_DEVICE bool gather_tap_in_class(const GatherGemm& g, int64_t phase, int 
   return (ph + g.pad_h - r * g.dil_h) % g.phases_h == 0 && (pw + g.pad_w - s * g.dil_w) % g.phases_w == 0;
 }
 
-// Element offset of reduction channel 0 of `group` in the source pixel that tap (r, s) of `row`
-// reaches, or -1 where there is none (padding, a stride that does not divide, no such row).
-// src_stride is in logical (N, C, H, W) order.
+// Element offset of the first reduction channel of `pack` in the source pixel that tap (r, s)
+// of `row` reaches, or -1 where there is none (padding, a stride that does not divide, no such
+// row). src_stride is in logical (N, C, H, W) order.
 RK_HOST_DEVICE int64_t gather_src_offset(const GatherGemm& g, const int64_t src_stride[4],
-                                         const MmaRow& row, int64_t group, int r, int s) {
+                                         const MmaRow& row, int64_t pack, int r, int s) {
   if (!row.ok) return -1;
   int64_t sh, sw;
   if (g.transposed) {
@@ -153,7 +180,8 @@ RK_HOST_DEVICE int64_t gather_src_offset(const GatherGemm& g, const int64_t src_
     sw = fprop_input_index(row.w, s, g.stride_w, g.pad_w, g.dil_w);
     if (sh < 0 || sh >= g.SH || sw < 0 || sw >= g.SW) return -1;
   }
-  return row.n * src_stride[0] + group * g.red * src_stride[1] + sh * src_stride[2] + sw * src_stride[3];
+  return row.n * src_stride[0] + pack * g.gp * g.red * src_stride[1] + sh * src_stride[2] +
+         sw * src_stride[3];
 }
 
 // Logical index of the weight [K, Cg, 3, 3] element that pairs reduction channel `c` with output
@@ -163,16 +191,28 @@ RK_HOST_DEVICE WeightIndex gather_weight(const GatherGemm& g, int64_t group, int
   return g.transposed ? WeightIndex{group * g.red + c, o} : WeightIndex{group * g.out + o, c};
 }
 
+// The weight at (reduction channel c, output channel o) of `pack`'s block-diagonal tile, both
+// counted within the pack: false off the diagonal and past the last group (a zero there).
+RK_HOST_DEVICE bool gather_pack_weight(const GatherGemm& g, int64_t pack, int64_t c, int64_t o,
+                                       WeightIndex* wi) {
+  const int64_t gc = c / g.red;
+  if (gc != o / g.out || gc >= gather_pack_groups(g, pack)) return false;
+  *wi = gather_weight(g, pack * g.gp + gc, c % g.red, o % g.out);
+  return true;
+}
+
 // ---------------------------------------------------------------------------------------------
 // wgrad_mma (wgrad_mma.cu). Per group and tap the weight gradient is a GEMM whose reduction runs
 // over the N*P*Q positions:  dw[k, c] = sum_m dy[m, k] * x[m shifted by the tap, c].
 // Both operands pair consecutive *positions* in a fragment register, and positions are the
 // strided dimension of a channels_last tensor, so a block stages kWgradMmaChunk positions of dy
 // and of the tap-shifted x in shared memory transposed ([channel][position]), then reads each
-// fragment register as one 32-bit load. Block (split, group * 9 + tap): warp w owns output rows
-// k = 16w .. 16w + 15 (Kg <= 64) and all eight n8 tiles of c (Cg <= 64), over its split's
-// chunk of positions; the fp32 partials go to workspace[split][k][c][tap] and
-// wgrad_reduce.cuh adds the splits in a fixed order.
+// fragment register as one 32-bit load. Like the gather kernels, a block packs
+// mma_groups_per_block consecutive groups (16 at Cg = Kg = 4) into one 64 x 64 product and
+// keeps its diagonal blocks. Block (split, pack * 9 + tap): warp w owns output rows
+// k = 16w .. 16w + 15 of the pack and all eight n8 tiles of its c, over the split's chunk of
+// positions; the fp32 partials go to workspace[split][k][c][tap] and wgrad_reduce.cuh adds the
+// splits in a fixed order.
 constexpr int kWgradMmaChunk = 32;                    // positions staged per step (two k16 steps)
 constexpr int kWgradMmaRow = kWgradMmaChunk + 2;      // staged row, halves (odd word stride: no bank conflicts)
 constexpr int kWgradMmaRows = 64;                     // staged channels (Kg and Cg up to 64)

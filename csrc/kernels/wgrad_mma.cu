@@ -3,7 +3,8 @@
 //
 //   dw[g*Kg + k, c, r, s] = sum_{m < N*P*Q} dy[m, g*Kg + k] * x[m shifted by (r, s), g*Cg + c]
 //
-// Block (split, group * 9 + tap), 4 warps:
+// Block (split, pack * 9 + tap), 4 warps, a pack being mma_groups_per_block consecutive groups
+// (16 at Cg = Kg = 4) whose block-diagonal product the block forms and keeps the diagonal of:
 //   1. stage kWgradMmaChunk positions of dy (Kg rows) and of the tap-shifted x (Cg rows) in
 //      shared memory, transposed to [channel][position] so that the two positions a fragment
 //      register pairs are adjacent (consecutive threads read consecutive channels of a
@@ -11,7 +12,7 @@
 //   2. warp w multiplies its 16 rows of dy^T by all of x: 2 k16 steps x 8 n8 tiles of mma.sync;
 //   3. after its chunk, the fp32 partials go to workspace[split][k][c][tap], and
 //      wgrad_reduce.cuh adds the splits in index order (deterministic, no atomics).
-// Index maps in mma_fragments.h, emulated by the C++ unit tests. Serves 8 <= Cg, Kg <= 64.
+// Index maps in mma_fragments.h, emulated by the C++ unit tests. Serves Cg, Kg <= 64.
 #include <algorithm>
 
 #include "common.cuh"
@@ -32,7 +33,9 @@ wgrad_mma_kernel(ConvParams p, int64_t splits) {
   __shared__ __align__(16) T x_s[kWgradMmaRows * kWgradMmaRow];
   const ConvProblem& q = p.problem;
   const int64_t Cg = q.Cg(), Kg = q.Kg();
-  const int64_t group = blockIdx.y / 9;
+  const int64_t gp = mma_groups_per_block(Cg, Kg, q.G);
+  const int64_t pack = blockIdx.y / 9;
+  const int64_t left = q.G - pack * gp, groups = left < gp ? left : gp;  // the last pack may be partial
   const int tap = int(blockIdx.y % 9), r = tap / 3, s = tap % 3;
   const int64_t npq = q.N * q.P * q.Q, chunk = ceil_div(npq, splits);
   const int64_t begin = blockIdx.x * chunk;
@@ -48,9 +51,10 @@ wgrad_mma_kernel(ConvParams p, int64_t splits) {
       const int row = i % kWgradMmaRows, pos = i / kWgradMmaRows;
       const int64_t m = m0 + pos;
       float dv = 0.f, xv = 0.f;
-      if (m < end && row < Kg) dv = to_float(dy[wgrad_dy_offset(q, p.y_stride, m, group * Kg + row)]);
-      if (m < end && row < Cg) {
-        const int64_t o = wgrad_x_offset(q, p.x_stride, m, group * Cg + row, r, s);
+      if (m < end && row < groups * Kg)
+        dv = to_float(dy[wgrad_dy_offset(q, p.y_stride, m, pack * gp * Kg + row)]);
+      if (m < end && row < groups * Cg) {
+        const int64_t o = wgrad_x_offset(q, p.x_stride, m, pack * gp * Cg + row, r, s);
         if (o >= 0) xv = to_float(x[o]);
       }
       dy_s[wgrad_stage_index(row, pos)] = from_float<T>(dv);
@@ -78,24 +82,26 @@ wgrad_mma_kernel(ConvParams p, int64_t splits) {
     __syncthreads();
   }
 
-  // 3. This split's partials, [split][k][c][tap] (the logical weight order).
+  // 3. This split's partials of the diagonal blocks, [split][k][c][tap] (logical weight order).
 #pragma unroll
   for (int nt = 0; nt < kMmaTilesN; ++nt)
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const FragCoord fc = mma_c_coord(lane, i);
-      const int64_t k = warp * kMmaM + fc.row, c = nt * kMmaN + fc.col;
-      if (k >= Kg || c >= Cg) continue;
-      p.workspace[(blockIdx.x * q.K + group * Kg + k) * Cg * 9 + c * 9 + tap] = acc[nt][i];
+      const int64_t k = warp * kMmaM + fc.row, c = nt * kMmaN + fc.col;  // within the pack
+      if (k >= groups * Kg || c >= groups * Cg || k / Kg != c / Cg) continue;
+      p.workspace[(blockIdx.x * q.K + pack * gp * Kg + k) * Cg * 9 + (c % Cg) * 9 + tap] = acc[nt][i];
     }
 }
+
+int64_t packs(const ConvProblem& q) { return ceil_div(q.G, mma_groups_per_block(q.Cg(), q.Kg(), q.G)); }
 
 }  // namespace
 
 int64_t wgrad_mma_splits(const ConvParams& p) {
   const ConvProblem& q = p.problem;
   const int64_t npq = q.N * q.P * q.Q;
-  const int64_t want = ceil_div(2 * int64_t(p.num_sms), q.G * 9);
+  const int64_t want = ceil_div(2 * int64_t(p.num_sms), packs(q) * 9);
   const int64_t most = std::max<int64_t>(1, npq / kWgradMmaMinChunk);
   return std::max<int64_t>(1, std::min<int64_t>({want, most, kWgradMmaMaxSplits}));
 }
@@ -106,9 +112,9 @@ std::string wgrad_mma_can_implement(const ConvParams& p) {
   if (!common.empty()) return common;
   const ConvProblem& q = p.problem;
   if (p.dtype == DType::kFloat32) return "fp32 runs on CUDA cores";
-  if (q.Cg() < 8 || q.Kg() < 8) return "Cg or Kg < 8: too narrow for the tensor-core tiles";
   if (q.Cg() > kWgradMmaRows || q.Kg() > kWgradMmaRows) return "Cg or Kg > 64: not staged in one block";
-  if (q.G * 9 > 65535) return "more than 65535 group-tap blocks";
+  if (packs(q) * 9 > 65535)
+    return "more than 65535 pack-tap blocks";
   return "";
 }
 
@@ -118,7 +124,8 @@ int64_t wgrad_mma_workspace_elems(const ConvParams& p) {
 
 int wgrad_mma_launch(const ConvParams& p, void* stream) {
   const int64_t splits = wgrad_mma_splits(p);
-  const dim3 grid(unsigned(splits), unsigned(p.problem.G * 9));
+  const ConvProblem& q = p.problem;
+  const dim3 grid(unsigned(splits), unsigned(packs(q) * 9));
   auto st = static_cast<cudaStream_t>(stream);
   auto run = [&](auto kernel, auto reduce) {
     kernel<<<grid, kMmaThreads, 0, st>>>(p, splits);

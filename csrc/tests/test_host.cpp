@@ -306,20 +306,20 @@ void emulate_gather_mma(bool transposed, int64_t n, int64_t cg, int64_t kg, int6
   const int64_t* src_stride = transposed ? ys : xs;
   const int64_t* dst_stride = transposed ? xs : ys;
   std::vector<float> dst(ref.size(), NAN);
-  const int64_t red_pad = rk::mma_red_pad(gg.red), n_blocks = rk::ceil_div(gg.out, int64_t(rk::kMmaBlockN));
+  const int64_t red_pad = rk::gather_red_pad(gg), n_blocks = rk::gather_out_blocks(gg);
   const int64_t per_class = rk::gather_blocks_per_class(gg);
   std::vector<float> sw(9 * rk::kMmaBlockN * red_pad);
   for (int64_t by = 0; by < rk::gather_channel_blocks(gg); ++by) {
-    const int64_t group = by / n_blocks, o_first = (by % n_blocks) * rk::kMmaBlockN;
-    const int64_t n_valid = std::min<int64_t>(rk::kMmaBlockN, gg.out - o_first);
+    const int64_t pack = by / n_blocks, o_first = (by % n_blocks) * rk::kMmaBlockN;
+    const int64_t groups_here = rk::gather_pack_groups(gg, pack), red_valid = groups_here * gg.red;
+    const int64_t n_valid = std::min<int64_t>(rk::kMmaBlockN, groups_here * gg.out - o_first);
     for (int tap = 0; tap < 9; ++tap)
       for (int nn = 0; nn < rk::kMmaBlockN; ++nn)
         for (int64_t c = 0; c < red_pad; ++c) {
           float v = 0.f;
-          if (nn < n_valid && c < gg.red) {
-            const rk::WeightIndex wi = rk::gather_weight(gg, group, c, o_first + nn);
+          rk::WeightIndex wi;
+          if (nn < n_valid && rk::gather_pack_weight(gg, pack, c, o_first + nn, &wi))
             v = W(wi.k, wi.c, tap / 3, tap % 3);
-          }
           sw[rk::mma_weight_index(tap, nn, c, red_pad)] = v;
         }
     for (int64_t bx = 0; bx < rk::gather_pixel_blocks(gg); ++bx)
@@ -340,10 +340,10 @@ void emulate_gather_mma(bool transposed, int64_t n, int64_t cg, int64_t kg, int6
               for (int lane = 0; lane < 32; ++lane)
                 for (int reg = 0; reg < 4; ++reg) {
                   const rk::FragCoord fc = rk::mma_a_coord(lane, reg);
-                  const int64_t off = rk::gather_src_offset(gg, src_stride, rows[t][lane][reg % 2], group, tap / 3, tap % 3);
+                  const int64_t off = rk::gather_src_offset(gg, src_stride, rows[t][lane][reg % 2], pack, tap / 3, tap % 3);
                   const int64_t c = c0 + fc.col;
                   for (int j = 0; j < 2; ++j)
-                    A[fc.row][fc.col + j] = (off >= 0 && c < gg.red) ? src[off + c + j] : 0.f;
+                    A[fc.row][fc.col + j] = (off >= 0 && c < red_valid) ? src[off + c + j] : 0.f;
                 }
               for (int nt = 0; nt < rk::kMmaTilesN; ++nt) {
                 for (int lane = 0; lane < 32; ++lane)
@@ -367,7 +367,7 @@ void emulate_gather_mma(bool transposed, int64_t n, int64_t cg, int64_t kg, int6
                 const rk::MmaRow& row = rows[t][lane][i / 2];
                 const int64_t col = nt * rk::kMmaN + rk::mma_c_coord(lane, i).col;
                 if (!row.ok || col >= n_valid) continue;
-                const int64_t channel = group * gg.out + o_first + col;
+                const int64_t channel = pack * gg.gp * gg.out + o_first + col;
                 dst[row.n * dst_stride[0] + channel + row.h * dst_stride[2] + row.w * dst_stride[3]] =
                     acc[t][nt][lane][i];
               }
@@ -393,11 +393,21 @@ void test_gather_mma() {
   }
   emulate_gather_mma(false, 1, 32, 72, 2, 5, 1, 0);  // Kg = 72: two output blocks, the second 8 wide
   emulate_gather_mma(true, 1, 72, 32, 2, 5, 1, 0);   // dgrad: Cg = 72 outputs, Kg = 32 reduced
+  for (bool transposed : {false, true}) {               // packed groups
+    emulate_gather_mma(transposed, 2, 4, 4, 32, 6, 1, 1);   // 32x4d stage 1: 16 groups a block
+    emulate_gather_mma(transposed, 1, 4, 4, 20, 7, 2, 1);   // a partial last pack, stride 2
+    emulate_gather_mma(transposed, 1, 14, 14, 8, 5, 1, 2);  // Cg = 14: 4 groups, 56 of 64 wide
+    emulate_gather_mma(transposed, 1, 1, 1, 16, 6, 1, 1);   // depthwise: 16 groups of 1
+    emulate_gather_mma(transposed, 1, 4, 8, 6, 5, 2, 1);    // Kg = 2 Cg: 6 groups, unequal widths
+  }
   // What the rungs refuse, and why.
-  rk::ConvParams p = params(rk::Direction::kFprop);  // Cg = 4
-  p.x_stride[1] = 1;
+  rk::ConvParams p = params(rk::Direction::kFprop);  // Cg = 4, 32 groups: packed
+  p.x_stride[0] = 128 * 56 * 56; p.x_stride[1] = 1; p.x_stride[2] = 56 * 128; p.x_stride[3] = 128;
   p.x = reinterpret_cast<void*>(uintptr_t(256));
-  CHECK(rk::fprop_mma_can_implement(p).find("Cg < 8") != std::string::npos);
+  CHECK(rk::fprop_mma_can_implement(p).empty());
+  CHECK(rk::gather_gemm(p.problem, false).gp == 16 && rk::gather_packs(rk::gather_gemm(p.problem, false)) == 2);
+  rk::make_problem({1, 7, 5, 5}, {7, 1, 3, 3}, nullptr, {1, 1}, {1, 1}, {1, 1}, 7, &p.problem);
+  CHECK(rk::fprop_mma_can_implement(p).find("odd") != std::string::npos);  // 7 channels
   rk::make_problem({8, 448, 28, 28}, {448, 14, 3, 3}, nullptr, {1, 1}, {1, 1}, {1, 1}, 32, &p.problem);
   p.x_stride[0] = 448 * 28 * 28; p.x_stride[2] = 28 * 448; p.x_stride[3] = 448;
   CHECK(rk::fprop_mma_can_implement(p).empty());     // Cg = 14 (paper ablation)
@@ -411,7 +421,7 @@ void test_gather_mma() {
   CHECK(rk::fprop_mma_can_implement(p).find("aligned") != std::string::npos);
   p.direction = rk::Direction::kDgrad;                // dgrad reads dy: its layout decides
   CHECK(rk::dgrad_mma_can_implement(p).find("grad_output is not channels_last") != std::string::npos);
-  CHECK(rk::mma_smem_bytes(64, 2) == 9 * 64 * 64 * 2);
+  CHECK(rk::gather_smem_bytes(rk::gather_gemm(p.problem, false), 2) == 9 * 64 * 64 * 2);  // Cg = 14: 56 -> 64
 }
 
 // wgrad_mma emulated block by block with its index maps: positions staged transposed, each
@@ -454,9 +464,10 @@ void emulate_wgrad_mma(int64_t n, int64_t cg, int64_t kg, int64_t groups, int64_
   std::vector<float> workspace(splits * elems, NAN);
   const int64_t chunk = rk::ceil_div(npq, splits);
   std::vector<float> dy_s(rk::kWgradMmaRows * rk::kWgradMmaRow), x_s(dy_s.size());
+  const int64_t gp = rk::mma_groups_per_block(cg, kg, groups), packs = rk::ceil_div(groups, gp);
   for (int64_t bx = 0; bx < splits; ++bx)
-    for (int64_t by = 0; by < q.G * 9; ++by) {
-      const int64_t group = by / 9;
+    for (int64_t by = 0; by < packs * 9; ++by) {
+      const int64_t pack = by / 9, here = std::min(gp, groups - pack * gp);
       const int tap = int(by % 9);
       const int64_t begin = bx * chunk, end = std::min(begin + chunk, npq);
       float acc[rk::kMmaWarps][rk::kMmaTilesN][32][4] = {};
@@ -465,9 +476,9 @@ void emulate_wgrad_mma(int64_t n, int64_t cg, int64_t kg, int64_t groups, int64_
           const int row = i % rk::kWgradMmaRows, pos = i / rk::kWgradMmaRows;
           const int64_t m = m0 + pos;
           float dv = 0.f, xv = 0.f;
-          if (m < end && row < kg) dv = dy[rk::wgrad_dy_offset(q, ys, m, group * kg + row)];
-          if (m < end && row < cg) {
-            const int64_t o = rk::wgrad_x_offset(q, xs, m, group * cg + row, tap / 3, tap % 3);
+          if (m < end && row < here * kg) dv = dy[rk::wgrad_dy_offset(q, ys, m, pack * gp * kg + row)];
+          if (m < end && row < here * cg) {
+            const int64_t o = rk::wgrad_x_offset(q, xs, m, pack * gp * cg + row, tap / 3, tap % 3);
             if (o >= 0) xv = x[o];
           }
           dy_s[rk::wgrad_stage_index(row, pos)] = dv;
@@ -503,8 +514,8 @@ void emulate_wgrad_mma(int64_t n, int64_t cg, int64_t kg, int64_t groups, int64_
             for (int i = 0; i < 4; ++i) {
               const rk::FragCoord fc = rk::mma_c_coord(lane, i);
               const int64_t k = warp * rk::kMmaM + fc.row, c = nt * rk::kMmaN + fc.col;
-              if (k >= kg || c >= cg) continue;
-              workspace[(bx * q.K + group * kg + k) * cg * 9 + c * 9 + tap] = acc[warp][nt][lane][i];
+              if (k >= here * kg || c >= here * cg || k / kg != c / cg) continue;
+              workspace[(bx * q.K + pack * gp * kg + k) * cg * 9 + (c % cg) * 9 + tap] = acc[warp][nt][lane][i];
             }
     }
   int64_t wrong = 0;
@@ -522,16 +533,24 @@ void emulate_wgrad_mma(int64_t n, int64_t cg, int64_t kg, int64_t groups, int64_
 
 void test_wgrad_mma() {
   emulate_wgrad_mma(2, 16, 16, 2, 7, 1, 1, 3);   // chunks not a multiple of 32 positions
-  emulate_wgrad_mma(1, 8, 8, 3, 9, 2, 1, 1);     // 8 channels (half an n8 tile of rows used)
-  emulate_wgrad_mma(1, 24, 40, 1, 6, 1, 2, 2);   // Kg = 40: the fourth warp's rows all masked
+  emulate_wgrad_mma(1, 8, 8, 3, 9, 2, 1, 1);     // 3 groups of 8 in one (partial) pack
+  emulate_wgrad_mma(1, 24, 40, 1, 6, 1, 2, 2);   // Kg = 40: the third warp half, the fourth all masked
   emulate_wgrad_mma(1, 64, 64, 1, 5, 2, 0, 4);   // the widest tiles
+  emulate_wgrad_mma(2, 4, 4, 32, 6, 1, 1, 2);    // 32x4d stage 1: 16 groups a block, 2 packs
+  emulate_wgrad_mma(1, 4, 4, 20, 7, 2, 1, 1);    // a partial last pack
+  emulate_wgrad_mma(1, 14, 14, 8, 5, 1, 2, 3);   // Cg = 14: 4 groups a block
+  emulate_wgrad_mma(1, 1, 1, 16, 6, 1, 1, 1);    // depthwise
+  emulate_wgrad_mma(1, 4, 8, 6, 5, 2, 1, 2);     // Kg = 2 Cg
   rk::ConvParams p = params(rk::Direction::kWgrad);  // Cg = 4
-  CHECK(rk::wgrad_mma_can_implement(p).find("< 8") != std::string::npos);
+  CHECK(rk::wgrad_mma_can_implement(p).empty());
+  rk::make_problem({1, 128, 5, 5}, {128, 128, 3, 3}, nullptr, {1, 1}, {1, 1}, {1, 1}, 1, &p.problem);
+  CHECK(rk::wgrad_mma_can_implement(p).find("> 64") != std::string::npos);
   p.num_sms = 132;
   rk::make_problem({64, 512, 28, 28}, {512, 16, 3, 3}, nullptr, {2, 2}, {1, 1}, {1, 1}, 32, &p.problem);
   const int64_t splits = rk::wgrad_mma_splits(p);
   CHECK(splits >= 1 && splits <= rk::kWgradMmaMaxSplits);
-  CHECK(splits * 32 * 9 >= 2 * 132 || splits == rk::kWgradMmaMaxSplits);
+  // Cg = 16: 4 groups a block, 8 packs; enough splits to give every SM two blocks.
+  CHECK(splits * 8 * 9 >= 2 * 132 || splits == rk::kWgradMmaMaxSplits);
   CHECK(rk::wgrad_mma_workspace_elems(p) == splits * p.problem.w_numel());
 }
 
