@@ -115,3 +115,15 @@ def make_operands(case: Case, layout: str, dtype, device, seed: int, bias: bool 
     return SimpleNamespace(x=x, w=w, b=b, dy=dy,
                            ref=reference.conv_f64(x, w, b, dy, **case.conv_args),
                            aten=reference.conv_in_dtype(x, w, b, dy, **case.conv_args))
+
+
+def fake_tune_rows():
+    """tune_triton.py rows for one layer and direction: cuDNN, two Triton variants (the second
+    the fastest: 0.08 ms, 50% of the roofline) and one that failed. For the report and summary
+    tests."""
+    rows = [dict(model="32x4d", layer="stage1", direction="fprop", variant=v, median_ms=ms,
+                 roofline_pct=pct) for v, ms, pct in (("cudnn", 0.10, 40), ("M64w4s2 tile", 0.20, 20),
+                                                     ("M128w4s3 tile", 0.08, 50))]
+    rows.append(dict(model="32x4d", layer="stage1", direction="fprop", variant="M64w8s3 tile",
+                     error="RuntimeError: out of resource"))
+    return rows

@@ -132,11 +132,9 @@ def test_tune_enumerates_every_config_and_layout():
 
 
 def test_report_tune_section_from_a_sample(tmp_path):
-    rows = [dict(model="32x4d", layer="stage1", direction="fprop", variant=v, median_ms=ms,
-                 roofline_pct=pct) for v, ms, pct in (("cudnn", 0.10, 40), ("M64w4s2 tile", 0.20, 20),
-                                                     ("M128w4s3 tile", 0.08, 50))]
-    rows.append(dict(model="32x4d", layer="stage1", direction="fprop", variant="M64w8s3 tile",
-                     error="OutOfResources"))
+    from cases import fake_tune_rows
+
+    rows = fake_tune_rows()
     sample = dict(env=dict(gpu="FakeGPU", torch="2", triton="3", cudnn=1, timestamp="now",
                            git_commit="abcdef1234567890"),
                   options=dict(dtype="bf16", batch=64), copy_bandwidth_gbs=3000.0, rows=rows)

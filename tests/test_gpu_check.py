@@ -78,14 +78,12 @@ def test_summary_writer_on_fake_outputs(tmp_path):
 
 
 def test_summary_names_the_fastest_triton_variant(tmp_path):
-    rows = [dict(model="32x4d", layer="stage1", direction="fprop", variant=v, median_ms=ms,
-                 roofline_pct=pct) for v, ms, pct in (("cudnn", 0.1, 40), ("M64w4s2 tile", 0.2, 20),
-                                                     ("M128w8s2 all_tiles", 0.08, 50))]
-    rows.append(dict(model="32x4d", layer="stage1", direction="fprop", variant="M64w8s3 tile",
-                     error="RuntimeError: boom"))
+    from cases import fake_tune_rows
+
+    rows = fake_tune_rows()
     (tmp_path / "tune.json").write_text(json.dumps(dict(rows=rows)))
     text = gpu_check.write_summary(str(tmp_path), {}, [])
-    assert ("32x4d stage1 fprop: cuDNN 0.1000 ms, best M128w8s2 all_tiles 0.0800 ms "
+    assert ("32x4d stage1 fprop: cuDNN 0.1000 ms, best M128w4s3 tile 0.0800 ms "
             "(50% of roofline)") in text
 
 

@@ -250,6 +250,32 @@ void test_mma_fragment_layouts_cover_each_element_once() {
   CHECK(once);
 }
 
+// One warp's mma.sync.m16n8k16 on the CPU. a_half(lane, reg, j) and b_half(lane, reg, j) return
+// what half j of a lane's A or B register holds, as the kernel loads it; the layout functions
+// of mma_fragments.h put the fragments back into their matrices, and the product is added to
+// each lane's accumulators.
+template <typename GetA, typename GetB>
+void emulate_mma(GetA a_half, GetB b_half, float (&acc)[32][4]) {
+  float a[16][16], b[16][8];
+  for (int lane = 0; lane < 32; ++lane) {
+    for (int reg = 0; reg < 4; ++reg)
+      for (int j = 0; j < 2; ++j) {
+        const rk::FragCoord fc = rk::mma_a_coord(lane, reg);
+        a[fc.row][fc.col + j] = a_half(lane, reg, j);
+      }
+    for (int reg = 0; reg < 2; ++reg)
+      for (int j = 0; j < 2; ++j) {
+        const rk::FragCoord fb = rk::mma_b_coord(lane, reg);
+        b[fb.row + j][fb.col] = b_half(lane, reg, j);
+      }
+  }
+  for (int lane = 0; lane < 32; ++lane)
+    for (int i = 0; i < 4; ++i) {
+      const rk::FragCoord fc = rk::mma_c_coord(lane, i);
+      for (int k = 0; k < 16; ++k) acc[lane][i] += a[fc.row][k] * b[k][fc.col];
+    }
+}
+
 // The tensor-core gather kernels (gather_mma.cu) emulated block by block and warp by warp on
 // the CPU with the kernels' own index maps (mma_fragments.h): weights staged in the [tap][n][c]
 // layout, pixel rows by phase class, A fragments gathered per lane from a channels_last source,
@@ -335,30 +361,20 @@ void emulate_gather_mma(bool transposed, int64_t n, int64_t cg, int64_t kg, int6
         for (int tap = 0; tap < 9; ++tap) {
           if (!rk::gather_tap_in_class(gg, phase, tap / 3, tap % 3)) continue;
           for (int64_t c0 = 0; c0 < red_pad; c0 += rk::kMmaK)
-            for (int t = 0; t < rk::kMmaTilesM; ++t) {
-              float A[16][16], B[16][8];
-              for (int lane = 0; lane < 32; ++lane)
-                for (int reg = 0; reg < 4; ++reg) {
-                  const rk::FragCoord fc = rk::mma_a_coord(lane, reg);
-                  const int64_t off = rk::gather_src_offset(gg, src_stride, rows[t][lane][reg % 2], pack, tap / 3, tap % 3);
-                  const int64_t c = c0 + fc.col;
-                  for (int j = 0; j < 2; ++j)
-                    A[fc.row][fc.col + j] = (off >= 0 && c < red_valid) ? src[off + c + j] : 0.f;
-                }
-              for (int nt = 0; nt < rk::kMmaTilesN; ++nt) {
-                for (int lane = 0; lane < 32; ++lane)
-                  for (int reg = 0; reg < 2; ++reg) {
-                    const rk::FragCoord fb = rk::mma_b_coord(lane, reg);
-                    for (int j = 0; j < 2; ++j)
-                      B[fb.row + j][fb.col] = sw[rk::mma_weight_index(tap, nt * rk::kMmaN + fb.col, c0 + fb.row + j, red_pad)];
-                  }
-                for (int lane = 0; lane < 32; ++lane)
-                  for (int i = 0; i < 4; ++i) {
-                    const rk::FragCoord fc = rk::mma_c_coord(lane, i);
-                    for (int k = 0; k < 16; ++k) acc[t][nt][lane][i] += A[fc.row][k] * B[k][fc.col];
-                  }
-              }
-            }
+            for (int t = 0; t < rk::kMmaTilesM; ++t)
+              for (int nt = 0; nt < rk::kMmaTilesN; ++nt)
+                emulate_mma(
+                    [&](int lane, int reg, int j) {
+                      const int64_t off = rk::gather_src_offset(gg, src_stride, rows[t][lane][reg % 2],
+                                                                pack, tap / 3, tap % 3);
+                      const int64_t c = c0 + rk::mma_a_coord(lane, reg).col;
+                      return (off >= 0 && c < red_valid) ? src[off + c + j] : 0.f;
+                    },
+                    [&](int lane, int reg, int j) {
+                      const rk::FragCoord fb = rk::mma_b_coord(lane, reg);
+                      return sw[rk::mma_weight_index(tap, nt * rk::kMmaN + fb.col, c0 + fb.row + j, red_pad)];
+                    },
+                    acc[t][nt]);
         }
         for (int t = 0; t < rk::kMmaTilesM; ++t)
           for (int nt = 0; nt < rk::kMmaTilesN; ++nt)
@@ -485,28 +501,18 @@ void emulate_wgrad_mma(int64_t n, int64_t cg, int64_t kg, int64_t groups, int64_
           x_s[rk::wgrad_stage_index(row, pos)] = xv;
         }
         for (int warp = 0; warp < rk::kMmaWarps; ++warp)
-          for (int ks = 0; ks < rk::kWgradMmaChunk; ks += rk::kMmaK) {
-            float A[16][16], B[16][8];
-            for (int lane = 0; lane < 32; ++lane)
-              for (int reg = 0; reg < 4; ++reg) {
-                const rk::FragCoord fc = rk::mma_a_coord(lane, reg);
-                for (int j = 0; j < 2; ++j)
-                  A[fc.row][fc.col + j] = dy_s[rk::wgrad_stage_index(warp * rk::kMmaM + fc.row, ks + fc.col + j)];
-              }
-            for (int nt = 0; nt < rk::kMmaTilesN; ++nt) {
-              for (int lane = 0; lane < 32; ++lane)
-                for (int reg = 0; reg < 2; ++reg) {
-                  const rk::FragCoord fb = rk::mma_b_coord(lane, reg);
-                  for (int j = 0; j < 2; ++j)
-                    B[fb.row + j][fb.col] = x_s[rk::wgrad_stage_index(nt * rk::kMmaN + fb.col, ks + fb.row + j)];
-                }
-              for (int lane = 0; lane < 32; ++lane)
-                for (int i = 0; i < 4; ++i) {
-                  const rk::FragCoord fc = rk::mma_c_coord(lane, i);
-                  for (int k = 0; k < 16; ++k) acc[warp][nt][lane][i] += A[fc.row][k] * B[k][fc.col];
-                }
-            }
-          }
+          for (int ks = 0; ks < rk::kWgradMmaChunk; ks += rk::kMmaK)
+            for (int nt = 0; nt < rk::kMmaTilesN; ++nt)
+              emulate_mma(
+                  [&](int lane, int reg, int j) {
+                    const rk::FragCoord fc = rk::mma_a_coord(lane, reg);
+                    return dy_s[rk::wgrad_stage_index(warp * rk::kMmaM + fc.row, ks + fc.col + j)];
+                  },
+                  [&](int lane, int reg, int j) {
+                    const rk::FragCoord fb = rk::mma_b_coord(lane, reg);
+                    return x_s[rk::wgrad_stage_index(nt * rk::kMmaN + fb.col, ks + fb.row + j)];
+                  },
+                  acc[warp][nt]);
       }
       for (int warp = 0; warp < rk::kMmaWarps; ++warp)
         for (int nt = 0; nt < rk::kMmaTilesN; ++nt)
