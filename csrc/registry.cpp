@@ -34,14 +34,22 @@ const std::vector<KernelVariant>& registry() {
       {"dgrad_direct", Direction::kDgrad, 1,
        "one thread per input-gradient element, gathering the taps that reach it", true,
        dgrad_direct_can_implement, no_workspace, dgrad_direct_launch},
-      {"dgrad_mma", Direction::kDgrad, 2,
+      {"dgrad_smem", Direction::kDgrad, 2,
+       "8x8 dx tile x a pack of groups per block; the dy halo and weights in shared memory, "
+       "reused by the taps that reach each pixel", false,
+       dgrad_smem_can_implement, no_workspace, dgrad_smem_launch},
+      {"dgrad_mma", Direction::kDgrad, 3,
        "tensor-core implicit GEMM (the fprop_mma kernel in gather form): dx pixels by stride "
        "phase, only the taps that reach them; channels_last dy, Kg <= 64", false,
        dgrad_mma_can_implement, no_workspace, dgrad_mma_launch},
       {"wgrad_direct", Direction::kWgrad, 1,
        "one block per weight element and split of N*P*Q; fixed-order two-pass reduction", true,
        wgrad_direct_can_implement, wgrad_direct_workspace_elems, wgrad_direct_launch},
-      {"wgrad_mma", Direction::kWgrad, 2,
+      {"wgrad_smem", Direction::kWgrad, 2,
+       "blocks walk 8x8 output tiles of a pack of groups: x halo and dy tile in shared memory, "
+       "per-thread weight sums; fixed-order reduction of the splits", false,
+       wgrad_smem_can_implement, wgrad_smem_workspace_elems, wgrad_smem_launch},
+      {"wgrad_mma", Direction::kWgrad, 3,
        "tensor-core GEMM per pack of groups and tap, N*P*Q split across blocks and staged "
        "transposed in shared memory; fixed-order reduction of the splits; Cg, Kg <= 64", false,
        wgrad_mma_can_implement, wgrad_mma_workspace_elems, wgrad_mma_launch},

@@ -1,4 +1,4 @@
-// gather_mma.cu: the tensor-core rungs of fprop (rung 3) and dgrad (rung 2): an implicit GEMM
+// gather_mma.cu: the tensor-core rungs (3) of fprop and dgrad: an implicit GEMM
 // on mma.sync.m16n8k16 (fp16/bf16 inputs, fp32 accumulation) for channels_last sources with a
 // reduction width per group (fprop: Cg, dgrad: Kg) up to 64; narrow groups are packed.
 //

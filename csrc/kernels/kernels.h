@@ -50,6 +50,36 @@ struct SmemTile {
 };
 SmemTile fprop_smem_tile(const ConvParams& p);
 
+// Rung 2 of dgrad and wgrad on CUDA cores, "smem" (dgrad_smem.cu, wgrad_smem.cu): the same
+// 8x8 tiles and packs of groups, with the halo of the other tensor in shared memory. They serve
+// what the tensor-core rungs do not: fp32, NCHW sources, odd channel counts.
+std::string dgrad_smem_can_implement(const ConvParams& p);
+int dgrad_smem_launch(const ConvParams& p, void* stream);
+std::string wgrad_smem_can_implement(const ConvParams& p);
+int64_t wgrad_smem_workspace_elems(const ConvParams& p);
+int wgrad_smem_launch(const ConvParams& p, void* stream);
+
+// dgrad_smem block: a tile of kTileP x kTileQ dx pixels and a pack of groups. The dy rows that
+// reach dx rows h0 .. h0 + kTileP - 1 start at dgrad_halo_first(h0, ...) and span at most
+// dgrad_halo_extent(kTileP, ...) rows (the same for columns).
+RK_HOST_DEVICE int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+RK_HOST_DEVICE int64_t dgrad_halo_first(int64_t h0, int64_t stride, int64_t pad, int64_t dil) {
+  return -floor_div(-(h0 + pad - 2 * dil), stride);  // ceil((h0 + pad - 2*dil) / stride)
+}
+RK_HOST_DEVICE int64_t dgrad_halo_extent(int64_t tile, int64_t stride, int64_t dil) {
+  return (tile - 1 + 2 * dil) / stride + 1;
+}
+SmemTile dgrad_smem_tile(const ConvParams& p);  // channels: the pack's dy channels (gp * Kg)
+
+// wgrad_smem: each block walks a split of the N x tiles_p x tiles_q output tiles of one pack.
+struct WgradSmemGeometry {
+  SmemTile tile;          // channels: the pack's x channels (gp * Cg); smem_bytes: all of it
+  int64_t out_channels = 0;  // gp * Kg
+  int64_t tiles = 0;      // N * ceil(P / kTileP) * ceil(Q / kTileQ)
+  int64_t splits = 1;     // blocks per pack along the tiles
+};
+WgradSmemGeometry wgrad_smem_geometry(const ConvParams& p);
+
 // Launch geometry of the direct kernels, shared by the launchers and the C++ unit tests.
 constexpr int kDirectThreads = 256;           // threads per block, elementwise kernels
 constexpr int kWgradThreads = 256;            // threads per block of the wgrad reduction

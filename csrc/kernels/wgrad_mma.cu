@@ -1,4 +1,4 @@
-// wgrad_mma.cu: rung 2 of wgrad, a tensor-core GEMM (mma.sync.m16n8k16, fp16/bf16 inputs, fp32
+// wgrad_mma.cu: rung 3 of wgrad, a tensor-core GEMM (mma.sync.m16n8k16, fp16/bf16 inputs, fp32
 // accumulation) per group and tap, its reduction over N*P*Q split across blocks:
 //
 //   dw[g*Kg + k, c, r, s] = sum_{m < N*P*Q} dy[m, g*Kg + k] * x[m shifted by (r, s), g*Cg + c]

@@ -560,6 +560,49 @@ void test_wgrad_mma() {
   CHECK(rk::wgrad_mma_workspace_elems(p) == splits * p.problem.w_numel());
 }
 
+void test_dgrad_and_wgrad_smem_geometry() {
+  // Every dy row a dx tile receives from lies in the halo the block loads.
+  bool inside = true;
+  for (int64_t stride = 1; stride <= 3; ++stride)
+    for (int64_t pad = 0; pad <= 2; ++pad)
+      for (int64_t dil = 1; dil <= 2; ++dil)
+        for (int64_t h0 = 0; h0 <= 40; h0 += rk::kTileP) {
+          const int64_t first = rk::dgrad_halo_first(h0, stride, pad, dil);
+          const int64_t extent = rk::dgrad_halo_extent(rk::kTileP, stride, dil);
+          for (int64_t h = h0; h < h0 + rk::kTileP; ++h)
+            for (int r = 0; r < 3; ++r) {
+              const int64_t pp = rk::dgrad_output_index(h, r, stride, pad, dil, 1 << 20);
+              if (pp >= 0) inside = inside && pp - first >= 0 && pp - first < extent;
+            }
+        }
+  CHECK(inside);
+  CHECK(rk::floor_div(-3, 2) == -2 && rk::floor_div(3, 2) == 1 && rk::floor_div(-4, 2) == -2);
+  // ResNeXt-50 32x4d stage 1: 8 groups a block, a 10x10 dy halo of 32 channels; stride 2: 5x5.
+  rk::ConvParams p = params(rk::Direction::kDgrad);
+  rk::SmemTile t = rk::dgrad_smem_tile(p);
+  CHECK(t.groups_per_block == 8 && t.channels == 32 && t.halo_h == 10 && t.halo_w == 10);
+  CHECK(t.smem_bytes == 4 * (10 * 10 * 32 + 32 * 4 * 9));
+  CHECK(rk::dgrad_smem_can_implement(p).empty());
+  rk::make_problem({8, 256, 56, 56}, {256, 8, 3, 3}, nullptr, {2, 2}, {1, 1}, {1, 1}, 32, &p.problem);
+  t = rk::dgrad_smem_tile(p);
+  CHECK(t.groups_per_block == 4 && t.halo_h == 5 && t.halo_w == 5);
+  rk::make_problem({8, 512, 7, 7}, {512, 512, 3, 3}, nullptr, {1, 1}, {1, 1}, {1, 1}, 1, &p.problem);
+  CHECK(rk::dgrad_smem_can_implement(p).find("shared memory") != std::string::npos);
+
+  // wgrad_smem: the x halo as in fprop_smem, a dy tile, the pack's sums; splits fill the GPU.
+  p = params(rk::Direction::kWgrad);
+  p.num_sms = 132;
+  const rk::WgradSmemGeometry geo = rk::wgrad_smem_geometry(p);
+  CHECK(geo.tile.groups_per_block == 8 && geo.tile.channels == 32 && geo.out_channels == 32);
+  CHECK(geo.tile.halo_h == 10 && geo.tiles == 8 * 7 * 7);
+  CHECK(geo.tile.smem_bytes == 4 * (10 * 10 * 32 + 64 * 32 + 32 * 4 * 9));
+  CHECK(geo.splits * 4 >= 2 * 132 || geo.splits == geo.tiles || geo.splits == 64);
+  CHECK(rk::wgrad_smem_workspace_elems(p) == geo.splits * p.problem.w_numel());
+  CHECK(rk::wgrad_smem_can_implement(p).empty());
+  rk::make_problem({8, 512, 7, 7}, {512, 512, 3, 3}, nullptr, {1, 1}, {1, 1}, {1, 1}, 1, &p.problem);
+  CHECK(rk::wgrad_smem_can_implement(p).find("shared memory") != std::string::npos);
+}
+
 }  // namespace
 
 int main() {
@@ -574,6 +617,7 @@ int main() {
   test_mma_fragment_layouts_cover_each_element_once();
   test_gather_mma();
   test_wgrad_mma();
+  test_dgrad_and_wgrad_smem_geometry();
   std::printf("%d checks, %d failed\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }
