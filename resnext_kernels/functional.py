@@ -26,6 +26,12 @@ from . import _native, ops
 log = logging.getLogger("resnext_kernels")
 
 BACKENDS = ("auto", "cuda", "triton", "aten")
+# The order in which backend="auto" tries the kernel families (ATen when neither can run the
+# call). Triton first: on the GPU runs so far (benchmarks/NOTES.md, H200 2026-11-28) its three
+# directions ran at 1.3-4.6x cuDNN's time on ResNeXt-50 32x4d, while the CUDA backend's
+# verified dgrad and wgrad rungs are the direct baselines (10-100x). The CUDA tensor-core rungs
+# take over once a GPU check verifies and measures them.
+AUTO_ORDER = ("triton", "cuda")
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 _IntPair = Union[int, Tuple[int, int], List[int]]
@@ -134,7 +140,7 @@ def _choose_backend(backend: str, input: Tensor, weight: Tensor, padding) -> str
     if input.device.type != "cuda":
         return "aten"  # the kernels are GPU kernels; the CPU path is ATen's
     reasons = []
-    for candidate in ("cuda", "triton"):
+    for candidate in AUTO_ORDER:
         why = _UNAVAILABLE[candidate] or unsupported_reason(candidate, input, weight, padding)
         if why is None:
             return candidate
