@@ -57,6 +57,25 @@ inline int64_t elementwise_blocks(int64_t numel, int threads, int num_sms) {
   return want < most ? want : most;
 }
 
+// Copies a rows x cols window of image n of a logically (N, C, H, W)-strided tensor into shared
+// memory as fp32, [row][col][channel] with `pitch` floats per pixel: channels c0 .. c0 +
+// channels - 1, top-left corner (h0, w0), zeros outside the H x W grid. Channel fastest across
+// the block's threads, so a channels_last source is read in contiguous runs. The caller
+// synchronises.
+template <typename T>
+__device__ void stage_window(float* dst, int64_t pitch, const T* __restrict__ src,
+                             const int64_t stride[4], int64_t n, int64_t c0, int64_t channels,
+                             int64_t h0, int64_t w0, int64_t rows, int64_t cols, int64_t H, int64_t W) {
+  const int64_t elems = rows * cols * channels;
+  for (int64_t i = threadIdx.x; i < elems; i += blockDim.x) {
+    const int64_t c = i % channels, col = (i / channels) % cols, row = i / (channels * cols);
+    const int64_t h = h0 + row, w = w0 + col;
+    float v = 0.f;
+    if (h >= 0 && h < H && w >= 0 && w < W) v = to_float(src[offset4(stride, n, c0 + c, h, w)]);
+    dst[(row * cols + col) * pitch + c] = v;
+  }
+}
+
 // Calls `f.template operator()<T>()` with T the storage type of `dtype`.
 template <typename F> int dispatch_dtype(DType dtype, F&& f) {
   switch (dtype) {

@@ -42,16 +42,8 @@ dgrad_smem_kernel(ConvParams p, SmemTile t) {
   const T* __restrict__ dy = static_cast<const T*>(p.y);
   const T* __restrict__ w = static_cast<const T*>(p.w);
 
-  // 1. dy halo and weights into shared memory (channel fastest: contiguous in channels_last).
-  const int64_t halo_elems = int64_t(t.halo_h) * t.halo_w * kch;
-  for (int64_t i = threadIdx.x; i < halo_elems; i += blockDim.x) {
-    const int64_t k = i % kch, col = (i / kch) % t.halo_w, row = i / (kch * t.halo_w);
-    const int64_t pp = p0 + row, qq = q0 + col;
-    float v = 0.f;
-    if (pp >= 0 && pp < q.P && qq >= 0 && qq < q.Q)
-      v = to_float(dy[offset4(p.y_stride, n, g0 * Kg + k, pp, qq)]);
-    halo[(row * t.halo_w + col) * t.channels + k] = v;
-  }
+  // 1. dy halo and weights into shared memory.
+  stage_window(halo, t.channels, dy, p.y_stride, n, g0 * Kg, kch, p0, q0, t.halo_h, t.halo_w, q.P, q.Q);
   const int64_t w_elems = kch * Cg * 9;
   for (int64_t i = threadIdx.x; i < w_elems; i += blockDim.x) {
     const int64_t s = i % 3, r = (i / 3) % 3, c = (i / 9) % Cg, kl = i / (9 * Cg);

@@ -49,22 +49,10 @@ wgrad_smem_kernel(ConvParams p, WgradSmemGeometry geo) {
     const int64_t pp0 = tp * kTileP, qq0 = tq * kTileQ;
     const int64_t h0 = pp0 * q.stride_h - q.pad_h, w0 = qq0 * q.stride_w - q.pad_w;
     __syncthreads();  // the previous tile's reads are done
-    // 1. x halo and dy tile, channel fastest (contiguous in channels_last), zeros outside.
-    const int64_t halo_elems = int64_t(t.halo_h) * t.halo_w * cch;
-    for (int64_t i = threadIdx.x; i < halo_elems; i += blockDim.x) {
-      const int64_t c = i % cch, col = (i / cch) % t.halo_w, row = i / (cch * t.halo_w);
-      const int64_t h = h0 + row, wi = w0 + col;
-      float v = 0.f;
-      if (h >= 0 && h < q.H && wi >= 0 && wi < q.W) v = to_float(x[offset4(p.x_stride, n, g0 * Cg + c, h, wi)]);
-      halo[(row * t.halo_w + col) * t.channels + c] = v;
-    }
-    for (int64_t i = threadIdx.x; i < kTileP * kTileQ * kch; i += blockDim.x) {
-      const int64_t k = i % kch, pix = i / kch;
-      const int64_t pp = pp0 + pix / kTileQ, qq = qq0 + pix % kTileQ;
-      float v = 0.f;  // positions past the grid contribute nothing
-      if (pp < q.P && qq < q.Q) v = to_float(dy[offset4(p.y_stride, n, g0 * Kg + k, pp, qq)]);
-      dyt[pix * geo.out_channels + k] = v;
-    }
+    // 1. x halo and dy tile (positions past the grid are zeros: they contribute nothing).
+    stage_window(halo, t.channels, x, p.x_stride, n, g0 * Cg, cch, h0, w0, t.halo_h, t.halo_w, q.H, q.W);
+    stage_window(dyt, geo.out_channels, dy, p.y_stride, n, g0 * Kg, kch, pp0, qq0, int64_t(kTileP),
+                 int64_t(kTileQ), q.P, q.Q);
     __syncthreads();
     // 2. Each thread's weight elements: 64 products each, from shared memory.
     for (int64_t e = threadIdx.x; e < elems; e += blockDim.x) {
