@@ -76,6 +76,18 @@ __device__ void stage_window(float* dst, int64_t pitch, const T* __restrict__ sr
   }
 }
 
+// Launches `kernel` with `smem` bytes of dynamic shared memory (opting in past 48 KB first);
+// returns the cudaError_t of the launch as an int.
+template <typename... Params, typename... Args>
+int launch_with_smem(void (*kernel)(Params...), dim3 grid, int threads, int64_t smem,
+                     cudaStream_t stream, Args&&... args) {
+  const cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  if (err != cudaSuccess) return int(err);
+  kernel<<<grid, threads, size_t(smem), stream>>>(args...);
+  return int(cudaGetLastError());
+}
+
 // Calls `f.template operator()<T>()` with T the storage type of `dtype`.
 template <typename F> int dispatch_dtype(DType dtype, F&& f) {
   switch (dtype) {

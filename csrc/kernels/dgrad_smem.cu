@@ -111,13 +111,8 @@ int dgrad_smem_launch(const ConvParams& p, void* stream) {
   const dim3 grid(unsigned(q.N * ceil_div(q.H, kTileP) * ceil_div(q.W, kTileQ)),
                   unsigned(ceil_div(q.G, t.groups_per_block)));
   return dispatch_dtype(p.dtype, [&]<typename T>() {
-    cudaError_t err = cudaFuncSetAttribute(dgrad_smem_kernel<T>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           int(kSmemMaxBytes));
-    if (err != cudaSuccess) return int(err);
-    dgrad_smem_kernel<T><<<grid, kSmemThreads, size_t(t.smem_bytes),
-                           static_cast<cudaStream_t>(stream)>>>(p, t);
-    return int(cudaGetLastError());
+    return launch_with_smem(dgrad_smem_kernel<T>, grid, kSmemThreads, t.smem_bytes,
+                            static_cast<cudaStream_t>(stream), p, t);
   });
 }
 

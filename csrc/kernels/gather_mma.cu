@@ -153,10 +153,7 @@ int gather_mma_launch(const ConvParams& p, void* stream, bool transposed) {
   const dim3 grid(unsigned(gather_pixel_blocks(g)), unsigned(gather_channel_blocks(g)));
   const int64_t smem = gather_smem_bytes(g, 2);
   auto launch = [&](auto kernel) {
-    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-    if (err != cudaSuccess) return int(err);
-    kernel<<<grid, kMmaThreads, size_t(smem), static_cast<cudaStream_t>(stream)>>>(p);
-    return int(cudaGetLastError());
+    return launch_with_smem(kernel, grid, kMmaThreads, smem, static_cast<cudaStream_t>(stream), p);
   };
   if (p.dtype == DType::kFloat16)
     return transposed ? launch(gather_mma_kernel<__half, true>) : launch(gather_mma_kernel<__half, false>);

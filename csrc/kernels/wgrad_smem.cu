@@ -116,13 +116,9 @@ int wgrad_smem_launch(const ConvParams& p, void* stream) {
   const dim3 grid(unsigned(geo.splits), unsigned(ceil_div(p.problem.G, int64_t(geo.tile.groups_per_block))));
   auto st = static_cast<cudaStream_t>(stream);
   return dispatch_dtype(p.dtype, [&]<typename T>() {
-    cudaError_t err = cudaFuncSetAttribute(wgrad_smem_kernel<T>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           int(kSmemMaxBytes));
-    if (err != cudaSuccess) return int(err);
-    wgrad_smem_kernel<T><<<grid, kSmemThreads, size_t(geo.tile.smem_bytes), st>>>(p, geo);
-    err = cudaGetLastError();
-    return err != cudaSuccess ? int(err) : launch_wgrad_reduce<T>(p, geo.splits, st);
+    const int err = launch_with_smem(wgrad_smem_kernel<T>, grid, kSmemThreads, geo.tile.smem_bytes,
+                                     st, p, geo);
+    return err != int(cudaSuccess) ? err : launch_wgrad_reduce<T>(p, geo.splits, st);
   });
 }
 
