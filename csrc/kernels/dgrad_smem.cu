@@ -82,8 +82,7 @@ dgrad_smem_kernel(ConvParams p, SmemTile t) {
 SmemTile dgrad_smem_tile(const ConvParams& p) {
   const ConvProblem& q = p.problem;
   SmemTile t;
-  const int64_t widest = std::max<int64_t>(1, std::max(q.Cg(), q.Kg()));
-  t.groups_per_block = int(std::max<int64_t>(1, std::min<int64_t>(q.G, kSmemPackChannels / widest)));
+  t.groups_per_block = int(smem_groups_per_block(q.Cg(), q.Kg(), q.G));
   t.channels = int(t.groups_per_block * q.Kg());
   t.halo_h = int(dgrad_halo_extent(kTileP, q.stride_h, q.dil_h));
   t.halo_w = int(dgrad_halo_extent(kTileQ, q.stride_w, q.dil_w));
@@ -96,10 +95,9 @@ std::string dgrad_smem_can_implement(const ConvParams& p) {
   if (p.direction != Direction::kDgrad) return "not a dgrad problem";
   const std::string common = check_common(p);
   if (!common.empty()) return common;
-  const SmemTile t = dgrad_smem_tile(p);
-  if (t.smem_bytes > kSmemMaxBytes)
-    return "the dy halo and weights of one pack need " + std::to_string(t.smem_bytes) +
-           " bytes of shared memory, more than " + std::to_string(kSmemMaxBytes);
+  const std::string smem = smem_budget_refusal(dgrad_smem_tile(p).smem_bytes,
+                                                "the dy halo and weights of one pack");
+  if (!smem.empty()) return smem;
   const ConvProblem& q = p.problem;
   if (q.N * ceil_div(q.H, kTileP) * ceil_div(q.W, kTileQ) > 0x7fffffff) return "too many tiles";
   return "";

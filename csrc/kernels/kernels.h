@@ -59,6 +59,21 @@ std::string wgrad_smem_can_implement(const ConvParams& p);
 int64_t wgrad_smem_workspace_elems(const ConvParams& p);
 int wgrad_smem_launch(const ConvParams& p, void* stream);
 
+// Groups the smem rungs of dgrad and wgrad pack into one block: about kSmemPackChannels channels
+// on the wider side, at least one group.
+inline int64_t smem_groups_per_block(int64_t cg, int64_t kg, int64_t groups) {
+  const int64_t widest = cg > kg ? cg : kg;
+  const int64_t gp = widest >= kSmemPackChannels ? 1 : kSmemPackChannels / (widest > 0 ? widest : 1);
+  return gp < groups ? gp : groups;
+}
+
+// "" when a block's `bytes` of shared memory fit kSmemMaxBytes, else the refusal naming `what`.
+inline std::string smem_budget_refusal(int64_t bytes, const std::string& what) {
+  if (bytes <= kSmemMaxBytes) return "";
+  return what + " need " + std::to_string(bytes) + " bytes of shared memory, more than " +
+         std::to_string(kSmemMaxBytes);
+}
+
 // dgrad_smem block: a tile of kTileP x kTileQ dx pixels and a pack of groups. The dy rows that
 // reach dx rows h0 .. h0 + kTileP - 1 start at dgrad_halo_first(h0, ...) and span at most
 // dgrad_halo_extent(kTileP, ...) rows (the same for columns).

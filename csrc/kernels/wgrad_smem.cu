@@ -79,8 +79,7 @@ WgradSmemGeometry wgrad_smem_geometry(const ConvParams& p) {
   const ConvProblem& q = p.problem;
   WgradSmemGeometry geo;
   SmemTile& t = geo.tile;
-  const int64_t widest = std::max<int64_t>(1, std::max(q.Cg(), q.Kg()));
-  t.groups_per_block = int(std::max<int64_t>(1, std::min<int64_t>(q.G, kSmemPackChannels / widest)));
+  t.groups_per_block = int(smem_groups_per_block(q.Cg(), q.Kg(), q.G));
   t.channels = int(t.groups_per_block * q.Cg());
   t.halo_h = int((kTileP - 1) * q.stride_h + 2 * q.dil_h + 1);
   t.halo_w = int((kTileQ - 1) * q.stride_w + 2 * q.dil_w + 1);
@@ -100,11 +99,8 @@ std::string wgrad_smem_can_implement(const ConvParams& p) {
   if (p.direction != Direction::kWgrad) return "not a wgrad problem";
   const std::string common = check_common(p);
   if (!common.empty()) return common;
-  const WgradSmemGeometry geo = wgrad_smem_geometry(p);
-  if (geo.tile.smem_bytes > kSmemMaxBytes)
-    return "the x halo, dy tile and sums of one pack need " + std::to_string(geo.tile.smem_bytes) +
-           " bytes of shared memory, more than " + std::to_string(kSmemMaxBytes);
-  return "";
+  return smem_budget_refusal(wgrad_smem_geometry(p).tile.smem_bytes,
+                             "the x halo, dy tile and sums of one pack");
 }
 
 int64_t wgrad_smem_workspace_elems(const ConvParams& p) {
