@@ -49,19 +49,41 @@ def forced_variants():
         _native._C.set_forced_variant(d, "")
 
 
-def run_and_check(family, case, layout, dtype, seed=0):
+def run_and_check(family, case, layout, dtype, seed=0, directions=("fprop", "dgrad", "wgrad")):
     o = make_operands(case, layout, dtype, "cuda", seed)
     args = case.conv_args
     conv = (list(args["stride"]), list(args["padding"]), list(args["dilation"]), args["groups"])
-    out = {
-        "fprop": family.fprop(o.x, o.w, o.b, *conv),
-        "dgrad": family.dgrad(o.dy, o.w, list(o.x.shape), *conv),
-        "wgrad": family.wgrad(o.dy, o.x, list(o.w.shape), *conv),
+    calls = {
+        "fprop": lambda: family.fprop(o.x, o.w, o.b, *conv),
+        "dgrad": lambda: family.dgrad(o.dy, o.w, list(o.x.shape), *conv),
+        "wgrad": lambda: family.wgrad(o.dy, o.x, list(o.w.shape), *conv),
     }
+    out = {d: calls[d]() for d in directions}
     torch.cuda.synchronize()
     for direction, got in out.items():
         reference.check(direction, got, o.aten[direction], o.ref[direction])
     return out
+
+
+# Every CUDA variant of the registry, GPU-verified or not, as (direction, name): one test each,
+# so that a failure names the variant (and a GPU check tells which ones may be marked verified).
+ALL_CUDA_VARIANTS = [(d, v) for d in ("fprop", "dgrad", "wgrad") for v in cuda_variants(d)]
+
+
+def run_forced(variant_id, case, layout, dtype, forced_variants):
+    """The case with one direction forced to one variant. A variant that does not claim the case
+    refuses it before any launch (its can_implement): that refusal passes, anything else fails.
+    Returns whether the variant ran."""
+    direction, variant = variant_id
+    forced_variants(direction, variant)
+    _poison_allocator()
+    try:
+        run_and_check(NATIVE, case, layout, dtype, directions=(direction,))
+    except RuntimeError as exc:
+        if f"forced variant {variant} cannot run this problem" not in str(exc):
+            raise
+        return False
+    return True
 
 
 def _poison_allocator():
@@ -75,24 +97,20 @@ def _poison_allocator():
 @pytest.mark.parametrize("mode", list(DTYPES))
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("case", EDGE_CASES + RESNEXT_STAGE_CASES, ids=lambda c: c.id)
-def test_cuda_variants_edge_cases(case, layout, mode, tf32_mode, forced_variants):
-    """Every registry variant, GPU-verified or not, forced in turn (the other directions choose
-    automatically), on every edge case it claims."""
+@pytest.mark.parametrize("variant", ALL_CUDA_VARIANTS, ids=lambda v: v[1])
+def test_cuda_variants_edge_cases(variant, case, layout, mode, tf32_mode, forced_variants):
+    """Every registry variant forced on every edge case it claims."""
     tf32_mode(mode == "tf32")
-    names = [(d, v) for d in ("fprop", "dgrad", "wgrad") for v in cuda_variants(d)]
-    if not names:
-        pytest.skip("extension built without CUDA kernels")
-    for direction, variant in names:
-        forced_variants(direction, variant)
-        _poison_allocator()
-        try:
-            run_and_check(NATIVE, case, layout, DTYPES[mode])
-        except RuntimeError as exc:
-            # A variant that does not claim the case refuses it before any launch (its
-            # can_implement); that refusal is the expected outcome, anything else fails.
-            if f"forced variant {variant} cannot run this problem" not in str(exc):
-                raise
-        forced_variants(direction, "")
+    run_forced(variant, case, layout, DTYPES[mode], forced_variants)
+
+
+@pytest.mark.parametrize("mode", ["bf16", "fp32"])
+@pytest.mark.parametrize("case", RESNEXT50_LAYERS, ids=lambda c: c.why)
+@pytest.mark.parametrize("variant", ALL_CUDA_VARIANTS, ids=lambda v: v[1])
+def test_cuda_variants_resnext50_layers(variant, case, mode, tf32_mode, forced_variants):
+    """Every registry variant forced on the real ResNeXt-50 32x4d layers (batch 8) it claims."""
+    tf32_mode(False)
+    run_forced(variant, case, "channels_last", DTYPES[mode], forced_variants)
 
 
 @pytest.mark.parametrize("mode", ["bf16", "fp32"])
