@@ -6,7 +6,8 @@ time, so that the defaults and the autotune space are chosen from measurements.
 
 What varies: every entry of each kernel's autotune space (BLOCK_M, num_warps, num_stages)
 and each launch layout: for the gather kernel (fprop, dgrad) one channel tile per program or
-all of them (`tiles_per_prog` 1 / 0), for wgrad one tap per program or all nine (`all_taps`).
+all of them (`tiles_per_prog` 1 / 0), and channel tiles fastest in launch order
+(`channels_fastest`); for wgrad one tap per program or all nine (`all_taps`).
 cuDNN (cudnn.benchmark) is timed on the same operands as the baseline.
 
 Compiling ~170 kernel variants one by one would take minutes, so a pool of `--jobs` processes
@@ -64,9 +65,11 @@ def variants(direction: str, layer: L.Layer):
                 yield f"{_config_label(config)} {'all_taps' if all_taps else 'tap'}", dict(
                     config=config, all_taps=all_taps)
     else:
-        for config, per_prog in itertools.product(fprop.AUTOTUNE_CONFIGS, (1, 0)):
-            yield f"{_config_label(config)} {'all_tiles' if per_prog == 0 else 'tile'}", dict(
-                config=config, tiles_per_prog=per_prog)
+        layouts = {"tile": dict(tiles_per_prog=1, channels_fastest=False),
+                   "all_tiles": dict(tiles_per_prog=0, channels_fastest=False),
+                   "tile_channels_fastest": dict(tiles_per_prog=1, channels_fastest=True)}
+        for config, (name, layout) in itertools.product(fprop.AUTOTUNE_CONFIGS, layouts.items()):
+            yield f"{_config_label(config)} {name}", dict(config=config, **layout)
 
 
 def _config_label(config) -> str:

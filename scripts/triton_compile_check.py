@@ -70,7 +70,7 @@ def gather_jobs(dtype):
     ints = ["BATCH", "DH", "DW", "SH", "SW", "G", "RED_G", "OUT_G",
             "s_src_n", "s_src_c", "s_src_h", "s_src_w", "s_dst_n", "s_dst_c", "s_dst_h", "s_dst_w",
             "stride_h", "stride_w", "pad_h", "pad_w", "dil_h", "dil_w", "PHASES_H", "PHASES_W",
-            "TILES_PER_PROG"]
+            "TILES_PER_PROG", "CHANNELS_FASTEST"]
     for transposed, (red, out, groups), config in itertools.product(
             (False, True), TILE_SHAPES, fprop.AUTOTUNE_CONFIGS):
         tile = common.choose_group_tile(red, out, groups)

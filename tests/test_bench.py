@@ -121,7 +121,7 @@ def test_tune_enumerates_every_config_and_layout():
     by_key = {}
     for layer, direction, label, kwargs in items:
         by_key.setdefault((layer.model, layer.name, direction), []).append(label)
-    gather = len(fprop.AUTOTUNE_CONFIGS) * 2
+    gather = len(fprop.AUTOTUNE_CONFIGS) * 3
     assert len(by_key[("32x4d", "stage1", "fprop")]) == gather
     assert len(by_key[("32x4d", "stage2.entry", "dgrad")]) == gather
     assert len(by_key[("32x4d", "stage1", "wgrad")]) == (len(wgrad.AUTOTUNE_CONFIGS)

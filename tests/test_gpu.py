@@ -136,11 +136,10 @@ def test_triton_every_gather_config(config_index):
     case = RESNEXT_STAGE_CASES[1]
     o = make_operands(case, "channels_last", torch.bfloat16, "cuda", config_index, bias=False)
     conv = ([2, 2], [1, 1], [1, 1], case.groups)
-    for tiles_per_prog in (1, 0):  # one channel tile per program, and all of them
-        y = triton_fprop_mod.fprop(o.x, o.w, None, *conv, config=config,
-                                   tiles_per_prog=tiles_per_prog)
-        dx = triton_dgrad(o.dy, o.w, list(o.x.shape), *conv, config=config,
-                          tiles_per_prog=tiles_per_prog)
+    # One channel tile per program, all of them, and channel tiles fastest in launch order.
+    for layout in (dict(tiles_per_prog=1), dict(tiles_per_prog=0), dict(channels_fastest=True)):
+        y = triton_fprop_mod.fprop(o.x, o.w, None, *conv, config=config, **layout)
+        dx = triton_dgrad(o.dy, o.w, list(o.x.shape), *conv, config=config, **layout)
         reference.check("fprop", y, o.aten["fprop"], o.ref["fprop"])
         reference.check("dgrad", dx, o.aten["dgrad"], o.ref["dgrad"])
 

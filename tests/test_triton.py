@@ -135,17 +135,20 @@ def test_wgrad_split_is_deterministic_and_correct():
     reference.check("wgrad", first, aten["wgrad"], ref["wgrad"])
 
 
-@pytest.mark.parametrize("tiles_per_prog", [0, 3])
-@pytest.mark.parametrize("case", [EDGE_CASES[10], RESNEXT_STAGE_CASES[0], EDGE_CASES[13]],
-                         ids=lambda c: c.id)
-def test_gather_programs_walking_several_channel_tiles(case, tiles_per_prog):
+@pytest.mark.parametrize("tiles_per_prog, channels_fastest", [(0, False), (3, False), (1, True),
+                                                                (3, True)])
+@pytest.mark.parametrize("case", [EDGE_CASES[10], RESNEXT_STAGE_CASES[0], EDGE_CASES[13],
+                                  EDGE_CASES[3]], ids=lambda c: c.id)
+def test_gather_launch_layouts(case, tiles_per_prog, channels_fastest):
     """fprop and dgrad with each program walking several channel tiles (0: all of them), where
-    the tile count (packs x output tiles) is not a multiple of 3, is 1, and is several."""
+    the tile count (packs x output tiles) is not a multiple of 3, is 1, and is several; and with
+    channel tiles fastest in launch order (with stride-2 dgrad's phase classes in between)."""
     o = make_operands(case, "channels_last", torch.float32, DEVICE, 11, bias=True)
     args = case.conv_args
     conv = (list(args["stride"]), list(args["padding"]), list(args["dilation"]), args["groups"])
-    y = fprop_mod.fprop(o.x, o.w, o.b, *conv, tiles_per_prog=tiles_per_prog)
-    dx = triton_dgrad(o.dy, o.w, list(o.x.shape), *conv, tiles_per_prog=tiles_per_prog)
+    layout = dict(tiles_per_prog=tiles_per_prog, channels_fastest=channels_fastest)
+    y = fprop_mod.fprop(o.x, o.w, o.b, *conv, **layout)
+    dx = triton_dgrad(o.dy, o.w, list(o.x.shape), *conv, **layout)
     reference.check("fprop", y, o.aten["fprop"], o.ref["fprop"])
     reference.check("dgrad", dx, o.aten["dgrad"], o.ref["dgrad"])
 

@@ -85,7 +85,7 @@ def _pack_weight_kernel(
 # compile time and channels_last loads vectorise.
 @triton.jit(do_not_specialize=["BATCH", "DH", "DW", "SH", "SW", "G", "stride_h", "stride_w",
                                "pad_h", "pad_w", "dil_h", "dil_w", "PHASES_H", "PHASES_W",
-                               "TILES_PER_PROG"])
+                               "TILES_PER_PROG", "CHANNELS_FASTEST"])
 def _gather_conv_kernel(
     # Pointers. fprop: src = x, dst = y. dgrad: src = dy, dst = dx. wp: the packed weight
     # [packs, 9, RED_PAD, OUT_PAD] of _pack_weight_kernel.
@@ -104,6 +104,9 @@ def _gather_conv_kernel(
     PHASES_H, PHASES_W,
     # Channel tiles (pack x output tile) one program walks for its pixels, one after another.
     TILES_PER_PROG,
+    # Launch order: 0 walks pixel tiles fastest, 1 channel tiles fastest (the programs that read
+    # the same source pixels then run side by side and share them through L2).
+    CHANNELS_FASTEST,
     # Meta-parameters.
     TRANSPOSED: tl.constexpr,       # False: fprop; True: dgrad
     HAS_BIAS: tl.constexpr, RELU: tl.constexpr,
@@ -123,19 +126,27 @@ def _gather_conv_kernel(
     n_tiles = tl.cdiv(G, GP) * out_tiles
     red_pad = red_blocks * BLOCK_RED
     out_pad = out_tiles * BLOCK_OUT
-    # One grid dimension (2^31 programs, where y and z stop at 65535): pixel tiles fastest,
-    # then phase classes, then channel tiles. With several channel tiles per program
-    # (TILES_PER_PROG) a program reads whole channels_last rows of its source pixels within a
-    # short time; the GPU measurements (benchmarks/results/H200_2026-11-28_0636/tune.json)
-    # favour one per program except on stage 1, so that is the default.
+    # One grid dimension (2^31 programs, where y and z stop at 65535) over (channel-tile group,
+    # phase class, pixel tile): pixel tiles fastest, or channel tiles fastest (CHANNELS_FASTEST).
+    # With several channel tiles per program (TILES_PER_PROG) a program reads whole
+    # channels_last rows of its source pixels within a short time; the GPU measurements
+    # (benchmarks/results/H200_2026-11-28_0636/tune.json) favour one per program except on
+    # stage 1, so that is the default. The channel-fastest order is timed by tune_triton.py.
     phases = PHASES_H * PHASES_W
     class_h = tl.cdiv(DH, PHASES_H)             # the largest class's grid
     class_w = tl.cdiv(DW, PHASES_W)
     m_tiles = tl.cdiv(BATCH * class_h * class_w, BLOCK_M)
+    n_groups = tl.cdiv(n_tiles, TILES_PER_PROG)  # programs along the channel tiles
     pid = tl.program_id(0)
-    pid_m = pid % m_tiles
-    phase = (pid // m_tiles) % phases
-    tile_begin = (pid // (m_tiles * phases)) * TILES_PER_PROG
+    if CHANNELS_FASTEST:
+        tile_group = pid % n_groups
+        pid_m = (pid // n_groups) % m_tiles
+        phase = pid // (n_groups * m_tiles)
+    else:
+        pid_m = pid % m_tiles
+        phase = (pid // m_tiles) % phases
+        tile_group = pid // (m_tiles * phases)
+    tile_begin = tile_group * TILES_PER_PROG
     tile_end = tl.minimum(tile_begin + TILES_PER_PROG, n_tiles)
 
     # Destination pixels of this program: class (ph, pw) holds (ph + i*PHASES_H, pw + j*PHASES_W).
@@ -207,11 +218,14 @@ AUTOTUNE_CONFIGS = [
     for bm, nw, ns in ((64, 4, 2), (128, 4, 3), (128, 4, 2), (64, 4, 3), (128, 8, 3), (256, 8, 2))
 ]
 AUTOTUNE_KEY = ["BATCH", "DH", "DW", "SH", "SW", "G", "RED_G", "OUT_G", "stride_h", "s_src_c",
-                "PHASES_H", "TILES_PER_PROG", "TRANSPOSED", "BLOCK_RED", "BLOCK_OUT"]
+                "PHASES_H", "TILES_PER_PROG", "CHANNELS_FASTEST", "TRANSPOSED", "BLOCK_RED",
+                "BLOCK_OUT"]
 # Channel tiles per program by default (0: all). One was best or within 5% of the best on
 # every 32x4d layer (H200, 2026-11-28); walking all of them starves the GPU of programs when
 # there are many packs (stage 4: 5x slower).
 TILES_PER_PROG = 1
+# Launch order by default: pixel tiles fastest, the order every measurement so far used.
+CHANNELS_FASTEST = False
 # Tile edge of _pack_weight_kernel's programs.
 PACK_BLOCK = 32
 # The interpreter runs one fixed configuration; large BLOCK_M keeps the program count low.
@@ -221,12 +235,14 @@ KERNEL = common.TunedKernel(_gather_conv_kernel, AUTOTUNE_CONFIGS, AUTOTUNE_KEY,
 
 
 def launch_gather_conv(src, weight, bias, dst, *, transposed, stride, padding, dilation, groups,
-                       relu=False, wrap=lambda k: k, config=None, tiles_per_prog=None):
+                       relu=False, wrap=lambda k: k, config=None, tiles_per_prog=None,
+                       channels_fastest=None):
     """Launches the gather kernel writing every element of `dst` (4-D, logical NCHW).
 
     `wrap` is `torch.library.wrap_triton` when called from a triton_op, so torch.compile sees
     the launch; `config` pins one triton.Config instead of autotuning; `tiles_per_prog` sets how
-    many channel tiles one program walks (0: all of them; default TILES_PER_PROG).
+    many channel tiles one program walks (0: all of them; default TILES_PER_PROG) and
+    `channels_fastest` the launch order (default CHANNELS_FASTEST).
     """
     batch, _, dh, dw = dst.shape
     _, _, sh, sw = src.shape
@@ -268,6 +284,7 @@ def launch_gather_conv(src, weight, bias, dst, *, transposed, stride, padding, d
         *src.stride(), *dst.stride(),
         stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
         phases_h, phases_w, per_prog,
+        int(CHANNELS_FASTEST if channels_fastest is None else channels_fastest),
     )
     meta = dict(TRANSPOSED=transposed, HAS_BIAS=bias is not None, RELU=relu,
                 GP=gp, BLOCK_RED=tile.block_red, BLOCK_OUT=tile.block_out,
@@ -278,7 +295,7 @@ def launch_gather_conv(src, weight, bias, dst, *, transposed, stride, padding, d
 
 
 def fprop(x, weight, bias, stride, padding, dilation, groups, relu=False, wrap=lambda k: k,
-          config=None, tiles_per_prog=None):
+          config=None, tiles_per_prog=None, channels_fastest=None):
     """y = relu?(conv2d(x, weight, bias)), y in x's memory format."""
     n, _, h, w = x.shape
     k_out = weight.shape[0]
@@ -288,4 +305,5 @@ def fprop(x, weight, bias, stride, padding, dilation, groups, relu=False, wrap=l
         return y
     return launch_gather_conv(x, weight, bias, y, transposed=False, stride=stride, padding=padding,
                               dilation=dilation, groups=groups, relu=relu, wrap=wrap,
-                              config=config, tiles_per_prog=tiles_per_prog)
+                              config=config, tiles_per_prog=tiles_per_prog,
+                              channels_fastest=channels_fastest)
