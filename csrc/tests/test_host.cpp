@@ -1,7 +1,8 @@
 // test_host.cpp: torch-free unit tests of the host-side logic (no GPU needed): argument
-// validation and its messages, output-size and index arithmetic, variant selection and the
-// launch geometry of the direct kernels. A tiny harness: each CHECK failure is printed, and the
-// exit status is the number of failures.
+// validation and its messages, output-size and index arithmetic, variant selection, the launch
+// geometry of the direct and shared-memory rungs, and the tensor-core rungs emulated warp by
+// warp with their own index maps against direct sums. A tiny harness: each CHECK failure is
+// printed, and the exit status is the number of failures.
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
