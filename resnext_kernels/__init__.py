@@ -8,6 +8,7 @@
 from . import ops
 from ._native import cuda_unavailable_reason
 from .nn import ConvertSummary, GroupedConv2d, convert
+from .backend_benchmark import backend_benchmark_choices, set_backend_benchmark
 from .functional import (
     BACKENDS,
     available_backends,
@@ -43,5 +44,5 @@ def fuse_for_inference(model):
 __all__ = [
     "BACKENDS", "ConvertSummary", "GroupedConv2d", "convert", "fuse_for_inference", "available_backends", "backend_unavailable_reason", "cuda_available",
     "cuda_unavailable_reason", "cuda_variants", "grouped_conv2d", "last_fallback_reason",
-    "ops", "unsupported_reason",
+    "ops", "unsupported_reason", "set_backend_benchmark", "backend_benchmark_choices",
 ]

@@ -4,8 +4,11 @@ Backends:
     "cuda"    the hand-written kernels of csrc/ (CUDA tensors; needs the extension built with CUDA)
     "triton"  the Triton kernels (CUDA tensors; CPU tensors only under TRITON_INTERPRET=1)
     "aten"    torch.nn.functional.conv2d: cuDNN on a GPU, PyTorch's CPU convolution on a CPU
-    "auto"    per call: "cuda", else "triton", else "aten", by what is available and supports
-              the arguments. A fall back to "aten" records its reason: `last_fallback_reason()`.
+    "auto"    per call: "triton", else "cuda", else "aten" (AUTO_ORDER), by what is available
+              and supports the arguments. A fall back to "aten" records its reason:
+              `last_fallback_reason()`. With `set_backend_benchmark(True)` it instead times
+              every backend that can run a new problem, cuDNN included, and keeps the fastest
+              (backend_benchmark.py).
 
 An explicit backend that is unavailable, or that does not support the arguments, raises with
 the reason; it never quietly runs another backend.
@@ -22,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _native, ops
+from . import backend_benchmark as bench
 
 log = logging.getLogger("resnext_kernels")
 
@@ -178,13 +182,39 @@ def grouped_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     if not torch.compiler.is_compiling() and not isinstance(padding_, str):
         _check_sizes(input, weight, bias, stride_, padding_, dilation_, groups)
 
+    conv = (stride_, padding_, dilation_, groups, relu)
     chosen = _choose_backend(backend, input, weight, padding_)
-    if chosen == "aten":
-        out = F.conv2d(input, weight, bias, stride_, padding_, dilation_, groups)
-        return F.relu(out) if relu else out
+    if backend == "auto" and bench.may_measure(input) and not isinstance(padding_, str):
+        chosen = _measured_choice(input, weight, bias, conv)
+    return _run(chosen, input, weight, bias, *conv)
 
+
+def _run(chosen: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding,
+         dilation, groups: int, relu: bool) -> Tensor:
+    if chosen == "aten":
+        out = F.conv2d(input, weight, bias, stride, padding, dilation, groups)
+        return F.relu(out) if relu else out
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
     family = ops.NATIVE if chosen == "cuda" else ops.TRITON
-    out = family.fprop(x, weight, bias, stride_, padding_, dilation_, groups, relu)
+    out = family.fprop(x, weight, bias, stride, padding, dilation, groups, relu)
     return out.squeeze(0) if unbatched else out
+
+
+def _measured_choice(input: Tensor, weight: Tensor, bias: Optional[Tensor], conv) -> str:
+    """backend="auto" under set_backend_benchmark(True): the fastest backend for this problem,
+    measured on detached copies of the operands the first time the problem is met."""
+    candidates = ["aten"] + [b for b in AUTO_ORDER if _UNAVAILABLE[b] is None
+                             and unsupported_reason(b, input, weight, conv[1]) is None]
+    key = bench.problem_key(input, weight, bias, *conv)
+    backward = key[-1]  # whether gradients are wanted: time the backward pass too
+
+    def measure(backend: str):
+        def call():
+            leaf = lambda t: None if t is None else t.detach().requires_grad_(t.requires_grad)  # noqa: E731
+            out = _run(backend, leaf(input), leaf(weight), leaf(bias), *conv)
+            if backward:
+                out.backward(torch.ones_like(out))
+        return bench.cuda_time_ms(call)
+
+    return bench.choose(key, candidates, measure)

@@ -269,3 +269,31 @@ def test_resnext50_bf16_matches_cudnn_within_the_tolerance_rule(backend, fused):
 
         ours, cudnn = run(backend), run("aten")
     reference.check("fprop", ours.float(), cudnn.float(), ref)
+
+
+def test_auto_with_backend_benchmark_picks_a_measured_backend_and_stays_correct():
+    """set_backend_benchmark(True): the first auto call of a problem times every backend that
+    can run it (cuDNN included), keeps the fastest, and the results stay right in training."""
+    import resnext_kernels as rk
+    from resnext_kernels import backend_benchmark as bench
+
+    case = RESNEXT_STAGE_CASES[0]
+    gen = torch.Generator().manual_seed(11)
+    x = make_input(case, "channels_last", torch.bfloat16, "cuda", gen).requires_grad_()
+    w = make_weight(case, torch.bfloat16, "cuda", gen).requires_grad_()
+    bench.clear_backend_benchmark()
+    rk.set_backend_benchmark(True)
+    try:
+        y = rk.grouped_conv2d(x, w, groups=case.groups)
+        y.float().sum().backward()
+        (choice, times), = rk.backend_benchmark_choices().values()
+        assert "aten" in times and choice == min(times, key=times.get)
+        assert set(times) <= {"aten", "triton", "cuda"}
+        ref = reference.conv_f64(x.detach(), w.detach(), None, torch.ones_like(y), **case.conv_args)
+        aten = reference.conv_in_dtype(x.detach(), w.detach(), None, torch.ones_like(y), **case.conv_args)
+        reference.check("fprop", y, aten["fprop"], ref["fprop"])
+        reference.check("dgrad", x.grad, aten["dgrad"], ref["dgrad"])
+        reference.check("wgrad", w.grad, aten["wgrad"], ref["wgrad"])
+    finally:
+        rk.set_backend_benchmark(False)
+        bench.clear_backend_benchmark()

@@ -267,3 +267,57 @@ def test_native_ops_validate_for_cpp_callers():
         NATIVE.fprop(_x(2, 6, 5, 5), _x(8, 4, 3, 3), None, [1, 1], [1, 1], [1, 1], 2)
     with pytest.raises(RuntimeError, match="expected grad_output of size"):
         NATIVE.dgrad(_x(2, 8, 4, 4), _x(8, 4, 3, 3), [2, 8, 5, 5], [1, 1], [1, 1], [1, 1], 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# The measured choice of backend="auto" (backend_benchmark.py); GPU integration in test_gpu.py.
+def test_backend_benchmark_keeps_the_fastest_and_measures_each_problem_once():
+    from resnext_kernels import backend_benchmark as bench
+
+    bench.clear_backend_benchmark()
+    calls = []
+    times = {"aten": 0.30, "triton": 0.20, "cuda": None}  # cuda failed to run: never chosen
+
+    def measure(backend):
+        calls.append(backend)
+        return times[backend]
+
+    assert bench.choose("p1", ["aten", "triton", "cuda"], measure) == "triton"
+    assert bench.choose("p1", ["aten", "triton", "cuda"], measure) == "triton"
+    assert calls == ["aten", "triton", "cuda"]  # measured once
+    times["triton"] = 0.5
+    assert bench.choose("p2", ["aten", "triton"], measure) == "aten"
+    assert bench.backend_benchmark_choices()["p1"] == ("triton", {"aten": 0.30, "triton": 0.20})
+    assert bench.fastest({"aten": 1.0, "triton": 1.0}) == "aten"  # ties: the first listed
+    bench.clear_backend_benchmark()
+
+
+def test_backend_benchmark_problem_key_separates_what_changes_the_timing():
+    from resnext_kernels import backend_benchmark as bench
+
+    x = torch.randn(2, 8, 5, 5)
+    w = torch.randn(8, 2, 3, 3)
+    def key(x, w):
+        return bench.problem_key(x, w, None, [1, 1], [1, 1], [1, 1], 4, False)
+
+    assert key(x, w) == key(x.clone(), w.clone())
+    assert key(x, w) != key(x.to(memory_format=torch.channels_last), w)  # layout
+    assert key(x, w) != key(x.half(), w.half())                          # dtype
+    assert key(x, w) != key(x, w.clone().requires_grad_())               # backward timed too
+    with torch.no_grad():
+        assert key(x, w.clone().requires_grad_()) == key(x, w)           # inference: forward only
+
+
+def test_backend_benchmark_leaves_cpu_and_compiled_calls_alone():
+    import resnext_kernels as rk
+
+    case = EDGE_CASES[2]
+    x, w = make_input(case, "nchw"), make_weight(case)
+    rk.set_backend_benchmark(True)
+    try:
+        fn = lambda x, w: rk.grouped_conv2d(x, w, groups=case.groups)  # noqa: E731
+        out = torch.compile(fn, fullgraph=True, backend="eager")(x, w)
+        torch.testing.assert_close(out, F.conv2d(x, w, None, 1, 1, 1, case.groups))
+        assert rk.backend_benchmark_choices() == {}  # CPU tensors: ATen, nothing measured
+    finally:
+        rk.set_backend_benchmark(False)
