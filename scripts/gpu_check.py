@@ -141,6 +141,33 @@ def junit_counts(path: str) -> Optional[Dict[str, int]]:
     return counts
 
 
+def variant_results(path: str) -> List[str]:
+    """Per CUDA kernel variant, from the per-variant GPU tests (tests/test_gpu.py, whose ids
+    start with the variant's name): how many passed (a refusal of a case the variant does not
+    claim passes) and failed. A variant with no failure is a candidate for gpu_verified."""
+    if not os.path.exists(path):
+        return []
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError:
+        return []
+    tally: Dict[str, List[int]] = {}
+    for case in root.iter("testcase"):
+        name = case.get("name") or ""
+        if not name.startswith("test_cuda_variants_") or "[" not in name:
+            continue
+        if case.find("skipped") is not None:
+            continue
+        variant = name.split("[", 1)[1].split("-", 1)[0]
+        failed = case.find("failure") is not None or case.find("error") is not None
+        tally.setdefault(variant, [0, 0])[int(failed)] += 1
+    lines = [f"{v}: {ok} passed, {bad} failed" for v, (ok, bad) in sorted(tally.items())]
+    clean = [v for v, (ok, bad) in sorted(tally.items()) if ok and not bad]
+    if clean:
+        lines.append("no failure (candidates for gpu_verified in csrc/registry.cpp): " + ", ".join(clean))
+    return lines
+
+
 def bench_ratios(path: str) -> List[str]:
     """Key lines from a bench JSON: per model, direction and backend, the total time of the
     grouped layers and the speed-up over cuDNN; and the roofline range per backend."""
@@ -202,6 +229,10 @@ def write_summary(outdir: str, env: dict, steps: List[Step]) -> str:
         lines += ["", f"Tests: {counts['passed']} passed, {counts['failures'] + counts['errors']} "
                       f"failed, {counts['skipped']} skipped"]
         lines += [f"- FAILED {n}" for n in counts["failed_names"]]
+    variants = variant_results(os.path.join(outdir, "junit.xml"))
+    if variants:
+        lines += ["", "CUDA kernel variants, forced on every case (tests/test_gpu.py):"]
+        lines += [f"- {v}" for v in variants]
     best = tune_best(os.path.join(outdir, "tune.json"))
     if best:
         lines += ["", "Triton variants (tune.json), fastest per layer and direction:"]

@@ -117,3 +117,24 @@ def test_a_step_over_its_budget_gets_sigint_first(tmp_path):
     assert status == "timeout"
     assert marker.read_text().strip() == "partial"
     assert "stopped after 1 s (time budget)" in log.read_text()
+
+
+def test_summary_tallies_each_cuda_variant(tmp_path):
+    cases = [
+        ('test_cuda_variants_edge_cases[fprop_mma-n1_5x5-nchw-bf16]', ""),
+        ('test_cuda_variants_edge_cases[fprop_mma-n1_5x5-channels_last-bf16]', ""),
+        ('test_cuda_variants_resnext50_layers[dgrad_mma-stage 1-bf16]', '<failure message="x"/>'),
+        ('test_cuda_variants_edge_cases[dgrad_mma-n1_5x5-nchw-bf16]', ""),
+        ('test_cuda_variants_edge_cases[wgrad_smem-n1_5x5-nchw-fp32]', '<skipped/>'),
+        ('test_triton_every_gather_config[0]', ""),
+    ]
+    body = "".join(f'<testcase classname="tests.test_gpu" name="{n}">{inner}</testcase>'
+                   for n, inner in cases)
+    (tmp_path / "junit.xml").write_text(
+        f'<testsuites><testsuite tests="6" failures="1" errors="0" skipped="1">{body}'
+        '</testsuite></testsuites>')
+    text = gpu_check.write_summary(str(tmp_path), {}, [])
+    assert "- fprop_mma: 2 passed, 0 failed" in text
+    assert "- dgrad_mma: 1 passed, 1 failed" in text
+    assert "wgrad_smem" not in text  # skipped only: nothing measured
+    assert "candidates for gpu_verified in csrc/registry.cpp): fprop_mma" in text
