@@ -9,6 +9,14 @@ from . import ops
 from ._native import cuda_unavailable_reason
 from .nn import ConvertSummary, GroupedConv2d, convert
 from .backend_benchmark import backend_benchmark_choices, set_backend_benchmark
+from .cuda_backend import (
+    clear_cuda_autotune_cache,
+    cuda_autotune_enabled,
+    force_cuda_variant,
+    forced_cuda_variant,
+    last_cuda_variant,
+    set_cuda_autotune,
+)
 from .functional import (
     BACKENDS,
     available_backends,
@@ -45,4 +53,6 @@ __all__ = [
     "BACKENDS", "ConvertSummary", "GroupedConv2d", "convert", "fuse_for_inference", "available_backends", "backend_unavailable_reason", "cuda_available",
     "cuda_unavailable_reason", "cuda_variants", "grouped_conv2d", "last_fallback_reason",
     "ops", "unsupported_reason", "set_backend_benchmark", "backend_benchmark_choices",
+    "set_cuda_autotune", "cuda_autotune_enabled", "clear_cuda_autotune_cache",
+    "force_cuda_variant", "forced_cuda_variant", "last_cuda_variant",
 ]

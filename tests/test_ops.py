@@ -321,3 +321,29 @@ def test_backend_benchmark_leaves_cpu_and_compiled_calls_alone():
         assert rk.backend_benchmark_choices() == {}  # CPU tensors: ATen, nothing measured
     finally:
         rk.set_backend_benchmark(False)
+
+
+@pytest.mark.skipif(not rk.cuda_variants(), reason="extension built without CUDA kernels")
+def test_cuda_selection_controls():
+    """The public switches of the CUDA backend's selector (no GPU needed to set them)."""
+    rk.force_cuda_variant("fprop", "fprop_direct")
+    try:
+        assert rk.forced_cuda_variant("fprop") == "fprop_direct"
+        with pytest.raises(ValueError, match="wgrad kernel, not fprop"):
+            rk.force_cuda_variant("fprop", "wgrad_direct")
+        with pytest.raises(ValueError, match="no CUDA kernel variant named"):
+            rk.force_cuda_variant("dgrad", "no_such_kernel")
+        with pytest.raises(ValueError, match="direction must be"):
+            rk.force_cuda_variant("sideways", "")
+    finally:
+        rk.force_cuda_variant("fprop", "")
+    assert rk.forced_cuda_variant("fprop") == ""
+    assert not rk.cuda_autotune_enabled()
+    rk.set_cuda_autotune(True)
+    try:
+        assert rk.cuda_autotune_enabled()
+    finally:
+        rk.set_cuda_autotune(False)
+    rk.clear_cuda_autotune_cache()
+    if not torch.cuda.is_available():
+        assert rk.last_cuda_variant("wgrad") == ""  # no CUDA call can have run here
