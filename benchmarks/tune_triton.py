@@ -113,11 +113,13 @@ def work_items(args) -> List[tuple]:
 
 
 def _compile_share(share) -> int:
-    """Worker of L.warm_triton_cache: launches its variants once at batch 1."""
+    """Worker of L.warm_triton_cache: launches its variants once at batch 1. The share is
+    (argv, index) pairs of one command line: the work list is rebuilt here once, not pickled."""
     failures = 0
-    for argv, index in share:
-        args = parse_args(argv)
-        layer, direction, _, kwargs = work_items(args)[index]
+    args = parse_args(share[0][0])
+    items = work_items(args)
+    for _, index in share:
+        layer, direction, _, kwargs = items[index]
         try:
             call(direction, layer, *operands(layer, L.DTYPES[args.dtype], 1), **kwargs)()
         except Exception:  # the timing pass records the error
@@ -133,9 +135,10 @@ def main(argv=None) -> dict:
     if not torch.cuda.is_available():
         sys.exit("tune_triton.py needs a CUDA GPU")
     t0 = time.time()
+    items = work_items(args)
     if args.jobs > 0:
         argv = list(argv if argv is not None else sys.argv[1:])
-        failures = L.warm_triton_cache(_compile_share, [(argv, i) for i in range(len(work_items(args)))],
+        failures = L.warm_triton_cache(_compile_share, [(argv, i) for i in range(len(items))],
                                        args.jobs)
         print(f"compiled in {time.time() - t0:.0f} s ({args.jobs} processes, {failures} failed)",
               flush=True)
@@ -145,7 +148,6 @@ def main(argv=None) -> dict:
     bandwidth = L.copy_bandwidth_gbs(torch.device("cuda"))
     dtype = L.DTYPES[args.dtype]
     rows = []
-    items = work_items(args)
     groups = itertools.groupby(items, key=lambda item: (item[0], item[1]))
     try:
         for (layer, direction), group in groups:

@@ -45,6 +45,20 @@ inline const char* to_string(DType t) {
 
 RK_HOST_DEVICE int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Consecutive groups a block packs so that about `width` channels fit on the wider of the
+// reduction and output sides (at least one group, at most all of them).
+RK_HOST_DEVICE int64_t groups_per_pack(int64_t red, int64_t out, int64_t groups, int64_t width) {
+  const int64_t widest = red > out ? red : out;
+  const int64_t gp = widest >= width ? 1 : width / (widest > 0 ? widest : 1);
+  return gp < groups ? gp : groups;
+}
+
+// Groups present in pack `pack` of `gp` groups each (the last pack may be partial).
+RK_HOST_DEVICE int64_t groups_in_pack(int64_t groups, int64_t gp, int64_t pack) {
+  const int64_t left = groups - pack * gp;
+  return left < gp ? left : gp;
+}
+
 // Output extent of one spatial dimension; may be <= 0 when the kernel does not fit.
 RK_HOST_DEVICE int64_t conv_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad,
                                      int64_t dil) {

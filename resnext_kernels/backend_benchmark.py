@@ -16,10 +16,13 @@ is captured (the order of functional.AUTO_ORDER decides then).
 
 from __future__ import annotations
 
+import logging
 import statistics
 from typing import Callable, Dict, Hashable, List, Optional, Tuple
 
 import torch
+
+log = logging.getLogger("resnext_kernels")
 
 _enabled = False
 _choices: Dict[Hashable, Tuple[str, Dict[str, float]]] = {}
@@ -62,14 +65,15 @@ def fastest(times: Dict[str, float]) -> str:
     return min(times, key=lambda b: (times[b], list(times).index(b)))
 
 
-def choose(key: Hashable, candidates: List[str], measure: Callable[[str], float]) -> str:
-    """The cached choice for `key`, else the fastest of `candidates` by `measure` (ms), cached.
-    A candidate whose measurement raises is left out (and the error logged by the caller's
-    measure); ATen is always a candidate, so there is always a choice."""
+def choose(key: Hashable, candidates: Callable[[], List[str]],
+           measure: Callable[[str], Optional[float]]) -> str:
+    """The cached choice for `key`, else the fastest of `candidates()` (asked only on a miss) by
+    `measure` (ms, None when the backend failed to run: left out), cached. ATen is always a
+    candidate, so there is always a choice."""
     if key in _choices:
         return _choices[key][0]
     times = {}
-    for backend in candidates:
+    for backend in candidates():
         ms = measure(backend)
         if ms is not None:
             times[backend] = ms
@@ -93,6 +97,7 @@ def cuda_time_ms(run: Callable[[], None]) -> Optional[float]:
             times.append(start.elapsed_time(end))
         return statistics.median(times)
     except Exception:  # a backend that fails here is simply not chosen
+        log.debug("resnext_kernels: backend benchmark run failed", exc_info=True)
         return None
 
 

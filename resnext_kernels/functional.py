@@ -204,8 +204,10 @@ def _run(chosen: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], str
 def _measured_choice(input: Tensor, weight: Tensor, bias: Optional[Tensor], conv) -> str:
     """backend="auto" under set_backend_benchmark(True): the fastest backend for this problem,
     measured on detached copies of the operands the first time the problem is met."""
-    candidates = ["aten"] + [b for b in AUTO_ORDER if _UNAVAILABLE[b] is None
-                             and unsupported_reason(b, input, weight, conv[1]) is None]
+    def candidates():
+        return ["aten"] + [b for b in AUTO_ORDER if _UNAVAILABLE[b] is None
+                           and unsupported_reason(b, input, weight, conv[1]) is None]
+
     key = bench.problem_key(input, weight, bias, *conv)
     backward = key[-1]  # whether gradients are wanted: time the backward pass too
 

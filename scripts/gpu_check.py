@@ -122,12 +122,19 @@ def run_logged(cmd: List[str], log_path: str, timeout: float, env=None) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Summary and output limits (tested without a GPU in tests/test_gpu_check.py).
-def junit_counts(path: str) -> Optional[Dict[str, int]]:
+def _junit_root(path: str):
+    """The parsed junit.xml, or None when it is missing or unreadable (a step stopped hard)."""
     if not os.path.exists(path):
         return None
     try:
-        root = ET.parse(path).getroot()
+        return ET.parse(path).getroot()
     except ET.ParseError:
+        return None
+
+
+def junit_counts(path: str) -> Optional[Dict[str, int]]:
+    root = _junit_root(path)
+    if root is None:
         return None
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
     counts = dict(tests=0, failures=0, errors=0, skipped=0)
@@ -145,11 +152,8 @@ def variant_results(path: str) -> List[str]:
     """Per CUDA kernel variant, from the per-variant GPU tests (tests/test_gpu.py, whose ids
     start with the variant's name): how many passed (a refusal of a case the variant does not
     claim passes) and failed. A variant with no failure is a candidate for gpu_verified."""
-    if not os.path.exists(path):
-        return []
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError:
+    root = _junit_root(path)
+    if root is None:
         return []
     tally: Dict[str, List[int]] = {}
     for case in root.iter("testcase"):

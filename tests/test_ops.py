@@ -282,11 +282,11 @@ def test_backend_benchmark_keeps_the_fastest_and_measures_each_problem_once():
         calls.append(backend)
         return times[backend]
 
-    assert bench.choose("p1", ["aten", "triton", "cuda"], measure) == "triton"
-    assert bench.choose("p1", ["aten", "triton", "cuda"], measure) == "triton"
+    assert bench.choose("p1", lambda: ["aten", "triton", "cuda"], measure) == "triton"
+    assert bench.choose("p1", lambda: ["aten", "triton", "cuda"], measure) == "triton"
     assert calls == ["aten", "triton", "cuda"]  # measured once
     times["triton"] = 0.5
-    assert bench.choose("p2", ["aten", "triton"], measure) == "aten"
+    assert bench.choose("p2", lambda: ["aten", "triton"], measure) == "aten"
     assert bench.backend_benchmark_choices()["p1"] == ("triton", {"aten": 0.30, "triton": 0.20})
     assert bench.fastest({"aten": 1.0, "triton": 1.0}) == "aten"  # ties: the first listed
     bench.clear_backend_benchmark()

@@ -31,7 +31,7 @@ dgrad_smem_kernel(ConvParams p, SmemTile t) {
   const int64_t tw = blockIdx.x % tiles_w, th = (blockIdx.x / tiles_w) % tiles_h;
   const int64_t n = blockIdx.x / (tiles_w * tiles_h);
   const int64_t g0 = int64_t(blockIdx.y) * t.groups_per_block;
-  const int64_t groups = std::min<int64_t>(t.groups_per_block, q.G - g0);
+  const int64_t groups = groups_in_pack(q.G, t.groups_per_block, blockIdx.y);
   const int64_t kch = groups * Kg, cch = groups * Cg;  // the pack's dy and dx channels
   const int64_t h0 = th * kTileP, w0 = tw * kTileQ;
   const int64_t p0 = dgrad_halo_first(h0, q.stride_h, q.pad_h, q.dil_h);

@@ -62,9 +62,7 @@ int wgrad_smem_launch(const ConvParams& p, void* stream);
 // Groups the smem rungs of dgrad and wgrad pack into one block: about kSmemPackChannels channels
 // on the wider side, at least one group.
 inline int64_t smem_groups_per_block(int64_t cg, int64_t kg, int64_t groups) {
-  const int64_t widest = cg > kg ? cg : kg;
-  const int64_t gp = widest >= kSmemPackChannels ? 1 : kSmemPackChannels / (widest > 0 ? widest : 1);
-  return gp < groups ? gp : groups;
+  return groups_per_pack(cg, kg, groups, kSmemPackChannels);
 }
 
 // "" when a block's `bytes` of shared memory fit kSmemMaxBytes, else the refusal naming `what`.

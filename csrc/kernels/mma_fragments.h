@@ -64,9 +64,7 @@ constexpr int64_t kMmaMaxRed = 64;                     // weights of one block s
 
 // Groups one block packs: as many as fit kMmaBlockN channels on both sides, at least one.
 RK_HOST_DEVICE int64_t mma_groups_per_block(int64_t red, int64_t out, int64_t groups) {
-  const int64_t widest = red > out ? red : out;
-  const int64_t gp = widest >= kMmaBlockN ? 1 : kMmaBlockN / widest;
-  return gp < groups ? gp : groups;
+  return groups_per_pack(red, out, groups, kMmaBlockN);
 }
 
 struct GatherGemm {
@@ -104,8 +102,7 @@ RK_HOST_DEVICE int64_t gather_packs(const GatherGemm& g) { return ceil_div(g.G, 
 
 // Groups present in `pack` (the last pack may be partial).
 RK_HOST_DEVICE int64_t gather_pack_groups(const GatherGemm& g, int64_t pack) {
-  const int64_t left = g.G - pack * g.gp;
-  return left < g.gp ? left : g.gp;
+  return groups_in_pack(g.G, g.gp, pack);
 }
 
 // The pack's reduction width, padded to the 16-wide mma step.

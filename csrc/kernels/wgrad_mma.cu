@@ -35,7 +35,7 @@ wgrad_mma_kernel(ConvParams p, int64_t splits) {
   const int64_t Cg = q.Cg(), Kg = q.Kg();
   const int64_t gp = mma_groups_per_block(Cg, Kg, q.G);
   const int64_t pack = blockIdx.y / 9;
-  const int64_t left = q.G - pack * gp, groups = left < gp ? left : gp;  // the last pack may be partial
+  const int64_t groups = groups_in_pack(q.G, gp, pack);  // the last pack may be partial
   const int tap = int(blockIdx.y % 9), r = tap / 3, s = tap % 3;
   const int64_t npq = q.N * q.P * q.Q, chunk = ceil_div(npq, splits);
   const int64_t begin = blockIdx.x * chunk;

@@ -32,7 +32,7 @@ wgrad_smem_kernel(ConvParams p, WgradSmemGeometry geo) {
   const ConvProblem& q = p.problem;
   const int64_t Cg = q.Cg(), Kg = q.Kg();
   const int64_t g0 = int64_t(blockIdx.y) * t.groups_per_block;
-  const int64_t groups = std::min<int64_t>(t.groups_per_block, q.G - g0);
+  const int64_t groups = groups_in_pack(q.G, t.groups_per_block, blockIdx.y);
   const int64_t cch = groups * Cg, kch = groups * Kg;  // the pack's x and dy channels
   const int64_t elems = kch * Cg * 9;                  // the pack's weight elements
   const int64_t tiles_q = ceil_div(q.Q, kTileQ), tiles_p = ceil_div(q.P, kTileP);
