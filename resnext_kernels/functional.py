@@ -33,7 +33,8 @@ BACKENDS = ("auto", "cuda", "triton", "aten")
 # The order in which backend="auto" tries the kernel families (ATen when neither can run the
 # call). Triton first: on the GPU runs so far (benchmarks/NOTES.md, H200 2026-11-28) its three
 # directions ran at 1.3-4.6x cuDNN's time on ResNeXt-50 32x4d, while the CUDA backend's
-# verified dgrad and wgrad rungs are the direct baselines (10-100x). The CUDA tensor-core rungs
+# verified dgrad and wgrad rungs are the direct baselines (12-140x and 110-3000x cuDNN's time
+# on the H100, H100-80GB-HBM3_2026-11-28_0504/bench.json). The CUDA tensor-core rungs
 # take over once a GPU check verifies and measures them.
 AUTO_ORDER = ("triton", "cuda")
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)

@@ -36,7 +36,7 @@ from typing import Dict, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = ("build", "test", "sanitize", "tune", "bench")
-# The check's benchmark: what fits its share of the budget (the full sweep takes 5-6 minutes).
+# The check's benchmark: what fits its share of the budget (the full sweep, an estimated 5-6 minutes, would not).
 DEFAULT_BENCH_ARGS = "--quick --ladder --models 32x4d --end-to-end off"
 MAX_FILES = 8
 MAX_FILE_BYTES = 16 * 2**20
