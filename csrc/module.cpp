@@ -52,6 +52,59 @@ py::list variants() {
   return out;
 }
 
+// Strides of a logically (A, B, C, D) tensor, contiguous or channels_last (B innermost).
+void dense_strides(const std::vector<int64_t>& size, bool channels_last, int64_t out[4]) {
+  if (channels_last) {
+    out[1] = 1; out[3] = size[1]; out[2] = size[1] * size[3]; out[0] = out[2] * size[2];
+  } else {
+    out[3] = 1; out[2] = size[3]; out[1] = size[2] * size[3]; out[0] = out[1] * size[1];
+  }
+}
+
+// The launch shape variant `name` would run for this problem (dense tensors, channels_last or
+// not), with the reason it cannot run it ("" when it can). No GPU needed: the performance model
+// reads it (resnext_kernels/perf_model.py).
+py::dict variant_shape(const std::string& name, const std::vector<int64_t>& input,
+                       const std::vector<int64_t>& weight, const std::vector<int64_t>& stride,
+                       const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation,
+                       int64_t groups, const std::string& dtype, bool channels_last, int num_sms) {
+  const rk::KernelVariant* v = rk::find_variant(name);
+  if (!v) throw std::invalid_argument("unknown CUDA variant '" + name + "'");
+  rk::ConvParams p;
+  const std::string err = rk::make_problem(input, weight, nullptr, stride, padding, dilation,
+                                           groups, &p.problem);
+  if (!err.empty()) throw std::runtime_error(err);
+  p.direction = v->direction;
+  if (dtype == "fp32") p.dtype = rk::DType::kFloat32;
+  else if (dtype == "fp16") p.dtype = rk::DType::kFloat16;
+  else if (dtype == "bf16") p.dtype = rk::DType::kBFloat16;
+  else throw std::invalid_argument("dtype must be fp32, fp16 or bf16, got '" + dtype + "'");
+  const rk::ConvProblem& q = p.problem;
+  dense_strides(input, channels_last, p.x_stride);
+  dense_strides({q.N, q.K, q.P, q.Q}, channels_last, p.y_stride);
+  dense_strides(weight, false, p.w_stride);
+  // Any 16-byte-aligned address: the alignment checks of can_implement look at the low bits.
+  static char aligned[16] __attribute__((aligned(16)));
+  p.x = p.y = p.w = aligned;
+  p.num_sms = num_sms;
+  const rk::LaunchShape s = v->shape(p);
+  py::dict d;
+  d["can_implement"] = v->can_implement(p);
+  d["grid_x"] = s.grid_x;
+  d["grid_y"] = s.grid_y;
+  d["threads"] = s.threads;
+  d["smem_bytes"] = s.smem_bytes;
+  d["tile_pixels"] = s.tile_pixels;
+  d["tile_channels"] = s.tile_channels;
+  d["red_channels"] = s.red_channels;
+  d["halo_pixels"] = s.halo_pixels;
+  d["groups_per_block"] = s.groups_per_block;
+  d["splits"] = s.splits;
+  d["launches"] = s.launches;
+  d["workspace_elems"] = v->workspace_elems(p);
+  return d;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -59,6 +112,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("built_with_cuda", &rk::built_with_cuda);
   m.def("check_conv2d", &check_conv2d, "Validate conv2d arguments; returns the output size.");
   m.def("variants", &variants, "The CUDA kernel registry, in ladder order.");
+  m.def("variant_shape", &variant_shape, "Launch shape of a CUDA variant for a problem (no GPU).");
   m.def("set_forced_variant", &rk::set_forced_variant);
   m.def("forced_variant", &rk::forced_variant);
   m.def("set_autotune", &rk::set_autotune);

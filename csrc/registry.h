@@ -16,6 +16,22 @@
 
 namespace rk {
 
+// The launch geometry of one call of a variant, from the same helpers its launcher uses, so that
+// the performance model (resnext_kernels/perf_model.py, through `_C.variant_shape`) reads the
+// numbers the GPU runs with. Per CTA of the main kernel unless a field says otherwise.
+struct LaunchShape {
+  int64_t grid_x = 0, grid_y = 1;   // grid of the main kernel
+  int threads = 0;                  // threads per CTA
+  int64_t smem_bytes = 0;           // shared memory per CTA (dynamic + static)
+  int64_t tile_pixels = 0;          // destination pixels per CTA (0: one element per thread)
+  int64_t tile_channels = 0;        // destination channels per CTA (the pack's, padded)
+  int64_t red_channels = 0;         // reduction channels a CTA reads per tap (padded)
+  int64_t halo_pixels = 0;          // source pixels a CTA stages in shared memory (0: none)
+  int64_t groups_per_block = 1;     // groups packed into one CTA
+  int64_t splits = 1;               // wgrad: partial sums per weight element
+  int launches = 1;                 // kernels per call (wgrad: + the reduction)
+};
+
 struct KernelVariant {
   const char* name;       // e.g. "fprop_direct": the name users pass to force it
   Direction direction;
@@ -31,6 +47,8 @@ struct KernelVariant {
   int64_t (*workspace_elems)(const ConvParams& p);
   // Launches on `stream` (a cudaStream_t); returns the cudaError_t of the launch as an int.
   int (*launch)(const ConvParams& p, void* stream);
+  // Launch geometry of `p` (what the launcher will run).
+  LaunchShape (*shape)(const ConvParams& p);
 };
 
 // All variants, in ladder order per direction.

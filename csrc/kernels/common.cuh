@@ -49,14 +49,6 @@ __host__ __device__ __forceinline__ int64_t offset4(const int64_t s[4], int64_t 
   return a * s[0] + b * s[1] + c * s[2] + d * s[3];
 }
 
-// Blocks of an elementwise grid-stride kernel over `numel` elements: enough to cover them, at
-// most 32 per SM (the loop inside the kernel takes the rest).
-inline int64_t elementwise_blocks(int64_t numel, int threads, int num_sms) {
-  const int64_t want = ceil_div(numel, threads);
-  const int64_t most = int64_t(num_sms) * 32;
-  return want < most ? want : most;
-}
-
 // Copies a rows x cols window of image n of a logically (N, C, H, W)-strided tensor into shared
 // memory as fp32, [row][col][channel] with `pitch` floats per pixel: channels c0 .. c0 +
 // channels - 1, top-left corner (h0, w0), zeros outside the H x W grid. Channel fastest across

@@ -99,6 +99,14 @@ constexpr int kWgradThreads = 256;            // threads per block of the wgrad 
 constexpr int64_t kWgradMinChunk = 4096;      // fewest N*P*Q positions one wgrad block reduces
 constexpr int64_t kWgradMaxSplits = 64;       // most partial sums per weight element
 
+// Blocks of an elementwise grid-stride kernel over `numel` elements: enough to cover them, at
+// most 32 per SM (the loop inside the kernel takes the rest).
+inline int64_t elementwise_blocks(int64_t numel, int threads, int num_sms) {
+  const int64_t want = ceil_div(numel, threads);
+  const int64_t most = int64_t(num_sms) * 32;
+  return want < most ? want : most;
+}
+
 // Splits of the N*P*Q reduction of the direct wgrad kernel: enough blocks to fill the GPU
 // about twice over, each reducing at least kWgradMinChunk positions.
 int64_t wgrad_direct_splits(const ConvParams& p);

@@ -1,0 +1,812 @@
+"""A performance model of the grouped 3x3 kernels: predicted time and binding resource of a layer,
+direction and kernel variant, with no GPU.
+
+GPU time is scarce, so designs are ranked here before they are written, and every GPU run tests
+a prediction (benchmarks/perf_model.py prints them beside the committed measurements).
+
+The model, per kernel launch:
+  1. The grid, the CTAs an SM holds (registers, shared memory, threads; read from the compiled
+     cubins when a resource table is given, else the estimates in each kernel model), and the
+     waves that follow.
+  2. Per CTA: the bytes it moves from L2 to its SM, the L1 and shared-memory wavefronts of its
+     warp-wide accesses (bank conflicts included), its tensor-core and FMA work as issued, the
+     instructions of its index arithmetic where they matter, and the serial latency chain of its
+     main loop (loads in flight per step: Little's law).
+  3. A wave lasts as long as its slowest resource (or its latency chain); the launch lasts its
+     waves, and at least its DRAM bytes over the HBM bandwidth; plus a fixed launch cost.
+The binding resource is the one whose time dominates. Constants fitted to measurements are named
+in CALIBRATION with the run they came from; everything else is a datasheet figure or arithmetic.
+
+All byte counts are bytes; times are microseconds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+DIRECTIONS = ("fprop", "dgrad", "wgrad")
+ELEM_SIZE = {"fp32": 4, "fp16": 2, "bf16": 2}
+
+
+# ---------------------------------------------------------------------------------------------
+# GPUs: each number with its source ("datasheet", "measured ...", "arithmetic", "assumed").
+@dataclass(frozen=True)
+class GPU:
+    name: str
+    sms: int
+    clock_ghz: float
+    hbm_datasheet_gbs: float
+    hbm_measured_gbs: float        # read + write of a several-GB device copy
+    l2_mb: float
+    l2_to_sm_gbs: float            # what the SMs pull out of L2 with 16-byte cp.async.cg loads
+    smem_per_sm: int               # bytes a resident set of CTAs may use
+    smem_per_block: int            # opt-in maximum of one CTA
+    smem_reserved_per_block: int   # the driver's per-CTA reservation
+    regs_per_sm: int
+    max_threads_per_sm: int
+    max_ctas_per_sm: int
+    mma_sync_tflops: float         # bf16/fp16 dense, fp32 accumulate
+    wgmma_tflops: float
+    fma_tflops: float              # fp32, CUDA cores
+    mem_latency_us: float          # a global load's round trip under load
+    launch_us: float               # fixed cost of one kernel inside a CUDA-graph replay
+    sources: Dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def hbm_bytes_per_us(self) -> float:
+        return self.hbm_measured_gbs * 1e3
+
+    def little_bytes_per_sm(self) -> float:
+        """Bytes that must be in flight per SM to sustain the measured HBM bandwidth."""
+        return self.hbm_bytes_per_us * self.mem_latency_us / self.sms
+
+
+_HOPPER_SM = dict(smem_per_sm=228 * 1024, smem_per_block=227 * 1024, smem_reserved_per_block=1024,
+                  regs_per_sm=65536, max_threads_per_sm=2048, max_ctas_per_sm=32)
+_HOPPER_SOURCES = {
+    "sms, clock": "NVIDIA H100/H200 SXM datasheets (132 SMs, 1.98 GHz boost)",
+    "smem, regs, threads, CTAs": "CUDA programming guide, compute capability 9.0",
+    "l2_to_sm_gbs": "fitted: 3.0 TB/s, the Triton configurations of H200 run 3 (tune.json "
+                    "2026-11-28 06:36; shared/PERF.md: L2->SM bytes / ~3 TB/s)",
+    "mma_sync_tflops": "assumed ~65% of wgmma (shared/PERF.md: 600-660, to check on a GPU)",
+    "wgmma_tflops": "measured ~790 through PyTorch's bf16 matmul on the H200s lent here "
+                    "(shared/PERF.md); datasheet 989 dense",
+    "fma_tflops": "datasheet 67 (fp32)",
+    "mem_latency_us": "assumed 1 us under load (shared/PERF.md: 0.8-1 us; 1.0 fits run 3 best)",
+    "launch_us": "assumed: ~3 us fixed per kernel in a graph replay (the smallest measured "
+                 "kernels of H200 run 3 leave about that unexplained)",
+}
+GPUS: Dict[str, GPU] = {
+    "H200": GPU("H200", sms=132, clock_ghz=1.98, hbm_datasheet_gbs=4800.0, hbm_measured_gbs=4300.0,
+                l2_mb=50.0, l2_to_sm_gbs=3000.0, mma_sync_tflops=640.0, wgmma_tflops=790.0,
+                fma_tflops=67.0, mem_latency_us=1.0, launch_us=3.0, **_HOPPER_SM,
+                sources=dict(_HOPPER_SOURCES, hbm="datasheet 4.8 TB/s; measured ~4.3 TB/s read + "
+                             "write with a several-GB copy on the H200s lent here (shared/PERF.md)",
+                             l2="datasheet 50 MB")),
+    "H100": GPU("H100", sms=132, clock_ghz=1.98, hbm_datasheet_gbs=3350.0, hbm_measured_gbs=3000.0,
+                l2_mb=50.0, l2_to_sm_gbs=3000.0, mma_sync_tflops=640.0, wgmma_tflops=790.0,
+                fma_tflops=67.0, mem_latency_us=1.0, launch_us=3.0, **_HOPPER_SM,
+                sources=dict(_HOPPER_SOURCES, hbm="datasheet 3.35 TB/s; measured 2409-2964 GB/s "
+                             "by the project's 512 MB copy after an L2 flush (understated), ~3.0 "
+                             "assumed", l2="datasheet 50 MB")),
+}
+
+# Constants fitted to committed measurements, each with its run. The fit is what
+# benchmarks/perf_model.py's calibration summary checks.
+CALIBRATION = {
+    # Old Triton gather (before 07a4ed9) loaded each weight element with a scattered 2-byte load
+    # nine elements from the next: half of the sectors those touch came from L2 (the rest hit
+    # L1). Fitted on H200 run 3.
+    "triton_scattered_weight_l2_fraction": 0.5,
+    # Warp instructions of one (tap, channel block) step of the Triton gather kernel per 128
+    # destination rows: index arithmetic, the masked loads and the dot; dgrad adds an integer
+    # division and modulo by the (unspecialised) stride per row and tap. Fitted on run 3 (a grid
+    # search over the calibration fraction): dgrad took 1.4-1.7x fprop on the same grid, 4-5x
+    # at stride 2 (nine masked taps per pixel, 2.25 of which reach it).
+    "triton_gather_step_instr": 1200.0,
+    "triton_gather_dgrad_step_instr": 2700.0,
+    # Direct CUDA rungs: instructions per multiply-add (64-bit address arithmetic, two loads,
+    # conversions) and per destination element (the 64-bit unflatten, the epilogue). Fitted on
+    # H100 runs 1-2: fprop_direct took 1.43 ms at stage 1 and 1.09 ms at stage 2 of 32x4d (equal
+    # FLOPs, half the elements), so the per-element part is large.
+    "direct_instr_per_mac": 12.0,
+    "direct_instr_per_elem": 400.0,
+    # Instructions per staged element of a staging loop with three 64-bit divisions or modulos
+    # per element (fprop_smem, gather_mma's weights, wgrad_mma): shared/PERF.md counted ~260.
+    "staging_instr_per_elem": 260.0,
+    # Stack frame of the all-taps wgrad kernel (bytes per thread): 136 at stage 1 (sm_90 cubin,
+    # shared/PERF.md).
+    "triton_all_taps_stack_bytes": 136.0,
+}
+
+# Fraction of the schedulers' issue slots a memory-heavy kernel keeps busy.
+ISSUE_EFFICIENCY = 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# The layer.
+@dataclass(frozen=True)
+class Conv:
+    """One grouped 3x3 convolution: x [n, c, h, w], w [k, c/groups, 3, 3], y [n, k, p, q]."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    k: int
+    groups: int
+    stride: int = 1
+    pad: int = 1
+    dil: int = 1
+    elem_size: int = 2
+
+    @classmethod
+    def from_layer(cls, layer, elem_size: int = 2) -> "Conv":
+        """From benchmarks/layers.py's Layer (or anything with n, c, h, w, k, groups, stride)."""
+        return cls(layer.n, layer.c, layer.h, layer.w, layer.k, layer.groups, layer.stride,
+                   elem_size=elem_size)
+
+    @property
+    def p(self) -> int:
+        return (self.h + 2 * self.pad - 2 * self.dil - 1) // self.stride + 1
+
+    @property
+    def q(self) -> int:
+        return (self.w + 2 * self.pad - 2 * self.dil - 1) // self.stride + 1
+
+    @property
+    def cg(self) -> int:
+        return self.c // self.groups
+
+    @property
+    def kg(self) -> int:
+        return self.k // self.groups
+
+    def x_elems(self) -> int:
+        return self.n * self.c * self.h * self.w
+
+    def y_elems(self) -> int:
+        return self.n * self.k * self.p * self.q
+
+    def w_elems(self) -> int:
+        return self.k * self.cg * 9
+
+    def flops(self) -> float:
+        """2 * N*P*Q * K * Cg * 9, the same in every direction."""
+        return 2.0 * self.n * self.p * self.q * self.k * self.cg * 9
+
+    def min_bytes(self) -> float:
+        """Compulsory DRAM bytes of any direction: x (or dx), y (or dy) and w (or dw) once each."""
+        return float(self.elem_size * (self.x_elems() + self.y_elems() + self.w_elems()))
+
+    def roofline_us(self, gpu: GPU) -> float:
+        return self.min_bytes() / gpu.hbm_bytes_per_us
+
+
+def valid_tap_fraction(dst: int, src: int, stride: int, pad: int, transposed: bool,
+                       dil: int = 1) -> float:
+    """Fraction of (destination index, tap) pairs along one dimension whose source exists:
+    fprop reads s = d*stride - pad + t*dil; dgrad (transposed) reads s = (d + pad - t*dil)/stride
+    where that division is exact."""
+    hits = 0
+    for d in range(dst):
+        for t in range(3):
+            if transposed:
+                u = d + pad - t * dil
+                hits += u >= 0 and u % stride == 0 and u // stride < src
+            else:
+                s = d * stride - pad + t * dil
+                hits += 0 <= s < src
+    return hits / (3.0 * dst) if dst else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Occupancy and shared-memory banks.
+def ctas_per_sm(gpu: GPU, threads: int, regs: int, smem: int) -> Tuple[int, str]:
+    """(CTAs one SM holds, the limiter) from registers (allocated per warp in 256-register units),
+    shared memory (plus the per-CTA reservation) and threads."""
+    warps = -(-threads // 32)
+    regs_per_warp = -(-max(regs, 1) * 32 // 256) * 256
+    limits = {
+        "registers": gpu.regs_per_sm // (regs_per_warp * warps),
+        "threads": gpu.max_threads_per_sm // (warps * 32),
+        "ctas": gpu.max_ctas_per_sm,
+    }
+    if smem > 0:
+        limits["shared memory"] = gpu.smem_per_sm // (smem + gpu.smem_reserved_per_block)
+    limiter = min(limits, key=lambda k: limits[k])
+    return max(0, limits[limiter]), limiter
+
+
+def bank_wavefronts(word_addresses: Sequence[int]) -> int:
+    """Shared-memory wavefronts of one warp-wide 4-byte access: the most distinct words any of
+    the 32 banks must serve (equal words are broadcast). 1 is conflict-free."""
+    per_bank: Dict[int, set] = {}
+    for a in word_addresses:
+        per_bank.setdefault(a % 32, set()).add(a)
+    return max((len(v) for v in per_bank.values()), default=0)
+
+
+def l1_wavefronts(byte_addresses: Sequence[int], line: int = 128) -> int:
+    """L1 wavefronts of one warp-wide global load: the distinct 128-byte lines it touches."""
+    return len({a // line for a in byte_addresses})
+
+
+def sectors(byte_addresses: Sequence[int], size: int) -> int:
+    """32-byte sectors touched by accesses of `size` bytes at these addresses."""
+    out = set()
+    for a in byte_addresses:
+        out.update(range(a // 32, (a + size - 1) // 32 + 1))
+    return len(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launches and the simulation.
+@dataclass
+class CtaWork:
+    """What one CTA of a launch does (the resources it occupies while it runs)."""
+
+    l2_bytes: float = 0.0          # L2 -> SM (and SM -> L2 stores)
+    l1_wavefronts: float = 0.0     # global loads served by L1 (hits and misses alike)
+    smem_wavefronts: float = 0.0   # shared-memory accesses, bank conflicts included
+    issue: float = 0.0             # warp instructions not counted above (index arithmetic)
+    mma_flops: float = 0.0         # tensor-core work as issued (padding included)
+    fma_flops: float = 0.0         # CUDA-core fp32 work
+    chain_us: float = 0.0          # serial latency of the main loop (loads in flight per step)
+    in_flight_bytes: float = 0.0   # bytes one CTA keeps in flight
+
+
+@dataclass
+class Launch:
+    name: str
+    ctas: int
+    threads: int
+    regs: int
+    smem: int
+    work: CtaWork
+    dram_bytes: float = 0.0
+    mma_useful_flops: float = 0.0
+    resource_source: str = "estimate"
+
+
+@dataclass
+class Prediction:
+    variant: str
+    direction: str
+    time_us: float
+    binding: str
+    terms: Dict[str, float]        # microseconds each resource would take on its own
+    dram_bytes: float
+    l2_bytes: float
+    smem_wavefronts: float
+    mma_flops_issued: float
+    mma_flops_useful: float
+    grid: int
+    ctas_per_sm: int
+    occupancy_limiter: str
+    waves: float
+    in_flight_per_sm: float
+    little_needed_per_sm: float
+    launches: int
+    resource_source: str
+    notes: List[str] = field(default_factory=list)
+
+    def as_row(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+RESOURCES = ("dram", "l2", "l1", "smem", "issue", "tensor", "fma", "latency", "launch")
+
+
+def simulate(gpu: GPU, variant: str, direction: str, launches: List[Launch],
+             notes: Iterable[str] = ()) -> Prediction:
+    """Time of a sequence of launches on `gpu` (see the module docstring)."""
+    clock = gpu.clock_ghz * 1e3                     # cycles per microsecond
+    totals = dict.fromkeys(RESOURCES, 0.0)
+    time = 0.0
+    main = max(launches, key=lambda L: L.ctas)
+    main_ctas, limiter = 0, ""
+    for L in launches:
+        per_sm, why = ctas_per_sm(gpu, L.threads, L.regs, L.smem)
+        if L is main:
+            main_ctas, limiter = per_sm, why
+        if per_sm == 0:
+            return Prediction(variant, direction, math.inf, f"does not fit ({why})", {}, 0, 0, 0,
+                              0, 0, L.ctas, 0, why, math.inf, 0, 0, len(launches),
+                              L.resource_source, list(notes))
+        w = L.work
+        concurrent = gpu.sms * per_sm
+        full, tail = divmod(L.ctas, concurrent)
+        launch_time = 0.0
+        for count, n_ctas in ((full, concurrent), (1 if tail else 0, tail)):
+            if not count:
+                continue
+            busiest = -(-n_ctas // gpu.sms)         # CTAs on the busiest SM in this wave
+            wave = {
+                "l2": n_ctas * w.l2_bytes / (gpu.l2_to_sm_gbs * 1e3),
+                "l1": busiest * w.l1_wavefronts / clock,
+                "smem": busiest * w.smem_wavefronts / clock,
+                "issue": busiest * w.issue / (4 * clock * ISSUE_EFFICIENCY),
+                "tensor": n_ctas * w.mma_flops / (gpu.mma_sync_tflops * 1e6),
+                "fma": n_ctas * w.fma_flops / (gpu.fma_tflops * 1e6),
+                "latency": w.chain_us,
+            }
+            for k, v in wave.items():
+                totals[k] += count * v
+            launch_time += count * max(wave.values())
+        dram = L.dram_bytes / gpu.hbm_bytes_per_us
+        totals["dram"] += dram
+        totals["launch"] += gpu.launch_us
+        time += max(launch_time, dram) + gpu.launch_us
+    busy = {k: v for k, v in totals.items() if k != "launch"}
+    binding = max(busy, key=lambda k: busy[k])
+    if totals["launch"] > busy[binding]:
+        binding = "launch"
+    little = gpu.little_bytes_per_sm()
+    w = main.work
+    return Prediction(
+        variant=variant, direction=direction, time_us=time, binding=binding, terms=totals,
+        dram_bytes=sum(L.dram_bytes for L in launches),
+        l2_bytes=sum(L.ctas * L.work.l2_bytes for L in launches),
+        smem_wavefronts=sum(L.ctas * L.work.smem_wavefronts for L in launches),
+        mma_flops_issued=sum(L.ctas * L.work.mma_flops for L in launches),
+        mma_flops_useful=sum(L.mma_useful_flops for L in launches),
+        grid=main.ctas, ctas_per_sm=main_ctas, occupancy_limiter=limiter,
+        waves=main.ctas / max(1, gpu.sms * main_ctas), in_flight_per_sm=main_ctas * w.in_flight_bytes,
+        little_needed_per_sm=little, launches=len(launches), resource_source=main.resource_source,
+        notes=list(notes))
+
+
+def small_kernel(name: str, read: float, write: float, threads: int = 128, ctas: int = 0) -> Launch:
+    """An elementwise helper kernel (weight packing, a reduction, a cast): its bytes once."""
+    ctas = ctas or max(1, int((read + write) // (threads * 16)))
+    per = (read + write) / ctas
+    return Launch(name, ctas, threads, 32, 0, CtaWork(l2_bytes=per), dram_bytes=read + write)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resource tables: registers and shared memory read from compiled cubins (cuobjdump), written by
+# scripts/triton_compile_check.py --json and scripts/cuda_resource_check.py --json.
+class Resources:
+    """Looks up (registers, shared memory) of a compiled kernel; None when the table lacks it."""
+
+    def __init__(self, triton: Optional[dict] = None, cuda: Optional[dict] = None):
+        self.triton = triton or {}
+        self.cuda = cuda or {}
+
+    def triton_kernel(self, key: str) -> Optional[Tuple[int, int]]:
+        row = self.triton.get(key)
+        return (row["regs"], row["shared"]) if row and row.get("regs") is not None else None
+
+    def cuda_kernel(self, fragment: str, dtype: str = "bf16", arch: str = "sm_90") -> Optional[Tuple[int, int]]:
+        """The kernel whose demangled name contains `fragment` (and the dtype's type)."""
+        type_name = {"bf16": "__nv_bfloat16", "fp16": "__half", "fp32": "float"}[dtype]
+        for row in self.cuda.get("kernels", []):
+            if row["arch"] == arch and fragment in row["name"] and type_name in row["name"]:
+                return row["regs"], row["shared"]
+        return None
+
+
+NO_RESOURCES = Resources()
+
+
+def triton_resource_key(kernel: str, dtype: str, red: int, out: int, groups: int, block_m: int,
+                        warps: int, stages: int, extra: str = "") -> str:
+    """The key scripts/triton_compile_check.py writes its rows under."""
+    return f"{kernel}{extra} {dtype} r{red} o{out} g{groups} M{block_m}w{warps}s{stages}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Triton kernels.
+MIN_DOT, MAX_RED_BLOCK, MAX_OUT_BLOCK, PACK_WIDTH = 16, 64, 128, 32   # triton/common.py
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, (x - 1).bit_length())
+
+
+def triton_group_tile(red: int, out: int, groups: int) -> Tuple[int, int, int]:
+    """(groups per program, BLOCK_RED, BLOCK_OUT): triton/common.choose_group_tile, without
+    importing triton (so that the model runs anywhere)."""
+    gp = max(1, min(groups, PACK_WIDTH // max(red, out)))
+    return (gp, min(MAX_RED_BLOCK, max(MIN_DOT, _next_pow2(gp * red))),
+            min(MAX_OUT_BLOCK, max(MIN_DOT, _next_pow2(gp * out))))
+
+
+@dataclass(frozen=True)
+class TritonConfig:
+    block_m: int
+    warps: int
+    stages: int
+
+    @property
+    def label(self) -> str:
+        return f"M{self.block_m}w{self.warps}s{self.stages}"
+
+    @classmethod
+    def parse(cls, label: str) -> "TritonConfig":
+        import re
+
+        m = re.fullmatch(r"M(\d+)w(\d+)s(\d+)", label)
+        if not m:
+            raise ValueError(f"not a Triton configuration label: {label!r}")
+        return cls(*map(int, m.groups()))
+
+
+@dataclass(frozen=True)
+class TritonRevision:
+    """What changed in the Triton kernels, so that measurements of older code are predicted with
+    the code that ran (benchmarks/perf_model.py picks the revision from a result's commit)."""
+
+    packed_weight: bool = True     # 07a4ed9: block-diagonal weights packed by a small kernel
+    phase_classes: bool = True     # 07a4ed9: dgrad visits dx by stride phase (only its taps)
+
+
+CURRENT_TRITON = TritonRevision()
+BEFORE_07A4ED9 = TritonRevision(packed_weight=False, phase_classes=False)
+
+
+def _triton_regs_estimate(warps: int, block_m: int, all_taps: bool = False) -> int:
+    """Registers when no cubin table is given. From the compile check on sm_90 (bf16, 2026-11):
+    the gather kernel 84-147 (130 at 4 warps, PERF.md), wgrad all_taps 255 with a stack frame."""
+    if all_taps:
+        return 255
+    per_thread_rows = block_m // (warps * 32)
+    return 130 if per_thread_rows >= 1 else 96
+
+
+def _pipeline_smem(config: TritonConfig, stage_bytes: int) -> int:
+    """Shared memory of Triton's software pipeline when no cubin table is given: stages - 1
+    buffers of one step's loads (wgrad all_taps at BLOCK_M 128, 3 stages, fp32 asked for
+    327680 bytes on the H200, run 4: 2 x 163840)."""
+    return max(1, config.stages - 1) * stage_bytes
+
+
+def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, tiles_per_prog: int = 1,
+                  channels_fastest: bool = False, revision: TritonRevision = CURRENT_TRITON,
+                  resources: Resources = NO_RESOURCES, dtype: str = "bf16") -> Prediction:
+    """fprop/dgrad through triton/fprop.py's _gather_conv_kernel (see its docstring)."""
+    transposed = direction == "dgrad"
+    e = conv.elem_size
+    red_g, out_g = (conv.kg, conv.cg) if transposed else (conv.cg, conv.kg)
+    gp, block_red, block_out = triton_group_tile(red_g, out_g, conv.groups)
+    packs = -(-conv.groups // gp)
+    out_tiles = -(-(gp * out_g) // block_out)
+    red_blocks = -(-(gp * red_g) // block_red)
+    n_tiles = packs * out_tiles
+    per_prog = n_tiles if tiles_per_prog <= 0 else min(tiles_per_prog, n_tiles)
+    dh, dw, sh, sw = (conv.h, conv.w, conv.p, conv.q) if transposed else (conv.p, conv.q, conv.h, conv.w)
+    phased = transposed and revision.phase_classes and conv.dil == 1
+    phases = conv.stride ** 2 if phased else 1
+    class_pixels = conv.n * (-(-dh // (conv.stride if phased else 1))) * (-(-dw // (conv.stride if phased else 1)))
+    m_tiles = -(-class_pixels // config.block_m)
+    ctas = -(-n_tiles // per_prog) * phases * m_tiles
+    vf = (valid_tap_fraction(dh, sh, conv.stride, conv.pad, transposed)
+          * valid_tap_fraction(dw, sw, conv.stride, conv.pad, transposed))
+    # Taps a program walks: all nine, or (phase classes) those that reach its class: on average
+    # 9 * vf of the nine, each then valid for (nearly) every pixel.
+    taps = 9.0 * vf if phased else 9.0
+    tap_valid = 1.0 if phased else vf
+    steps = per_prog * taps * red_blocks
+    src_step = config.block_m * block_red * e * tap_valid
+    if revision.packed_weight:
+        w_step = block_red * block_out * e                              # contiguous, cp.async.cg
+    else:  # the diagonal elements, 2-byte loads nine elements apart
+        w_step = (gp * red_g * min(block_out, out_g) * 9 * e
+                  * CALIBRATION["triton_scattered_weight_l2_fraction"])
+    out_bytes = per_prog * config.block_m * block_out * e
+    instr = CALIBRATION["triton_gather_step_instr"]
+    if transposed and not revision.phase_classes:
+        instr += CALIBRATION["triton_gather_dgrad_step_instr"]
+    elif transposed:
+        instr += CALIBRATION["triton_gather_dgrad_step_instr"] / 4  # once per class, not per tap
+    work = CtaWork(
+        l2_bytes=steps * (src_step + w_step) + out_bytes,
+        issue=steps * instr * config.block_m / 128,
+        mma_flops=steps * 2.0 * config.block_m * block_red * block_out,
+        chain_us=steps * gpu.mem_latency_us / max(1, config.stages - 1),
+        in_flight_bytes=(src_step + w_step) * max(1, config.stages - 1))
+    key = triton_resource_key("gather", dtype, red_g, out_g, conv.groups, config.block_m,
+                              config.warps, config.stages, "_t" if transposed else "")
+    found = resources.triton_kernel(key)
+    regs, smem = found or (_triton_regs_estimate(config.warps, config.block_m),
+                           _pipeline_smem(config, (config.block_m * block_red + block_red * block_out) * e))
+    main = Launch("gather", ctas, config.warps * 32, regs, smem, work,
+                  dram_bytes=conv.min_bytes(),
+                  mma_useful_flops=conv.flops(), resource_source="cubin" if found else "estimate")
+    launches = [main]
+    if revision.packed_weight:
+        launches.insert(0, small_kernel("pack_weight", conv.w_elems() * e,
+                                        packs * 9 * red_blocks * block_red * out_tiles * block_out * e))
+    layout = ("all_tiles" if tiles_per_prog <= 0 else "tile") + ("_channels_fastest" if channels_fastest else "")
+    return simulate(gpu, f"triton:{config.label} {layout}", direction, launches)
+
+
+TRITON_ALL_TAPS_MAX_TILE = 32 * 32     # triton/wgrad.py ALL_TAPS_MAX_TILE
+TRITON_WGRAD_MIN_CHUNK = 512           # triton/wgrad.py MIN_CHUNK
+
+
+def triton_wgrad(conv: Conv, gpu: GPU, config: TritonConfig, all_taps: bool,
+                 resources: Resources = NO_RESOURCES, dtype: str = "bf16") -> Prediction:
+    """wgrad through triton/wgrad.py's _wgrad_partial_kernel, then partials.sum(0) and a cast."""
+    e = conv.elem_size
+    gp, block_c, block_k = triton_group_tile(conv.cg, conv.kg, conv.groups)
+    packs = -(-conv.groups // gp)
+    k_tiles = -(-(gp * conv.kg) // block_k)
+    c_tiles = -(-(gp * conv.cg) // block_c)
+    npq = conv.n * conv.p * conv.q
+    taps = 9 if all_taps else 1
+    per_split = (1 if all_taps else 9) * k_tiles * c_tiles * packs
+    splits = max(1, min(-(-4 * gpu.sms // per_split), -(-npq // TRITON_WGRAD_MIN_CHUNK)))
+    chunk = -(-npq // splits)
+    steps = -(-chunk // config.block_m)
+    vf = (valid_tap_fraction(conv.p, conv.h, conv.stride, conv.pad, False)
+          * valid_tap_fraction(conv.q, conv.w, conv.stride, conv.pad, False))
+    step_bytes = config.block_m * block_k * e + taps * config.block_m * block_c * e * vf
+    partials = splits * conv.w_elems() * 4
+    key = triton_resource_key("wgrad", dtype, conv.cg, conv.kg, conv.groups, config.block_m,
+                              config.warps, config.stages, "9" if all_taps else "1")
+    found = resources.triton_kernel(key)
+    regs, smem = found or (_triton_regs_estimate(config.warps, config.block_m, all_taps),
+                           _pipeline_smem(config, (config.block_m * block_k + taps * config.block_m * block_c) * e))
+    # Nine accumulators spill (all_taps: 255 registers and a stack frame, PERF.md): every step
+    # reloads and stores the frame through L1 (cached local memory), once per thread.
+    spill_step = (2 * CALIBRATION["triton_all_taps_stack_bytes"] * config.warps * 32
+                  if all_taps and regs >= 255 else 0.0)
+    work = CtaWork(
+        l2_bytes=steps * (step_bytes + spill_step) + taps * block_k * block_c * 4 / gp,
+        mma_flops=steps * taps * 2.0 * config.block_m * block_k * block_c,
+        chain_us=steps * gpu.mem_latency_us / max(1, config.stages - 1),
+        in_flight_bytes=step_bytes * max(1, config.stages - 1))
+    main = Launch("wgrad_partial", splits * per_split, config.warps * 32, regs, smem, work,
+                  dram_bytes=(conv.x_elems() + conv.y_elems()) * e + partials,
+                  mma_useful_flops=conv.flops(), resource_source="cubin" if found else "estimate")
+    launches = [main, small_kernel("partials.sum", partials, conv.w_elems() * 4),
+                small_kernel("cast", conv.w_elems() * 4, conv.w_elems() * e)]
+    return simulate(gpu, f"triton:{config.label} {'all_taps' if all_taps else 'tap'}", "wgrad", launches)
+
+
+# The Triton autotune spaces and layouts (triton/fprop.py, triton/wgrad.py), as data so that the
+# model runs without triton; tests/test_perf_model.py checks them against the kernels' modules.
+TRITON_GATHER_CONFIGS = [TritonConfig(*c) for c in ((64, 4, 2), (128, 4, 3), (128, 4, 2), (64, 4, 3),
+                                                    (128, 8, 3), (256, 8, 2))]
+TRITON_WGRAD_CONFIGS = [TritonConfig(*c) for c in ((64, 4, 2), (128, 4, 3), (128, 4, 2), (64, 4, 3),
+                                                   (128, 8, 2))]
+TRITON_WGRAD_ALL_TAPS_CONFIGS = [TritonConfig(*c) for c in ((64, 4, 2), (64, 4, 3), (32, 4, 3))]
+TRITON_GATHER_LAYOUTS = {"tile": (1, False), "all_tiles": (0, False), "tile_channels_fastest": (1, True)}
+
+
+def triton_variants(conv: Conv, direction: str, gpu: GPU, resources: Resources = NO_RESOURCES,
+                    revision: TritonRevision = CURRENT_TRITON) -> List[Prediction]:
+    """Every autotune configuration and launch layout of the current Triton kernels."""
+    if direction == "wgrad":
+        gp, block_c, block_k = triton_group_tile(conv.cg, conv.kg, conv.groups)
+        out = [triton_wgrad(conv, gpu, c, False, resources) for c in TRITON_WGRAD_CONFIGS]
+        if block_c * block_k <= TRITON_ALL_TAPS_MAX_TILE:
+            out += [triton_wgrad(conv, gpu, c, True, resources) for c in TRITON_WGRAD_ALL_TAPS_CONFIGS]
+        return out
+    return [triton_gather(conv, direction, gpu, c, per_prog, fastest, revision, resources)
+            for c in TRITON_GATHER_CONFIGS for per_prog, fastest in TRITON_GATHER_LAYOUTS.values()]
+
+
+def triton_measured_variant(conv: Conv, direction: str, gpu: GPU, label: str,
+                            revision: TritonRevision, resources: Resources = NO_RESOURCES) -> Prediction:
+    """The prediction for a tune.json row's variant label ("M128w4s2 all_tiles")."""
+    cfg_label, layout = label.split(" ", 1)
+    config = TritonConfig.parse(cfg_label)
+    if direction == "wgrad":
+        return triton_wgrad(conv, gpu, config, layout == "all_taps", resources)
+    per_prog, fastest = TRITON_GATHER_LAYOUTS[layout]
+    return triton_gather(conv, direction, gpu, config, per_prog, fastest, revision, resources)
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA kernels: the launch shapes come from the registry (csrc/registry.cpp via _C.variant_shape).
+def cuda_shape(name: str, conv: Conv, gpu: GPU, dtype: str = "bf16", channels_last: bool = True) -> dict:
+    """The registry's launch shape of CUDA variant `name` for `conv` (needs the built extension)."""
+    from ._native import _C
+
+    if _C is None or not _C.built_with_cuda():
+        raise RuntimeError("the CUDA variants' shapes need the extension built with CUDA")
+    return dict(_C.variant_shape(name, [conv.n, conv.c, conv.h, conv.w], [conv.k, conv.cg, 3, 3],
+                                 [conv.stride] * 2, [conv.pad] * 2, [conv.dil] * 2, conv.groups,
+                                 dtype, channels_last, gpu.sms))
+
+
+def _direct_lines(conv: Conv, direction: str) -> Tuple[float, float]:
+    """L1 wavefronts of the source and weight loads of one warp of a direct kernel (channels_last:
+    the 32 lanes are 32 consecutive channels of one pixel), from the kernels' index formulas."""
+    e = conv.elem_size
+    if direction == "fprop":   # lane = output channel k; x[n, (k/Kg)*Cg + c, ...], w[k, c, r, s]
+        chans, per_group_src, src_group = conv.k, conv.cg, conv.kg
+        w_addr = [(k * conv.cg * 9) * e for k in range(32)]
+    else:                      # lane = input channel c; dy[n, g*Kg + k, ...], w[k, c % Cg, r, s]
+        chans, per_group_src, src_group = conv.c, conv.kg, conv.cg
+        w_addr = [((c // conv.cg) * conv.kg * conv.cg * 9 + (c % conv.cg) * 9) * e for c in range(32)]
+    lanes = range(min(32, chans))
+    src_addr = [((lane // src_group) * per_group_src) * e for lane in lanes]
+    return float(l1_wavefronts(src_addr)), float(l1_wavefronts(w_addr[:len(lanes)]))
+
+
+def cuda_direct(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Resources,
+                dtype: str = "bf16") -> Prediction:
+    """fprop_direct / dgrad_direct (one thread per destination element, reads through L1) and
+    wgrad_direct (one CTA per weight element and split)."""
+    e = conv.elem_size
+    ctas = shape["grid_x"] * shape["grid_y"]
+    threads = shape["threads"]
+    if direction == "wgrad":
+        npq = conv.n * conv.p * conv.q
+        vf = (valid_tap_fraction(conv.p, conv.h, conv.stride, conv.pad, False)
+              * valid_tap_fraction(conv.q, conv.w, conv.stride, conv.pad, False))
+        per_cta_positions = npq / shape["splits"]
+        warp_iters = per_cta_positions / 32
+        # Lanes are consecutive positions: channels_last puts them C (or K) elements apart, so
+        # each warp-wide load touches 32 lines and 32 sectors.
+        lines = 32.0
+        work = CtaWork(l1_wavefronts=warp_iters * lines * (1 + vf),
+                       l2_bytes=warp_iters * 32 * 32 * (1 + vf) / 2,
+                       issue=warp_iters * 40,
+                       chain_us=warp_iters / (threads / 32) * gpu.mem_latency_us / 4)
+        found = resources.cuda_kernel("wgrad_direct_partial_kernel", dtype)
+        main = Launch("wgrad_direct_partial", ctas, threads, (found or (40, 0))[0], shape["smem_bytes"],
+                      work, dram_bytes=conv.min_bytes(), resource_source="cubin" if found else "estimate")
+        ws = shape["workspace_elems"] * 4
+        return simulate(gpu, "cuda:wgrad_direct", direction,
+                        [main, small_kernel("wgrad_reduce", ws, conv.w_elems() * e)])
+    transposed = direction == "dgrad"
+    elems = conv.x_elems() if transposed else conv.y_elems()
+    red = conv.kg if transposed else conv.cg
+    dh, dw, sh, sw = (conv.h, conv.w, conv.p, conv.q) if transposed else (conv.p, conv.q, conv.h, conv.w)
+    vf = (valid_tap_fraction(dh, sh, conv.stride, conv.pad, transposed)
+          * valid_tap_fraction(dw, sw, conv.stride, conv.pad, transposed))
+    src_lines, w_lines = _direct_lines(conv, direction)
+    warps_total = elems / 32
+    macs = 9 * vf * red
+    per_cta = warps_total / ctas
+    work = CtaWork(l1_wavefronts=per_cta * macs * (src_lines + w_lines),
+                   issue=per_cta * (macs * CALIBRATION["direct_instr_per_mac"]
+                                    + CALIBRATION["direct_instr_per_elem"]),
+                   fma_flops=per_cta * 32 * macs * 2,
+                   l2_bytes=conv.min_bytes() / ctas)
+    name = f"{direction}_direct"
+    found = resources.cuda_kernel(f"{name}_kernel", dtype)
+    main = Launch(name, ctas, threads, (found or (40, 0))[0], 0, work, dram_bytes=conv.min_bytes(),
+                  resource_source="cubin" if found else "estimate")
+    return simulate(gpu, f"cuda:{name}", direction, [main])
+
+
+def cuda_smem(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Resources,
+              dtype: str = "bf16") -> Prediction:
+    """The 8x8-tile shared-memory rungs on CUDA cores: stage (halo + weights as fp32, three
+    64-bit divisions per staged element), then every (channel, pixel) of the tile sums its taps
+    from shared memory; bank conflicts from the lanes' addresses."""
+    e = conv.elem_size
+    ctas = shape["grid_x"] * shape["grid_y"]
+    gpb = shape["groups_per_block"]
+    red_ch = shape["red_channels"]
+    halo = shape["halo_pixels"]
+    if direction == "fprop":
+        red, outs = conv.cg, gpb * conv.kg
+        # Lanes: consecutive output channels kl at one pixel; weights wts[kl*Cg*9 + c*9 + tap],
+        # halo[(pixel)*channels + (kl/Kg)*Cg + c] (broadcast within a group).
+        w_words = [kl * conv.cg * 9 for kl in range(min(32, outs))]
+        h_words = [(kl // conv.kg) * conv.cg for kl in range(min(32, outs))]
+    elif direction == "dgrad":
+        red, outs = conv.kg, gpb * conv.cg
+        w_words = [(c // conv.cg) * conv.kg * conv.cg * 9 + (c % conv.cg) * 9 for c in range(min(32, outs))]
+        h_words = [(c // conv.cg) * conv.kg for c in range(min(32, outs))]
+    else:
+        red, outs = conv.kg, gpb * conv.kg
+        w_words = [i for i in range(32)]
+        h_words = [(i % red_ch) * 1 + (i // red_ch) * 32 for i in range(32)]   # pitch-32 halo rows
+    conflicts = bank_wavefronts(w_words) + bank_wavefronts(h_words)
+    pixels = 64
+    macs_per_thread_item = 9 * red
+    items = outs * pixels
+    staged = halo * red_ch + outs * red * 9
+    warps = shape["threads"] // 32
+    if direction == "wgrad":
+        tiles_per_cta = (conv.n * -(-conv.p // 8) * -(-conv.q // 8)) / shape["splits"]
+        staged *= tiles_per_cta
+        items *= tiles_per_cta
+    work = CtaWork(
+        smem_wavefronts=items / 32 * macs_per_thread_item * conflicts,
+        issue=staged / 32 * CALIBRATION["staging_instr_per_elem"] + items / 32 * macs_per_thread_item * 4,
+        fma_flops=items * macs_per_thread_item * 2,
+        l2_bytes=halo * red_ch * e + outs * red * 9 * e + (items * e if direction != "wgrad" else 0),
+        chain_us=(staged / shape["threads"]) * gpu.mem_latency_us / 4,
+        in_flight_bytes=shape["threads"] * e)
+    name = f"{direction}_smem"
+    found = resources.cuda_kernel(f"{name}_kernel", dtype)
+    main = Launch(name, ctas, shape["threads"], (found or (64, 0))[0], shape["smem_bytes"], work,
+                  dram_bytes=conv.min_bytes(), resource_source="cubin" if found else "estimate")
+    launches = [main]
+    if direction == "wgrad":
+        launches.append(small_kernel("wgrad_reduce", shape["workspace_elems"] * 4, conv.w_elems() * e))
+    notes = [f"{conflicts - 2}-way extra shared-memory wavefronts per warp access" if conflicts > 2 else ""]
+    return simulate(gpu, f"cuda:{name}", direction, launches, [n for n in notes if n])
+
+
+def cuda_mma(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Resources,
+             dtype: str = "bf16") -> Prediction:
+    """The tensor-core rungs (gather_mma.cu, wgrad_mma.cu): mma.sync m16n8k16 over block-diagonal
+    packs, weights (gather) or dy/x chunks (wgrad) staged with per-element 64-bit index math,
+    A fragments loaded as 32-bit words straight from global memory, one k-step in flight."""
+    e = conv.elem_size
+    ctas = shape["grid_x"] * shape["grid_y"]
+    red_pad = shape["red_channels"]
+    if direction == "wgrad":
+        chunk = shape["tile_pixels"]
+        npq = conv.n * conv.p * conv.q
+        steps = -(-npq // shape["splits"]) / chunk
+        staged = steps * 64 * chunk * 2
+        work = CtaWork(
+            issue=staged / 32 * CALIBRATION["staging_instr_per_elem"],
+            l2_bytes=steps * chunk * (shape["tile_channels"] + red_pad) * e,
+            mma_flops=steps * 2.0 * 64 * 64 * chunk,
+            chain_us=steps * (64 * chunk * 2 / shape["threads"]) * gpu.mem_latency_us / 2,
+            in_flight_bytes=shape["threads"] * 2 * e)
+        name = "wgrad_mma"
+    else:
+        transposed = direction == "dgrad"
+        dh, dw, sh, sw = (conv.h, conv.w, conv.p, conv.q) if transposed else (conv.p, conv.q, conv.h, conv.w)
+        vf = (valid_tap_fraction(dh, sh, conv.stride, conv.pad, transposed)
+              * valid_tap_fraction(dw, sw, conv.stride, conv.pad, transposed))
+        taps = 9 * vf if transposed and conv.dil == 1 else 9
+        ksteps = taps * red_pad / 16
+        w_staged = 9 * 64 * red_pad
+        work = CtaWork(
+            issue=w_staged / 32 * CALIBRATION["staging_instr_per_elem"],
+            l2_bytes=w_staged * e / 4 + ksteps * 128 * 16 * e + 128 * 64 * e,
+            mma_flops=ksteps * 2.0 * 128 * 64 * 16,
+            chain_us=ksteps * gpu.mem_latency_us + (w_staged / shape["threads"]) * gpu.mem_latency_us / 8,
+            in_flight_bytes=128 * 16 * e)
+        name = f"{direction}_mma"
+    found = resources.cuda_kernel("gather_mma_kernel" if direction != "wgrad" else "wgrad_mma_kernel", dtype)
+    main = Launch(name, ctas, shape["threads"], (found or (168, 0))[0], shape["smem_bytes"], work,
+                  dram_bytes=conv.min_bytes(), mma_useful_flops=conv.flops(),
+                  resource_source="cubin" if found else "estimate")
+    launches = [main]
+    if direction == "wgrad":
+        launches.append(small_kernel("wgrad_reduce", shape["workspace_elems"] * 4, conv.w_elems() * e))
+    return simulate(gpu, f"cuda:{name}", direction, launches)
+
+
+CUDA_MODELS = {"direct": cuda_direct, "smem": cuda_smem, "mma": cuda_mma}
+
+
+def cuda_variant(name: str, conv: Conv, direction: str, gpu: GPU, resources: Resources = NO_RESOURCES,
+                 dtype: str = "bf16", shape: Optional[dict] = None) -> Prediction:
+    """The prediction for CUDA registry variant `name` ("fprop_mma", ...)."""
+    shape = shape or cuda_shape(name, conv, gpu, dtype)
+    if shape["can_implement"]:
+        return Prediction(f"cuda:{name}", direction, math.inf, "refused: " + shape["can_implement"],
+                          {}, 0, 0, 0, 0, 0, 0, 0, "", 0, 0, 0, 0, "registry")
+    family = name.split("_", 1)[1]
+    return CUDA_MODELS[family](conv, direction, gpu, shape, resources, dtype)
+
+
+def cuda_variants(conv: Conv, direction: str, gpu: GPU, resources: Resources = NO_RESOURCES,
+                  dtype: str = "bf16") -> List[Prediction]:
+    """Every registry variant of `direction` (empty without a CUDA build)."""
+    from ._native import _C
+
+    if _C is None or not _C.built_with_cuda():
+        return []
+    return [cuda_variant(v["name"], conv, direction, gpu, resources, dtype)
+            for v in _C.variants() if v["direction"] == direction]
+
+
+def within(measured: float, predicted: float, low: float = 0.67, high: float = 1.5) -> bool:
+    """Whether measured / predicted lies in [low, high] (the calibration criterion)."""
+    return predicted > 0 and math.isfinite(predicted) and low <= measured / predicted <= high
+
+
+__all__ = ["BEFORE_07A4ED9", "CALIBRATION", "CURRENT_TRITON", "Conv", "CtaWork", "GPU", "GPUS",
+           "Launch", "Prediction", "Resources", "TritonConfig", "TritonRevision", "bank_wavefronts",
+           "ctas_per_sm", "cuda_variant", "cuda_variants", "l1_wavefronts", "sectors", "simulate",
+           "triton_gather", "triton_measured_variant", "triton_variants", "triton_wgrad",
+           "valid_tap_fraction", "within", "replace"]
