@@ -12,7 +12,8 @@ need a GPU). Output: a table, a JSON file (schema below) and, with matplotlib, a
 JSON schema "resnext_kernels.bench/1":
     env       GPU, driver, CUDA, cuDNN, torch, triton, git commit, timestamp (envinfo.collect)
     options   every command-line option
-    copy_bandwidth_gbs   the device's copy bandwidth measured in this run (read + write)
+    copy_bandwidth_gbs   the device's copy bandwidth measured in this run (read + write of a
+              several-GB copy, layers.copy_bandwidth_gbs); datasheet_bandwidth_gbs beside it
     layers    one row per (model, layer, backend, direction): the layer's sizes, count, flops,
               bytes (minimum traffic), median_ms, p20_ms, p80_ms, reps, timing ("cuda_graph":
               replays of a captured graph, GPU time only; "eager": host overhead included),
@@ -267,7 +268,7 @@ def main(argv=None) -> dict:
     else:
         torch.backends.cudnn.benchmark = True  # cuDNN gets its best algorithm per shape
     timer = L.CudaTimer(device, graphs=not args.eager) if device.type == "cuda" else L.cpu_time
-    bandwidth = L.copy_bandwidth_gbs(device, 512 if device.type == "cuda" else 64)
+    bandwidth = L.copy_bandwidth_gbs(device, 4096 if device.type == "cuda" else 64)
 
     rows: List[dict] = []
     e2e: List[dict] = []
@@ -299,9 +300,14 @@ def main(argv=None) -> dict:
         print("\ninterrupted: writing the results measured so far", file=sys.stderr)
 
     results = dict(schema=SCHEMA, env=envinfo.collect(), options=vars(args),
-                   copy_bandwidth_gbs=bandwidth, layers=rows, models=model_totals(rows),
+                   copy_bandwidth_gbs=bandwidth,
+                   datasheet_bandwidth_gbs=L.datasheet_bandwidth_gbs(torch.cuda.get_device_name()
+                                                                     if device.type == "cuda" else None),
+                   layers=rows, models=model_totals(rows),
                    end_to_end=e2e, interrupted=interrupted)
-    print(f"copy bandwidth: {bandwidth:.0f} GB/s; {args.dtype} {args.layout}, batch {args.batch}, "
+    sheet = results["datasheet_bandwidth_gbs"]
+    print(f"copy bandwidth: {bandwidth:.0f} GB/s measured"
+          + (f" ({sheet:.0f} datasheet)" if sheet else "") + f"; {args.dtype} {args.layout}, batch {args.batch}, "
           f"{args.image}x{args.image}; TF32 for convolutions: {torch.backends.cudnn.allow_tf32}")
     print_table(rows, args.backends[0])
     for r in e2e:

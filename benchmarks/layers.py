@@ -166,14 +166,44 @@ def cpu_time(fn: Callable[[], object], reps: int) -> Timing:
     return _quantiles([t * 1e3 for t in m.times])
 
 
-def copy_bandwidth_gbs(device: torch.device, mb: int = 512) -> float:
-    """Device-to-device (or host memcpy) bandwidth in GB/s, counting bytes read plus written."""
-    n = mb * (1 << 20) // 4
+def copy_bandwidth_gbs(device: torch.device, mb: int = 4096, reps: int = 50) -> float:
+    """Device-to-device copy bandwidth in GB/s, bytes read plus written: the memory ceiling.
+
+    `mb` is the size of both buffers together (several GB: a copy that fits in a few hundred MB
+    is partly served by the 50 MB L2 and its start-up shows). No L2 flush inside the timed region
+    (a 512 MB copy right after a 2x-L2 flush measured 2738 GB/s on an H200 that moves ~4.3 TB/s),
+    many repetitions, the median. Halves the size until the buffers fit the free memory. On the
+    CPU: a host memcpy of `mb` MB."""
+    if device.type != "cuda":
+        n = mb * (1 << 20) // 8
+        src = torch.empty(n, dtype=torch.float32).normal_()
+        dst = torch.empty_like(src)
+        t = cpu_time(lambda: dst.copy_(src), 5)
+        return 2 * src.numel() * 4 / (t.median_ms * 1e-3) / 1e9
+    free, _ = torch.cuda.mem_get_info(device)
+    while mb > 64 and mb * (1 << 20) > free // 2:
+        mb //= 2
+    n = mb * (1 << 20) // 8                      # elements per buffer (two fp32 buffers)
     src = torch.empty(n, dtype=torch.float32, device=device).normal_()
     dst = torch.empty_like(src)
-    fn = lambda: dst.copy_(src)  # noqa: E731
-    t = CudaTimer(device)(fn, 20) if device.type == "cuda" else cpu_time(fn, 5)
-    return 2 * src.numel() * 4 / (t.median_ms * 1e-3) / 1e9
+    for _ in range(3):
+        dst.copy_(src)
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+              for _ in range(reps)]
+    for start, end in events:
+        start.record()
+        dst.copy_(src)
+        end.record()
+    torch.cuda.synchronize()
+    ms = statistics.median(s.elapsed_time(e) for s, e in events)
+    return 2 * n * 4 / (ms * 1e-3) / 1e9
+
+
+def datasheet_bandwidth_gbs(gpu_name: Optional[str]) -> Optional[float]:
+    """The HBM datasheet figure of a GPU the performance model describes, else None."""
+    from resnext_kernels.perf_model import GPUS
+
+    return next((g.hbm_datasheet_gbs for key, g in GPUS.items() if gpu_name and key in gpu_name), None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ Compiling ~170 kernel variants one by one would take minutes, so a pool of `--jo
 first launches each variant once at batch 1 (the same specialisation: strides, alignment),
 which fills Triton's on-disk cache; the timing pass then only loads them.
 
-JSON schema "resnext_kernels.tune/1": env (envinfo.collect), options, copy_bandwidth_gbs, rows:
+JSON schema "resnext_kernels.tune/1": env (envinfo.collect), options, copy_bandwidth_gbs (a
+several-GB copy, read + write), datasheet_bandwidth_gbs, rows:
 one per (model, layer, direction, kernel variant): layer sizes, variant ("cudnn" or
 "<config> <layout>"), median_ms, p20_ms, p80_ms, gbs, roofline_pct, vs_cudnn, or error.
 """
@@ -146,6 +147,8 @@ def main(argv=None) -> dict:
     torch.backends.cudnn.benchmark = True
     timer = L.CudaTimer(torch.device("cuda"))
     bandwidth = L.copy_bandwidth_gbs(torch.device("cuda"))
+    print(f"copy bandwidth {bandwidth:.0f} GB/s (datasheet "
+          f"{L.datasheet_bandwidth_gbs(torch.cuda.get_device_name()) or '?'})", flush=True)
     dtype = L.DTYPES[args.dtype]
     rows = []
     groups = itertools.groupby(items, key=lambda item: (item[0], item[1]))
@@ -173,7 +176,9 @@ def main(argv=None) -> dict:
     except KeyboardInterrupt:
         print("interrupted: writing what was measured", file=sys.stderr)
     results = dict(schema=SCHEMA, env=envinfo.collect(), options=vars(args),
-                   copy_bandwidth_gbs=bandwidth, rows=rows, seconds=round(time.time() - t0, 1))
+                   copy_bandwidth_gbs=bandwidth,
+                   datasheet_bandwidth_gbs=L.datasheet_bandwidth_gbs(torch.cuda.get_device_name()),
+                   rows=rows, seconds=round(time.time() - t0, 1))
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
     print(f"wrote {args.out} ({len(rows)} rows, {time.time() - t0:.0f} s)")

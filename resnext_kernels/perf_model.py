@@ -678,6 +678,27 @@ def cuda_direct(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Re
     return simulate(gpu, f"cuda:{name}", direction, [main])
 
 
+def _in_bounds_1d(tiles: int, tile: int, stride: int, pad: int, halo: int, size: int) -> int:
+    """Sum over the tiles of one dimension of the halo positions inside [0, size)."""
+    total = 0
+    for t in range(tiles):
+        first = t * tile * stride - pad
+        total += max(0, min(first + halo, size) - max(first, 0))
+    return total
+
+
+def smem_halo_bytes(conv: Conv, shape: dict) -> float:
+    """Bytes the fprop_smem CTAs stage from x: the in-bounds part of every CTA's halo (out of
+    bounds it writes zeros without reading), over all packs. tests/test_perf_model.py checks it
+    against every address the kernel's staging loop reads."""
+    tile = 8                                            # kTileP = kTileQ (kernels.h)
+    halo_h = (tile - 1) * conv.stride + 2 * conv.dil + 1   # fprop_smem_tile: square halos
+    halo_w = shape["halo_pixels"] // halo_h
+    rows = _in_bounds_1d(-(-conv.p // tile), tile, conv.stride, conv.pad, halo_h, conv.h)
+    cols = _in_bounds_1d(-(-conv.q // tile), tile, conv.stride, conv.pad, halo_w, conv.w)
+    return float(conv.n * rows * cols * conv.c * conv.elem_size)
+
+
 def cuda_smem(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Resources,
               dtype: str = "bf16") -> Prediction:
     """The 8x8-tile shared-memory rungs on CUDA cores: stage (halo + weights as fp32, three
@@ -716,7 +737,8 @@ def cuda_smem(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
         smem_wavefronts=items / 32 * macs_per_thread_item * conflicts,
         issue=staged / 32 * CALIBRATION["staging_instr_per_elem"] + items / 32 * macs_per_thread_item * 4,
         fma_flops=items * macs_per_thread_item * 2,
-        l2_bytes=halo * red_ch * e + outs * red * 9 * e + (items * e if direction != "wgrad" else 0),
+        l2_bytes=((smem_halo_bytes(conv, shape) / ctas if direction == "fprop" else halo * red_ch * e)
+                  + outs * red * 9 * e + (items * e if direction != "wgrad" else 0)),
         chain_us=(staged / shape["threads"]) * gpu.mem_latency_us / 4,
         in_flight_bytes=shape["threads"] * e)
     name = f"{direction}_smem"

@@ -10,6 +10,9 @@ Steps, in order, each logged and timed, none stopping the later ones:
   sanitize  compute-sanitizer memcheck and racecheck over scripts/gpu_smoke.py --backends cuda
   tune      benchmarks/tune_triton.py: every Triton configuration and launch layout on the
             ResNeXt-50 32x4d layers against cuDNN -> tune.json
+  profile   scripts/profile_kernels.py: Nsight Compute counters of one launch of every CUDA
+            variant, the default Triton kernels and cuDNN on four 32x4d layers -> profile.json
+            (skipped without ncu); benchmarks/perf_model.py prints them beside its predictions
   bench     benchmarks/bench_cardinality.py --quick --ladder --models 32x4d --end-to-end off
             (--bench-args changes it) -> bench.json, bench.png
   summary   summary.md: what passed, what failed, key speed ratios; printed last
@@ -35,7 +38,7 @@ import xml.etree.ElementTree as ET
 from typing import Dict, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = ("build", "test", "sanitize", "tune", "bench")
+STEPS = ("build", "test", "sanitize", "tune", "profile", "bench")
 # The check's benchmark: what fits its share of the budget (the full sweep, an estimated 5-6 minutes, would not).
 DEFAULT_BENCH_ARGS = "--quick --ladder --models 32x4d --end-to-end off"
 MAX_FILES = 8
@@ -44,7 +47,7 @@ LOG_TAIL_BYTES = 2 * 2**20      # a log longer than this keeps its head and tail
 SUMMARY_RESERVE_S = 20          # budget kept back for bundling and the summary
 STOP_GRACE_S = 15               # time a stopped step gets to write its partial results
 # Largest share of the budget each step may take (the rest of the budget caps it too).
-STEP_CAP_S = {"build": 240, "test": 260, "sanitize": 90, "tune": 200, "bench": 300}
+STEP_CAP_S = {"build": 240, "test": 260, "sanitize": 90, "tune": 200, "profile": 120, "bench": 300}
 
 
 def parse_args(argv=None):
@@ -265,7 +268,8 @@ def _trim(path: str, limit: int = LOG_TAIL_BYTES) -> None:
 def enforce_limits(outdir: str, max_files: int = MAX_FILES, max_bytes: int = MAX_FILE_BYTES) -> None:
     """Bundles sub-folders and surplus files into logs.tar.gz so that OUTDIR holds at most
     `max_files` plain files, none larger than `max_bytes`, and no folders."""
-    keep_first = ["summary.md", "env.json", "junit.xml", "bench.json", "tune.json", "bench.png"]
+    keep_first = ["summary.md", "env.json", "junit.xml", "bench.json", "tune.json", "profile.json",
+                  "bench.png"]
     entries = sorted(os.listdir(outdir))
     bundle = [e for e in entries if os.path.isdir(os.path.join(outdir, e))]
     files = [e for e in entries if os.path.isfile(os.path.join(outdir, e)) and e != "logs.tar.gz"]
@@ -389,6 +393,14 @@ def main(argv=None) -> int:
             else:
                 step.status = run_logged([py, "benchmarks/tune_triton.py", "--out",
                                           os.path.join(outdir, "tune.json")], log, budget)
+        elif step.name == "profile":
+            if args.quick:
+                step.status, step.detail = "skipped", "--quick"
+            elif not (shutil.which("ncu") or os.path.exists("/usr/local/cuda/bin/ncu")):
+                step.status, step.detail = "skipped", "ncu (Nsight Compute) not found"
+            else:
+                step.status = run_logged([py, "scripts/profile_kernels.py", "--out",
+                                          os.path.join(outdir, "profile.json")], log, budget)
         elif step.name == "bench":
             if args.quick:
                 step.status, step.detail = "skipped", "--quick"
