@@ -2,7 +2,10 @@
 architecture, from `cuobjdump --dump-resource-usage` (no GPU needed). Exit status 1 if any
 kernel spills to local memory (CI runs this after the build).
 
-    python scripts/cuda_resource_check.py [path/to/_C.so]
+    python scripts/cuda_resource_check.py [path/to/_C.so] [--json PATH]
+
+--json writes the table (arch, demangled name, registers, shared memory, stack, spills) for
+resnext_kernels/perf_model.py.
 """
 
 from __future__ import annotations
@@ -57,7 +60,13 @@ def demangle(names):
 
 
 def main() -> int:
-    paths = sys.argv[1:] or glob.glob(os.path.join(ROOT, "resnext_kernels", "_C*.so"))
+    argv = sys.argv[1:]
+    out_json = None
+    if "--json" in argv:
+        i = argv.index("--json")
+        out_json = argv[i + 1]
+        del argv[i:i + 2]
+    paths = argv or glob.glob(os.path.join(ROOT, "resnext_kernels", "_C*.so"))
     if not paths:
         print("no built extension found (resnext_kernels/_C*.so); build it first")
         return 1
@@ -79,6 +88,14 @@ def main() -> int:
         print(f"{arch:7s} {regs:4d} {stack:5d} {shared:6d} {local:5d}  {name[:110]}"
               + ("  SPILLS" if local else ""))
     print(f"{len(rows)} kernels, {spills} spilling")
+    if out_json:
+        import json
+
+        with open(out_json, "w") as f:
+            json.dump({"kernels": [dict(arch=arch, name=name, regs=regs, stack=stack, shared=shared,
+                                        local=local)
+                                   for (arch, _, regs, stack, shared, local), name in zip(rows, names)]},
+                      f, indent=1)
     return 1 if spills else 0
 
 

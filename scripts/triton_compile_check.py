@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import glob
 import itertools
+import json
 import multiprocessing
 import os
 import re
@@ -65,6 +66,14 @@ def resource_usage(cubin: bytes, tool: str | None) -> dict:
     return usage
 
 
+def model_key(kernel, dtype, red, out, groups, config) -> str:
+    """The key resnext_kernels/perf_model.py looks registers and shared memory up by."""
+    from resnext_kernels.perf_model import triton_resource_key
+
+    return triton_resource_key(kernel, dtype, red, out, groups, config.kwargs["BLOCK_M"],
+                               config.num_warps, config.num_stages)
+
+
 def gather_jobs(dtype):
     """(label, kernel, signature, constexprs, config) for the gather kernel (fprop and dgrad)."""
     ints = ["BATCH", "DH", "DW", "SH", "SW", "G", "RED_G", "OUT_G",
@@ -82,6 +91,7 @@ def gather_jobs(dtype):
                           PRECISION="tf32" if dtype == "fp32" else "ieee", ACC_FP64=False,
                           **config.kwargs)
         label = f"{'dgrad' if transposed else 'fprop'} cg{red} {config.kwargs} w{config.num_warps} s{config.num_stages}"
+        label += " | " + model_key("gather" + ("_t" if transposed else ""), dtype, red, out, groups, config)
         unit = ("s_src_c", "s_dst_c")
         div16 = ("src_ptr", "wp_ptr", "bias_ptr", "dst_ptr", "s_src_n", "s_src_h", "s_src_w",
                  "s_dst_n", "s_dst_h", "s_dst_w")
@@ -118,6 +128,7 @@ def wgrad_jobs(dtype):
                           EVEN_C=tile.even_red(red, groups), PRECISION="tf32" if dtype == "fp32" else "ieee", ACC_FP64=False,
                           **config.kwargs)
         label = f"wgrad{'9' if all_taps else '1'} cg{red} {config.kwargs} w{config.num_warps} s{config.num_stages}"
+        label += " | " + model_key("wgrad" + ("9" if all_taps else "1"), dtype, red, out, groups, config)
         unit = ("s_x_c", "s_dy_k")
         div16 = ("x_ptr", "dy_ptr", "part_ptr", "s_x_n", "s_x_h", "s_x_w", "s_dy_n", "s_dy_p", "s_dy_q")
         yield label, wgrad._wgrad_partial_kernel, sig, constexprs, config, unit, div16
@@ -138,14 +149,16 @@ def compile_one(job):
             target=GPUTarget("cuda", arch, 32),
             options=dict(num_warps=config.num_warps, num_stages=config.num_stages))
     except Exception as exc:
-        return f"sm{arch} {dtype:5s} {label:60s} FAILED: {str(exc).splitlines()[0][:100]}", True
+        return f"sm{arch} {dtype:5s} {label:60s} FAILED: {str(exc).splitlines()[0][:100]}", True, None
     use = resource_usage(compiled.asm["cubin"], cuobjdump())
     spill = use.get("local") or 0
     too_much_smem = compiled.metadata.shared > SMEM_LIMIT[arch]
     flag = ("  SPILLS" if spill else "") + ("  SHARED MEMORY OVER THE LIMIT" if too_much_smem else "")
     line = (f"sm{arch} {dtype:5s} {label:60s} {use.get('regs', '?')!s:>5s} "
             f"{compiled.metadata.shared:7d} {spill:6d}{flag}")
-    return line, bool(spill) or too_much_smem
+    usage = dict(arch=arch, regs=use.get("regs"), shared=compiled.metadata.shared, local=spill,
+                 key=label.split(" | ")[1] if " | " in label else None)
+    return line, bool(spill) or too_much_smem, usage
 
 
 def main():
@@ -153,6 +166,8 @@ def main():
     ap.add_argument("--archs", nargs="+", type=int, default=[80, 90])
     ap.add_argument("--dtypes", nargs="+", default=["bf16", "fp32"], choices=sorted(PTR))
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--json", help="write the sm_90 registers and shared memory per kernel here "
+                                   "(read by resnext_kernels/perf_model.py)")
     args = ap.parse_args()
     t0 = time.time()
     work = [(arch, dtype, i) for arch, dtype in itertools.product(args.archs, args.dtypes)
@@ -160,9 +175,13 @@ def main():
     print(f"{'arch':4s} {'dtype':5s} {'kernel / config':60s} {'regs':>5s} {'smem':>7s} {'spill':>6s}")
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
         results = pool.map(compile_one, work, chunksize=1)
-    for line, _ in results:
+    for line, _, _ in results:
         print(line)
-    bad = sum(b for _, b in results)
+    bad = sum(b for _, b, _ in results)
+    if args.json:
+        table = {u["key"]: u for _, _, u in results if u and u["key"] and u["arch"] == 90}
+        with open(args.json, "w") as f:
+            json.dump({"kernels": table}, f, indent=1)
     print(f"{len(results)} compilations in {time.time() - t0:.0f} s; {bad} failed or spilled")
     sys.exit(1 if bad else 0)
 
