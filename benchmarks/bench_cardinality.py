@@ -25,7 +25,10 @@ JSON schema "resnext_kernels.bench/1":
     end_to_end  per (model, backend, mode): a whole ResNeXt-50 training step ("train":
               forward, backward, SGD step, bf16 autocast) or inference pass ("infer", and
               "infer_fused" with BatchNorm folded and ReLU in the epilogue): median_ms, p20_ms,
-              p80_ms, images_per_s, relative_to_c1, or error
+              p80_ms, images_per_s, relative_to_c1, or error. Backends: "nn.Conv2d" (the model
+              built from plain nn.Conv2d), "auto" (that model after convert(), default
+              settings: the user's gain from converting), then each kernel backend forced;
+              the 1x64d rows are ResNet-50, the reference
 """
 
 from __future__ import annotations
@@ -47,7 +50,12 @@ import layers as L  # noqa: E402
 
 SCHEMA = "resnext_kernels.bench/1"
 GPU_DEFAULT_MODELS = [f"{c}x{d}d" for c, d in L.PAPER_TABLE] + ["64x4d"]
-CPU_DEFAULT_MODELS = ["1x64d", "32x4d"]
+# The paper's whole fixed-complexity table on the CPU too (small images and batch keep it
+# under two minutes on two cores).
+CPU_DEFAULT_MODELS = [f"{c}x{d}d" for c, d in L.PAPER_TABLE]
+# End-to-end rows besides the kernel backends: the model built from plain nn.Conv2d (what a user
+# has before converting) and the same model after convert() with default settings ("auto").
+E2E_REFERENCES = ("nn.Conv2d", "auto")
 
 
 def parse_args(argv=None):
@@ -109,7 +117,15 @@ def bench_end_to_end(model_name: str, backend: str, mode: str, args, device, tim
                batch=args.e2e_batch, image=args.image, dtype=args.dtype)
     fmt = torch.channels_last if args.layout == "channels_last" else torch.contiguous_format
     try:
-        model = resnext50(c, d, backend="aten" if backend in ("cudnn", "aten") else backend)
+        if backend == "nn.Conv2d":
+            model = plain_conv2d(resnext50(c, d))
+        elif backend == "auto":  # what a user gets: convert() of the nn.Conv2d model, defaults
+            from resnext_kernels import convert
+
+            model = plain_conv2d(resnext50(c, d))
+            convert(model)
+        else:
+            model = resnext50(c, d, backend="aten" if backend in ("cudnn", "aten") else backend)
         model = model.to(device, memory_format=fmt)
         x = torch.randn(args.e2e_batch, 3, args.image, args.image, device=device).to(memory_format=fmt)
         y = torch.randint(0, 1000, (args.e2e_batch,), device=device)
@@ -135,6 +151,24 @@ def bench_end_to_end(model_name: str, backend: str, mode: str, args, device, tim
         return dict(row, error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     return dict(row, error=None, median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms,
                 reps=t.reps, images_per_s=args.e2e_batch / (t.median_ms * 1e-3))
+
+
+def plain_conv2d(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with every GroupedConv2d replaced by a plain nn.Conv2d sharing its parameters
+    (the model a user has before converting)."""
+    from resnext_kernels import GroupedConv2d
+
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, GroupedConv2d):
+                plain = torch.nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size,
+                                        child.stride, child.padding, child.dilation, child.groups,
+                                        child.bias is not None, child.padding_mode, device="meta")
+                plain.weight, plain.bias = child.weight, child.bias
+                if child.relu:
+                    raise ValueError("plain_conv2d: a GroupedConv2d with a fused ReLU")
+                setattr(module, name, plain)
+    return model
 
 
 def _warm_share(share) -> int:
@@ -175,15 +209,12 @@ def relative_to_c1(rows: List[dict], value: str, keys) -> None:
         r["relative_to_c1"] = (r[value] / b) if b and not r.get("error") else None
 
 
-def progress(i: int, total: int, label: str) -> None:
-    if not sys.stderr.isatty() and i not in (0, total) and i % 10:
-        return
-    width = 30
-    filled = width * i // max(total, 1)
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {i}/{total} {label[:50]:50s}")
-    if i == total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
+def progress(work, desc: str):
+    """tqdm over `work` on stderr (labels per item via set_postfix_str)."""
+    from tqdm import tqdm
+
+    return tqdm(work, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True,
+                disable=None)  # None: no bar when stderr is not a terminal
 
 
 def model_totals(rows: List[dict]) -> List[dict]:
@@ -280,20 +311,24 @@ def main(argv=None) -> dict:
         work = [(layer, backend) for model in args.models
                 for layer in L.resnext50_layers(model, args.batch, args.image)
                 for backend in args.backends]
-        for i, (layer, backend) in enumerate(work):
-            progress(i, len(work), f"{layer.model} {layer.name} {backend}")
+        bar = progress(work, "layers")
+        for layer, backend in bar:
+            bar.set_postfix_str(f"{layer.model} {layer.name} {backend}")
             rows += L.bench_layer(layer, backend, args.directions, args.dtype,
                                   args.layout == "channels_last", device, args.reps, timer, bandwidth)
-        progress(len(work), len(work), "done")
         if args.end_to_end == "on":
             # Eager timing: a training step is many launches plus the optimizer, as users run it.
             e2e_timer = L.CudaTimer(device, graphs=False) if device.type == "cuda" else L.cpu_time
-            work = [(m, b, mode) for m in args.models for b in args.backends
-                    for mode in ("train", "infer", "infer_fused")]
-            for i, (model_name, backend, mode) in enumerate(work):
-                progress(i, len(work), f"end to end {model_name} {backend} {mode}")
+            backends = list(E2E_REFERENCES) + [b for b in args.backends
+                                               if b not in ("cudnn", "aten") and ":" not in b]
+            # infer_fused folds BatchNorm into GroupedConv2d layers: not the nn.Conv2d model.
+            work = [(m, b, mode) for m in args.models for b in backends
+                    for mode in ("train", "infer", "infer_fused")
+                    if not (b == "nn.Conv2d" and mode == "infer_fused")]
+            bar = progress(work, "end to end")
+            for model_name, backend, mode in bar:
+                bar.set_postfix_str(f"{model_name} {backend} {mode}")
                 e2e.append(bench_end_to_end(model_name, backend, mode, args, device, e2e_timer))
-            progress(len(work), len(work), "done")
             relative_to_c1(e2e, "images_per_s", ("backend", "mode"))
     except KeyboardInterrupt:
         interrupted = True

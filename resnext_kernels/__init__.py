@@ -42,6 +42,16 @@ def cuda_variants():
     return [] if _C is None else list(_C.variants())
 
 
+def __getattr__(name):
+    """`resnext_kernels.models` on first use, as torchvision exposes `torchvision.models`
+    (imported lazily: the model zoo is not needed to run a convolution)."""
+    if name == "models":
+        import importlib
+
+        return importlib.import_module(".models", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def fuse_for_inference(model):
     """See resnext_kernels.models.fuse_for_inference."""
     from .models import fuse_for_inference as fuse
@@ -52,7 +62,7 @@ def fuse_for_inference(model):
 __all__ = [
     "BACKENDS", "ConvertSummary", "GroupedConv2d", "convert", "fuse_for_inference", "available_backends", "backend_unavailable_reason", "cuda_available",
     "cuda_unavailable_reason", "cuda_variants", "grouped_conv2d", "last_fallback_reason",
-    "ops", "unsupported_reason", "set_backend_benchmark", "backend_benchmark_choices",
+    "models", "ops", "unsupported_reason", "set_backend_benchmark", "backend_benchmark_choices",
     "set_cuda_autotune", "cuda_autotune_enabled", "clear_cuda_autotune_cache",
     "force_cuda_variant", "forced_cuda_variant", "last_cuda_variant",
 ]
