@@ -5,7 +5,8 @@
 
 Reads the newest benchmarks/results/*/bench.json and tune.json (by the timestamp they record),
 never a number typed by hand. The README sections lie between `<!-- perf:begin -->` and
-`<!-- perf:end -->`, and `<!-- tune:begin -->` and `<!-- tune:end -->`.
+`<!-- perf:end -->`, `<!-- tune:begin -->` and `<!-- tune:end -->`, and `<!-- auto:begin -->`
+and `<!-- auto:end -->` (which backend `auto` would measure fastest, per layer).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BEGIN, END = "<!-- perf:begin -->", "<!-- perf:end -->"
 VARIANTS_BEGIN, VARIANTS_END = "<!-- variants:begin -->", "<!-- variants:end -->"
 TUNE_BEGIN, TUNE_END = "<!-- tune:begin -->", "<!-- tune:end -->"
+AUTO_BEGIN, AUTO_END = "<!-- auto:begin -->", "<!-- auto:end -->"
 
 
 def newest_results(pattern: str = os.path.join(ROOT, "benchmarks", "results", "*", "bench.json")) -> str | None:
@@ -143,6 +145,41 @@ def tune_section(path: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def auto_section(paths: List[str]) -> str:
+    """Which backend `auto` measures fastest where: per GPU results file (bench.json's backends,
+    tune.json's cuDNN against its fastest Triton variant), per layer and direction, the winner."""
+    lines = []
+    for path in paths:
+        data = json.load(open(path))
+        times = defaultdict(dict)           # (model, layer, dir) -> backend -> ms
+        if "rows" in data:                  # tune.json
+            for r in data["rows"]:
+                if "median_ms" in r:
+                    b = "cudnn" if r["variant"] == "cudnn" else "triton"
+                    key = (r["model"], r["layer"], r["direction"])
+                    times[key][b] = min(times[key].get(b, float("inf")), r["median_ms"])
+        else:
+            for r in data["layers"]:
+                if r.get("median_ms") is not None and r["backend"] in ("cudnn", "cuda", "triton"):
+                    times[(r["model"], r["name"], r["direction"])][r["backend"]] = r["median_ms"]
+        wins = defaultdict(list)
+        for key, t in times.items():
+            if "cudnn" in t and len(t) > 1:
+                wins[min(t, key=t.get)].append(key)
+        total = sum(len(v) for v in wins.values())
+        if not total:
+            continue
+        env = data["env"]
+        counts = ", ".join(f"{'cuDNN' if b == 'cudnn' else b} on {len(v)}" for b, v in sorted(wins.items()))
+        line = (f"- {env.get('gpu')}, `{os.path.relpath(path, ROOT)}` ({env.get('timestamp')}): "
+                f"fastest of {total} layer-directions: {counts}")
+        kernel_wins = [k for b, v in wins.items() if b != "cudnn" for k in v]
+        if kernel_wins:
+            line += " (kernels win: " + ", ".join(f"{m} {l} {d}" for m, l, d in kernel_wins) + ")"
+        lines.append(line)
+    return ("\n".join(lines) if lines else "(no GPU results committed yet)") + "\n"
+
+
 def variants_table() -> str:
     """The CUDA kernel ladder, read from the registry of the built extension."""
     import sys
@@ -183,6 +220,7 @@ def main(argv=None):
     tune = newest_results(os.path.join(ROOT, "benchmarks", "results", "*", "tune.json"))
     if tune is not None:
         update_readme(tune_section(tune), begin=TUNE_BEGIN, end=TUNE_END)
+    update_readme(auto_section([p for p in (path, tune) if p]), begin=AUTO_BEGIN, end=AUTO_END)
     print(f"README.md regenerated: kernel ladder from the registry, performance from "
           f"{os.path.relpath(path, ROOT)}"
           + (f", Triton tuning from {os.path.relpath(tune, ROOT)}" if tune else ""))

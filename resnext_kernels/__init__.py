@@ -8,7 +8,12 @@
 from . import ops
 from ._native import cuda_unavailable_reason
 from .nn import ConvertSummary, GroupedConv2d, convert
-from .backend_benchmark import backend_benchmark_choices, set_backend_benchmark
+from .backend_benchmark import (
+    backend_cache_dir,
+    backend_choices,
+    set_backend_benchmark,
+    set_backend_cache_dir,
+)
 from .cuda_backend import (
     clear_cuda_autotune_cache,
     cuda_autotune_enabled,
@@ -22,6 +27,7 @@ from .functional import (
     available_backends,
     backend_unavailable_reason,
     grouped_conv2d,
+    last_backend,
     last_fallback_reason,
     unsupported_reason,
 )
@@ -62,7 +68,8 @@ def fuse_for_inference(model):
 __all__ = [
     "BACKENDS", "ConvertSummary", "GroupedConv2d", "convert", "fuse_for_inference", "available_backends", "backend_unavailable_reason", "cuda_available",
     "cuda_unavailable_reason", "cuda_variants", "grouped_conv2d", "last_fallback_reason",
-    "models", "ops", "unsupported_reason", "set_backend_benchmark", "backend_benchmark_choices",
+    "models", "ops", "unsupported_reason", "set_backend_benchmark", "backend_choices",
+    "set_backend_cache_dir", "backend_cache_dir", "last_backend",
     "set_cuda_autotune", "cuda_autotune_enabled", "clear_cuda_autotune_cache",
     "force_cuda_variant", "forced_cuda_variant", "last_cuda_variant",
 ]

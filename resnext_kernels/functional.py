@@ -4,11 +4,12 @@ Backends:
     "cuda"    the hand-written kernels of csrc/ (CUDA tensors; needs the extension built with CUDA)
     "triton"  the Triton kernels (CUDA tensors; CPU tensors only under TRITON_INTERPRET=1)
     "aten"    torch.nn.functional.conv2d: cuDNN on a GPU, PyTorch's CPU convolution on a CPU
-    "auto"    per call: "triton", else "cuda", else "aten" (AUTO_ORDER), by what is available
-              and supports the arguments. A fall back to "aten" records its reason:
-              `last_fallback_reason()`. With `set_backend_benchmark(True)` it instead times
-              every backend that can run a new problem, cuDNN included, and keeps the fastest
-              (backend_benchmark.py).
+    "auto"    on CUDA tensors: the fastest backend for the problem, measured on its first call
+              (cuDNN included) and cached on disk (backend_benchmark.py; while torch.compile
+              traces or a CUDA graph is captured, the cached choice, else cuDNN). With
+              `set_backend_benchmark(False)`: "triton", else "cuda" (AUTO_ORDER), by what is
+              available and supports the arguments. On CPU tensors "aten". A fall back to
+              "aten" for want of a kernel records its reason: `last_fallback_reason()`.
 
 An explicit backend that is unavailable, or that does not support the arguments, raises with
 the reason; it never quietly runs another backend.
@@ -30,8 +31,8 @@ from . import backend_benchmark as bench
 log = logging.getLogger("resnext_kernels")
 
 BACKENDS = ("auto", "cuda", "triton", "aten")
-# The order in which backend="auto" tries the kernel families (ATen when neither can run the
-# call). Triton first: on the GPU runs so far (benchmarks/NOTES.md, H200 2026-11-28) its three
+# The order in which backend="auto" tries the kernel families when it does not measure
+# (set_backend_benchmark(False)), ATen when neither can run the call. Triton first: on the GPU runs so far (benchmarks/NOTES.md, H200 2026-11-28) its three
 # directions ran at 1.3-4.6x cuDNN's time on ResNeXt-50 32x4d, while the CUDA backend's
 # verified dgrad and wgrad rungs are the direct baselines (12-140x and 110-3000x cuDNN's time
 # on the H100, H100-80GB-HBM3_2026-11-28_0504/bench.json). The CUDA tensor-core rungs
@@ -41,6 +42,10 @@ KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 _IntPair = Union[int, Tuple[int, int], List[int]]
 _last_fallback: Optional[str] = None
+_last_backend: Optional[str] = None
+# The device type whose tensors backend="auto" sends to the kernels (tests point it at "cpu",
+# where Triton runs in its interpreter, to exercise the measured choice without a GPU).
+_AUTO_DEVICE = "cuda"
 
 
 def _triton_unavailable_reason() -> Optional[str]:
@@ -142,7 +147,7 @@ def _choose_backend(backend: str, input: Tensor, weight: Tensor, padding) -> str
         if why is not None:
             raise RuntimeError(f"resnext_kernels: backend {backend!r} cannot run this call: {why}")
         return backend
-    if input.device.type != "cuda":
+    if input.device.type != _AUTO_DEVICE:
         return "aten"  # the kernels are GPU kernels; the CPU path is ATen's
     reasons = []
     for candidate in AUTO_ORDER:
@@ -185,9 +190,17 @@ def grouped_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
 
     conv = (stride_, padding_, dilation_, groups, relu)
     chosen = _choose_backend(backend, input, weight, padding_)
-    if backend == "auto" and bench.may_measure(input) and not isinstance(padding_, str):
-        chosen = _measured_choice(input, weight, bias, conv)
+    if backend == "auto" and chosen != "aten" and bench.backend_benchmark_enabled():
+        chosen = _auto_choice(input, weight, bias, conv)
+    if not torch.compiler.is_compiling():
+        global _last_backend
+        _last_backend = chosen
     return _run(chosen, input, weight, bias, *conv)
+
+
+def last_backend() -> Optional[str]:
+    """The backend the last eager `grouped_conv2d` call ran."""
+    return _last_backend
 
 
 def _run(chosen: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding,
@@ -202,22 +215,34 @@ def _run(chosen: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], str
     return out.squeeze(0) if unbatched else out
 
 
-def _measured_choice(input: Tensor, weight: Tensor, bias: Optional[Tensor], conv) -> str:
-    """backend="auto" under set_backend_benchmark(True): the fastest backend for this problem,
-    measured on detached copies of the operands the first time the problem is met."""
+def _auto_choice(input: Tensor, weight: Tensor, bias: Optional[Tensor], conv) -> str:
+    """backend="auto" with a kernel backend eligible: the fastest backend for this problem,
+    measured on detached copies of the operands the first time the problem is met (cached in
+    memory and on disk); while torch.compile traces or a CUDA graph is captured, the cached
+    choice, else cuDNN."""
+    fields = bench.key_fields(input, weight, bias, *conv)
+    if torch.compiler.is_compiling():
+        return bench.traced_choice(*fields)
+    key = bench.key_of(fields)
+    if bench.tracing_or_capturing():
+        return bench.cached(key, input.device) or "aten"
+
     def candidates():
         return ["aten"] + [b for b in AUTO_ORDER if _UNAVAILABLE[b] is None
                            and unsupported_reason(b, input, weight, conv[1]) is None]
 
-    key = bench.problem_key(input, weight, bias, *conv)
-    backward = key[-1]  # whether gradients are wanted: time the backward pass too
+    backward = fields[-1]  # whether gradients are wanted: time the backward pass too
+    return bench.choose(key, candidates,
+                        lambda b: _time_backend(b, input, weight, bias, conv, backward), input.device)
 
-    def measure(backend: str):
-        def call():
-            leaf = lambda t: None if t is None else t.detach().requires_grad_(t.requires_grad)  # noqa: E731
-            out = _run(backend, leaf(input), leaf(weight), leaf(bias), *conv)
-            if backward:
-                out.backward(torch.ones_like(out))
-        return bench.cuda_time_ms(call)
 
-    return bench.choose(key, candidates, measure)
+def _time_backend(backend: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], conv,
+                  backward: bool) -> Optional[float]:
+    """Milliseconds of `backend` on detached copies of the operands (forward, plus backward when
+    gradients are wanted), or None when it failed to run."""
+    def call():
+        leaf = lambda t: None if t is None else t.detach().requires_grad_(t.requires_grad)  # noqa: E731
+        out = _run(backend, leaf(input), leaf(weight), leaf(bias), *conv)
+        if backward:
+            out.backward(torch.ones_like(out))
+    return bench.cuda_time_ms(call)

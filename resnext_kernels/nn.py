@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch import Tensor, nn
 
+from . import functional
 from .functional import BACKENDS, grouped_conv2d
 
 
@@ -35,6 +36,7 @@ class GroupedConv2d(nn.Conv2d):
         self.backend = backend
         self.relu = relu
         self.fallback_reason = self._static_fallback_reason()
+        self.last_backend: Optional[str] = None   # what the last eager forward ran
 
     def _static_fallback_reason(self) -> Optional[str]:
         """Why this configuration always takes nn.Conv2d's ATen path (None if it does not)."""
@@ -61,8 +63,11 @@ class GroupedConv2d(nn.Conv2d):
         if self.fallback_reason is not None:
             out = super().forward(input)
             return torch.relu(out) if self.relu else out
-        return grouped_conv2d(input, self.weight, self.bias, self.stride, self.padding,
-                              self.dilation, self.groups, backend=self.backend, relu=self.relu)
+        out = grouped_conv2d(input, self.weight, self.bias, self.stride, self.padding,
+                             self.dilation, self.groups, backend=self.backend, relu=self.relu)
+        if not torch.compiler.is_compiling():
+            self.last_backend = functional.last_backend()
+        return out
 
     def extra_repr(self) -> str:
         s = super().extra_repr() + f", backend={self.backend!r}"
@@ -71,13 +76,29 @@ class GroupedConv2d(nn.Conv2d):
 
 @dataclass
 class ConvertSummary:
-    """What `convert` did: the replaced module names and, for the others, why not."""
+    """What `convert` did: the replaced module names and, for the others, why not. Once the
+    model has run, `str()` also says which backend each replaced layer ran (with `auto`, the one
+    measured fastest for its problem)."""
 
     replaced: List[str] = field(default_factory=list)
     skipped: Dict[str, str] = field(default_factory=dict)
+    modules: Dict[str, "GroupedConv2d"] = field(default_factory=dict, repr=False)
+
+    def backends(self) -> Dict[str, Optional[str]]:
+        """Replaced layer -> the backend its last forward ran (None before it ran)."""
+        return {name: self.modules[name].last_backend if name in self.modules else None
+                for name in self.replaced}
 
     def __str__(self) -> str:
         lines = [f"replaced {len(self.replaced)} Conv2d with GroupedConv2d, left {len(self.skipped)}"]
+        ran = {name: b for name, b in self.backends().items() if b is not None}
+        if ran:
+            counts: Dict[str, int] = {}
+            for b in ran.values():
+                counts[b] = counts.get(b, 0) + 1
+            lines.append("  ran: " + ", ".join(f"{b} x{n}" for b, n in sorted(counts.items()))
+                         + (" (aten is cuDNN on a GPU)" if "aten" in counts else ""))
+            lines += [f"  {name}: {b}" for name, b in ran.items()]
         lines += [f"  kept {name}: {why}" for name, why in self.skipped.items()]
         return "\n".join(lines)
 
@@ -110,8 +131,10 @@ def convert(model: nn.Module, backend: str = "auto", include_dense: bool = False
             if why is None and predicate is not None and not predicate(full, child):
                 why = "excluded by predicate"
             if why is None:
-                setattr(module, child_name, GroupedConv2d.from_conv(child, backend))
+                new = GroupedConv2d.from_conv(child, backend)
+                setattr(module, child_name, new)
                 summary.replaced.append(full)
+                summary.modules[full] = new
             else:
                 summary.skipped[full] = why
     return summary

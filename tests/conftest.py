@@ -2,11 +2,15 @@
 decided before any kernel is decorated, so it happens here, before resnext_kernels is imported."""
 
 import os
+import tempfile
 
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# The measured choices of backend="auto" go to a cache of the test run's own, not the user's.
+os.environ.setdefault("RESNEXT_KERNELS_CACHE_DIR",
+                      os.path.join(tempfile.mkdtemp(prefix="rk-test-cache-")))
 
 import pytest  # noqa: E402
 

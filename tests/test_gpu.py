@@ -272,8 +272,8 @@ def test_resnext50_bf16_matches_cudnn_within_the_tolerance_rule(backend, fused):
 
 
 def test_auto_with_backend_benchmark_picks_a_measured_backend_and_stays_correct():
-    """set_backend_benchmark(True): the first auto call of a problem times every backend that
-    can run it (cuDNN included), keeps the fastest, and the results stay right in training."""
+    """The default auto: the first call of a problem times every backend that can run it
+    (cuDNN included), keeps the fastest, and the results stay right in training."""
     import resnext_kernels as rk
     from resnext_kernels import backend_benchmark as bench
 
@@ -286,7 +286,7 @@ def test_auto_with_backend_benchmark_picks_a_measured_backend_and_stays_correct(
     try:
         y = rk.grouped_conv2d(x, w, groups=case.groups)
         y.float().sum().backward()
-        (choice, times), = rk.backend_benchmark_choices().values()
+        (choice, times), = rk.backend_choices().values()
         assert "aten" in times and choice == min(times, key=times.get)
         assert set(times) <= {"aten", "triton", "cuda"}
         ref = reference.conv_f64(x.detach(), w.detach(), None, torch.ones_like(y), **case.conv_args)
@@ -295,5 +295,4 @@ def test_auto_with_backend_benchmark_picks_a_measured_backend_and_stays_correct(
         reference.check("dgrad", x.grad, aten["dgrad"], ref["dgrad"])
         reference.check("wgrad", w.grad, aten["wgrad"], ref["wgrad"])
     finally:
-        rk.set_backend_benchmark(False)
         bench.clear_backend_benchmark()

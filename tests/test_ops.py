@@ -1,5 +1,8 @@
 """The ops, their registration and the functional API, on the CPU."""
 
+import json
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -271,10 +274,22 @@ def test_native_ops_validate_for_cpp_callers():
 
 # ---------------------------------------------------------------------------------------------
 # The measured choice of backend="auto" (backend_benchmark.py); GPU integration in test_gpu.py.
-def test_backend_benchmark_keeps_the_fastest_and_measures_each_problem_once():
+@pytest.fixture
+def fresh_choices(tmp_path, monkeypatch):
+    """An empty choice cache in a temporary folder; measurement on (the default)."""
     from resnext_kernels import backend_benchmark as bench
 
     bench.clear_backend_benchmark()
+    bench.set_backend_cache_dir(str(tmp_path))
+    rk.set_backend_benchmark(True)
+    yield bench
+    bench.clear_backend_benchmark()
+    bench.set_backend_cache_dir(os.environ.get("RESNEXT_KERNELS_CACHE_DIR"))
+    rk.set_backend_benchmark(True)
+
+
+def test_backend_benchmark_keeps_the_fastest_and_measures_each_problem_once(fresh_choices):
+    bench = fresh_choices
     calls = []
     times = {"aten": 0.30, "triton": 0.20, "cuda": None}  # cuda failed to run: never chosen
 
@@ -287,9 +302,34 @@ def test_backend_benchmark_keeps_the_fastest_and_measures_each_problem_once():
     assert calls == ["aten", "triton", "cuda"]  # measured once
     times["triton"] = 0.5
     assert bench.choose("p2", lambda: ["aten", "triton"], measure) == "aten"
-    assert bench.backend_benchmark_choices()["p1"] == ("triton", {"aten": 0.30, "triton": 0.20})
+    assert rk.backend_choices()["p1"] == ("triton", {"aten": 0.30, "triton": 0.20})
     assert bench.fastest({"aten": 1.0, "triton": 1.0}) == "aten"  # ties: the first listed
+
+
+def test_backend_choices_persist_on_disk_per_environment(fresh_choices, tmp_path):
+    bench = fresh_choices
+    cpu = torch.device("cpu")
+    assert bench.choose("k", lambda: ["aten", "triton"], {"aten": 2.0, "triton": 1.0}.get, cpu) == "triton"
+    path = bench.cache_file(cpu)
+    assert os.path.dirname(path) == str(tmp_path)
+    with open(path) as f:
+        data = json.load(f)
+    assert data["schema"] == bench.CACHE_SCHEMA and data["environment"]["torch"] == torch.__version__
+    assert data["choices"]["k"] == {"backend": "triton", "times_ms": {"aten": 2.0, "triton": 1.0}}
+    bench.clear_backend_benchmark()  # a new process: memory empty, the file stays
+
+    def never(backend):
+        raise AssertionError("a cached problem must not be measured again")
+
+    assert bench.choose("k", lambda: ["aten", "triton"], never, cpu) == "triton"
+    # Another environment (another GPU or library version) has a file of its own.
+    env = bench.environment(cpu)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bench, "environment", lambda d: dict(env, torch="0.0"))
+        assert bench.cache_file(cpu) != path and bench.cached("k", cpu) is None
+    bench.set_backend_cache_dir(None)  # memory only: nothing written
     bench.clear_backend_benchmark()
+    assert bench.cache_file(cpu) is None and bench.cached("k", cpu) is None
 
 
 def test_backend_benchmark_problem_key_separates_what_changes_the_timing():
@@ -308,19 +348,102 @@ def test_backend_benchmark_problem_key_separates_what_changes_the_timing():
         assert key(x, w.clone().requires_grad_()) == key(x, w)           # inference: forward only
 
 
-def test_backend_benchmark_leaves_cpu_and_compiled_calls_alone():
-    import resnext_kernels as rk
+@pytest.fixture
+def auto_on_cpu(fresh_choices, monkeypatch):
+    """backend="auto" sending CPU tensors to the kernels (Triton in its interpreter), with fake
+    timings: the measured choice exercised without a GPU. Yields (timed backends, fake ms)."""
+    from resnext_kernels import functional
 
+    monkeypatch.setattr(functional, "_AUTO_DEVICE", "cpu")
+    timed, fake = [], {"aten": 0.5, "triton": 0.2}
+
+    def time_backend(backend, *args):
+        timed.append(backend)
+        return fake[backend]
+
+    monkeypatch.setattr(functional, "_time_backend", time_backend)
+    return timed, fake
+
+
+def test_auto_measures_a_new_problem_and_runs_the_fastest(auto_on_cpu):
+    timed, fake = auto_on_cpu
     case = EDGE_CASES[2]
     x, w = make_input(case, "nchw"), make_weight(case)
-    rk.set_backend_benchmark(True)
-    try:
-        fn = lambda x, w: rk.grouped_conv2d(x, w, groups=case.groups)  # noqa: E731
-        out = torch.compile(fn, fullgraph=True, backend="eager")(x, w)
-        torch.testing.assert_close(out, F.conv2d(x, w, None, 1, 1, 1, case.groups))
-        assert rk.backend_benchmark_choices() == {}  # CPU tensors: ATen, nothing measured
-    finally:
-        rk.set_backend_benchmark(False)
+    out = rk.grouped_conv2d(x, w, groups=case.groups)
+    torch.testing.assert_close(out, F.conv2d(x, w, None, 1, 1, 1, case.groups))
+    (choice, times), = rk.backend_choices().values()
+    assert times == {"aten": 0.5, "triton": 0.2} and choice == "triton"
+    assert rk.last_backend() == "triton" and timed == ["aten", "triton"]
+    rk.grouped_conv2d(x, w, groups=case.groups)
+    assert len(timed) == 2  # the same problem is not measured again
+    fake["triton"] = 0.9
+    out = rk.grouped_conv2d(x, w, groups=case.groups, relu=True)  # a new problem: ReLU epilogue
+    assert rk.last_backend() == "aten" and len(timed) == 4
+    torch.testing.assert_close(out, F.conv2d(x, w, None, 1, 1, 1, case.groups).relu())
+
+
+def test_auto_without_measuring_takes_the_cache_else_cudnn(auto_on_cpu, monkeypatch):
+    """During CUDA-graph capture (and torch.compile tracing) nothing is measured: a cached choice
+    is used, else ATen (cuDNN)."""
+    from resnext_kernels import backend_benchmark as bench
+
+    timed, _ = auto_on_cpu
+    case = EDGE_CASES[2]
+    x, w = make_input(case, "nchw"), make_weight(case)
+    monkeypatch.setattr(bench, "tracing_or_capturing", lambda: True)
+    out = rk.grouped_conv2d(x, w, groups=case.groups)
+    assert rk.last_backend() == "aten" and not timed and rk.backend_choices() == {}
+    torch.testing.assert_close(out, F.conv2d(x, w, None, 1, 1, 1, case.groups))
+    key = bench.problem_key(x, w, None, [1, 1], [1, 1], [1, 1], case.groups, False)
+    bench.choose(key, lambda: ["triton"], lambda b: 1.0, x.device)
+    rk.grouped_conv2d(x, w, groups=case.groups)
+    assert rk.last_backend() == "triton" and not timed
+    fields = bench.key_fields(x, w, None, [1, 1], [1, 1], [1, 1], case.groups, False)
+    assert bench.traced_choice(*fields) == "triton"
+    other = bench.key_fields(x, w, None, [1, 1], [1, 1], [1, 1], case.groups, True)
+    assert bench.traced_choice(*other) == "aten"
+
+
+def test_auto_compiles_in_one_graph_without_measuring(auto_on_cpu):
+    timed, _ = auto_on_cpu
+    case = EDGE_CASES[2]
+    x, w = make_input(case, "nchw"), make_weight(case)
+    fn = lambda x, w: rk.grouped_conv2d(x, w, groups=case.groups)  # noqa: E731
+    out = torch.compile(fn, fullgraph=True, backend="eager")(x, w)
+    torch.testing.assert_close(out, F.conv2d(x, w, None, 1, 1, 1, case.groups))
+    assert not timed and rk.backend_choices() == {}
+
+
+def test_auto_with_measurement_off_takes_the_fixed_order(auto_on_cpu):
+    from resnext_kernels import functional
+
+    timed, _ = auto_on_cpu
+    case = EDGE_CASES[2]
+    x, w = make_input(case, "nchw"), make_weight(case)
+    rk.set_backend_benchmark(False)
+    rk.grouped_conv2d(x, w, groups=case.groups)
+    assert rk.last_backend() == functional.AUTO_ORDER[0] and not timed
+
+
+def test_backend_benchmark_leaves_cpu_and_compiled_calls_alone(fresh_choices):
+    case = EDGE_CASES[2]
+    x, w = make_input(case, "nchw"), make_weight(case)
+    fn = lambda x, w: rk.grouped_conv2d(x, w, groups=case.groups)  # noqa: E731
+    out = torch.compile(fn, fullgraph=True, backend="eager")(x, w)
+    torch.testing.assert_close(out, F.conv2d(x, w, None, 1, 1, 1, case.groups))
+    assert rk.backend_choices() == {}  # CPU tensors: ATen, nothing measured
+    rk.grouped_conv2d(x, w, groups=case.groups)
+    assert rk.last_backend() == "aten"
+
+
+def test_convert_summary_names_the_backend_each_layer_ran():
+    model = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1, groups=4), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 8, 3, padding=1, groups=2))
+    summary = rk.convert(model)
+    assert "ran:" not in str(summary) and summary.backends() == {"0": None, "2": None}
+    model(torch.randn(1, 8, 5, 5))
+    assert summary.backends() == {"0": "aten", "2": "aten"}  # CPU tensors: ATen
+    assert "ran: aten x2" in str(summary)
 
 
 @pytest.mark.skipif(not rk.cuda_variants(), reason="extension built without CUDA kernels")
