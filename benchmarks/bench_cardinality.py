@@ -78,6 +78,9 @@ def parse_args(argv=None):
     ap.add_argument("--end-to-end", choices=["on", "off"], default=None,
                     help="whole-model training and inference steps (default: on with a GPU)")
     ap.add_argument("--e2e-batch", type=int, default=None, help="batch of the end-to-end steps")
+    ap.add_argument("--e2e-backends", nargs="+", default=None,
+                    help="end-to-end rows to run (default: nn.Conv2d, auto and every kernel "
+                         "backend of --backends)")
     ap.add_argument("--compile-jobs", type=int, default=None,
                     help="processes that compile the Triton kernels before timing (default: up "
                          "to 8 on a GPU; 0: compile inside the timing loop)")
@@ -319,8 +322,8 @@ def main(argv=None) -> dict:
         if args.end_to_end == "on":
             # Eager timing: a training step is many launches plus the optimizer, as users run it.
             e2e_timer = L.CudaTimer(device, graphs=False) if device.type == "cuda" else L.cpu_time
-            backends = list(E2E_REFERENCES) + [b for b in args.backends
-                                               if b not in ("cudnn", "aten") and ":" not in b]
+            backends = args.e2e_backends or (list(E2E_REFERENCES) + [
+                b for b in args.backends if b not in ("cudnn", "aten") and ":" not in b])
             # infer_fused folds BatchNorm into GroupedConv2d layers: not the nn.Conv2d model.
             work = [(m, b, mode) for m in args.models for b in backends
                     for mode in ("train", "infer", "infer_fused")

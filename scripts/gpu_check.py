@@ -40,7 +40,9 @@ from typing import Dict, List, Optional
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = ("build", "test", "sanitize", "tune", "profile", "bench")
 # The check's benchmark: what fits its share of the budget (the full sweep, an estimated 5-6 minutes, would not).
-DEFAULT_BENCH_ARGS = "--quick --ladder --models 32x4d --end-to-end off"
+# End to end: ResNeXt-50 32x4d trained and run for inference as built from nn.Conv2d and as
+# converted with default settings (auto), side by side.
+DEFAULT_BENCH_ARGS = "--quick --ladder --models 32x4d --e2e-backends nn.Conv2d auto"
 MAX_FILES = 8
 MAX_FILE_BYTES = 16 * 2**20
 LOG_TAIL_BYTES = 2 * 2**20      # a log longer than this keeps its head and tail
@@ -196,6 +198,14 @@ def bench_ratios(path: str) -> List[str]:
         if roof:
             lines.append(f"{backend}: roofline {min(roof):.0f}-{max(roof):.0f}% over {len(roof)} "
                          f"layer-directions, {errors} not run")
+    e2e = {(r["model"], r["backend"], r["mode"]): r for r in data.get("end_to_end", [])}
+    for (model, backend, mode), r in sorted(e2e.items()):
+        base = e2e.get((model, "nn.Conv2d", mode if mode != "infer_fused" else "infer"))
+        if r.get("error"):
+            lines.append(f"end to end {model} {backend} {mode}: not run ({r['error'][:60]})")
+        elif backend != "nn.Conv2d" and base and not base.get("error"):
+            lines.append(f"end to end {model} {mode}: {backend} {r['images_per_s']:.0f} images/s, "
+                         f"{r['images_per_s'] / base['images_per_s']:.2f}x the nn.Conv2d model")
     return lines
 
 

@@ -5,6 +5,7 @@ import os
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
@@ -50,7 +51,7 @@ def test_cpu_default_run_writes_valid_json(tmp_path):
     assert data["copy_bandwidth_gbs"] > 0
     ok = [r for r in data["layers"] if not r.get("error")]
     assert ok and all(r["median_ms"] > 0 and r["p20_ms"] <= r["p80_ms"] for r in ok)
-    assert {m["model"] for m in data["models"]} == set(bench_cardinality.CPU_DEFAULT_MODELS)
+    assert {m["model"] for m in data["models"]} == {"1x64d", "2x40d", "4x24d", "8x14d", "32x4d"}
     assert any(m["relative_to_c1"] == pytest.approx(1.0) for m in data["models"])
     assert results["options"]["device"] == "cpu"
 
@@ -143,3 +144,28 @@ def test_report_tune_section_from_a_sample(tmp_path):
     text = report.tune_section(str(path))
     assert "FakeGPU" in text and "`abcdef123456`" in text
     assert "| 32x4d | stage1 | fprop | 0.1000 | M128w4s3 tile | 0.0800 | 0.80 | 50% |" in text
+
+
+def test_end_to_end_rows_answer_what_converting_gains(tmp_path):
+    """The end-to-end part: per model, the nn.Conv2d model, the same model converted with
+    default settings ("auto"), then the kernel backends; ResNet-50 (1x64d) is the reference."""
+    out = tmp_path / "e2e.json"
+    data = bench_cardinality.main(["--quick", "--models", "1x64d", "32x4d", "--directions", "fprop",
+                                   "--end-to-end", "on", "--e2e-batch", "2", "--out", str(out)])
+    rows = {(r["model"], r["backend"], r["mode"]): r for r in data["end_to_end"]}
+    for model in ("1x64d", "32x4d"):
+        for key in (("nn.Conv2d", "train"), ("nn.Conv2d", "infer"), ("auto", "train"),
+                    ("auto", "infer"), ("auto", "infer_fused")):
+            row = rows[(model,) + key]
+            assert row["error"] is None and row["images_per_s"] > 0, row
+        assert (model, "nn.Conv2d", "infer_fused") not in rows  # fusing makes GroupedConv2d layers
+    assert rows[("1x64d", "auto", "train")]["relative_to_c1"] == 1.0
+
+
+def test_plain_conv2d_is_the_unconverted_model():
+    from resnext_kernels import GroupedConv2d
+    from resnext_kernels.models import resnext50
+
+    model = bench_cardinality.plain_conv2d(resnext50(4, 24))
+    assert not any(isinstance(m, GroupedConv2d) for m in model.modules())
+    assert sum(isinstance(m, torch.nn.Conv2d) and m.groups == 4 for m in model.modules()) == 16
