@@ -199,6 +199,38 @@ def copy_bandwidth_gbs(device: torch.device, mb: int = 4096, reps: int = 50) -> 
     return 2 * n * 4 / (ms * 1e-3) / 1e9
 
 
+def l2_read_bandwidth_gbs(device: torch.device, mb: int = 24, sums: int = 20, reps: int = 20) -> Optional[float]:
+    """What the SMs pull out of L2: GB/s of `sums` back-to-back reductions of an L2-resident
+    `mb` MB buffer, replayed as one CUDA graph (a lower bound: PyTorch's sum kernel, and the
+    gaps between kernels). The performance model's fitted L2->SM rate (3 TB/s, from the Triton
+    kernels) is either this ceiling or the kernels' own limit; this measurement tells which.
+    None on the CPU."""
+    if device.type != "cuda":
+        return None
+    x = torch.empty(mb * (1 << 20) // 4, dtype=torch.float32, device=device).normal_()
+    out = torch.empty((), dtype=torch.float32, device=device)
+
+    def run():
+        for _ in range(sums):
+            torch.sum(x, dim=0, out=out)
+    run()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    for _ in range(3):
+        graph.replay()
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+              for _ in range(reps)]
+    for start, end in events:
+        start.record()
+        graph.replay()
+        end.record()
+    torch.cuda.synchronize()
+    ms = statistics.median(s.elapsed_time(e) for s, e in events)
+    return sums * x.numel() * 4 / (ms * 1e-3) / 1e9
+
+
 def datasheet_bandwidth_gbs(gpu_name: Optional[str]) -> Optional[float]:
     """The HBM datasheet figure of a GPU the performance model describes, else None."""
     from resnext_kernels.perf_model import GPUS

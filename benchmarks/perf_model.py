@@ -42,6 +42,8 @@ SCHEMA = "resnext_kernels.perf_model/1"
 RESULTS = os.path.join(HERE, "results")
 # Commits that changed what a measured variant means (perf_model.TritonRevision, the CUDA ladder).
 TRITON_PACKED_WEIGHT_COMMIT = "07a4ed9"
+# The commit that added wgrad's splits inside its launch: set when it is known (None: this tree).
+TRITON_FUSED_REDUCTION_COMMIT = None
 CUDA_SMEM_RUNG_COMMIT = "2f64c2a"   # before it, the CUDA backend ran the direct rungs only
 
 
@@ -67,8 +69,13 @@ def is_ancestor(commit: str, of: str) -> Optional[bool]:
 
 
 def triton_revision(commit: str) -> pm.TritonRevision:
-    newer = is_ancestor(TRITON_PACKED_WEIGHT_COMMIT, commit)
-    return pm.BEFORE_07A4ED9 if newer is False else pm.CURRENT_TRITON
+    """The Triton code a result's commit ran (see perf_model.TritonRevision)."""
+    if is_ancestor(TRITON_PACKED_WEIGHT_COMMIT, commit) is False:
+        return pm.BEFORE_07A4ED9
+    fused = TRITON_FUSED_REDUCTION_COMMIT
+    if fused is None or is_ancestor(fused, commit) is False:
+        return pm.BEFORE_FUSED_REDUCTION
+    return pm.CURRENT_TRITON
 
 
 def load_results(root: str = RESULTS) -> List[dict]:

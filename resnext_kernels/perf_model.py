@@ -442,10 +442,13 @@ class TritonRevision:
 
     packed_weight: bool = True     # 07a4ed9: block-diagonal weights packed by a small kernel
     phase_classes: bool = True     # 07a4ed9: dgrad visits dx by stride phase (only its taps)
+    fused_reduction: bool = True   # wgrad's splits added inside its launch (the last split of a
+                                   # tile reduces), not by partials.sum(0) and a cast
 
 
 CURRENT_TRITON = TritonRevision()
-BEFORE_07A4ED9 = TritonRevision(packed_weight=False, phase_classes=False)
+BEFORE_07A4ED9 = TritonRevision(packed_weight=False, phase_classes=False, fused_reduction=False)
+BEFORE_FUSED_REDUCTION = TritonRevision(fused_reduction=False)
 
 
 def _triton_regs_estimate(warps: int, block_m: int, all_taps: bool = False) -> int:
@@ -529,8 +532,10 @@ TRITON_WGRAD_MIN_CHUNK = 512           # triton/wgrad.py MIN_CHUNK
 
 
 def triton_wgrad(conv: Conv, gpu: GPU, config: TritonConfig, all_taps: bool,
-                 resources: Resources = NO_RESOURCES, dtype: str = "bf16") -> Prediction:
-    """wgrad through triton/wgrad.py's _wgrad_partial_kernel, then partials.sum(0) and a cast."""
+                 resources: Resources = NO_RESOURCES, dtype: str = "bf16",
+                 revision: TritonRevision = CURRENT_TRITON) -> Prediction:
+    """wgrad through triton/wgrad.py's _wgrad_partial_kernel; its splits are added inside the
+    launch by the last split of each tile (older code: partials.sum(0) and a cast after it)."""
     e = conv.elem_size
     gp, block_c, block_k = triton_group_tile(conv.cg, conv.kg, conv.groups)
     packs = -(-conv.groups // gp)
@@ -563,8 +568,15 @@ def triton_wgrad(conv: Conv, gpu: GPU, config: TritonConfig, all_taps: bool,
     main = Launch("wgrad_partial", splits * per_split, config.warps * 32, regs, smem, work,
                   dram_bytes=(conv.x_elems() + conv.y_elems()) * e + partials,
                   mma_useful_flops=conv.flops(), resource_source="cubin" if found else "estimate")
-    launches = [main, small_kernel("partials.sum", partials, conv.w_elems() * 4),
-                small_kernel("cast", conv.w_elems() * 4, conv.w_elems() * e)]
+    if revision.fused_reduction:
+        # The last CTA of each tile reads the tile's splits partials and writes dw: one more
+        # step's worth of latency on the critical path, the partials once more through L2.
+        main.work.l2_bytes += partials / max(1, per_split)
+        main.work.chain_us += gpu.mem_latency_us * 2
+        launches = [main]
+    else:
+        launches = [main, small_kernel("partials.sum", partials, conv.w_elems() * 4),
+                    small_kernel("cast", conv.w_elems() * 4, conv.w_elems() * e)]
     return simulate(gpu, f"triton:{config.label} {'all_taps' if all_taps else 'tap'}", "wgrad", launches)
 
 
@@ -597,7 +609,7 @@ def triton_measured_variant(conv: Conv, direction: str, gpu: GPU, label: str,
     cfg_label, layout = label.split(" ", 1)
     config = TritonConfig.parse(cfg_label)
     if direction == "wgrad":
-        return triton_wgrad(conv, gpu, config, layout == "all_taps", resources)
+        return triton_wgrad(conv, gpu, config, layout == "all_taps", resources, revision=revision)
     per_prog, fastest = TRITON_GATHER_LAYOUTS[layout]
     return triton_gather(conv, direction, gpu, config, per_prog, fastest, revision, resources)
 

@@ -112,7 +112,7 @@ def pack_weight_jobs(dtype):
 
 
 def wgrad_jobs(dtype):
-    ints = ["BATCH", "H", "W", "P", "Q", "G", "CG", "KG", "CHUNK",
+    ints = ["BATCH", "H", "W", "P", "Q", "G", "CG", "KG", "CHUNK", "SPLITS",
             "s_x_n", "s_x_c", "s_x_h", "s_x_w", "s_dy_n", "s_dy_k", "s_dy_p", "s_dy_q",
             "stride_h", "stride_w", "pad_h", "pad_w", "dil_h", "dil_w"]
     combos = [(shape, all_taps, config) for shape in TILE_SHAPES for all_taps in (False, True)
@@ -121,7 +121,8 @@ def wgrad_jobs(dtype):
         tile = common.choose_group_tile(red, out, groups)
         if all_taps and tile.block_out * tile.block_red > wgrad.ALL_TAPS_MAX_TILE:
             continue  # wgrad() refuses all_taps for tiles this wide
-        sig = {"x_ptr": PTR[dtype], "dy_ptr": PTR[dtype], "part_ptr": "*fp32"}
+        sig = {"x_ptr": PTR[dtype], "dy_ptr": PTR[dtype], "part_ptr": "*fp32", "counter_ptr": "*i32",
+               "dw_ptr": PTR[dtype]}
         sig.update({n: "i32" for n in ints})
         constexprs = dict(GP=tile.groups_per_prog, BLOCK_KO=tile.block_out, BLOCK_C=tile.block_red,
                           ALL_TAPS=all_taps, EVEN_KO=tile.even_out(out, groups),
@@ -130,7 +131,8 @@ def wgrad_jobs(dtype):
         label = f"wgrad{'9' if all_taps else '1'} cg{red} {config.kwargs} w{config.num_warps} s{config.num_stages}"
         label += " | " + model_key("wgrad" + ("9" if all_taps else "1"), dtype, red, out, groups, config)
         unit = ("s_x_c", "s_dy_k")
-        div16 = ("x_ptr", "dy_ptr", "part_ptr", "s_x_n", "s_x_h", "s_x_w", "s_dy_n", "s_dy_p", "s_dy_q")
+        div16 = ("x_ptr", "dy_ptr", "part_ptr", "counter_ptr", "dw_ptr", "s_x_n", "s_x_h", "s_x_w",
+                 "s_dy_n", "s_dy_p", "s_dy_q")
         yield label, wgrad._wgrad_partial_kernel, sig, constexprs, config, unit, div16
 
 

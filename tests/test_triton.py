@@ -205,3 +205,39 @@ def test_dgrad_stride_phase_classes(stride, dilation):
     aten = reference.conv_in_dtype(x, w, None, dy, **args)
     dx = triton_dgrad(dy, w, list(x.shape), [stride] * 2, [1, 1], [dilation] * 2, case.groups)
     reference.check("dgrad", dx, aten["dgrad"], ref["dgrad"])
+
+
+def test_wgrad_adds_its_splits_in_the_launch_and_leaves_the_counters_at_zero():
+    """The last split of each tile reduces the partials (fixed order) and resets its counter, so
+    the counters kept between calls are zero again after every launch."""
+    case = EDGE_CASES[3]
+    o = make_operands(case, "channels_last", torch.float32, DEVICE, 13, bias=False)
+    args = case.conv_args
+    conv = (list(args["stride"]), list(args["padding"]), list(args["dilation"]), args["groups"])
+    first = wgrad_mod.wgrad(o.dy, o.x, list(o.w.shape), *conv, splits=3)
+    assert all(int(buf.abs().sum()) == 0 for buf in wgrad_mod._COUNTERS.values())
+    second = wgrad_mod.wgrad(o.dy, o.x, list(o.w.shape), *conv, splits=3)
+    assert torch.equal(first, second)
+    reference.check("wgrad", first, o.aten["wgrad"], o.ref["wgrad"])
+
+
+def test_the_model_prunes_the_autotune_space(monkeypatch):
+    """On a modelled GPU the autotuner times the two thirds of the space the performance model
+    ranks best (always its best); elsewhere every configuration."""
+    from resnext_kernels import perf_model as pm
+
+    x = torch.empty(1, dtype=torch.bfloat16)
+    args = dict(BATCH=64, DH=56, DW=56, SH=56, SW=56, G=32, RED_G=4, OUT_G=4, stride_h=1, pad_h=1,
+                dil_h=1, src_ptr=x, TILES_PER_PROG=1, CHANNELS_FASTEST=0)
+    assert fprop_mod._prune(fprop_mod.AUTOTUNE_CONFIGS, args, TRANSPOSED=False) == fprop_mod.AUTOTUNE_CONFIGS
+    monkeypatch.setattr(common, "device_name", lambda t: "NVIDIA H200")
+    kept = fprop_mod._prune(fprop_mod.AUTOTUNE_CONFIGS, args, TRANSPOSED=False)
+    assert len(kept) == 4 and all(c in fprop_mod.AUTOTUNE_CONFIGS for c in kept)
+    conv = pm.Conv(64, 128, 56, 56, 128, 32)
+    times = {c: pm.triton_gather(conv, "fprop", pm.GPUS["H200"], pm.TritonConfig(
+        c.kwargs["BLOCK_M"], c.num_warps, c.num_stages)).time_us for c in fprop_mod.AUTOTUNE_CONFIGS}
+    assert min(times, key=times.get) in kept
+    assert max(times[c] for c in kept) <= min(times[c] for c in times if c not in kept)
+    wargs = dict(BATCH=64, H=56, W=56, G=32, CG=4, KG=4, stride_h=1, pad_h=1, dil_h=1, x_ptr=x)
+    assert len(wgrad_mod._prune(wgrad_mod.AUTOTUNE_CONFIGS, wargs, ALL_TAPS=False)) == 4
+    assert wgrad_mod._prune(wgrad_mod.ALL_TAPS_CONFIGS, wargs, ALL_TAPS=True) == wgrad_mod.ALL_TAPS_CONFIGS

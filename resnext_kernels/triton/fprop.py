@@ -231,7 +231,31 @@ PACK_BLOCK = 32
 # The interpreter runs one fixed configuration; large BLOCK_M keeps the program count low.
 INTERPRETER_CONFIG = {"BLOCK_M": 128}
 
-KERNEL = common.TunedKernel(_gather_conv_kernel, AUTOTUNE_CONFIGS, AUTOTUNE_KEY, INTERPRETER_CONFIG)
+def _prune(configs, named_args, **meta):
+    """The autotune configurations the performance model ranks within common.PRUNE_RATIO of its
+    best for this launch (resnext_kernels/perf_model.py, triton_gather)."""
+    from .. import perf_model as pm
+
+    a = named_args
+    transposed = bool(meta.get("TRANSPOSED", a.get("TRANSPOSED")))
+    g, red_g, out_g = a["G"], a["RED_G"], a["OUT_G"]
+    if transposed:   # dgrad: dst = dx (H x W), src = dy (P x Q); reduction over Kg
+        conv = pm.Conv(a["BATCH"], g * out_g, a["DH"], a["DW"], g * red_g, g, a["stride_h"],
+                       a["pad_h"], a["dil_h"], a["src_ptr"].element_size())
+    else:
+        conv = pm.Conv(a["BATCH"], g * red_g, a["SH"], a["SW"], g * out_g, g, a["stride_h"],
+                       a["pad_h"], a["dil_h"], a["src_ptr"].element_size())
+
+    def predict(config, gpu):
+        cfg = pm.TritonConfig(config.kwargs["BLOCK_M"], config.num_warps, config.num_stages)
+        return pm.triton_gather(conv, "dgrad" if transposed else "fprop", gpu, cfg,
+                                a["TILES_PER_PROG"], bool(a["CHANNELS_FASTEST"])).time_us
+
+    return common.prune_by_model(configs, predict, common.device_name(a["src_ptr"]))
+
+
+KERNEL = common.TunedKernel(_gather_conv_kernel, AUTOTUNE_CONFIGS, AUTOTUNE_KEY, INTERPRETER_CONFIG,
+                            prune=_prune)
 
 
 def launch_gather_conv(src, weight, bias, dst, *, transposed, stride, padding, dilation, groups,

@@ -9,8 +9,12 @@ chunks. Program (split, tap * k tiles * c tiles, pack) computes
     dy tile^T (BLOCK_KO, BLOCK_M)  @  x tile (BLOCK_M, BLOCK_C)   for BLOCK_M positions at a time
 
 over its chunk, packing GP groups block-diagonally as fprop does, and writes its fp32 partial
-sums (diagonal blocks only) to partials[split]. `partials.sum(0)` then adds the splits in a fixed
-order: no atomics, so two runs are bitwise equal.
+sums (diagonal blocks only) to partials[split]. The splits are then added inside the same
+launch: each program counts itself done on its tile's counter (an atomic add, acquire-release),
+and the last of a tile's SPLITS programs to finish adds partials[0 .. SPLITS-1] in index order,
+casts to the weight's dtype, writes dw, and resets the counter to zero. Whoever finishes last,
+the sum is taken in the same order: two runs are bitwise equal. (Before, partials.sum(0) and a
+cast ran as two more launches.)
 """
 
 from __future__ import annotations
@@ -47,13 +51,31 @@ def _store_partial(part_ptr, acc, split, tap, offs_k, k_glob, k_ok, offs_c, c_ok
     tl.store(part_ptr + out, acc, mask=diag & k_ok[:, None] & c_ok[None, :])
 
 
+@triton.jit
+def _reduce_splits(part_ptr, dw_ptr, SPLITS, tap, offs_k, k_glob, k_ok, offs_c, c_ok, G, CG, KG):
+    """dw[k, c, tap] = sum over s = 0 .. SPLITS-1 of partials[s, k, c, tap], in that order, for
+    this program's diagonal blocks; cast to dw's dtype."""
+    diag = (offs_k // KG)[:, None] == (offs_c // CG)[None, :]
+    mask = diag & k_ok[:, None] & c_ok[None, :]
+    c_in = offs_c % CG
+    elem = k_glob[:, None].to(tl.int64) * (CG * 9) + c_in[None, :] * 9 + tap   # [K, Cg, 3, 3]
+    total = tl.load(part_ptr + elem, mask=mask, other=0.0, cache_modifier=".cg")
+    for split in range(1, SPLITS):
+        total += tl.load(part_ptr + split * (G * KG * CG * 9) + elem, mask=mask, other=0.0,
+                         cache_modifier=".cg")
+    tl.store(dw_ptr + elem, total.to(dw_ptr.dtype.element_ty), mask=mask)
+
+
 # Sizes and geometry are not specialised, strides are (see fprop.py).
-@triton.jit(do_not_specialize=["BATCH", "H", "W", "P", "Q", "G", "CHUNK", "stride_h", "stride_w",
-                               "pad_h", "pad_w", "dil_h", "dil_w"])
+@triton.jit(do_not_specialize=["BATCH", "H", "W", "P", "Q", "G", "CHUNK", "SPLITS", "stride_h",
+                               "stride_w", "pad_h", "pad_w", "dil_h", "dil_w"])
 def _wgrad_partial_kernel(
-    x_ptr, dy_ptr, part_ptr,
-    # Sizes: batch, input grid, output grid, groups, Cg, Kg, reduction positions per split.
-    BATCH, H, W, P, Q, G, CG, KG, CHUNK,
+    # partials: [SPLITS, K, Cg, 3, 3] fp32 scratch; counters: one int32 per tile (all splits of
+    # one (tap, k, c tile, pack)), zero on entry and reset to zero on exit; dw: [K, Cg, 3, 3].
+    x_ptr, dy_ptr, part_ptr, counter_ptr, dw_ptr,
+    # Sizes: batch, input grid, output grid, groups, Cg, Kg, reduction positions per split, and
+    # the number of splits.
+    BATCH, H, W, P, Q, G, CG, KG, CHUNK, SPLITS,
     # Element strides in logical order: x (n, c, h, w), dy (n, k, p, q); partials are a
     # contiguous [SPLITS, K, Cg, 3, 3] buffer in the accumulator dtype.
     s_x_n, s_x_c, s_x_h, s_x_w,
@@ -151,6 +173,19 @@ def _wgrad_partial_kernel(
         _store_partial(part_ptr, acc21, split, 7, offs_k, k_glob, k_ok, offs_c, c_ok, G, CG, KG)
         _store_partial(part_ptr, acc22, split, 8, offs_k, k_glob, k_ok, offs_c, c_ok, G, CG, KG)
 
+    # The last split of this tile to finish adds all of them (see the module docstring). The
+    # atomic's release orders this program's partial stores before its count; the acquire of
+    # the last one orders the others' stores before its loads (which bypass L1: .cg).
+    tile_id = pid_t * tl.num_programs(2) + pack
+    done = tl.atomic_add(counter_ptr + tile_id, 1, sem="acq_rel")
+    if done == SPLITS - 1:
+        if ALL_TAPS:
+            for t in range(9):
+                _reduce_splits(part_ptr, dw_ptr, SPLITS, t, offs_k, k_glob, k_ok, offs_c, c_ok, G, CG, KG)
+        else:
+            _reduce_splits(part_ptr, dw_ptr, SPLITS, tap, offs_k, k_glob, k_ok, offs_c, c_ok, G, CG, KG)
+        tl.store(counter_ptr + tile_id, 0)
+
 
 # BLOCK_M is the reduction step (positions per tl.dot). Chosen from tune_triton.py on the H200
 # (benchmarks/results/H200_2026-11-28_0636): the configurations within ~10% of the best on the
@@ -182,9 +217,28 @@ ALL_TAPS_MIN_GROUPS = 4
 # Fewest positions one program reduces; below this the partials traffic outweighs the gain.
 MIN_CHUNK = 512
 
-KERNEL = common.TunedKernel(_wgrad_partial_kernel, AUTOTUNE_CONFIGS, AUTOTUNE_KEY, INTERPRETER_CONFIG)
+def _prune(configs, named_args, **meta):
+    """The autotune configurations the performance model ranks within common.PRUNE_RATIO of its
+    best for this launch (resnext_kernels/perf_model.py, triton_wgrad)."""
+    from .. import perf_model as pm
+
+    a = named_args
+    g = a["G"]
+    conv = pm.Conv(a["BATCH"], g * a["CG"], a["H"], a["W"], g * a["KG"], g, a["stride_h"],
+                   a["pad_h"], a["dil_h"], a["x_ptr"].element_size())
+    all_taps = bool(meta.get("ALL_TAPS", a.get("ALL_TAPS")))
+
+    def predict(config, gpu):
+        cfg = pm.TritonConfig(config.kwargs["BLOCK_M"], config.num_warps, config.num_stages)
+        return pm.triton_wgrad(conv, gpu, cfg, all_taps).time_us
+
+    return common.prune_by_model(configs, predict, common.device_name(a["x_ptr"]))
+
+
+KERNEL = common.TunedKernel(_wgrad_partial_kernel, AUTOTUNE_CONFIGS, AUTOTUNE_KEY, INTERPRETER_CONFIG,
+                            prune=_prune)
 ALL_TAPS_KERNEL = common.TunedKernel(_wgrad_partial_kernel, ALL_TAPS_CONFIGS, AUTOTUNE_KEY,
-                                     INTERPRETER_CONFIG)
+                                     INTERPRETER_CONFIG, prune=_prune)
 
 
 def configs_for(all_taps: bool):
@@ -226,11 +280,13 @@ def wgrad(grad_output, x, weight_size, stride, padding, dilation, groups, splits
         splits = choose_splits(npq, tap_programs * ko_tiles * c_tiles * packs, x.device)
     chunk = triton.cdiv(npq, splits)
     partials = common.empty((splits, k_out, cg, 3, 3), common.torch_acc_dtype(x.dtype), x.device)
+    dw = common.empty(tuple(weight_size), x.dtype, x.device)
 
     grid = (splits, tap_programs * ko_tiles * c_tiles, packs)
+    counters = split_counters(grid[1] * grid[2], x.device)
     args = (
-        x, grad_output, partials,
-        n, h, w, p, q, groups, cg, kg, chunk,
+        x, grad_output, partials, counters, dw,
+        n, h, w, p, q, groups, cg, kg, chunk, splits,
         *x.stride(), *grad_output.stride(),
         stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
     )
@@ -238,4 +294,24 @@ def wgrad(grad_output, x, weight_size, stride, padding, dilation, groups, splits
                 ALL_TAPS=all_taps, EVEN_KO=tile.even_out(kg, groups), EVEN_C=tile.even_red(cg, groups),
                 PRECISION=common.dot_precision(x.dtype), ACC_FP64=x.dtype == torch.float64)
     (ALL_TAPS_KERNEL if all_taps else KERNEL).launch(grid, args, meta, wrap=wrap, config=config)
-    return partials.sum(0).to(x.dtype)
+    return dw
+
+
+# Zeroed tile counters kept per (device, stream) between calls: each launch leaves them at zero
+# again, so eager calls need no memset. A fresh zeroed buffer (one memset) while torch.compile
+# traces or a CUDA graph is captured, where a buffer kept across calls would be a hidden state.
+_COUNTERS: dict = {}
+
+
+def split_counters(n: int, device: torch.device) -> torch.Tensor:
+    """`n` int32 tile counters, all zero."""
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    if torch.compiler.is_compiling() or capturing:
+        return torch.zeros(n, dtype=torch.int32, device=device)
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (str(device), stream)
+    buf = _COUNTERS.get(key)
+    if buf is None or buf.numel() < n:
+        buf = torch.zeros(max(n, 1024), dtype=torch.int32, device=device)
+        _COUNTERS[key] = buf
+    return buf[:n]
