@@ -42,8 +42,8 @@ SCHEMA = "resnext_kernels.perf_model/1"
 RESULTS = os.path.join(HERE, "results")
 # Commits that changed what a measured variant means (perf_model.TritonRevision, the CUDA ladder).
 TRITON_PACKED_WEIGHT_COMMIT = "07a4ed9"
-# The commit that added wgrad's splits inside its launch: set when it is known (None: this tree).
-TRITON_FUSED_REDUCTION_COMMIT = None
+# The commit that added wgrad's splits inside its launch.
+TRITON_FUSED_REDUCTION_COMMIT = "2f2f0f3"
 CUDA_SMEM_RUNG_COMMIT = "2f64c2a"   # before it, the CUDA backend ran the direct rungs only
 
 
@@ -72,8 +72,7 @@ def triton_revision(commit: str) -> pm.TritonRevision:
     """The Triton code a result's commit ran (see perf_model.TritonRevision)."""
     if is_ancestor(TRITON_PACKED_WEIGHT_COMMIT, commit) is False:
         return pm.BEFORE_07A4ED9
-    fused = TRITON_FUSED_REDUCTION_COMMIT
-    if fused is None or is_ancestor(fused, commit) is False:
+    if is_ancestor(TRITON_FUSED_REDUCTION_COMMIT, commit) is False:
         return pm.BEFORE_FUSED_REDUCTION
     return pm.CURRENT_TRITON
 
