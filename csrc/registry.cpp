@@ -117,6 +117,12 @@ const std::vector<KernelVariant>& registry() {
        "pixels x 64 output channels per block, narrow groups packed block-diagonally, weights "
        "in shared memory; channels_last, Cg <= 64", false,
        fprop_mma_can_implement, no_workspace, fprop_mma_launch, fprop_mma_shape},
+      {"fprop_halo", Direction::kFprop, 4,
+       "8x16 pixel tile's halo staged once in shared memory (16-byte cp.async, zero-filled), "
+       "K = (tap, channel) within a group on mma.sync, persistent CTAs with two halo buffers, "
+       "pre-packed weights, fused bias/ReLU and 16-byte stores; bf16/fp16 channels_last, "
+       "Kg = Cg in {4, 8, 16, 24, 32, 40, 64}, stride 1 or 2", false,
+       fprop_halo_can_implement, fprop_halo_workspace_elems, fprop_halo_launch, fprop_halo_shape},
       {"dgrad_direct", Direction::kDgrad, 1,
        "one thread per input-gradient element, gathering the taps that reach it", true,
        dgrad_direct_can_implement, no_workspace, dgrad_direct_launch, dgrad_direct_shape},

@@ -269,6 +269,7 @@ class Launch:
     dram_bytes: float = 0.0
     mma_useful_flops: float = 0.0
     resource_source: str = "estimate"
+    helper: bool = False           # a small kernel beside the main one (packing, a reduction)
 
 
 @dataclass
@@ -306,7 +307,7 @@ def simulate(gpu: GPU, variant: str, direction: str, launches: List[Launch],
     clock = gpu.clock_ghz * 1e3                     # cycles per microsecond
     totals = dict.fromkeys(RESOURCES, 0.0)
     time = 0.0
-    main = max(launches, key=lambda L: L.ctas)
+    main = max((L for L in launches if not L.helper), key=lambda L: L.ctas, default=launches[0])
     main_ctas, limiter = 0, ""
     for L in launches:
         per_sm, why = ctas_per_sm(gpu, L.threads, L.regs, L.smem)
@@ -363,7 +364,8 @@ def small_kernel(name: str, read: float, write: float, threads: int = 128, ctas:
     """An elementwise helper kernel (weight packing, a reduction, a cast): its bytes once."""
     ctas = ctas or max(1, int((read + write) // (threads * 16)))
     per = (read + write) / ctas
-    return Launch(name, ctas, threads, 32, 0, CtaWork(l2_bytes=per), dram_bytes=read + write)
+    return Launch(name, ctas, threads, 32, 0, CtaWork(l2_bytes=per), dram_bytes=read + write,
+                  helper=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -809,7 +811,50 @@ def cuda_mma(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Resou
     return simulate(gpu, f"cuda:{name}", direction, launches)
 
 
-CUDA_MODELS = {"direct": cuda_direct, "smem": cuda_smem, "mma": cuda_mma}
+def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Resources,
+              dtype: str = "bf16") -> Prediction:
+    """fprop_halo (csrc/kernels/fprop_halo.cu, halo_fragments.h): persistent CTAs walk 8x16-pixel
+    tiles of one slab; each tile's halo is copied once from L2 into shared memory, the nine taps
+    read it there as A fragments (K = (tap, channel) in a group), the output is staged and stored
+    16 bytes at a time. Shared-memory wavefronts per tile as counted by csrc/tests/test_halo.cpp
+    through the kernel's own index maps."""
+    e = conv.elem_size
+    cg = conv.cg
+    slab, gps = shape["tile_channels"], shape["groups_per_block"]
+    ksteps, ntiles = -(-9 * cg // 16), -(-cg // 8)
+    tiles = (conv.c // slab) * conv.n * -(-conv.p // 8) * -(-conv.q // 16)
+    per_cta = tiles / shape["grid_x"]
+    rows = (8 - 1) * conv.stride + 3
+    cols = (16 - 1) * conv.stride + 3
+    vf_h = sum(min(t * 8 * conv.stride - conv.pad + rows, conv.h) - max(t * 8 * conv.stride - conv.pad, 0)
+               for t in range(-(-conv.p // 8))) / (-(-conv.p // 8) * rows)
+    vf_w = sum(min(t * 16 * conv.stride - conv.pad + cols, conv.w) - max(t * 16 * conv.stride - conv.pad, 0)
+               for t in range(-(-conv.q // 16))) / (-(-conv.q // 16) * cols)
+    halo_bytes = rows * cols * vf_h * vf_w * slab * e
+    out_bytes = conv.y_elems() * e / tiles
+    a_waves = 32 * ksteps * gps * (1.8 if cg == 4 and conv.stride == 2 else 1.0)
+    copy = 4 if cg == 4 else 8
+    smem = (a_waves + 8 * ksteps * gps * ntiles + 4 * gps * 2 * ntiles * 2
+            + 2 * rows * cols * (slab // copy) * copy * 2 / 128 + 2 * 128 * slab * 2 / 128)
+    mma = 4 * 2 * ksteps * gps * ntiles * 2.0 * 16 * 8 * 16
+    work = CtaWork(
+        l2_bytes=per_cta * (halo_bytes + out_bytes),
+        smem_wavefronts=per_cta * smem,
+        issue=per_cta * (32 * ksteps * gps * 3 + mma / 4096 + rows * cols * slab / copy / 32 * 12),
+        mma_flops=per_cta * mma,
+        chain_us=per_cta * gpu.mem_latency_us,
+        in_flight_bytes=halo_bytes)
+    type_name = {"bf16": "__nv_bfloat16", "fp16": "__half"}.get(dtype, dtype)
+    found = resources.cuda_kernel(f"fprop_halo_kernel<{type_name}, {cg}, {conv.stride}>", dtype)
+    words = shape["workspace_elems"]
+    main = Launch("fprop_halo", shape["grid_x"], shape["threads"], (found or (200, 0))[0],
+                  shape["smem_bytes"], work, dram_bytes=conv.min_bytes() + words * 4,
+                  mma_useful_flops=conv.flops(), resource_source="cubin" if found else "estimate")
+    pack = small_kernel("fprop_halo_pack", conv.w_elems() * e, words * 4)
+    return simulate(gpu, "cuda:fprop_halo", direction, [pack, main])
+
+
+CUDA_MODELS = {"direct": cuda_direct, "smem": cuda_smem, "mma": cuda_mma, "halo": cuda_halo}
 
 
 def cuda_variant(name: str, conv: Conv, direction: str, gpu: GPU, resources: Resources = NO_RESOURCES,

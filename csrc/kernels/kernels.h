@@ -50,6 +50,15 @@ struct SmemTile {
 };
 SmemTile fprop_smem_tile(const ConvParams& p);
 
+// Rung 4 of fprop, "halo" (fprop_halo.cu; index maps in halo_fragments.h): the halo of an 8x16
+// pixel tile staged once in shared memory by 16-byte asynchronous copies, K = (tap, channel)
+// inside a group on mma.sync, persistent CTAs with two halo buffers, weights pre-packed into
+// the workspace (as 32-bit words) by a small kernel each call.
+struct LaunchShape;
+std::string fprop_halo_can_implement(const ConvParams& p);
+int64_t fprop_halo_workspace_elems(const ConvParams& p);
+LaunchShape fprop_halo_shape(const ConvParams& p);
+int fprop_halo_launch(const ConvParams& p, void* stream);
 // Rung 2 of dgrad and wgrad on CUDA cores, "smem" (dgrad_smem.cu, wgrad_smem.cu): the same
 // 8x8 tiles and packs of groups, with the halo of the other tensor in shared memory. They serve
 // what the tensor-core rungs do not: fp32, NCHW sources, odd channel counts.

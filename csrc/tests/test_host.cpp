@@ -1,8 +1,8 @@
 // test_host.cpp: torch-free unit tests of the host-side logic (no GPU needed): argument
 // validation and its messages, output-size and index arithmetic, variant selection, the launch
 // geometry of the direct and shared-memory rungs, and the tensor-core rungs emulated warp by
-// warp with their own index maps against direct sums. A tiny harness: each CHECK failure is
-// printed, and the exit status is the number of failures.
+// warp with their own index maps against direct sums (fprop_halo's in test_halo.cpp). A tiny
+// harness (harness.h): each CHECK failure is printed, and the exit status is nonzero on any.
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
@@ -15,31 +15,12 @@
 #include "../kernels/mma_fragments.h"
 #include "../registry.h"
 #include "../selection.h"
-
-namespace {
+#include "harness.h"
 
 int g_failures = 0;
 int g_checks = 0;
 
-#define CHECK(cond)                                                              \
-  do {                                                                           \
-    ++g_checks;                                                                  \
-    if (!(cond)) {                                                               \
-      ++g_failures;                                                              \
-      std::printf("%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);       \
-    }                                                                            \
-  } while (0)
-
-#define CHECK_EQ_STR(a, b)                                                       \
-  do {                                                                           \
-    ++g_checks;                                                                  \
-    const std::string _a = (a), _b = (b);                                        \
-    if (_a != _b) {                                                              \
-      ++g_failures;                                                              \
-      std::printf("%s:%d: expected\n  \"%s\"\nbut got\n  \"%s\"\n", __FILE__, __LINE__, \
-                  _b.c_str(), _a.c_str());                                       \
-    }                                                                            \
-  } while (0)
+namespace {
 
 using V = std::vector<int64_t>;
 
@@ -249,32 +230,6 @@ void test_mma_fragment_layouts_cover_each_element_once() {
     for (int n = 0; n < 8; ++n) once = once && b[r][n] == 1 && c[r][n] == 1;
   }
   CHECK(once);
-}
-
-// One warp's mma.sync.m16n8k16 on the CPU. a_half(lane, reg, j) and b_half(lane, reg, j) return
-// what half j of a lane's A or B register holds, as the kernel loads it; the layout functions
-// of mma_fragments.h put the fragments back into their matrices, and the product is added to
-// each lane's accumulators.
-template <typename GetA, typename GetB>
-void emulate_mma(GetA a_half, GetB b_half, float (&acc)[32][4]) {
-  float a[16][16], b[16][8];
-  for (int lane = 0; lane < 32; ++lane) {
-    for (int reg = 0; reg < 4; ++reg)
-      for (int j = 0; j < 2; ++j) {
-        const rk::FragCoord fc = rk::mma_a_coord(lane, reg);
-        a[fc.row][fc.col + j] = a_half(lane, reg, j);
-      }
-    for (int reg = 0; reg < 2; ++reg)
-      for (int j = 0; j < 2; ++j) {
-        const rk::FragCoord fb = rk::mma_b_coord(lane, reg);
-        b[fb.row + j][fb.col] = b_half(lane, reg, j);
-      }
-  }
-  for (int lane = 0; lane < 32; ++lane)
-    for (int i = 0; i < 4; ++i) {
-      const rk::FragCoord fc = rk::mma_c_coord(lane, i);
-      for (int k = 0; k < 16; ++k) acc[lane][i] += a[fc.row][k] * b[k][fc.col];
-    }
 }
 
 // The tensor-core gather kernels (gather_mma.cu) emulated block by block and warp by warp on
@@ -619,6 +574,7 @@ int main() {
   test_gather_mma();
   test_wgrad_mma();
   test_dgrad_and_wgrad_smem_geometry();
+  test_fprop_halo();
   std::printf("%d checks, %d failed\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }

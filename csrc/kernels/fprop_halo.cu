@@ -1,0 +1,285 @@
+// fprop_halo.cu: rung 4 of fprop, designed to move each byte once: the halo of a pixel tile
+// staged in shared memory once by 16-byte asynchronous copies, nine taps read there, tensor
+// cores with K = (tap, channel) inside a group, persistent CTAs with two halo buffers, weights
+// pre-packed once per call into exactly the B registers' order, bias and ReLU fused, 16-byte
+// stores. Index maps, shared-memory layout and the tiling: halo_fragments.h.
+//
+//   y[n, g*Kg + k, p, q] = act(bias + sum_{tap, c} x[n, g*Cg + c, p*s - pad + r, q*s - pad + t] * w[.., c, r, t])
+//
+// Predicted, not measured (resnext_kernels/perf_model.py `cuda:fprop_halo`, registers from the
+// cubin; H200, ResNeXt-50 32x4d, batch 64, bf16), us, binding resource: stage1 48 (instruction
+// issue), stage2.entry 51 (L2), stage2 29 (L2), stage3.entry 28 (L2), stage3 17 (shared memory),
+// stage4.entry 22 (latency: 1 CTA per SM, shared memory), stage4 18 (shared memory): 0.45 ms over
+// the 16 layers, 43% of the 0.196 ms roofline (cuDNN measured 0.79 ms). What binds: at the
+// fitted 3 TB/s L2->SM rate the 1.41x halo re-read costs 1.7x the DRAM time; at Cg = 4 the A
+// fragments read every staged element nine times from shared memory (12x the input bytes);
+// 8x16 tiles leave 62% of a 7x7 image idle; two launches (pack, main) cost 6 us a layer. The
+// first GPU run tests these (tune.json's l2_read_bandwidth_gbs says whether 3 TB/s is a
+// ceiling). Unverified on a GPU: forced only until the GPU check passes it.
+//
+// Serves bf16/fp16, channels_last x and y, Kg == Cg in {4, 8, 16, 24, 32, 40, 64}, stride 1 or
+// 2, dilation 1, 16-byte aligned pixels; can_implement refuses the rest (the lower rungs run).
+#include <algorithm>
+
+#include "common.cuh"
+#include "halo_fragments.h"
+#include "kernels.h"
+#include "mma_ops.cuh"
+#include "../registry.h"
+
+namespace rk {
+
+namespace {
+
+// Asynchronous global -> shared copy of SIZE (16 or 8) bytes; `bytes` 0 writes zeros without
+// reading. 16 bytes bypass L1 (.cg); 8-byte copies exist only as .ca.
+template <int SIZE>
+__device__ __forceinline__ void cp_async(void* smem, const void* gmem, int bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  if constexpr (SIZE == 16)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
+  else
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+// The block's weights as packed B registers: wpack[slab][group][kstep][ntile][lane][2] words,
+// halo_weight_elem's map (no division in the main kernel; this one runs once per call).
+template <typename T, int CG>
+__global__ void __launch_bounds__(256) fprop_halo_pack_kernel(ConvParams p, uint32_t* wpack, int64_t words) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= words) return;
+  const HaloWeightWord at = halo_weight_coords(i, CG);  // at.group: slab * slab_groups + gl
+  const T* __restrict__ w = static_cast<const T*>(p.w);
+  uint32_t word = 0;
+  for (int e = 0; e < 2; ++e) {
+    const HaloWeightElem el = halo_weight_elem(at.j, at.nt, at.lane, at.reg, e, CG);
+    T v = from_float<T>(0.f);
+    if (el.ok && at.group < p.problem.G)
+      v = w[offset4(p.w_stride, at.group * CG + el.n, el.c, el.tap / 3, el.tap % 3)];
+    word |= uint32_t(*reinterpret_cast<const uint16_t*>(&v)) << (16 * e);
+  }
+  wpack[i] = word;
+}
+
+template <typename T, int CG, int STRIDE>
+__global__ void __launch_bounds__(kHaloThreads)
+fprop_halo_kernel(ConvParams p, const uint32_t* __restrict__ wpack, int64_t tiles) {
+  constexpr int SLAB = halo_slab(CG), GPS = halo_slab_groups(CG), KS = halo_ksteps(CG);
+  constexpr int NT = halo_ntiles(CG), STAGE = halo_stage_words(STRIDE, CG);
+  constexpr int WWORDS = halo_slab_weight_words(CG), CHUNKS = halo_chunks(STRIDE, CG);
+  constexpr int COPY = halo_copy_channels(CG);                    // channels per halo copy
+  extern __shared__ uint4 smem4[];
+  uint32_t* const smem = reinterpret_cast<uint32_t*>(smem4);
+  uint32_t* const wsm = smem + 2 * STAGE;
+  uint32_t* const osm = wsm + WWORDS;
+  const ConvProblem& q = p.problem;
+  const T* __restrict__ x = static_cast<const T*>(p.x);
+  T* __restrict__ y = static_cast<T*>(p.y);
+  const T* __restrict__ bias = static_cast<const T*>(p.bias);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+
+  // Issues the 16-byte copies of tile t's halo into buffer `buf` (zeros outside the image).
+  auto stage = [&](int64_t t, int buf) {
+    const HaloTile tl = halo_tile(t, q.N, q.P, q.Q);
+    const int64_t h0 = tl.p0 * STRIDE - q.pad_h, w0 = tl.q0 * STRIDE - q.pad_w;
+    const T* base = x + tl.n * p.x_stride[0] + tl.slab * SLAB;
+    for (int i = threadIdx.x; i < CHUNKS; i += kHaloThreads) {
+      const HaloChunk c = halo_chunk(i, STRIDE, CG);
+      const int64_t h = h0 + c.row, w = w0 + c.col;
+      const bool in = h >= 0 && h < q.H && w >= 0 && w < q.W;
+      const T* src = in ? base + h * p.x_stride[2] + w * p.x_stride[3] + c.part * COPY : x;
+      cp_async<2 * COPY>(smem + buf * STAGE + halo_word(c.row, c.col, c.part * COPY, STRIDE, CG), src,
+                         in ? 2 * COPY : 0);
+    }
+  };
+
+  int64_t t = blockIdx.x;
+  int buf = 0;
+  int64_t slab_loaded = -1;
+  if (t < tiles) stage(t, 0);
+  cp_async_commit();
+  for (; t < tiles; t += gridDim.x, buf ^= 1) {
+    const HaloTile tl = halo_tile(t, q.N, q.P, q.Q);
+    if (tl.slab != slab_loaded) {  // the slab's packed weights, 16 bytes a copy
+      const uint32_t* src = wpack + tl.slab * WWORDS;
+      for (int i = threadIdx.x * 4; i < WWORDS; i += kHaloThreads * 4) cp_async<16>(wsm + i, src + i, 16);
+      slab_loaded = tl.slab;
+    }
+    cp_async_commit();
+    if (t + gridDim.x < tiles) stage(t + gridDim.x, buf ^ 1);  // the next tile loads meanwhile
+    cp_async_commit();
+    cp_async_wait<1>();      // all but the newest group: this tile's halo and the weights
+    __syncthreads();
+
+    const uint32_t* halo = smem + buf * STAGE;
+    float acc[GPS][2][NT][4] = {};
+#pragma unroll
+    for (int j = 0; j < KS; ++j) {
+#pragma unroll
+      for (int gl = 0; gl < GPS; ++gl) {
+        uint32_t b[NT][2];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          const uint2 v = *reinterpret_cast<const uint2*>(wsm + halo_weight_word(gl, j, nt, lane, 0, CG));
+          b[nt][0] = v.x;
+          b[nt][1] = v.y;
+        }
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          uint32_t a[4];
+#pragma unroll
+          for (int reg = 0; reg < 4; ++reg) {
+            const FragCoord fc = mma_a_coord(lane, reg);
+            const int wi = halo_a_word(2 * warp + mt, fc.row, j * kMmaK + fc.col, gl, CG, STRIDE);
+            a[reg] = wi >= 0 ? halo[wi] : 0u;
+          }
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) MmaOp<T>::run(acc[gl][mt][nt], a, b[nt][0], b[nt][1]);
+        }
+      }
+    }
+
+    // Epilogue: bias, ReLU, the dtype; staged [pixel][channel] for 16-byte stores.
+#pragma unroll
+    for (int gl = 0; gl < GPS; ++gl)
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+          for (int i = 0; i < 4; i += 2) {
+            const FragCoord fc = mma_c_coord(lane, i);
+            const int n = nt * kMmaN + fc.col;
+            if (n >= CG) continue;                               // N padding (Kg = 4)
+            const int64_t k = (tl.slab * GPS + gl) * CG + n;
+            float v0 = acc[gl][mt][nt][i], v1 = acc[gl][mt][nt][i + 1];
+            if (bias) {
+              v0 += to_float(bias[k]);
+              v1 += to_float(bias[k + 1]);
+            }
+            if (p.relu) {
+              v0 = fmaxf(v0, 0.f);
+              v1 = fmaxf(v1, 0.f);
+            }
+            const T h0 = from_float<T>(v0), h1 = from_float<T>(v1);
+            osm[halo_out_word((2 * warp + mt) * kHaloTileQ + fc.row, gl * CG + n, SLAB)] =
+                uint32_t(*reinterpret_cast<const uint16_t*>(&h0)) |
+                (uint32_t(*reinterpret_cast<const uint16_t*>(&h1)) << 16);
+          }
+    __syncthreads();
+    for (int i = threadIdx.x; i < halo_out_chunks(SLAB); i += kHaloThreads) {
+      const HaloOutChunk c = halo_out_chunk(i, SLAB);
+      const int64_t pp = tl.p0 + c.pixel / kHaloTileQ, qq = tl.q0 + c.pixel % kHaloTileQ;
+      if (pp >= q.P || qq >= q.Q) continue;
+      T* dst = y + tl.n * p.y_stride[0] + pp * p.y_stride[2] + qq * p.y_stride[3] + tl.slab * SLAB + c.part * 8;
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(osm + halo_out_word(c.pixel, c.part * 8, SLAB));
+    }
+    __syncthreads();  // osm and this halo buffer are rewritten two tiles on
+  }
+  cp_async_wait<0>();
+}
+
+template <typename T, int CG, int STRIDE>
+int launch_halo(const ConvParams& p, cudaStream_t stream) {
+  const LaunchShape s = fprop_halo_shape(p);
+  uint32_t* wpack = reinterpret_cast<uint32_t*>(p.workspace);
+  const int64_t words = fprop_halo_workspace_elems(p);
+  fprop_halo_pack_kernel<T, CG><<<unsigned(ceil_div(words, 256)), 256, 0, stream>>>(p, wpack, words);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return int(err);
+  return launch_with_smem(fprop_halo_kernel<T, CG, STRIDE>, dim3(unsigned(s.grid_x)), kHaloThreads,
+                          s.smem_bytes, stream, p, static_cast<const uint32_t*>(wpack),
+                          halo_tiles(p.problem.N, p.problem.P, p.problem.Q, p.problem.C / halo_slab(CG)));
+}
+
+template <typename T, int CG>
+int launch_halo_stride(const ConvParams& p, cudaStream_t stream) {
+  if constexpr (halo_smem_bytes(2, CG) > kHaloMaxSmem) {  // refused by can_implement: not built
+    return p.problem.stride_h == 1 ? launch_halo<T, CG, 1>(p, stream) : int(cudaErrorInvalidValue);
+  } else {
+    return p.problem.stride_h == 1 ? launch_halo<T, CG, 1>(p, stream) : launch_halo<T, CG, 2>(p, stream);
+  }
+}
+
+template <typename T>
+int launch_halo_dtype(const ConvParams& p, cudaStream_t stream) {
+  switch (p.problem.Cg()) {
+    case 4: return launch_halo_stride<T, 4>(p, stream);
+    case 8: return launch_halo_stride<T, 8>(p, stream);
+    case 16: return launch_halo_stride<T, 16>(p, stream);
+    case 24: return launch_halo_stride<T, 24>(p, stream);
+    case 32: return launch_halo_stride<T, 32>(p, stream);
+    case 40: return launch_halo_stride<T, 40>(p, stream);
+    default: return launch_halo_stride<T, 64>(p, stream);  // can_implement admits no other
+  }
+}
+
+}  // namespace
+
+std::string fprop_halo_can_implement(const ConvParams& p) {
+  if (p.direction != Direction::kFprop) return "not an fprop problem";
+  const std::string common = check_common(p);
+  if (!common.empty()) return common;
+  const ConvProblem& q = p.problem;
+  if (p.dtype == DType::kFloat32) return "fp32 runs on CUDA cores";
+  if (q.Cg() != q.Kg() || !halo_serves(q.Cg()))
+    return "Cg = Kg in {4, 8, 16, 24, 32, 40, 64} only (the widths its tiles are built for)";
+  if (q.C % halo_slab(int(q.Cg())) != 0) return "channels are not whole slabs of groups";
+  if (q.stride_h != q.stride_w || (q.stride_h != 1 && q.stride_h != 2)) return "stride other than 1 or 2";
+  if (q.dil_h != 1 || q.dil_w != 1) return "dilation other than 1";
+  if (!channels_innermost(p.x_stride) || !channels_innermost(p.y_stride))
+    return "input or output is not channels_last";
+  const auto aligned = [](const int64_t s[4], const void* ptr) {
+    return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && s[0] % 8 == 0 && s[2] % 8 == 0 && s[3] % 8 == 0;
+  };
+  if (!aligned(p.x_stride, p.x) || !aligned(p.y_stride, p.y))
+    return "pixels are not 16-byte aligned (channels a multiple of 8, aligned storage)";
+  if (halo_smem_bytes(int(q.stride_h), int(q.Cg())) > kHaloMaxSmem)
+    return "the halo stages, weights and output staging need more than 227 KB of shared memory";
+  return "";
+}
+
+int64_t fprop_halo_workspace_elems(const ConvParams& p) {
+  const int cg = int(p.problem.Cg());
+  if (!halo_serves(cg)) return 0;
+  return (p.problem.C / halo_slab(cg)) * int64_t(halo_slab_weight_words(cg));  // packed words
+}
+
+LaunchShape fprop_halo_shape(const ConvParams& p) {
+  const ConvProblem& q = p.problem;
+  LaunchShape s;
+  const int cg = int(q.Cg()), stride = int(q.stride_h);
+  if (!halo_serves(cg) || (stride != 1 && stride != 2)) return s;
+  const int64_t tiles = halo_tiles(q.N, q.P, q.Q, q.C / halo_slab(cg));
+  s.grid_x = std::min<int64_t>(tiles, int64_t(p.num_sms) * halo_ctas_per_sm(stride, cg));
+  s.threads = kHaloThreads;
+  s.smem_bytes = halo_smem_bytes(stride, cg);
+  s.tile_pixels = kHaloTileP * kHaloTileQ;
+  s.tile_channels = halo_slab(cg);
+  s.red_channels = halo_slab(cg);
+  s.halo_pixels = int64_t(halo_rows(stride)) * halo_cols(stride);
+  s.groups_per_block = halo_slab_groups(cg);
+  s.launches = 2;  // the weight pre-pack, then the persistent kernel
+  return s;
+}
+
+int fprop_halo_launch(const ConvParams& p, void* stream) {
+  const auto st = static_cast<cudaStream_t>(stream);
+  if (p.dtype == DType::kFloat16) return launch_halo_dtype<__half>(p, st);
+  if (p.dtype == DType::kBFloat16) return launch_halo_dtype<__nv_bfloat16>(p, st);
+  return int(cudaErrorInvalidValue);  // fp32 is refused by can_implement
+}
+
+}  // namespace rk

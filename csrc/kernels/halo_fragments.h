@@ -1,0 +1,176 @@
+// halo_fragments.h: the index maps of fprop_halo (fprop_halo.cu), host and device, so that the
+// C++ unit tests emulate the kernel warp by warp and count its shared-memory bank conflicts with
+// the very functions the kernel calls.
+//
+// The GEMM per group: M = output pixels, N = Kg, K = 9 * Cg laid out as (tap, channel):
+//   A[m][kk] = x[pixel m shifted by tap kk / Cg][channel kk % Cg],  B[kk][n] = w[n][kk % Cg][tap]
+// K is padded to a multiple of 16 (37.5% useful MMA work at Cg = Kg = 4: N 4 of 8, K 36 of 48),
+// N to a multiple of 8; every n8 tile is one group.
+//
+// A CTA (4 warps) owns a tile of 8 x 16 output pixels of one image and one slab of whole groups
+// (SLAB channels: 32 from Cg = 4 to 32, 24 at Cg = 24, 40 at Cg = 40, 64 at Cg = 64). Warp w
+// computes tile rows 2w and 2w + 1, one m16 tile each (16 consecutive output columns). The
+// tile's input halo, (8 - 1) * stride + 3 rows by (16 - 1) * stride + 3 columns of SLAB
+// channels, is staged in shared memory once, with 16-byte copies (zeros outside the image), and
+// all nine taps read it there. Persistent CTAs walk the tile list (slab-major) with two halo
+// buffers: the next tile's halo loads while this one computes.
+//
+// Shared-memory layout (32-bit words; a word is two adjacent channels):
+//   halo    [row][column slot][halo_pixel_words]  stride 2 stores even columns, then odd ones,
+//           so that the 16 rows of an A load (16 consecutive output columns, 2 columns apart in
+//           the input) sit one pixel apart
+//   weights [group][kstep][ntile][lane][2]        exactly the B registers, in lane order
+//   out     [pixel][halo_out_pixel_words]         the epilogue's staging for 16-byte stores
+// The pitches make every A and B load and every epilogue store conflict-free (csrc/tests/
+// test_halo.cpp counts them).
+#pragma once
+
+#include <cstdint>
+
+#include "../conv_problem.h"
+#include "mma_fragments.h"
+
+namespace rk {
+
+constexpr int kHaloTileP = 8, kHaloTileQ = 16;        // output pixels per tile: 128
+constexpr int kHaloWarps = 4, kHaloThreads = 32 * kHaloWarps;
+constexpr int kHaloMaxCtasPerSm = 4;                  // persistent CTAs per SM, at most
+constexpr int64_t kHaloMaxSmem = 227 * 1024;          // one CTA's shared memory (sm_90 opt-in)
+constexpr int64_t kHaloSmPerSmem = 228 * 1024;        // what an SM has for its CTAs
+static_assert(kHaloTileP == 2 * kHaloWarps, "each warp owns two tile rows");
+static_assert(kHaloTileQ == kMmaM, "a tile row is one m16 tile");
+
+// Groups of one slab and its channels; 0 when Cg is not served.
+RK_HOST_DEVICE constexpr int halo_slab_groups(int cg) { return cg >= 32 ? 1 : 32 / cg; }
+RK_HOST_DEVICE constexpr int halo_slab(int cg) { return cg * halo_slab_groups(cg); }
+// The channel widths the kernel is built for (Kg == Cg): ResNeXt-50's and the paper's table's.
+RK_HOST_DEVICE constexpr bool halo_serves(int64_t cg) {
+  return cg == 4 || cg == 8 || cg == 16 || cg == 24 || cg == 32 || cg == 40 || cg == 64;
+}
+
+RK_HOST_DEVICE constexpr int halo_rows(int stride) { return (kHaloTileP - 1) * stride + 3; }
+RK_HOST_DEVICE constexpr int halo_cols(int stride) { return (kHaloTileQ - 1) * stride + 3; }
+// Column slots of a staged row: stride 2 keeps the even columns first, then the odd ones.
+RK_HOST_DEVICE constexpr int halo_half_cols(int stride) { return (halo_cols(stride) + 1) / 2; }
+RK_HOST_DEVICE constexpr int halo_slots(int stride) {
+  return stride == 1 ? halo_cols(1) : 2 * halo_half_cols(stride);
+}
+RK_HOST_DEVICE constexpr int halo_col_slot(int col, int stride) {
+  return stride == 1 ? col : (col & 1) * halo_half_cols(stride) + (col >> 1);
+}
+// Words per staged halo pixel. Cg >= 8: slab / 2 rounded up to 4 mod 8 (the 8 rows of an A
+// load on 8 different 4-bank quads, its 4 column pairs on a quad's 4 banks). Cg = 4: a register's
+// 4 column pairs span two taps, so its rows reach 9 consecutive pixels, and 9 multiples of a
+// pitch of 4 mod 8 cannot all differ mod 32: 2 mod 4 instead (9 distinct bank pairs), which
+// leaves pixels 8-byte aligned only, so that width is staged in 8-byte copies.
+RK_HOST_DEVICE constexpr int halo_pixel_words(int cg) {
+  const int words = halo_slab(cg) / 2;
+  return cg == 4 ? words + (6 - words % 4) % 4 : words + (12 - words % 8) % 8;
+}
+// Words per staged row. At Cg = 4 and stride 1 a register whose two taps straddle a kernel row
+// (taps 2 and 3) reads pixel j of one row and pixel j - 2 of the next: 16 more words per row
+// put those on the other half of the banks (found by search: conflict-free then; at stride 2
+// no pad of this form removes all, and Cg = 4 at stride 2 is rare: 1.8 wavefronts a load).
+RK_HOST_DEVICE constexpr int halo_row_words(int stride, int cg) {
+  return halo_slots(stride) * halo_pixel_words(cg) + (cg == 4 && stride == 1 ? 16 : 0);
+}
+RK_HOST_DEVICE constexpr int halo_stage_words(int stride, int cg) {
+  return halo_rows(stride) * halo_row_words(stride, cg);
+}
+// The word holding channels (chan, chan + 1) of halo pixel (row, col) of the slab; chan even.
+RK_HOST_DEVICE constexpr int halo_word(int row, int col, int chan, int stride, int cg) {
+  return row * halo_row_words(stride, cg) + halo_col_slot(col, stride) * halo_pixel_words(cg) +
+         chan / 2;
+}
+
+// Staging: copy i of a tile's halo, halo_copy_channels channels (16 bytes; 8 at Cg = 4) of one
+// pixel. Consecutive threads take consecutive copies: a pixel's slab is contiguous in a
+// channels_last tensor.
+struct HaloChunk { int row, col, part; };
+RK_HOST_DEVICE constexpr int halo_copy_channels(int cg) { return cg == 4 ? 4 : 8; }
+RK_HOST_DEVICE constexpr int halo_chunks(int stride, int cg) {
+  return halo_rows(stride) * halo_cols(stride) * (halo_slab(cg) / halo_copy_channels(cg));
+}
+RK_HOST_DEVICE constexpr HaloChunk halo_chunk(int i, int stride, int cg) {
+  const int per_pixel = halo_slab(cg) / halo_copy_channels(cg);
+  return {i / per_pixel / halo_cols(stride), i / per_pixel % halo_cols(stride), i % per_pixel};
+}
+
+// The tile list, slab-major (a persistent CTA then rarely changes slab, so rarely reloads its
+// weights): tile t = ((slab * N + n) * tiles_p + tp) * tiles_q + tq.
+struct HaloTile { int64_t n; int64_t p0, q0; int64_t slab; };
+RK_HOST_DEVICE constexpr int64_t halo_tiles_p(int64_t P) { return (P + kHaloTileP - 1) / kHaloTileP; }
+RK_HOST_DEVICE constexpr int64_t halo_tiles_q(int64_t Q) { return (Q + kHaloTileQ - 1) / kHaloTileQ; }
+RK_HOST_DEVICE constexpr int64_t halo_tiles(int64_t N, int64_t P, int64_t Q, int64_t slabs) {
+  return slabs * N * halo_tiles_p(P) * halo_tiles_q(Q);
+}
+RK_HOST_DEVICE constexpr HaloTile halo_tile(int64_t t, int64_t N, int64_t P, int64_t Q) {
+  const int64_t tq = t % halo_tiles_q(Q), tp = t / halo_tiles_q(Q) % halo_tiles_p(P);
+  const int64_t rest = t / (halo_tiles_q(Q) * halo_tiles_p(P));
+  return {rest % N, tp * kHaloTileP, tq * kHaloTileQ, rest / N};
+}
+
+// The GEMM's K and N tiling per group.
+RK_HOST_DEVICE constexpr int halo_ksteps(int cg) { return (9 * cg + kMmaK - 1) / kMmaK; }
+RK_HOST_DEVICE constexpr int halo_ntiles(int kg) { return (kg + kMmaN - 1) / kMmaN; }
+
+// A: the word of the pair (kk, kk + 1) of output pixel (pl, ql) (tile coordinates) in group gl
+// of the slab; -1 for the K padding (kk >= 9 * Cg: the register is zero). kk is even, and Cg
+// even keeps a pair within one tap.
+RK_HOST_DEVICE int halo_a_word(int pl, int ql, int kk, int gl, int cg, int stride) {
+  if (kk >= 9 * cg) return -1;
+  const int tap = kk / cg, c = kk % cg;
+  return halo_word(pl * stride + tap / 3, ql * stride + tap % 3, gl * cg + c, stride, cg);
+}
+
+// B, pre-packed: the word of register `reg` of `lane` for k-step j and n8 tile nt of group gl:
+// consecutive lanes read consecutive 8-byte pairs (one conflict-free 64-bit load per lane).
+RK_HOST_DEVICE constexpr int halo_weight_word(int gl, int j, int nt, int lane, int reg, int cg) {
+  return (((gl * halo_ksteps(cg) + j) * halo_ntiles(cg) + nt) * 32 + lane) * 2 + reg;
+}
+RK_HOST_DEVICE constexpr int halo_slab_weight_words(int cg) {
+  return halo_slab_groups(cg) * halo_ksteps(cg) * halo_ntiles(cg) * 64;
+}
+// What a packed word holds: half e (0: low 16 bits) of register `reg` of `lane` is
+// w[g*Kg + n][c][tap / 3][tap % 3] with the (n, kk) below, or zero (padding) when `ok` is false.
+struct HaloWeightElem { bool ok; int n, c, tap; };
+RK_HOST_DEVICE HaloWeightElem halo_weight_elem(int j, int nt, int lane, int reg, int e, int cg) {
+  const FragCoord b = mma_b_coord(lane, reg);
+  const int kk = j * kMmaK + b.row + e, n = nt * kMmaN + b.col;
+  if (kk >= 9 * cg || n >= cg) return {false, 0, 0, 0};
+  return {true, n, kk % cg, kk / cg};
+}
+
+// The pre-pack kernel's thread i writes word i of wpack[group][kstep][ntile][lane][2].
+struct HaloWeightWord { int64_t group; int j, nt, lane, reg; };
+RK_HOST_DEVICE constexpr HaloWeightWord halo_weight_coords(int64_t i, int cg) {
+  const int per_group = halo_ksteps(cg) * halo_ntiles(cg) * 64, within = int(i % per_group);
+  return {i / per_group, within / (64 * halo_ntiles(cg)), within / 64 % halo_ntiles(cg),
+          within / 2 % 32, within % 2};
+}
+
+// Epilogue staging: channels (chan, chan + 1) of tile pixel `pixel` (= row * 16 + column), a
+// pixel every slab / 2 words rounded up to 4 mod 8: the epilogue's pair stores conflict-free and
+// each pixel 16-byte aligned for the 16-byte loads of the stores to y.
+RK_HOST_DEVICE constexpr int halo_out_pixel_words(int slab) {
+  return slab / 2 + (12 - (slab / 2) % 8) % 8;
+}
+RK_HOST_DEVICE constexpr int halo_out_word(int pixel, int chan, int slab) {
+  return pixel * halo_out_pixel_words(slab) + chan / 2;
+}
+RK_HOST_DEVICE constexpr int halo_out_chunks(int slab) { return kHaloTileP * kHaloTileQ * (slab / 8); }
+struct HaloOutChunk { int pixel, part; };
+RK_HOST_DEVICE constexpr HaloOutChunk halo_out_chunk(int i, int slab) { return {i / (slab / 8), i % (slab / 8)}; }
+
+// Shared memory of one CTA (bytes): two halo stages, the slab's weights, the output staging.
+RK_HOST_DEVICE constexpr int64_t halo_smem_bytes(int stride, int cg) {
+  return 4 * (2 * int64_t(halo_stage_words(stride, cg)) + halo_slab_weight_words(cg) +
+              int64_t(kHaloTileP * kHaloTileQ) * halo_out_pixel_words(halo_slab(cg)));
+}
+// Persistent CTAs one SM holds, as the launcher sizes its grid (shared memory bound, capped).
+RK_HOST_DEVICE constexpr int halo_ctas_per_sm(int stride, int cg) {
+  const int64_t by_smem = kHaloSmPerSmem / (halo_smem_bytes(stride, cg) + 1024);
+  return by_smem < 1 ? 1 : by_smem > kHaloMaxCtasPerSm ? kHaloMaxCtasPerSm : int(by_smem);
+}
+
+}  // namespace rk

@@ -1,0 +1,327 @@
+// test_halo.cpp: fprop_halo (csrc/kernels/fprop_halo.cu) on the CPU, with the index maps of
+// halo_fragments.h that the kernel itself calls:
+//   1. emulated CTA by CTA and warp by warp on small integers against a direct sum: the
+//      persistent tile walk, the halo staged chunk by chunk (zeros outside the image), the
+//      pre-packed weights, the A and B fragments, the m16n8k16 products, the epilogue's
+//      staging and its 16-byte stores; every output element written exactly once;
+//   2. the shared-memory bank conflicts of every warp-wide access, counted through the same
+//      functions, against what the design intends.
+// What it cannot check is the hardware's fragment layout (mma_fragments.h) and cp.async: the GPU.
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "../conv_problem.h"
+#include "../kernels/halo_fragments.h"
+#include "../kernels/kernels.h"
+#include "../registry.h"
+#include "harness.h"
+
+namespace {
+
+const float kUnset = NAN;
+
+// A problem as the binding fills it: channels_last x and y, a contiguous weight, aligned
+// (fake) pointers, 132 SMs.
+rk::ConvParams halo_params(int64_t n, int64_t cg, int64_t groups, int64_t h, int64_t w,
+                           int64_t stride, int64_t pad) {
+  rk::ConvParams p;
+  const int64_t C = cg * groups;
+  rk::make_problem({n, C, h, w}, {C, cg, 3, 3}, nullptr, {stride, stride}, {pad, pad}, {1, 1},
+                   groups, &p.problem);
+  const rk::ConvProblem& q = p.problem;
+  const int64_t xs[4] = {q.H * q.W * C, 1, q.W * C, C}, ys[4] = {q.P * q.Q * C, 1, q.Q * C, C};
+  const int64_t ws[4] = {cg * 9, 9, 3, 1};
+  for (int i = 0; i < 4; ++i) p.x_stride[i] = xs[i], p.y_stride[i] = ys[i], p.w_stride[i] = ws[i];
+  p.direction = rk::Direction::kFprop;
+  p.dtype = rk::DType::kBFloat16;
+  p.x = p.y = p.w = reinterpret_cast<void*>(uintptr_t(256));
+  return p;
+}
+
+template <int CG>
+int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride, int64_t pad,
+                bool relu, int num_sms) {
+  constexpr int SLAB = rk::halo_slab(CG), GPS = rk::halo_slab_groups(CG);
+  rk::ConvParams p = halo_params(n, CG, groups, h, w, stride, pad);
+  p.num_sms = num_sms;
+  p.relu = relu;
+  const rk::ConvProblem& q = p.problem;
+  CHECK_EQ_STR(rk::fprop_halo_can_implement(p), "");
+  const int S = int(stride);
+  const rk::LaunchShape shape = rk::fprop_halo_shape(p);
+  const int64_t C = q.C, slabs = C / SLAB, tiles = rk::halo_tiles(q.N, q.P, q.Q, slabs);
+  CHECK(shape.grid_x == std::min<int64_t>(tiles, int64_t(num_sms) * rk::halo_ctas_per_sm(S, CG)));
+
+  // Small integers: every product and sum is exact in fp32 and in bf16 storage.
+  std::vector<float> x(q.N * q.H * q.W * C), wt(C * CG * 9), bias(C), y(q.N * q.P * q.Q * C, kUnset);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(int64_t(i * 7 + 3) % 5 - 2);
+  for (size_t i = 0; i < wt.size(); ++i) wt[i] = float(int64_t(i * 5 + 1) % 3 - 1);
+  for (size_t i = 0; i < bias.size(); ++i) bias[i] = float(int64_t(i) % 4 - 2);
+  auto X = [&](int64_t b, int64_t c, int64_t hh, int64_t ww) {
+    return x[((b * q.H + hh) * q.W + ww) * C + c];
+  };
+  auto Wt = [&](int64_t k, int64_t c, int r, int s) { return wt[((k * CG + c) * 3 + r) * 3 + s]; };
+
+  // The pre-pack kernel, thread by thread (two halves a word).
+  const int64_t words = rk::fprop_halo_workspace_elems(p);
+  CHECK(words == slabs * rk::halo_slab_weight_words(CG));
+  std::vector<float> wpack(2 * words, kUnset);
+  for (int64_t i = 0; i < words; ++i) {
+    const rk::HaloWeightWord at = rk::halo_weight_coords(i, CG);
+    for (int e = 0; e < 2; ++e) {
+      const rk::HaloWeightElem el = rk::halo_weight_elem(at.j, at.nt, at.lane, at.reg, e, CG);
+      wpack[2 * i + e] = el.ok && at.group < q.G ? Wt(at.group * CG + el.n, el.c, el.tap / 3, el.tap % 3) : 0.f;
+    }
+  }
+
+  constexpr int STAGE = rk::halo_stage_words(1, CG) > rk::halo_stage_words(2, CG)
+                            ? rk::halo_stage_words(1, CG) : rk::halo_stage_words(2, CG);
+  constexpr int COPY = rk::halo_copy_channels(CG);
+  std::vector<int> visits(tiles, 0);
+  int64_t wrong = 0;
+  for (int64_t cta = 0; cta < shape.grid_x; ++cta) {
+    for (int64_t t = cta; t < tiles; t += shape.grid_x) {  // the persistent walk
+      ++visits[t];
+      const rk::HaloTile tl = rk::halo_tile(t, q.N, q.P, q.Q);
+      // Stage the halo: each copy is COPY channels of one pixel (16 or 8 bytes).
+      std::vector<float> halo(2 * STAGE, kUnset);
+      const int64_t h0 = tl.p0 * S - q.pad_h, w0 = tl.q0 * S - q.pad_w;
+      for (int i = 0; i < rk::halo_chunks(S, CG); ++i) {
+        const rk::HaloChunk c = rk::halo_chunk(i, S, CG);
+        const int64_t hh = h0 + c.row, ww = w0 + c.col;
+        const bool in = hh >= 0 && hh < q.H && ww >= 0 && ww < q.W;
+        const int word = rk::halo_word(c.row, c.col, c.part * COPY, S, CG);
+        for (int e = 0; e < COPY; ++e) {
+          const int slot = 2 * word + e;
+          if (!std::isnan(halo[slot])) ++wrong;  // staged twice
+          halo[slot] = in ? X(tl.n, tl.slab * SLAB + c.part * COPY + e, hh, ww) : 0.f;
+        }
+      }
+      const float* wsm = wpack.data() + 2 * tl.slab * rk::halo_slab_weight_words(CG);
+      std::vector<float> out(2 * rk::kHaloTileP * rk::kHaloTileQ * rk::halo_out_pixel_words(SLAB), kUnset);
+      for (int warp = 0; warp < rk::kHaloWarps; ++warp)
+        for (int gl = 0; gl < GPS; ++gl)
+          for (int mt = 0; mt < 2; ++mt)
+            for (int nt = 0; nt < rk::halo_ntiles(CG); ++nt) {
+              float acc[32][4] = {};
+              for (int j = 0; j < rk::halo_ksteps(CG); ++j) {
+                auto a_half = [&](int lane, int reg, int e) -> float {
+                  const rk::FragCoord fc = rk::mma_a_coord(lane, reg);
+                  const int wi = rk::halo_a_word(2 * warp + mt, fc.row, j * rk::kMmaK + fc.col, gl, CG, S);
+                  if (wi < 0) return 0.f;                 // K padding: a zero register
+                  const float v = halo[2 * wi + e];
+                  wrong += std::isnan(v);                 // a word no chunk staged
+                  return v;
+                };
+                auto b_half = [&](int lane, int reg, int e) {
+                  return wsm[2 * rk::halo_weight_word(gl, j, nt, lane, reg, CG) + e];
+                };
+                emulate_mma(a_half, b_half, acc);
+              }
+              for (int lane = 0; lane < 32; ++lane)    // the epilogue, pairs of channels
+                for (int i = 0; i < 4; i += 2) {
+                  const rk::FragCoord fc = rk::mma_c_coord(lane, i);
+                  const int nn = nt * rk::kMmaN + fc.col;
+                  if (nn >= CG) continue;
+                  const int64_t k = (tl.slab * GPS + gl) * CG + nn;
+                  const int word = rk::halo_out_word((2 * warp + mt) * rk::kHaloTileQ + fc.row, gl * CG + nn, SLAB);
+                  for (int e = 0; e < 2; ++e) {
+                    float v = acc[lane][i + e] + bias[k + e];
+                    out[2 * word + e] = relu ? std::max(v, 0.f) : v;
+                  }
+                }
+            }
+      for (int i = 0; i < rk::halo_out_chunks(SLAB); ++i) {   // the 16-byte stores
+        const rk::HaloOutChunk c = rk::halo_out_chunk(i, SLAB);
+        const int64_t pp = tl.p0 + c.pixel / rk::kHaloTileQ, qq = tl.q0 + c.pixel % rk::kHaloTileQ;
+        if (pp >= q.P || qq >= q.Q) continue;
+        for (int e = 0; e < 8; ++e) {
+          float& dst = y[((tl.n * q.P + pp) * q.Q + qq) * C + tl.slab * SLAB + c.part * 8 + e];
+          wrong += !std::isnan(dst);                      // written twice
+          dst = out[2 * rk::halo_out_word(c.pixel, c.part * 8, SLAB) + e];
+        }
+      }
+    }
+  }
+  // Against the direct sum.
+  for (int64_t b = 0; b < q.N; ++b)
+    for (int64_t k = 0; k < C; ++k)
+      for (int64_t pp = 0; pp < q.P; ++pp)
+        for (int64_t qq = 0; qq < q.Q; ++qq) {
+          float ref = bias[k];
+          for (int64_t c = 0; c < CG; ++c)
+            for (int r = 0; r < 3; ++r)
+              for (int s = 0; s < 3; ++s) {
+                const int64_t hh = pp * S - q.pad_h + r, ww = qq * S - q.pad_w + s;
+                if (hh >= 0 && hh < q.H && ww >= 0 && ww < q.W) ref += X(b, (k / CG) * CG + c, hh, ww) * Wt(k, c, r, s);
+              }
+          if (relu) ref = std::max(ref, 0.f);
+          const float got = y[((b * q.P + pp) * q.Q + qq) * C + k];
+          wrong += !(got == ref);                           // NaN (never written) included
+        }
+  for (int64_t t = 0; t < tiles; ++t) wrong += visits[t] != 1;
+  return wrong;
+}
+
+// Wavefronts of one warp-wide shared-memory access of `bytes` per lane: the warp is served in
+// phases of 128 bytes (all 32 lanes for 4 bytes, half-warps for 8, quarter-warps for 16), and
+// within a phase a bank serves one distinct word per wavefront (equal words are broadcast).
+int wavefronts(const std::vector<std::vector<int>>& lane_words) {
+  const size_t per_phase = 128 / (4 * (lane_words.empty() ? 1 : std::max<size_t>(1, lane_words[0].size())));
+  int total = 0;
+  for (size_t first = 0; first < lane_words.size(); first += per_phase) {
+    std::map<int, std::set<int>> banks;
+    for (size_t lane = first; lane < std::min(lane_words.size(), first + per_phase); ++lane)
+      for (int wd : lane_words[lane]) banks[wd % 32].insert(wd);
+    size_t worst = 0;
+    for (const auto& kv : banks) worst = std::max(worst, kv.second.size());
+    total += int(worst);
+  }
+  return total;
+}
+
+struct Conflicts { int accesses = 0, wavefronts = 0, minimum = 0; };
+
+// Every warp-wide shared-memory access of one tile of fprop_halo, by kind.
+template <int CG>
+std::map<std::string, Conflicts> count_conflicts(int S) {
+  constexpr int SLAB = rk::halo_slab(CG), GPS = rk::halo_slab_groups(CG);
+  std::map<std::string, Conflicts> out;
+  auto add = [&](const std::string& kind, const std::vector<std::vector<int>>& lanes, int minimum) {
+    if (lanes.empty()) return;
+    Conflicts& c = out[kind];
+    ++c.accesses;
+    c.wavefronts += wavefronts(lanes);
+    c.minimum += minimum;
+  };
+  for (int warp = 0; warp < rk::kHaloWarps; ++warp) {
+    for (int j = 0; j < rk::halo_ksteps(CG); ++j)
+      for (int gl = 0; gl < GPS; ++gl) {
+        for (int nt = 0; nt < rk::halo_ntiles(CG); ++nt) {   // B: one 64-bit load per lane
+          std::vector<std::vector<int>> lanes;
+          for (int lane = 0; lane < 32; ++lane) {
+            const int wd = rk::halo_weight_word(gl, j, nt, lane, 0, CG);
+            lanes.push_back({wd, wd + 1});
+          }
+          add("B loads (64-bit)", lanes, 2);
+        }
+        for (int mt = 0; mt < 2; ++mt)
+          for (int reg = 0; reg < 4; ++reg) {                 // A: one 32-bit load per register
+            std::vector<std::vector<int>> lanes;
+            for (int lane = 0; lane < 32; ++lane) {
+              const rk::FragCoord fc = rk::mma_a_coord(lane, reg);
+              const int wi = rk::halo_a_word(2 * warp + mt, fc.row, j * rk::kMmaK + fc.col, gl, CG, S);
+              if (wi >= 0) lanes.push_back({wi});
+            }
+            add("A loads", lanes, 1);
+          }
+      }
+    for (int gl = 0; gl < GPS; ++gl)                           // epilogue: 32-bit pair stores
+      for (int mt = 0; mt < 2; ++mt)
+        for (int nt = 0; nt < rk::halo_ntiles(CG); ++nt)
+          for (int i = 0; i < 4; i += 2) {
+            std::vector<std::vector<int>> lanes;
+            for (int lane = 0; lane < 32; ++lane) {
+              const rk::FragCoord fc = rk::mma_c_coord(lane, i);
+              const int nn = nt * rk::kMmaN + fc.col;
+              if (nn < CG) lanes.push_back({rk::halo_out_word((2 * warp + mt) * rk::kHaloTileQ + fc.row, gl * CG + nn, SLAB)});
+            }
+            add("epilogue stores", lanes, 1);
+          }
+  }
+  // The staging copies (16 bytes a lane, 8 at Cg = 4) and the output loads (16 bytes), 32
+  // consecutive ones a warp.
+  constexpr int COPY_WORDS = rk::halo_copy_channels(CG) / 2;
+  for (int first = 0; first < rk::halo_chunks(S, CG); first += 32) {
+    std::vector<std::vector<int>> lanes;
+    for (int i = first; i < std::min(first + 32, rk::halo_chunks(S, CG)); ++i) {
+      const rk::HaloChunk c = rk::halo_chunk(i, S, CG);
+      const int wd = rk::halo_word(c.row, c.col, c.part * 2 * COPY_WORDS, S, CG);
+      std::vector<int> words;
+      for (int e = 0; e < COPY_WORDS; ++e) words.push_back(wd + e);
+      lanes.push_back(words);
+    }
+    add("halo copies", lanes, int((lanes.size() * COPY_WORDS + 31) / 32));
+  }
+  for (int first = 0; first < rk::halo_out_chunks(SLAB); first += 32) {
+    std::vector<std::vector<int>> lanes;
+    for (int i = first; i < first + 32; ++i) {
+      const rk::HaloOutChunk c = rk::halo_out_chunk(i, SLAB);
+      const int wd = rk::halo_out_word(c.pixel, c.part * 8, SLAB);
+      lanes.push_back({wd, wd + 1, wd + 2, wd + 3});
+    }
+    add("output loads (16-byte)", lanes, 4);
+  }
+  return out;
+}
+
+// The conflicts the design intends, and no others: A, B and epilogue accesses at the minimum
+// (Cg = 4 at stride 2 excepted: 1.8 wavefronts an A load, see halo_row_words); the 16-byte
+// staging copies and output loads at most twice it (a pixel pitch right for the fragments puts
+// the two pixels of a 16-byte quarter-warp phase on overlapping banks; they are about one
+// eighth of the A loads).
+template <int CG>
+void check_halo_width() {
+  for (int S : {1, 2}) {
+    for (const auto& [kind, c] : count_conflicts<CG>(S)) {
+      std::printf("  fprop_halo Cg=%d stride %d %-22s %5d accesses, %5d wavefronts (minimum %d)\n", CG,
+                  S, kind.c_str(), c.accesses, c.wavefronts, c.minimum);
+      const bool staging = kind.find("copies") != std::string::npos || kind.find("output") != std::string::npos;
+      if (staging) {
+        CHECK(c.wavefronts <= 2 * c.minimum);
+      } else if (CG == 4 && S == 2 && kind == "A loads") {
+        CHECK(c.wavefronts == 1152 && c.minimum == 640);
+      } else {
+        CHECK(c.wavefronts == c.minimum);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void test_fprop_halo() {
+  // What it refuses, with the reason (the lower rungs run those).
+  rk::ConvParams p = halo_params(1, 4, 8, 8, 8, 1, 1);
+  CHECK_EQ_STR(rk::fprop_halo_can_implement(p), "");
+  p.dtype = rk::DType::kFloat32;
+  CHECK_EQ_STR(rk::fprop_halo_can_implement(p), "fp32 runs on CUDA cores");
+  p = halo_params(1, 14, 4, 8, 8, 1, 1);
+  CHECK(rk::fprop_halo_can_implement(p).find("Cg = Kg in") == 0);
+  p = halo_params(1, 8, 4, 9, 9, 3, 1);
+  CHECK_EQ_STR(rk::fprop_halo_can_implement(p), "stride other than 1 or 2");
+  p = halo_params(1, 8, 3, 8, 8, 1, 1);   // 24 channels: not whole slabs of 4 groups of 8
+  CHECK_EQ_STR(rk::fprop_halo_can_implement(p), "channels are not whole slabs of groups");
+  p = halo_params(1, 8, 4, 8, 8, 1, 1);
+  p.x_stride[1] = 64, p.x_stride[3] = 1;  // NCHW-like input
+  CHECK_EQ_STR(rk::fprop_halo_can_implement(p), "input or output is not channels_last");
+  p = halo_params(1, 8, 4, 8, 8, 1, 1);
+  p.x = reinterpret_cast<void*>(uintptr_t(264));
+  CHECK(rk::fprop_halo_can_implement(p).find("16-byte aligned") != std::string::npos);
+  p = halo_params(1, 64, 1, 8, 8, 2, 1);  // Cg = 64 at stride 2: over the shared-memory budget
+  CHECK(rk::fprop_halo_can_implement(p).find("227 KB") != std::string::npos);
+  // Each case: what it catches.
+  CHECK(emulate<4>(2, 16, 9, 21, 1, 1, false, 3) == 0);   // 32x4d stage 1 widths, 2 slabs, partial tiles
+  CHECK(emulate<4>(1, 8, 12, 33, 2, 1, true, 2) == 0);    // stride 2, ReLU, a CTA walking many tiles
+  CHECK(emulate<8>(1, 8, 8, 16, 1, 1, true, 132) == 0);   // exact tiles, more CTAs than tiles
+  CHECK(emulate<16>(2, 4, 7, 7, 1, 1, false, 1) == 0);    // stage 3 widths, one CTA does all
+  CHECK(emulate<32>(1, 2, 14, 14, 2, 1, false, 4) == 0);  // stage 4 entry widths, stride 2
+  CHECK(emulate<24>(1, 2, 6, 18, 1, 0, false, 2) == 0);   // the paper's Cg = 24, padding 0
+  CHECK(emulate<40>(1, 1, 5, 9, 2, 2, true, 2) == 0);     // the paper's Cg = 40, padding 2
+  CHECK(emulate<64>(1, 1, 3, 17, 1, 1, false, 2) == 0);   // 1x64d widths: 8 n8 tiles, 36 k-steps
+  check_halo_width<4>();
+  check_halo_width<8>();
+  check_halo_width<16>();
+  check_halo_width<24>();
+  check_halo_width<32>();
+  check_halo_width<40>();
+  check_halo_width<64>();
+  // A negative control: a pitch of 16 words (no pad) must show conflicts the check would catch.
+  std::vector<std::vector<int>> rows;
+  for (int lane = 0; lane < 32; ++lane) rows.push_back({(lane / 4) * 16 + lane % 4});
+  CHECK(wavefronts(rows) == 4);
+}
