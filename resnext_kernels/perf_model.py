@@ -840,14 +840,18 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     work = CtaWork(
         l2_bytes=per_cta * (halo_bytes + out_bytes),
         smem_wavefronts=per_cta * smem,
-        issue=per_cta * (32 * ksteps * gps * 3 + mma / 4096 + rows * cols * slab / copy / 32 * 12),
+        # Warp instructions: the compute region of the SASS is ~1.6x its loads, mma and stores
+        # (fprop_halo sm_90, 2026-12-01: about 265 of 176 at Cg = 4, 370 of 236 at Cg = 8, 490
+        # of 330 at Cg = 32); the staging and store loops ~25 instructions a copy.
+        issue=per_cta * (4 * 1.6 * (8 * ksteps * gps + 3 * ksteps * gps * ntiles + 4 * gps * ntiles)
+                         + (rows * cols * slab / copy + 128 * slab / 8) / 32 * 25),
         mma_flops=per_cta * mma,
         chain_us=per_cta * gpu.mem_latency_us,
         in_flight_bytes=halo_bytes)
     type_name = {"bf16": "__nv_bfloat16", "fp16": "__half"}.get(dtype, dtype)
     found = resources.cuda_kernel(f"fprop_halo_kernel<{type_name}, {cg}, {conv.stride}>", dtype)
     words = shape["workspace_elems"]
-    main = Launch("fprop_halo", shape["grid_x"], shape["threads"], (found or (200, 0))[0],
+    main = Launch("fprop_halo", shape["grid_x"], shape["threads"], (found or (128, 0))[0],
                   shape["smem_bytes"], work, dram_bytes=conv.min_bytes() + words * 4,
                   mma_useful_flops=conv.flops(), resource_source="cubin" if found else "estimate")
     pack = small_kernel("fprop_halo_pack", conv.w_elems() * e, words * 4)

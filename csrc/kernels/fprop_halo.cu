@@ -7,15 +7,15 @@
 //   y[n, g*Kg + k, p, q] = act(bias + sum_{tap, c} x[n, g*Cg + c, p*s - pad + r, q*s - pad + t] * w[.., c, r, t])
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:fprop_halo`, registers from the
-// cubin; H200, ResNeXt-50 32x4d, batch 64, bf16), us, binding resource: stage1 48 (instruction
-// issue), stage2.entry 51 (L2), stage2 29 (L2), stage3.entry 28 (L2), stage3 17 (shared memory),
-// stage4.entry 22 (latency: 1 CTA per SM, shared memory), stage4 18 (shared memory): 0.45 ms over
-// the 16 layers, 43% of the 0.196 ms roofline (cuDNN measured 0.79 ms). What binds: at the
-// fitted 3 TB/s L2->SM rate the 1.41x halo re-read costs 1.7x the DRAM time; at Cg = 4 the A
-// fragments read every staged element nine times from shared memory (12x the input bytes);
-// 8x16 tiles leave 62% of a 7x7 image idle; two launches (pack, main) cost 6 us a layer. The
-// first GPU run tests these (tune.json's l2_read_bandwidth_gbs says whether 3 TB/s is a
-// ceiling). Unverified on a GPU: forced only until the GPU check passes it.
+// cubin, instruction counts from its SASS; H200, ResNeXt-50 32x4d, batch 64, bf16), us and
+// binding resource: stage1 53 (instruction issue), stage2.entry 51 (L2), stage2 26 (L2),
+// stage3.entry 28 (L2), stage3 17 (issue), stage4.entry 24 (issue; 1 CTA per SM, shared
+// memory), stage4 20 (issue): 0.46 ms over the 16 layers, 43% of the 0.196 ms roofline (cuDNN
+// measured 0.79 ms, Triton predicted 1.5). What binds: at the fitted 3 TB/s L2->SM rate the
+// 1.41x halo re-read costs 1.7x the DRAM time (tune.json's l2_read_bandwidth_gbs will say
+// whether 3 TB/s is a ceiling); at Cg = 4 the A fragments read every staged element nine times
+// (12x the input bytes: shared memory and issue); 8x16 tiles leave 62% of a 7x7 image idle; the
+// pack launch costs 3 us a layer. Unverified on a GPU: forced only until the GPU check passes it.
 //
 // Serves bf16/fp16, channels_last x and y, Kg == Cg in {4, 8, 16, 24, 32, 40, 64}, stride 1 or
 // 2, dilation 1, 16-byte aligned pixels; can_implement refuses the rest (the lower rungs run).
@@ -88,7 +88,13 @@ fprop_halo_kernel(ConvParams p, const uint32_t* __restrict__ wpack, int64_t tile
   const T* __restrict__ x = static_cast<const T*>(p.x);
   T* __restrict__ y = static_cast<T*>(p.y);
   const T* __restrict__ bias = static_cast<const T*>(p.bias);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, t4 = lane % 4;
+  // The staged words of this lane's A rows (g and g + 8 of each m16 tile) at tap 0, channel 0:
+  // tile-independent, so computed once (mma_a_coord: register r holds row lane / 4 + 8 (r % 2)).
+  int base[2][2];
+  for (int mt = 0; mt < 2; ++mt)
+    for (int half = 0; half < 2; ++half)
+      base[mt][half] = halo_pixel_base(2 * warp + mt, lane / 4 + 8 * half, STRIDE, CG);
 
   // Issues the 16-byte copies of tile t's halo into buffer `buf` (zeros outside the image).
   auto stage = [&](int64_t t, int buf) {
@@ -136,15 +142,16 @@ fprop_halo_kernel(ConvParams p, const uint32_t* __restrict__ wpack, int64_t tile
           b[nt][0] = v.x;
           b[nt][1] = v.y;
         }
+        // The lane's tap/channel offsets of the two register pairs (compile-time but for t).
+        const int off0 = halo_a_offset(j * kMmaK, t4, gl, CG, STRIDE);
+        const int off1 = halo_a_offset(j * kMmaK + 8, t4, gl, CG, STRIDE);
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt) {
           uint32_t a[4];
-#pragma unroll
-          for (int reg = 0; reg < 4; ++reg) {
-            const FragCoord fc = mma_a_coord(lane, reg);
-            const int wi = halo_a_word(2 * warp + mt, fc.row, j * kMmaK + fc.col, gl, CG, STRIDE);
-            a[reg] = wi >= 0 ? halo[wi] : 0u;
-          }
+          a[0] = off0 >= 0 ? halo[base[mt][0] + off0] : 0u;   // rows g, pairs 0-7 of the k16 step
+          a[1] = off0 >= 0 ? halo[base[mt][1] + off0] : 0u;   // rows g + 8
+          a[2] = off1 >= 0 ? halo[base[mt][0] + off1] : 0u;   // rows g, pairs 8-15
+          a[3] = off1 >= 0 ? halo[base[mt][1] + off1] : 0u;
 #pragma unroll
           for (int nt = 0; nt < NT; ++nt) MmaOp<T>::run(acc[gl][mt][nt], a, b[nt][0], b[nt][1]);
         }
@@ -162,7 +169,7 @@ fprop_halo_kernel(ConvParams p, const uint32_t* __restrict__ wpack, int64_t tile
           for (int i = 0; i < 4; i += 2) {
             const FragCoord fc = mma_c_coord(lane, i);
             const int n = nt * kMmaN + fc.col;
-            if (n >= CG) continue;                               // N padding (Kg = 4)
+            if (CG % 8 != 0 && n >= CG) continue;                // N padding (Kg = 4)
             const int64_t k = (tl.slab * GPS + gl) * CG + n;
             float v0 = acc[gl][mt][nt][i], v1 = acc[gl][mt][nt][i + 1];
             if (bias) {

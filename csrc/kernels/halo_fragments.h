@@ -116,11 +116,32 @@ RK_HOST_DEVICE constexpr int halo_ntiles(int kg) { return (kg + kMmaN - 1) / kMm
 
 // A: the word of the pair (kk, kk + 1) of output pixel (pl, ql) (tile coordinates) in group gl
 // of the slab; -1 for the K padding (kk >= 9 * Cg: the register is zero). kk is even, and Cg
-// even keeps a pair within one tap.
+// even keeps a pair within one tap. The definition; the kernel adds the two parts below.
 RK_HOST_DEVICE int halo_a_word(int pl, int ql, int kk, int gl, int cg, int stride) {
   if (kk >= 9 * cg) return -1;
   const int tap = kk / cg, c = kk % cg;
   return halo_word(pl * stride + tap / 3, ql * stride + tap % 3, gl * cg + c, stride, cg);
+}
+// The kernel's two parts of it, so that nothing is divided in its loop: the lane's pixel
+// (once per kernel), plus the tap and channel offset of register pair kbase = 16 j + 8 (reg / 2)
+// (a compile-time constant in the unrolled loop) for the lane's t = lane % 4. For Cg a multiple
+// of 8 the four pairs of a register lie in one tap; at Cg = 4 pairs t = 0, 1 are tap kbase / 4
+// and t = 2, 3 the next one.
+RK_HOST_DEVICE constexpr int halo_pixel_base(int pl, int ql, int stride, int cg) {
+  return halo_word(pl * stride, ql * stride, 0, stride, cg);
+}
+RK_HOST_DEVICE constexpr int halo_tap_offset(int tap, int stride, int cg) {
+  // column shift s = tap % 3 from an even column (stride 2): s = 1 lands in the odd half.
+  const int s = tap % 3, slots = stride == 1 ? s : (s == 1 ? halo_half_cols(stride) : s / 2);
+  return (tap / 3) * halo_row_words(stride, cg) + slots * halo_pixel_words(cg);
+}
+RK_HOST_DEVICE constexpr int halo_a_offset(int kbase, int t, int gl, int cg, int stride) {
+  if (cg % 8 == 0)
+    return kbase >= 9 * cg ? -1
+                           : halo_tap_offset(kbase / cg, stride, cg) + (gl * cg + kbase % cg) / 2 + t;
+  if (kbase + 2 * t >= 9 * cg) return -1;                       // cg == 4
+  const int a = halo_tap_offset(kbase / 4, stride, cg), b = halo_tap_offset(kbase / 4 + 1, stride, cg);
+  return ((t >> 1) ? b : a) + gl * 2 + (t & 1);
 }
 
 // B, pre-packed: the word of register `reg` of `lane` for k-step j and n8 tile nt of group gl:

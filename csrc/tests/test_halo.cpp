@@ -110,8 +110,12 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
               float acc[32][4] = {};
               for (int j = 0; j < rk::halo_ksteps(CG); ++j) {
                 auto a_half = [&](int lane, int reg, int e) -> float {
+                  // As the kernel forms it: the lane's pixel base plus its tap/channel offset,
+                  // which must be the definition's word.
                   const rk::FragCoord fc = rk::mma_a_coord(lane, reg);
-                  const int wi = rk::halo_a_word(2 * warp + mt, fc.row, j * rk::kMmaK + fc.col, gl, CG, S);
+                  const int off = rk::halo_a_offset(j * rk::kMmaK + 8 * (reg / 2), lane % 4, gl, CG, S);
+                  const int wi = off < 0 ? -1 : rk::halo_pixel_base(2 * warp + mt, fc.row, S, CG) + off;
+                  wrong += wi != rk::halo_a_word(2 * warp + mt, fc.row, j * rk::kMmaK + fc.col, gl, CG, S);
                   if (wi < 0) return 0.f;                 // K padding: a zero register
                   const float v = halo[2 * wi + e];
                   wrong += std::isnan(v);                 // a word no chunk staged
