@@ -23,7 +23,7 @@ All byte counts are bytes; times are microseconds.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 DIRECTIONS = ("fprop", "dgrad", "wgrad")
@@ -742,7 +742,6 @@ def cuda_smem(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     macs_per_thread_item = 9 * red
     items = outs * pixels
     staged = halo * red_ch + outs * red * 9
-    warps = shape["threads"] // 32
     if direction == "wgrad":
         tiles_per_cta = (conv.n * -(-conv.p // 8) * -(-conv.q // 8)) / shape["splits"]
         staged *= tiles_per_cta
@@ -892,4 +891,4 @@ __all__ = ["BEFORE_07A4ED9", "CALIBRATION", "CURRENT_TRITON", "Conv", "CtaWork",
            "Launch", "Prediction", "Resources", "TritonConfig", "TritonRevision", "bank_wavefronts",
            "ctas_per_sm", "cuda_variant", "cuda_variants", "l1_wavefronts", "sectors", "simulate",
            "triton_gather", "triton_measured_variant", "triton_variants", "triton_wgrad",
-           "valid_tap_fraction", "within", "replace"]
+           "valid_tap_fraction", "within"]

@@ -5,7 +5,6 @@ Slow (two builds of the extension, without CUDA to keep them to a minute each): 
 
 import os
 import subprocess
-import sys
 import sysconfig
 import venv
 

@@ -140,7 +140,7 @@ def test_fprop_smem_halo_bytes_against_every_address_it_reads(conv):
     tiles_q, tiles_p = -(-conv.q // 8), -(-conv.p // 8)
     read = 0
     for bx in range(shape["grid_x"]):
-        tq, tp, n = bx % tiles_q, (bx // tiles_q) % tiles_p, bx // (tiles_q * tiles_p)
+        tq, tp = bx % tiles_q, (bx // tiles_q) % tiles_p   # the image index does not change the count
         h0, w0 = tp * 8 * conv.stride - 1, tq * 8 * conv.stride - 1
         for by in range(shape["grid_y"]):
             channels = min(gpb, conv.groups - by * gpb) * conv.cg
