@@ -151,7 +151,7 @@ def main(argv=None) -> dict:
     l2_read = L.l2_read_bandwidth_gbs(torch.device("cuda"))
     print(f"copy bandwidth {bandwidth:.0f} GB/s (datasheet "
           f"{L.datasheet_bandwidth_gbs(torch.cuda.get_device_name()) or '?'}); L2 read "
-          f"{l2_read:.0f} GB/s", flush=True)
+          f"{l2_read or 0:.0f} GB/s", flush=True)
     dtype = L.DTYPES[args.dtype]
     rows = []
     groups = itertools.groupby(items, key=lambda item: (item[0], item[1]))

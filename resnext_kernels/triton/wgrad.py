@@ -283,7 +283,7 @@ def wgrad(grad_output, x, weight_size, stride, padding, dilation, groups, splits
     dw = common.empty(tuple(weight_size), x.dtype, x.device)
 
     grid = (splits, tap_programs * ko_tiles * c_tiles, packs)
-    counters = split_counters(grid[1] * grid[2], x.device)
+    counters = split_counters(grid[1] * grid[2], x.device, x)
     args = (
         x, grad_output, partials, counters, dw,
         n, h, w, p, q, groups, cg, kg, chunk, splits,
@@ -303,10 +303,11 @@ def wgrad(grad_output, x, weight_size, stride, padding, dilation, groups, splits
 _COUNTERS: dict = {}
 
 
-def split_counters(n: int, device: torch.device) -> torch.Tensor:
-    """`n` int32 tile counters, all zero."""
+def split_counters(n: int, device: torch.device, like: torch.Tensor) -> torch.Tensor:
+    """`n` int32 tile counters, all zero. `like` (an operand) tells eager calls on real tensors
+    from tracing (fake or functional tensors are subclasses)."""
     capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
-    if torch.compiler.is_compiling() or capturing:
+    if torch.compiler.is_compiling() or capturing or type(like) not in (torch.Tensor, torch.nn.Parameter):
         return torch.zeros(n, dtype=torch.int32, device=device)
     stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
     key = (str(device), stream)
