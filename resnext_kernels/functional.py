@@ -32,11 +32,12 @@ log = logging.getLogger("resnext_kernels")
 
 BACKENDS = ("auto", "cuda", "triton", "aten")
 # The order in which backend="auto" tries the kernel families when it does not measure
-# (set_backend_benchmark(False)), ATen when neither can run the call. Triton first: on the GPU runs so far (benchmarks/NOTES.md, H200 2026-11-28) its three
-# directions ran at 1.3-4.6x cuDNN's time on ResNeXt-50 32x4d, while the CUDA backend's
-# verified dgrad and wgrad rungs are the direct baselines (12-140x and 110-3000x cuDNN's time
-# on the H100, H100-80GB-HBM3_2026-11-28_0504/bench.json). The CUDA tensor-core rungs
-# take over once a GPU check verifies and measures them.
+# (set_backend_benchmark(False)), ATen when neither can run the call. Triton first: on the GPU
+# runs so far (benchmarks/NOTES.md, H200 2026-11-28) its three directions ran at 1.3-4.6x
+# cuDNN's time on ResNeXt-50 32x4d, while the CUDA backend's verified dgrad and wgrad rungs are
+# the direct baselines (12-140x and 110-3000x cuDNN's time on the H100,
+# H100-80GB-HBM3_2026-11-28_0504/bench.json). The CUDA tensor-core rungs take over once a GPU
+# check verifies and measures them.
 AUTO_ORDER = ("triton", "cuda")
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -181,6 +182,7 @@ def grouped_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     The defaults fit the 3x3 convolution of a ResNeXt bottleneck (padding 1). `relu=True` applies
     a ReLU in the kernels' epilogue. `backend` is one of "auto", "cuda", "triton", "aten".
     """
+    global _last_backend
     input, weight, bias = _autocast(input, weight, bias)
     _check_tensors(input, weight, bias)
     stride_, dilation_ = _pair(stride, "stride"), _pair(dilation, "dilation")
@@ -193,7 +195,6 @@ def grouped_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     if backend == "auto" and chosen != "aten" and bench.backend_benchmark_enabled():
         chosen = _auto_choice(input, weight, bias, conv)
     if not torch.compiler.is_compiling():
-        global _last_backend
         _last_backend = chosen
     return _run(chosen, input, weight, bias, *conv)
 
