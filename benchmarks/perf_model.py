@@ -200,7 +200,7 @@ def model_rows(args, resources: pm.Resources, cudnn: Dict[tuple, float]) -> List
                 rows.append(dict(base, variant=p.variant, predicted_us=p.time_us, binding=p.binding,
                                  dram_bytes=p.dram_bytes, l2_bytes=p.l2_bytes, grid=p.grid,
                                  ctas_per_sm=p.ctas_per_sm, in_flight_per_sm=p.in_flight_per_sm,
-                                 resource_source=p.resource_source))
+                                 resource_source=p.resource_source, notes=p.notes))
     return rows
 
 

@@ -294,9 +294,6 @@ class Prediction:
     resource_source: str
     notes: List[str] = field(default_factory=list)
 
-    def as_row(self) -> dict:
-        return {k: v for k, v in self.__dict__.items()}
-
 
 RESOURCES = ("dram", "l2", "l1", "smem", "issue", "tensor", "fma", "latency", "launch")
 
@@ -761,8 +758,8 @@ def cuda_smem(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     launches = [main]
     if direction == "wgrad":
         launches.append(small_kernel("wgrad_reduce", shape["workspace_elems"] * 4, conv.w_elems() * e))
-    notes = [f"{conflicts - 2}-way extra shared-memory wavefronts per warp access" if conflicts > 2 else ""]
-    return simulate(gpu, f"cuda:{name}", direction, launches, [n for n in notes if n])
+    notes = [f"bank conflicts: {conflicts} wavefronts per (weight, halo) read pair, 2 if free"]
+    return simulate(gpu, f"cuda:{name}", direction, launches, notes if conflicts > 2 else [])
 
 
 def cuda_mma(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Resources,
