@@ -813,7 +813,11 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     tiles of one slab; each tile's halo is copied once from L2 into shared memory, the nine taps
     read it there as A fragments (K = (tap, channel) in a group), the output is staged and stored
     16 bytes at a time. Shared-memory wavefronts per tile as counted by csrc/tests/test_halo.cpp
-    through the kernel's own index maps."""
+    through the kernel's own index maps. dgrad_halo (stride 1) is the same kernel on dy: the
+    fprop of dy with padding 2 - pad."""
+    if direction == "dgrad":
+        conv = Conv(conv.n, conv.k, conv.p, conv.q, conv.c, conv.groups, 1, 2 * conv.dil - conv.pad,
+                    conv.dil, conv.elem_size)
     e = conv.elem_size
     cg = conv.cg
     slab, gps = shape["tile_channels"], shape["groups_per_block"]
@@ -851,7 +855,7 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
                   shape["smem_bytes"], work, dram_bytes=conv.min_bytes() + words * 4,
                   mma_useful_flops=conv.flops(), resource_source="cubin" if found else "estimate")
     pack = small_kernel("fprop_halo_pack", conv.w_elems() * e, words * 4)
-    return simulate(gpu, "cuda:fprop_halo", direction, [pack, main])
+    return simulate(gpu, f"cuda:{direction}_halo", direction, [pack, main])
 
 
 CUDA_MODELS = {"direct": cuda_direct, "smem": cuda_smem, "mma": cuda_mma, "halo": cuda_halo}

@@ -162,6 +162,17 @@ RK_HOST_DEVICE HaloWeightElem halo_weight_elem(int j, int nt, int lane, int reg,
   return {true, n, kk % cg, kk / cg};
 }
 
+// Where a packed element comes from in the weight w[K][Cg][3][3]. fprop: w[g*Kg + n][c][tap].
+// dgrad at stride 1 runs the same kernel on dy (dgrad_halo): dx is the convolution of dy with
+// padding 2 - pad and the weight transposed within each group and rotated by 180 degrees,
+// w'[g*Cg + n][k][tap] = w[g*Kg + k][n][8 - tap] (Kg == Cg), so only the pre-pack changes.
+struct HaloWeightSource { int64_t k, c; int r, s; };
+RK_HOST_DEVICE constexpr HaloWeightSource halo_weight_source(int64_t group, int n, int c, int tap,
+                                                             int cg, bool transposed) {
+  return transposed ? HaloWeightSource{group * cg + c, n, 2 - tap / 3, 2 - tap % 3}
+                    : HaloWeightSource{group * cg + n, c, tap / 3, tap % 3};
+}
+
 // The pre-pack kernel's thread i writes word i of wpack[group][kstep][ntile][lane][2].
 struct HaloWeightWord { int64_t group; int j, nt, lane, reg; };
 RK_HOST_DEVICE constexpr HaloWeightWord halo_weight_coords(int64_t i, int cg) {

@@ -59,6 +59,14 @@ std::string fprop_halo_can_implement(const ConvParams& p);
 int64_t fprop_halo_workspace_elems(const ConvParams& p);
 LaunchShape fprop_halo_shape(const ConvParams& p);
 int fprop_halo_launch(const ConvParams& p, void* stream);
+// Rung 4 of dgrad, "halo": at stride 1, fprop_halo on dy with the weight transposed per group and
+// rotated by 180 degrees in its pre-pack (halo_weight_source); `halo_dgrad_as_fprop` is that
+// problem.
+ConvParams halo_dgrad_as_fprop(const ConvParams& p);
+std::string dgrad_halo_can_implement(const ConvParams& p);
+int64_t dgrad_halo_workspace_elems(const ConvParams& p);
+LaunchShape dgrad_halo_shape(const ConvParams& p);
+int dgrad_halo_launch(const ConvParams& p, void* stream);
 // Rung 2 of dgrad and wgrad on CUDA cores, "smem" (dgrad_smem.cu, wgrad_smem.cu): the same
 // 8x8 tiles and packs of groups, with the halo of the other tensor in shared memory. They serve
 // what the tensor-core rungs do not: fp32, NCHW sources, odd channel counts.

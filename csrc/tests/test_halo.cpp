@@ -42,16 +42,26 @@ rk::ConvParams halo_params(int64_t n, int64_t cg, int64_t groups, int64_t h, int
   return p;
 }
 
+// fprop (or, `transposed`, dgrad at stride 1 through dgrad_halo's fprop of dy) of a small
+// problem, emulated with the kernel's maps; returns the number of wrong or twice-written values.
 template <int CG>
 int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride, int64_t pad,
-                bool relu, int num_sms) {
+                bool relu, int num_sms, bool transposed = false) {
   constexpr int SLAB = rk::halo_slab(CG), GPS = rk::halo_slab_groups(CG);
   rk::ConvParams p = halo_params(n, CG, groups, h, w, stride, pad);
   p.num_sms = num_sms;
-  p.relu = relu;
+  p.relu = relu && !transposed;
+  if (transposed) {  // the dgrad problem, then the fprop the kernel runs for it
+    p.direction = rk::Direction::kDgrad;
+    CHECK_EQ_STR(rk::dgrad_halo_can_implement(p), "");
+    const rk::LaunchShape d = rk::dgrad_halo_shape(p);
+    const int64_t words = rk::dgrad_halo_workspace_elems(p);
+    p = rk::halo_dgrad_as_fprop(p);
+    CHECK(d.grid_x == rk::fprop_halo_shape(p).grid_x && words == rk::fprop_halo_workspace_elems(p));
+  }
   const rk::ConvProblem& q = p.problem;
   CHECK_EQ_STR(rk::fprop_halo_can_implement(p), "");
-  const int S = int(stride);
+  const int S = int(q.stride_h);
   const rk::LaunchShape shape = rk::fprop_halo_shape(p);
   const int64_t C = q.C, slabs = C / SLAB, tiles = rk::halo_tiles(q.N, q.P, q.Q, slabs);
   CHECK(shape.grid_x == std::min<int64_t>(tiles, int64_t(num_sms) * rk::halo_ctas_per_sm(S, CG)));
@@ -60,7 +70,7 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
   std::vector<float> x(q.N * q.H * q.W * C), wt(C * CG * 9), bias(C), y(q.N * q.P * q.Q * C, kUnset);
   for (size_t i = 0; i < x.size(); ++i) x[i] = float(int64_t(i * 7 + 3) % 5 - 2);
   for (size_t i = 0; i < wt.size(); ++i) wt[i] = float(int64_t(i * 5 + 1) % 3 - 1);
-  for (size_t i = 0; i < bias.size(); ++i) bias[i] = float(int64_t(i) % 4 - 2);
+  for (size_t i = 0; i < bias.size(); ++i) bias[i] = transposed ? 0.f : float(int64_t(i) % 4 - 2);
   auto X = [&](int64_t b, int64_t c, int64_t hh, int64_t ww) {
     return x[((b * q.H + hh) * q.W + ww) * C + c];
   };
@@ -74,7 +84,8 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
     const rk::HaloWeightWord at = rk::halo_weight_coords(i, CG);
     for (int e = 0; e < 2; ++e) {
       const rk::HaloWeightElem el = rk::halo_weight_elem(at.j, at.nt, at.lane, at.reg, e, CG);
-      wpack[2 * i + e] = el.ok && at.group < q.G ? Wt(at.group * CG + el.n, el.c, el.tap / 3, el.tap % 3) : 0.f;
+      const rk::HaloWeightSource src = rk::halo_weight_source(at.group, el.n, el.c, el.tap, CG, transposed);
+      wpack[2 * i + e] = el.ok && at.group < q.G ? Wt(src.k, src.c, src.r, src.s) : 0.f;
     }
   }
 
@@ -151,7 +162,9 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
       }
     }
   }
-  // Against the direct sum.
+  // Against the direct sum: fprop of x, or (transposed) dgrad of dy, whose dy is what the
+  // kernel stages as its source (q = the fprop problem: q.H x q.W = P x Q of the dgrad).
+  const int64_t dpad = 2 - q.pad_h;  // the dgrad's own padding
   for (int64_t b = 0; b < q.N; ++b)
     for (int64_t k = 0; k < C; ++k)
       for (int64_t pp = 0; pp < q.P; ++pp)
@@ -160,10 +173,16 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
           for (int64_t c = 0; c < CG; ++c)
             for (int r = 0; r < 3; ++r)
               for (int s = 0; s < 3; ++s) {
-                const int64_t hh = pp * S - q.pad_h + r, ww = qq * S - q.pad_w + s;
-                if (hh >= 0 && hh < q.H && ww >= 0 && ww < q.W) ref += X(b, (k / CG) * CG + c, hh, ww) * Wt(k, c, r, s);
+                if (!transposed) {
+                  const int64_t hh = pp * S - q.pad_h + r, ww = qq * S - q.pad_w + s;
+                  if (hh >= 0 && hh < q.H && ww >= 0 && ww < q.W) ref += X(b, (k / CG) * CG + c, hh, ww) * Wt(k, c, r, s);
+                } else {  // dx[b][k][pp][qq] += dy[b][g*Kg + c][pp + pad - r][qq + pad - s] * w[g*Kg + c][k % Cg][r][s]
+                  const int64_t hh = pp + dpad - r, ww = qq + dpad - s;
+                  if (hh >= 0 && hh < q.H && ww >= 0 && ww < q.W)
+                    ref += X(b, (k / CG) * CG + c, hh, ww) * Wt((k / CG) * CG + c, k % CG, r, s);
+                }
               }
-          if (relu) ref = std::max(ref, 0.f);
+          if (relu && !transposed) ref = std::max(ref, 0.f);
           const float got = y[((b * q.P + pp) * q.Q + qq) * C + k];
           wrong += !(got == ref);                           // NaN (never written) included
         }
@@ -317,6 +336,14 @@ void test_fprop_halo() {
   CHECK(emulate<24>(1, 2, 6, 18, 1, 0, false, 2) == 0);   // the paper's Cg = 24, padding 0
   CHECK(emulate<40>(1, 1, 5, 9, 2, 2, true, 2) == 0);     // the paper's Cg = 40, padding 2
   CHECK(emulate<64>(1, 1, 3, 17, 1, 1, false, 2) == 0);   // 1x64d widths: 8 n8 tiles, 36 k-steps
+  // dgrad_halo: dgrad at stride 1 as fprop of dy, rotated and transposed weights.
+  CHECK(emulate<4>(2, 16, 9, 21, 1, 1, false, 3, true) == 0);   // 32x4d stage 1 widths
+  CHECK(emulate<8>(1, 8, 10, 17, 1, 0, false, 2, true) == 0);   // padding 0 -> 2 on dy
+  CHECK(emulate<32>(1, 2, 7, 7, 1, 2, false, 1, true) == 0);    // padding 2 -> 0, stage 4 widths
+  CHECK(emulate<24>(1, 2, 6, 9, 1, 1, false, 2, true) == 0);    // Cg = 24
+  p = halo_params(1, 8, 4, 9, 9, 2, 1);
+  p.direction = rk::Direction::kDgrad;
+  CHECK_EQ_STR(rk::dgrad_halo_can_implement(p), "stride other than 1 (dgrad_halo is fprop of dy)");
   check_halo_width<4>();
   check_halo_width<8>();
   check_halo_width<16>();
