@@ -37,6 +37,7 @@ _enabled = True
 # (store, problem key) -> (backend, {backend: ms}); store is the cache file (or "memory").
 _choices: Dict[Tuple[str, Hashable], Tuple[str, Dict[str, float]]] = {}
 _loaded: set = set()
+_stores: Dict[tuple, str] = {}     # (device type, index) -> its store: computed once per device
 _UNSET = object()
 _cache_dir = _UNSET
 
@@ -62,6 +63,7 @@ def set_backend_cache_dir(path: Optional[str]) -> None:
     global _cache_dir
     _cache_dir = path
     _loaded.clear()
+    _stores.clear()
 
 
 def backend_cache_dir() -> Optional[str]:
@@ -103,7 +105,14 @@ def cache_file(device: torch.device) -> Optional[str]:
 
 
 def _store(device: Optional[torch.device]) -> str:
-    return (cache_file(device) if device is not None else None) or "memory"
+    """The store of `device`'s choices, memoised: every auto call looks it up, and hashing the
+    environment each time cost ~80 us a call (a converted model must not be slower)."""
+    if device is None:
+        return "memory"
+    key = (device.type, device.index)
+    if key not in _stores:
+        _stores[key] = cache_file(device) or "memory"
+    return _stores[key]
 
 
 def _load(store: str) -> None:
@@ -148,6 +157,7 @@ def clear_backend_benchmark() -> None:
     """Forgets the choices in memory (the cache files stay; they are read again when needed)."""
     _choices.clear()
     _loaded.clear()
+    _stores.clear()
 
 
 def key_fields(input: torch.Tensor, weight: torch.Tensor, bias, stride, padding, dilation,

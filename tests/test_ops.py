@@ -322,11 +322,13 @@ def test_backend_choices_persist_on_disk_per_environment(fresh_choices, tmp_path
         raise AssertionError("a cached problem must not be measured again")
 
     assert bench.choose("k", lambda: ["aten", "triton"], never, cpu) == "triton"
-    # Another environment (another GPU or library version) has a file of its own.
+    # Another environment (another GPU or library version: another process) has a file of its own.
     env = bench.environment(cpu)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(bench, "environment", lambda d: dict(env, torch="0.0"))
+        bench.clear_backend_benchmark()
         assert bench.cache_file(cpu) != path and bench.cached("k", cpu) is None
+    bench.clear_backend_benchmark()
     bench.set_backend_cache_dir(None)  # memory only: nothing written
     bench.clear_backend_benchmark()
     assert bench.cache_file(cpu) is None and bench.cached("k", cpu) is None
