@@ -1,5 +1,5 @@
-// test_halo.cpp: fprop_halo and dgrad_halo (csrc/kernels/fprop_halo.cu) on the CPU, with the index maps of
-// halo_fragments.h that the kernel itself calls:
+// test_halo.cpp: fprop_halo and dgrad_halo (csrc/kernels/fprop_halo.cu) on the CPU, with the
+// index maps of halo_fragments.h that the kernel itself calls:
 //   1. emulated CTA by CTA and warp by warp on small integers against a direct sum: the
 //      persistent tile walk, the halo staged chunk by chunk (zeros outside the image), the
 //      pre-packed weights, the A and B fragments, the m16n8k16 products, the epilogue's
