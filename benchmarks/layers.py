@@ -240,9 +240,10 @@ def _l2_read(device: torch.device, mb: int, sums: int, reps: int) -> float:
 
 def datasheet_bandwidth_gbs(gpu_name: Optional[str]) -> Optional[float]:
     """The HBM datasheet figure of a GPU the performance model describes, else None."""
-    from resnext_kernels.perf_model import GPUS
+    from resnext_kernels.perf_model import GPUS, gpu_key
 
-    return next((g.hbm_datasheet_gbs for key, g in GPUS.items() if gpu_name and key in gpu_name), None)
+    key = gpu_key(gpu_name)
+    return GPUS[key].hbm_datasheet_gbs if key else None
 
 
 # ---------------------------------------------------------------------------------------------

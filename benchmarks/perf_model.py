@@ -47,14 +47,6 @@ TRITON_FUSED_REDUCTION_COMMIT = "2f2f0f3"
 CUDA_SMEM_RUNG_COMMIT = "2f64c2a"   # before it, the CUDA backend ran the direct rungs only
 
 
-def gpu_key(name: Optional[str]) -> Optional[str]:
-    """"NVIDIA H200" -> "H200", "NVIDIA H100 80GB HBM3" -> "H100"; None when not modelled."""
-    for key in pm.GPUS:
-        if name and key in name:
-            return key
-    return None
-
-
 def is_ancestor(commit: str, of: str) -> Optional[bool]:
     """Whether `commit` is an ancestor of (or equal to) `of`; None when git cannot tell."""
     of = (of or "").split("+")[0]
@@ -112,7 +104,7 @@ def calibration_rows(results: List[dict], resources: pm.Resources) -> List[dict]
     rows = []
     for data in results:
         env = data.get("env", {})
-        gpu = gpu_key(env.get("gpu"))
+        gpu = pm.gpu_key(env.get("gpu"))
         if gpu is None or data.get("schema", "").split("/")[0] not in (
                 "resnext_kernels.tune", "resnext_kernels.bench"):
             continue
@@ -165,7 +157,7 @@ def cudnn_times(results: List[dict], gpu: str, model: str, batch: int, dtype: st
     """(layer, direction) -> cuDNN's median us from the newest results of this GPU."""
     out: Dict[tuple, float] = {}
     for data in results:  # oldest first: newer files overwrite
-        if gpu_key(data.get("env", {}).get("gpu")) != gpu:
+        if pm.gpu_key(data.get("env", {}).get("gpu")) != gpu:
             continue
         opts = data.get("options", {})
         if opts.get("dtype", "bf16") != dtype or opts.get("batch") != batch:

@@ -93,6 +93,12 @@ GPUS: Dict[str, GPU] = {
                              "assumed", l2="datasheet 50 MB")),
 }
 
+def gpu_key(device_name: Optional[str]) -> Optional[str]:
+    """The GPUS key of a device name ("NVIDIA H200" -> "H200", "NVIDIA H100 80GB HBM3" ->
+    "H100"); None for a GPU the model does not describe."""
+    return next((key for key in GPUS if device_name and key in device_name), None)
+
+
 # Constants fitted to committed measurements, each with its run. The fit is what
 # benchmarks/perf_model.py's calibration summary checks.
 CALIBRATION = {
@@ -379,13 +385,15 @@ class Resources:
         row = self.triton.get(key)
         return (row["regs"], row["shared"]) if row and row.get("regs") is not None else None
 
-    def cuda_kernel(self, fragment: str, dtype: str = "bf16", arch: str = "sm_90") -> Optional[Tuple[int, int]]:
-        """The kernel whose demangled name contains `fragment` (and the dtype's type)."""
+    def cuda_regs(self, fragment: str, dtype: str, estimate: int, arch: str = "sm_90") -> Tuple[int, str]:
+        """(registers, "cubin") of the built kernel whose demangled name contains `fragment`
+        ("{T}" in it stands for the dtype's type) and that type; else (estimate, "estimate")."""
         type_name = {"bf16": "__nv_bfloat16", "fp16": "__half", "fp32": "float"}[dtype]
+        fragment = fragment.replace("{T}", type_name)
         for row in self.cuda.get("kernels", []):
             if row["arch"] == arch and fragment in row["name"] and type_name in row["name"]:
-                return row["regs"], row["shared"]
-        return None
+                return row["regs"], "cubin"
+        return estimate, "estimate"
 
 
 NO_RESOURCES = Resources()
@@ -661,9 +669,9 @@ def cuda_direct(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Re
                        l2_bytes=warp_iters * 32 * 32 * (1 + vf) / 2,
                        issue=warp_iters * 40,
                        chain_us=warp_iters / (threads / 32) * gpu.mem_latency_us / 4)
-        found = resources.cuda_kernel("wgrad_direct_partial_kernel", dtype)
-        main = Launch("wgrad_direct_partial", ctas, threads, (found or (40, 0))[0], shape["smem_bytes"],
-                      work, dram_bytes=conv.min_bytes(), resource_source="cubin" if found else "estimate")
+        regs, source = resources.cuda_regs("wgrad_direct_partial_kernel", dtype, 40)
+        main = Launch("wgrad_direct_partial", ctas, threads, regs, shape["smem_bytes"], work,
+                      dram_bytes=conv.min_bytes(), resource_source=source)
         ws = shape["workspace_elems"] * 4
         return simulate(gpu, "cuda:wgrad_direct", direction,
                         [main, small_kernel("wgrad_reduce", ws, conv.w_elems() * e)])
@@ -683,9 +691,8 @@ def cuda_direct(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Re
                    fma_flops=per_cta * 32 * macs * 2,
                    l2_bytes=conv.min_bytes() / ctas)
     name = f"{direction}_direct"
-    found = resources.cuda_kernel(f"{name}_kernel", dtype)
-    main = Launch(name, ctas, threads, (found or (40, 0))[0], 0, work, dram_bytes=conv.min_bytes(),
-                  resource_source="cubin" if found else "estimate")
+    regs, source = resources.cuda_regs(f"{name}_kernel", dtype, 40)
+    main = Launch(name, ctas, threads, regs, 0, work, dram_bytes=conv.min_bytes(), resource_source=source)
     return simulate(gpu, f"cuda:{name}", direction, [main])
 
 
@@ -752,9 +759,9 @@ def cuda_smem(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
         chain_us=(staged / shape["threads"]) * gpu.mem_latency_us / 4,
         in_flight_bytes=shape["threads"] * e)
     name = f"{direction}_smem"
-    found = resources.cuda_kernel(f"{name}_kernel", dtype)
-    main = Launch(name, ctas, shape["threads"], (found or (64, 0))[0], shape["smem_bytes"], work,
-                  dram_bytes=conv.min_bytes(), resource_source="cubin" if found else "estimate")
+    regs, source = resources.cuda_regs(f"{name}_kernel", dtype, 64)
+    main = Launch(name, ctas, shape["threads"], regs, shape["smem_bytes"], work,
+                  dram_bytes=conv.min_bytes(), resource_source=source)
     launches = [main]
     if direction == "wgrad":
         launches.append(small_kernel("wgrad_reduce", shape["workspace_elems"] * 4, conv.w_elems() * e))
@@ -797,10 +804,10 @@ def cuda_mma(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Resou
             chain_us=ksteps * gpu.mem_latency_us + (w_staged / shape["threads"]) * gpu.mem_latency_us / 8,
             in_flight_bytes=128 * 16 * e)
         name = f"{direction}_mma"
-    found = resources.cuda_kernel("gather_mma_kernel" if direction != "wgrad" else "wgrad_mma_kernel", dtype)
-    main = Launch(name, ctas, shape["threads"], (found or (168, 0))[0], shape["smem_bytes"], work,
-                  dram_bytes=conv.min_bytes(), mma_useful_flops=conv.flops(),
-                  resource_source="cubin" if found else "estimate")
+    regs, source = resources.cuda_regs("wgrad_mma_kernel" if direction == "wgrad" else "gather_mma_kernel",
+                                       dtype, 168)
+    main = Launch(name, ctas, shape["threads"], regs, shape["smem_bytes"], work,
+                  dram_bytes=conv.min_bytes(), mma_useful_flops=conv.flops(), resource_source=source)
     launches = [main]
     if direction == "wgrad":
         launches.append(small_kernel("wgrad_reduce", shape["workspace_elems"] * 4, conv.w_elems() * e))
@@ -822,15 +829,14 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     cg = conv.cg
     slab, gps = shape["tile_channels"], shape["groups_per_block"]
     ksteps, ntiles = -(-9 * cg // 16), -(-cg // 8)
-    tiles = (conv.c // slab) * conv.n * -(-conv.p // 8) * -(-conv.q // 16)
-    per_cta = tiles / shape["grid_x"]
     rows = (8 - 1) * conv.stride + 3
     cols = (16 - 1) * conv.stride + 3
-    vf_h = sum(min(t * 8 * conv.stride - conv.pad + rows, conv.h) - max(t * 8 * conv.stride - conv.pad, 0)
-               for t in range(-(-conv.p // 8))) / (-(-conv.p // 8) * rows)
-    vf_w = sum(min(t * 16 * conv.stride - conv.pad + cols, conv.w) - max(t * 16 * conv.stride - conv.pad, 0)
-               for t in range(-(-conv.q // 16))) / (-(-conv.q // 16) * cols)
-    halo_bytes = rows * cols * vf_h * vf_w * slab * e
+    tiles_p, tiles_q = -(-conv.p // 8), -(-conv.q // 16)
+    tiles = (conv.c // slab) * conv.n * tiles_p * tiles_q
+    per_cta = tiles / shape["grid_x"]
+    in_h = _in_bounds_1d(tiles_p, 8, conv.stride, conv.pad, rows, conv.h) / tiles_p
+    in_w = _in_bounds_1d(tiles_q, 16, conv.stride, conv.pad, cols, conv.w) / tiles_q
+    halo_bytes = in_h * in_w * slab * e        # the in-bounds part of an average tile's halo
     out_bytes = conv.y_elems() * e / tiles
     a_waves = 32 * ksteps * gps * (1.8 if cg == 4 and conv.stride == 2 else 1.0)
     copy = 4 if cg == 4 else 8
@@ -848,12 +854,11 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
         mma_flops=per_cta * mma,
         chain_us=per_cta * gpu.mem_latency_us,
         in_flight_bytes=halo_bytes)
-    type_name = {"bf16": "__nv_bfloat16", "fp16": "__half"}.get(dtype, dtype)
-    found = resources.cuda_kernel(f"fprop_halo_kernel<{type_name}, {cg}, {conv.stride}>", dtype)
+    regs, source = resources.cuda_regs(f"fprop_halo_kernel<{{T}}, {cg}, {conv.stride}>", dtype, 128)
     words = shape["workspace_elems"]
-    main = Launch("fprop_halo", shape["grid_x"], shape["threads"], (found or (128, 0))[0],
-                  shape["smem_bytes"], work, dram_bytes=conv.min_bytes() + words * 4,
-                  mma_useful_flops=conv.flops(), resource_source="cubin" if found else "estimate")
+    main = Launch("fprop_halo", shape["grid_x"], shape["threads"], regs, shape["smem_bytes"], work,
+                  dram_bytes=conv.min_bytes() + words * 4, mma_useful_flops=conv.flops(),
+                  resource_source=source)
     pack = small_kernel("fprop_halo_pack", conv.w_elems() * e, words * 4)
     return simulate(gpu, f"cuda:{direction}_halo", direction, [pack, main])
 

@@ -88,9 +88,10 @@ def prune_by_model(configs, predict, gpu_name):
 
     from .. import perf_model
 
-    gpu = next((g for key, g in perf_model.GPUS.items() if gpu_name and key in gpu_name), None)
-    if gpu is None or len(configs) <= PRUNE_KEEP:
+    key = perf_model.gpu_key(gpu_name)
+    if key is None or len(configs) <= PRUNE_KEEP:
         return list(configs)
+    gpu = perf_model.GPUS[key]
     times = [predict(c, gpu) for c in configs]
     ranked = sorted(range(len(configs)), key=lambda i: times[i])
     count = max(PRUNE_KEEP, math.ceil(PRUNE_FRACTION * len(configs)))
