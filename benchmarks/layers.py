@@ -166,6 +166,21 @@ def cpu_time(fn: Callable[[], object], reps: int) -> Timing:
     return _quantiles([t * 1e3 for t in m.times])
 
 
+def _events_median_ms(fn: Callable[[], object], reps: int, warmup: int = 3) -> float:
+    """Median CUDA-event time of `fn` over `reps` back-to-back calls after `warmup`: no L2 flush
+    between them (for the ceilings below, unlike CudaTimer's layer timings)."""
+    for _ in range(warmup):
+        fn()
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+              for _ in range(reps)]
+    for start, end in events:
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in events)
+
+
 def copy_bandwidth_gbs(device: torch.device, mb: int = 4096, reps: int = 50) -> float:
     """Device-to-device copy bandwidth in GB/s, bytes read plus written: the memory ceiling.
 
@@ -186,16 +201,7 @@ def copy_bandwidth_gbs(device: torch.device, mb: int = 4096, reps: int = 50) -> 
     n = mb * (1 << 20) // 8                      # elements per buffer (two fp32 buffers)
     src = torch.empty(n, dtype=torch.float32, device=device).normal_()
     dst = torch.empty_like(src)
-    for _ in range(3):
-        dst.copy_(src)
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-              for _ in range(reps)]
-    for start, end in events:
-        start.record()
-        dst.copy_(src)
-        end.record()
-    torch.cuda.synchronize()
-    ms = statistics.median(s.elapsed_time(e) for s, e in events)
+    ms = _events_median_ms(lambda: dst.copy_(src), reps)
     return 2 * n * 4 / (ms * 1e-3) / 1e9
 
 
@@ -225,16 +231,7 @@ def _l2_read(device: torch.device, mb: int, sums: int, reps: int) -> float:
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         run()
-    for _ in range(3):
-        graph.replay()
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-              for _ in range(reps)]
-    for start, end in events:
-        start.record()
-        graph.replay()
-        end.record()
-    torch.cuda.synchronize()
-    ms = statistics.median(s.elapsed_time(e) for s, e in events)
+    ms = _events_median_ms(graph.replay, reps)
     return sums * x.numel() * 4 / (ms * 1e-3) / 1e9
 
 

@@ -104,16 +104,16 @@ fprop_halo_kernel(ConvParams p, const uint32_t* __restrict__ wpack, int64_t tile
     for (int half = 0; half < 2; ++half)
       base[mt][half] = halo_pixel_base(2 * warp + mt, lane / 4 + 8 * half, STRIDE, CG);
 
-  // Issues the 16-byte copies of tile t's halo into buffer `buf` (zeros outside the image).
+  // Issues the asynchronous copies of tile t's halo into buffer `buf` (zeros outside the image).
   auto stage = [&](int64_t t, int buf) {
     const HaloTile tl = halo_tile(t, q.N, q.P, q.Q);
     const int64_t h0 = tl.p0 * STRIDE - q.pad_h, w0 = tl.q0 * STRIDE - q.pad_w;
-    const T* base = x + tl.n * p.x_stride[0] + tl.slab * SLAB;
+    const T* slab = x + tl.n * p.x_stride[0] + tl.slab * SLAB;  // the image's slab, pixel (0, 0)
     for (int i = threadIdx.x; i < CHUNKS; i += kHaloThreads) {
       const HaloChunk c = halo_chunk(i, STRIDE, CG);
       const int64_t h = h0 + c.row, w = w0 + c.col;
       const bool in = h >= 0 && h < q.H && w >= 0 && w < q.W;
-      const T* src = in ? base + h * p.x_stride[2] + w * p.x_stride[3] + c.part * COPY : x;
+      const T* src = in ? slab + h * p.x_stride[2] + w * p.x_stride[3] + c.part * COPY : x;
       cp_async<2 * COPY>(smem + buf * STAGE + halo_word(c.row, c.col, c.part * COPY, STRIDE, CG), src,
                          in ? 2 * COPY : 0);
     }
