@@ -135,8 +135,10 @@ const std::vector<KernelVariant>& registry() {
        "phase, only the taps that reach them; channels_last dy, Kg <= 64", false,
        dgrad_mma_can_implement, no_workspace, dgrad_mma_launch, dgrad_mma_shape},
       {"dgrad_halo", Direction::kDgrad, 4,
-       "stride 1: fprop_halo on dy, the weight transposed per group and rotated by 180 degrees in "
-       "its pre-pack; bf16/fp16 channels_last, Kg = Cg in {4, 8, 16, 24, 32, 40, 64}", false,
+       "fprop_halo on dy, the weight transposed per group (and, at stride 1, rotated by 180 "
+       "degrees) in its pre-pack; stride 2 (padding 1) by phase class, the four classes on one "
+       "staged dy halo, each with only its taps; bf16/fp16 channels_last, "
+       "Kg = Cg in {4, 8, 16, 24, 32, 40, 64}", false,
        dgrad_halo_can_implement, dgrad_halo_workspace_elems, dgrad_halo_launch, dgrad_halo_shape},
       {"wgrad_direct", Direction::kWgrad, 1,
        "one block per weight element and split of N*P*Q; fixed-order two-pass reduction", true,

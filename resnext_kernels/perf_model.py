@@ -814,21 +814,31 @@ def cuda_mma(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Resou
     return simulate(gpu, f"cuda:{name}", direction, launches)
 
 
+HALO_PHASE_TAPS = (1, 2, 2, 4)   # taps of dgrad_halo's stride-2 phase classes (halo_fragments.h)
+
+
 def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Resources,
               dtype: str = "bf16") -> Prediction:
     """fprop_halo (csrc/kernels/fprop_halo.cu, halo_fragments.h): persistent CTAs walk 8x16-pixel
     tiles of one slab; each tile's halo is copied once from L2 into shared memory, the nine taps
     read it there as A fragments (K = (tap, channel) in a group), the output is staged and stored
     16 bytes at a time. Shared-memory wavefronts per tile as counted by csrc/tests/test_halo.cpp
-    through the kernel's own index maps. dgrad_halo (stride 1) is the same kernel on dy: the
-    fprop of dy with padding 2 - pad."""
-    if direction == "dgrad":
-        conv = Conv(conv.n, conv.k, conv.p, conv.q, conv.c, conv.groups, 1, 2 * conv.dil - conv.pad,
-                    conv.dil, conv.elem_size)
+    through the kernel's own index maps. dgrad_halo is the same kernel on dy: at stride 1 the
+    fprop of dy with padding 2 - pad; at stride 2 the four phase classes, each a stride-1
+    convolution of dy over its own taps on the ceil(H/2) x ceil(W/2) grid, run in turn on one
+    staged halo, each storing every other dx pixel."""
     e = conv.elem_size
+    dst_elems = conv.x_elems() if direction == "dgrad" else conv.y_elems()
+    compulsory, useful = conv.min_bytes(), conv.flops()
+    phases = direction == "dgrad" and conv.stride == 2
+    mode = 2 if phases else 1 if direction == "dgrad" else 0
+    if direction == "dgrad":
+        conv = Conv(conv.n, conv.k, conv.p, conv.q, conv.c, conv.groups, 1,
+                    1 if phases else 2 * conv.dil - conv.pad, conv.dil, conv.elem_size)
     cg = conv.cg
     slab, gps = shape["tile_channels"], shape["groups_per_block"]
-    ksteps, ntiles = -(-9 * cg // 16), -(-cg // 8)
+    class_ksteps = [-(-t * cg // 16) for t in (HALO_PHASE_TAPS if phases else (9,))]
+    classes, ksteps, ntiles = len(class_ksteps), sum(class_ksteps), -(-cg // 8)
     rows = (8 - 1) * conv.stride + 3
     cols = (16 - 1) * conv.stride + 3
     tiles_p, tiles_q = -(-conv.p // 8), -(-conv.q // 16)
@@ -837,11 +847,12 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     in_h = _in_bounds_1d(tiles_p, 8, conv.stride, conv.pad, rows, conv.h) / tiles_p
     in_w = _in_bounds_1d(tiles_q, 16, conv.stride, conv.pad, cols, conv.w) / tiles_q
     halo_bytes = in_h * in_w * slab * e        # the in-bounds part of an average tile's halo
-    out_bytes = conv.y_elems() * e / tiles
-    a_waves = 32 * ksteps * gps * (1.8 if cg == 4 and conv.stride == 2 else 1.0)
+    out_bytes = dst_elems * e / tiles
+    a_conflicts = 1.8 if cg == 4 and conv.stride == 2 else 1.2 if cg == 4 and phases else 1.0
+    a_waves = 32 * ksteps * gps * a_conflicts
     copy = 4 if cg == 4 else 8
-    smem = (a_waves + 8 * ksteps * gps * ntiles + 4 * gps * 2 * ntiles * 2
-            + 2 * rows * cols * (slab // copy) * copy * 2 / 128 + 2 * 128 * slab * 2 / 128)
+    smem = (a_waves + 8 * ksteps * gps * ntiles + classes * 4 * gps * 2 * ntiles * 2
+            + 2 * rows * cols * (slab // copy) * copy * 2 / 128 + classes * 2 * 128 * slab * 2 / 128)
     mma = 4 * 2 * ksteps * gps * ntiles * 2.0 * 16 * 8 * 16
     work = CtaWork(
         l2_bytes=per_cta * (halo_bytes + out_bytes),
@@ -849,16 +860,15 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
         # Warp instructions: the compute region of the SASS is ~1.6x its loads, mma and stores
         # (fprop_halo sm_90, 2026-12-01: about 265 of 176 at Cg = 4, 370 of 236 at Cg = 8, 490
         # of 330 at Cg = 32); the staging and store loops ~25 instructions a copy.
-        issue=per_cta * (4 * 1.6 * (8 * ksteps * gps + 3 * ksteps * gps * ntiles + 4 * gps * ntiles)
-                         + (rows * cols * slab / copy + 128 * slab / 8) / 32 * 25),
+        issue=per_cta * (4 * 1.6 * (8 * ksteps * gps + 3 * ksteps * gps * ntiles + classes * 4 * gps * ntiles)
+                         + (rows * cols * slab / copy + classes * 128 * slab / 8) / 32 * 25),
         mma_flops=per_cta * mma,
         chain_us=per_cta * gpu.mem_latency_us,
         in_flight_bytes=halo_bytes)
-    regs, source = resources.cuda_regs(f"fprop_halo_kernel<{{T}}, {cg}, {conv.stride}>", dtype, 128)
+    regs, source = resources.cuda_regs(f"fprop_halo_kernel<{{T}}, {cg}, {conv.stride}, {mode}>", dtype, 128)
     words = shape["workspace_elems"]
     main = Launch("fprop_halo", shape["grid_x"], shape["threads"], regs, shape["smem_bytes"], work,
-                  dram_bytes=conv.min_bytes() + words * 4, mma_useful_flops=conv.flops(),
-                  resource_source=source)
+                  dram_bytes=compulsory + words * 4, mma_useful_flops=useful, resource_source=source)
     pack = small_kernel("fprop_halo_pack", conv.w_elems() * e, words * 4)
     return simulate(gpu, f"cuda:{direction}_halo", direction, [pack, main])
 

@@ -200,3 +200,28 @@ def test_cli_prints_the_table_and_the_calibration_holds(tmp_path):
     # Every committed Triton measurement (H200 run 3: 420 rows) and CUDA one is predicted.
     assert calib["total"] >= 420
     assert calib["fraction"] >= 0.8, f"only {calib['within']}/{calib['total']} within 0.67x-1.5x"
+
+
+@needs_cuda_build
+def test_dgrad_halo_phases_by_hand():
+    """dgrad_halo at stride 2 (32x4d stage2.entry: dx 56x56, dy 28x28, Cg = 8): the four phase
+    classes run on one dy halo per tile of the 28x28 class grid; their taps 1, 2, 2, 4 give
+    K = 8, 16, 16, 32, so 1 + 1 + 1 + 2 = 5 k-steps a group, as fprop's 72 of 80."""
+    gpu = pm.GPUS["H200"]
+    entry = pm.Conv(64, 256, 56, 56, 256, 32, stride=2)
+    s = pm.cuda_shape("dgrad_halo", entry, gpu)
+    assert s["can_implement"] == ""
+    # 8 slabs of 4 groups x 64 images x 4 x 2 tiles of 8x16 class pixels; dx 4 x 128 pixels a tile.
+    tiles = 8 * 64 * 4 * 2
+    assert s["grid_x"] == min(tiles, gpu.sms * 4) and s["tile_pixels"] == 4 * 128
+    # Packed weights: 32 groups x 5 k-steps x 1 n8 tile x 32 lanes x 2 registers.
+    assert s["workspace_elems"] == 32 * 5 * 64
+    pred = pm.cuda_variant("dgrad_halo", entry, "dgrad", gpu, shape=s)
+    # Issued: per tile and group, 4 warps x 2 m16 tiles x 5 k-steps of m16n8k16 (4096 FLOPs).
+    assert pred.mma_flops_issued == pytest.approx(tiles * 4 * 8 * 5 * 4096)
+    assert pred.mma_flops_useful == entry.flops()
+    # dx written once, dy and w read once (the compulsory bytes); the pack reads w again and
+    # writes the packed words, which the main kernel reads.
+    assert pred.dram_bytes == pytest.approx(entry.min_bytes() + entry.w_elems() * 2 + 2 * 32 * 5 * 64 * 4)
+    padded = pm.Conv(64, 256, 56, 56, 256, 32, stride=2, pad=0)
+    assert "padding other than 1" in pm.cuda_shape("dgrad_halo", padded, gpu)["can_implement"]

@@ -20,11 +20,15 @@
 // Serves bf16/fp16, channels_last x and y, Kg == Cg in {4, 8, 16, 24, 32, 40, 64}, stride 1 or
 // 2, dilation 1, 16-byte aligned pixels; can_implement refuses the rest (the lower rungs run).
 //
-// dgrad_halo (dgrad rung 4) is this kernel at stride 1 on dy: dx = conv(dy, w') with padding
+// dgrad_halo (dgrad rung 4) is this kernel on dy. Stride 1: dx = conv(dy, w') with padding
 // 2 - pad and w' the weight transposed within each group and rotated by 180 degrees, which
-// only the pre-pack does (halo_weight_source). Predicted the same way: stage1 53, stage2 26,
-// stage3 17, stage4 20 us (cuDNN measured 112 / 68 / 31 / 21); the stride-2 entries are refused
-// (the phase-class form of the issue's design rule 7 is not written yet).
+// only the pre-pack does (halo_weight_source). Stride 2 (padding 1): by stride-phase class, the
+// four classes of dx pixels (row and column parity) each a stride-1 convolution of dy over its
+// own 1, 2, 2 or 4 taps on a ceil(H/2) x ceil(W/2) grid; a CTA stages one dy halo per tile of
+// that grid and runs the four in turn, each storing every other dx pixel of its parity (the
+// same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way: stage1 53,
+// stage2.entry 51 (L2), stage2 26, stage3.entry 28 (L2), stage3 17, stage4.entry 26 (issue),
+// stage4 20 us (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56 / 21).
 #include <algorithm>
 
 #include "common.cuh"
@@ -36,6 +40,11 @@
 namespace rk {
 
 namespace {
+
+// The launch shape and the packed weights' words of the problem as the kernel sees it (defined
+// with the registry entries below).
+LaunchShape halo_shape(const ConvParams& p, int mode);
+int64_t halo_workspace_elems(const ConvParams& p, int mode);
 
 // Asynchronous global -> shared copy of SIZE (16 or 8) bytes; `bytes` 0 writes zeros without
 // reading. 16 bytes bypass L1 (.cg); 8-byte copies exist only as .ca.
@@ -62,18 +71,18 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
 
 // The block's weights as packed B registers: wpack[slab][group][kstep][ntile][lane][2] words,
 // halo_weight_elem's map (no division in the main kernel; this one runs once per call).
-template <typename T, int CG, bool TRANSPOSED>
+template <typename T, int CG, int MODE>
 __global__ void __launch_bounds__(256) fprop_halo_pack_kernel(ConvParams p, uint32_t* wpack, int64_t words) {
   const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= words) return;
-  const HaloWeightWord at = halo_weight_coords(i, CG);  // at.group: slab * slab_groups + gl
+  const HaloWeightWord at = halo_weight_coords(i, CG, MODE);  // at.group: slab * slab_groups + gl
   const T* __restrict__ w = static_cast<const T*>(p.w);
   uint32_t word = 0;
   for (int e = 0; e < 2; ++e) {
-    const HaloWeightElem el = halo_weight_elem(at.j, at.nt, at.lane, at.reg, e, CG);
+    const HaloWeightElem el = halo_weight_elem(at.j, at.nt, at.lane, at.reg, e, CG, MODE);
     T v = from_float<T>(0.f);
     if (el.ok && at.group < p.problem.G) {
-      const HaloWeightSource src = halo_weight_source(at.group, el.n, el.c, el.tap, CG, TRANSPOSED);
+      const HaloWeightSource src = halo_weight_source(at.group, el.n, el.c, el.tap, el.cls, CG, MODE);
       v = w[offset4(p.w_stride, src.k, src.c, src.r, src.s)];
     }
     word |= uint32_t(*reinterpret_cast<const uint16_t*>(&v)) << (16 * e);
@@ -81,12 +90,25 @@ __global__ void __launch_bounds__(256) fprop_halo_pack_kernel(ConvParams p, uint
   wpack[i] = word;
 }
 
-template <typename T, int CG, int STRIDE>
-__global__ void __launch_bounds__(kHaloThreads)
-fprop_halo_kernel(ConvParams p, const uint32_t* __restrict__ wpack, int64_t tiles) {
-  constexpr int SLAB = halo_slab(CG), GPS = halo_slab_groups(CG), KS = halo_ksteps(CG);
+// Register budget. sm_90: ptxas's own choice fits the four CTAs an SM's shared memory holds at
+// stride 1 without a spill (76-128 registers, 184-252 at Cg = 40, 64 where fewer CTAs fit; CI's
+// resource check), and asking for the occupancy explicitly makes it spill. sm_80: its own choice
+// spills 8 bytes at Cg = 16 and 24, so it is told one CTA (no spills; fewer CTAs per SM there).
+// The launcher sizes its grid by the occupancy the compiled kernel really has.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+#define RK_HALO_BOUNDS __launch_bounds__(kHaloThreads, 1)
+#else
+#define RK_HALO_BOUNDS __launch_bounds__(kHaloThreads)
+#endif
+
+// `p` is the problem as fprop sees it (dgrad: halo_dgrad_as_fprop); the destination has
+// dst_h x dst_w pixels (q.P x q.Q but for the phases, whose class grids interleave).
+template <typename T, int CG, int STRIDE, int MODE>
+__global__ void RK_HALO_BOUNDS
+fprop_halo_kernel(ConvParams p, const uint32_t* __restrict__ wpack, int64_t tiles, int64_t dst_h, int64_t dst_w) {
+  constexpr int SLAB = halo_slab(CG), GPS = halo_slab_groups(CG);
   constexpr int NT = halo_ntiles(CG), STAGE = halo_stage_words(STRIDE, CG);
-  constexpr int WWORDS = halo_slab_weight_words(CG), CHUNKS = halo_chunks(STRIDE, CG);
+  constexpr int WWORDS = halo_slab_weight_words(CG, MODE), CHUNKS = halo_chunks(STRIDE, CG);
   constexpr int COPY = halo_copy_channels(CG);                    // channels per halo copy
   extern __shared__ uint4 smem4[];
   uint32_t* const smem = reinterpret_cast<uint32_t*>(smem4);
@@ -119,25 +141,11 @@ fprop_halo_kernel(ConvParams p, const uint32_t* __restrict__ wpack, int64_t tile
     }
   };
 
-  int64_t t = blockIdx.x;
-  int buf = 0;
-  int64_t slab_loaded = -1;
-  if (t < tiles) stage(t, 0);
-  cp_async_commit();
-  for (; t < tiles; t += gridDim.x, buf ^= 1) {
-    const HaloTile tl = halo_tile(t, q.N, q.P, q.Q);
-    if (tl.slab != slab_loaded) {  // the slab's packed weights, 16 bytes a copy
-      const uint32_t* src = wpack + tl.slab * WWORDS;
-      for (int i = threadIdx.x * 4; i < WWORDS; i += kHaloThreads * 4) cp_async<16>(wsm + i, src + i, 16);
-      slab_loaded = tl.slab;
-    }
-    cp_async_commit();
-    if (t + gridDim.x < tiles) stage(t + gridDim.x, buf ^ 1);  // the next tile loads meanwhile
-    cp_async_commit();
-    cp_async_wait<1>();      // all but the newest group: this tile's halo and the weights
-    __syncthreads();
-
-    const uint32_t* halo = smem + buf * STAGE;
+  // One class's GEMM on the staged halo, then its epilogue: bias, ReLU, the dtype, staged
+  // [pixel][channel] in osm for 16-byte stores to the class's destination pixels.
+  auto run_class = [&](auto cls_constant, const uint32_t* halo, const HaloTile& tl) {
+    constexpr int CLS = decltype(cls_constant)::value, MASK = halo_class_mask(MODE, CLS);
+    constexpr int J0 = halo_class_kstep0(CG, MODE, CLS), KS = halo_class_ksteps(CG, MODE, CLS);
     float acc[GPS][2][NT][4] = {};
 #pragma unroll
     for (int j = 0; j < KS; ++j) {
@@ -146,13 +154,13 @@ fprop_halo_kernel(ConvParams p, const uint32_t* __restrict__ wpack, int64_t tile
         uint32_t b[NT][2];
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
-          const uint2 v = *reinterpret_cast<const uint2*>(wsm + halo_weight_word(gl, j, nt, lane, 0, CG));
+          const uint2 v = *reinterpret_cast<const uint2*>(wsm + halo_weight_word(gl, J0 + j, nt, lane, 0, CG, MODE));
           b[nt][0] = v.x;
           b[nt][1] = v.y;
         }
         // The lane's tap/channel offsets of the two register pairs (compile-time but for t).
-        const int off0 = halo_a_offset(j * kMmaK, t4, gl, CG, STRIDE);
-        const int off1 = halo_a_offset(j * kMmaK + 8, t4, gl, CG, STRIDE);
+        const int off0 = halo_a_offset(j * kMmaK, t4, gl, CG, STRIDE, MASK);
+        const int off1 = halo_a_offset(j * kMmaK + 8, t4, gl, CG, STRIDE, MASK);
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt) {
           uint32_t a[4];
@@ -165,8 +173,6 @@ fprop_halo_kernel(ConvParams p, const uint32_t* __restrict__ wpack, int64_t tile
         }
       }
     }
-
-    // Epilogue: bias, ReLU, the dtype; staged [pixel][channel] for 16-byte stores.
 #pragma unroll
     for (int gl = 0; gl < GPS; ++gl)
 #pragma unroll
@@ -196,69 +202,107 @@ fprop_halo_kernel(ConvParams p, const uint32_t* __restrict__ wpack, int64_t tile
     __syncthreads();
     for (int i = threadIdx.x; i < halo_out_chunks(SLAB); i += kHaloThreads) {
       const HaloOutChunk c = halo_out_chunk(i, SLAB);
-      const int64_t pp = tl.p0 + c.pixel / kHaloTileQ, qq = tl.q0 + c.pixel % kHaloTileQ;
-      if (pp >= q.P || qq >= q.Q) continue;
+      const int64_t pp = halo_dst_row(tl.p0 + c.pixel / kHaloTileQ, CLS, MODE);
+      const int64_t qq = halo_dst_col(tl.q0 + c.pixel % kHaloTileQ, CLS, MODE);
+      if (pp >= dst_h || qq >= dst_w) continue;
       T* dst = y + tl.n * p.y_stride[0] + pp * p.y_stride[2] + qq * p.y_stride[3] + tl.slab * SLAB + c.part * 8;
       *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(osm + halo_out_word(c.pixel, c.part * 8, SLAB));
     }
-    __syncthreads();  // osm and this halo buffer are rewritten two tiles on
+    __syncthreads();  // osm is rewritten by the next class or tile
+  };
+
+  int64_t t = blockIdx.x;
+  int buf = 0;
+  int64_t slab_loaded = -1;
+  if (t < tiles) stage(t, 0);
+  cp_async_commit();
+  for (; t < tiles; t += gridDim.x, buf ^= 1) {
+    const HaloTile tl = halo_tile(t, q.N, q.P, q.Q);
+    if (tl.slab != slab_loaded) {  // the slab's packed weights, 16 bytes a copy
+      const uint32_t* src = wpack + tl.slab * WWORDS;
+      for (int i = threadIdx.x * 4; i < WWORDS; i += kHaloThreads * 4) cp_async<16>(wsm + i, src + i, 16);
+      slab_loaded = tl.slab;
+    }
+    cp_async_commit();
+    if (t + gridDim.x < tiles) stage(t + gridDim.x, buf ^ 1);  // the next tile loads meanwhile
+    cp_async_commit();
+    cp_async_wait<1>();      // all but the newest group: this tile's halo and the weights
+    __syncthreads();
+    const uint32_t* halo = smem + buf * STAGE;
+    run_class(std::integral_constant<int, 0>{}, halo, tl);
+    if constexpr (halo_classes(MODE) == 4) {   // this halo buffer is rewritten two tiles on
+      run_class(std::integral_constant<int, 1>{}, halo, tl);
+      run_class(std::integral_constant<int, 2>{}, halo, tl);
+      run_class(std::integral_constant<int, 3>{}, halo, tl);
+    }
   }
   cp_async_wait<0>();
 }
 
-// `p` as fprop sees it (dgrad: halo_dgrad_as_fprop); `transposed`: pack the dgrad weight.
-template <typename T, int CG, int STRIDE>
-int launch_halo(const ConvParams& p, cudaStream_t stream, bool transposed) {
-  const LaunchShape s = fprop_halo_shape(p);
+// `p` as fprop sees it (dgrad: halo_dgrad_as_fprop), the destination's size, the mode.
+template <typename T, int CG, int STRIDE, int MODE>
+int launch_halo(const ConvParams& p, cudaStream_t stream, int64_t dst_h, int64_t dst_w) {
+  const LaunchShape s = halo_shape(p, MODE);
   uint32_t* wpack = reinterpret_cast<uint32_t*>(p.workspace);
-  const int64_t words = fprop_halo_workspace_elems(p);
+  const int64_t words = halo_workspace_elems(p, MODE);
   const unsigned blocks = unsigned(ceil_div(words, 256));
-  if (transposed)
-    fprop_halo_pack_kernel<T, CG, true><<<blocks, 256, 0, stream>>>(p, wpack, words);
-  else
-    fprop_halo_pack_kernel<T, CG, false><<<blocks, 256, 0, stream>>>(p, wpack, words);
-  const cudaError_t err = cudaGetLastError();
+  fprop_halo_pack_kernel<T, CG, MODE><<<blocks, 256, 0, stream>>>(p, wpack, words);
+  cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return int(err);
-  return launch_with_smem(fprop_halo_kernel<T, CG, STRIDE>, dim3(unsigned(s.grid_x)), kHaloThreads,
+  // The persistent grid: the shape's CTAs per SM (shared memory, H100/H200), or fewer where the
+  // compiled kernel's registers or this GPU's shared memory hold fewer (an extra CTA per SM
+  // would run as a second wave).
+  const auto kernel = fprop_halo_kernel<T, CG, STRIDE, MODE>;
+  err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(s.smem_bytes));
+  if (err != cudaSuccess) return int(err);
+  int resident = 0;
+  err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kHaloThreads, size_t(s.smem_bytes));
+  if (err != cudaSuccess) return int(err);
+  const int64_t grid = std::min<int64_t>(s.grid_x, int64_t(p.num_sms) * std::max(resident, 1));
+  return launch_with_smem(kernel, dim3(unsigned(grid)), kHaloThreads,
                           s.smem_bytes, stream, p, static_cast<const uint32_t*>(wpack),
-                          halo_tiles(p.problem.N, p.problem.P, p.problem.Q, p.problem.C / halo_slab(CG)));
+                          halo_tiles(p.problem.N, p.problem.P, p.problem.Q, p.problem.C / halo_slab(CG)),
+                          dst_h, dst_w);
 }
 
 template <typename T, int CG>
-int launch_halo_stride(const ConvParams& p, cudaStream_t stream, bool transposed) {
+int launch_halo_mode(const ConvParams& p, cudaStream_t stream, int mode, int64_t dst_h, int64_t dst_w) {
+  if (mode == kHaloDgradPhases) return launch_halo<T, CG, 1, kHaloDgradPhases>(p, stream, dst_h, dst_w);
+  if (mode == kHaloDgrad) return launch_halo<T, CG, 1, kHaloDgrad>(p, stream, dst_h, dst_w);
+  if (p.problem.stride_h == 1) return launch_halo<T, CG, 1, kHaloFprop>(p, stream, dst_h, dst_w);
   if constexpr (halo_smem_bytes(2, CG) > kHaloMaxSmem) {  // refused by can_implement: not built
-    return p.problem.stride_h == 1 ? launch_halo<T, CG, 1>(p, stream, transposed)
-                                   : int(cudaErrorInvalidValue);
+    return int(cudaErrorInvalidValue);
   } else {
-    return p.problem.stride_h == 1 ? launch_halo<T, CG, 1>(p, stream, transposed)
-                                   : launch_halo<T, CG, 2>(p, stream, transposed);
+    return launch_halo<T, CG, 2, kHaloFprop>(p, stream, dst_h, dst_w);
   }
 }
 
 template <typename T>
-int launch_halo_dtype(const ConvParams& p, cudaStream_t stream, bool transposed) {
+int launch_halo_dtype(const ConvParams& p, cudaStream_t stream, int mode, int64_t dst_h, int64_t dst_w) {
   switch (p.problem.Cg()) {
-    case 4: return launch_halo_stride<T, 4>(p, stream, transposed);
-    case 8: return launch_halo_stride<T, 8>(p, stream, transposed);
-    case 16: return launch_halo_stride<T, 16>(p, stream, transposed);
-    case 24: return launch_halo_stride<T, 24>(p, stream, transposed);
-    case 32: return launch_halo_stride<T, 32>(p, stream, transposed);
-    case 40: return launch_halo_stride<T, 40>(p, stream, transposed);
-    default: return launch_halo_stride<T, 64>(p, stream, transposed);  // nothing else admitted
+    case 4: return launch_halo_mode<T, 4>(p, stream, mode, dst_h, dst_w);
+    case 8: return launch_halo_mode<T, 8>(p, stream, mode, dst_h, dst_w);
+    case 16: return launch_halo_mode<T, 16>(p, stream, mode, dst_h, dst_w);
+    case 24: return launch_halo_mode<T, 24>(p, stream, mode, dst_h, dst_w);
+    case 32: return launch_halo_mode<T, 32>(p, stream, mode, dst_h, dst_w);
+    case 40: return launch_halo_mode<T, 40>(p, stream, mode, dst_h, dst_w);
+    default: return launch_halo_mode<T, 64>(p, stream, mode, dst_h, dst_w);  // nothing else admitted
   }
 }
 
-int launch_halo_any(const ConvParams& p, void* stream, bool transposed) {
+int launch_halo_any(const ConvParams& p, void* stream, int mode, int64_t dst_h, int64_t dst_w) {
   const auto st = static_cast<cudaStream_t>(stream);
-  if (p.dtype == DType::kFloat16) return launch_halo_dtype<__half>(p, st, transposed);
-  if (p.dtype == DType::kBFloat16) return launch_halo_dtype<__nv_bfloat16>(p, st, transposed);
+  if (p.dtype == DType::kFloat16) return launch_halo_dtype<__half>(p, st, mode, dst_h, dst_w);
+  if (p.dtype == DType::kBFloat16) return launch_halo_dtype<__nv_bfloat16>(p, st, mode, dst_h, dst_w);
   return int(cudaErrorInvalidValue);  // fp32 is refused by can_implement
 }
 
 }  // namespace
 
-std::string fprop_halo_can_implement(const ConvParams& p) {
-  if (p.direction != Direction::kFprop) return "not an fprop problem";
+namespace {
+
+// What fprop_halo serves, for the problem as the kernel sees it (fprop, or dgrad's view of it).
+std::string halo_can_implement(const ConvParams& p, int mode) {
   const std::string common = check_common(p);
   if (!common.empty()) return common;
   const ConvProblem& q = p.problem;
@@ -275,27 +319,27 @@ std::string fprop_halo_can_implement(const ConvParams& p) {
   };
   if (!aligned(p.x_stride, p.x) || !aligned(p.y_stride, p.y))
     return "pixels are not 16-byte aligned (channels a multiple of 8, aligned storage)";
-  if (halo_smem_bytes(int(q.stride_h), int(q.Cg())) > kHaloMaxSmem)
+  if (halo_smem_bytes(int(q.stride_h), int(q.Cg()), mode) > kHaloMaxSmem)
     return "the halo stages, weights and output staging need more than 227 KB of shared memory";
   return "";
 }
 
-int64_t fprop_halo_workspace_elems(const ConvParams& p) {
+int64_t halo_workspace_elems(const ConvParams& p, int mode) {
   const int cg = int(p.problem.Cg());
   if (!halo_serves(cg)) return 0;
-  return (p.problem.C / halo_slab(cg)) * int64_t(halo_slab_weight_words(cg));  // packed words
+  return (p.problem.C / halo_slab(cg)) * int64_t(halo_slab_weight_words(cg, mode));  // packed words
 }
 
-LaunchShape fprop_halo_shape(const ConvParams& p) {
+LaunchShape halo_shape(const ConvParams& p, int mode) {
   const ConvProblem& q = p.problem;
   LaunchShape s;
   const int cg = int(q.Cg()), stride = int(q.stride_h);
   if (!halo_serves(cg) || (stride != 1 && stride != 2)) return s;
   const int64_t tiles = halo_tiles(q.N, q.P, q.Q, q.C / halo_slab(cg));
-  s.grid_x = std::min<int64_t>(tiles, int64_t(p.num_sms) * halo_ctas_per_sm(stride, cg));
+  s.grid_x = std::min<int64_t>(tiles, int64_t(p.num_sms) * halo_ctas_per_sm(stride, cg, mode));
   s.threads = kHaloThreads;
-  s.smem_bytes = halo_smem_bytes(stride, cg);
-  s.tile_pixels = kHaloTileP * kHaloTileQ;
+  s.smem_bytes = halo_smem_bytes(stride, cg, mode);
+  s.tile_pixels = kHaloTileP * kHaloTileQ * halo_classes(mode);   // destination pixels a tile
   s.tile_channels = halo_slab(cg);
   s.red_channels = halo_slab(cg);
   s.halo_pixels = int64_t(halo_rows(stride)) * halo_cols(stride);
@@ -304,16 +348,37 @@ LaunchShape fprop_halo_shape(const ConvParams& p) {
   return s;
 }
 
-int fprop_halo_launch(const ConvParams& p, void* stream) { return launch_halo_any(p, stream, false); }
+// dgrad's mode: stride 1 as one convolution of dy, stride 2 by phase class.
+int halo_dgrad_mode(const ConvParams& p) { return p.problem.stride_h == 2 ? kHaloDgradPhases : kHaloDgrad; }
 
-// dgrad at stride 1 as the fprop of dy (halo_weight_source): sizes and roles swapped.
+}  // namespace
+
+std::string fprop_halo_can_implement(const ConvParams& p) {
+  if (p.direction != Direction::kFprop) return "not an fprop problem";
+  return halo_can_implement(p, kHaloFprop);
+}
+
+int64_t fprop_halo_workspace_elems(const ConvParams& p) { return halo_workspace_elems(p, kHaloFprop); }
+
+LaunchShape fprop_halo_shape(const ConvParams& p) { return halo_shape(p, kHaloFprop); }
+
+int fprop_halo_launch(const ConvParams& p, void* stream) {
+  return launch_halo_any(p, stream, kHaloFprop, p.problem.P, p.problem.Q);
+}
+
+// dgrad as the kernel runs it (halo_weight_source): dy the source, dx the destination. Stride 1:
+// dx is dy convolved with padding 2 - pad. Stride 2 (padding 1): each phase class is dy
+// convolved with padding 1 on a ceil(H / 2) x ceil(W / 2) grid, the view's P x Q.
 ConvParams halo_dgrad_as_fprop(const ConvParams& p) {
   ConvParams f = p;
   ConvProblem& q = f.problem;
   const ConvProblem& d = p.problem;
+  const bool phases = halo_dgrad_mode(p) == kHaloDgradPhases;
   q.C = d.K, q.H = d.P, q.W = d.Q;            // the source: dy
-  q.K = d.C, q.P = d.H, q.Q = d.W;            // the destination: dx
-  q.pad_h = 2 * d.dil_h - d.pad_h, q.pad_w = 2 * d.dil_w - d.pad_w;
+  q.K = d.C;
+  q.P = phases ? (d.H + 1) / 2 : d.H, q.Q = phases ? (d.W + 1) / 2 : d.W;
+  q.pad_h = phases ? 1 : 2 * d.dil_h - d.pad_h, q.pad_w = phases ? 1 : 2 * d.dil_w - d.pad_w;
+  q.stride_h = q.stride_w = 1;
   f.direction = Direction::kFprop;
   f.x = p.y, f.y = p.x;
   for (int i = 0; i < 4; ++i) f.x_stride[i] = p.y_stride[i], f.y_stride[i] = p.x_stride[i];
@@ -327,20 +392,25 @@ std::string dgrad_halo_can_implement(const ConvParams& p) {
   const std::string common = check_common(p);
   if (!common.empty()) return common;
   const ConvProblem& q = p.problem;
-  if (q.stride_h != 1 || q.stride_w != 1) return "stride other than 1 (dgrad_halo is fprop of dy)";
-  if (q.pad_h > 2 || q.pad_w > 2) return "padding over 2";
-  const std::string f = fprop_halo_can_implement(halo_dgrad_as_fprop(p));
+  if (q.stride_h != q.stride_w || (q.stride_h != 1 && q.stride_h != 2)) return "stride other than 1 or 2";
+  if (q.stride_h == 1 && (q.pad_h > 2 || q.pad_w > 2)) return "padding over 2";
+  if (q.stride_h == 2 && (q.pad_h != 1 || q.pad_w != 1))
+    return "stride 2 with padding other than 1 (the phase classes' taps are built for padding 1)";
+  if (q.dil_h != 1 || q.dil_w != 1) return "dilation other than 1";
+  const std::string f = halo_can_implement(halo_dgrad_as_fprop(p), halo_dgrad_mode(p));
   return f == "input or output is not channels_last" ? "grad_output or grad_input is not channels_last" : f;
 }
 
 int64_t dgrad_halo_workspace_elems(const ConvParams& p) {
-  return fprop_halo_workspace_elems(halo_dgrad_as_fprop(p));
+  return halo_workspace_elems(halo_dgrad_as_fprop(p), halo_dgrad_mode(p));
 }
 
-LaunchShape dgrad_halo_shape(const ConvParams& p) { return fprop_halo_shape(halo_dgrad_as_fprop(p)); }
+LaunchShape dgrad_halo_shape(const ConvParams& p) {
+  return halo_shape(halo_dgrad_as_fprop(p), halo_dgrad_mode(p));
+}
 
 int dgrad_halo_launch(const ConvParams& p, void* stream) {
-  return launch_halo_any(halo_dgrad_as_fprop(p), stream, true);
+  return launch_halo_any(halo_dgrad_as_fprop(p), stream, halo_dgrad_mode(p), p.problem.H, p.problem.W);
 }
 
 }  // namespace rk

@@ -23,6 +23,15 @@
 //   out     [pixel][halo_out_pixel_words]         the epilogue's staging for 16-byte stores
 // The pitches make every A and B load and every epilogue store conflict-free (csrc/tests/
 // test_halo.cpp counts them).
+//
+// Modes. fprop (kHaloFprop) runs the nine taps. dgrad at stride 1 (kHaloDgrad) is the same GEMM
+// on dy with the weight transposed per group and rotated (halo_weight_source). dgrad at stride 2
+// (kHaloDgradPhases, padding 1) by stride-phase class: the dx pixels of row parity eh and column
+// parity ew (class 2 eh + ew) receive only the taps of their parities, 1, 2, 2 and 4 of the nine.
+// Each class is a small stride-1 convolution of dy over a subset of a 3x3 stencil (padding 1) on
+// a grid of ceil(H / 2) x ceil(W / 2) pixels, so a CTA stages one stride-1 halo of dy per tile
+// and runs the four classes on it in turn, each with K = (tap, channel) over its own taps only
+// (9 taps of MMA work per dy tile in all, as fprop), each storing to every other dx pixel.
 #pragma once
 
 #include <cstdint>
@@ -46,6 +55,49 @@ RK_HOST_DEVICE constexpr int halo_slab(int cg) { return cg * halo_slab_groups(cg
 // The channel widths the kernel is built for (Kg == Cg): ResNeXt-50's and the paper's table's.
 RK_HOST_DEVICE constexpr bool halo_serves(int64_t cg) {
   return cg == 4 || cg == 8 || cg == 16 || cg == 24 || cg == 32 || cg == 40 || cg == 64;
+}
+
+// What the kernel computes (see the header comment).
+constexpr int kHaloFprop = 0, kHaloDgrad = 1, kHaloDgradPhases = 2;
+RK_HOST_DEVICE constexpr int halo_classes(int mode) { return mode == kHaloDgradPhases ? 4 : 1; }
+// The taps of a class: bit 3 r + s for stencil tap (r, s) of the staged halo. A phase class of
+// row parity e reads halo rows {1} (e = 0: kernel row 1 only) or {1, 2} (e = 1: kernel rows 2
+// and 0), the same for columns: dx row 2 i + e takes dy row (2 i + e + 1 - r) / 2 = i + r' - 1.
+RK_HOST_DEVICE constexpr int halo_phase_taps(int parity) { return parity ? 0b110 : 0b010; }
+RK_HOST_DEVICE constexpr int halo_class_mask(int mode, int cls) {
+  if (mode != kHaloDgradPhases) return 0x1FF;
+  int mask = 0;
+  for (int r = 0; r < 3; ++r)
+    for (int s = 0; s < 3; ++s)
+      if ((halo_phase_taps(cls >> 1) >> r & 1) && (halo_phase_taps(cls & 1) >> s & 1)) mask |= 1 << (3 * r + s);
+  return mask;
+}
+RK_HOST_DEVICE constexpr int halo_mask_taps(int mask) {
+  int n = 0;
+  for (int b = 0; b < 9; ++b) n += mask >> b & 1;
+  return n;
+}
+// The stencil tap of the i-th set bit (the K order of a class: its taps in stencil order).
+RK_HOST_DEVICE constexpr int halo_mask_tap(int mask, int i) {
+  for (int b = 0; b < 9; ++b)
+    if ((mask >> b & 1) && i-- == 0) return b;
+  return -1;
+}
+// The kernel row and column of the original weight behind stencil tap (r', s') of class cls:
+// r = 2 - r' at stride 1 (the rotation), r = eh + 3 - 2 r' for the phases (kernel rows of
+// parity eh + 1); s likewise.
+RK_HOST_DEVICE constexpr int halo_weight_r(int tap_row, int cls, int mode) {
+  return mode == kHaloDgradPhases ? (cls >> 1) + 3 - 2 * tap_row : mode == kHaloDgrad ? 2 - tap_row : tap_row;
+}
+RK_HOST_DEVICE constexpr int halo_weight_s(int tap_col, int cls, int mode) {
+  return mode == kHaloDgradPhases ? (cls & 1) + 3 - 2 * tap_col : mode == kHaloDgrad ? 2 - tap_col : tap_col;
+}
+// Where pixel (pp, qq) of class cls's grid lands in the destination.
+RK_HOST_DEVICE constexpr int64_t halo_dst_row(int64_t pp, int cls, int mode) {
+  return mode == kHaloDgradPhases ? 2 * pp + (cls >> 1) : pp;
+}
+RK_HOST_DEVICE constexpr int64_t halo_dst_col(int64_t qq, int cls, int mode) {
+  return mode == kHaloDgradPhases ? 2 * qq + (cls & 1) : qq;
 }
 
 RK_HOST_DEVICE constexpr int halo_rows(int stride) { return (kHaloTileP - 1) * stride + 3; }
@@ -110,16 +162,32 @@ RK_HOST_DEVICE constexpr HaloTile halo_tile(int64_t t, int64_t N, int64_t P, int
   return {rest % N, tp * kHaloTileP, tq * kHaloTileQ, rest / N};
 }
 
-// The GEMM's K and N tiling per group.
-RK_HOST_DEVICE constexpr int halo_ksteps(int cg) { return (9 * cg + kMmaK - 1) / kMmaK; }
+// The GEMM's K and N tiling per group: each class's k-steps, the classes' one after another.
+RK_HOST_DEVICE constexpr int halo_class_ksteps(int cg, int mode, int cls) {
+  return (halo_mask_taps(halo_class_mask(mode, cls)) * cg + kMmaK - 1) / kMmaK;
+}
+RK_HOST_DEVICE constexpr int halo_class_kstep0(int cg, int mode, int cls) {
+  int j = 0;
+  for (int c = 0; c < cls; ++c) j += halo_class_ksteps(cg, mode, c);
+  return j;
+}
+RK_HOST_DEVICE constexpr int halo_ksteps(int cg, int mode = kHaloFprop) {
+  return halo_class_kstep0(cg, mode, halo_classes(mode));
+}
+RK_HOST_DEVICE constexpr int halo_kstep_class(int j, int cg, int mode) {
+  int cls = 0;
+  while (cls + 1 < halo_classes(mode) && j >= halo_class_kstep0(cg, mode, cls + 1)) ++cls;
+  return cls;
+}
 RK_HOST_DEVICE constexpr int halo_ntiles(int kg) { return (kg + kMmaN - 1) / kMmaN; }
 
 // A: the word of the pair (kk, kk + 1) of output pixel (pl, ql) (tile coordinates) in group gl
-// of the slab; -1 for the K padding (kk >= 9 * Cg: the register is zero). kk is even, and Cg
-// even keeps a pair within one tap. The definition; the kernel adds the two parts below.
-RK_HOST_DEVICE int halo_a_word(int pl, int ql, int kk, int gl, int cg, int stride) {
-  if (kk >= 9 * cg) return -1;
-  const int tap = kk / cg, c = kk % cg;
+// of the slab, kk in the K order of tap set `mask`; -1 for the K padding (kk >= taps * Cg: the
+// register is zero). kk is even, and Cg even keeps a pair within one tap. The definition; the
+// kernel adds the two parts below.
+RK_HOST_DEVICE int halo_a_word(int pl, int ql, int kk, int gl, int cg, int stride, int mask = 0x1FF) {
+  if (kk >= halo_mask_taps(mask) * cg) return -1;
+  const int tap = halo_mask_tap(mask, kk / cg), c = kk % cg;
   return halo_word(pl * stride + tap / 3, ql * stride + tap % 3, gl * cg + c, stride, cg);
 }
 // The kernel's two parts of it, so that nothing is divided in its loop: the lane's pixel
@@ -135,48 +203,56 @@ RK_HOST_DEVICE constexpr int halo_tap_offset(int tap, int stride, int cg) {
   const int s = tap % 3, slots = stride == 1 ? s : (s == 1 ? halo_half_cols(stride) : s / 2);
   return (tap / 3) * halo_row_words(stride, cg) + slots * halo_pixel_words(cg);
 }
-RK_HOST_DEVICE constexpr int halo_a_offset(int kbase, int t, int gl, int cg, int stride) {
+RK_HOST_DEVICE constexpr int halo_a_offset(int kbase, int t, int gl, int cg, int stride, int mask = 0x1FF) {
+  const int taps = halo_mask_taps(mask);
   if (cg % 8 == 0)
-    return kbase >= 9 * cg ? -1
-                           : halo_tap_offset(kbase / cg, stride, cg) + (gl * cg + kbase % cg) / 2 + t;
-  if (kbase + 2 * t >= 9 * cg) return -1;                       // cg == 4
-  const int a = halo_tap_offset(kbase / 4, stride, cg), b = halo_tap_offset(kbase / 4 + 1, stride, cg);
-  return ((t >> 1) ? b : a) + gl * 2 + (t & 1);
+    return kbase >= taps * cg ? -1
+                              : halo_tap_offset(halo_mask_tap(mask, kbase / cg), stride, cg) + (gl * cg + kbase % cg) / 2 + t;
+  if (kbase + 2 * t >= taps * cg) return -1;                    // cg == 4
+  const int tap = halo_mask_tap(mask, kbase / 4 + (t >> 1));
+  return halo_tap_offset(tap, stride, cg) + gl * 2 + (t & 1);
 }
 
-// B, pre-packed: the word of register `reg` of `lane` for k-step j and n8 tile nt of group gl:
-// consecutive lanes read consecutive 8-byte pairs (one conflict-free 64-bit load per lane).
-RK_HOST_DEVICE constexpr int halo_weight_word(int gl, int j, int nt, int lane, int reg, int cg) {
-  return (((gl * halo_ksteps(cg) + j) * halo_ntiles(cg) + nt) * 32 + lane) * 2 + reg;
+// B, pre-packed: the word of register `reg` of `lane` for k-step j (of all classes) and n8 tile
+// nt of group gl: consecutive lanes read consecutive 8-byte pairs (one conflict-free 64-bit load
+// per lane).
+RK_HOST_DEVICE constexpr int halo_weight_word(int gl, int j, int nt, int lane, int reg, int cg,
+                                              int mode = kHaloFprop) {
+  return (((gl * halo_ksteps(cg, mode) + j) * halo_ntiles(cg) + nt) * 32 + lane) * 2 + reg;
 }
-RK_HOST_DEVICE constexpr int halo_slab_weight_words(int cg) {
-  return halo_slab_groups(cg) * halo_ksteps(cg) * halo_ntiles(cg) * 64;
+RK_HOST_DEVICE constexpr int halo_slab_weight_words(int cg, int mode = kHaloFprop) {
+  return halo_slab_groups(cg) * halo_ksteps(cg, mode) * halo_ntiles(cg) * 64;
 }
-// What a packed word holds: half e (0: low 16 bits) of register `reg` of `lane` is
-// w[g*Kg + n][c][tap / 3][tap % 3] with the (n, kk) below, or zero (padding) when `ok` is false.
-struct HaloWeightElem { bool ok; int n, c, tap; };
-RK_HOST_DEVICE HaloWeightElem halo_weight_elem(int j, int nt, int lane, int reg, int e, int cg) {
+// What a packed word holds: half e (0: low 16 bits) of register `reg` of `lane` is the weight of
+// output n, input c and stencil tap `tap` of class `cls` (below), or zero (padding) when `ok` is
+// false.
+struct HaloWeightElem { bool ok; int n, c, tap, cls; };
+RK_HOST_DEVICE HaloWeightElem halo_weight_elem(int j, int nt, int lane, int reg, int e, int cg,
+                                               int mode = kHaloFprop) {
+  const int cls = halo_kstep_class(j, cg, mode), mask = halo_class_mask(mode, cls);
   const FragCoord b = mma_b_coord(lane, reg);
-  const int kk = j * kMmaK + b.row + e, n = nt * kMmaN + b.col;
-  if (kk >= 9 * cg || n >= cg) return {false, 0, 0, 0};
-  return {true, n, kk % cg, kk / cg};
+  const int kk = (j - halo_class_kstep0(cg, mode, cls)) * kMmaK + b.row + e, n = nt * kMmaN + b.col;
+  if (kk >= halo_mask_taps(mask) * cg || n >= cg) return {false, 0, 0, 0, cls};
+  return {true, n, kk % cg, halo_mask_tap(mask, kk / cg), cls};
 }
 
 // Where a packed element comes from in the weight w[K][Cg][3][3]. fprop: w[g*Kg + n][c][tap].
-// dgrad at stride 1 runs the same kernel on dy (dgrad_halo): dx is the convolution of dy with
+// dgrad runs the kernel on dy (dgrad_halo): at stride 1 dx is the convolution of dy with
 // padding 2 - pad and the weight transposed within each group and rotated by 180 degrees,
-// w'[g*Cg + n][k][tap] = w[g*Kg + k][n][8 - tap] (Kg == Cg), so only the pre-pack changes.
+// w'[g*Cg + n][k][tap] = w[g*Kg + k][n][8 - tap] (Kg == Cg); for the phases the same transpose
+// and the kernel row and column of halo_weight_r / _s. Only the pre-pack differs.
 struct HaloWeightSource { int64_t k, c; int r, s; };
 RK_HOST_DEVICE constexpr HaloWeightSource halo_weight_source(int64_t group, int n, int c, int tap,
-                                                             int cg, bool transposed) {
-  return transposed ? HaloWeightSource{group * cg + c, n, 2 - tap / 3, 2 - tap % 3}
-                    : HaloWeightSource{group * cg + n, c, tap / 3, tap % 3};
+                                                             int cls, int cg, int mode) {
+  const int r = halo_weight_r(tap / 3, cls, mode), s = halo_weight_s(tap % 3, cls, mode);
+  return mode == kHaloFprop ? HaloWeightSource{group * cg + n, c, r, s}
+                            : HaloWeightSource{group * cg + c, n, r, s};
 }
 
 // The pre-pack kernel's thread i writes word i of wpack[group][kstep][ntile][lane][2].
 struct HaloWeightWord { int64_t group; int j, nt, lane, reg; };
-RK_HOST_DEVICE constexpr HaloWeightWord halo_weight_coords(int64_t i, int cg) {
-  const int per_group = halo_ksteps(cg) * halo_ntiles(cg) * 64, within = int(i % per_group);
+RK_HOST_DEVICE constexpr HaloWeightWord halo_weight_coords(int64_t i, int cg, int mode = kHaloFprop) {
+  const int per_group = halo_ksteps(cg, mode) * halo_ntiles(cg) * 64, within = int(i % per_group);
   return {i / per_group, within / (64 * halo_ntiles(cg)), within / 64 % halo_ntiles(cg),
           within / 2 % 32, within % 2};
 }
@@ -195,13 +271,13 @@ struct HaloOutChunk { int pixel, part; };
 RK_HOST_DEVICE constexpr HaloOutChunk halo_out_chunk(int i, int slab) { return {i / (slab / 8), i % (slab / 8)}; }
 
 // Shared memory of one CTA (bytes): two halo stages, the slab's weights, the output staging.
-RK_HOST_DEVICE constexpr int64_t halo_smem_bytes(int stride, int cg) {
-  return 4 * (2 * int64_t(halo_stage_words(stride, cg)) + halo_slab_weight_words(cg) +
+RK_HOST_DEVICE constexpr int64_t halo_smem_bytes(int stride, int cg, int mode = kHaloFprop) {
+  return 4 * (2 * int64_t(halo_stage_words(stride, cg)) + halo_slab_weight_words(cg, mode) +
               int64_t(kHaloTileP * kHaloTileQ) * halo_out_pixel_words(halo_slab(cg)));
 }
 // Persistent CTAs one SM holds, as the launcher sizes its grid (shared memory bound, capped).
-RK_HOST_DEVICE constexpr int halo_ctas_per_sm(int stride, int cg) {
-  const int64_t by_smem = kHaloSmPerSmem / (halo_smem_bytes(stride, cg) + 1024);
+RK_HOST_DEVICE constexpr int halo_ctas_per_sm(int stride, int cg, int mode = kHaloFprop) {
+  const int64_t by_smem = kHaloSmPerSmem / (halo_smem_bytes(stride, cg, mode) + 1024);
   return by_smem < 1 ? 1 : by_smem > kHaloMaxCtasPerSm ? kHaloMaxCtasPerSm : int(by_smem);
 }
 

@@ -59,9 +59,10 @@ std::string fprop_halo_can_implement(const ConvParams& p);
 int64_t fprop_halo_workspace_elems(const ConvParams& p);
 LaunchShape fprop_halo_shape(const ConvParams& p);
 int fprop_halo_launch(const ConvParams& p, void* stream);
-// Rung 4 of dgrad, "halo": at stride 1, fprop_halo on dy with the weight transposed per group and
-// rotated by 180 degrees in its pre-pack (halo_weight_source); `halo_dgrad_as_fprop` is that
-// problem.
+// Rung 4 of dgrad, "halo": fprop_halo on dy with the weight transposed per group in its pre-pack
+// (halo_weight_source): at stride 1 rotated by 180 degrees, at stride 2 (padding 1) by phase
+// class, the four classes run on one staged dy halo; `halo_dgrad_as_fprop` is the problem as the
+// kernel sees it (the classes' grid at stride 2).
 ConvParams halo_dgrad_as_fprop(const ConvParams& p);
 std::string dgrad_halo_can_implement(const ConvParams& p);
 int64_t dgrad_halo_workspace_elems(const ConvParams& p);

@@ -42,49 +42,57 @@ rk::ConvParams halo_params(int64_t n, int64_t cg, int64_t groups, int64_t h, int
   return p;
 }
 
-// fprop (or, `transposed`, dgrad at stride 1 through dgrad_halo's fprop of dy) of a small
-// problem, emulated with the kernel's maps; returns the number of wrong or twice-written values.
+// The problem in `mode` (rk::kHaloFprop, kHaloDgrad at stride 1, kHaloDgradPhases at stride 2),
+// emulated with the kernel's maps; returns the number of wrong or twice-written values.
 template <int CG>
 int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride, int64_t pad,
-                bool relu, int num_sms, bool transposed = false) {
+                bool relu, int num_sms, int mode = rk::kHaloFprop) {
   constexpr int SLAB = rk::halo_slab(CG), GPS = rk::halo_slab_groups(CG);
   rk::ConvParams p = halo_params(n, CG, groups, h, w, stride, pad);
   p.num_sms = num_sms;
-  p.relu = relu && !transposed;
-  if (transposed) {  // the dgrad problem, then the fprop the kernel runs for it
+  const bool dgrad = mode != rk::kHaloFprop;
+  p.relu = relu && !dgrad;
+  const rk::ConvProblem d = p.problem;     // the problem itself (dgrad: dx is H x W, dy P x Q)
+  int64_t dst_h = d.P, dst_w = d.Q;
+  if (dgrad) {  // the dgrad problem, then the fprop the kernel runs for it
     p.direction = rk::Direction::kDgrad;
     CHECK_EQ_STR(rk::dgrad_halo_can_implement(p), "");
-    const rk::LaunchShape d = rk::dgrad_halo_shape(p);
+    const rk::LaunchShape ds = rk::dgrad_halo_shape(p);
     const int64_t words = rk::dgrad_halo_workspace_elems(p);
     p = rk::halo_dgrad_as_fprop(p);
-    CHECK(d.grid_x == rk::fprop_halo_shape(p).grid_x && words == rk::fprop_halo_workspace_elems(p));
+    CHECK(p.problem.stride_h == 1);
+    CHECK(ds.smem_bytes == rk::halo_smem_bytes(1, CG, mode));
+    CHECK(ds.grid_x == std::min<int64_t>(rk::halo_tiles(p.problem.N, p.problem.P, p.problem.Q, p.problem.C / SLAB),
+                                         int64_t(num_sms) * rk::halo_ctas_per_sm(1, CG, mode)));
+    CHECK(words == p.problem.C / SLAB * rk::halo_slab_weight_words(CG, mode));
+    dst_h = d.H, dst_w = d.W;
+  } else {
+    CHECK_EQ_STR(rk::fprop_halo_can_implement(p), "");
   }
   const rk::ConvProblem& q = p.problem;
-  CHECK_EQ_STR(rk::fprop_halo_can_implement(p), "");
   const int S = int(q.stride_h);
-  const rk::LaunchShape shape = rk::fprop_halo_shape(p);
   const int64_t C = q.C, slabs = C / SLAB, tiles = rk::halo_tiles(q.N, q.P, q.Q, slabs);
-  CHECK(shape.grid_x == std::min<int64_t>(tiles, int64_t(num_sms) * rk::halo_ctas_per_sm(S, CG)));
+  const int64_t grid = std::min<int64_t>(tiles, int64_t(num_sms) * rk::halo_ctas_per_sm(S, CG, mode));
+  if (!dgrad) CHECK(rk::fprop_halo_shape(p).grid_x == grid);
 
   // Small integers: every product and sum is exact in fp32 and in bf16 storage.
-  std::vector<float> x(q.N * q.H * q.W * C), wt(C * CG * 9), bias(C), y(q.N * q.P * q.Q * C, kUnset);
+  std::vector<float> x(q.N * q.H * q.W * C), wt(C * CG * 9), bias(C), y(q.N * dst_h * dst_w * C, kUnset);
   for (size_t i = 0; i < x.size(); ++i) x[i] = float(int64_t(i * 7 + 3) % 5 - 2);
   for (size_t i = 0; i < wt.size(); ++i) wt[i] = float(int64_t(i * 5 + 1) % 3 - 1);
-  for (size_t i = 0; i < bias.size(); ++i) bias[i] = transposed ? 0.f : float(int64_t(i) % 4 - 2);
+  for (size_t i = 0; i < bias.size(); ++i) bias[i] = dgrad ? 0.f : float(int64_t(i) % 4 - 2);
   auto X = [&](int64_t b, int64_t c, int64_t hh, int64_t ww) {
     return x[((b * q.H + hh) * q.W + ww) * C + c];
   };
   auto Wt = [&](int64_t k, int64_t c, int r, int s) { return wt[((k * CG + c) * 3 + r) * 3 + s]; };
 
   // The pre-pack kernel, thread by thread (two halves a word).
-  const int64_t words = rk::fprop_halo_workspace_elems(p);
-  CHECK(words == slabs * rk::halo_slab_weight_words(CG));
+  const int64_t words = slabs * rk::halo_slab_weight_words(CG, mode);
   std::vector<float> wpack(2 * words, kUnset);
   for (int64_t i = 0; i < words; ++i) {
-    const rk::HaloWeightWord at = rk::halo_weight_coords(i, CG);
+    const rk::HaloWeightWord at = rk::halo_weight_coords(i, CG, mode);
     for (int e = 0; e < 2; ++e) {
-      const rk::HaloWeightElem el = rk::halo_weight_elem(at.j, at.nt, at.lane, at.reg, e, CG);
-      const rk::HaloWeightSource src = rk::halo_weight_source(at.group, el.n, el.c, el.tap, CG, transposed);
+      const rk::HaloWeightElem el = rk::halo_weight_elem(at.j, at.nt, at.lane, at.reg, e, CG, mode);
+      const rk::HaloWeightSource src = rk::halo_weight_source(at.group, el.n, el.c, el.tap, el.cls, CG, mode);
       wpack[2 * i + e] = el.ok && at.group < q.G ? Wt(src.k, src.c, src.r, src.s) : 0.f;
     }
   }
@@ -94,8 +102,8 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
   constexpr int COPY = rk::halo_copy_channels(CG);
   std::vector<int> visits(tiles, 0);
   int64_t wrong = 0;
-  for (int64_t cta = 0; cta < shape.grid_x; ++cta) {
-    for (int64_t t = cta; t < tiles; t += shape.grid_x) {  // the persistent walk
+  for (int64_t cta = 0; cta < grid; ++cta) {
+    for (int64_t t = cta; t < tiles; t += grid) {  // the persistent walk
       ++visits[t];
       const rk::HaloTile tl = rk::halo_tile(t, q.N, q.P, q.Q);
       // Stage the halo: each copy is COPY channels of one pixel (16 or 8 bytes).
@@ -112,78 +120,83 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
           halo[slot] = in ? X(tl.n, tl.slab * SLAB + c.part * COPY + e, hh, ww) : 0.f;
         }
       }
-      const float* wsm = wpack.data() + 2 * tl.slab * rk::halo_slab_weight_words(CG);
-      std::vector<float> out(2 * rk::kHaloTileP * rk::kHaloTileQ * rk::halo_out_pixel_words(SLAB), kUnset);
-      for (int warp = 0; warp < rk::kHaloWarps; ++warp)
-        for (int gl = 0; gl < GPS; ++gl)
-          for (int mt = 0; mt < 2; ++mt)
-            for (int nt = 0; nt < rk::halo_ntiles(CG); ++nt) {
-              float acc[32][4] = {};
-              for (int j = 0; j < rk::halo_ksteps(CG); ++j) {
-                auto a_half = [&](int lane, int reg, int e) -> float {
-                  // As the kernel forms it: the lane's pixel base plus its tap/channel offset,
-                  // which must be the definition's word.
-                  const rk::FragCoord fc = rk::mma_a_coord(lane, reg);
-                  const int off = rk::halo_a_offset(j * rk::kMmaK + 8 * (reg / 2), lane % 4, gl, CG, S);
-                  const int wi = off < 0 ? -1 : rk::halo_pixel_base(2 * warp + mt, fc.row, S, CG) + off;
-                  wrong += wi != rk::halo_a_word(2 * warp + mt, fc.row, j * rk::kMmaK + fc.col, gl, CG, S);
-                  if (wi < 0) return 0.f;                 // K padding: a zero register
-                  const float v = halo[2 * wi + e];
-                  wrong += std::isnan(v);                 // a word no chunk staged
-                  return v;
-                };
-                auto b_half = [&](int lane, int reg, int e) {
-                  return wsm[2 * rk::halo_weight_word(gl, j, nt, lane, reg, CG) + e];
-                };
-                emulate_mma(a_half, b_half, acc);
-              }
-              for (int lane = 0; lane < 32; ++lane)    // the epilogue, pairs of channels
-                for (int i = 0; i < 4; i += 2) {
-                  const rk::FragCoord fc = rk::mma_c_coord(lane, i);
-                  const int nn = nt * rk::kMmaN + fc.col;
-                  if (nn >= CG) continue;
-                  const int64_t k = (tl.slab * GPS + gl) * CG + nn;
-                  const int word = rk::halo_out_word((2 * warp + mt) * rk::kHaloTileQ + fc.row, gl * CG + nn, SLAB);
-                  for (int e = 0; e < 2; ++e) {
-                    float v = acc[lane][i + e] + bias[k + e];
-                    out[2 * word + e] = relu ? std::max(v, 0.f) : v;
-                  }
+      const float* wsm = wpack.data() + 2 * tl.slab * rk::halo_slab_weight_words(CG, mode);
+      for (int cls = 0; cls < rk::halo_classes(mode); ++cls) {   // the classes in turn
+        const int mask = rk::halo_class_mask(mode, cls), j0 = rk::halo_class_kstep0(CG, mode, cls);
+        std::vector<float> out(2 * rk::kHaloTileP * rk::kHaloTileQ * rk::halo_out_pixel_words(SLAB), kUnset);
+        for (int warp = 0; warp < rk::kHaloWarps; ++warp)
+          for (int gl = 0; gl < GPS; ++gl)
+            for (int mt = 0; mt < 2; ++mt)
+              for (int nt = 0; nt < rk::halo_ntiles(CG); ++nt) {
+                float acc[32][4] = {};
+                for (int j = 0; j < rk::halo_class_ksteps(CG, mode, cls); ++j) {
+                  auto a_half = [&](int lane, int reg, int e) -> float {
+                    // As the kernel forms it: the lane's pixel base plus its tap/channel offset,
+                    // which must be the definition's word.
+                    const rk::FragCoord fc = rk::mma_a_coord(lane, reg);
+                    const int off = rk::halo_a_offset(j * rk::kMmaK + 8 * (reg / 2), lane % 4, gl, CG, S, mask);
+                    const int wi = off < 0 ? -1 : rk::halo_pixel_base(2 * warp + mt, fc.row, S, CG) + off;
+                    wrong += wi != rk::halo_a_word(2 * warp + mt, fc.row, j * rk::kMmaK + fc.col, gl, CG, S, mask);
+                    if (wi < 0) return 0.f;                 // K padding: a zero register
+                    const float v = halo[2 * wi + e];
+                    wrong += std::isnan(v);                 // a word no chunk staged
+                    return v;
+                  };
+                  auto b_half = [&](int lane, int reg, int e) {
+                    return wsm[2 * rk::halo_weight_word(gl, j0 + j, nt, lane, reg, CG, mode) + e];
+                  };
+                  emulate_mma(a_half, b_half, acc);
                 }
-            }
-      for (int i = 0; i < rk::halo_out_chunks(SLAB); ++i) {   // the 16-byte stores
-        const rk::HaloOutChunk c = rk::halo_out_chunk(i, SLAB);
-        const int64_t pp = tl.p0 + c.pixel / rk::kHaloTileQ, qq = tl.q0 + c.pixel % rk::kHaloTileQ;
-        if (pp >= q.P || qq >= q.Q) continue;
-        for (int e = 0; e < 8; ++e) {
-          float& dst = y[((tl.n * q.P + pp) * q.Q + qq) * C + tl.slab * SLAB + c.part * 8 + e];
-          wrong += !std::isnan(dst);                      // written twice
-          dst = out[2 * rk::halo_out_word(c.pixel, c.part * 8, SLAB) + e];
+                for (int lane = 0; lane < 32; ++lane)    // the epilogue, pairs of channels
+                  for (int i = 0; i < 4; i += 2) {
+                    const rk::FragCoord fc = rk::mma_c_coord(lane, i);
+                    const int nn = nt * rk::kMmaN + fc.col;
+                    if (nn >= CG) continue;
+                    const int64_t k = (tl.slab * GPS + gl) * CG + nn;
+                    const int word = rk::halo_out_word((2 * warp + mt) * rk::kHaloTileQ + fc.row, gl * CG + nn, SLAB);
+                    for (int e = 0; e < 2; ++e) {
+                      float v = acc[lane][i + e] + bias[k + e];
+                      out[2 * word + e] = p.relu ? std::max(v, 0.f) : v;
+                    }
+                  }
+              }
+        for (int i = 0; i < rk::halo_out_chunks(SLAB); ++i) {   // the 16-byte stores
+          const rk::HaloOutChunk c = rk::halo_out_chunk(i, SLAB);
+          const int64_t pp = rk::halo_dst_row(tl.p0 + c.pixel / rk::kHaloTileQ, cls, mode);
+          const int64_t qq = rk::halo_dst_col(tl.q0 + c.pixel % rk::kHaloTileQ, cls, mode);
+          if (pp >= dst_h || qq >= dst_w) continue;
+          for (int e = 0; e < 8; ++e) {
+            float& dst = y[((tl.n * dst_h + pp) * dst_w + qq) * C + tl.slab * SLAB + c.part * 8 + e];
+            wrong += !std::isnan(dst);                      // written twice
+            dst = out[2 * rk::halo_out_word(c.pixel, c.part * 8, SLAB) + e];
+          }
         }
       }
     }
   }
-  // Against the direct sum: fprop of x, or (transposed) dgrad of dy, whose dy is what the
-  // kernel stages as its source (q = the fprop problem: q.H x q.W = P x Q of the dgrad).
-  const int64_t dpad = 2 - q.pad_h;  // the dgrad's own padding
+  // Against the direct sum of the problem itself: fprop of x, or dgrad, whose dy is what the
+  // kernel stages as its source (d.P x d.Q pixels): dx[b][c][ih][iw] = sum over the taps
+  // (r, s) and the group's k with ih = oh * stride - pad + r of dy[b][k][oh][ow] w[k][c % Cg][r][s].
   for (int64_t b = 0; b < q.N; ++b)
     for (int64_t k = 0; k < C; ++k)
-      for (int64_t pp = 0; pp < q.P; ++pp)
-        for (int64_t qq = 0; qq < q.Q; ++qq) {
+      for (int64_t pp = 0; pp < dst_h; ++pp)
+        for (int64_t qq = 0; qq < dst_w; ++qq) {
           float ref = bias[k];
           for (int64_t c = 0; c < CG; ++c)
             for (int r = 0; r < 3; ++r)
               for (int s = 0; s < 3; ++s) {
-                if (!transposed) {
+                if (!dgrad) {
                   const int64_t hh = pp * S - q.pad_h + r, ww = qq * S - q.pad_w + s;
                   if (hh >= 0 && hh < q.H && ww >= 0 && ww < q.W) ref += X(b, (k / CG) * CG + c, hh, ww) * Wt(k, c, r, s);
-                } else {  // dx[b][k][pp][qq] += dy[b][g*Kg + c][pp + pad - r][qq + pad - s] * w[g*Kg + c][k % Cg][r][s]
-                  const int64_t hh = pp + dpad - r, ww = qq + dpad - s;
-                  if (hh >= 0 && hh < q.H && ww >= 0 && ww < q.W)
-                    ref += X(b, (k / CG) * CG + c, hh, ww) * Wt((k / CG) * CG + c, k % CG, r, s);
+                } else {
+                  const int64_t hs = pp + d.pad_h - r, ws = qq + d.pad_w - s;
+                  if (hs < 0 || ws < 0 || hs % d.stride_h != 0 || ws % d.stride_w != 0) continue;
+                  const int64_t oh = hs / d.stride_h, ow = ws / d.stride_w;
+                  if (oh < d.P && ow < d.Q) ref += X(b, (k / CG) * CG + c, oh, ow) * Wt((k / CG) * CG + c, k % CG, r, s);
                 }
               }
-          if (relu && !transposed) ref = std::max(ref, 0.f);
-          const float got = y[((b * q.P + pp) * q.Q + qq) * C + k];
+          if (p.relu) ref = std::max(ref, 0.f);
+          const float got = y[((b * dst_h + pp) * dst_w + qq) * C + k];
           wrong += !(got == ref);                           // NaN (never written) included
         }
   for (int64_t t = 0; t < tiles; ++t) wrong += visits[t] != 1;
@@ -211,7 +224,7 @@ struct Conflicts { int accesses = 0, wavefronts = 0, minimum = 0; };
 
 // Every warp-wide shared-memory access of one tile of fprop_halo, by kind.
 template <int CG>
-std::map<std::string, Conflicts> count_conflicts(int S) {
+std::map<std::string, Conflicts> count_conflicts(int S, int mode = rk::kHaloFprop) {
   constexpr int SLAB = rk::halo_slab(CG), GPS = rk::halo_slab_groups(CG);
   std::map<std::string, Conflicts> out;
   auto add = [&](const std::string& kind, const std::vector<std::vector<int>>& lanes, int minimum) {
@@ -222,12 +235,14 @@ std::map<std::string, Conflicts> count_conflicts(int S) {
     c.minimum += minimum;
   };
   for (int warp = 0; warp < rk::kHaloWarps; ++warp) {
-    for (int j = 0; j < rk::halo_ksteps(CG); ++j)
+    for (int j = 0; j < rk::halo_ksteps(CG, mode); ++j)
       for (int gl = 0; gl < GPS; ++gl) {
+        const int cls = rk::halo_kstep_class(j, CG, mode), mask = rk::halo_class_mask(mode, cls);
+        const int jl = j - rk::halo_class_kstep0(CG, mode, cls);
         for (int nt = 0; nt < rk::halo_ntiles(CG); ++nt) {   // B: one 64-bit load per lane
           std::vector<std::vector<int>> lanes;
           for (int lane = 0; lane < 32; ++lane) {
-            const int wd = rk::halo_weight_word(gl, j, nt, lane, 0, CG);
+            const int wd = rk::halo_weight_word(gl, j, nt, lane, 0, CG, mode);
             lanes.push_back({wd, wd + 1});
           }
           add("B loads (64-bit)", lanes, 2);
@@ -237,7 +252,7 @@ std::map<std::string, Conflicts> count_conflicts(int S) {
             std::vector<std::vector<int>> lanes;
             for (int lane = 0; lane < 32; ++lane) {
               const rk::FragCoord fc = rk::mma_a_coord(lane, reg);
-              const int wi = rk::halo_a_word(2 * warp + mt, fc.row, j * rk::kMmaK + fc.col, gl, CG, S);
+              const int wi = rk::halo_a_word(2 * warp + mt, fc.row, jl * rk::kMmaK + fc.col, gl, CG, S, mask);
               if (wi >= 0) lanes.push_back({wi});
             }
             add("A loads", lanes, 1);
@@ -279,25 +294,30 @@ std::map<std::string, Conflicts> count_conflicts(int S) {
     }
     add("output loads (16-byte)", lanes, 4);
   }
-  return out;
+  return out;  // (the epilogue and output loads repeat unchanged for each phase class)
 }
 
 // The conflicts the design intends, and no others: A, B and epilogue accesses at the minimum
-// (Cg = 4 at stride 2 excepted: 1.8 wavefronts an A load, see halo_row_words); the 16-byte
+// (Cg = 4 at stride 2 excepted: 1.8 wavefronts an A load, see halo_row_words; and Cg = 4 dgrad
+// phases, whose class (1, 0) pairs taps (1, 1) and (2, 1) in a register, pixel j of two rows:
+// 2 wavefronts on those loads, 1.2 over all; no 32x4d layer has it); the 16-byte
 // staging copies and output loads at most twice it (a pixel pitch right for the fragments puts
 // the two pixels of a 16-byte quarter-warp phase on overlapping banks; they are about one
 // eighth of the A loads).
 template <int CG>
 void check_halo_width() {
-  for (int S : {1, 2}) {
-    for (const auto& [kind, c] : count_conflicts<CG>(S)) {
-      std::printf("  fprop_halo Cg=%d stride %d %-22s %5d accesses, %5d wavefronts (minimum %d)\n", CG,
-                  S, kind.c_str(), c.accesses, c.wavefronts, c.minimum);
+  for (const auto [S, mode] : {std::pair{1, rk::kHaloFprop}, {2, rk::kHaloFprop}, {1, rk::kHaloDgradPhases}}) {
+    for (const auto& [kind, c] : count_conflicts<CG>(S, mode)) {
+      std::printf("  %s Cg=%d stride %d %-22s %5d accesses, %5d wavefronts (minimum %d)\n",
+                  mode == rk::kHaloFprop ? "fprop_halo" : "dgrad_halo phases", CG, S, kind.c_str(),
+                  c.accesses, c.wavefronts, c.minimum);
       const bool staging = kind.find("copies") != std::string::npos || kind.find("output") != std::string::npos;
       if (staging) {
         CHECK(c.wavefronts <= 2 * c.minimum);
       } else if (CG == 4 && S == 2 && kind == "A loads") {
         CHECK(c.wavefronts == 1152 && c.minimum == 640);
+      } else if (CG == 4 && mode == rk::kHaloDgradPhases && kind == "A loads") {
+        CHECK(c.wavefronts == 768 && c.minimum == 640);   // class (1, 0): its two taps a row apart
       } else {
         CHECK(c.wavefronts == c.minimum);
       }
@@ -337,13 +357,25 @@ void test_fprop_halo() {
   CHECK(emulate<40>(1, 1, 5, 9, 2, 2, true, 2) == 0);     // the paper's Cg = 40, padding 2
   CHECK(emulate<64>(1, 1, 3, 17, 1, 1, false, 2) == 0);   // 1x64d widths: 8 n8 tiles, 36 k-steps
   // dgrad_halo: dgrad at stride 1 as fprop of dy, rotated and transposed weights.
-  CHECK(emulate<4>(2, 16, 9, 21, 1, 1, false, 3, true) == 0);   // 32x4d stage 1 widths
-  CHECK(emulate<8>(1, 8, 10, 17, 1, 0, false, 2, true) == 0);   // padding 0 -> 2 on dy
-  CHECK(emulate<32>(1, 2, 7, 7, 1, 2, false, 1, true) == 0);    // padding 2 -> 0, stage 4 widths
-  CHECK(emulate<24>(1, 2, 6, 9, 1, 1, false, 2, true) == 0);    // Cg = 24
-  p = halo_params(1, 8, 4, 9, 9, 2, 1);
+  constexpr int kD1 = rk::kHaloDgrad, kD2 = rk::kHaloDgradPhases;
+  CHECK(emulate<4>(2, 16, 9, 21, 1, 1, false, 3, kD1) == 0);   // 32x4d stage 1 widths
+  CHECK(emulate<8>(1, 8, 10, 17, 1, 0, false, 2, kD1) == 0);   // padding 0 -> 2 on dy
+  CHECK(emulate<32>(1, 2, 7, 7, 1, 2, false, 1, kD1) == 0);    // padding 2 -> 0, stage 4 widths
+  CHECK(emulate<24>(1, 2, 6, 9, 1, 1, false, 2, kD1) == 0);    // Cg = 24
+  // dgrad_halo at stride 2 by phase class: odd and even dx sizes (the last class row or column
+  // empty or not), partial class-grid tiles, and the 32x4d entry widths 8, 16, 32.
+  CHECK(emulate<8>(1, 8, 14, 34, 2, 1, false, 3, kD2) == 0);   // stage 2 entry widths, even sizes
+  CHECK(emulate<4>(2, 16, 9, 21, 2, 1, false, 2, kD2) == 0);   // odd sizes, Cg = 4, 2 slabs
+  CHECK(emulate<16>(1, 4, 15, 14, 2, 1, false, 1, kD2) == 0);  // stage 3 entry widths, one CTA
+  CHECK(emulate<32>(1, 2, 14, 13, 2, 1, false, 4, kD2) == 0);  // stage 4 entry widths
+  CHECK(emulate<24>(1, 2, 6, 7, 2, 1, false, 2, kD2) == 0);    // Cg = 24
+  CHECK(emulate<64>(1, 1, 5, 6, 2, 1, false, 2, kD2) == 0);    // 1x64d widths
+  p = halo_params(1, 8, 4, 9, 9, 2, 2);
   p.direction = rk::Direction::kDgrad;
-  CHECK_EQ_STR(rk::dgrad_halo_can_implement(p), "stride other than 1 (dgrad_halo is fprop of dy)");
+  CHECK(rk::dgrad_halo_can_implement(p).find("stride 2 with padding other than 1") == 0);
+  p = halo_params(1, 8, 4, 9, 9, 3, 1);
+  p.direction = rk::Direction::kDgrad;
+  CHECK_EQ_STR(rk::dgrad_halo_can_implement(p), "stride other than 1 or 2");
   check_halo_width<4>();
   check_halo_width<8>();
   check_halo_width<16>();
