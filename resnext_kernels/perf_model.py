@@ -827,6 +827,8 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     fprop of dy with padding 2 - pad; at stride 2 the four phase classes, each a stride-1
     convolution of dy over its own taps on the ceil(H/2) x ceil(W/2) grid, run in turn on one
     staged halo, each storing every other dx pixel."""
+    if direction == "wgrad":
+        return cuda_wgrad_halo(conv, gpu, shape, resources, dtype)
     e = conv.elem_size
     dst_elems = conv.x_elems() if direction == "dgrad" else conv.y_elems()
     compulsory, useful = conv.min_bytes(), conv.flops()
@@ -871,6 +873,57 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
                   dram_bytes=compulsory + words * 4, mma_useful_flops=useful, resource_source=source)
     pack = small_kernel("fprop_halo_pack", conv.w_elems() * e, words * 4)
     return simulate(gpu, f"cuda:{direction}_halo", direction, [pack, main])
+
+
+def _wgrad_halo_tiling(cg: int) -> Tuple[int, int, int]:
+    """(M tiles of a block, n8 tiles, warps splitting K) of wgrad_halo (wgrad_halo_fragments.h)."""
+    return {4: (5, 1, 4), 8: (5, 1, 4), 16: (9, 2, 4), 32: (18, 4, 1)}[cg]
+
+
+def cuda_wgrad_halo(conv: Conv, gpu: GPU, shape: dict, resources: Resources,
+                    dtype: str = "bf16") -> Prediction:
+    """wgrad_halo (csrc/kernels/wgrad_halo.cu, wgrad_halo_fragments.h): CTAs own a channel block
+    and a split of the 8x8 dy tiles; each tile's x halo and dy pixels are copied once from L2
+    into a ring of shared-memory stages, ldmatrix.trans feeds mma.sync with K = pixels, the sums
+    stay in registers for the split, and wgrad_reduce adds the splits. Shared-memory wavefronts
+    per tile as counted by csrc/tests/test_wgrad_halo.cpp through the kernel's own maps."""
+    e = conv.elem_size
+    cg, block, stride = conv.cg, shape["tile_channels"], conv.stride
+    mtiles, ntiles, kwarps = _wgrad_halo_tiling(cg)
+    splits = shape["splits"]
+    side = 7 * stride + 3
+    tiles_p, tiles_q = -(-conv.p // 8), -(-conv.q // 8)
+    tiles = conv.n * tiles_p * tiles_q
+    per_cta = tiles / splits                       # every block walks all tiles, split `splits` ways
+    in_h = _in_bounds_1d(tiles_p, 8, stride, conv.pad, side, conv.h) / tiles_p
+    in_w = _in_bounds_1d(tiles_q, 8, stride, conv.pad, side, conv.w) / tiles_q
+    dy_px = (conv.p * conv.q) / (tiles_p * tiles_q)            # in-bounds dy pixels of a tile
+    tile_bytes = (in_h * in_w + dy_px) * block * e
+    chunks, pitch = block // 8, (block // 8) | 1
+    copies = (side * (side + (stride == 2)) + 64) * chunks
+    copy_waves = copies / 8 * (1.0 if chunks == 1 and stride == 1 else 1.3 if chunks == 1 else 2.0)
+    pairs = 4 if kwarps == 4 else 16               # (warp, K-block) pairs of a tile
+    a_loads, b_loads = 4 * mtiles, pairs * max(1, ntiles // 2)
+    mmas = 4 * mtiles * ntiles
+    smem = a_loads * 4 + pairs * 2 * ntiles + copy_waves
+    stage_bytes = (side * (side + (stride == 2)) + 64) * pitch * 16
+    stages = max(2, min(8, (56 * 1024) // stage_bytes))
+    work = CtaWork(
+        l2_bytes=per_cta * tile_bytes,
+        smem_wavefronts=per_cta * smem,
+        # Warp instructions: ~1.6x the loads and mma of the compute loop (as fprop_halo's SASS),
+        # ~25 instructions a staging copy.
+        issue=per_cta * (1.6 * (a_loads + b_loads + mmas) + copies / 32 * 25),
+        mma_flops=per_cta * mmas * 4096.0,
+        chain_us=per_cta * gpu.mem_latency_us / (stages - 1),
+        in_flight_bytes=(stages - 1) * tile_bytes)
+    regs, source = resources.cuda_regs(f"wgrad_halo_kernel<{{T}}, {cg}, {stride}>", dtype, 128)
+    partials = splits * conv.w_elems() * 4
+    main = Launch("wgrad_halo", shape["grid_x"], shape["threads"], regs, shape["smem_bytes"], work,
+                  dram_bytes=conv.min_bytes() - conv.w_elems() * e + partials,
+                  mma_useful_flops=conv.flops(), resource_source=source)
+    reduce = small_kernel("wgrad_reduce", partials, conv.w_elems() * e)
+    return simulate(gpu, "cuda:wgrad_halo", "wgrad", [main, reduce])
 
 
 CUDA_MODELS = {"direct": cuda_direct, "smem": cuda_smem, "mma": cuda_mma, "halo": cuda_halo}

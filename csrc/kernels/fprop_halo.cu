@@ -31,6 +31,7 @@
 // stage4 20 us (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56 / 21).
 #include <algorithm>
 
+#include "async_copy.cuh"
 #include "common.cuh"
 #include "halo_fragments.h"
 #include "kernels.h"
@@ -45,29 +46,6 @@ namespace {
 // with the registry entries below).
 LaunchShape halo_shape(const ConvParams& p, int mode);
 int64_t halo_workspace_elems(const ConvParams& p, int mode);
-
-// Asynchronous global -> shared copy of SIZE (16 or 8) bytes; `bytes` 0 writes zeros without
-// reading. 16 bytes bypass L1 (.cg); 8-byte copies exist only as .ca.
-template <int SIZE>
-__device__ __forceinline__ void cp_async(void* smem, const void* gmem, int bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  if constexpr (SIZE == 16)
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
-  else
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
-#endif
-}
-__device__ __forceinline__ void cp_async_commit() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.commit_group;\n" ::);
-#endif
-}
-template <int N> __device__ __forceinline__ void cp_async_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-#endif
-}
 
 // The block's weights as packed B registers: wpack[slab][group][kstep][ntile][lane][2] words,
 // halo_weight_elem's map (no division in the main kernel; this one runs once per call).

@@ -68,6 +68,15 @@ std::string dgrad_halo_can_implement(const ConvParams& p);
 int64_t dgrad_halo_workspace_elems(const ConvParams& p);
 LaunchShape dgrad_halo_shape(const ConvParams& p);
 int dgrad_halo_launch(const ConvParams& p, void* stream);
+// Rung 4 of wgrad, "halo" (wgrad_halo.cu; index maps in wgrad_halo_fragments.h): a block of
+// channels and a split of the 8x8 dy tiles per CTA, x halo and dy staged once per tile in a ring
+// of cp.async stages, ldmatrix.trans fragments, the nine taps' sums in registers, splits added by
+// wgrad_reduce.cuh in split order.
+std::string wgrad_halo_can_implement(const ConvParams& p);
+int64_t wgrad_halo_splits(const ConvParams& p);
+int64_t wgrad_halo_workspace_elems(const ConvParams& p);
+LaunchShape wgrad_halo_shape(const ConvParams& p);
+int wgrad_halo_launch(const ConvParams& p, void* stream);
 // Rung 2 of dgrad and wgrad on CUDA cores, "smem" (dgrad_smem.cu, wgrad_smem.cu): the same
 // 8x8 tiles and packs of groups, with the halo of the other tensor in shared memory. They serve
 // what the tensor-core rungs do not: fp32, NCHW sources, odd channel counts.

@@ -1,8 +1,12 @@
 // harness.h: the C++ unit tests' tiny harness: CHECK macros that count and print failures.
 #pragma once
 
+#include <algorithm>
 #include <cstdio>
+#include <map>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "../kernels/mma_fragments.h"
 
@@ -55,5 +59,24 @@ inline void emulate_mma(GetA a_half, GetB b_half, float (&acc)[32][4]) {
     }
 }
 
+// Wavefronts of one warp-wide shared-memory access of `bytes` per lane: the warp is served in
+// phases of 128 bytes (all 32 lanes for 4 bytes, half-warps for 8, quarter-warps for 16), and
+// within a phase a bank serves one distinct word per wavefront (equal words are broadcast).
+inline int wavefronts(const std::vector<std::vector<int>>& lane_words) {
+  const size_t per_phase = 128 / (4 * (lane_words.empty() ? 1 : std::max<size_t>(1, lane_words[0].size())));
+  int total = 0;
+  for (size_t first = 0; first < lane_words.size(); first += per_phase) {
+    std::map<int, std::set<int>> banks;
+    for (size_t lane = first; lane < std::min(lane_words.size(), first + per_phase); ++lane)
+      for (int wd : lane_words[lane]) banks[wd % 32].insert(wd);
+    size_t worst = 0;
+    for (const auto& kv : banks) worst = std::max(worst, kv.second.size());
+    total += int(worst);
+  }
+  return total;
+}
+
 // test_halo.cpp: fprop_halo's index maps emulated warp by warp, and its bank conflicts counted.
 void test_fprop_halo();
+// test_wgrad_halo.cpp: wgrad_halo's, the same way.
+void test_wgrad_halo();

@@ -203,23 +203,6 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
   return wrong;
 }
 
-// Wavefronts of one warp-wide shared-memory access of `bytes` per lane: the warp is served in
-// phases of 128 bytes (all 32 lanes for 4 bytes, half-warps for 8, quarter-warps for 16), and
-// within a phase a bank serves one distinct word per wavefront (equal words are broadcast).
-int wavefronts(const std::vector<std::vector<int>>& lane_words) {
-  const size_t per_phase = 128 / (4 * (lane_words.empty() ? 1 : std::max<size_t>(1, lane_words[0].size())));
-  int total = 0;
-  for (size_t first = 0; first < lane_words.size(); first += per_phase) {
-    std::map<int, std::set<int>> banks;
-    for (size_t lane = first; lane < std::min(lane_words.size(), first + per_phase); ++lane)
-      for (int wd : lane_words[lane]) banks[wd % 32].insert(wd);
-    size_t worst = 0;
-    for (const auto& kv : banks) worst = std::max(worst, kv.second.size());
-    total += int(worst);
-  }
-  return total;
-}
-
 struct Conflicts { int accesses = 0, wavefronts = 0, minimum = 0; };
 
 // Every warp-wide shared-memory access of one tile of fprop_halo, by kind.

@@ -575,6 +575,7 @@ int main() {
   test_wgrad_mma();
   test_dgrad_and_wgrad_smem_geometry();
   test_fprop_halo();
+  test_wgrad_halo();
   std::printf("%d checks, %d failed\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }

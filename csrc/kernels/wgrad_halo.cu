@@ -1,0 +1,232 @@
+// wgrad_halo.cu: rung 4 of wgrad, designed to move each byte once. A CTA owns a block of
+// channels (8 at Cg = 4 and 8, else one group) and a split of the 8x8 dy tiles; each tile's x
+// halo and dy pixels are staged in shared memory once, by 16-byte asynchronous copies into a
+// ring of 2-8 stages, and all nine taps read them there through ldmatrix.trans (a staged
+// pixel's 8 channels are a matrix row; .trans gives the pixel pairs an m16n8k16 register
+// holds). The nine taps' partial weight gradients stay in registers over the whole split; the
+// warps' sums are added in warp order, the split's partials written once, and the splits
+// added in split order by wgrad_reduce.cuh (bitwise deterministic). Index maps, layouts and
+// the tiling: wgrad_halo_fragments.h, emulated warp by warp on the CPU (csrc/tests/
+// test_wgrad_halo.cpp).
+//
+//   dw[g*Kg + k, c, r, s] = sum_{n, p, q} dy[n, g*Kg + k, p, q] * x[n, g*Cg + c, p*st - pad + r, q*st - pad + s]
+//
+// Predicted, not measured (resnext_kernels/perf_model.py `cuda:wgrad_halo`; H200, ResNeXt-50
+// 32x4d, batch 64, bf16): see the table at the end of this comment's commit in
+// benchmarks/NOTES.md ("wgrad_halo"), written from the model's output.
+//
+// Serves bf16/fp16, channels_last x and dy, Kg == Cg in {4, 8, 16, 32} (Cg = 4: an even number
+// of groups), stride 1 or 2, dilation 1, 16-byte aligned pixels; can_implement refuses the
+// rest (the lower rungs run).
+#include <algorithm>
+
+#include "async_copy.cuh"
+#include "common.cuh"
+#include "kernels.h"
+#include "mma_ops.cuh"
+#include "wgrad_halo_fragments.h"
+#include "wgrad_reduce.cuh"
+#include "../registry.h"
+
+namespace rk {
+
+namespace {
+
+template <typename T, int CG, int STRIDE>
+__global__ void __launch_bounds__(kWhThreads)
+wgrad_halo_kernel(ConvParams p, int64_t splits, int64_t tiles) {
+  constexpr int CB = wh_block(CG), MT = wh_warp_mtiles(CG);
+  constexpr int NT = wh_ntiles(CG), KW = wh_kwarps(CG), KB = 4 / KW;   // K-blocks a warp takes
+  constexpr int STAGE = wh_stage_units(STRIDE, CG), XU = wh_x_units(STRIDE, CG);
+  constexpr int COPIES = wh_copies(STRIDE, CG), NS = wh_stages(STRIDE, CG);
+  extern __shared__ uint4 smem[];                       // 16-byte units
+  const ConvProblem& q = p.problem;
+  const int64_t block = blockIdx.x / splits, split = blockIdx.x % splits;
+  const int64_t t_begin = wh_split_begin(split, splits, tiles);
+  const int64_t t_end = wh_split_begin(split + 1, splits, tiles);
+  const T* __restrict__ x = static_cast<const T*>(p.x) + block * CB;
+  const T* __restrict__ dy = static_cast<const T*>(p.y) + block * CB;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+
+  // Issues tile t's copies into stage `slot`: the x halo, then dy (zeros outside the images).
+  auto stage = [&](int64_t t, int slot) {
+    const WhTile tl = wh_tile(t, q.P, q.Q);
+    const int64_t h0 = tl.p0 * STRIDE - q.pad_h, w0 = tl.q0 * STRIDE - q.pad_w;
+    for (int i = threadIdx.x; i < COPIES; i += kWhThreads) {
+      const WhCopy c = wh_copy(i, STRIDE, CG);
+      if (!wh_copy_used(c, STRIDE)) continue;     // the spare slot of a stride-2 row
+      const T* src;
+      bool in;
+      if (c.dy) {
+        const int64_t pp = tl.p0 + c.row, qq = tl.q0 + c.col;
+        in = pp < q.P && qq < q.Q;
+        src = dy + tl.n * p.y_stride[0] + pp * p.y_stride[2] + qq * p.y_stride[3] + c.chunk * 8;
+      } else {
+        const int64_t h = h0 + c.row, w = w0 + c.col;
+        in = h >= 0 && h < q.H && w >= 0 && w < q.W;
+        src = x + tl.n * p.x_stride[0] + h * p.x_stride[2] + w * p.x_stride[3] + c.chunk * 8;
+      }
+      cp_async<16>(smem + slot * STAGE + wh_copy_unit(c, STRIDE, CG), in ? src : x, in ? 16 : 0);
+    }
+  };
+
+  float acc[MT][NT][4] = {};
+  for (int s = 0; s < NS - 1; ++s) {
+    if (t_begin + s < t_end) stage(t_begin + s, s);
+    cp_async_commit();
+  }
+  for (int64_t t = t_begin, it = 0; t < t_end; ++t, ++it) {
+    cp_async_wait<NS - 2>();             // tile t's copies (this thread's) have landed
+    __syncthreads();                     // everyone's; and the stage refilled below is free
+    if (t + NS - 1 < t_end) stage(t + NS - 1, int((it + NS - 1) % NS));
+    cp_async_commit();
+    const uint4* st = smem + (it % NS) * STAGE;
+#pragma unroll
+    for (int i = 0; i < KB; ++i) {
+      const int kb = warp % KW + KW * i;
+      uint32_t b[NT][2];
+      if constexpr (NT == 1) {
+        ldsm_x2_trans(b[0][0], b[0][1], st + XU + wh_b_unit(0, kb, lane, CG));
+      } else {
+#pragma unroll
+        for (int pair = 0; pair < NT / 2; ++pair) {
+          uint32_t r[4];
+          ldsm_x4_trans(r, st + XU + wh_b_unit(pair, kb, lane, CG));
+          b[2 * pair][0] = r[0], b[2 * pair][1] = r[1], b[2 * pair + 1][0] = r[2], b[2 * pair + 1][1] = r[3];
+        }
+      }
+#pragma unroll
+      for (int mi = 0; mi < MT; ++mi) {
+        const int m = wh_warp_mtile(warp, mi, CG);
+        if (m < 0) continue;             // Cg = 32: warps 2 and 3 own four M tiles
+        uint32_t a[4];
+        ldsm_x4_trans(a, st + wh_a_unit(m, kb, lane, STRIDE, CG));
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) MmaOp<T>::run(acc[mi][nt], a, b[nt][0], b[nt][1]);
+      }
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();                       // the ring is free: the cross-warp sums reuse it
+
+  // The split's partial sums of the block's weights, [split][K][Cg][3][3], each written once.
+  float* const part = p.workspace + split * q.w_numel();
+  auto store = [&](int m, int nt, int ln, int i, float v) {
+    const WhElem e = wh_elem(m, nt, ln, i, CG);
+    if (e.ok) part[((block * CB + e.k) * CG + e.c) * 9 + e.tap] = v;
+  };
+  if constexpr (KW == 1) {
+#pragma unroll
+    for (int mi = 0; mi < MT; ++mi)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+          if (wh_warp_mtile(warp, mi, CG) >= 0) store(wh_warp_mtile(warp, mi, CG), nt, lane, i, acc[mi][nt][i]);
+  } else {
+    constexpr int PER_WARP = MT * NT * 128;
+    float* const red = reinterpret_cast<float*>(smem);
+#pragma unroll
+    for (int mi = 0; mi < MT; ++mi)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)      // a lane's four as one 16-byte store: conflict-free
+        *reinterpret_cast<float4*>(red + warp * PER_WARP + (mi * NT + nt) * 128 + lane * 4) =
+            make_float4(acc[mi][nt][0], acc[mi][nt][1], acc[mi][nt][2], acc[mi][nt][3]);
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < PER_WARP; idx += kWhThreads) {
+      float v = 0.f;
+#pragma unroll
+      for (int w = 0; w < kWhWarps; ++w) v += red[w * PER_WARP + idx];   // warp order
+      store(idx / (NT * 128), idx / 128 % NT, idx / 4 % 32, idx % 4, v);
+    }
+  }
+}
+
+int64_t blocks(const ConvProblem& q) { return q.C / wh_block(int(q.Cg())); }
+
+template <typename T, int CG, int STRIDE>
+int launch_wgrad_halo(const ConvParams& p, cudaStream_t stream) {
+  const int64_t splits = wgrad_halo_splits(p), tiles = wh_tiles(p.problem.N, p.problem.P, p.problem.Q);
+  const int err = launch_with_smem(wgrad_halo_kernel<T, CG, STRIDE>, dim3(unsigned(blocks(p.problem) * splits)),
+                                   kWhThreads, wh_smem_bytes(STRIDE, CG), stream, p, splits, tiles);
+  return err != 0 ? err : launch_wgrad_reduce<T>(p, splits, stream);
+}
+
+template <typename T, int CG>
+int launch_wgrad_halo_stride(const ConvParams& p, cudaStream_t stream) {
+  return p.problem.stride_h == 1 ? launch_wgrad_halo<T, CG, 1>(p, stream) : launch_wgrad_halo<T, CG, 2>(p, stream);
+}
+
+template <typename T>
+int launch_wgrad_halo_dtype(const ConvParams& p, cudaStream_t stream) {
+  switch (p.problem.Cg()) {
+    case 4: return launch_wgrad_halo_stride<T, 4>(p, stream);
+    case 8: return launch_wgrad_halo_stride<T, 8>(p, stream);
+    case 16: return launch_wgrad_halo_stride<T, 16>(p, stream);
+    default: return launch_wgrad_halo_stride<T, 32>(p, stream);  // nothing else admitted
+  }
+}
+
+}  // namespace
+
+// Splits of the tiles: enough CTAs for kWhCtasPerSm per SM, but the partial sums (written, then
+// read by the reduction) at most half the compulsory bytes, at most one split per tile.
+int64_t wgrad_halo_splits(const ConvParams& p) {
+  const ConvProblem& q = p.problem;
+  if (!wh_serves(q.Cg())) return 1;
+  const int64_t want = ceil_div(int64_t(p.num_sms) * kWhCtasPerSm, blocks(q));
+  const int64_t io_bytes = 2 * (q.N * q.C * q.H * q.W + q.N * q.K * q.P * q.Q);
+  const int64_t cap = std::max<int64_t>(1, io_bytes / 2 / (q.w_numel() * 4 * 2));
+  return std::max<int64_t>(1, std::min({want, cap, wh_tiles(q.N, q.P, q.Q), int64_t(kWhMaxSplits)}));
+}
+
+std::string wgrad_halo_can_implement(const ConvParams& p) {
+  if (p.direction != Direction::kWgrad) return "not a wgrad problem";
+  const std::string common = check_common(p);
+  if (!common.empty()) return common;
+  const ConvProblem& q = p.problem;
+  if (p.dtype == DType::kFloat32) return "fp32 runs on CUDA cores";
+  if (q.Cg() != q.Kg() || !wh_serves(q.Cg())) return "Cg = Kg in {4, 8, 16, 32} only (the widths its tiles are built for)";
+  if (q.C % wh_block(int(q.Cg())) != 0) return "Cg = 4 with an odd number of groups (blocks are two groups)";
+  if (q.stride_h != q.stride_w || (q.stride_h != 1 && q.stride_h != 2)) return "stride other than 1 or 2";
+  if (q.dil_h != 1 || q.dil_w != 1) return "dilation other than 1";
+  if (!channels_innermost(p.x_stride) || !channels_innermost(p.y_stride))
+    return "input or grad_output is not channels_last";
+  const auto aligned = [](const int64_t s[4], const void* ptr) {
+    return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && s[0] % 8 == 0 && s[2] % 8 == 0 && s[3] % 8 == 0;
+  };
+  if (!aligned(p.x_stride, p.x) || !aligned(p.y_stride, p.y))
+    return "pixels are not 16-byte aligned (channels a multiple of 8, aligned storage)";
+  return "";
+}
+
+int64_t wgrad_halo_workspace_elems(const ConvParams& p) {
+  return wgrad_halo_splits(p) * p.problem.w_numel();
+}
+
+LaunchShape wgrad_halo_shape(const ConvParams& p) {
+  const ConvProblem& q = p.problem;
+  LaunchShape s;
+  const int cg = int(q.Cg()), stride = int(q.stride_h);
+  if (!wh_serves(cg) || (stride != 1 && stride != 2)) return s;
+  s.splits = wgrad_halo_splits(p);
+  s.grid_x = blocks(q) * s.splits;
+  s.threads = kWhThreads;
+  s.smem_bytes = wh_smem_bytes(stride, cg);
+  s.tile_pixels = kWhTile * kWhTile;
+  s.tile_channels = wh_block(cg);
+  s.red_channels = wh_block(cg);
+  s.halo_pixels = int64_t(wh_halo_side(stride)) * wh_halo_side(stride);
+  s.groups_per_block = std::max(1, wh_block(cg) / cg);
+  s.launches = 2;  // the split kernel, then wgrad_reduce
+  return s;
+}
+
+int wgrad_halo_launch(const ConvParams& p, void* stream) {
+  const auto st = static_cast<cudaStream_t>(stream);
+  if (p.dtype == DType::kFloat16) return launch_wgrad_halo_dtype<__half>(p, st);
+  if (p.dtype == DType::kBFloat16) return launch_wgrad_halo_dtype<__nv_bfloat16>(p, st);
+  return int(cudaErrorInvalidValue);  // fp32 is refused by can_implement
+}
+
+}  // namespace rk

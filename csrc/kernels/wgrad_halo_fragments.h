@@ -1,0 +1,189 @@
+// wgrad_halo_fragments.h: the index maps of wgrad_halo (wgrad_halo.cu), host and device, so that
+// the C++ unit tests emulate the kernel warp by warp and count its shared-memory bank conflicts
+// with the very functions the kernel calls.
+//
+// The GEMM per group: M = (tap, input channel c), N = output channel k, K = dy pixels:
+//   dw[k][c][tap] = sum_pixels x[pixel shifted by tap][c] * dy[pixel][k]
+// A CTA owns a block of CB channels (x's and dy's: Kg == Cg) and a split of the image tiles;
+// tiles are 8 x 8 dy pixels, their x halo (7 * stride + 3 square) and their dy pixels staged in
+// shared memory with 16-byte asynchronous copies (zeros outside the image and past the end of
+// the images), a ring of wh_stages stages, so all nine taps read x there. K-block kb (0..3) of a tile is
+// its dy rows 2 kb and 2 kb + 1: sixteen pixels, eight a row.
+//
+// Both operands are loaded with ldmatrix.trans from channels_last rows: a staged pixel's 8
+// channels (16 bytes) are one row of an 8x8 matrix, and .trans hands each lane two consecutive
+// pixels of one channel, which is the K pair an m16n8k16 register holds. A matrix's eight rows are
+// any eight 16-byte-aligned addresses, so the 8 pixels of a K half may be 2 columns apart
+// (stride 2: columns stored even first, then odd, so that they sit one slot apart).
+//
+// M tiles (16 rows = two 8-channel halves of (tap, chunk)) by width:
+//   Cg = 4: CB = 8 (two groups); tile i = taps 2i and 2i + 1 of the 8 channels (tap 9 rows are
+//           discarded); N = the block's 8 dy channels; the off-diagonal (group a's c, group b's
+//           k) products are discarded: 50% useful, as fprop_halo's n8 at Kg = 4;
+//   Cg = 8: CB = 8, the same tiles over one group;
+//   Cg = 16: CB = 16; tile t = tap t, chunks 0 and 1; N = 2 n8 tiles;
+//   Cg = 32: CB = 32; tile (h, t) = tap t, chunks 2h and 2h + 1; N = 4 n8 tiles.
+// Warps: at Cg <= 16 each warp owns one K-block of every tile and all the M x N tiles (KW = 4
+// warps split K, their sums added in warp order at the end); at Cg = 32 (72 MMA tiles, too many
+// registers for one warp) each warp owns a quarter of the M tiles and all K (KW = 1).
+// Splits: partial sums [split][K][Cg][3][3] in the workspace, added in split order by
+// wgrad_reduce.cuh's kernel (bitwise deterministic).
+#pragma once
+
+#include <cstdint>
+
+#include "../conv_problem.h"
+#include "mma_fragments.h"
+
+namespace rk {
+
+constexpr int kWhTile = 8;                             // dy tile: 8 x 8 pixels
+constexpr int kWhWarps = 4, kWhThreads = 32 * kWhWarps;
+constexpr int kWhCtasPerSm = 4;                        // what the split count and the ring assume
+constexpr int64_t kWhRingBytes = 56 * 1024;            // a CTA's ring: a quarter of an SM's 228 KB
+constexpr int kWhMaxSplits = 64;
+
+RK_HOST_DEVICE constexpr bool wh_serves(int64_t cg) { return cg == 4 || cg == 8 || cg == 16 || cg == 32; }
+// Channels of a block, 16-byte chunks of a staged pixel (padded to an odd count: the 8 rows of
+// a matrix, 8 consecutive slots, then cover all 32 banks once).
+RK_HOST_DEVICE constexpr int wh_block(int cg) { return cg <= 8 ? 8 : cg; }
+RK_HOST_DEVICE constexpr int wh_chunks(int cg) { return wh_block(cg) / 8; }
+RK_HOST_DEVICE constexpr int wh_pitch(int cg) { return wh_chunks(cg) | 1; }   // 16-byte units
+// The GEMM tiling of a block: M tiles, N tiles, warps splitting K, M tiles a warp owns (at most).
+RK_HOST_DEVICE constexpr int wh_mtiles(int cg) { return cg <= 8 ? 5 : cg == 16 ? 9 : 18; }
+RK_HOST_DEVICE constexpr int wh_ntiles(int cg) { return wh_block(cg) / 8; }
+RK_HOST_DEVICE constexpr int wh_kwarps(int cg) { return cg == 32 ? 1 : 4; }
+RK_HOST_DEVICE constexpr int wh_warp_mtiles(int cg) { return cg == 32 ? 5 : wh_mtiles(cg); }
+
+// M tile i of warp w: its index in the block (-1 when the warp has fewer). Cg = 32: warp w owns
+// chunk pair h = w % 2 and taps 0-4 (w < 2) or 5-8; the block's tile index is h * 9 + tap.
+RK_HOST_DEVICE constexpr int wh_warp_mtile(int w, int i, int cg) {
+  if (cg != 32) return i;
+  const int first = w < 2 ? 0 : 5, count = w < 2 ? 5 : 4;
+  return i < count ? (w % 2) * 9 + first + i : -1;
+}
+// The (tap, chunk) of half `half` (rows 8 half .. 8 half + 7) of block M tile m; tap 9 (Cg <= 8,
+// tile 4, half 1) is not a tap: `tap` says 9 and the loads read tap 8's rows in its place.
+struct WhHalf { int tap, chunk; };
+RK_HOST_DEVICE constexpr WhHalf wh_half(int m, int half, int cg) {
+  if (cg <= 8) return {2 * m + half, 0};
+  if (cg == 16) return {m, half};
+  return {m % 9, 2 * (m / 9) + half};
+}
+
+// Staged x halo of a tile: (7 stride + 3)^2 pixels, [row][column slot][pitch], stride 2 columns
+// even first; staged dy: [pixel = row * 8 + column][pitch]. Units of 16 bytes.
+RK_HOST_DEVICE constexpr int wh_halo_side(int stride) { return (kWhTile - 1) * stride + 3; }
+RK_HOST_DEVICE constexpr int wh_half_cols(int stride) { return (wh_halo_side(stride) + 1) / 2; }
+RK_HOST_DEVICE constexpr int wh_col_slot(int col, int stride) {
+  return stride == 1 ? col : (col & 1) * wh_half_cols(stride) + (col >> 1);
+}
+RK_HOST_DEVICE constexpr int wh_slots(int stride) {
+  return stride == 1 ? wh_halo_side(1) : 2 * wh_half_cols(stride);
+}
+RK_HOST_DEVICE constexpr int wh_x_unit(int row, int col, int chunk, int stride, int cg) {
+  return (row * wh_slots(stride) + wh_col_slot(col, stride)) * wh_pitch(cg) + chunk;
+}
+RK_HOST_DEVICE constexpr int wh_x_units(int stride, int cg) {
+  return wh_halo_side(stride) * wh_slots(stride) * wh_pitch(cg);
+}
+RK_HOST_DEVICE constexpr int wh_dy_unit(int pixel, int chunk, int cg) { return pixel * wh_pitch(cg) + chunk; }
+RK_HOST_DEVICE constexpr int wh_dy_units(int cg) { return kWhTile * kWhTile * wh_pitch(cg); }
+RK_HOST_DEVICE constexpr int wh_stage_units(int stride, int cg) { return wh_x_units(stride, cg) + wh_dy_units(cg); }
+
+// The staging copies of one tile, 16 bytes each: first the x halo in storage order (row, column
+// slot, chunk: consecutive copies fill consecutive units, so a quarter-warp's eight cover the
+// banks at most twice), then dy. A stride-2 row has one slot more than columns (`col` then
+// reaches past the halo: no copy).
+struct WhCopy { bool dy; int row, col, chunk; };
+RK_HOST_DEVICE constexpr int wh_slot_col(int slot, int stride) {
+  return stride == 1 ? slot : slot < wh_half_cols(stride) ? 2 * slot : 2 * (slot - wh_half_cols(stride)) + 1;
+}
+RK_HOST_DEVICE constexpr int wh_copies(int stride, int cg) {
+  return (wh_halo_side(stride) * wh_slots(stride) + kWhTile * kWhTile) * wh_chunks(cg);
+}
+RK_HOST_DEVICE constexpr WhCopy wh_copy(int i, int stride, int cg) {
+  const int slots = wh_slots(stride), xs = wh_halo_side(stride) * slots * wh_chunks(cg);
+  if (i < xs)
+    return {false, i / wh_chunks(cg) / slots, wh_slot_col(i / wh_chunks(cg) % slots, stride), i % wh_chunks(cg)};
+  i -= xs;
+  return {true, i / wh_chunks(cg) / kWhTile, i / wh_chunks(cg) % kWhTile, i % wh_chunks(cg)};
+}
+RK_HOST_DEVICE constexpr bool wh_copy_used(const WhCopy& c, int stride) {
+  return c.dy || c.col < wh_halo_side(stride);
+}
+// The unit a copy fills within its stage (x halo first, then dy).
+RK_HOST_DEVICE constexpr int wh_copy_unit(const WhCopy& c, int stride, int cg) {
+  return c.dy ? wh_x_units(stride, cg) + wh_dy_unit(c.row * kWhTile + c.col, c.chunk, cg)
+              : wh_x_unit(c.row, c.col, c.chunk, stride, cg);
+}
+
+// ldmatrix.x4.trans: lane l gives the address of row l % 8 of matrix l / 8, and register j of
+// lane l receives, from matrix j, rows 2 (l % 4) and 2 (l % 4) + 1 of column l / 4 (low half
+// first). So the A registers a0..a3 (M half j % 2, K half j / 2: mma_fragments.h) are matrices
+// 0..3 when lane l points at K pixel 8 (l / 16) + l % 8 of M half (l / 8) % 2.
+struct LdsmElem { int matrix, row, col; };
+RK_HOST_DEVICE constexpr LdsmElem ldsm_trans_elem(int lane, int reg, int e) {
+  return {reg, 2 * (lane % 4) + e, lane / 4};
+}
+// A: the 16-byte unit lane `lane` points at for block M tile m, K-block kb of the staged tile.
+RK_HOST_DEVICE constexpr int wh_a_unit(int m, int kb, int lane, int stride, int cg) {
+  const int matrix = lane / 8, k = 8 * (matrix / 2) + lane % 8;
+  const WhHalf h = wh_half(m, matrix % 2, cg);
+  const int tap = h.tap < 9 ? h.tap : 8;
+  const int row = 2 * kb + k / 8, col = k % 8;                        // the dy pixel of the tile
+  return wh_x_unit(row * stride + tap / 3, col * stride + tap % 3, h.chunk, stride, cg);
+}
+// B: matrices (n8 tile 2 j + (l / 16), K half (l / 8) % 2) for load j of two n8 tiles (x4), or
+// one n8 tile (x2, lanes 0-15) when the block has one; b0, b1 of n8 tile t are its K halves.
+// The unit within the stage's dy part.
+RK_HOST_DEVICE constexpr int wh_b_unit(int pair, int kb, int lane, int cg) {
+  const int nt = wh_ntiles(cg) == 1 ? 0 : 2 * pair + (lane / 16) % 2;
+  const int k = 8 * ((lane / 8) % 2) + lane % 8;
+  return wh_dy_unit(16 * kb + k, nt, cg);
+}
+
+// What accumulator element i of `lane` in (block M tile m, n8 tile nt) is: dw[k][c][tap] of the
+// block's channels (k, c < CB), or not a weight (tap 9, or another group's k: ok false).
+struct WhElem { bool ok; int k, c, tap; };
+RK_HOST_DEVICE WhElem wh_elem(int m, int nt, int lane, int i, int cg) {
+  const FragCoord f = mma_c_coord(lane, i);
+  const WhHalf h = wh_half(m, f.row / 8, cg);
+  const int c = 8 * h.chunk + f.row % 8, k = 8 * nt + f.col;
+  return {h.tap < 9 && c / cg == k / cg, k, c % cg, h.tap};
+}
+
+// The split and tile walk: blocks * splits CTAs, CTA b * splits + j; split j takes the tiles
+// [j T / splits, (j + 1) T / splits) of the T = N * ceil(P / 8) * ceil(Q / 8) tiles, image-major.
+struct WhTile { int64_t n, p0, q0; };
+RK_HOST_DEVICE constexpr int64_t wh_tiles_p(int64_t P) { return (P + kWhTile - 1) / kWhTile; }
+RK_HOST_DEVICE constexpr int64_t wh_tiles(int64_t N, int64_t P, int64_t Q) {
+  return N * wh_tiles_p(P) * wh_tiles_p(Q);
+}
+RK_HOST_DEVICE constexpr WhTile wh_tile(int64_t t, int64_t P, int64_t Q) {
+  const int64_t tq = t % wh_tiles_p(Q), tp = t / wh_tiles_p(Q) % wh_tiles_p(P);
+  return {t / (wh_tiles_p(Q) * wh_tiles_p(P)), tp * kWhTile, tq * kWhTile};
+}
+RK_HOST_DEVICE constexpr int64_t wh_split_begin(int64_t j, int64_t splits, int64_t tiles) {
+  return j * tiles / splits;
+}
+
+// The ring: as many stages (2 to 8) as fit kWhRingBytes, so that small tiles keep enough bytes in
+// flight (Little: ~32 KB an SM at the H200's latency): 8 at Cg <= 8, 7 / 3 at Cg = 16 (stride
+// 1 / 2), 4 / 2 at Cg = 32.
+RK_HOST_DEVICE constexpr int wh_stages(int stride, int cg) {
+  const int64_t n = kWhRingBytes / (int64_t(wh_stage_units(stride, cg)) * 16);
+  return n < 2 ? 2 : n > 8 ? 8 : int(n);
+}
+// Shared memory: the ring of stages, or (reused after the last tile) the warps' accumulators for
+// the cross-warp sum when warps split K: [warp][M tile][n8 tile][lane][4] floats.
+RK_HOST_DEVICE constexpr int wh_red_floats(int cg) {
+  return wh_kwarps(cg) == 1 ? 0 : kWhWarps * wh_warp_mtiles(cg) * wh_ntiles(cg) * 128;
+}
+RK_HOST_DEVICE constexpr int64_t wh_smem_bytes(int stride, int cg) {
+  const int64_t ring = int64_t(wh_stages(stride, cg)) * wh_stage_units(stride, cg) * 16;
+  const int64_t red = int64_t(wh_red_floats(cg)) * 4;
+  return ring > red ? ring : red;
+}
+
+}  // namespace rk

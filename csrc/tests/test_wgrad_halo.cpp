@@ -1,0 +1,254 @@
+// test_wgrad_halo.cpp: wgrad_halo (csrc/kernels/wgrad_halo.cu) on the CPU, with the index maps
+// of wgrad_halo_fragments.h that the kernel itself calls:
+//   1. emulated CTA by CTA and warp by warp on small integers against a direct sum: the blocks
+//      and splits, the tile walk, the staging copies (zeros outside the images), ldmatrix.trans
+//      as the PTX ISA defines it (ldsm_trans_elem), the m16n8k16 products, the warps' sums in
+//      warp order, the partial sums (every weight of a split written exactly once) and their
+//      reduction in split order;
+//   2. the shared-memory bank conflicts of every warp-wide access, counted through the same
+//      functions, against what the design intends (none).
+// What it cannot check is the hardware's fragment layouts and cp.async: the GPU.
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "../conv_problem.h"
+#include "../kernels/kernels.h"
+#include "../kernels/wgrad_halo_fragments.h"
+#include "../registry.h"
+#include "harness.h"
+
+namespace {
+
+const float kUnset = NAN;
+
+// A wgrad problem as the binding fills it: channels_last x and dy, aligned (fake) pointers.
+rk::ConvParams wgrad_params(int64_t n, int64_t cg, int64_t groups, int64_t h, int64_t w,
+                            int64_t stride, int64_t pad, int num_sms) {
+  rk::ConvParams p;
+  const int64_t C = cg * groups;
+  rk::make_problem({n, C, h, w}, {C, cg, 3, 3}, nullptr, {stride, stride}, {pad, pad}, {1, 1},
+                   groups, &p.problem);
+  const rk::ConvProblem& q = p.problem;
+  const int64_t xs[4] = {q.H * q.W * C, 1, q.W * C, C}, ys[4] = {q.P * q.Q * C, 1, q.Q * C, C};
+  const int64_t ws[4] = {cg * 9, 9, 3, 1};
+  for (int i = 0; i < 4; ++i) p.x_stride[i] = xs[i], p.y_stride[i] = ys[i], p.w_stride[i] = ws[i];
+  p.direction = rk::Direction::kWgrad;
+  p.dtype = rk::DType::kBFloat16;
+  p.x = p.y = p.w = reinterpret_cast<void*>(uintptr_t(256));
+  p.num_sms = num_sms;
+  return p;
+}
+
+// The problem emulated with the kernel's maps; returns the number of wrong or twice-written
+// values.
+template <int CG>
+int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int64_t pad, int num_sms) {
+  constexpr int CB = rk::wh_block(CG), MT = rk::wh_warp_mtiles(CG), NT = rk::wh_ntiles(CG);
+  constexpr int KW = rk::wh_kwarps(CG);
+  const rk::ConvParams p = wgrad_params(n, CG, groups, h, w, stride, pad, num_sms);
+  const rk::ConvProblem& q = p.problem;
+  CHECK_EQ_STR(rk::wgrad_halo_can_implement(p), "");
+  const rk::LaunchShape shape = rk::wgrad_halo_shape(p);
+  const int64_t splits = rk::wgrad_halo_splits(p), blocks = q.C / CB, tiles = rk::wh_tiles(q.N, q.P, q.Q);
+  CHECK(shape.grid_x == blocks * splits && shape.splits == splits && splits <= tiles);
+  CHECK(rk::wgrad_halo_workspace_elems(p) == splits * q.w_numel());
+  const int64_t C = q.C;
+
+  std::vector<float> x(q.N * q.H * q.W * C), dy(q.N * q.P * q.Q * C);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(int64_t(i * 7 + 3) % 5 - 2);
+  for (size_t i = 0; i < dy.size(); ++i) dy[i] = float(int64_t(i * 5 + 1) % 3 - 1);
+  std::vector<float> part(splits * q.w_numel(), kUnset);
+  int64_t wrong = 0;
+  constexpr int STAGE = rk::wh_stage_units(2, CG) > rk::wh_stage_units(1, CG) ? rk::wh_stage_units(2, CG)
+                                                                              : rk::wh_stage_units(1, CG);
+  for (int64_t cta = 0; cta < shape.grid_x; ++cta) {
+    const int64_t block = cta / splits, split = cta % splits;
+    float acc[rk::kWhWarps][MT][NT][32][4] = {};
+    for (int64_t t = rk::wh_split_begin(split, splits, tiles); t < rk::wh_split_begin(split + 1, splits, tiles); ++t) {
+      // Stage the tile: each copy is 8 channels (16 bytes) of one pixel.
+      std::vector<float> st(8 * STAGE, kUnset);
+      const rk::WhTile tl = rk::wh_tile(t, q.P, q.Q);
+      for (int i = 0; i < rk::wh_copies(stride, CG); ++i) {
+        const rk::WhCopy c = rk::wh_copy(i, stride, CG);
+        if (!rk::wh_copy_used(c, stride)) continue;
+        const int unit = rk::wh_copy_unit(c, stride, CG);
+        for (int e = 0; e < 8; ++e) {
+          float& dst = st[8 * unit + e];
+          wrong += !std::isnan(dst);                     // staged twice
+          const int64_t ch = block * CB + 8 * c.chunk + e;
+          if (c.dy) {
+            const int64_t pp = tl.p0 + c.row, qq = tl.q0 + c.col;
+            dst = pp < q.P && qq < q.Q ? dy[((tl.n * q.P + pp) * q.Q + qq) * C + ch] : 0.f;
+          } else {
+            const int64_t hh = tl.p0 * stride - q.pad_h + c.row, ww = tl.q0 * stride - q.pad_w + c.col;
+            dst = hh >= 0 && hh < q.H && ww >= 0 && ww < q.W ? x[((tl.n * q.H + hh) * q.W + ww) * C + ch] : 0.f;
+          }
+        }
+      }
+      // ldmatrix.trans: register `reg` half e of `lane` is row / column ldsm_trans_elem of
+      // matrix `reg`, whose rows' addresses lanes 8 reg .. 8 reg + 7 gave.
+      auto ldsm = [&](auto row_unit, int lane, int reg, int e) {
+        const rk::LdsmElem le = rk::ldsm_trans_elem(lane, reg, e);
+        const float v = st[8 * row_unit(8 * le.matrix + le.row) + le.col];
+        wrong += std::isnan(v);                          // a unit no copy staged
+        return v;
+      };
+      const int xu = rk::wh_x_units(stride, CG);
+      for (int warp = 0; warp < rk::kWhWarps; ++warp)
+        for (int i = 0; i < 4 / KW; ++i) {
+          const int kb = warp % KW + KW * i;
+          for (int mi = 0; mi < MT; ++mi) {
+            const int m = rk::wh_warp_mtile(warp, mi, CG);
+            if (m < 0) continue;
+            for (int nt = 0; nt < NT; ++nt) {
+              auto a_half = [&](int lane, int reg, int e) {
+                return ldsm([&](int l) { return rk::wh_a_unit(m, kb, l, stride, CG); }, lane, reg, e);
+              };
+              auto b_half = [&](int lane, int reg, int e) {
+                // x2 (one n8 tile): matrices 0, 1; x4 (pair nt / 2): n8 tile nt's are 2 (nt % 2) + reg.
+                const int matrix = NT == 1 ? reg : 2 * (nt % 2) + reg;
+                return ldsm([&](int l) { return xu + rk::wh_b_unit(nt / 2, kb, l, CG); }, lane, matrix, e);
+              };
+              emulate_mma(a_half, b_half, acc[warp][mi][nt]);
+            }
+          }
+        }
+    }
+    // The warps' sums in warp order (warps splitting K), and the split's partials.
+    for (int wm = 0; wm < rk::kWhWarps / KW; ++wm)
+      for (int mi = 0; mi < MT; ++mi)
+        for (int nt = 0; nt < NT; ++nt)
+          for (int lane = 0; lane < 32; ++lane)
+            for (int i = 0; i < 4; ++i) {
+              const int owner = KW == 1 ? wm : 0;        // the warp whose M tiles these are
+              const int m = rk::wh_warp_mtile(owner, mi, CG);
+              if (m < 0) continue;
+              float v = 0.f;
+              for (int kw = 0; kw < KW; ++kw) v += acc[KW == 1 ? wm : kw][mi][nt][lane][i];
+              const rk::WhElem e = rk::wh_elem(m, nt, lane, i, CG);
+              if (!e.ok) continue;
+              float& dst = part[split * q.w_numel() + ((block * CB + e.k) * CG + e.c) * 9 + e.tap];
+              wrong += !std::isnan(dst);                 // written twice
+              dst = v;
+            }
+  }
+  // wgrad_reduce: splits in order; against the direct sum.
+  for (int64_t k = 0; k < C; ++k)
+    for (int64_t c = 0; c < CG; ++c)
+      for (int r = 0; r < 3; ++r)
+        for (int s = 0; s < 3; ++s) {
+          float got = 0.f;
+          for (int64_t j = 0; j < splits; ++j) got += part[j * q.w_numel() + (k * CG + c) * 9 + r * 3 + s];
+          float ref = 0.f;
+          const int64_t xc = (k / CG) * CG + c;
+          for (int64_t b = 0; b < q.N; ++b)
+            for (int64_t pp = 0; pp < q.P; ++pp)
+              for (int64_t qq = 0; qq < q.Q; ++qq) {
+                const int64_t hh = pp * stride - q.pad_h + r, ww = qq * stride - q.pad_w + s;
+                if (hh >= 0 && hh < q.H && ww >= 0 && ww < q.W)
+                  ref += dy[((b * q.P + pp) * q.Q + qq) * C + k] * x[((b * q.H + hh) * q.W + ww) * C + xc];
+              }
+          wrong += !(got == ref);                        // NaN (never written) included
+        }
+  return wrong;
+}
+
+// Wavefronts of every warp-wide shared-memory access of one tile (and of the epilogue), by kind,
+// and the minimum each kind could take.
+template <int CG>
+void check_conflicts(int stride) {
+  constexpr int MT = rk::wh_warp_mtiles(CG), NT = rk::wh_ntiles(CG), KW = rk::wh_kwarps(CG);
+  struct Count { int wavefronts = 0, minimum = 0; };
+  std::map<std::string, Count> out;
+  auto add = [&](const std::string& kind, const std::vector<std::vector<int>>& lanes, int minimum) {
+    out[kind].wavefronts += wavefronts(lanes);
+    out[kind].minimum += minimum;
+  };
+  auto unit_words = [](int unit) { return std::vector<int>{4 * unit, 4 * unit + 1, 4 * unit + 2, 4 * unit + 3}; };
+  const int xu = rk::wh_x_units(stride, CG);
+  for (int warp = 0; warp < rk::kWhWarps; ++warp)
+    for (int i = 0; i < 4 / KW; ++i) {
+      const int kb = warp % KW + KW * i;
+      for (int pair = 0; pair < (NT == 1 ? 1 : NT / 2); ++pair) {   // B: one ldmatrix a pair
+        std::vector<std::vector<int>> lanes;
+        for (int lane = 0; lane < (NT == 1 ? 16 : 32); ++lane) lanes.push_back(unit_words(xu + rk::wh_b_unit(pair, kb, lane, CG)));
+        add("B ldmatrix", lanes, NT == 1 ? 2 : 4);
+      }
+      for (int mi = 0; mi < MT; ++mi) {                             // A: one ldmatrix.x4 a tile
+        const int m = rk::wh_warp_mtile(warp, mi, CG);
+        if (m < 0) continue;
+        std::vector<std::vector<int>> lanes;
+        for (int lane = 0; lane < 32; ++lane) lanes.push_back(unit_words(rk::wh_a_unit(m, kb, lane, stride, CG)));
+        add("A ldmatrix", lanes, 4);
+      }
+    }
+  for (int first = 0; first < rk::wh_copies(stride, CG); first += 32) {   // staging copies
+    std::vector<std::vector<int>> lanes;
+    for (int i = first; i < std::min(first + 32, rk::wh_copies(stride, CG)); ++i) {
+      const rk::WhCopy c = rk::wh_copy(i, stride, CG);
+      if (rk::wh_copy_used(c, stride)) lanes.push_back(unit_words(rk::wh_copy_unit(c, stride, CG)));
+    }
+    add("staging copies", lanes, int((lanes.size() + 7) / 8));
+  }
+  if (KW > 1)                                                       // the warps' sums: float4 stores
+    for (int warp = 0; warp < rk::kWhWarps; ++warp)
+      for (int t = 0; t < MT * NT; ++t) {
+        std::vector<std::vector<int>> lanes;
+        for (int lane = 0; lane < 32; ++lane) {
+          const int w0 = warp * MT * NT * 128 + t * 128 + lane * 4;
+          lanes.push_back({w0, w0 + 1, w0 + 2, w0 + 3});
+        }
+        add("sum stores", lanes, 4);
+      }
+  for (const auto& [kind, c] : out) {
+    std::printf("  wgrad_halo Cg=%d stride %d %-16s %6d wavefronts (minimum %d)\n", CG, stride, kind.c_str(),
+                c.wavefronts, c.minimum);
+    // The staging copies' pitch (an odd count of 16-byte units) puts a quarter-warp's 8 copies
+    // on 8 different bank quads only when they are 8 consecutive slots: at most twice there.
+    if (kind == "staging copies") CHECK(c.wavefronts <= 2 * c.minimum);
+    else CHECK(c.wavefronts == c.minimum);
+  }
+}
+
+}  // namespace
+
+void test_wgrad_halo() {
+  // What it refuses, with the reason.
+  rk::ConvParams p = wgrad_params(1, 4, 8, 8, 8, 1, 1, 4);
+  CHECK_EQ_STR(rk::wgrad_halo_can_implement(p), "");
+  p.dtype = rk::DType::kFloat32;
+  CHECK_EQ_STR(rk::wgrad_halo_can_implement(p), "fp32 runs on CUDA cores");
+  p = wgrad_params(1, 24, 2, 8, 8, 1, 1, 4);
+  CHECK(rk::wgrad_halo_can_implement(p).find("Cg = Kg in {4, 8, 16, 32}") == 0);
+  p = wgrad_params(1, 4, 3, 8, 8, 1, 1, 4);
+  CHECK(rk::wgrad_halo_can_implement(p).find("odd number of groups") != std::string::npos);
+  p = wgrad_params(1, 8, 2, 9, 9, 3, 1, 4);
+  CHECK_EQ_STR(rk::wgrad_halo_can_implement(p), "stride other than 1 or 2");
+  p = wgrad_params(1, 8, 2, 8, 8, 1, 1, 4);
+  p.y_stride[1] = 64, p.y_stride[3] = 1;
+  CHECK_EQ_STR(rk::wgrad_halo_can_implement(p), "input or grad_output is not channels_last");
+  // Each case: what it catches.
+  CHECK(emulate<4>(2, 4, 9, 11, 1, 1, 3) == 0);    // 32x4d stage 1 widths, partial tiles, 2 blocks
+  CHECK(emulate<4>(1, 2, 12, 17, 2, 1, 2) == 0);   // stride 2, odd sizes
+  CHECK(emulate<8>(2, 2, 8, 16, 1, 1, 1) == 0);    // stage 2 widths, exact tiles
+  CHECK(emulate<8>(1, 2, 14, 14, 2, 1, 2) == 0);   // stage 2 entry: stride 2
+  CHECK(emulate<16>(2, 2, 7, 7, 1, 1, 2) == 0);    // stage 3 widths, 7x7 in one tile
+  CHECK(emulate<16>(1, 1, 10, 9, 1, 0, 1) == 0);   // padding 0
+  CHECK(emulate<32>(2, 1, 7, 7, 1, 1, 1) == 0);    // stage 4 widths: warps split M
+  CHECK(emulate<32>(1, 2, 13, 14, 2, 1, 3) == 0);  // stage 4 entry: stride 2, 2 blocks
+  CHECK(emulate<8>(1, 1, 6, 6, 1, 2, 1) == 0);     // padding 2
+  // The split count: enough CTAs, at most one split a tile, partials at most half the bytes.
+  p = wgrad_params(64, 32, 32, 7, 7, 1, 1, 132);   // 32x4d stage 4
+  const int64_t io = 2 * (64 * 1024 * 49 * 2), cap = io / 2 / (p.problem.w_numel() * 8);
+  CHECK(rk::wgrad_halo_splits(p) == cap && cap == 2);
+  p = wgrad_params(64, 4, 32, 56, 56, 1, 1, 132); // stage 1: 16 blocks, 132 * 4 / 16 = 33 splits
+  CHECK(rk::wgrad_halo_splits(p) == 33);
+  for (int s : {1, 2}) {
+    check_conflicts<4>(s);
+    check_conflicts<8>(s);
+    check_conflicts<16>(s);
+    check_conflicts<32>(s);
+  }
+}
