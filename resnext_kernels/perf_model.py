@@ -838,9 +838,11 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
         conv = Conv(conv.n, conv.k, conv.p, conv.q, conv.c, conv.groups, 1,
                     1 if phases else 2 * conv.dil - conv.pad, conv.dil, conv.elem_size)
     cg = conv.cg
-    slab, gps = shape["tile_channels"], shape["groups_per_block"]
-    class_ksteps = [-(-t * cg // 16) for t in (HALO_PHASE_TAPS if phases else (9,))]
-    classes, ksteps, ntiles = len(class_ksteps), sum(class_ksteps), -(-cg // 8)
+    slab, gw = shape["tile_channels"], max(cg, 8)   # a GEMM group: Cg channels, two groups at Cg = 4
+    gg = slab // gw
+    chunks = gw // 8                                # 8-channel K chunks a tap
+    class_ksteps = [-(-t * chunks // 2) for t in (HALO_PHASE_TAPS if phases else (9,))]
+    classes, ksteps, ntiles = len(class_ksteps), sum(class_ksteps), gw // 8
     rows = (8 - 1) * conv.stride + 3
     cols = (16 - 1) * conv.stride + 3
     tiles_p, tiles_q = -(-conv.p // 8), -(-conv.q // 16)
@@ -850,20 +852,23 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     in_w = _in_bounds_1d(tiles_q, 16, conv.stride, conv.pad, cols, conv.w) / tiles_q
     halo_bytes = in_h * in_w * slab * e        # the in-bounds part of an average tile's halo
     out_bytes = dst_elems * e / tiles
-    a_conflicts = 1.8 if cg == 4 and conv.stride == 2 else 1.2 if cg == 4 and phases else 1.0
-    a_waves = 32 * ksteps * gps * a_conflicts
-    copy = 4 if cg == 4 else 8
-    smem = (a_waves + 8 * ksteps * gps * ntiles + classes * 4 * gps * 2 * ntiles * 2
-            + 2 * rows * cols * (slab // copy) * copy * 2 / 128 + classes * 2 * 128 * slab * 2 / 128)
-    mma = 4 * 2 * ksteps * gps * ntiles * 2.0 * 16 * 8 * 16
+    copies = rows * cols * slab / 8            # 16-byte staging copies a tile
+    # Shared-memory wavefronts a tile (csrc/tests/test_halo.cpp's counts): A one conflict-free
+    # ldmatrix.x4 (4) per warp, m16 tile, k-step and GEMM group; B 2 per n8 tile; the epilogue's
+    # pair stores and 16-byte output loads per class; the staging copies at twice the minimum.
+    smem = (32 * ksteps * gg + 8 * ksteps * gg * ntiles + classes * 4 * gg * 2 * ntiles * 2
+            + 2 * copies * 16 / 128 + classes * 2 * 128 * slab * 2 / 128)
+    mma = 4 * 2 * ksteps * gg * ntiles * 2.0 * 16 * 8 * 16
     work = CtaWork(
         l2_bytes=per_cta * (halo_bytes + out_bytes),
         smem_wavefronts=per_cta * smem,
-        # Warp instructions: the compute region of the SASS is ~1.6x its loads, mma and stores
-        # (fprop_halo sm_90, 2026-12-01: about 265 of 176 at Cg = 4, 370 of 236 at Cg = 8, 490
-        # of 330 at Cg = 32); the staging and store loops ~25 instructions a copy.
-        issue=per_cta * (4 * 1.6 * (8 * ksteps * gps + 3 * ksteps * gps * ntiles + classes * 4 * gps * ntiles)
-                         + (rows * cols * slab / copy + classes * 128 * slab / 8) / 32 * 25),
+        # Warp instructions: per warp, k-step and GEMM group 2 ldmatrix (one per m16 tile), per
+        # n8 tile a B load and 2 mma, per class the epilogue; ~1.6x that for the addressing and
+        # the loop (fprop_halo's SASS before ldmatrix, 2026-12-01: ~265 of 176 at Cg = 4, 370 of
+        # 236 at Cg = 8, 490 of 330 at Cg = 32); the staging and store loops ~25 instructions a
+        # 16-byte copy.
+        issue=per_cta * (4 * 1.6 * (2 * ksteps * gg + 3 * ksteps * gg * ntiles + classes * 4 * gg * ntiles)
+                         + (copies + classes * 128 * slab / 8) / 32 * 25),
         mma_flops=per_cta * mma,
         chain_us=per_cta * gpu.mem_latency_us,
         in_flight_bytes=halo_bytes)

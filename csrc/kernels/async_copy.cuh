@@ -7,16 +7,12 @@
 
 namespace rk {
 
-// Asynchronous global -> shared copy of SIZE (16 or 8) bytes; `bytes` 0 writes zeros without
-// reading. 16 bytes bypass L1 (.cg); 8-byte copies exist only as .ca.
-template <int SIZE>
-__device__ __forceinline__ void cp_async(void* smem, const void* gmem, int bytes) {
+// Asynchronous global -> shared copy of 16 bytes, bypassing L1 (.cg); `bytes` 0 writes zeros
+// without reading.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int bytes) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  if constexpr (SIZE == 16)
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
-  else
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
 #endif
 }
 __device__ __forceinline__ void cp_async_commit() {
@@ -30,8 +26,15 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
-// ldmatrix .trans: four (x4) or two (x2) 8x8 b16 matrices, `row` this lane's row address (see
-// wgrad_halo_fragments.h, ldsm_trans_elem, for who receives what).
+// ldmatrix: four (x4) or two (x2) 8x8 b16 matrices, `row` this lane's row address
+// (mma_fragments.h, ldsm_elem and ldsm_trans_elem: who receives what).
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* row) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+#endif
+}
 __device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const void* row) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(row));

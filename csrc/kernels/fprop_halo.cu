@@ -1,21 +1,22 @@
 // fprop_halo.cu: rung 4 of fprop, designed to move each byte once: the halo of a pixel tile
-// staged in shared memory once by 16-byte asynchronous copies, nine taps read there, tensor
-// cores with K = (tap, channel) inside a group, persistent CTAs with two halo buffers, weights
-// pre-packed once per call into exactly the B registers' order, bias and ReLU fused, 16-byte
-// stores. Index maps, shared-memory layout and the tiling: halo_fragments.h.
+// staged in shared memory once by 16-byte asynchronous copies, nine taps read there through
+// ldmatrix (one instruction an A fragment), tensor cores with K = (tap, channel) inside a GEMM
+// group (a group, or two at Cg = 4 with block-diagonal weights, so that every 16-byte chunk
+// of a pixel is in one), persistent CTAs with two halo buffers, weights pre-packed once per
+// call into exactly the B registers' order, bias and ReLU fused, 16-byte stores. Index maps,
+// shared-memory layout and the tiling: halo_fragments.h.
 //
 //   y[n, g*Kg + k, p, q] = act(bias + sum_{tap, c} x[n, g*Cg + c, p*s - pad + r, q*s - pad + t] * w[.., c, r, t])
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:fprop_halo`, registers from the
-// cubin, instruction counts from its SASS; H200, ResNeXt-50 32x4d, batch 64, bf16), us and
-// binding resource: stage1 53 (instruction issue), stage2.entry 51 (L2), stage2 26 (L2),
-// stage3.entry 28 (L2), stage3 17 (issue), stage4.entry 24 (issue; 1 CTA per SM, shared
-// memory), stage4 20 (issue): 0.46 ms over the 16 layers, 43% of the 0.196 ms roofline (cuDNN
-// measured 0.79 ms, Triton predicted 1.5). What binds: at the fitted 3 TB/s L2->SM rate the
-// 1.41x halo re-read costs 1.7x the DRAM time (tune.json's l2_read_bandwidth_gbs will say
-// whether 3 TB/s is a ceiling); at Cg = 4 the A fragments read every staged element nine times
-// (12x the input bytes: shared memory and issue); 8x16 tiles leave 62% of a 7x7 image idle; the
-// pack launch costs 3 us a layer. Unverified on a GPU: forced only until the GPU check passes it.
+// cubin; H200, ResNeXt-50 32x4d, batch 64, bf16), us and binding resource: stage1 46 (L2),
+// stage2.entry 51 (L2), stage2 26 (L2), stage3.entry 28 (L2), stage3 16 (shared memory),
+// stage4.entry 22 (latency), stage4 18 (shared memory): 0.43 ms over the 16 layers, 45% of the
+// 0.196 ms roofline (cuDNN measured 0.79 ms). What binds: the fitted 3 TB/s L2->SM rate (the
+// 1.41x halo re-read and the output: 1.7x the DRAM time; if 3 TB/s is a ceiling, no kernel that
+// moves its bytes through L2 exceeds 70% of the roofline, which the GPU run's
+// l2_read_bandwidth_gbs decides); 8x16 tiles leave 62% of a 7x7 image idle; two launches a
+// call (the pack) at 3 us each. Unverified on a GPU: forced only until the GPU check passes it.
 //
 // Serves bf16/fp16, channels_last x and y, Kg == Cg in {4, 8, 16, 24, 32, 40, 64}, stride 1 or
 // 2, dilation 1, 16-byte aligned pixels; can_implement refuses the rest (the lower rungs run).
@@ -26,9 +27,9 @@
 // four classes of dx pixels (row and column parity) each a stride-1 convolution of dy over its
 // own 1, 2, 2 or 4 taps on a ceil(H/2) x ceil(W/2) grid; a CTA stages one dy halo per tile of
 // that grid and runs the four in turn, each storing every other dx pixel of its parity (the
-// same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way: stage1 53,
-// stage2.entry 51 (L2), stage2 26, stage3.entry 28 (L2), stage3 17, stage4.entry 26 (issue),
-// stage4 20 us (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56 / 21).
+// same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way: stage1 46,
+// stage2.entry 51 (L2), stage2 26, stage3.entry 28 (L2), stage3 16, stage4.entry 23 (shared
+// memory), stage4 18 us: 0.43 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56 / 21: 1.06 ms).
 #include <algorithm>
 
 #include "async_copy.cuh"
@@ -53,14 +54,15 @@ template <typename T, int CG, int MODE>
 __global__ void __launch_bounds__(256) fprop_halo_pack_kernel(ConvParams p, uint32_t* wpack, int64_t words) {
   const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= words) return;
-  const HaloWeightWord at = halo_weight_coords(i, CG, MODE);  // at.group: slab * slab_groups + gl
+  const HaloWeightWord at = halo_weight_coords(i, CG, MODE);  // at.group: a GEMM group
   const T* __restrict__ w = static_cast<const T*>(p.w);
   uint32_t word = 0;
   for (int e = 0; e < 2; ++e) {
     const HaloWeightElem el = halo_weight_elem(at.j, at.nt, at.lane, at.reg, e, CG, MODE);
     T v = from_float<T>(0.f);
-    if (el.ok && at.group < p.problem.G) {
-      const HaloWeightSource src = halo_weight_source(at.group, el.n, el.c, el.tap, el.cls, CG, MODE);
+    const int64_t group = at.group * (halo_gw(CG) / CG) + el.sub;
+    if (el.ok && group < p.problem.G) {
+      const HaloWeightSource src = halo_weight_source(group, el.n, el.c, el.tap, el.cls, CG, MODE);
       v = w[offset4(p.w_stride, src.k, src.c, src.r, src.s)];
     }
     word |= uint32_t(*reinterpret_cast<const uint16_t*>(&v)) << (16 * e);
@@ -68,15 +70,16 @@ __global__ void __launch_bounds__(256) fprop_halo_pack_kernel(ConvParams p, uint
   wpack[i] = word;
 }
 
-// Register budget. sm_90: ptxas's own choice fits the four CTAs an SM's shared memory holds at
-// stride 1 without a spill (76-128 registers, 184-252 at Cg = 40, 64 where fewer CTAs fit; CI's
-// resource check), and asking for the occupancy explicitly makes it spill. sm_80: its own choice
-// spills 8 bytes at Cg = 16 and 24, so it is told one CTA (no spills; fewer CTAs per SM there).
-// The launcher sizes its grid by the occupancy the compiled kernel really has.
+// Register budget: sm_90 is told the CTAs per SM that its shared memory holds (halo_ctas_per_sm:
+// 4 at stride 1, 124-128 registers; 2-3 at stride 2, 156-186), the occupancy the persistent grid
+// and the model assume, with no spill (CI's resource check). ptxas's own choice uses fewer
+// registers but spilled at Cg = 24. sm_80 (164 KB an SM, so fewer CTAs than that table says)
+// is told one CTA, which spills nowhere; the launcher sizes its grid by the occupancy the
+// compiled kernel really has.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
 #define RK_HALO_BOUNDS __launch_bounds__(kHaloThreads, 1)
 #else
-#define RK_HALO_BOUNDS __launch_bounds__(kHaloThreads)
+#define RK_HALO_BOUNDS __launch_bounds__(kHaloThreads, halo_ctas_per_sm(STRIDE, CG, MODE))
 #endif
 
 // `p` is the problem as fprop sees it (dgrad: halo_dgrad_as_fprop); the destination has
@@ -84,25 +87,24 @@ __global__ void __launch_bounds__(256) fprop_halo_pack_kernel(ConvParams p, uint
 template <typename T, int CG, int STRIDE, int MODE>
 __global__ void RK_HALO_BOUNDS
 fprop_halo_kernel(ConvParams p, const uint32_t* __restrict__ wpack, int64_t tiles, int64_t dst_h, int64_t dst_w) {
-  constexpr int SLAB = halo_slab(CG), GPS = halo_slab_groups(CG);
+  constexpr int SLAB = halo_slab(CG), GG = halo_gemm_groups(CG), GW = halo_gw(CG);
   constexpr int NT = halo_ntiles(CG), STAGE = halo_stage_words(STRIDE, CG);
   constexpr int WWORDS = halo_slab_weight_words(CG, MODE), CHUNKS = halo_chunks(STRIDE, CG);
-  constexpr int COPY = halo_copy_channels(CG);                    // channels per halo copy
   extern __shared__ uint4 smem4[];
   uint32_t* const smem = reinterpret_cast<uint32_t*>(smem4);
   uint32_t* const wsm = smem + 2 * STAGE;
-  uint32_t* const osm = wsm + WWORDS;
+  uint32_t* const zero = wsm + WWORDS;                            // the K-padding row
+  uint32_t* const osm = zero + 4;
   const ConvProblem& q = p.problem;
   const T* __restrict__ x = static_cast<const T*>(p.x);
   T* __restrict__ y = static_cast<T*>(p.y);
   const T* __restrict__ bias = static_cast<const T*>(p.bias);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, t4 = lane % 4;
-  // The staged words of this lane's A rows (g and g + 8 of each m16 tile) at tap 0, channel 0:
-  // tile-independent, so computed once (mma_a_coord: register r holds row lane / 4 + 8 (r % 2)).
-  int base[2][2];
-  for (int mt = 0; mt < 2; ++mt)
-    for (int half = 0; half < 2; ++half)
-      base[mt][half] = halo_pixel_base(2 * warp + mt, lane / 4 + 8 * half, STRIDE, CG);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, khalf = lane / 16;
+  // The staged word of this lane's ldmatrix row in each m16 tile at tap 0, channel 0:
+  // tile-independent, so computed once.
+  int base[2];
+  for (int mt = 0; mt < 2; ++mt) base[mt] = halo_pixel_base(2 * warp + mt, halo_a_col(lane), STRIDE, CG);
+  if (threadIdx.x < 4) zero[threadIdx.x] = 0u;                     // before the first barrier
 
   // Issues the asynchronous copies of tile t's halo into buffer `buf` (zeros outside the image).
   auto stage = [&](int64_t t, int buf) {
@@ -113,9 +115,8 @@ fprop_halo_kernel(ConvParams p, const uint32_t* __restrict__ wpack, int64_t tile
       const HaloChunk c = halo_chunk(i, STRIDE, CG);
       const int64_t h = h0 + c.row, w = w0 + c.col;
       const bool in = h >= 0 && h < q.H && w >= 0 && w < q.W;
-      const T* src = in ? slab + h * p.x_stride[2] + w * p.x_stride[3] + c.part * COPY : x;
-      cp_async<2 * COPY>(smem + buf * STAGE + halo_word(c.row, c.col, c.part * COPY, STRIDE, CG), src,
-                         in ? 2 * COPY : 0);
+      const T* src = in ? slab + h * p.x_stride[2] + w * p.x_stride[3] + c.part * 8 : x;
+      cp_async16(smem + buf * STAGE + halo_word(c.row, c.col, c.part * 8, STRIDE, CG), src, in ? 16 : 0);
     }
   };
 
@@ -124,11 +125,11 @@ fprop_halo_kernel(ConvParams p, const uint32_t* __restrict__ wpack, int64_t tile
   auto run_class = [&](auto cls_constant, const uint32_t* halo, const HaloTile& tl) {
     constexpr int CLS = decltype(cls_constant)::value, MASK = halo_class_mask(MODE, CLS);
     constexpr int J0 = halo_class_kstep0(CG, MODE, CLS), KS = halo_class_ksteps(CG, MODE, CLS);
-    float acc[GPS][2][NT][4] = {};
+    float acc[GG][2][NT][4] = {};
 #pragma unroll
     for (int j = 0; j < KS; ++j) {
 #pragma unroll
-      for (int gl = 0; gl < GPS; ++gl) {
+      for (int gl = 0; gl < GG; ++gl) {
         uint32_t b[NT][2];
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
@@ -136,23 +137,20 @@ fprop_halo_kernel(ConvParams p, const uint32_t* __restrict__ wpack, int64_t tile
           b[nt][0] = v.x;
           b[nt][1] = v.y;
         }
-        // The lane's tap/channel offsets of the two register pairs (compile-time but for t).
-        const int off0 = halo_a_offset(j * kMmaK, t4, gl, CG, STRIDE, MASK);
-        const int off1 = halo_a_offset(j * kMmaK + 8, t4, gl, CG, STRIDE, MASK);
+        // The tap/chunk offset of this half-warp's K chunk (compile-time for each half).
+        constexpr int kNone = -1;
+        const int off = khalf ? halo_a_offset(j, 1, gl, CG, STRIDE, MASK) : halo_a_offset(j, 0, gl, CG, STRIDE, MASK);
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt) {
           uint32_t a[4];
-          a[0] = off0 >= 0 ? halo[base[mt][0] + off0] : 0u;   // rows g, pairs 0-7 of the k16 step
-          a[1] = off0 >= 0 ? halo[base[mt][1] + off0] : 0u;   // rows g + 8
-          a[2] = off1 >= 0 ? halo[base[mt][0] + off1] : 0u;   // rows g, pairs 8-15
-          a[3] = off1 >= 0 ? halo[base[mt][1] + off1] : 0u;
+          ldsm_x4(a, off == kNone ? zero : halo + base[mt] + off);
 #pragma unroll
           for (int nt = 0; nt < NT; ++nt) MmaOp<T>::run(acc[gl][mt][nt], a, b[nt][0], b[nt][1]);
         }
       }
     }
 #pragma unroll
-    for (int gl = 0; gl < GPS; ++gl)
+    for (int gl = 0; gl < GG; ++gl)
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
@@ -161,8 +159,7 @@ fprop_halo_kernel(ConvParams p, const uint32_t* __restrict__ wpack, int64_t tile
           for (int i = 0; i < 4; i += 2) {
             const FragCoord fc = mma_c_coord(lane, i);
             const int n = nt * kMmaN + fc.col;
-            if (CG % 8 != 0 && n >= CG) continue;                // N padding (Kg = 4)
-            const int64_t k = (tl.slab * GPS + gl) * CG + n;
+            const int64_t k = (tl.slab * GG + gl) * GW + n;
             float v0 = acc[gl][mt][nt][i], v1 = acc[gl][mt][nt][i + 1];
             if (bias) {
               v0 += to_float(bias[k]);
@@ -173,7 +170,7 @@ fprop_halo_kernel(ConvParams p, const uint32_t* __restrict__ wpack, int64_t tile
               v1 = fmaxf(v1, 0.f);
             }
             const T h0 = from_float<T>(v0), h1 = from_float<T>(v1);
-            osm[halo_out_word((2 * warp + mt) * kHaloTileQ + fc.row, gl * CG + n, SLAB)] =
+            osm[halo_out_word((2 * warp + mt) * kHaloTileQ + fc.row, gl * GW + n, SLAB)] =
                 uint32_t(*reinterpret_cast<const uint16_t*>(&h0)) |
                 (uint32_t(*reinterpret_cast<const uint16_t*>(&h1)) << 16);
           }
@@ -198,7 +195,7 @@ fprop_halo_kernel(ConvParams p, const uint32_t* __restrict__ wpack, int64_t tile
     const HaloTile tl = halo_tile(t, q.N, q.P, q.Q);
     if (tl.slab != slab_loaded) {  // the slab's packed weights, 16 bytes a copy
       const uint32_t* src = wpack + tl.slab * WWORDS;
-      for (int i = threadIdx.x * 4; i < WWORDS; i += kHaloThreads * 4) cp_async<16>(wsm + i, src + i, 16);
+      for (int i = threadIdx.x * 4; i < WWORDS; i += kHaloThreads * 4) cp_async16(wsm + i, src + i, 16);
       slab_loaded = tl.slab;
     }
     cp_async_commit();

@@ -2,24 +2,29 @@
 // C++ unit tests emulate the kernel warp by warp and count its shared-memory bank conflicts with
 // the very functions the kernel calls.
 //
-// The GEMM per group: M = output pixels, N = Kg, K = 9 * Cg laid out as (tap, channel):
-//   A[m][kk] = x[pixel m shifted by tap kk / Cg][channel kk % Cg],  B[kk][n] = w[n][kk % Cg][tap]
-// K is padded to a multiple of 16 (37.5% useful MMA work at Cg = Kg = 4: N 4 of 8, K 36 of 48),
-// N to a multiple of 8; every n8 tile is one group.
+// The GEMM per GEMM group (a group of Cg channels, or at Cg = 4 two groups, so that every
+// 16-byte chunk of a staged pixel lies in one GEMM group: GW = max(Cg, 8) channels):
+//   M = output pixels, N = GW output channels, K = 9 * GW laid out as (tap, channel):
+//   A[m][kk] = x[pixel m shifted by tap kk / GW][channel kk % GW],  B[kk][n] = w[n][kk % GW][tap]
+// with B zero off the two groups' diagonal blocks at Cg = 4 (45% useful MMA work there: K 72
+// of 80, N block-diagonal; 90% at Cg = 8, 100% from 16, but 24 and 40: 96%, 98%).
 //
 // A CTA (4 warps) owns a tile of 8 x 16 output pixels of one image and one slab of whole groups
 // (SLAB channels: 32 from Cg = 4 to 32, 24 at Cg = 24, 40 at Cg = 40, 64 at Cg = 64). Warp w
 // computes tile rows 2w and 2w + 1, one m16 tile each (16 consecutive output columns). The
 // tile's input halo, (8 - 1) * stride + 3 rows by (16 - 1) * stride + 3 columns of SLAB
 // channels, is staged in shared memory once, with 16-byte copies (zeros outside the image), and
-// all nine taps read it there. Persistent CTAs walk the tile list (slab-major) with two halo
-// buffers: the next tile's halo loads while this one computes.
+// all nine taps read it there: each A fragment is one ldmatrix.x4, whose matrix rows are 8
+// channels (16 bytes) of one tap-shifted pixel. Persistent CTAs walk the tile list (slab-major)
+// with two halo buffers: the next tile's halo loads while this one computes.
 //
 // Shared-memory layout (32-bit words; a word is two adjacent channels):
 //   halo    [row][column slot][halo_pixel_words]  stride 2 stores even columns, then odd ones,
-//           so that the 16 rows of an A load (16 consecutive output columns, 2 columns apart in
-//           the input) sit one pixel apart
-//   weights [group][kstep][ntile][lane][2]        exactly the B registers, in lane order
+//           so that the 8 rows of an ldmatrix (8 consecutive output columns, 2 columns apart in
+//           the input) sit one pixel apart; a pixel is an odd number of 16-byte units, so those
+//           8 rows cover the 32 banks once
+//   weights [gemm group][kstep][ntile][lane][2]   exactly the B registers, in lane order
+//   zero    4 words of zeros: the rows of K padding
 //   out     [pixel][halo_out_pixel_words]         the epilogue's staging for 16-byte stores
 // The pitches make every A and B load and every epilogue store conflict-free (csrc/tests/
 // test_halo.cpp counts them).
@@ -110,21 +115,14 @@ RK_HOST_DEVICE constexpr int halo_slots(int stride) {
 RK_HOST_DEVICE constexpr int halo_col_slot(int col, int stride) {
   return stride == 1 ? col : (col & 1) * halo_half_cols(stride) + (col >> 1);
 }
-// Words per staged halo pixel. Cg >= 8: slab / 2 rounded up to 4 mod 8 (the 8 rows of an A
-// load on 8 different 4-bank quads, its 4 column pairs on a quad's 4 banks). Cg = 4: a register's
-// 4 column pairs span two taps, so its rows reach 9 consecutive pixels, and 9 multiples of a
-// pitch of 4 mod 8 cannot all differ mod 32: 2 mod 4 instead (9 distinct bank pairs), which
-// leaves pixels 8-byte aligned only, so that width is staged in 8-byte copies.
+// Words per staged halo pixel: slab / 2 rounded up to 4 mod 8, an odd number of 16-byte units
+// (8 consecutive pixels then start on 8 different 4-bank quads: ldmatrix conflict-free).
 RK_HOST_DEVICE constexpr int halo_pixel_words(int cg) {
   const int words = halo_slab(cg) / 2;
-  return cg == 4 ? words + (6 - words % 4) % 4 : words + (12 - words % 8) % 8;
+  return words + (12 - words % 8) % 8;
 }
-// Words per staged row. At Cg = 4 and stride 1 a register whose two taps straddle a kernel row
-// (taps 2 and 3) reads pixel j of one row and pixel j - 2 of the next: 16 more words per row
-// put those on the other half of the banks (found by search: conflict-free then; at stride 2
-// no pad of this form removes all, and Cg = 4 at stride 2 is rare: 1.8 wavefronts a load).
 RK_HOST_DEVICE constexpr int halo_row_words(int stride, int cg) {
-  return halo_slots(stride) * halo_pixel_words(cg) + (cg == 4 && stride == 1 ? 16 : 0);
+  return halo_slots(stride) * halo_pixel_words(cg);
 }
 RK_HOST_DEVICE constexpr int halo_stage_words(int stride, int cg) {
   return halo_rows(stride) * halo_row_words(stride, cg);
@@ -135,16 +133,14 @@ RK_HOST_DEVICE constexpr int halo_word(int row, int col, int chan, int stride, i
          chan / 2;
 }
 
-// Staging: copy i of a tile's halo, halo_copy_channels channels (16 bytes; 8 at Cg = 4) of one
-// pixel. Consecutive threads take consecutive copies: a pixel's slab is contiguous in a
-// channels_last tensor.
+// Staging: copy i of a tile's halo, 8 channels (16 bytes) of one pixel. Consecutive threads
+// take consecutive copies: a pixel's slab is contiguous in a channels_last tensor.
 struct HaloChunk { int row, col, part; };
-RK_HOST_DEVICE constexpr int halo_copy_channels(int cg) { return cg == 4 ? 4 : 8; }
 RK_HOST_DEVICE constexpr int halo_chunks(int stride, int cg) {
-  return halo_rows(stride) * halo_cols(stride) * (halo_slab(cg) / halo_copy_channels(cg));
+  return halo_rows(stride) * halo_cols(stride) * (halo_slab(cg) / 8);
 }
 RK_HOST_DEVICE constexpr HaloChunk halo_chunk(int i, int stride, int cg) {
-  const int per_pixel = halo_slab(cg) / halo_copy_channels(cg);
+  const int per_pixel = halo_slab(cg) / 8;
   return {i / per_pixel / halo_cols(stride), i / per_pixel % halo_cols(stride), i % per_pixel};
 }
 
@@ -162,9 +158,14 @@ RK_HOST_DEVICE constexpr HaloTile halo_tile(int64_t t, int64_t N, int64_t P, int
   return {rest % N, tp * kHaloTileP, tq * kHaloTileQ, rest / N};
 }
 
-// The GEMM's K and N tiling per group: each class's k-steps, the classes' one after another.
+// GEMM groups: GW channels each, halo_gemm_groups of them a slab.
+RK_HOST_DEVICE constexpr int halo_gw(int cg) { return cg < 8 ? 8 : cg; }
+RK_HOST_DEVICE constexpr int halo_gemm_groups(int cg) { return halo_slab(cg) / halo_gw(cg); }
+RK_HOST_DEVICE constexpr int halo_tap_chunks(int cg) { return halo_gw(cg) / 8; }   // K chunks a tap
+// The GEMM's K and N tiling per GEMM group: each class's k-steps (two 8-channel K chunks each),
+// the classes' one after another.
 RK_HOST_DEVICE constexpr int halo_class_ksteps(int cg, int mode, int cls) {
-  return (halo_mask_taps(halo_class_mask(mode, cls)) * cg + kMmaK - 1) / kMmaK;
+  return (halo_mask_taps(halo_class_mask(mode, cls)) * halo_tap_chunks(cg) + 1) / 2;
 }
 RK_HOST_DEVICE constexpr int halo_class_kstep0(int cg, int mode, int cls) {
   int j = 0;
@@ -179,22 +180,25 @@ RK_HOST_DEVICE constexpr int halo_kstep_class(int j, int cg, int mode) {
   while (cls + 1 < halo_classes(mode) && j >= halo_class_kstep0(cg, mode, cls + 1)) ++cls;
   return cls;
 }
-RK_HOST_DEVICE constexpr int halo_ntiles(int kg) { return (kg + kMmaN - 1) / kMmaN; }
+RK_HOST_DEVICE constexpr int halo_ntiles(int cg) { return halo_gw(cg) / kMmaN; }
 
-// A: the word of the pair (kk, kk + 1) of output pixel (pl, ql) (tile coordinates) in group gl
-// of the slab, kk in the K order of tap set `mask`; -1 for the K padding (kk >= taps * Cg: the
-// register is zero). kk is even, and Cg even keeps a pair within one tap. The definition; the
-// kernel adds the two parts below.
-RK_HOST_DEVICE int halo_a_word(int pl, int ql, int kk, int gl, int cg, int stride, int mask = 0x1FF) {
-  if (kk >= halo_mask_taps(mask) * cg) return -1;
-  const int tap = halo_mask_tap(mask, kk / cg), c = kk % cg;
-  return halo_word(pl * stride + tap / 3, ql * stride + tap % 3, gl * cg + c, stride, cg);
+// A: one ldmatrix.x4 per m16 tile and k-step. Matrix i is A register i (rows 8 (i % 2) .. + 7,
+// K chunk i / 2 of the k-step; ldsm_elem), so lane l points at output column
+// halo_a_col(l) = l % 8 + 8 ((l / 8) % 2) of its m16 tile and K chunk 2 j + l / 16.
+RK_HOST_DEVICE constexpr int halo_a_col(int lane) { return lane % 8 + 8 * ((lane / 8) % 2); }
+// The word where lane `lane`'s row starts for k-step j (within its class, tap set `mask`), tile
+// row pl, GEMM group gl; -1 for a chunk of K padding (the zero row). The definition; the kernel
+// adds the two parts below.
+RK_HOST_DEVICE constexpr int halo_a_row_word(int pl, int lane, int j, int gl, int cg, int stride,
+                                             int mask = 0x1FF) {
+  const int kc = 2 * j + lane / 16, ti = kc / halo_tap_chunks(cg);
+  if (ti >= halo_mask_taps(mask)) return -1;
+  const int tap = halo_mask_tap(mask, ti), chan = gl * halo_gw(cg) + 8 * (kc % halo_tap_chunks(cg));
+  return halo_word(pl * stride + tap / 3, halo_a_col(lane) * stride + tap % 3, chan, stride, cg);
 }
-// The kernel's two parts of it, so that nothing is divided in its loop: the lane's pixel
-// (once per kernel), plus the tap and channel offset of register pair kbase = 16 j + 8 (reg / 2)
-// (a compile-time constant in the unrolled loop) for the lane's t = lane % 4. For Cg a multiple
-// of 8 the four pairs of a register lie in one tap; at Cg = 4 pairs t = 0, 1 are tap kbase / 4
-// and t = 2, 3 the next one.
+// The kernel's two parts of it, so that nothing is divided in its loop: the lane's pixel (once
+// per kernel), plus the tap and chunk offset of K chunk 2 j + half (a compile-time constant in
+// the unrolled loop for each half of the warp).
 RK_HOST_DEVICE constexpr int halo_pixel_base(int pl, int ql, int stride, int cg) {
   return halo_word(pl * stride, ql * stride, 0, stride, cg);
 }
@@ -203,37 +207,35 @@ RK_HOST_DEVICE constexpr int halo_tap_offset(int tap, int stride, int cg) {
   const int s = tap % 3, slots = stride == 1 ? s : (s == 1 ? halo_half_cols(stride) : s / 2);
   return (tap / 3) * halo_row_words(stride, cg) + slots * halo_pixel_words(cg);
 }
-RK_HOST_DEVICE constexpr int halo_a_offset(int kbase, int t, int gl, int cg, int stride, int mask = 0x1FF) {
-  const int taps = halo_mask_taps(mask);
-  if (cg % 8 == 0)
-    return kbase >= taps * cg ? -1
-                              : halo_tap_offset(halo_mask_tap(mask, kbase / cg), stride, cg) + (gl * cg + kbase % cg) / 2 + t;
-  if (kbase + 2 * t >= taps * cg) return -1;                    // cg == 4
-  const int tap = halo_mask_tap(mask, kbase / 4 + (t >> 1));
-  return halo_tap_offset(tap, stride, cg) + gl * 2 + (t & 1);
+RK_HOST_DEVICE constexpr int halo_a_offset(int j, int half, int gl, int cg, int stride, int mask = 0x1FF) {
+  const int kc = 2 * j + half, ti = kc / halo_tap_chunks(cg);
+  if (ti >= halo_mask_taps(mask)) return -1;
+  return halo_tap_offset(halo_mask_tap(mask, ti), stride, cg) +
+         (gl * halo_gw(cg) + 8 * (kc % halo_tap_chunks(cg))) / 2;
 }
 
 // B, pre-packed: the word of register `reg` of `lane` for k-step j (of all classes) and n8 tile
-// nt of group gl: consecutive lanes read consecutive 8-byte pairs (one conflict-free 64-bit load
-// per lane).
+// nt of GEMM group gl: consecutive lanes read consecutive 8-byte pairs (one conflict-free 64-bit
+// load per lane).
 RK_HOST_DEVICE constexpr int halo_weight_word(int gl, int j, int nt, int lane, int reg, int cg,
                                               int mode = kHaloFprop) {
   return (((gl * halo_ksteps(cg, mode) + j) * halo_ntiles(cg) + nt) * 32 + lane) * 2 + reg;
 }
 RK_HOST_DEVICE constexpr int halo_slab_weight_words(int cg, int mode = kHaloFprop) {
-  return halo_slab_groups(cg) * halo_ksteps(cg, mode) * halo_ntiles(cg) * 64;
+  return halo_gemm_groups(cg) * halo_ksteps(cg, mode) * halo_ntiles(cg) * 64;
 }
 // What a packed word holds: half e (0: low 16 bits) of register `reg` of `lane` is the weight of
-// output n, input c and stencil tap `tap` of class `cls` (below), or zero (padding) when `ok` is
-// false.
-struct HaloWeightElem { bool ok; int n, c, tap, cls; };
-RK_HOST_DEVICE HaloWeightElem halo_weight_elem(int j, int nt, int lane, int reg, int e, int cg,
-                                               int mode = kHaloFprop) {
+// output n, input c and stencil tap `tap` of class `cls` in group `sub` of the GEMM group
+// (0 but at Cg = 4), or zero (padding, or off the diagonal) when `ok` is false.
+struct HaloWeightElem { bool ok; int n, c, tap, cls, sub; };
+RK_HOST_DEVICE constexpr HaloWeightElem halo_weight_elem(int j, int nt, int lane, int reg, int e, int cg,
+                                                         int mode = kHaloFprop) {
   const int cls = halo_kstep_class(j, cg, mode), mask = halo_class_mask(mode, cls);
-  const FragCoord b = mma_b_coord(lane, reg);
-  const int kk = (j - halo_class_kstep0(cg, mode, cls)) * kMmaK + b.row + e, n = nt * kMmaN + b.col;
-  if (kk >= halo_mask_taps(mask) * cg || n >= cg) return {false, 0, 0, 0, cls};
-  return {true, n, kk % cg, halo_mask_tap(mask, kk / cg), cls};
+  const int row = (lane % 4) * 2 + 8 * reg, col = lane / 4;     // mma_b_coord
+  const int kk = (j - halo_class_kstep0(cg, mode, cls)) * kMmaK + row + e, n = nt * kMmaN + col;
+  const int ti = kk / halo_gw(cg), ch = kk % halo_gw(cg);
+  if (ti >= halo_mask_taps(mask) || ch / cg != n / cg) return {false, 0, 0, 0, cls, 0};
+  return {true, n % cg, ch % cg, halo_mask_tap(mask, ti), cls, n / cg};
 }
 
 // Where a packed element comes from in the weight w[K][Cg][3][3]. fprop: w[g*Kg + n][c][tap].
@@ -249,7 +251,8 @@ RK_HOST_DEVICE constexpr HaloWeightSource halo_weight_source(int64_t group, int 
                             : HaloWeightSource{group * cg + c, n, r, s};
 }
 
-// The pre-pack kernel's thread i writes word i of wpack[group][kstep][ntile][lane][2].
+// The pre-pack kernel's thread i writes word i of wpack[gemm group][kstep][ntile][lane][2]; the
+// weight's group is group * (GW / Cg) + the element's `sub`.
 struct HaloWeightWord { int64_t group; int j, nt, lane, reg; };
 RK_HOST_DEVICE constexpr HaloWeightWord halo_weight_coords(int64_t i, int cg, int mode = kHaloFprop) {
   const int per_group = halo_ksteps(cg, mode) * halo_ntiles(cg) * 64, within = int(i % per_group);
@@ -270,9 +273,10 @@ RK_HOST_DEVICE constexpr int halo_out_chunks(int slab) { return kHaloTileP * kHa
 struct HaloOutChunk { int pixel, part; };
 RK_HOST_DEVICE constexpr HaloOutChunk halo_out_chunk(int i, int slab) { return {i / (slab / 8), i % (slab / 8)}; }
 
-// Shared memory of one CTA (bytes): two halo stages, the slab's weights, the output staging.
+// Shared memory of one CTA (bytes): two halo stages, the slab's weights, the zero row, the
+// output staging.
 RK_HOST_DEVICE constexpr int64_t halo_smem_bytes(int stride, int cg, int mode = kHaloFprop) {
-  return 4 * (2 * int64_t(halo_stage_words(stride, cg)) + halo_slab_weight_words(cg, mode) +
+  return 4 * (2 * int64_t(halo_stage_words(stride, cg)) + halo_slab_weight_words(cg, mode) + 4 +
               int64_t(kHaloTileP * kHaloTileQ) * halo_out_pixel_words(halo_slab(cg)));
 }
 // Persistent CTAs one SM holds, as the launcher sizes its grid (shared memory bound, capped).

@@ -36,6 +36,17 @@ RK_HOST_DEVICE FragCoord mma_c_coord(int lane, int i) {
   return {lane / 4 + 8 * (i / 2), (lane % 4) * 2 + i % 2};
 }
 
+// ldmatrix (m8n8, b16, .x4 or .x2): lane l gives the address of row l % 8 of matrix l / 8 (16
+// bytes), and half e of register `reg` of `lane` is element (row, col) of matrix `reg`: row
+// lane / 4, column 2 (lane % 4) + e; with .trans, row 2 (lane % 4) + e, column lane / 4.
+struct LdsmElem { int matrix, row, col; };
+RK_HOST_DEVICE constexpr LdsmElem ldsm_elem(int lane, int reg, int e) {
+  return {reg, lane / 4, 2 * (lane % 4) + e};
+}
+RK_HOST_DEVICE constexpr LdsmElem ldsm_trans_elem(int lane, int reg, int e) {
+  return {reg, 2 * (lane % 4) + e, lane / 4};
+}
+
 // ---------------------------------------------------------------------------------------------
 // The tensor-core gather kernels (gather_mma.cu: fprop_mma and dgrad_mma). fprop and dgrad are
 // one implicit GEMM per group in "gather" form: every destination pixel (a GEMM row) sums, over

@@ -66,7 +66,7 @@ wgrad_halo_kernel(ConvParams p, int64_t splits, int64_t tiles) {
         in = h >= 0 && h < q.H && w >= 0 && w < q.W;
         src = x + tl.n * p.x_stride[0] + h * p.x_stride[2] + w * p.x_stride[3] + c.chunk * 8;
       }
-      cp_async<16>(smem + slot * STAGE + wh_copy_unit(c, STRIDE, CG), in ? src : x, in ? 16 : 0);
+      cp_async16(smem + slot * STAGE + wh_copy_unit(c, STRIDE, CG), in ? src : x, in ? 16 : 0);
     }
   };
 

@@ -118,14 +118,8 @@ RK_HOST_DEVICE constexpr int wh_copy_unit(const WhCopy& c, int stride, int cg) {
               : wh_x_unit(c.row, c.col, c.chunk, stride, cg);
 }
 
-// ldmatrix.x4.trans: lane l gives the address of row l % 8 of matrix l / 8, and register j of
-// lane l receives, from matrix j, rows 2 (l % 4) and 2 (l % 4) + 1 of column l / 4 (low half
-// first). So the A registers a0..a3 (M half j % 2, K half j / 2: mma_fragments.h) are matrices
-// 0..3 when lane l points at K pixel 8 (l / 16) + l % 8 of M half (l / 8) % 2.
-struct LdsmElem { int matrix, row, col; };
-RK_HOST_DEVICE constexpr LdsmElem ldsm_trans_elem(int lane, int reg, int e) {
-  return {reg, 2 * (lane % 4) + e, lane / 4};
-}
+// ldmatrix.x4.trans (ldsm_trans_elem): the A registers a0..a3 (M half j % 2, K half j / 2) are
+// matrices 0..3 when lane l points at K pixel 8 (l / 16) + l % 8 of M half (l / 8) % 2.
 // A: the 16-byte unit lane `lane` points at for block M tile m, K-block kb of the staged tile.
 RK_HOST_DEVICE constexpr int wh_a_unit(int m, int kb, int lane, int stride, int cg) {
   const int matrix = lane / 8, k = 8 * (matrix / 2) + lane % 8;

@@ -47,7 +47,7 @@ rk::ConvParams halo_params(int64_t n, int64_t cg, int64_t groups, int64_t h, int
 template <int CG>
 int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride, int64_t pad,
                 bool relu, int num_sms, int mode = rk::kHaloFprop) {
-  constexpr int SLAB = rk::halo_slab(CG), GPS = rk::halo_slab_groups(CG);
+  constexpr int SLAB = rk::halo_slab(CG), GG = rk::halo_gemm_groups(CG), GW = rk::halo_gw(CG);
   rk::ConvParams p = halo_params(n, CG, groups, h, w, stride, pad);
   p.num_sms = num_sms;
   const bool dgrad = mode != rk::kHaloFprop;
@@ -92,14 +92,15 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
     const rk::HaloWeightWord at = rk::halo_weight_coords(i, CG, mode);
     for (int e = 0; e < 2; ++e) {
       const rk::HaloWeightElem el = rk::halo_weight_elem(at.j, at.nt, at.lane, at.reg, e, CG, mode);
-      const rk::HaloWeightSource src = rk::halo_weight_source(at.group, el.n, el.c, el.tap, el.cls, CG, mode);
-      wpack[2 * i + e] = el.ok && at.group < q.G ? Wt(src.k, src.c, src.r, src.s) : 0.f;
+      const int64_t group = at.group * (GW / CG) + el.sub;
+      const rk::HaloWeightSource src = rk::halo_weight_source(group, el.n, el.c, el.tap, el.cls, CG, mode);
+      wpack[2 * i + e] = el.ok && group < q.G ? Wt(src.k, src.c, src.r, src.s) : 0.f;
     }
   }
 
   constexpr int STAGE = rk::halo_stage_words(1, CG) > rk::halo_stage_words(2, CG)
                             ? rk::halo_stage_words(1, CG) : rk::halo_stage_words(2, CG);
-  constexpr int COPY = rk::halo_copy_channels(CG);
+  constexpr int COPY = 8;                                  // channels a copy (16 bytes)
   std::vector<int> visits(tiles, 0);
   int64_t wrong = 0;
   for (int64_t cta = 0; cta < grid; ++cta) {
@@ -125,20 +126,23 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
         const int mask = rk::halo_class_mask(mode, cls), j0 = rk::halo_class_kstep0(CG, mode, cls);
         std::vector<float> out(2 * rk::kHaloTileP * rk::kHaloTileQ * rk::halo_out_pixel_words(SLAB), kUnset);
         for (int warp = 0; warp < rk::kHaloWarps; ++warp)
-          for (int gl = 0; gl < GPS; ++gl)
+          for (int gl = 0; gl < GG; ++gl)
             for (int mt = 0; mt < 2; ++mt)
               for (int nt = 0; nt < rk::halo_ntiles(CG); ++nt) {
                 float acc[32][4] = {};
                 for (int j = 0; j < rk::halo_class_ksteps(CG, mode, cls); ++j) {
+                  // ldmatrix.x4: half e of register `reg` is element ldsm_elem of matrix `reg`,
+                  // whose row `row` lane 8 reg + row gave: as the kernel forms it, the lane's
+                  // pixel base plus its half-warp's tap/chunk offset (or the zero row), which
+                  // must be the definition's word.
                   auto a_half = [&](int lane, int reg, int e) -> float {
-                    // As the kernel forms it: the lane's pixel base plus its tap/channel offset,
-                    // which must be the definition's word.
-                    const rk::FragCoord fc = rk::mma_a_coord(lane, reg);
-                    const int off = rk::halo_a_offset(j * rk::kMmaK + 8 * (reg / 2), lane % 4, gl, CG, S, mask);
-                    const int wi = off < 0 ? -1 : rk::halo_pixel_base(2 * warp + mt, fc.row, S, CG) + off;
-                    wrong += wi != rk::halo_a_word(2 * warp + mt, fc.row, j * rk::kMmaK + fc.col, gl, CG, S, mask);
-                    if (wi < 0) return 0.f;                 // K padding: a zero register
-                    const float v = halo[2 * wi + e];
+                    const rk::LdsmElem le = rk::ldsm_elem(lane, reg, e);
+                    const int giver = 8 * le.matrix + le.row;
+                    const int off = rk::halo_a_offset(j, giver / 16, gl, CG, S, mask);
+                    const int wi = off < 0 ? -1 : rk::halo_pixel_base(2 * warp + mt, rk::halo_a_col(giver), S, CG) + off;
+                    wrong += wi != rk::halo_a_row_word(2 * warp + mt, giver, j, gl, CG, S, mask);
+                    if (wi < 0) return 0.f;                 // K padding: the zero row
+                    const float v = halo[2 * wi + le.col];
                     wrong += std::isnan(v);                 // a word no chunk staged
                     return v;
                   };
@@ -151,9 +155,8 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
                   for (int i = 0; i < 4; i += 2) {
                     const rk::FragCoord fc = rk::mma_c_coord(lane, i);
                     const int nn = nt * rk::kMmaN + fc.col;
-                    if (nn >= CG) continue;
-                    const int64_t k = (tl.slab * GPS + gl) * CG + nn;
-                    const int word = rk::halo_out_word((2 * warp + mt) * rk::kHaloTileQ + fc.row, gl * CG + nn, SLAB);
+                    const int64_t k = (tl.slab * GG + gl) * GW + nn;
+                    const int word = rk::halo_out_word((2 * warp + mt) * rk::kHaloTileQ + fc.row, gl * GW + nn, SLAB);
                     for (int e = 0; e < 2; ++e) {
                       float v = acc[lane][i + e] + bias[k + e];
                       out[2 * word + e] = p.relu ? std::max(v, 0.f) : v;
@@ -208,7 +211,8 @@ struct Conflicts { int accesses = 0, wavefronts = 0, minimum = 0; };
 // Every warp-wide shared-memory access of one tile of fprop_halo, by kind.
 template <int CG>
 std::map<std::string, Conflicts> count_conflicts(int S, int mode = rk::kHaloFprop) {
-  constexpr int SLAB = rk::halo_slab(CG), GPS = rk::halo_slab_groups(CG);
+  constexpr int SLAB = rk::halo_slab(CG), GG = rk::halo_gemm_groups(CG), GW = rk::halo_gw(CG);
+  constexpr int kZeroRow = 1 << 20;                          // the zero row's words (any 32-multiple)
   std::map<std::string, Conflicts> out;
   auto add = [&](const std::string& kind, const std::vector<std::vector<int>>& lanes, int minimum) {
     if (lanes.empty()) return;
@@ -219,7 +223,7 @@ std::map<std::string, Conflicts> count_conflicts(int S, int mode = rk::kHaloFpro
   };
   for (int warp = 0; warp < rk::kHaloWarps; ++warp) {
     for (int j = 0; j < rk::halo_ksteps(CG, mode); ++j)
-      for (int gl = 0; gl < GPS; ++gl) {
+      for (int gl = 0; gl < GG; ++gl) {
         const int cls = rk::halo_kstep_class(j, CG, mode), mask = rk::halo_class_mask(mode, cls);
         const int jl = j - rk::halo_class_kstep0(CG, mode, cls);
         for (int nt = 0; nt < rk::halo_ntiles(CG); ++nt) {   // B: one 64-bit load per lane
@@ -230,18 +234,17 @@ std::map<std::string, Conflicts> count_conflicts(int S, int mode = rk::kHaloFpro
           }
           add("B loads (64-bit)", lanes, 2);
         }
-        for (int mt = 0; mt < 2; ++mt)
-          for (int reg = 0; reg < 4; ++reg) {                 // A: one 32-bit load per register
-            std::vector<std::vector<int>> lanes;
-            for (int lane = 0; lane < 32; ++lane) {
-              const rk::FragCoord fc = rk::mma_a_coord(lane, reg);
-              const int wi = rk::halo_a_word(2 * warp + mt, fc.row, jl * rk::kMmaK + fc.col, gl, CG, S, mask);
-              if (wi >= 0) lanes.push_back({wi});
-            }
-            add("A loads", lanes, 1);
+        for (int mt = 0; mt < 2; ++mt) {                      // A: one ldmatrix.x4, 16 bytes a row
+          std::vector<std::vector<int>> lanes;
+          for (int lane = 0; lane < 32; ++lane) {
+            const int wi = rk::halo_a_row_word(2 * warp + mt, lane, jl, gl, CG, S, mask);
+            const int w0 = wi < 0 ? kZeroRow : wi;
+            lanes.push_back({w0, w0 + 1, w0 + 2, w0 + 3});
           }
+          add("A ldmatrix", lanes, 4);
+        }
       }
-    for (int gl = 0; gl < GPS; ++gl)                           // epilogue: 32-bit pair stores
+    for (int gl = 0; gl < GG; ++gl)                            // epilogue: 32-bit pair stores
       for (int mt = 0; mt < 2; ++mt)
         for (int nt = 0; nt < rk::halo_ntiles(CG); ++nt)
           for (int i = 0; i < 4; i += 2) {
@@ -249,14 +252,13 @@ std::map<std::string, Conflicts> count_conflicts(int S, int mode = rk::kHaloFpro
             for (int lane = 0; lane < 32; ++lane) {
               const rk::FragCoord fc = rk::mma_c_coord(lane, i);
               const int nn = nt * rk::kMmaN + fc.col;
-              if (nn < CG) lanes.push_back({rk::halo_out_word((2 * warp + mt) * rk::kHaloTileQ + fc.row, gl * CG + nn, SLAB)});
+              lanes.push_back({rk::halo_out_word((2 * warp + mt) * rk::kHaloTileQ + fc.row, gl * GW + nn, SLAB)});
             }
             add("epilogue stores", lanes, 1);
           }
   }
-  // The staging copies (16 bytes a lane, 8 at Cg = 4) and the output loads (16 bytes), 32
-  // consecutive ones a warp.
-  constexpr int COPY_WORDS = rk::halo_copy_channels(CG) / 2;
+  // The staging copies and the output loads (16 bytes a lane), 32 consecutive ones a warp.
+  constexpr int COPY_WORDS = 4;
   for (int first = 0; first < rk::halo_chunks(S, CG); first += 32) {
     std::vector<std::vector<int>> lanes;
     for (int i = first; i < std::min(first + 32, rk::halo_chunks(S, CG)); ++i) {
@@ -280,11 +282,8 @@ std::map<std::string, Conflicts> count_conflicts(int S, int mode = rk::kHaloFpro
   return out;  // (the epilogue and output loads repeat unchanged for each phase class)
 }
 
-// The conflicts the design intends, and no others: A, B and epilogue accesses at the minimum
-// (Cg = 4 at stride 2 excepted: 1.8 wavefronts an A load, see halo_row_words; and Cg = 4 dgrad
-// phases, whose class (1, 0) pairs taps (1, 1) and (2, 1) in a register, pixel j of two rows:
-// 2 wavefronts on those loads, 1.2 over all; no 32x4d layer has it); the 16-byte
-// staging copies and output loads at most twice it (a pixel pitch right for the fragments puts
+// The conflicts the design intends, and no others: A, B and epilogue accesses at the minimum;
+// the 16-byte staging copies and output loads at most twice it (a pixel pitch right for the fragments puts
 // the two pixels of a 16-byte quarter-warp phase on overlapping banks; they are about one
 // eighth of the A loads).
 template <int CG>
@@ -297,10 +296,6 @@ void check_halo_width() {
       const bool staging = kind.find("copies") != std::string::npos || kind.find("output") != std::string::npos;
       if (staging) {
         CHECK(c.wavefronts <= 2 * c.minimum);
-      } else if (CG == 4 && S == 2 && kind == "A loads") {
-        CHECK(c.wavefronts == 1152 && c.minimum == 640);
-      } else if (CG == 4 && mode == rk::kHaloDgradPhases && kind == "A loads") {
-        CHECK(c.wavefronts == 768 && c.minimum == 640);   // class (1, 0): its two taps a row apart
       } else {
         CHECK(c.wavefronts == c.minimum);
       }
