@@ -119,10 +119,11 @@ const std::vector<KernelVariant>& registry() {
        fprop_mma_can_implement, no_workspace, fprop_mma_launch, fprop_mma_shape},
       {"fprop_halo", Direction::kFprop, 4,
        "8x16 pixel tile's halo staged once in shared memory (16-byte cp.async, zero-filled), "
-       "K = (tap, channel) within a group on mma.sync, persistent CTAs with two halo buffers, "
-       "pre-packed weights, fused bias/ReLU and 16-byte stores; bf16/fp16 channels_last, "
-       "Kg = Cg in {4, 8, 16, 24, 32, 40, 64}, stride 1 or 2", false,
-       fprop_halo_can_implement, fprop_halo_workspace_elems, fprop_halo_launch, fprop_halo_shape},
+       "ldmatrix A fragments, K = (tap, channel) within a group on mma.sync, persistent CTAs "
+       "with two halo buffers, weights packed by each CTA for its slab, fused bias/ReLU and "
+       "16-byte stores; bf16/fp16 channels_last, Kg = Cg in {4, 8, 16, 24, 32, 40, 64}, stride "
+       "1 or 2", false,
+       fprop_halo_can_implement, no_workspace, fprop_halo_launch, fprop_halo_shape},
       {"dgrad_direct", Direction::kDgrad, 1,
        "one thread per input-gradient element, gathering the taps that reach it", true,
        dgrad_direct_can_implement, no_workspace, dgrad_direct_launch, dgrad_direct_shape},
@@ -136,10 +137,10 @@ const std::vector<KernelVariant>& registry() {
        dgrad_mma_can_implement, no_workspace, dgrad_mma_launch, dgrad_mma_shape},
       {"dgrad_halo", Direction::kDgrad, 4,
        "fprop_halo on dy, the weight transposed per group (and, at stride 1, rotated by 180 "
-       "degrees) in its pre-pack; stride 2 (padding 1) by phase class, the four classes on one "
+       "degrees) as it is packed; stride 2 (padding 1) by phase class, the four classes on one "
        "staged dy halo, each with only its taps; bf16/fp16 channels_last, "
        "Kg = Cg in {4, 8, 16, 24, 32, 40, 64}", false,
-       dgrad_halo_can_implement, dgrad_halo_workspace_elems, dgrad_halo_launch, dgrad_halo_shape},
+       dgrad_halo_can_implement, no_workspace, dgrad_halo_launch, dgrad_halo_shape},
       {"wgrad_direct", Direction::kWgrad, 1,
        "one block per weight element and split of N*P*Q; fixed-order two-pass reduction", true,
        wgrad_direct_can_implement, wgrad_direct_workspace_elems, wgrad_direct_launch, wgrad_direct_shape},

@@ -815,6 +815,7 @@ def cuda_mma(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Resou
 
 
 HALO_PHASE_TAPS = (1, 2, 2, 4)   # taps of dgrad_halo's stride-2 phase classes (halo_fragments.h)
+HALO_PACK_UNROLL = 8             # packed words a thread loads at once (fprop_halo.cu)
 
 
 def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Resources,
@@ -853,6 +854,12 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     halo_bytes = in_h * in_w * slab * e        # the in-bounds part of an average tile's halo
     out_bytes = dst_elems * e / tiles
     copies = rows * cols * slab / 8            # 16-byte staging copies a tile
+    # Each CTA walks a contiguous run of the slab-major tiles and packs the weights of each slab
+    # it starts into shared memory: 1 + run / tiles-per-slab slabs a CTA on average, each
+    # words / 128 words a thread, loaded 8 at a time (one latency each), ~60 instructions a word.
+    words = gg * ksteps * ntiles * 64
+    packs = min(conv.c // slab, 1 + per_cta / (tiles / (conv.c // slab)))
+    pack_rounds = -(-words // (128 * HALO_PACK_UNROLL))
     # Shared-memory wavefronts a tile (csrc/tests/test_halo.cpp's counts): A one conflict-free
     # ldmatrix.x4 (4) per warp, m16 tile, k-step and GEMM group; B 2 per n8 tile; the epilogue's
     # pair stores and 16-byte output loads per class; the staging copies at twice the minimum.
@@ -860,24 +867,22 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
             + 2 * copies * 16 / 128 + classes * 2 * 128 * slab * 2 / 128)
     mma = 4 * 2 * ksteps * gg * ntiles * 2.0 * 16 * 8 * 16
     work = CtaWork(
-        l2_bytes=per_cta * (halo_bytes + out_bytes),
-        smem_wavefronts=per_cta * smem,
+        l2_bytes=per_cta * (halo_bytes + out_bytes) + packs * slab * cg * 9 * e,
+        smem_wavefronts=per_cta * smem + packs * words / 32,
         # Warp instructions: per warp, k-step and GEMM group 2 ldmatrix (one per m16 tile), per
         # n8 tile a B load and 2 mma, per class the epilogue; ~1.6x that for the addressing and
         # the loop (fprop_halo's SASS before ldmatrix, 2026-12-01: ~265 of 176 at Cg = 4, 370 of
         # 236 at Cg = 8, 490 of 330 at Cg = 32); the staging and store loops ~25 instructions a
         # 16-byte copy.
         issue=per_cta * (4 * 1.6 * (2 * ksteps * gg + 3 * ksteps * gg * ntiles + classes * 4 * gg * ntiles)
-                         + (copies + classes * 128 * slab / 8) / 32 * 25),
+                         + (copies + classes * 128 * slab / 8) / 32 * 25) + packs * words / 32 * 60,
         mma_flops=per_cta * mma,
-        chain_us=per_cta * gpu.mem_latency_us,
+        chain_us=(per_cta + packs * pack_rounds) * gpu.mem_latency_us,
         in_flight_bytes=halo_bytes)
     regs, source = resources.cuda_regs(f"fprop_halo_kernel<{{T}}, {cg}, {conv.stride}, {mode}>", dtype, 128)
-    words = shape["workspace_elems"]
     main = Launch("fprop_halo", shape["grid_x"], shape["threads"], regs, shape["smem_bytes"], work,
-                  dram_bytes=compulsory + words * 4, mma_useful_flops=useful, resource_source=source)
-    pack = small_kernel("fprop_halo_pack", conv.w_elems() * e, words * 4)
-    return simulate(gpu, f"cuda:{direction}_halo", direction, [pack, main])
+                  dram_bytes=compulsory, mma_useful_flops=useful, resource_source=source)
+    return simulate(gpu, f"cuda:{direction}_halo", direction, [main])
 
 
 def _wgrad_halo_tiling(cg: int) -> Tuple[int, int, int]:

@@ -2,34 +2,35 @@
 // staged in shared memory once by 16-byte asynchronous copies, nine taps read there through
 // ldmatrix (one instruction an A fragment), tensor cores with K = (tap, channel) inside a GEMM
 // group (a group, or two at Cg = 4 with block-diagonal weights, so that every 16-byte chunk
-// of a pixel is in one), persistent CTAs with two halo buffers, weights pre-packed once per
-// call into exactly the B registers' order, bias and ReLU fused, 16-byte stores. Index maps,
-// shared-memory layout and the tiling: halo_fragments.h.
+// of a pixel is in one), persistent CTAs with two halo buffers walking contiguous runs of the
+// tiles, each packing its slab's weights into shared memory in exactly the B registers' order,
+// bias and ReLU fused, 16-byte stores; one launch. Index maps, shared-memory layout and the
+// tiling: halo_fragments.h.
 //
 //   y[n, g*Kg + k, p, q] = act(bias + sum_{tap, c} x[n, g*Cg + c, p*s - pad + r, q*s - pad + t] * w[.., c, r, t])
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:fprop_halo`, registers from the
-// cubin; H200, ResNeXt-50 32x4d, batch 64, bf16), us and binding resource: stage1 46 (L2),
-// stage2.entry 51 (L2), stage2 26 (L2), stage3.entry 28 (L2), stage3 16 (shared memory),
-// stage4.entry 22 (latency), stage4 18 (shared memory): 0.43 ms over the 16 layers, 45% of the
-// 0.196 ms roofline (cuDNN measured 0.79 ms). What binds: the fitted 3 TB/s L2->SM rate (the
-// 1.41x halo re-read and the output: 1.7x the DRAM time; if 3 TB/s is a ceiling, no kernel that
-// moves its bytes through L2 exceeds 70% of the roofline, which the GPU run's
-// l2_read_bandwidth_gbs decides); 8x16 tiles leave 62% of a 7x7 image idle; two launches a
-// call (the pack) at 3 us each. Unverified on a GPU: forced only until the GPU check passes it.
+// cubin; H200, ResNeXt-50 32x4d, batch 64, bf16), us and binding resource: stage1 44 (L2),
+// stage2.entry 49 (L2), stage2 24 (L2), stage3.entry 26 (L2), stage3 15 (issue), stage4.entry
+// 25 (latency), stage4 21 (issue): 0.42 ms over the 16 layers, 47% of the 0.196 ms roofline
+// (cuDNN measured 0.79 ms). What binds: the fitted 3 TB/s L2->SM rate (the 1.41x halo re-read
+// and the output: 1.7x the DRAM time; if 3 TB/s is a ceiling, no kernel that moves its bytes
+// through L2 exceeds 70% of the roofline, which the GPU run's l2_read_bandwidth_gbs decides);
+// 8x16 tiles leave 62% of a 7x7 image idle, and at stage 4 packing a slab's 18 KB of weights
+// is a third of a CTA's work. Unverified on a GPU: forced only until the GPU check passes it.
 //
 // Serves bf16/fp16, channels_last x and y, Kg == Cg in {4, 8, 16, 24, 32, 40, 64}, stride 1 or
 // 2, dilation 1, 16-byte aligned pixels; can_implement refuses the rest (the lower rungs run).
 //
 // dgrad_halo (dgrad rung 4) is this kernel on dy. Stride 1: dx = conv(dy, w') with padding
 // 2 - pad and w' the weight transposed within each group and rotated by 180 degrees, which
-// only the pre-pack does (halo_weight_source). Stride 2 (padding 1): by stride-phase class, the
+// only the packing does (halo_weight_source). Stride 2 (padding 1): by stride-phase class, the
 // four classes of dx pixels (row and column parity) each a stride-1 convolution of dy over its
 // own 1, 2, 2 or 4 taps on a ceil(H/2) x ceil(W/2) grid; a CTA stages one dy halo per tile of
 // that grid and runs the four in turn, each storing every other dx pixel of its parity (the
-// same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way: stage1 46,
-// stage2.entry 51 (L2), stage2 26, stage3.entry 28 (L2), stage3 16, stage4.entry 23 (shared
-// memory), stage4 18 us: 0.43 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56 / 21: 1.06 ms).
+// same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way: stage1 44,
+// stage2.entry 49 (L2), stage2 24, stage3.entry 27 (L2), stage3 15, stage4.entry 27 (issue),
+// stage4 21 us: 0.42 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56 / 21: 1.06 ms).
 #include <algorithm>
 
 #include "async_copy.cuh"
@@ -43,31 +44,30 @@ namespace rk {
 
 namespace {
 
-// The launch shape and the packed weights' words of the problem as the kernel sees it (defined
-// with the registry entries below).
+// The launch shape of the problem as the kernel sees it (defined with the registry entries below).
 LaunchShape halo_shape(const ConvParams& p, int mode);
-int64_t halo_workspace_elems(const ConvParams& p, int mode);
 
-// The block's weights as packed B registers: wpack[slab][group][kstep][ntile][lane][2] words,
-// halo_weight_elem's map (no division in the main kernel; this one runs once per call).
+// Word `i` of the packed weights (all slabs: wpack[slab][gemm group][kstep][ntile][lane][2]),
+// halo_weight_elem's map. Each CTA packs its slab's words itself, into shared memory, when it
+// starts the slab (at most twice a CTA: halo_cta_tiles), CG and MODE compile-time, so the
+// divisions are by constants.
 template <typename T, int CG, int MODE>
-__global__ void __launch_bounds__(256) fprop_halo_pack_kernel(ConvParams p, uint32_t* wpack, int64_t words) {
-  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (i >= words) return;
-  const HaloWeightWord at = halo_weight_coords(i, CG, MODE);  // at.group: a GEMM group
+__device__ __forceinline__ uint32_t halo_pack_word(const ConvParams& p, int64_t i) {
+  const HaloWeightWord at = halo_weight_coords(i, CG, MODE);     // at.group: a GEMM group
   const T* __restrict__ w = static_cast<const T*>(p.w);
   uint32_t word = 0;
+#pragma unroll
   for (int e = 0; e < 2; ++e) {
     const HaloWeightElem el = halo_weight_elem(at.j, at.nt, at.lane, at.reg, e, CG, MODE);
-    T v = from_float<T>(0.f);
     const int64_t group = at.group * (halo_gw(CG) / CG) + el.sub;
+    T v = from_float<T>(0.f);
     if (el.ok && group < p.problem.G) {
       const HaloWeightSource src = halo_weight_source(group, el.n, el.c, el.tap, el.cls, CG, MODE);
       v = w[offset4(p.w_stride, src.k, src.c, src.r, src.s)];
     }
     word |= uint32_t(*reinterpret_cast<const uint16_t*>(&v)) << (16 * e);
   }
-  wpack[i] = word;
+  return word;
 }
 
 // Register budget: sm_90 is told the CTAs per SM that its shared memory holds (halo_ctas_per_sm:
@@ -86,7 +86,7 @@ __global__ void __launch_bounds__(256) fprop_halo_pack_kernel(ConvParams p, uint
 // dst_h x dst_w pixels (q.P x q.Q but for the phases, whose class grids interleave).
 template <typename T, int CG, int STRIDE, int MODE>
 __global__ void RK_HALO_BOUNDS
-fprop_halo_kernel(ConvParams p, const uint32_t* __restrict__ wpack, int64_t tiles, int64_t dst_h, int64_t dst_w) {
+fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
   constexpr int SLAB = halo_slab(CG), GG = halo_gemm_groups(CG), GW = halo_gw(CG);
   constexpr int NT = halo_ntiles(CG), STAGE = halo_stage_words(STRIDE, CG);
   constexpr int WWORDS = halo_slab_weight_words(CG, MODE), CHUNKS = halo_chunks(STRIDE, CG);
@@ -186,23 +186,24 @@ fprop_halo_kernel(ConvParams p, const uint32_t* __restrict__ wpack, int64_t tile
     __syncthreads();  // osm is rewritten by the next class or tile
   };
 
-  int64_t t = blockIdx.x;
+  // This CTA's tiles: a contiguous run of the slab-major list (one or two slabs).
+  const HaloRange run = halo_cta_tiles(blockIdx.x, gridDim.x, tiles);
   int buf = 0;
   int64_t slab_loaded = -1;
-  if (t < tiles) stage(t, 0);
+  if (run.begin < run.end) stage(run.begin, 0);
   cp_async_commit();
-  for (; t < tiles; t += gridDim.x, buf ^= 1) {
+  for (int64_t t = run.begin; t < run.end; ++t, buf ^= 1) {
     const HaloTile tl = halo_tile(t, q.N, q.P, q.Q);
-    if (tl.slab != slab_loaded) {  // the slab's packed weights, 16 bytes a copy
-      const uint32_t* src = wpack + tl.slab * WWORDS;
-      for (int i = threadIdx.x * 4; i < WWORDS; i += kHaloThreads * 4) cp_async16(wsm + i, src + i, 16);
+    if (tl.slab != slab_loaded) {  // the slab's weights, packed here (every warp is past the last tile)
+#pragma unroll 8
+      for (int i = threadIdx.x; i < WWORDS; i += kHaloThreads)
+        wsm[i] = halo_pack_word<T, CG, MODE>(p, tl.slab * WWORDS + i);
       slab_loaded = tl.slab;
     }
+    if (t + 1 < run.end) stage(t + 1, buf ^ 1);  // the next tile loads meanwhile
     cp_async_commit();
-    if (t + gridDim.x < tiles) stage(t + gridDim.x, buf ^ 1);  // the next tile loads meanwhile
-    cp_async_commit();
-    cp_async_wait<1>();      // all but the newest group: this tile's halo and the weights
-    __syncthreads();
+    cp_async_wait<1>();      // all but the newest group: this tile's halo
+    __syncthreads();         // and everyone's weights
     const uint32_t* halo = smem + buf * STAGE;
     run_class(std::integral_constant<int, 0>{}, halo, tl);
     if constexpr (halo_classes(MODE) == 4) {   // this halo buffer is rewritten two tiles on
@@ -218,24 +219,17 @@ fprop_halo_kernel(ConvParams p, const uint32_t* __restrict__ wpack, int64_t tile
 template <typename T, int CG, int STRIDE, int MODE>
 int launch_halo(const ConvParams& p, cudaStream_t stream, int64_t dst_h, int64_t dst_w) {
   const LaunchShape s = halo_shape(p, MODE);
-  uint32_t* wpack = reinterpret_cast<uint32_t*>(p.workspace);
-  const int64_t words = halo_workspace_elems(p, MODE);
-  const unsigned blocks = unsigned(ceil_div(words, 256));
-  fprop_halo_pack_kernel<T, CG, MODE><<<blocks, 256, 0, stream>>>(p, wpack, words);
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) return int(err);
   // The persistent grid: the shape's CTAs per SM (shared memory, H100/H200), or fewer where the
   // compiled kernel's registers or this GPU's shared memory hold fewer (an extra CTA per SM
   // would run as a second wave).
   const auto kernel = fprop_halo_kernel<T, CG, STRIDE, MODE>;
-  err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(s.smem_bytes));
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(s.smem_bytes));
   if (err != cudaSuccess) return int(err);
   int resident = 0;
   err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kHaloThreads, size_t(s.smem_bytes));
   if (err != cudaSuccess) return int(err);
   const int64_t grid = std::min<int64_t>(s.grid_x, int64_t(p.num_sms) * std::max(resident, 1));
-  return launch_with_smem(kernel, dim3(unsigned(grid)), kHaloThreads,
-                          s.smem_bytes, stream, p, static_cast<const uint32_t*>(wpack),
+  return launch_with_smem(kernel, dim3(unsigned(grid)), kHaloThreads, s.smem_bytes, stream, p,
                           halo_tiles(p.problem.N, p.problem.P, p.problem.Q, p.problem.C / halo_slab(CG)),
                           dst_h, dst_w);
 }
@@ -299,12 +293,6 @@ std::string halo_can_implement(const ConvParams& p, int mode) {
   return "";
 }
 
-int64_t halo_workspace_elems(const ConvParams& p, int mode) {
-  const int cg = int(p.problem.Cg());
-  if (!halo_serves(cg)) return 0;
-  return (p.problem.C / halo_slab(cg)) * int64_t(halo_slab_weight_words(cg, mode));  // packed words
-}
-
 LaunchShape halo_shape(const ConvParams& p, int mode) {
   const ConvProblem& q = p.problem;
   LaunchShape s;
@@ -319,7 +307,7 @@ LaunchShape halo_shape(const ConvParams& p, int mode) {
   s.red_channels = halo_slab(cg);
   s.halo_pixels = int64_t(halo_rows(stride)) * halo_cols(stride);
   s.groups_per_block = halo_slab_groups(cg);
-  s.launches = 2;  // the weight pre-pack, then the persistent kernel
+  s.launches = 1;  // the weights are packed by each CTA
   return s;
 }
 
@@ -332,8 +320,6 @@ std::string fprop_halo_can_implement(const ConvParams& p) {
   if (p.direction != Direction::kFprop) return "not an fprop problem";
   return halo_can_implement(p, kHaloFprop);
 }
-
-int64_t fprop_halo_workspace_elems(const ConvParams& p) { return halo_workspace_elems(p, kHaloFprop); }
 
 LaunchShape fprop_halo_shape(const ConvParams& p) { return halo_shape(p, kHaloFprop); }
 
@@ -374,10 +360,6 @@ std::string dgrad_halo_can_implement(const ConvParams& p) {
   if (q.dil_h != 1 || q.dil_w != 1) return "dilation other than 1";
   const std::string f = halo_can_implement(halo_dgrad_as_fprop(p), halo_dgrad_mode(p));
   return f == "input or output is not channels_last" ? "grad_output or grad_input is not channels_last" : f;
-}
-
-int64_t dgrad_halo_workspace_elems(const ConvParams& p) {
-  return halo_workspace_elems(halo_dgrad_as_fprop(p), halo_dgrad_mode(p));
 }
 
 LaunchShape dgrad_halo_shape(const ConvParams& p) {

@@ -15,8 +15,9 @@
 // tile's input halo, (8 - 1) * stride + 3 rows by (16 - 1) * stride + 3 columns of SLAB
 // channels, is staged in shared memory once, with 16-byte copies (zeros outside the image), and
 // all nine taps read it there: each A fragment is one ldmatrix.x4, whose matrix rows are 8
-// channels (16 bytes) of one tap-shifted pixel. Persistent CTAs walk the tile list (slab-major)
-// with two halo buffers: the next tile's halo loads while this one computes.
+// channels (16 bytes) of one tap-shifted pixel. Persistent CTAs walk contiguous runs of the tile
+// list (slab-major) with two halo buffers: the next tile's halo loads while this one computes;
+// each CTA packs the weights of its run's slab (one or two) into shared memory itself.
 //
 // Shared-memory layout (32-bit words; a word is two adjacent channels):
 //   halo    [row][column slot][halo_pixel_words]  stride 2 stores even columns, then odd ones,
@@ -144,8 +145,8 @@ RK_HOST_DEVICE constexpr HaloChunk halo_chunk(int i, int stride, int cg) {
   return {i / per_pixel / halo_cols(stride), i / per_pixel % halo_cols(stride), i % per_pixel};
 }
 
-// The tile list, slab-major (a persistent CTA then rarely changes slab, so rarely reloads its
-// weights): tile t = ((slab * N + n) * tiles_p + tp) * tiles_q + tq.
+// The tile list, slab-major (a CTA's contiguous run of it then spans one or two slabs, so it
+// packs their weights once each): tile t = ((slab * N + n) * tiles_p + tp) * tiles_q + tq.
 struct HaloTile { int64_t n; int64_t p0, q0; int64_t slab; };
 RK_HOST_DEVICE constexpr int64_t halo_tiles_p(int64_t P) { return (P + kHaloTileP - 1) / kHaloTileP; }
 RK_HOST_DEVICE constexpr int64_t halo_tiles_q(int64_t Q) { return (Q + kHaloTileQ - 1) / kHaloTileQ; }
@@ -156,6 +157,13 @@ RK_HOST_DEVICE constexpr HaloTile halo_tile(int64_t t, int64_t N, int64_t P, int
   const int64_t tq = t % halo_tiles_q(Q), tp = t / halo_tiles_q(Q) % halo_tiles_p(P);
   const int64_t rest = t / (halo_tiles_q(Q) * halo_tiles_p(P));
   return {rest % N, tp * kHaloTileP, tq * kHaloTileQ, rest / N};
+}
+
+// A persistent CTA's tiles: the contiguous run [c T / G, (c + 1) T / G) of the slab-major list,
+// so that it packs one slab's weights, or two.
+struct HaloRange { int64_t begin, end; };
+RK_HOST_DEVICE constexpr HaloRange halo_cta_tiles(int64_t cta, int64_t ctas, int64_t tiles) {
+  return {cta * tiles / ctas, (cta + 1) * tiles / ctas};
 }
 
 // GEMM groups: GW channels each, halo_gemm_groups of them a slab.
@@ -214,7 +222,7 @@ RK_HOST_DEVICE constexpr int halo_a_offset(int j, int half, int gl, int cg, int 
          (gl * halo_gw(cg) + 8 * (kc % halo_tap_chunks(cg))) / 2;
 }
 
-// B, pre-packed: the word of register `reg` of `lane` for k-step j (of all classes) and n8 tile
+// B, packed: the word of register `reg` of `lane` for k-step j (of all classes) and n8 tile
 // nt of GEMM group gl: consecutive lanes read consecutive 8-byte pairs (one conflict-free 64-bit
 // load per lane).
 RK_HOST_DEVICE constexpr int halo_weight_word(int gl, int j, int nt, int lane, int reg, int cg,
@@ -242,7 +250,7 @@ RK_HOST_DEVICE constexpr HaloWeightElem halo_weight_elem(int j, int nt, int lane
 // dgrad runs the kernel on dy (dgrad_halo): at stride 1 dx is the convolution of dy with
 // padding 2 - pad and the weight transposed within each group and rotated by 180 degrees,
 // w'[g*Cg + n][k][tap] = w[g*Kg + k][n][8 - tap] (Kg == Cg); for the phases the same transpose
-// and the kernel row and column of halo_weight_r / _s. Only the pre-pack differs.
+// and the kernel row and column of halo_weight_r / _s. Only the packing differs.
 struct HaloWeightSource { int64_t k, c; int r, s; };
 RK_HOST_DEVICE constexpr HaloWeightSource halo_weight_source(int64_t group, int n, int c, int tap,
                                                              int cls, int cg, int mode) {
@@ -251,8 +259,8 @@ RK_HOST_DEVICE constexpr HaloWeightSource halo_weight_source(int64_t group, int 
                             : HaloWeightSource{group * cg + c, n, r, s};
 }
 
-// The pre-pack kernel's thread i writes word i of wpack[gemm group][kstep][ntile][lane][2]; the
-// weight's group is group * (GW / Cg) + the element's `sub`.
+// Word i of the packed weights wpack[gemm group][kstep][ntile][lane][2] (a CTA packs its slab's
+// words into shared memory); the weight's group is group * (GW / Cg) + the element's `sub`.
 struct HaloWeightWord { int64_t group; int j, nt, lane, reg; };
 RK_HOST_DEVICE constexpr HaloWeightWord halo_weight_coords(int64_t i, int cg, int mode = kHaloFprop) {
   const int per_group = halo_ksteps(cg, mode) * halo_ntiles(cg) * 64, within = int(i % per_group);

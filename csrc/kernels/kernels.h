@@ -52,20 +52,18 @@ SmemTile fprop_smem_tile(const ConvParams& p);
 
 // Rung 4 of fprop, "halo" (fprop_halo.cu; index maps in halo_fragments.h): the halo of an 8x16
 // pixel tile staged once in shared memory by 16-byte asynchronous copies, K = (tap, channel)
-// inside a group on mma.sync, persistent CTAs with two halo buffers, weights pre-packed into
-// the workspace (as 32-bit words) by a small kernel each call.
+// inside a group on mma.sync with ldmatrix A fragments, persistent CTAs with two halo buffers,
+// each packing its slab's weights into shared memory.
 struct LaunchShape;
 std::string fprop_halo_can_implement(const ConvParams& p);
-int64_t fprop_halo_workspace_elems(const ConvParams& p);
 LaunchShape fprop_halo_shape(const ConvParams& p);
 int fprop_halo_launch(const ConvParams& p, void* stream);
-// Rung 4 of dgrad, "halo": fprop_halo on dy with the weight transposed per group in its pre-pack
+// Rung 4 of dgrad, "halo": fprop_halo on dy with the weight transposed per group as it is packed
 // (halo_weight_source): at stride 1 rotated by 180 degrees, at stride 2 (padding 1) by phase
 // class, the four classes run on one staged dy halo; `halo_dgrad_as_fprop` is the problem as the
 // kernel sees it (the classes' grid at stride 2).
 ConvParams halo_dgrad_as_fprop(const ConvParams& p);
 std::string dgrad_halo_can_implement(const ConvParams& p);
-int64_t dgrad_halo_workspace_elems(const ConvParams& p);
 LaunchShape dgrad_halo_shape(const ConvParams& p);
 int dgrad_halo_launch(const ConvParams& p, void* stream);
 // Rung 4 of wgrad, "halo" (wgrad_halo.cu; index maps in wgrad_halo_fragments.h): a block of

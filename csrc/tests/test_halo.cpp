@@ -2,7 +2,7 @@
 // index maps of halo_fragments.h that the kernel itself calls:
 //   1. emulated CTA by CTA and warp by warp on small integers against a direct sum: the
 //      persistent tile walk, the halo staged chunk by chunk (zeros outside the image), the
-//      pre-packed weights, the A and B fragments, the m16n8k16 products, the epilogue's
+//      weights packed per slab, the A (ldmatrix) and B fragments, the m16n8k16 products, the epilogue's
 //      staging and its 16-byte stores; every output element written exactly once;
 //   2. the shared-memory bank conflicts of every warp-wide access, counted through the same
 //      functions, against what the design intends.
@@ -58,13 +58,11 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
     p.direction = rk::Direction::kDgrad;
     CHECK_EQ_STR(rk::dgrad_halo_can_implement(p), "");
     const rk::LaunchShape ds = rk::dgrad_halo_shape(p);
-    const int64_t words = rk::dgrad_halo_workspace_elems(p);
     p = rk::halo_dgrad_as_fprop(p);
     CHECK(p.problem.stride_h == 1);
     CHECK(ds.smem_bytes == rk::halo_smem_bytes(1, CG, mode));
     CHECK(ds.grid_x == std::min<int64_t>(rk::halo_tiles(p.problem.N, p.problem.P, p.problem.Q, p.problem.C / SLAB),
                                          int64_t(num_sms) * rk::halo_ctas_per_sm(1, CG, mode)));
-    CHECK(words == p.problem.C / SLAB * rk::halo_slab_weight_words(CG, mode));
     dst_h = d.H, dst_w = d.W;
   } else {
     CHECK_EQ_STR(rk::fprop_halo_can_implement(p), "");
@@ -85,7 +83,8 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
   };
   auto Wt = [&](int64_t k, int64_t c, int r, int s) { return wt[((k * CG + c) * 3 + r) * 3 + s]; };
 
-  // The pre-pack kernel, thread by thread (two halves a word).
+  // The packed weights of every slab, word by word as the CTAs pack them (two halves a word):
+  // a CTA starting slab s fills its shared memory with words s * slab_weight_words + i.
   const int64_t words = slabs * rk::halo_slab_weight_words(CG, mode);
   std::vector<float> wpack(2 * words, kUnset);
   for (int64_t i = 0; i < words; ++i) {
@@ -104,10 +103,11 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
   std::vector<int> visits(tiles, 0);
   int64_t wrong = 0;
   for (int64_t cta = 0; cta < grid; ++cta) {
-    for (int64_t t = cta; t < tiles; t += grid) {  // the persistent walk
+    const rk::HaloRange run = rk::halo_cta_tiles(cta, grid, tiles);
+    for (int64_t t = run.begin; t < run.end; ++t) {  // the persistent walk
       ++visits[t];
       const rk::HaloTile tl = rk::halo_tile(t, q.N, q.P, q.Q);
-      // Stage the halo: each copy is COPY channels of one pixel (16 or 8 bytes).
+      // Stage the halo: each copy is 8 channels of one pixel (16 bytes).
       std::vector<float> halo(2 * STAGE, kUnset);
       const int64_t h0 = tl.p0 * S - q.pad_h, w0 = tl.q0 * S - q.pad_w;
       for (int i = 0; i < rk::halo_chunks(S, CG); ++i) {
