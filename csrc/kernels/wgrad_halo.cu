@@ -169,15 +169,20 @@ int launch_wgrad_halo_dtype(const ConvParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-// Splits of the tiles: enough CTAs for kWhCtasPerSm per SM, but the partial sums (written, then
-// read by the reduction) at most half the compulsory bytes, at most one split per tile.
+// Splits of the tiles: kWhCtasPerSm CTAs an SM in one wave (rounded down: a wave's tail costs a
+// whole wave), but the partial sums (written, then read by the reduction) at most half the
+// compulsory bytes, yet never fewer CTAs than SMs; at most one split a tile. (The model's
+// sweep over the split count, benchmarks/NOTES.md, puts these within 10% of its best on every
+// 32x4d layer.)
 int64_t wgrad_halo_splits(const ConvParams& p) {
   const ConvProblem& q = p.problem;
   if (!wh_serves(q.Cg())) return 1;
-  const int64_t want = ceil_div(int64_t(p.num_sms) * kWhCtasPerSm, blocks(q));
+  const int64_t want = std::max<int64_t>(1, int64_t(p.num_sms) * kWhCtasPerSm / blocks(q));
   const int64_t io_bytes = 2 * (q.N * q.C * q.H * q.W + q.N * q.K * q.P * q.Q);
   const int64_t cap = std::max<int64_t>(1, io_bytes / 2 / (q.w_numel() * 4 * 2));
-  return std::max<int64_t>(1, std::min({want, cap, wh_tiles(q.N, q.P, q.Q), int64_t(kWhMaxSplits)}));
+  const int64_t fill = std::max<int64_t>(1, int64_t(p.num_sms) / blocks(q));
+  const int64_t s = std::max(std::min(want, cap), fill);
+  return std::max<int64_t>(1, std::min({s, wh_tiles(q.N, q.P, q.Q), int64_t(kWhMaxSplits)}));
 }
 
 std::string wgrad_halo_can_implement(const ConvParams& p) {

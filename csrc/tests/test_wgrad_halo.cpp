@@ -239,12 +239,17 @@ void test_wgrad_halo() {
   CHECK(emulate<32>(2, 1, 7, 7, 1, 1, 1) == 0);    // stage 4 widths: warps split M
   CHECK(emulate<32>(1, 2, 13, 14, 2, 1, 3) == 0);  // stage 4 entry: stride 2, 2 blocks
   CHECK(emulate<8>(1, 1, 6, 6, 1, 2, 1) == 0);     // padding 2
-  // The split count: enough CTAs, at most one split a tile, partials at most half the bytes.
-  p = wgrad_params(64, 32, 32, 7, 7, 1, 1, 132);   // 32x4d stage 4
+  // The split count: one wave of 4 CTAs an SM, partials at most half the compulsory bytes but
+  // never fewer CTAs than SMs, at most one split a tile.
+  p = wgrad_params(64, 32, 32, 7, 7, 1, 1, 132);   // 32x4d stage 4: 32 blocks
   const int64_t io = 2 * (64 * 1024 * 49 * 2), cap = io / 2 / (p.problem.w_numel() * 8);
-  CHECK(rk::wgrad_halo_splits(p) == cap && cap == 2);
+  CHECK(cap == 2 && rk::wgrad_halo_splits(p) == 132 / 32);
   p = wgrad_params(64, 4, 32, 56, 56, 1, 1, 132); // stage 1: 16 blocks, 132 * 4 / 16 = 33 splits
   CHECK(rk::wgrad_halo_splits(p) == 33);
+  p = wgrad_params(64, 8, 32, 56, 56, 2, 1, 132); // stage 2 entry: 32 blocks, 528 / 32 = 16.5 -> 16
+  CHECK(rk::wgrad_halo_splits(p) == 16);
+  p = wgrad_params(1, 8, 2, 8, 8, 1, 1, 132);     // one image of one tile: one split
+  CHECK(rk::wgrad_halo_splits(p) == 1);
   for (int s : {1, 2}) {
     check_conflicts<4>(s);
     check_conflicts<8>(s);
