@@ -869,12 +869,15 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     work = CtaWork(
         l2_bytes=per_cta * (halo_bytes + out_bytes) + packs * slab * cg * 9 * e,
         smem_wavefronts=per_cta * smem + packs * words / 32,
-        # Warp instructions: per warp, k-step and GEMM group 2 ldmatrix (one per m16 tile), per
-        # n8 tile a B load and 2 mma, per class the epilogue; ~1.6x that for the addressing and
-        # the loop (fprop_halo's SASS before ldmatrix, 2026-12-01: ~265 of 176 at Cg = 4, 370 of
-        # 236 at Cg = 8, 490 of 330 at Cg = 32); the staging and store loops ~25 instructions a
-        # 16-byte copy.
-        issue=per_cta * (4 * 1.6 * (2 * ksteps * gg + 3 * ksteps * gg * ntiles + classes * 4 * gg * ntiles)
+        # Warp instructions, counted in fprop_halo's SASS (sm_90, 2026-12-02: the region from
+        # the first ldmatrix to the last mma has 217 at Cg = 4, 216 at Cg = 8, 232 at Cg = 16,
+        # 320 at Cg = 32, where this counts 211, 211, 253, 372): per warp, k-step and GEMM group
+        # 2 ldmatrix and ~3 for their addresses, per n8 tile a B load and 2 mma, per GEMM group
+        # and n8 tile 8 bias loads, all x1.1; per class the epilogue (~32 per GEMM group and n8
+        # tile); the staging and store loops ~25 instructions a 16-byte copy; the packing ~60 a
+        # packed word.
+        issue=per_cta * (4 * (1.1 * (5 * ksteps * gg + 3 * ksteps * gg * ntiles + 8 * gg * ntiles)
+                              + classes * 32 * gg * ntiles)
                          + (copies + classes * 128 * slab / 8) / 32 * 25) + packs * words / 32 * 60,
         mma_flops=per_cta * mma,
         chain_us=(per_cta + packs * pack_rounds) * gpu.mem_latency_us,

@@ -26,13 +26,17 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
-// ldmatrix: four (x4) or two (x2) 8x8 b16 matrices, `row` this lane's row address
-// (mma_fragments.h, ldsm_elem and ldsm_trans_elem: who receives what).
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* row) {
+// The shared-space address of a pointer into shared memory.
+__device__ __forceinline__ uint32_t shared_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// ldmatrix: four (x4) or two (x2) 8x8 b16 matrices, `row` this lane's row address (a pointer,
+// or a shared-space address) (mma_fragments.h, ldsm_elem and ldsm_trans_elem: who receives what).
+__device__ __forceinline__ void ldsm_x4_at(uint32_t (&r)[4], uint32_t row) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(row));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(row));
 #endif
 }
 __device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const void* row) {

@@ -10,14 +10,16 @@
 //   y[n, g*Kg + k, p, q] = act(bias + sum_{tap, c} x[n, g*Cg + c, p*s - pad + r, q*s - pad + t] * w[.., c, r, t])
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:fprop_halo`, registers from the
-// cubin; H200, ResNeXt-50 32x4d, batch 64, bf16), us and binding resource: stage1 44 (L2),
-// stage2.entry 49 (L2), stage2 24 (L2), stage3.entry 26 (L2), stage3 15 (issue), stage4.entry
-// 25 (latency), stage4 21 (issue): 0.42 ms over the 16 layers, 47% of the 0.196 ms roofline
-// (cuDNN measured 0.79 ms). What binds: the fitted 3 TB/s L2->SM rate (the 1.41x halo re-read
-// and the output: 1.7x the DRAM time; if 3 TB/s is a ceiling, no kernel that moves its bytes
-// through L2 exceeds 70% of the roofline, which the GPU run's l2_read_bandwidth_gbs decides);
-// 8x16 tiles leave 62% of a 7x7 image idle, and at stage 4 packing a slab's 18 KB of weights
-// is a third of a CTA's work. Unverified on a GPU: forced only until the GPU check passes it.
+// cubin, instruction counts from its SASS; H200, ResNeXt-50 32x4d, batch 64, bf16), us and
+// binding resource: stage1 44 (L2), stage2.entry 49 (L2), stage2 24 (issue), stage3.entry 26
+// (L2), stage3 17 (issue), stage4.entry 25 (latency), stage4 22 (issue): 0.43 ms over the 16
+// layers, 46% of the 0.196 ms roofline (cuDNN measured 0.79 ms). What binds: the fitted 3 TB/s
+// L2->SM rate (the 1.41x halo re-read and the output: 1.7x the DRAM time; if 3 TB/s is a
+// ceiling, no kernel that moves its bytes through L2 exceeds 70% of the roofline, which the GPU
+// run's l2_read_bandwidth_gbs decides); instruction issue (the epilogue is a third of a tile's
+// instructions at Cg = 4); 8x16 tiles leave 62% of a 7x7 image idle, and at stage 4 packing a
+// slab's 18 KB of weights is a third of a CTA's work. Unverified on a GPU: forced only until
+// the GPU check passes it.
 //
 // Serves bf16/fp16, channels_last x and y, Kg == Cg in {4, 8, 16, 24, 32, 40, 64}, stride 1 or
 // 2, dilation 1, 16-byte aligned pixels; can_implement refuses the rest (the lower rungs run).
@@ -29,8 +31,9 @@
 // own 1, 2, 2 or 4 taps on a ceil(H/2) x ceil(W/2) grid; a CTA stages one dy halo per tile of
 // that grid and runs the four in turn, each storing every other dx pixel of its parity (the
 // same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way: stage1 44,
-// stage2.entry 49 (L2), stage2 24, stage3.entry 27 (L2), stage3 15, stage4.entry 27 (issue),
-// stage4 21 us: 0.42 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56 / 21: 1.06 ms).
+// stage2.entry 49 (L2), stage2 24, stage3.entry 28 (issue), stage3 17, stage4.entry 32 (issue:
+// four epilogues a tile), stage4 22 us: 0.44 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56
+// / 21: 1.06 ms).
 #include <algorithm>
 
 #include "async_copy.cuh"
@@ -100,10 +103,12 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
   T* __restrict__ y = static_cast<T*>(p.y);
   const T* __restrict__ bias = static_cast<const T*>(p.bias);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, khalf = lane / 16;
-  // The staged word of this lane's ldmatrix row in each m16 tile at tap 0, channel 0:
-  // tile-independent, so computed once.
-  int base[2];
-  for (int mt = 0; mt < 2; ++mt) base[mt] = halo_pixel_base(2 * warp + mt, halo_a_col(lane), STRIDE, CG);
+  // Shared-space addresses, computed once: this lane's ldmatrix row in m16 tile 0 at tap 0,
+  // channel 0 of each halo buffer (tile 1's is a compile-time row step further), the zero row.
+  // The loop then adds a compile-time tap offset (one of two, by half-warp) and nothing else.
+  constexpr uint32_t ROW_STEP = 4u * (halo_pixel_base(1, 0, STRIDE, CG) - halo_pixel_base(0, 0, STRIDE, CG));
+  const uint32_t zero_s = shared_address(zero);
+  const uint32_t row_s = shared_address(smem) + 4u * halo_pixel_base(2 * warp, halo_a_col(lane), STRIDE, CG);
   if (threadIdx.x < 4) zero[threadIdx.x] = 0u;                     // before the first barrier
 
   // Issues the asynchronous copies of tile t's halo into buffer `buf` (zeros outside the image).
@@ -122,7 +127,7 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
 
   // One class's GEMM on the staged halo, then its epilogue: bias, ReLU, the dtype, staged
   // [pixel][channel] in osm for 16-byte stores to the class's destination pixels.
-  auto run_class = [&](auto cls_constant, const uint32_t* halo, const HaloTile& tl) {
+  auto run_class = [&](auto cls_constant, uint32_t a_row, const HaloTile& tl) {
     constexpr int CLS = decltype(cls_constant)::value, MASK = halo_class_mask(MODE, CLS);
     constexpr int J0 = halo_class_kstep0(CG, MODE, CLS), KS = halo_class_ksteps(CG, MODE, CLS);
     float acc[GG][2][NT][4] = {};
@@ -137,13 +142,14 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
           b[nt][0] = v.x;
           b[nt][1] = v.y;
         }
-        // The tap/chunk offset of this half-warp's K chunk (compile-time for each half).
-        constexpr int kNone = -1;
+        // The tap/chunk offset of this half-warp's K chunk (compile-time for each half; -1: K
+        // padding, whose rows are the zero row in both m16 tiles).
         const int off = khalf ? halo_a_offset(j, 1, gl, CG, STRIDE, MASK) : halo_a_offset(j, 0, gl, CG, STRIDE, MASK);
+        const uint32_t addr = off < 0 ? zero_s : a_row + 4u * uint32_t(off), step = off < 0 ? 0u : ROW_STEP;
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt) {
           uint32_t a[4];
-          ldsm_x4(a, off == kNone ? zero : halo + base[mt] + off);
+          ldsm_x4_at(a, addr + mt * step);
 #pragma unroll
           for (int nt = 0; nt < NT; ++nt) MmaOp<T>::run(acc[gl][mt][nt], a, b[nt][0], b[nt][1]);
         }
@@ -204,12 +210,12 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
     cp_async_commit();
     cp_async_wait<1>();      // all but the newest group: this tile's halo
     __syncthreads();         // and everyone's weights
-    const uint32_t* halo = smem + buf * STAGE;
-    run_class(std::integral_constant<int, 0>{}, halo, tl);
+    const uint32_t a_row = row_s + 4u * STAGE * buf;
+    run_class(std::integral_constant<int, 0>{}, a_row, tl);
     if constexpr (halo_classes(MODE) == 4) {   // this halo buffer is rewritten two tiles on
-      run_class(std::integral_constant<int, 1>{}, halo, tl);
-      run_class(std::integral_constant<int, 2>{}, halo, tl);
-      run_class(std::integral_constant<int, 3>{}, halo, tl);
+      run_class(std::integral_constant<int, 1>{}, a_row, tl);
+      run_class(std::integral_constant<int, 2>{}, a_row, tl);
+      run_class(std::integral_constant<int, 3>{}, a_row, tl);
     }
   }
   cp_async_wait<0>();
