@@ -11,9 +11,14 @@
 //
 //   dw[g*Kg + k, c, r, s] = sum_{n, p, q} dy[n, g*Kg + k, p, q] * x[n, g*Cg + c, p*st - pad + r, q*st - pad + s]
 //
-// Predicted, not measured (resnext_kernels/perf_model.py `cuda:wgrad_halo`; H200, ResNeXt-50
-// 32x4d, batch 64, bf16): see the table at the end of this comment's commit in
-// benchmarks/NOTES.md ("wgrad_halo"), written from the model's output.
+// Predicted, not measured (resnext_kernels/perf_model.py `cuda:wgrad_halo`, registers from the
+// cubin; H200, ResNeXt-50 32x4d, batch 64, bf16), us, all bound by the fitted 3 TB/s L2->SM
+// rate (the 8x8 tile's x halo is 1.56x the image): stage1 49, stage2.entry 53, stage2 28,
+// stage3.entry 30, stage3 18, stage4.entry 19, stage4 13: 0.44 ms over the 16 layers, 44% of
+// the 0.196 ms roofline (cuDNN measured 0.86 ms: 138 / 54 / 47 / 36 / 30 / 24 / 20). The
+// second launch (wgrad_reduce) costs 3 us a layer; a last-CTA reduction inside this launch was
+// tried and dropped (one CTA reading a block's partials is latency-bound: 4.6 us at Cg = 16-32).
+// Unverified on a GPU: forced only until the GPU check passes it.
 //
 // Serves bf16/fp16, channels_last x and dy, Kg == Cg in {4, 8, 16, 32} (Cg = 4: an even number
 // of groups), stride 1 or 2, dilation 1, 16-byte aligned pixels; can_implement refuses the
