@@ -224,3 +224,20 @@ def test_dgrad_halo_phases_by_hand():
     assert pred.dram_bytes == pytest.approx(entry.min_bytes())
     padded = pm.Conv(64, 256, 56, 56, 256, 32, stride=2, pad=0)
     assert "padding other than 1" in pm.cuda_shape("dgrad_halo", padded, gpu)["can_implement"]
+
+
+@needs_cuda_build
+def test_wgrad_halo_shape_by_hand():
+    """wgrad_halo at 32x4d stage 1: blocks of 8 channels (two groups of Cg = 4): 16 blocks; one
+    wave of 4 CTAs on each of 132 SMs: 528 / 16 = 33 splits; a stage is the 10x10 x halo and the
+    64 dy pixels, 16 bytes each (one odd 16-byte unit a pixel), 8 of them in the ring."""
+    gpu = pm.GPUS["H200"]
+    s = pm.cuda_shape("wgrad_halo", STAGE1, gpu)
+    assert s["can_implement"] == "" and (s["splits"], s["grid_x"]) == (33, 16 * 33)
+    assert s["smem_bytes"] == 8 * (100 + 64) * 16 and s["halo_pixels"] == 100
+    assert s["workspace_elems"] == 33 * STAGE1.w_elems() and s["launches"] == 2
+    pred = pm.cuda_variant("wgrad_halo", STAGE1, "wgrad", gpu, shape=s)
+    # Issued: per tile (64 x 56 x 56 / 64 = 3136 of them) and block, 4 K-blocks x 5 M tiles x 1
+    # n8 tile of m16n8k16.
+    assert pred.mma_flops_issued == pytest.approx(3136 * 16 * 4 * 5 * 4096)
+    assert pred.launches == 2 and pred.mma_flops_useful == STAGE1.flops()
