@@ -43,4 +43,12 @@ struct ConvParams {
 // innermost (channels_last). Kernels use it to map consecutive threads to consecutive addresses.
 RK_HOST_DEVICE bool channels_innermost(const int64_t stride[4]) { return stride[1] == 1; }
 
+// True when every pixel of a channels_last 16-bit tensor starts on a 16-byte boundary (aligned
+// storage, and batch, row and pixel strides multiples of 8 elements): what 16-byte copies of
+// 8 channels need (the halo rungs).
+inline bool pixels_16_byte_aligned(const int64_t stride[4], const void* ptr) {
+  return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && stride[0] % 8 == 0 && stride[2] % 8 == 0 &&
+         stride[3] % 8 == 0;
+}
+
 }  // namespace rk

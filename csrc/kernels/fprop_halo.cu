@@ -289,10 +289,7 @@ std::string halo_can_implement(const ConvParams& p, int mode) {
   if (q.dil_h != 1 || q.dil_w != 1) return "dilation other than 1";
   if (!channels_innermost(p.x_stride) || !channels_innermost(p.y_stride))
     return "input or output is not channels_last";
-  const auto aligned = [](const int64_t s[4], const void* ptr) {
-    return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && s[0] % 8 == 0 && s[2] % 8 == 0 && s[3] % 8 == 0;
-  };
-  if (!aligned(p.x_stride, p.x) || !aligned(p.y_stride, p.y))
+  if (!pixels_16_byte_aligned(p.x_stride, p.x) || !pixels_16_byte_aligned(p.y_stride, p.y))
     return "pixels are not 16-byte aligned (channels a multiple of 8, aligned storage)";
   if (halo_smem_bytes(int(q.stride_h), int(q.Cg()), mode) > kHaloMaxSmem)
     return "the halo stages, weights and output staging need more than 227 KB of shared memory";

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "../conv_params.h"
 #include "../kernels/mma_fragments.h"
 
 extern int g_failures;
@@ -57,6 +58,24 @@ inline void emulate_mma(GetA a_half, GetB b_half, float (&acc)[32][4]) {
       const rk::FragCoord fc = rk::mma_c_coord(lane, i);
       for (int k = 0; k < 16; ++k) acc[lane][i] += a[fc.row][k] * b[k][fc.col];
     }
+}
+
+// A grouped 3x3 problem (Cg = Kg = cg) as the binding fills it: channels_last x and y (dy),
+// a contiguous weight, bf16, aligned (fake) pointers, 132 SMs.
+inline rk::ConvParams channels_last_params(int64_t n, int64_t cg, int64_t groups, int64_t h, int64_t w,
+                                           int64_t stride, int64_t pad, rk::Direction direction) {
+  rk::ConvParams p;
+  const int64_t C = cg * groups;
+  rk::make_problem({n, C, h, w}, {C, cg, 3, 3}, nullptr, {stride, stride}, {pad, pad}, {1, 1},
+                   groups, &p.problem);
+  const rk::ConvProblem& q = p.problem;
+  const int64_t xs[4] = {q.H * q.W * C, 1, q.W * C, C}, ys[4] = {q.P * q.Q * C, 1, q.Q * C, C};
+  const int64_t ws[4] = {cg * 9, 9, 3, 1};
+  for (int i = 0; i < 4; ++i) p.x_stride[i] = xs[i], p.y_stride[i] = ys[i], p.w_stride[i] = ws[i];
+  p.direction = direction;
+  p.dtype = rk::DType::kBFloat16;
+  p.x = p.y = p.w = reinterpret_cast<void*>(uintptr_t(256));
+  return p;
 }
 
 // Wavefronts of one warp-wide shared-memory access of `bytes` per lane: the warp is served in

@@ -24,22 +24,9 @@ namespace {
 
 const float kUnset = NAN;
 
-// A problem as the binding fills it: channels_last x and y, a contiguous weight, aligned
-// (fake) pointers, 132 SMs.
 rk::ConvParams halo_params(int64_t n, int64_t cg, int64_t groups, int64_t h, int64_t w,
                            int64_t stride, int64_t pad) {
-  rk::ConvParams p;
-  const int64_t C = cg * groups;
-  rk::make_problem({n, C, h, w}, {C, cg, 3, 3}, nullptr, {stride, stride}, {pad, pad}, {1, 1},
-                   groups, &p.problem);
-  const rk::ConvProblem& q = p.problem;
-  const int64_t xs[4] = {q.H * q.W * C, 1, q.W * C, C}, ys[4] = {q.P * q.Q * C, 1, q.Q * C, C};
-  const int64_t ws[4] = {cg * 9, 9, 3, 1};
-  for (int i = 0; i < 4; ++i) p.x_stride[i] = xs[i], p.y_stride[i] = ys[i], p.w_stride[i] = ws[i];
-  p.direction = rk::Direction::kFprop;
-  p.dtype = rk::DType::kBFloat16;
-  p.x = p.y = p.w = reinterpret_cast<void*>(uintptr_t(256));
-  return p;
+  return channels_last_params(n, cg, groups, h, w, stride, pad, rk::Direction::kFprop);
 }
 
 // The problem in `mode` (rk::kHaloFprop, kHaloDgrad at stride 1, kHaloDgradPhases at stride 2),
