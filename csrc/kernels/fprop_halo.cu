@@ -52,8 +52,8 @@ LaunchShape halo_shape(const ConvParams& p, int mode);
 
 // Word `i` of the packed weights (all slabs: wpack[slab][gemm group][kstep][ntile][lane][2]),
 // halo_weight_elem's map. Each CTA packs its slab's words itself, into shared memory, when it
-// starts the slab (at most twice a CTA: halo_cta_tiles), CG and MODE compile-time, so the
-// divisions are by constants.
+// starts the slab (once or twice a CTA when its run is shorter than a slab: halo_cta_tiles);
+// CG and MODE are compile-time, so the divisions are by constants.
 template <typename T, int CG, int MODE>
 __device__ __forceinline__ uint32_t halo_pack_word(const ConvParams& p, int64_t i) {
   const HaloWeightWord at = halo_weight_coords(i, CG, MODE);     // at.group: a GEMM group

@@ -196,7 +196,8 @@ std::string wgrad_halo_can_implement(const ConvParams& p) {
   if (!common.empty()) return common;
   const ConvProblem& q = p.problem;
   if (p.dtype == DType::kFloat32) return "fp32 runs on CUDA cores";
-  if (q.Cg() != q.Kg() || !wh_serves(q.Cg())) return "Cg = Kg in {4, 8, 16, 32} only (the widths its tiles are built for)";
+  if (q.Cg() != q.Kg() || !wh_serves(q.Cg()))
+    return "Cg = Kg in {4, 8, 16, 32} only (the widths its tiles are built for)";
   if (q.C % wh_block(int(q.Cg())) != 0) return "Cg = 4 with an odd number of groups (blocks are two groups)";
   if (q.stride_h != q.stride_w || (q.stride_h != 1 && q.stride_h != 2)) return "stride other than 1 or 2";
   if (q.dil_h != 1 || q.dil_w != 1) return "dilation other than 1";

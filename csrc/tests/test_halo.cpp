@@ -128,7 +128,9 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
                     const int off = rk::halo_a_offset(j, giver / 16, gl, CG, S, mask);
                     // (tile row 2 w + 1 a compile-time row step below tile row 2 w)
                     const int row_step = rk::halo_pixel_base(1, 0, S, CG) - rk::halo_pixel_base(0, 0, S, CG);
-                    const int wi = off < 0 ? -1 : rk::halo_pixel_base(2 * warp, rk::halo_a_col(giver), S, CG) + mt * row_step + off;
+                    const int wi = off < 0 ? -1
+                                           : rk::halo_pixel_base(2 * warp, rk::halo_a_col(giver), S, CG) +
+                                                 mt * row_step + off;
                     wrong += wi != rk::halo_a_row_word(2 * warp + mt, giver, j, gl, CG, S, mask);
                     if (wi < 0) return 0.f;                 // K padding: the zero row
                     const float v = halo[2 * wi + le.col];

@@ -162,7 +162,8 @@ void check_conflicts(int stride) {
       const int kb = warp % KW + KW * i;
       for (int pair = 0; pair < (NT == 1 ? 1 : NT / 2); ++pair) {   // B: one ldmatrix a pair
         std::vector<std::vector<int>> lanes;
-        for (int lane = 0; lane < (NT == 1 ? 16 : 32); ++lane) lanes.push_back(unit_words(xu + rk::wh_b_unit(pair, kb, lane, CG)));
+        for (int lane = 0; lane < (NT == 1 ? 16 : 32); ++lane)
+          lanes.push_back(unit_words(xu + rk::wh_b_unit(pair, kb, lane, CG)));
         add("B ldmatrix", lanes, NT == 1 ? 2 : 4);
       }
       for (int mi = 0; mi < MT; ++mi) {                             // A: one ldmatrix.x4 a tile
