@@ -820,10 +820,11 @@ HALO_PACK_UNROLL = 8             # packed words a thread loads at once (fprop_ha
 
 def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Resources,
               dtype: str = "bf16") -> Prediction:
-    """fprop_halo (csrc/kernels/fprop_halo.cu, halo_fragments.h): persistent CTAs walk 8x16-pixel
-    tiles of one slab; each tile's halo is copied once from L2 into shared memory, the nine taps
-    read it there as A fragments (K = (tap, channel) in a group), the output is staged and stored
-    16 bytes at a time. Shared-memory wavefronts per tile as counted by csrc/tests/test_halo.cpp
+    """fprop_halo (csrc/kernels/fprop_halo.cu, halo_fragments.h): persistent CTAs walk contiguous
+    runs of the 8x16-pixel tiles, packing each slab's weights as they start it; each tile's halo
+    is copied once from L2 into shared memory, the nine taps read it there as ldmatrix A
+    fragments (K = (tap, channel) in a GEMM group), the output is staged and stored 16 bytes at a
+    time. Shared-memory wavefronts per tile as counted by csrc/tests/test_halo.cpp
     through the kernel's own index maps. dgrad_halo is the same kernel on dy: at stride 1 the
     fprop of dy with padding 2 - pad; at stride 2 the four phase classes, each a stride-1
     convolution of dy over its own taps on the ceil(H/2) x ceil(W/2) grid, run in turn on one
@@ -882,7 +883,8 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
         mma_flops=per_cta * mma,
         chain_us=(per_cta + packs * pack_rounds) * gpu.mem_latency_us,
         in_flight_bytes=halo_bytes)
-    regs, source = resources.cuda_regs(f"fprop_halo_kernel<{{T}}, {cg}, {conv.stride}, {mode}>", dtype, 128)
+    regs, source = resources.cuda_regs(f"fprop_halo_kernel<{{T}}, {cg}, {conv.stride}, {mode}>",
+                                       dtype, 128)
     main = Launch("fprop_halo", shape["grid_x"], shape["threads"], regs, shape["smem_bytes"], work,
                   dram_bytes=compulsory, mma_useful_flops=useful, resource_source=source)
     return simulate(gpu, f"cuda:{direction}_halo", direction, [main])
@@ -924,8 +926,9 @@ def cuda_wgrad_halo(conv: Conv, gpu: GPU, shape: dict, resources: Resources,
     work = CtaWork(
         l2_bytes=per_cta * tile_bytes,
         smem_wavefronts=per_cta * smem,
-        # Warp instructions: ~1.6x the loads and mma of the compute loop (as fprop_halo's SASS),
-        # ~25 instructions a staging copy.
+        # Warp instructions: ~1.6x the loads and mma of the compute loop (wgrad_halo's SASS, sm_90,
+        # 2026-12-02: 21 a warp and K-block at Cg = 4 where this counts 18, 648 a tile at Cg = 32
+        # where it counts 627), ~25 instructions a staging copy.
         issue=per_cta * (1.6 * (a_loads + b_loads + mmas) + copies / 32 * 25),
         mma_flops=per_cta * mmas * 4096.0,
         chain_us=per_cta * gpu.mem_latency_us / (stages - 1),
