@@ -22,6 +22,7 @@ fraction}, profile: [...]}.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
 import math
@@ -174,8 +175,14 @@ def newest_profile(results: List[dict]) -> Optional[dict]:
     return profiles[-1] if profiles else None
 
 
-def model_rows(args, resources: pm.Resources, cudnn: Dict[tuple, float]) -> List[dict]:
+def model_gpu(args) -> pm.GPU:
+    """The GPU the predictions use: --gpu's, with --l2-gbs in place of its fitted L2->SM rate."""
     gpu = pm.GPUS[args.gpu]
+    return dataclasses.replace(gpu, l2_to_sm_gbs=args.l2_gbs) if args.l2_gbs else gpu
+
+
+def model_rows(args, resources: pm.Resources, cudnn: Dict[tuple, float]) -> List[dict]:
+    gpu = model_gpu(args)
     rows = []
     for layer in L.resnext50_layers(args.model, args.batch):
         conv = pm.Conv.from_layer(layer, pm.ELEM_SIZE[args.dtype])
@@ -222,6 +229,42 @@ def print_table(rows: List[dict], measured: Dict[tuple, float], show_all: bool) 
             print(f"  {r['variant']:38s} predicted {_fmt(r['predicted_us'])} us  {r['binding']:18s}{tail}")
 
 
+def model_totals(rows: List[dict]) -> Dict[str, dict]:
+    """Per direction, each layer counted as often as the model has it: the roofline, cuDNN
+    measured, each CUDA variant's prediction and the fastest Triton configuration's (None where
+    a layer is refused or unmeasured)."""
+    out: Dict[str, dict] = {}
+    for direction in pm.DIRECTIONS:
+        mine = [r for r in rows if r["direction"] == direction]
+        layers = {r["layer"]: r for r in mine}
+        tot = dict(roofline_us=sum(r["count"] * r["roofline_us"] for r in layers.values()))
+        cud = [r["cudnn_us"] for r in layers.values()]
+        tot["cudnn_us"] = None if None in cud else sum(r["count"] * r["cudnn_us"] for r in layers.values())
+        best_triton = {}
+        for r in mine:
+            if r["variant"].startswith("triton:"):
+                best_triton[r["layer"]] = min(best_triton.get(r["layer"], math.inf), r["predicted_us"])
+        tot["triton (fastest per layer)"] = sum(layers[k]["count"] * v for k, v in best_triton.items())
+        for name in sorted({r["variant"] for r in mine if r["variant"].startswith("cuda:")}):
+            times = [(r["count"], r["predicted_us"]) for r in mine if r["variant"] == name]
+            ok = len(times) == len(layers) and all(math.isfinite(t) for _, t in times)
+            tot[name] = sum(c * t for c, t in times) if ok else None
+        out[direction] = tot
+    return out
+
+
+def print_totals(totals: Dict[str, dict]) -> None:
+    print("\nOver the model (each layer as often as the network has it), us:")
+    for direction, tot in totals.items():
+        roof = tot["roofline_us"]
+        cells = [f"roofline {roof:.0f}", f"cuDNN {_fmt(tot['cudnn_us']).strip()} (measured)"]
+        for name, v in tot.items():
+            if name in ("roofline_us", "cudnn_us") or v is None:
+                continue
+            cells.append(f"{name} {v:.0f} ({100 * roof / v:.0f}%)")
+        print(f"  {direction}: " + ", ".join(cells))
+
+
 def print_profile(profile: dict, rows: List[dict]) -> None:
     print(f"\nNsight Compute counters ({profile['_path']}) beside the predictions:")
     by = {(r["layer"], r["direction"], r["variant"]): r for r in rows}
@@ -246,6 +289,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--all", action="store_true", help="print every Triton configuration")
     ap.add_argument("--worst", type=int, default=10, help="worst calibration misses to list")
     ap.add_argument("--json", help="write the rows and the calibration here")
+    ap.add_argument("--l2-gbs", type=float, default=None,
+                    help="predict with this L2->SM rate instead of the GPU's fitted one "
+                         "(the calibration keeps the fitted one)")
     args = ap.parse_args(argv)
 
     results = load_results(args.results)
@@ -260,15 +306,18 @@ def main(argv=None) -> dict:
         m = measured.get((r["layer"], r["direction"], r["variant"]))
         if m is not None:
             r["measured_us"] = m
-    gpu = pm.GPUS[args.gpu]
+    gpu = model_gpu(args)
     print(f"Performance model: ResNeXt-50 {args.model}, batch {args.batch}, {args.dtype} channels_last, "
           f"{gpu.name} ({gpu.hbm_measured_gbs:.0f} GB/s measured copy, {gpu.hbm_datasheet_gbs:.0f} "
-          f"datasheet). Predicted times are predictions; cuDNN and 'measured' are committed "
+          f"datasheet, L2->SM {gpu.l2_to_sm_gbs:.0f} GB/s"
+          f"{' (--l2-gbs)' if args.l2_gbs else ' (fitted)'}). Predicted times are predictions; cuDNN and 'measured' are committed "
           f"measurements; 'measured' is shown only where today's code was measured (older "
           f"code is compared with its own prediction in the calibration).")
     srcs = sorted({r["resource_source"] for r in rows})
     print(f"Registers and shared memory: {', '.join(srcs)} (cubin tables: build/*_resources.json)")
     print_table(rows, measured, args.all)
+    totals = model_totals(rows)
+    print_totals(totals)
     profile = newest_profile(results)
     if profile:
         print_profile(profile, rows)
@@ -287,7 +336,7 @@ def main(argv=None) -> dict:
     print(f"calibration: {s['within']}/{s['total']} measured rows predicted within 0.67x-1.5x"
           + (f" ({100 * frac:.0f}%)" if frac is not None else ""))
     out = dict(schema=SCHEMA, model=args.model, gpu=args.gpu, batch=args.batch, dtype=args.dtype,
-               rows=rows, calibration=dict(rows=calib, **s),
+               rows=rows, totals=totals, calibration=dict(rows=calib, **s),
                profile=profile.get("kernels", []) if profile else [])
     if args.json:
         with open(args.json, "w") as f:
