@@ -890,9 +890,13 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     return simulate(gpu, f"cuda:{direction}_halo", direction, [main])
 
 
-def _wgrad_halo_tiling(cg: int) -> Tuple[int, int, int]:
-    """(M tiles of a block, n8 tiles, warps splitting K) of wgrad_halo (wgrad_halo_fragments.h)."""
-    return {4: (5, 1, 4), 8: (5, 1, 4), 16: (9, 2, 4), 32: (18, 4, 1)}[cg]
+def _wgrad_halo_tiling(cg: int) -> Tuple[int, int, int, int]:
+    """(M tiles of a block, CTAs sharing its N, n8 tiles a CTA, warps splitting K) of wgrad_halo
+    (wgrad_halo_fragments.h: wh_mtiles, wh_nparts, wh_ntiles, wh_kwarps)."""
+    chunks = max(cg, 8) // 8
+    mtiles, nparts = (9 * chunks + 1) // 2, 4 if cg == 64 else 1
+    ntiles = chunks // nparts
+    return mtiles, nparts, ntiles, 4 if mtiles * ntiles <= 20 else 1
 
 
 def cuda_wgrad_halo(conv: Conv, gpu: GPU, shape: dict, resources: Resources,
@@ -904,7 +908,7 @@ def cuda_wgrad_halo(conv: Conv, gpu: GPU, shape: dict, resources: Resources,
     per tile as counted by csrc/tests/test_wgrad_halo.cpp through the kernel's own maps."""
     e = conv.elem_size
     cg, block, stride = conv.cg, shape["tile_channels"], conv.stride
-    mtiles, ntiles, kwarps = _wgrad_halo_tiling(cg)
+    mtiles, nparts, ntiles, kwarps = _wgrad_halo_tiling(cg)
     splits = shape["splits"]
     side = 7 * stride + 3
     tiles_p, tiles_q = -(-conv.p // 8), -(-conv.q // 8)
@@ -913,15 +917,15 @@ def cuda_wgrad_halo(conv: Conv, gpu: GPU, shape: dict, resources: Resources,
     in_h = _in_bounds_1d(tiles_p, 8, stride, conv.pad, side, conv.h) / tiles_p
     in_w = _in_bounds_1d(tiles_q, 8, stride, conv.pad, side, conv.w) / tiles_q
     dy_px = (conv.p * conv.q) / (tiles_p * tiles_q)            # in-bounds dy pixels of a tile
-    tile_bytes = (in_h * in_w + dy_px) * block * e
-    chunks, pitch = block // 8, (block // 8) | 1
-    copies = (side * (side + (stride == 2)) + 64) * chunks
+    tile_bytes = (in_h * in_w * block + dy_px * block / nparts) * e   # dy: the CTA's N part
+    chunks, pitch, dy_pitch = block // 8, (block // 8) | 1, ntiles | 1
+    copies = side * (side + (stride == 2)) * chunks + 64 * ntiles
     copy_waves = copies / 8 * (1.0 if chunks == 1 and stride == 1 else 1.3 if chunks == 1 else 2.0)
     pairs = 4 if kwarps == 4 else 16               # (warp, K-block) pairs of a tile
-    a_loads, b_loads = 4 * mtiles, pairs * max(1, ntiles // 2)
+    a_loads, b_loads = 4 * mtiles, pairs * ((ntiles + 1) // 2)
     mmas = 4 * mtiles * ntiles
     smem = a_loads * 4 + pairs * 2 * ntiles + copy_waves
-    stage_bytes = (side * (side + (stride == 2)) + 64) * pitch * 16
+    stage_bytes = (side * (side + (stride == 2)) * pitch + 64 * dy_pitch) * 16
     stages = max(2, min(8, (56 * 1024) // stage_bytes))
     work = CtaWork(
         l2_bytes=per_cta * tile_bytes,

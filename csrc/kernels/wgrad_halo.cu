@@ -1,9 +1,9 @@
 // wgrad_halo.cu: rung 4 of wgrad, designed to move each byte once. A CTA owns a block of
-// channels (8 at Cg = 4 and 8, else one group) and a split of the 8x8 dy tiles; each tile's x
-// halo and dy pixels are staged in shared memory once, by 16-byte asynchronous copies into a
-// ring of 2-8 stages, and all nine taps read them there through ldmatrix.trans (a staged
-// pixel's 8 channels are a matrix row; .trans gives the pixel pairs an m16n8k16 register
-// holds). The nine taps' partial weight gradients stay in registers over the whole split; the
+// channels (8 at Cg = 4 and 8, else one group; at Cg = 64 a quarter of its output channels) and
+// a split of the 8x8 dy tiles; each tile's x halo and dy pixels are staged in shared memory
+// once, by 16-byte asynchronous copies into a ring of 2-8 stages, and all nine taps read them
+// there through ldmatrix.trans (a staged pixel's 8 channels are a matrix row; .trans gives the
+// pixel pairs an m16n8k16 register holds). The nine taps' partial weight gradients stay in registers over the whole split; the
 // warps' sums are added in warp order, the split's partials written once, and the splits
 // added in split order by wgrad_reduce.cuh (bitwise deterministic). Index maps, layouts and
 // the tiling: wgrad_halo_fragments.h, emulated warp by warp on the CPU (csrc/tests/
@@ -20,7 +20,7 @@
 // tried and dropped (one CTA reading a block's partials is latency-bound: 4.6 us at Cg = 16-32).
 // Unverified on a GPU: forced only until the GPU check passes it.
 //
-// Serves bf16/fp16, channels_last x and dy, Kg == Cg in {4, 8, 16, 32} (Cg = 4: an even number
+// Serves bf16/fp16, channels_last x and dy, Kg == Cg in {4, 8, 16, 24, 32, 40, 64} (Cg = 4: an even number
 // of groups), stride 1 or 2, dilation 1, 16-byte aligned pixels; can_implement refuses the
 // rest (the lower rungs run).
 #include <algorithm>
@@ -38,7 +38,7 @@ namespace rk {
 namespace {
 
 template <typename T, int CG, int STRIDE>
-__global__ void __launch_bounds__(kWhThreads)
+__global__ void __launch_bounds__(kWhThreads, wh_min_ctas(CG))
 wgrad_halo_kernel(ConvParams p, int64_t splits, int64_t tiles) {
   constexpr int CB = wh_block(CG), MT = wh_warp_mtiles(CG);
   constexpr int NT = wh_ntiles(CG), KW = wh_kwarps(CG), KB = 4 / KW;   // K-blocks a warp takes
@@ -46,11 +46,12 @@ wgrad_halo_kernel(ConvParams p, int64_t splits, int64_t tiles) {
   constexpr int COPIES = wh_copies(STRIDE, CG), NS = wh_stages(STRIDE, CG);
   extern __shared__ uint4 smem[];                       // 16-byte units
   const ConvProblem& q = p.problem;
-  const int64_t block = blockIdx.x / splits, split = blockIdx.x % splits;
+  const int64_t split = blockIdx.x % splits, part_n = blockIdx.x / splits;
+  const int64_t block = part_n / wh_nparts(CG), np = part_n % wh_nparts(CG);   // channels, N part
   const int64_t t_begin = wh_split_begin(split, splits, tiles);
   const int64_t t_end = wh_split_begin(split + 1, splits, tiles);
   const T* __restrict__ x = static_cast<const T*>(p.x) + block * CB;
-  const T* __restrict__ dy = static_cast<const T*>(p.y) + block * CB;
+  const T* __restrict__ dy = static_cast<const T*>(p.y) + block * CB + np * NT * 8;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 
   // Issues tile t's copies into stage `slot`: the x halo, then dy (zeros outside the images).
@@ -90,20 +91,20 @@ wgrad_halo_kernel(ConvParams p, int64_t splits, int64_t tiles) {
     for (int i = 0; i < KB; ++i) {
       const int kb = warp % KW + KW * i;
       uint32_t b[NT][2];
-      if constexpr (NT == 1) {
-        ldsm_x2_trans(b[0][0], b[0][1], st + XU + wh_b_unit(0, kb, lane, CG));
-      } else {
 #pragma unroll
-        for (int pair = 0; pair < NT / 2; ++pair) {
+      for (int j = 0; j < wh_b_loads(CG); ++j) {    // n8 tiles in pairs (x4), an odd last alone
+        if (wh_b_pair(j, CG)) {
           uint32_t r[4];
-          ldsm_x4_trans(r, st + XU + wh_b_unit(pair, kb, lane, CG));
-          b[2 * pair][0] = r[0], b[2 * pair][1] = r[1], b[2 * pair + 1][0] = r[2], b[2 * pair + 1][1] = r[3];
+          ldsm_x4_trans(r, st + XU + wh_b_unit(j, kb, lane, CG));
+          b[2 * j][0] = r[0], b[2 * j][1] = r[1], b[2 * j + 1][0] = r[2], b[2 * j + 1][1] = r[3];
+        } else {
+          ldsm_x2_trans(b[2 * j][0], b[2 * j][1], st + XU + wh_b_unit(j, kb, lane, CG));
         }
       }
 #pragma unroll
       for (int mi = 0; mi < MT; ++mi) {
         const int m = wh_warp_mtile(warp, mi, CG);
-        if (m < 0) continue;             // Cg = 32: warps 2 and 3 own four M tiles
+        if (m < 0) continue;             // warps splitting M may own one tile fewer
         uint32_t a[4];
         ldsm_x4_trans(a, st + wh_a_unit(m, kb, lane, STRIDE, CG));
 #pragma unroll
@@ -117,7 +118,7 @@ wgrad_halo_kernel(ConvParams p, int64_t splits, int64_t tiles) {
   // The split's partial sums of the block's weights, [split][K][Cg][3][3], each written once.
   float* const part = p.workspace + split * q.w_numel();
   auto store = [&](int m, int nt, int ln, int i, float v) {
-    const WhElem e = wh_elem(m, nt, ln, i, CG);
+    const WhElem e = wh_elem(m, int(np), nt, ln, i, CG);
     if (e.ok) part[((block * CB + e.k) * CG + e.c) * 9 + e.tap] = v;
   };
   if constexpr (KW == 1) {
@@ -148,11 +149,12 @@ wgrad_halo_kernel(ConvParams p, int64_t splits, int64_t tiles) {
 }
 
 int64_t blocks(const ConvProblem& q) { return q.C / wh_block(int(q.Cg())); }
+int64_t ctas_per_split(const ConvProblem& q) { return blocks(q) * wh_nparts(int(q.Cg())); }
 
 template <typename T, int CG, int STRIDE>
 int launch_wgrad_halo(const ConvParams& p, cudaStream_t stream) {
   const int64_t splits = wgrad_halo_splits(p), tiles = wh_tiles(p.problem.N, p.problem.P, p.problem.Q);
-  const int err = launch_with_smem(wgrad_halo_kernel<T, CG, STRIDE>, dim3(unsigned(blocks(p.problem) * splits)),
+  const int err = launch_with_smem(wgrad_halo_kernel<T, CG, STRIDE>, dim3(unsigned(ctas_per_split(p.problem) * splits)),
                                    kWhThreads, wh_smem_bytes(STRIDE, CG), stream, p, splits, tiles);
   return err != 0 ? err : launch_wgrad_reduce<T>(p, splits, stream);
 }
@@ -168,13 +170,16 @@ int launch_wgrad_halo_dtype(const ConvParams& p, cudaStream_t stream) {
     case 4: return launch_wgrad_halo_stride<T, 4>(p, stream);
     case 8: return launch_wgrad_halo_stride<T, 8>(p, stream);
     case 16: return launch_wgrad_halo_stride<T, 16>(p, stream);
-    default: return launch_wgrad_halo_stride<T, 32>(p, stream);  // nothing else admitted
+    case 24: return launch_wgrad_halo_stride<T, 24>(p, stream);
+    case 32: return launch_wgrad_halo_stride<T, 32>(p, stream);
+    case 40: return launch_wgrad_halo_stride<T, 40>(p, stream);
+    default: return launch_wgrad_halo_stride<T, 64>(p, stream);  // nothing else admitted
   }
 }
 
 }  // namespace
 
-// Splits of the tiles: kWhCtasPerSm CTAs an SM in one wave (rounded down: a wave's tail costs a
+// Splits of the tiles: wh_min_ctas CTAs an SM in one wave (rounded down: a wave's tail costs a
 // whole wave), but the partial sums (written, then read by the reduction) at most half the
 // compulsory bytes, yet never fewer CTAs than SMs; at most one split a tile. (The model's
 // sweep over the split count, benchmarks/NOTES.md, puts these within 10% of its best on every
@@ -182,10 +187,10 @@ int launch_wgrad_halo_dtype(const ConvParams& p, cudaStream_t stream) {
 int64_t wgrad_halo_splits(const ConvParams& p) {
   const ConvProblem& q = p.problem;
   if (!wh_serves(q.Cg())) return 1;
-  const int64_t want = std::max<int64_t>(1, int64_t(p.num_sms) * kWhCtasPerSm / blocks(q));
+  const int64_t want = std::max<int64_t>(1, int64_t(p.num_sms) * wh_min_ctas(int(q.Cg())) / ctas_per_split(q));
   const int64_t io_bytes = 2 * (q.N * q.C * q.H * q.W + q.N * q.K * q.P * q.Q);
   const int64_t cap = std::max<int64_t>(1, io_bytes / 2 / (q.w_numel() * 4 * 2));
-  const int64_t fill = std::max<int64_t>(1, int64_t(p.num_sms) / blocks(q));
+  const int64_t fill = std::max<int64_t>(1, int64_t(p.num_sms) / ctas_per_split(q));
   const int64_t s = std::max(std::min(want, cap), fill);
   return std::max<int64_t>(1, std::min({s, wh_tiles(q.N, q.P, q.Q), int64_t(kWhMaxSplits)}));
 }
@@ -197,7 +202,7 @@ std::string wgrad_halo_can_implement(const ConvParams& p) {
   const ConvProblem& q = p.problem;
   if (p.dtype == DType::kFloat32) return "fp32 runs on CUDA cores";
   if (q.Cg() != q.Kg() || !wh_serves(q.Cg()))
-    return "Cg = Kg in {4, 8, 16, 32} only (the widths its tiles are built for)";
+    return "Cg = Kg in {4, 8, 16, 24, 32, 40, 64} only (the widths its tiles are built for)";
   if (q.C % wh_block(int(q.Cg())) != 0) return "Cg = 4 with an odd number of groups (blocks are two groups)";
   if (q.stride_h != q.stride_w || (q.stride_h != 1 && q.stride_h != 2)) return "stride other than 1 or 2";
   if (q.dil_h != 1 || q.dil_w != 1) return "dilation other than 1";
@@ -218,7 +223,7 @@ LaunchShape wgrad_halo_shape(const ConvParams& p) {
   const int cg = int(q.Cg()), stride = int(q.stride_h);
   if (!wh_serves(cg) || (stride != 1 && stride != 2)) return s;
   s.splits = wgrad_halo_splits(p);
-  s.grid_x = blocks(q) * s.splits;
+  s.grid_x = ctas_per_split(q) * s.splits;
   s.threads = kWhThreads;
   s.smem_bytes = wh_smem_bytes(stride, cg);
   s.tile_pixels = kWhTile * kWhTile;

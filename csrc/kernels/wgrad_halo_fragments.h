@@ -16,16 +16,18 @@
 // any eight 16-byte-aligned addresses, so the 8 pixels of a K half may be 2 columns apart
 // (stride 2: columns stored even first, then odd, so that they sit one slot apart).
 //
-// M tiles (16 rows = two 8-channel halves of (tap, chunk)) by width:
-//   Cg = 4: CB = 8 (two groups); tile i = taps 2i and 2i + 1 of the 8 channels (tap 9 rows are
-//           discarded); N = the block's 8 dy channels; the off-diagonal (group a's c, group b's
-//           k) products are discarded: 50% useful, as fprop_halo's n8 at Kg = 4;
-//   Cg = 8: CB = 8, the same tiles over one group;
-//   Cg = 16: CB = 16; tile t = tap t, chunks 0 and 1; N = 2 n8 tiles;
-//   Cg = 32: CB = 32; tile (h, t) = tap t, chunks 2h and 2h + 1; N = 4 n8 tiles.
-// Warps: at Cg <= 16 each warp owns one K-block of every tile and all the M x N tiles (KW = 4
-// warps split K, their sums added in warp order at the end); at Cg = 32 (72 MMA tiles, too many
-// registers for one warp) each warp owns a quarter of the M tiles and all K (KW = 1).
+// M tiles: the block's (tap, 8-channel chunk) pairs in order, two a tile (rows 0-7 the first,
+// 8-15 the second; a ninth tap's rows past the last are discarded):
+//   Cg = 4: CB = 8 (two groups), tile i = taps 2i and 2i + 1; N = the block's 8 dy channels; the
+//           off-diagonal (group a's c, group b's k) products are discarded: 50% useful, as
+//           fprop_halo's block-diagonal pairs;
+//   Cg = 8: CB = 8, the same tiles over one group; Cg = 16: tile t = tap t, both chunks;
+//   Cg = 24, 32, 40, 64: CB = Cg, 3, 4, 5, 8 chunks a tap, 14, 18, 23, 36 tiles.
+// N: a CTA owns wh_ntiles n8 tiles of the block's dy channels (all of them but at Cg = 64,
+// where the four quarters of N are four CTAs: 288 MMA tiles are too many registers for one).
+// Warps: when a CTA's M x N tiles fit one warp's registers (Cg <= 16) each warp owns one
+// K-block of every tile and all the tiles (KW = 4 warps split K, their sums added in warp order
+// at the end); else each warp owns a contiguous quarter of the M tiles and all K (KW = 1).
 // Splits: partial sums [split][K][Cg][3][3] in the workspace, added in split order by
 // wgrad_reduce.cuh's kernel (bitwise deterministic).
 #pragma once
@@ -39,36 +41,45 @@ namespace rk {
 
 constexpr int kWhTile = 8;                             // dy tile: 8 x 8 pixels
 constexpr int kWhWarps = 4, kWhThreads = 32 * kWhWarps;
-constexpr int kWhCtasPerSm = 4;                        // what the split count and the ring assume
+constexpr int kWhCtasPerSm = 4;                        // what the ring's size assumes
 constexpr int64_t kWhRingBytes = 56 * 1024;            // a CTA's ring: a quarter of an SM's 228 KB
 constexpr int kWhMaxSplits = 64;
 
-RK_HOST_DEVICE constexpr bool wh_serves(int64_t cg) { return cg == 4 || cg == 8 || cg == 16 || cg == 32; }
-// Channels of a block, 16-byte chunks of a staged pixel (padded to an odd count: the 8 rows of
-// a matrix, 8 consecutive slots, then cover all 32 banks once).
+RK_HOST_DEVICE constexpr bool wh_serves(int64_t cg) {
+  return cg == 4 || cg == 8 || cg == 16 || cg == 24 || cg == 32 || cg == 40 || cg == 64;
+}
+// Channels of a block and its 16-byte chunks a pixel; staged pitches padded to an odd count of
+// 16-byte units (the 8 rows of a matrix, 8 consecutive slots, then cover all 32 banks once).
 RK_HOST_DEVICE constexpr int wh_block(int cg) { return cg <= 8 ? 8 : cg; }
 RK_HOST_DEVICE constexpr int wh_chunks(int cg) { return wh_block(cg) / 8; }
-RK_HOST_DEVICE constexpr int wh_pitch(int cg) { return wh_chunks(cg) | 1; }   // 16-byte units
-// The GEMM tiling of a block: M tiles, N tiles, warps splitting K, M tiles a warp owns (at most).
-RK_HOST_DEVICE constexpr int wh_mtiles(int cg) { return cg <= 8 ? 5 : cg == 16 ? 9 : 18; }
-RK_HOST_DEVICE constexpr int wh_ntiles(int cg) { return wh_block(cg) / 8; }
-RK_HOST_DEVICE constexpr int wh_kwarps(int cg) { return cg == 32 ? 1 : 4; }
-RK_HOST_DEVICE constexpr int wh_warp_mtiles(int cg) { return cg == 32 ? 5 : wh_mtiles(cg); }
-
-// M tile i of warp w: its index in the block (-1 when the warp has fewer). Cg = 32: warp w owns
-// chunk pair h = w % 2 and taps 0-4 (w < 2) or 5-8; the block's tile index is h * 9 + tap.
-RK_HOST_DEVICE constexpr int wh_warp_mtile(int w, int i, int cg) {
-  if (cg != 32) return i;
-  const int first = w < 2 ? 0 : 5, count = w < 2 ? 5 : 4;
-  return i < count ? (w % 2) * 9 + first + i : -1;
+RK_HOST_DEVICE constexpr int wh_nparts(int cg) { return cg == 64 ? 4 : 1; }   // CTAs sharing N
+RK_HOST_DEVICE constexpr int wh_ntiles(int cg) { return wh_chunks(cg) / wh_nparts(cg); }
+RK_HOST_DEVICE constexpr int wh_pitch(int cg) { return wh_chunks(cg) | 1; }     // x, 16-byte units
+RK_HOST_DEVICE constexpr int wh_dy_pitch(int cg) { return wh_ntiles(cg) | 1; }  // dy (its N part)
+// The GEMM tiling of a block: M tiles, warps splitting K, M tiles a warp owns (at most).
+RK_HOST_DEVICE constexpr int wh_mtiles(int cg) { return (9 * wh_chunks(cg) + 1) / 2; }
+RK_HOST_DEVICE constexpr int wh_kwarps(int cg) { return wh_mtiles(cg) * wh_ntiles(cg) <= 20 ? 4 : 1; }
+RK_HOST_DEVICE constexpr int wh_warp_mtiles(int cg) {
+  return wh_kwarps(cg) == 4 ? wh_mtiles(cg) : (wh_mtiles(cg) + kWhWarps - 1) / kWhWarps;
 }
-// The (tap, chunk) of half `half` (rows 8 half .. 8 half + 7) of block M tile m; tap 9 (Cg <= 8,
-// tile 4, half 1) is not a tap: `tap` says 9 and the loads read tap 8's rows in its place.
+// CTAs an SM is built for (the launch bounds' register budget, and the split count's wave): 4
+// up to Cg = 24 (at most 128 registers), 3 where a warp holds 72-80 accumulators (Cg = 32, 64:
+// 170), 2 for Cg = 40's 120 (255).
+RK_HOST_DEVICE constexpr int wh_min_ctas(int cg) { return cg <= 24 ? 4 : cg == 40 ? 2 : 3; }
+
+// M tile i of warp w: its index in the block (-1 when the warp has fewer). Warps splitting M own
+// the contiguous runs [w M / 4, (w + 1) M / 4).
+RK_HOST_DEVICE constexpr int wh_warp_mtile(int w, int i, int cg) {
+  if (wh_kwarps(cg) == 4) return i;
+  const int first = w * wh_mtiles(cg) / kWhWarps, end = (w + 1) * wh_mtiles(cg) / kWhWarps;
+  return first + i < end ? first + i : -1;
+}
+// The (tap, chunk) of half `half` (rows 8 half .. 8 half + 7) of block M tile m: the (2m + half)th
+// (tap, chunk) pair; past the last (an odd count), `tap` says 9 and the loads read tap 8's rows.
 struct WhHalf { int tap, chunk; };
 RK_HOST_DEVICE constexpr WhHalf wh_half(int m, int half, int cg) {
-  if (cg <= 8) return {2 * m + half, 0};
-  if (cg == 16) return {m, half};
-  return {m % 9, 2 * (m / 9) + half};
+  const int kc = 2 * m + half;
+  return kc < 9 * wh_chunks(cg) ? WhHalf{kc / wh_chunks(cg), kc % wh_chunks(cg)} : WhHalf{9, 0};
 }
 
 // Staged x halo of a tile: (7 stride + 3)^2 pixels, [row][column slot][pitch], stride 2 columns
@@ -87,27 +98,27 @@ RK_HOST_DEVICE constexpr int wh_x_unit(int row, int col, int chunk, int stride, 
 RK_HOST_DEVICE constexpr int wh_x_units(int stride, int cg) {
   return wh_halo_side(stride) * wh_slots(stride) * wh_pitch(cg);
 }
-RK_HOST_DEVICE constexpr int wh_dy_unit(int pixel, int chunk, int cg) { return pixel * wh_pitch(cg) + chunk; }
-RK_HOST_DEVICE constexpr int wh_dy_units(int cg) { return kWhTile * kWhTile * wh_pitch(cg); }
+RK_HOST_DEVICE constexpr int wh_dy_unit(int pixel, int chunk, int cg) { return pixel * wh_dy_pitch(cg) + chunk; }
+RK_HOST_DEVICE constexpr int wh_dy_units(int cg) { return kWhTile * kWhTile * wh_dy_pitch(cg); }
 RK_HOST_DEVICE constexpr int wh_stage_units(int stride, int cg) { return wh_x_units(stride, cg) + wh_dy_units(cg); }
 
 // The staging copies of one tile, 16 bytes each: first the x halo in storage order (row, column
 // slot, chunk: consecutive copies fill consecutive units, so a quarter-warp's eight cover the
-// banks at most twice), then dy. A stride-2 row has one slot more than columns (`col` then
-// reaches past the halo: no copy).
+// banks at most twice), then dy (the CTA's N part: chunk is within it). A stride-2 row has one
+// slot more than columns (`col` then reaches past the halo: no copy).
 struct WhCopy { bool dy; int row, col, chunk; };
 RK_HOST_DEVICE constexpr int wh_slot_col(int slot, int stride) {
   return stride == 1 ? slot : slot < wh_half_cols(stride) ? 2 * slot : 2 * (slot - wh_half_cols(stride)) + 1;
 }
 RK_HOST_DEVICE constexpr int wh_copies(int stride, int cg) {
-  return (wh_halo_side(stride) * wh_slots(stride) + kWhTile * kWhTile) * wh_chunks(cg);
+  return wh_halo_side(stride) * wh_slots(stride) * wh_chunks(cg) + kWhTile * kWhTile * wh_ntiles(cg);
 }
 RK_HOST_DEVICE constexpr WhCopy wh_copy(int i, int stride, int cg) {
   const int slots = wh_slots(stride), xs = wh_halo_side(stride) * slots * wh_chunks(cg);
   if (i < xs)
     return {false, i / wh_chunks(cg) / slots, wh_slot_col(i / wh_chunks(cg) % slots, stride), i % wh_chunks(cg)};
   i -= xs;
-  return {true, i / wh_chunks(cg) / kWhTile, i / wh_chunks(cg) % kWhTile, i % wh_chunks(cg)};
+  return {true, i / wh_ntiles(cg) / kWhTile, i / wh_ntiles(cg) % kWhTile, i % wh_ntiles(cg)};
 }
 RK_HOST_DEVICE constexpr bool wh_copy_used(const WhCopy& c, int stride) {
   return c.dy || c.col < wh_halo_side(stride);
@@ -128,27 +139,35 @@ RK_HOST_DEVICE constexpr int wh_a_unit(int m, int kb, int lane, int stride, int 
   const int row = 2 * kb + k / 8, col = k % 8;                        // the dy pixel of the tile
   return wh_x_unit(row * stride + tap / 3, col * stride + tap % 3, h.chunk, stride, cg);
 }
-// B: matrices (n8 tile 2 j + (l / 16), K half (l / 8) % 2) for load j of two n8 tiles (x4), or
-// one n8 tile (x2, lanes 0-15) when the block has one; b0, b1 of n8 tile t are its K halves.
-// The unit within the stage's dy part.
-RK_HOST_DEVICE constexpr int wh_b_unit(int pair, int kb, int lane, int cg) {
-  const int nt = wh_ntiles(cg) == 1 ? 0 : 2 * pair + (lane / 16) % 2;
+// B: the CTA's n8 tiles two at a time (ldmatrix.x4: matrix (n8 tile 2 j + (l / 16) % 2, K half
+// (l / 8) % 2) for load j), the last alone when their count is odd (x2, lanes 0-15: its K
+// halves); b0, b1 of an n8 tile are its K halves. The unit within the stage's dy part.
+RK_HOST_DEVICE constexpr int wh_b_loads(int cg) { return (wh_ntiles(cg) + 1) / 2; }
+RK_HOST_DEVICE constexpr bool wh_b_pair(int j, int cg) { return 2 * j + 1 < wh_ntiles(cg); }  // x4
+RK_HOST_DEVICE constexpr int wh_b_unit(int j, int kb, int lane, int cg) {
+  const int nt = wh_b_pair(j, cg) ? 2 * j + (lane / 16) % 2 : 2 * j;
   const int k = 8 * ((lane / 8) % 2) + lane % 8;
   return wh_dy_unit(16 * kb + k, nt, cg);
 }
+// Which load and matrix give B register `reg` (0, 1) of n8 tile nt.
+RK_HOST_DEVICE constexpr int wh_b_matrix(int nt, int reg, int cg) {
+  return wh_b_pair(nt / 2, cg) ? 2 * (nt % 2) + reg : reg;
+}
 
-// What accumulator element i of `lane` in (block M tile m, n8 tile nt) is: dw[k][c][tap] of the
-// block's channels (k, c < CB), or not a weight (tap 9, or another group's k: ok false).
+// What accumulator element i of `lane` in (block M tile m, the CTA's n8 tile nt of N part np)
+// is: dw[k][c][tap] of the block's channels (k, c < CB), or not a weight (tap 9, or another
+// group's k: ok false).
 struct WhElem { bool ok; int k, c, tap; };
-RK_HOST_DEVICE WhElem wh_elem(int m, int nt, int lane, int i, int cg) {
+RK_HOST_DEVICE WhElem wh_elem(int m, int np, int nt, int lane, int i, int cg) {
   const FragCoord f = mma_c_coord(lane, i);
   const WhHalf h = wh_half(m, f.row / 8, cg);
-  const int c = 8 * h.chunk + f.row % 8, k = 8 * nt + f.col;
+  const int c = 8 * h.chunk + f.row % 8, k = 8 * (np * wh_ntiles(cg) + nt) + f.col;
   return {h.tap < 9 && c / cg == k / cg, k, c % cg, h.tap};
 }
 
-// The split and tile walk: blocks * splits CTAs, CTA b * splits + j; split j takes the tiles
-// [j T / splits, (j + 1) T / splits) of the T = N * ceil(P / 8) * ceil(Q / 8) tiles, image-major.
+// The split and tile walk: blocks * nparts * splits CTAs, CTA (b * nparts + np) * splits + j;
+// split j takes the tiles [j T / splits, (j + 1) T / splits) of the T = N * ceil(P / 8) *
+// ceil(Q / 8) tiles, image-major.
 struct WhTile { int64_t n, p0, q0; };
 RK_HOST_DEVICE constexpr int64_t wh_tiles_p(int64_t P) { return (P + kWhTile - 1) / kWhTile; }
 RK_HOST_DEVICE constexpr int64_t wh_tiles(int64_t N, int64_t P, int64_t Q) {
@@ -164,7 +183,7 @@ RK_HOST_DEVICE constexpr int64_t wh_split_begin(int64_t j, int64_t splits, int64
 
 // The ring: as many stages (2 to 8) as fit kWhRingBytes, so that small tiles keep enough bytes in
 // flight (Little: ~32 KB an SM at the H200's latency): 8 at Cg <= 8, 7 / 3 at Cg = 16 (stride
-// 1 / 2), 4 / 2 at Cg = 32.
+// 1 / 2), 4 / 2 at Cg = 32, down to 2 for the wider ones at stride 2.
 RK_HOST_DEVICE constexpr int wh_stages(int stride, int cg) {
   const int64_t n = kWhRingBytes / (int64_t(wh_stage_units(stride, cg)) * 16);
   return n < 2 ? 2 : n > 8 ? 8 : int(n);

@@ -41,7 +41,8 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
   CHECK_EQ_STR(rk::wgrad_halo_can_implement(p), "");
   const rk::LaunchShape shape = rk::wgrad_halo_shape(p);
   const int64_t splits = rk::wgrad_halo_splits(p), blocks = q.C / CB, tiles = rk::wh_tiles(q.N, q.P, q.Q);
-  CHECK(shape.grid_x == blocks * splits && shape.splits == splits && splits <= tiles);
+  constexpr int NP = rk::wh_nparts(CG);
+  CHECK(shape.grid_x == blocks * NP * splits && shape.splits == splits && splits <= tiles);
   CHECK(rk::wgrad_halo_workspace_elems(p) == splits * q.w_numel());
   const int64_t C = q.C;
 
@@ -52,9 +53,11 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
   int64_t wrong = 0;
   constexpr int STAGE = rk::wh_stage_units(2, CG) > rk::wh_stage_units(1, CG) ? rk::wh_stage_units(2, CG)
                                                                               : rk::wh_stage_units(1, CG);
+  std::vector<float> accs(size_t(rk::kWhWarps) * MT * NT * 32 * 4);   // heap: 64 KB at Cg = 40
   for (int64_t cta = 0; cta < shape.grid_x; ++cta) {
-    const int64_t block = cta / splits, split = cta % splits;
-    float acc[rk::kWhWarps][MT][NT][32][4] = {};
+    const int64_t split = cta % splits, block = cta / splits / NP, np = cta / splits % NP;
+    std::fill(accs.begin(), accs.end(), 0.f);
+    auto& acc = *reinterpret_cast<float (*)[rk::kWhWarps][MT][NT][32][4]>(accs.data());
     for (int64_t t = rk::wh_split_begin(split, splits, tiles); t < rk::wh_split_begin(split + 1, splits, tiles); ++t) {
       // Stage the tile: each copy is 8 channels (16 bytes) of one pixel.
       std::vector<float> st(8 * STAGE, kUnset);
@@ -66,7 +69,7 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
         for (int e = 0; e < 8; ++e) {
           float& dst = st[8 * unit + e];
           wrong += !std::isnan(dst);                     // staged twice
-          const int64_t ch = block * CB + 8 * c.chunk + e;
+          const int64_t ch = block * CB + 8 * (c.dy ? np * NT + c.chunk : c.chunk) + e;
           if (c.dy) {
             const int64_t pp = tl.p0 + c.row, qq = tl.q0 + c.col;
             dst = pp < q.P && qq < q.Q ? dy[((tl.n * q.P + pp) * q.Q + qq) * C + ch] : 0.f;
@@ -96,8 +99,8 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
                 return ldsm([&](int l) { return rk::wh_a_unit(m, kb, l, stride, CG); }, lane, reg, e);
               };
               auto b_half = [&](int lane, int reg, int e) {
-                // x2 (one n8 tile): matrices 0, 1; x4 (pair nt / 2): n8 tile nt's are 2 (nt % 2) + reg.
-                const int matrix = NT == 1 ? reg : 2 * (nt % 2) + reg;
+                // Load nt / 2: x4 (n8 tile nt's are matrices 2 (nt % 2) + reg), or x2 (the odd last).
+                const int matrix = rk::wh_b_matrix(nt, reg, CG);
                 return ldsm([&](int l) { return xu + rk::wh_b_unit(nt / 2, kb, l, CG); }, lane, matrix, e);
               };
               emulate_mma(a_half, b_half, acc[warp][mi][nt]);
@@ -116,7 +119,7 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
               if (m < 0) continue;
               float v = 0.f;
               for (int kw = 0; kw < KW; ++kw) v += acc[KW == 1 ? wm : kw][mi][nt][lane][i];
-              const rk::WhElem e = rk::wh_elem(m, nt, lane, i, CG);
+              const rk::WhElem e = rk::wh_elem(m, int(np), nt, lane, i, CG);
               if (!e.ok) continue;
               float& dst = part[split * q.w_numel() + ((block * CB + e.k) * CG + e.c) * 9 + e.tap];
               wrong += !std::isnan(dst);                 // written twice
@@ -160,11 +163,12 @@ void check_conflicts(int stride) {
   for (int warp = 0; warp < rk::kWhWarps; ++warp)
     for (int i = 0; i < 4 / KW; ++i) {
       const int kb = warp % KW + KW * i;
-      for (int pair = 0; pair < (NT == 1 ? 1 : NT / 2); ++pair) {   // B: one ldmatrix a pair
+      for (int j = 0; j < rk::wh_b_loads(CG); ++j) {              // B: one ldmatrix a pair
+        const bool x4 = rk::wh_b_pair(j, CG);
         std::vector<std::vector<int>> lanes;
-        for (int lane = 0; lane < (NT == 1 ? 16 : 32); ++lane)
-          lanes.push_back(unit_words(xu + rk::wh_b_unit(pair, kb, lane, CG)));
-        add("B ldmatrix", lanes, NT == 1 ? 2 : 4);
+        for (int lane = 0; lane < (x4 ? 32 : 16); ++lane)
+          lanes.push_back(unit_words(xu + rk::wh_b_unit(j, kb, lane, CG)));
+        add("B ldmatrix", lanes, x4 ? 4 : 2);
       }
       for (int mi = 0; mi < MT; ++mi) {                             // A: one ldmatrix.x4 a tile
         const int m = rk::wh_warp_mtile(warp, mi, CG);
@@ -210,8 +214,8 @@ void test_wgrad_halo() {
   CHECK_EQ_STR(rk::wgrad_halo_can_implement(p), "");
   p.dtype = rk::DType::kFloat32;
   CHECK_EQ_STR(rk::wgrad_halo_can_implement(p), "fp32 runs on CUDA cores");
-  p = wgrad_params(1, 24, 2, 8, 8, 1, 1, 4);
-  CHECK(rk::wgrad_halo_can_implement(p).find("Cg = Kg in {4, 8, 16, 32}") == 0);
+  p = wgrad_params(1, 14, 2, 8, 8, 1, 1, 4);       // the paper's Cg = 14: not whole 16-byte chunks
+  CHECK(rk::wgrad_halo_can_implement(p).find("Cg = Kg in {4, 8, 16, 24, 32, 40, 64}") == 0);
   p = wgrad_params(1, 4, 3, 8, 8, 1, 1, 4);
   CHECK(rk::wgrad_halo_can_implement(p).find("odd number of groups") != std::string::npos);
   p = wgrad_params(1, 8, 2, 9, 9, 3, 1, 4);
@@ -229,6 +233,9 @@ void test_wgrad_halo() {
   CHECK(emulate<32>(2, 1, 7, 7, 1, 1, 1) == 0);    // stage 4 widths: warps split M
   CHECK(emulate<32>(1, 2, 13, 14, 2, 1, 3) == 0);  // stage 4 entry: stride 2, 2 blocks
   CHECK(emulate<8>(1, 1, 6, 6, 1, 2, 1) == 0);     // padding 2
+  CHECK(emulate<24>(1, 2, 9, 10, 1, 1, 2) == 0);   // the paper's Cg = 24: 3 chunks a tap, odd N (x2)
+  CHECK(emulate<40>(1, 1, 8, 9, 2, 1, 2) == 0);    // Cg = 40: 23 M tiles, 5 n8 tiles, stride 2
+  CHECK(emulate<64>(1, 1, 7, 9, 1, 1, 2) == 0);    // Cg = 64: N in four CTAs
   // The split count: one wave of 4 CTAs an SM, partials at most half the compulsory bytes but
   // never fewer CTAs than SMs, at most one split a tile.
   p = wgrad_params(64, 32, 32, 7, 7, 1, 1, 132);   // 32x4d stage 4: 32 blocks
@@ -244,6 +251,9 @@ void test_wgrad_halo() {
     check_conflicts<4>(s);
     check_conflicts<8>(s);
     check_conflicts<16>(s);
+    check_conflicts<24>(s);
     check_conflicts<32>(s);
+    check_conflicts<40>(s);
+    check_conflicts<64>(s);
   }
 }
