@@ -265,3 +265,24 @@ def test_wgrad_halo_shape_by_hand():
     # n8 tile of m16n8k16.
     assert pred.mma_flops_issued == pytest.approx(3136 * 16 * 4 * 5 * 4096)
     assert pred.launches == 2 and pred.mma_flops_useful == STAGE1.flops()
+
+
+@needs_cuda_build
+@pytest.mark.parametrize("name", ["fprop_halo", "dgrad_halo", "wgrad_halo"])
+def test_halo_rungs_fit_where_they_claim(name):
+    """Every width and stride a halo rung claims fits an H200 CTA (227 KB of shared memory,
+    128 threads) and launches at least one CTA; and it claims the paper's widths but 14."""
+    gpu = pm.GPUS["H200"]
+    direction = name.split("_")[0]
+    for cg in (4, 8, 14, 16, 24, 32, 40, 64):
+        for stride in (1, 2):
+            conv = pm.Conv(2, cg * 8, 14, 14, cg * 8, 8, stride=stride)
+            s = pm.cuda_shape(name, conv, gpu)
+            if cg == 14:
+                assert "Cg = Kg in" in s["can_implement"]
+                continue
+            if s["can_implement"]:
+                # fprop_halo at Cg = 64, stride 2 is the one known refusal (shared memory).
+                assert (name, cg, stride) == ("fprop_halo", 64, 2), (name, cg, stride, s["can_implement"])
+                continue
+            assert 0 < s["smem_bytes"] <= 227 * 1024 and s["threads"] == 128 and s["grid_x"] >= 1
