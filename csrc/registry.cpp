@@ -121,7 +121,7 @@ const std::vector<KernelVariant>& registry() {
        "8x16 pixel tile's halo staged once in shared memory (16-byte cp.async, zero-filled), "
        "ldmatrix A fragments, K = (tap, channel) within a group on mma.sync, persistent CTAs "
        "with two halo buffers, weights packed by each CTA for its slab, fused bias/ReLU and "
-       "16-byte stores; bf16/fp16 channels_last, Kg = Cg in {4, 8, 16, 24, 32, 40, 64}, stride "
+       "16-byte stores; bf16/fp16 channels_last, Kg = Cg in {4, 8, 14, 16, 24, 32, 40, 64}, stride "
        "1 or 2", false,
        fprop_halo_can_implement, no_workspace, fprop_halo_launch, fprop_halo_shape},
       {"dgrad_direct", Direction::kDgrad, 1,
@@ -139,7 +139,7 @@ const std::vector<KernelVariant>& registry() {
        "fprop_halo on dy, the weight transposed per group (and, at stride 1, rotated by 180 "
        "degrees) as it is packed; stride 2 (padding 1) by phase class, the four classes on one "
        "staged dy halo, each with only its taps; bf16/fp16 channels_last, "
-       "Kg = Cg in {4, 8, 16, 24, 32, 40, 64}", false,
+       "Kg = Cg in {4, 8, 14, 16, 24, 32, 40, 64}", false,
        dgrad_halo_can_implement, no_workspace, dgrad_halo_launch, dgrad_halo_shape},
       {"wgrad_direct", Direction::kWgrad, 1,
        "one block per weight element and split of N*P*Q; fixed-order two-pass reduction", true,

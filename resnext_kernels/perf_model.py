@@ -840,7 +840,8 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
         conv = Conv(conv.n, conv.k, conv.p, conv.q, conv.c, conv.groups, 1,
                     1 if phases else 2 * conv.dil - conv.pad, conv.dil, conv.elem_size)
     cg = conv.cg
-    slab, gw = shape["tile_channels"], max(cg, 8)   # a GEMM group: Cg channels, two groups at Cg = 4
+    # A GEMM group: whole 16-byte chunks, block-diagonal (halo_gw): Cg, 8 at Cg = 4, 56 at Cg = 14.
+    slab, gw = shape["tile_channels"], 56 if cg == 14 else max(cg, 8)
     gg = slab // gw
     chunks = gw // 8                                # 8-channel K chunks a tap
     class_ksteps = [-(-t * chunks // 2) for t in (HALO_PHASE_TAPS if phases else (9,))]

@@ -271,14 +271,15 @@ def test_wgrad_halo_shape_by_hand():
 @pytest.mark.parametrize("name", ["fprop_halo", "dgrad_halo", "wgrad_halo"])
 def test_halo_rungs_fit_where_they_claim(name):
     """Every width and stride a halo rung claims fits an H200 CTA (227 KB of shared memory,
-    128 threads) and launches at least one CTA; and it claims the paper's widths but 14."""
+    128 threads) and launches at least one CTA; fprop and dgrad claim all the paper's widths,
+    wgrad all but 14."""
     gpu = pm.GPUS["H200"]
     direction = name.split("_")[0]
     for cg in (4, 8, 14, 16, 24, 32, 40, 64):
         for stride in (1, 2):
-            conv = pm.Conv(2, cg * 8, 14, 14, cg * 8, 8, stride=stride)
+            conv = pm.Conv(2, cg * 8, 14, 14, cg * 8, 8, stride=stride)   # 8 groups: whole slabs
             s = pm.cuda_shape(name, conv, gpu)
-            if cg == 14:
+            if cg == 14 and name == "wgrad_halo":
                 assert "Cg = Kg in" in s["can_implement"]
                 continue
             if s["can_implement"]:

@@ -21,7 +21,7 @@
 // slab's 18 KB of weights is a third of a CTA's work. Unverified on a GPU: forced only until
 // the GPU check passes it.
 //
-// Serves bf16/fp16, channels_last x and y, Kg == Cg in {4, 8, 16, 24, 32, 40, 64}, stride 1 or
+// Serves bf16/fp16, channels_last x and y, Kg == Cg in {4, 8, 14, 16, 24, 32, 40, 64}, stride 1 or
 // 2, dilation 1, 16-byte aligned pixels; can_implement refuses the rest (the lower rungs run).
 //
 // dgrad_halo (dgrad rung 4) is this kernel on dy. Stride 1: dx = conv(dy, w') with padding
@@ -257,6 +257,7 @@ int launch_halo_dtype(const ConvParams& p, cudaStream_t stream, int mode, int64_
   switch (p.problem.Cg()) {
     case 4: return launch_halo_mode<T, 4>(p, stream, mode, dst_h, dst_w);
     case 8: return launch_halo_mode<T, 8>(p, stream, mode, dst_h, dst_w);
+    case 14: return launch_halo_mode<T, 14>(p, stream, mode, dst_h, dst_w);
     case 16: return launch_halo_mode<T, 16>(p, stream, mode, dst_h, dst_w);
     case 24: return launch_halo_mode<T, 24>(p, stream, mode, dst_h, dst_w);
     case 32: return launch_halo_mode<T, 32>(p, stream, mode, dst_h, dst_w);
@@ -283,7 +284,7 @@ std::string halo_can_implement(const ConvParams& p, int mode) {
   const ConvProblem& q = p.problem;
   if (p.dtype == DType::kFloat32) return "fp32 runs on CUDA cores";
   if (q.Cg() != q.Kg() || !halo_serves(q.Cg()))
-    return "Cg = Kg in {4, 8, 16, 24, 32, 40, 64} only (the widths its tiles are built for)";
+    return "Cg = Kg in {4, 8, 14, 16, 24, 32, 40, 64} only (the widths its tiles are built for)";
   if (q.C % halo_slab(int(q.Cg())) != 0) return "channels are not whole slabs of groups";
   if (q.stride_h != q.stride_w || (q.stride_h != 1 && q.stride_h != 2)) return "stride other than 1 or 2";
   if (q.dil_h != 1 || q.dil_w != 1) return "dilation other than 1";

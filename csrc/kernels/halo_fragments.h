@@ -2,15 +2,16 @@
 // C++ unit tests emulate the kernel warp by warp and count its shared-memory bank conflicts with
 // the very functions the kernel calls.
 //
-// The GEMM per GEMM group (a group of Cg channels, or at Cg = 4 two groups, so that every
-// 16-byte chunk of a staged pixel lies in one GEMM group: GW = max(Cg, 8) channels):
+// The GEMM per GEMM group (a group of Cg channels, or several, so that every 16-byte chunk of
+// a staged pixel lies in one GEMM group: GW = Cg, 8 (two groups) at Cg = 4, 56 (four) at
+// Cg = 14):
 //   M = output pixels, N = GW output channels, K = 9 * GW laid out as (tap, channel):
 //   A[m][kk] = x[pixel m shifted by tap kk / GW][channel kk % GW],  B[kk][n] = w[n][kk % GW][tap]
-// with B zero off the two groups' diagonal blocks at Cg = 4 (45% useful MMA work there: K 72
-// of 80, N block-diagonal; 90% at Cg = 8, 100% from 16, but 24 and 40: 96%, 98%).
+// with B zero off the groups' diagonal blocks (45% useful MMA work at Cg = 4: K 72 of 80, N
+// block-diagonal; 22% at Cg = 14; 90% at Cg = 8, 100% from 16, but 24 and 40: 96%, 98%).
 //
 // A CTA (4 warps) owns a tile of 8 x 16 output pixels of one image and one slab of whole groups
-// (SLAB channels: 32 from Cg = 4 to 32, 24 at Cg = 24, 40 at Cg = 40, 64 at Cg = 64). Warp w
+// (SLAB channels: 56 at Cg = 14, else 32 from Cg = 4 to 32, 24 at Cg = 24, 40 at Cg = 40, 64 at Cg = 64). Warp w
 // computes tile rows 2w and 2w + 1, one m16 tile each (16 consecutive output columns). The
 // tile's input halo, (8 - 1) * stride + 3 rows by (16 - 1) * stride + 3 columns of SLAB
 // channels, is staged in shared memory once, with 16-byte copies (zeros outside the image), and
@@ -55,12 +56,13 @@ constexpr int64_t kHaloSmPerSmem = 228 * 1024;        // what an SM has for its 
 static_assert(kHaloTileP == 2 * kHaloWarps, "each warp owns two tile rows");
 static_assert(kHaloTileQ == kMmaM, "a tile row is one m16 tile");
 
-// Groups of one slab and its channels; 0 when Cg is not served.
-RK_HOST_DEVICE constexpr int halo_slab_groups(int cg) { return cg >= 32 ? 1 : 32 / cg; }
+// Groups of one slab and its channels: 32 channels up to Cg = 32, one group from there, and at
+// Cg = 14 the 56 channels of four groups (seven whole 16-byte chunks).
+RK_HOST_DEVICE constexpr int halo_slab_groups(int cg) { return cg == 14 ? 4 : cg >= 32 ? 1 : 32 / cg; }
 RK_HOST_DEVICE constexpr int halo_slab(int cg) { return cg * halo_slab_groups(cg); }
 // The channel widths the kernel is built for (Kg == Cg): ResNeXt-50's and the paper's table's.
 RK_HOST_DEVICE constexpr bool halo_serves(int64_t cg) {
-  return cg == 4 || cg == 8 || cg == 16 || cg == 24 || cg == 32 || cg == 40 || cg == 64;
+  return cg == 4 || cg == 8 || cg == 14 || cg == 16 || cg == 24 || cg == 32 || cg == 40 || cg == 64;
 }
 
 // What the kernel computes (see the header comment).
@@ -166,8 +168,9 @@ RK_HOST_DEVICE constexpr HaloRange halo_cta_tiles(int64_t cta, int64_t ctas, int
   return {cta * tiles / ctas, (cta + 1) * tiles / ctas};
 }
 
-// GEMM groups: GW channels each, halo_gemm_groups of them a slab.
-RK_HOST_DEVICE constexpr int halo_gw(int cg) { return cg < 8 ? 8 : cg; }
+// GEMM groups: GW channels each (whole 16-byte chunks: Cg, 8 at Cg = 4, the slab's 56 at
+// Cg = 14, block-diagonal), halo_gemm_groups of them a slab.
+RK_HOST_DEVICE constexpr int halo_gw(int cg) { return cg == 14 ? 56 : cg < 8 ? 8 : cg; }
 RK_HOST_DEVICE constexpr int halo_gemm_groups(int cg) { return halo_slab(cg) / halo_gw(cg); }
 RK_HOST_DEVICE constexpr int halo_tap_chunks(int cg) { return halo_gw(cg) / 8; }   // K chunks a tap
 // The GEMM's K and N tiling per GEMM group: each class's k-steps (two 8-channel K chunks each),

@@ -302,7 +302,7 @@ void test_fprop_halo() {
   CHECK_EQ_STR(rk::fprop_halo_can_implement(p), "");
   p.dtype = rk::DType::kFloat32;
   CHECK_EQ_STR(rk::fprop_halo_can_implement(p), "fp32 runs on CUDA cores");
-  p = halo_params(1, 14, 4, 8, 8, 1, 1);
+  p = halo_params(1, 12, 4, 8, 8, 1, 1);
   CHECK(rk::fprop_halo_can_implement(p).find("Cg = Kg in") == 0);
   p = halo_params(1, 8, 4, 9, 9, 3, 1);
   CHECK_EQ_STR(rk::fprop_halo_can_implement(p), "stride other than 1 or 2");
@@ -323,6 +323,8 @@ void test_fprop_halo() {
   CHECK(emulate<16>(2, 4, 7, 7, 1, 1, false, 1) == 0);    // stage 3 widths, one CTA does all
   CHECK(emulate<32>(1, 2, 14, 14, 2, 1, false, 4) == 0);  // stage 4 entry widths, stride 2
   CHECK(emulate<24>(1, 2, 6, 18, 1, 0, false, 2) == 0);   // the paper's Cg = 24, padding 0
+  CHECK(emulate<14>(1, 8, 9, 17, 1, 1, true, 2) == 0);    // the paper's Cg = 14: 4 groups a GEMM group
+  CHECK(emulate<14>(2, 4, 11, 9, 2, 1, false, 3) == 0);   // Cg = 14 at stride 2
   CHECK(emulate<40>(1, 1, 5, 9, 2, 2, true, 2) == 0);     // the paper's Cg = 40, padding 2
   CHECK(emulate<64>(1, 1, 3, 17, 1, 1, false, 2) == 0);   // 1x64d widths: 8 n8 tiles, 36 k-steps
   // dgrad_halo: dgrad at stride 1 as fprop of dy, rotated and transposed weights.
@@ -330,6 +332,7 @@ void test_fprop_halo() {
   CHECK(emulate<4>(2, 16, 9, 21, 1, 1, false, 3, kD1) == 0);   // 32x4d stage 1 widths
   CHECK(emulate<8>(1, 8, 10, 17, 1, 0, false, 2, kD1) == 0);   // padding 0 -> 2 on dy
   CHECK(emulate<32>(1, 2, 7, 7, 1, 2, false, 1, kD1) == 0);    // padding 2 -> 0, stage 4 widths
+  CHECK(emulate<14>(1, 4, 7, 10, 1, 1, false, 2, kD1) == 0);  // Cg = 14
   CHECK(emulate<24>(1, 2, 6, 9, 1, 1, false, 2, kD1) == 0);    // Cg = 24
   // dgrad_halo at stride 2 by phase class: odd and even dx sizes (the last class row or column
   // empty or not), partial class-grid tiles, and the 32x4d entry widths 8, 16, 32.
@@ -337,6 +340,7 @@ void test_fprop_halo() {
   CHECK(emulate<4>(2, 16, 9, 21, 2, 1, false, 2, kD2) == 0);   // odd sizes, Cg = 4, 2 slabs
   CHECK(emulate<16>(1, 4, 15, 14, 2, 1, false, 1, kD2) == 0);  // stage 3 entry widths, one CTA
   CHECK(emulate<32>(1, 2, 14, 13, 2, 1, false, 4, kD2) == 0);  // stage 4 entry widths
+  CHECK(emulate<14>(1, 4, 10, 9, 2, 1, false, 2, kD2) == 0);  // Cg = 14
   CHECK(emulate<24>(1, 2, 6, 7, 2, 1, false, 2, kD2) == 0);    // Cg = 24
   CHECK(emulate<64>(1, 1, 5, 6, 2, 1, false, 2, kD2) == 0);    // 1x64d widths
   p = halo_params(1, 8, 4, 9, 9, 2, 2);
@@ -347,6 +351,7 @@ void test_fprop_halo() {
   CHECK_EQ_STR(rk::dgrad_halo_can_implement(p), "stride other than 1 or 2");
   check_halo_width<4>();
   check_halo_width<8>();
+  check_halo_width<14>();
   check_halo_width<16>();
   check_halo_width<24>();
   check_halo_width<32>();
