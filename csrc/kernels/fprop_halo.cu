@@ -35,6 +35,7 @@
 // four epilogues a tile), stage4 22 us: 0.44 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56
 // / 21: 1.06 ms).
 #include <algorithm>
+#include <atomic>
 
 #include "async_copy.cuh"
 #include "common.cuh"
@@ -227,17 +228,27 @@ int launch_halo(const ConvParams& p, cudaStream_t stream, int64_t dst_h, int64_t
   const LaunchShape s = halo_shape(p, MODE);
   // The persistent grid: the shape's CTAs per SM (shared memory, H100/H200), or fewer where the
   // compiled kernel's registers or this GPU's shared memory hold fewer (an extra CTA per SM
-  // would run as a second wave).
+  // would run as a second wave). The shared-memory opt-in and the occupancy query are made once
+  // per device (the shared memory a kernel asks for depends only on STRIDE, CG and MODE).
   const auto kernel = fprop_halo_kernel<T, CG, STRIDE, MODE>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(s.smem_bytes));
+  constexpr int kDevices = 64;
+  static std::atomic<int> resident_on[kDevices] = {};
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
   if (err != cudaSuccess) return int(err);
-  int resident = 0;
-  err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kHaloThreads, size_t(s.smem_bytes));
-  if (err != cudaSuccess) return int(err);
-  const int64_t grid = std::min<int64_t>(s.grid_x, int64_t(p.num_sms) * std::max(resident, 1));
-  return launch_with_smem(kernel, dim3(unsigned(grid)), kHaloThreads, s.smem_bytes, stream, p,
-                          halo_tiles(p.problem.N, p.problem.P, p.problem.Q, p.problem.C / halo_slab(CG)),
-                          dst_h, dst_w);
+  int resident = device < kDevices ? resident_on[device].load(std::memory_order_relaxed) : 0;
+  if (resident == 0) {
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(s.smem_bytes));
+    if (err != cudaSuccess) return int(err);
+    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kHaloThreads, size_t(s.smem_bytes));
+    if (err != cudaSuccess) return int(err);
+    resident = std::max(resident, 1);
+    if (device < kDevices) resident_on[device].store(resident, std::memory_order_relaxed);
+  }
+  const int64_t grid = std::min<int64_t>(s.grid_x, int64_t(p.num_sms) * resident);
+  kernel<<<dim3(unsigned(grid)), kHaloThreads, size_t(s.smem_bytes), stream>>>(
+      p, halo_tiles(p.problem.N, p.problem.P, p.problem.Q, p.problem.C / halo_slab(CG)), dst_h, dst_w);
+  return int(cudaGetLastError());
 }
 
 template <typename T, int CG>
