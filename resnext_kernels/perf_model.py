@@ -815,6 +815,26 @@ def cuda_mma(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Resou
 
 
 HALO_PHASE_TAPS = (1, 2, 2, 4)   # taps of dgrad_halo's stride-2 phase classes (halo_fragments.h)
+
+
+def halo_kn_pairs(cg: int, gw: int, class_taps: Sequence[int]) -> int:
+    """(k-step, n8 tile) pairs fprop_halo computes in a GEMM group, summed over the classes: all
+    of them but in a block-diagonal group of several, where a pair whose K chunks and output
+    channels share no group is skipped (halo_fragments.h, halo_kn_meet)."""
+    chunks, ntiles, total = gw // 8, gw // 8, 0
+    for taps in class_taps:
+        for j in range(-(-taps * chunks // 2)):
+            for nt in range(ntiles):
+                if gw == cg:
+                    total += 1
+                    continue
+                n_lo, n_hi = 8 * nt // cg, (8 * nt + 7) // cg
+                for kc in (2 * j, 2 * j + 1):
+                    c = kc % chunks
+                    if kc < taps * chunks and 8 * c // cg <= n_hi and n_lo <= (8 * c + 7) // cg:
+                        total += 1
+                        break
+    return total
 HALO_PACK_UNROLL = 8             # packed words a thread loads at once (fprop_halo.cu)
 
 
@@ -846,6 +866,7 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     chunks = gw // 8                                # 8-channel K chunks a tap
     class_ksteps = [-(-t * chunks // 2) for t in (HALO_PHASE_TAPS if phases else (9,))]
     classes, ksteps, ntiles = len(class_ksteps), sum(class_ksteps), gw // 8
+    kn = halo_kn_pairs(cg, gw, HALO_PHASE_TAPS if phases else (9,))   # (k-step, n8) pairs computed
     rows = (8 - 1) * conv.stride + 3
     cols = (16 - 1) * conv.stride + 3
     tiles_p, tiles_q = -(-conv.p // 8), -(-conv.q // 16)
@@ -865,9 +886,9 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     # Shared-memory wavefronts a tile (csrc/tests/test_halo.cpp's counts): A one conflict-free
     # ldmatrix.x4 (4) per warp, m16 tile, k-step and GEMM group; B 2 per n8 tile; the epilogue's
     # pair stores and 16-byte output loads per class; the staging copies at twice the minimum.
-    smem = (32 * ksteps * gg + 8 * ksteps * gg * ntiles + classes * 4 * gg * 2 * ntiles * 2
+    smem = (32 * ksteps * gg + 8 * kn * gg + classes * 4 * gg * 2 * ntiles * 2
             + 2 * copies * 16 / 128 + classes * 2 * 128 * slab * 2 / 128)
-    mma = 4 * 2 * ksteps * gg * ntiles * 2.0 * 16 * 8 * 16
+    mma = 4 * 2 * kn * gg * 2.0 * 16 * 8 * 16
     work = CtaWork(
         l2_bytes=per_cta * (halo_bytes + out_bytes) + packs * slab * cg * 9 * e,
         smem_wavefronts=per_cta * smem + packs * words / 32,
@@ -878,7 +899,7 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
         # and n8 tile 8 bias loads, all x1.1; per class the epilogue (~32 per GEMM group and n8
         # tile); the staging and store loops ~25 instructions a 16-byte copy; the packing ~60 a
         # packed word.
-        issue=per_cta * (4 * (1.1 * (5 * ksteps * gg + 3 * ksteps * gg * ntiles + 8 * gg * ntiles)
+        issue=per_cta * (4 * (1.1 * (5 * ksteps * gg + 3 * kn * gg + 8 * gg * ntiles)
                               + classes * 32 * gg * ntiles)
                          + (copies + classes * 128 * slab / 8) / 32 * 25) + packs * words / 32 * 60,
         mma_flops=per_cta * mma,

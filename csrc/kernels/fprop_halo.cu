@@ -136,9 +136,10 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
     for (int j = 0; j < KS; ++j) {
 #pragma unroll
       for (int gl = 0; gl < GG; ++gl) {
-        uint32_t b[NT][2];
+        uint32_t b[NT][2] = {};
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
+          if (!halo_kn_meet(j, nt, CG, MODE, CLS)) continue;    // a zero block: no load, no mma
           const uint2 v = *reinterpret_cast<const uint2*>(wsm + halo_weight_word(gl, J0 + j, nt, lane, 0, CG, MODE));
           b[nt][0] = v.x;
           b[nt][1] = v.y;
@@ -152,7 +153,8 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
           uint32_t a[4];
           ldsm_x4_at(a, addr + mt * step);
 #pragma unroll
-          for (int nt = 0; nt < NT; ++nt) MmaOp<T>::run(acc[gl][mt][nt], a, b[nt][0], b[nt][1]);
+          for (int nt = 0; nt < NT; ++nt)
+            if (halo_kn_meet(j, nt, CG, MODE, CLS)) MmaOp<T>::run(acc[gl][mt][nt], a, b[nt][0], b[nt][1]);
         }
       }
     }

@@ -118,6 +118,13 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
               for (int nt = 0; nt < rk::halo_ntiles(CG); ++nt) {
                 float acc[32][4] = {};
                 for (int j = 0; j < rk::halo_class_ksteps(CG, mode, cls); ++j) {
+                  if (!rk::halo_kn_meet(j, nt, CG, mode, cls)) {      // skipped: B must be zero
+                    for (int lane = 0; lane < 32; ++lane)
+                      for (int reg = 0; reg < 2; ++reg)
+                        for (int e = 0; e < 2; ++e)
+                          wrong += wsm[2 * rk::halo_weight_word(gl, j0 + j, nt, lane, reg, CG, mode) + e] != 0.f;
+                    continue;
+                  }
                   // ldmatrix.x4: half e of register `reg` is element ldsm_elem of matrix `reg`,
                   // whose row `row` lane 8 reg + row gave: as the kernel forms it, the lane's
                   // pixel base plus its half-warp's tap/chunk offset (or the zero row), which
