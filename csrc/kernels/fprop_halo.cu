@@ -12,8 +12,8 @@
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:fprop_halo`, registers from the
 // cubin, instruction counts from its SASS; H200, ResNeXt-50 32x4d, batch 64, bf16), us and
 // binding resource: stage1 44 (L2), stage2.entry 49 (L2), stage2 24 (issue), stage3.entry 26
-// (L2), stage3 17 (issue), stage4.entry 25 (latency), stage4 22 (issue): 0.43 ms over the 16
-// layers, 46% of the 0.196 ms roofline (cuDNN measured 0.79 ms). What binds: the fitted 3 TB/s
+// (L2), stage3 15 (issue), stage4.entry 25 (latency), stage4 19 (issue): 0.42 ms over the 16
+// layers, 47% of the 0.196 ms roofline (cuDNN measured 0.79 ms). What binds: the fitted 3 TB/s
 // L2->SM rate (the 1.41x halo re-read and the output: 1.7x the DRAM time; if 3 TB/s is a
 // ceiling, no kernel that moves its bytes through L2 exceeds 70% of the roofline, which the GPU
 // run's l2_read_bandwidth_gbs decides); instruction issue (the epilogue is a third of a tile's
@@ -31,8 +31,8 @@
 // own 1, 2, 2 or 4 taps on a ceil(H/2) x ceil(W/2) grid; a CTA stages one dy halo per tile of
 // that grid and runs the four in turn, each storing every other dx pixel of its parity (the
 // same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way: stage1 44,
-// stage2.entry 49 (L2), stage2 24, stage3.entry 28 (issue), stage3 17, stage4.entry 32 (issue:
-// four epilogues a tile), stage4 22 us: 0.44 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56
+// stage2.entry 49 (L2), stage2 24, stage3.entry 28 (issue), stage3 15, stage4.entry 32 (issue:
+// four epilogues a tile), stage4 19 us: 0.43 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56
 // / 21: 1.06 ms).
 #include <algorithm>
 #include <atomic>
@@ -316,7 +316,7 @@ LaunchShape halo_shape(const ConvParams& p, int mode) {
   const int cg = int(q.Cg()), stride = int(q.stride_h);
   if (!halo_serves(cg) || (stride != 1 && stride != 2)) return s;
   const int64_t tiles = halo_tiles(q.N, q.P, q.Q, q.C / halo_slab(cg));
-  s.grid_x = std::min<int64_t>(tiles, int64_t(p.num_sms) * halo_ctas_per_sm(stride, cg, mode));
+  s.grid_x = halo_grid(tiles, p.num_sms, stride, cg, mode);
   s.threads = kHaloThreads;
   s.smem_bytes = halo_smem_bytes(stride, cg, mode);
   s.tile_pixels = kHaloTileP * kHaloTileQ * halo_classes(mode);   // destination pixels a tile

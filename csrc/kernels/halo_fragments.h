@@ -314,5 +314,29 @@ RK_HOST_DEVICE constexpr int halo_ctas_per_sm(int stride, int cg, int mode = kHa
   const int64_t by_smem = kHaloSmPerSmem / (halo_smem_bytes(stride, cg, mode) + 1024);
   return by_smem < 1 ? 1 : by_smem > kHaloMaxCtasPerSm ? kHaloMaxCtasPerSm : int(by_smem);
 }
+// The shortest run of tiles worth a CTA: packing a slab's weights costs about words * 60 / 128
+// instructions a warp (the SASS), a tile's GEMM and epilogue about 5 per k-step, 3 per mma pair
+// and 40 per n8 tile and class; a run twice the packing's worth of tiles keeps the packing
+// under a third of a CTA's work (the model: 2 CTAs an SM instead of 4 at stages 3 and 4 of
+// 32x4d, where a slab's weights are 9-18 KB).
+RK_HOST_DEVICE constexpr int64_t halo_min_run(int cg, int mode = kHaloFprop) {
+  int kn = 0;
+  for (int cls = 0; cls < halo_classes(mode); ++cls)
+    for (int j = 0; j < halo_class_ksteps(cg, mode, cls); ++j)
+      for (int nt = 0; nt < halo_ntiles(cg); ++nt) kn += halo_kn_meet(j, nt, cg, mode, cls);
+  const int64_t gg = halo_gemm_groups(cg);
+  const int64_t tile = gg * (5 * halo_ksteps(cg, mode) + 3 * kn + 40 * halo_ntiles(cg) * halo_classes(mode));
+  const int64_t pack = int64_t(halo_slab_weight_words(cg, mode)) * 60 / 128;
+  return 2 * ((pack + tile - 1) / tile);
+}
+// The persistent grid: the CTAs an SM holds, or fewer where that gives each a run shorter than
+// halo_min_run tiles (the same number on every SM, rounded to the nearest: an SM with one CTA
+// more than the others would be the tail), at least one an SM; never more CTAs than tiles.
+RK_HOST_DEVICE constexpr int64_t halo_grid(int64_t tiles, int64_t sms, int stride, int cg, int mode = kHaloFprop) {
+  const int64_t held = halo_ctas_per_sm(stride, cg, mode);
+  const int64_t by_run = (2 * tiles / halo_min_run(cg, mode) + sms) / (2 * sms);   // rounded
+  const int64_t per_sm = by_run < 1 ? 1 : by_run < held ? by_run : held;
+  return sms * per_sm < tiles ? sms * per_sm : tiles;
+}
 
 }  // namespace rk

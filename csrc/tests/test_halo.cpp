@@ -48,8 +48,8 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
     p = rk::halo_dgrad_as_fprop(p);
     CHECK(p.problem.stride_h == 1);
     CHECK(ds.smem_bytes == rk::halo_smem_bytes(1, CG, mode));
-    CHECK(ds.grid_x == std::min<int64_t>(rk::halo_tiles(p.problem.N, p.problem.P, p.problem.Q, p.problem.C / SLAB),
-                                         int64_t(num_sms) * rk::halo_ctas_per_sm(1, CG, mode)));
+    CHECK(ds.grid_x == rk::halo_grid(rk::halo_tiles(p.problem.N, p.problem.P, p.problem.Q, p.problem.C / SLAB),
+                                     num_sms, 1, CG, mode));
     dst_h = d.H, dst_w = d.W;
   } else {
     CHECK_EQ_STR(rk::fprop_halo_can_implement(p), "");
@@ -57,7 +57,7 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
   const rk::ConvProblem& q = p.problem;
   const int S = int(q.stride_h);
   const int64_t C = q.C, slabs = C / SLAB, tiles = rk::halo_tiles(q.N, q.P, q.Q, slabs);
-  const int64_t grid = std::min<int64_t>(tiles, int64_t(num_sms) * rk::halo_ctas_per_sm(S, CG, mode));
+  const int64_t grid = rk::halo_grid(tiles, num_sms, S, CG, mode);
   if (!dgrad) CHECK(rk::fprop_halo_shape(p).grid_x == grid);
 
   // Small integers: every product and sum is exact in fp32 and in bf16 storage.
