@@ -7,12 +7,17 @@
 
 namespace rk {
 
+// The shared-space address of a pointer into shared memory.
+__device__ __forceinline__ uint32_t shared_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
 // Asynchronous global -> shared copy of 16 bytes, bypassing L1 (.cg); `bytes` 0 writes zeros
 // without reading.
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int bytes) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(smem)), "l"(gmem),
+               "r"(bytes));
 #endif
 }
 __device__ __forceinline__ void cp_async_commit() {
@@ -26,11 +31,6 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
-// The shared-space address of a pointer into shared memory.
-__device__ __forceinline__ uint32_t shared_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
 // ldmatrix: four (x4) or two (x2) 8x8 b16 matrices, `row` this lane's row address (a pointer,
 // or a shared-space address) (mma_fragments.h, ldsm_elem and ldsm_trans_elem: who receives what).
 __device__ __forceinline__ void ldsm_x4_at(uint32_t (&r)[4], uint32_t row) {
@@ -41,16 +41,14 @@ __device__ __forceinline__ void ldsm_x4_at(uint32_t (&r)[4], uint32_t row) {
 }
 __device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const void* row) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(row));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(shared_address(row)));
 #endif
 }
 __device__ __forceinline__ void ldsm_x2_trans(uint32_t& r0, uint32_t& r1, const void* row) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(row));
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
-               : "=r"(r0), "=r"(r1) : "r"(s));
+               : "=r"(r0), "=r"(r1) : "r"(shared_address(row)));
 #endif
 }
 

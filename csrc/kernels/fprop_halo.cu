@@ -290,8 +290,9 @@ int launch_halo_any(const ConvParams& p, void* stream, int mode, int64_t dst_h, 
 
 namespace {
 
-// What fprop_halo serves, for the problem as the kernel sees it (fprop, or dgrad's view of it).
-std::string halo_can_implement(const ConvParams& p, int mode) {
+// What fprop_halo serves, for the problem as the kernel sees it (fprop, or dgrad's view of it,
+// whose source and destination `tensors` name in the reasons).
+std::string halo_can_implement(const ConvParams& p, int mode, const char* tensors) {
   const std::string common = check_common(p);
   if (!common.empty()) return common;
   const ConvProblem& q = p.problem;
@@ -301,10 +302,8 @@ std::string halo_can_implement(const ConvParams& p, int mode) {
   if (q.C % halo_slab(int(q.Cg())) != 0) return "channels are not whole slabs of groups";
   if (q.stride_h != q.stride_w || (q.stride_h != 1 && q.stride_h != 2)) return "stride other than 1 or 2";
   if (q.dil_h != 1 || q.dil_w != 1) return "dilation other than 1";
-  if (!channels_innermost(p.x_stride) || !channels_innermost(p.y_stride))
-    return "input or output is not channels_last";
-  if (!pixels_16_byte_aligned(p.x_stride, p.x) || !pixels_16_byte_aligned(p.y_stride, p.y))
-    return "pixels are not 16-byte aligned (channels a multiple of 8, aligned storage)";
+  const std::string layout = halo_layout_reason(p, tensors);
+  if (!layout.empty()) return layout;
   if (halo_smem_bytes(int(q.stride_h), int(q.Cg()), mode) > kHaloMaxSmem)
     return "the halo stages, weights and output staging need more than 227 KB of shared memory";
   return "";
@@ -333,9 +332,17 @@ int halo_dgrad_mode(const ConvParams& p) { return p.problem.stride_h == 2 ? kHal
 
 }  // namespace
 
+std::string halo_layout_reason(const ConvParams& p, const char* tensors) {
+  if (!channels_innermost(p.x_stride) || !channels_innermost(p.y_stride))
+    return std::string(tensors) + " is not channels_last";
+  if (!pixels_16_byte_aligned(p.x_stride, p.x) || !pixels_16_byte_aligned(p.y_stride, p.y))
+    return "pixels are not 16-byte aligned (channels a multiple of 8, aligned storage)";
+  return "";
+}
+
 std::string fprop_halo_can_implement(const ConvParams& p) {
   if (p.direction != Direction::kFprop) return "not an fprop problem";
-  return halo_can_implement(p, kHaloFprop);
+  return halo_can_implement(p, kHaloFprop, "input or output");
 }
 
 LaunchShape fprop_halo_shape(const ConvParams& p) { return halo_shape(p, kHaloFprop); }
@@ -375,8 +382,7 @@ std::string dgrad_halo_can_implement(const ConvParams& p) {
   if (q.stride_h == 2 && (q.pad_h != 1 || q.pad_w != 1))
     return "stride 2 with padding other than 1 (the phase classes' taps are built for padding 1)";
   if (q.dil_h != 1 || q.dil_w != 1) return "dilation other than 1";
-  const std::string f = halo_can_implement(halo_dgrad_as_fprop(p), halo_dgrad_mode(p));
-  return f == "input or output is not channels_last" ? "grad_output or grad_input is not channels_last" : f;
+  return halo_can_implement(halo_dgrad_as_fprop(p), halo_dgrad_mode(p), "grad_output or grad_input");
 }
 
 LaunchShape dgrad_halo_shape(const ConvParams& p) {

@@ -206,11 +206,7 @@ std::string wgrad_halo_can_implement(const ConvParams& p) {
   if (q.C % wh_block(int(q.Cg())) != 0) return "Cg = 4 with an odd number of groups (blocks are two groups)";
   if (q.stride_h != q.stride_w || (q.stride_h != 1 && q.stride_h != 2)) return "stride other than 1 or 2";
   if (q.dil_h != 1 || q.dil_w != 1) return "dilation other than 1";
-  if (!channels_innermost(p.x_stride) || !channels_innermost(p.y_stride))
-    return "input or grad_output is not channels_last";
-  if (!pixels_16_byte_aligned(p.x_stride, p.x) || !pixels_16_byte_aligned(p.y_stride, p.y))
-    return "pixels are not 16-byte aligned (channels a multiple of 8, aligned storage)";
-  return "";
+  return halo_layout_reason(p, "input or grad_output");
 }
 
 int64_t wgrad_halo_workspace_elems(const ConvParams& p) {

@@ -356,6 +356,10 @@ void test_fprop_halo() {
   p = halo_params(1, 8, 4, 9, 9, 3, 1);
   p.direction = rk::Direction::kDgrad;
   CHECK_EQ_STR(rk::dgrad_halo_can_implement(p), "stride other than 1 or 2");
+  p = halo_params(1, 8, 4, 8, 8, 1, 1);
+  p.direction = rk::Direction::kDgrad;
+  p.y_stride[1] = 64, p.y_stride[3] = 1;  // an NCHW-like grad_output, named as dgrad names it
+  CHECK_EQ_STR(rk::dgrad_halo_can_implement(p), "grad_output or grad_input is not channels_last");
   check_halo_width<4>();
   check_halo_width<8>();
   check_halo_width<14>();
