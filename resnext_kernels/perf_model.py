@@ -22,6 +22,7 @@ All byte counts are bytes; times are microseconds.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -52,6 +53,8 @@ class GPU:
     fma_tflops: float              # fp32, CUDA cores
     mem_latency_us: float          # a global load's round trip under load
     launch_us: float               # fixed cost of one kernel inside a CUDA-graph replay
+    l1_smem_per_sm: int = 256 * 1024   # L1 and shared memory together (what smem leaves is L1)
+    l1_hit_latency_us: float = 0.1     # a plain load that hits L1, under load
     sources: Dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -75,6 +78,9 @@ _HOPPER_SOURCES = {
                     "(shared/PERF.md); datasheet 989 dense",
     "fma_tflops": "datasheet 67 (fp32)",
     "mem_latency_us": "assumed 1 us under load (shared/PERF.md: 0.8-1 us; 1.0 fits run 3 best)",
+    "l1_smem_per_sm": "CUDA programming guide, compute capability 9.0 (256 KB combined)",
+    "l1_hit_latency_us": "assumed 0.1 us (about 200 cycles: a loaded L1 hit, several times the "
+                         "unloaded ~35; to check on a GPU)",
     "launch_us": "assumed: ~3 us fixed per kernel in a graph replay (the smallest measured "
                  "kernels of H200 run 3 leave about that unexplained)",
 }
@@ -432,6 +438,11 @@ class TritonConfig:
     def label(self) -> str:
         return f"M{self.block_m}w{self.warps}s{self.stages}"
 
+    @property
+    def l1_taps(self) -> bool:
+        """num_stages=1 is the gather kernel's L1 path (triton/fprop.py, L1_TAPS)."""
+        return self.stages == 1
+
     @classmethod
     def parse(cls, label: str) -> "TritonConfig":
         import re
@@ -451,11 +462,23 @@ class TritonRevision:
     phase_classes: bool = True     # 07a4ed9: dgrad visits dx by stride phase (only its taps)
     fused_reduction: bool = True   # wgrad's splits added inside its launch (the last split of a
                                    # tile reduces), not by partials.sum(0) and a cast
+    exact_taps: bool = True        # gather: a tap is a scalar offset from each row's source base
+                                   # (EXACT_TAPS), and the step's channel block a constexpr split
 
 
 CURRENT_TRITON = TritonRevision()
-BEFORE_07A4ED9 = TritonRevision(packed_weight=False, phase_classes=False, fused_reduction=False)
-BEFORE_FUSED_REDUCTION = TritonRevision(fused_reduction=False)
+BEFORE_07A4ED9 = TritonRevision(packed_weight=False, phase_classes=False, fused_reduction=False,
+                                exact_taps=False)
+BEFORE_FUSED_REDUCTION = TritonRevision(fused_reduction=False, exact_taps=False)
+BEFORE_EXACT_TAPS = TritonRevision(exact_taps=False)
+
+# Warp instructions of one step's loop body in the gather kernel's sm_90 SASS (bf16, Cg = 4,
+# M128w4; counted 2026-12-02 with cuobjdump -sass): the fitted per-step counts in CALIBRATION
+# are for the code before the exact-tap map (fprop 232, dgrad 408), so today's code scales them
+# by its own count: (direction, L1 path) -> instructions.
+TRITON_STEP_SASS_CALIBRATED = {"fprop": 232, "dgrad": 408}
+TRITON_STEP_SASS = {("fprop", False): 165, ("fprop", True): 151,
+                    ("dgrad", False): 211, ("dgrad", True): 181}
 
 
 def _triton_regs_estimate(warps: int, block_m: int, all_taps: bool = False) -> int:
@@ -472,6 +495,51 @@ def _pipeline_smem(config: TritonConfig, stage_bytes: int) -> int:
     buffers of one step's loads (wgrad all_taps at BLOCK_M 128, 3 stages, fp32 asked for
     327680 bytes on the H200, run 4: 2 x 163840)."""
     return max(1, config.stages - 1) * stage_bytes
+
+
+@functools.lru_cache(maxsize=4096)
+def strip_footprint(batch: int, dh: int, dw: int, sh: int, sw: int, stride: int, pad: int, dil: int,
+                    transposed: bool, phased: bool, block_m: int) -> Tuple[float, float]:
+    """(source pixels, steps that touch a pixel no earlier step did) of an average program of
+    the gather kernel's L1 path: a strip of block_m consecutive destination pixels of one phase
+    class (triton/fprop.py's flattening of (n, row, column)) walking its taps in the kernel's
+    order. The source pixels are what L1 misses bring from L2 (each once, if the strip's
+    footprint stays in L1); a step with a new pixel waits for L2, the others hit L1. Counted
+    over the strips of the first two images (the pattern repeats with the image)."""
+    ph_n = stride if phased else 1
+    classes = [(a, b) for a in range(ph_n) for b in range(ph_n)]
+    px_total = new_steps_total = strips = 0
+    for ph, pw in classes:
+        rows, cols = -(-(dh - ph) // ph_n), -(-(dw - pw) // ph_n)
+        if rows <= 0 or cols <= 0:
+            continue
+        r0, s0 = ((ph + pad) % ph_n, (pw + pad) % ph_n) if phased else (0, 0)
+        taps = [(r, t) for r in range(r0, 3, ph_n) for t in range(s0, 3, ph_n)]
+        pixels = min(batch, 2) * rows * cols
+
+        def source(d: int, tap: int, size: int):
+            if transposed:
+                u = d + pad - tap * dil
+                return u // stride if u >= 0 and u % stride == 0 and u // stride < size else None
+            v = d * stride - pad + tap * dil
+            return v if 0 <= v < size else None
+
+        for start in range(0, pixels, block_m):
+            seen, new_steps = set(), 0
+            for r, t in taps:
+                fresh = False
+                for m in range(start, min(start + block_m, pixels)):
+                    n, rem = divmod(m, rows * cols)
+                    i, j = divmod(rem, cols)
+                    si, sj = source(i * ph_n + ph, r, sh), source(j * ph_n + pw, t, sw)
+                    if si is not None and sj is not None and (n, si, sj) not in seen:
+                        seen.add((n, si, sj))
+                        fresh = True
+                new_steps += fresh
+            px_total += len(seen)
+            new_steps_total += new_steps
+            strips += 1
+    return (px_total / strips, new_steps_total / strips) if strips else (0.0, 0.0)
 
 
 def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, tiles_per_prog: int = 1,
@@ -512,17 +580,38 @@ def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, ti
         instr += CALIBRATION["triton_gather_dgrad_step_instr"]
     elif transposed:
         instr += CALIBRATION["triton_gather_dgrad_step_instr"] / 4  # once per class, not per tap
+    if revision.exact_taps:
+        instr *= TRITON_STEP_SASS[(direction, config.l1_taps)] / TRITON_STEP_SASS_CALIBRATED[direction]
+    key = triton_resource_key("gather", dtype, red_g, out_g, conv.groups, config.block_m,
+                              config.warps, config.stages, "_t" if transposed else "")
+    found = resources.triton_kernel(key)
+    regs, smem = found or (_triton_regs_estimate(config.warps, config.block_m),
+                           _pipeline_smem(config, (config.block_m * block_red + block_red * block_out) * e))
     work = CtaWork(
         l2_bytes=steps * (src_step + w_step) + out_bytes,
         issue=steps * instr * config.block_m / 128,
         mma_flops=steps * 2.0 * config.block_m * block_red * block_out,
         chain_us=steps * gpu.mem_latency_us / max(1, config.stages - 1),
         in_flight_bytes=(src_step + w_step) * max(1, config.stages - 1))
-    key = triton_resource_key("gather", dtype, red_g, out_g, conv.groups, config.block_m,
-                              config.warps, config.stages, "_t" if transposed else "")
-    found = resources.triton_kernel(key)
-    regs, smem = found or (_triton_regs_estimate(config.warps, config.block_m),
-                           _pipeline_smem(config, (config.block_m * block_red + block_red * block_out) * e))
+    notes = []
+    if config.l1_taps:
+        # Plain loads one step ahead (L1_TAPS): the strip's source pixels come from L2 once per
+        # channel block; every step's rows are L1 wavefronts (a pixel's channel block is one
+        # line); a step waits for L2 only if it touches a pixel no earlier step did. That holds
+        # while the resident strips' footprints fit what shared memory leaves of L1.
+        px, new_steps = strip_footprint(conv.n, dh, dw, sh, sw, conv.stride, conv.pad, conv.dil,
+                                        transposed, phased, config.block_m)
+        blocks = per_prog * red_blocks
+        footprint = px * block_red * e
+        resident, _ = ctas_per_sm(gpu, config.warps * 32, regs, smem)
+        if resident * (footprint + smem) <= gpu.l1_smem_per_sm:
+            work.l2_bytes = blocks * (footprint + taps * w_step) + out_bytes
+            work.l1_wavefronts = steps * config.block_m * tap_valid * -(-block_red * e // 128)
+            work.chain_us = blocks * (new_steps * gpu.mem_latency_us
+                                      + (taps - new_steps) * gpu.l1_hit_latency_us)
+        else:
+            notes.append("L1 path: the resident strips' footprints overflow L1; taps from L2")
+        work.in_flight_bytes = src_step + w_step
     main = Launch("gather", ctas, config.warps * 32, regs, smem, work,
                   dram_bytes=conv.min_bytes(),
                   mma_useful_flops=conv.flops(), resource_source="cubin" if found else "estimate")
@@ -531,7 +620,7 @@ def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, ti
         launches.insert(0, small_kernel("pack_weight", conv.w_elems() * e,
                                         packs * 9 * red_blocks * block_red * out_tiles * block_out * e))
     layout = ("all_tiles" if tiles_per_prog <= 0 else "tile") + ("_channels_fastest" if channels_fastest else "")
-    return simulate(gpu, f"triton:{config.label} {layout}", direction, launches)
+    return simulate(gpu, f"triton:{config.label} {layout}", direction, launches, notes)
 
 
 TRITON_ALL_TAPS_MAX_TILE = 32 * 32     # triton/wgrad.py ALL_TAPS_MAX_TILE
@@ -590,7 +679,7 @@ def triton_wgrad(conv: Conv, gpu: GPU, config: TritonConfig, all_taps: bool,
 # The Triton autotune spaces and layouts (triton/fprop.py, triton/wgrad.py), as data so that the
 # model runs without triton; tests/test_perf_model.py checks them against the kernels' modules.
 TRITON_GATHER_CONFIGS = [TritonConfig(*c) for c in ((64, 4, 2), (128, 4, 3), (128, 4, 2), (64, 4, 3),
-                                                    (128, 8, 3), (256, 8, 2))]
+                                                    (128, 8, 3), (256, 8, 2), (128, 4, 1), (256, 8, 1))]
 TRITON_WGRAD_CONFIGS = [TritonConfig(*c) for c in ((64, 4, 2), (128, 4, 3), (128, 4, 2), (64, 4, 3),
                                                    (128, 8, 2))]
 TRITON_WGRAD_ALL_TAPS_CONFIGS = [TritonConfig(*c) for c in ((64, 4, 2), (64, 4, 3), (32, 4, 3))]
@@ -998,7 +1087,7 @@ def within(measured: float, predicted: float, low: float = 0.67, high: float = 1
     return predicted > 0 and math.isfinite(predicted) and low <= measured / predicted <= high
 
 
-__all__ = ["BEFORE_07A4ED9", "CALIBRATION", "CURRENT_TRITON", "Conv", "CtaWork", "GPU", "GPUS",
+__all__ = ["BEFORE_07A4ED9", "BEFORE_EXACT_TAPS", "CALIBRATION", "CURRENT_TRITON", "Conv", "CtaWork", "GPU", "GPUS",
            "Launch", "Prediction", "Resources", "TritonConfig", "TritonRevision", "bank_wavefronts",
            "ctas_per_sm", "cuda_variant", "cuda_variants", "l1_wavefronts", "sectors", "simulate",
            "triton_gather", "triton_measured_variant", "triton_variants", "triton_wgrad",

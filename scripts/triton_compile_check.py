@@ -80,18 +80,25 @@ def gather_jobs(dtype):
             "s_src_n", "s_src_c", "s_src_h", "s_src_w", "s_dst_n", "s_dst_c", "s_dst_h", "s_dst_w",
             "stride_h", "stride_w", "pad_h", "pad_w", "dil_h", "dil_w", "PHASES_H", "PHASES_W",
             "TILES_PER_PROG", "CHANNELS_FASTEST"]
-    for transposed, (red, out, groups), config in itertools.product(
-            (False, True), TILE_SHAPES, fprop.AUTOTUNE_CONFIGS):
+    # dgrad at dilation > 1 takes the general source map (EXACT_TAPS off): compiled with the
+    # first configuration, the one the tests pin; the rest of the space shares its code path.
+    combos = [(transposed, shape, config, True) for transposed, shape, config in itertools.product(
+        (False, True), TILE_SHAPES, fprop.AUTOTUNE_CONFIGS)]
+    combos += [(True, shape, fprop.AUTOTUNE_CONFIGS[0], False) for shape in TILE_SHAPES]
+    for transposed, (red, out, groups), config, exact in combos:
         tile = common.choose_group_tile(red, out, groups)
         sig = {"src_ptr": PTR[dtype], "wp_ptr": PTR[dtype], "bias_ptr": PTR[dtype], "dst_ptr": PTR[dtype]}
         sig.update({n: "i32" for n in ints})
         constexprs = dict(TRANSPOSED=transposed, HAS_BIAS=not transposed, RELU=False,
                           GP=tile.groups_per_prog, BLOCK_RED=tile.block_red, BLOCK_OUT=tile.block_out,
+                          RED_BLOCKS=triton.cdiv(tile.groups_per_prog * red, tile.block_red),
+                          EXACT_TAPS=exact,
                           EVEN_RED=tile.even_red(red, groups), EVEN_OUT=tile.even_out(out, groups),
                           PRECISION="tf32" if dtype == "fp32" else "ieee", ACC_FP64=False,
                           **config.kwargs)
-        label = f"{'dgrad' if transposed else 'fprop'} cg{red} {config.kwargs} w{config.num_warps} s{config.num_stages}"
-        label += " | " + model_key("gather" + ("_t" if transposed else ""), dtype, red, out, groups, config)
+        label = f"{'dgrad' if transposed else 'fprop'}{'' if exact else ' dil'} cg{red} {config.kwargs} w{config.num_warps} s{config.num_stages}"
+        label += " | " + model_key("gather" + ("_t" if transposed else "") + ("" if exact else "_dil"),
+                                   dtype, red, out, groups, config)
         unit = ("s_src_c", "s_dst_c")
         div16 = ("src_ptr", "wp_ptr", "bias_ptr", "dst_ptr", "s_src_n", "s_src_h", "s_src_w",
                  "s_dst_n", "s_dst_h", "s_dst_w")

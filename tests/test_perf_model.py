@@ -100,6 +100,30 @@ def test_triton_gather_l2_bytes_by_hand():
     assert pred.launches == 2 and pred.binding in pm.RESOURCES
 
 
+def test_strip_footprint_by_hand():
+    # One 4x4 image, one strip of 16 pixels, stride 1, padding 1: the nine taps read all 16
+    # pixels; by tap order (0,0) reads the top-left 3x3, (0,1) adds column 3, (0,2) nothing,
+    # (1,0) row 3, (1,1) pixel (3,3), and the other four nothing new: 4 steps wait for L2.
+    assert pm.strip_footprint(1, 4, 4, 4, 4, 1, 1, 1, False, False, 16) == (16.0, 4.0)
+    # Two strips of 8 (rows 0-1, rows 2-3), each reading 3 rows of 4 pixels (12): the first finds
+    # new pixels at taps (0,0) (0,1) (1,0) (1,1) (2,0) (2,1), the second at the first four only
+    # (its row-2 taps read row 4, padding): 5 steps on average.
+    assert pm.strip_footprint(1, 4, 4, 4, 4, 1, 1, 1, False, False, 8) == (12.0, 5.0)
+
+
+def test_l1_path_moves_the_strip_footprint_from_l2():
+    """The L1 path (num_stages=1) brings each strip's source pixels from L2 once per channel
+    block; the cp.async path every tap's rows."""
+    gpu = pm.GPUS["H200"]
+    l1 = pm.triton_gather(STAGE1, "fprop", gpu, pm.TritonConfig(128, 4, 1))
+    cp = pm.triton_gather(STAGE1, "fprop", gpu, pm.TritonConfig(128, 4, 2))
+    px, _ = pm.strip_footprint(64, 56, 56, 56, 56, 1, 1, 1, False, False, 128)
+    per_cta = px * 32 * 2 + 9 * 32 * 32 * 2 + 128 * 32 * 2
+    pack = 4 * 9 * 32 * 32 * 2 + STAGE1.w_elems() * 2
+    assert l1.l2_bytes == pytest.approx(6272 * per_cta + pack, rel=1e-6)
+    assert l1.l2_bytes < cp.l2_bytes / 2 and l1.terms["l1"] > 0 and cp.terms["l1"] == 0
+
+
 def test_old_dgrad_walks_all_taps_and_new_one_its_class():
     entry = pm.Conv(64, 256, 56, 56, 256, 32, stride=2)
     cfg = pm.TritonConfig(128, 4, 2)

@@ -153,6 +153,52 @@ def test_gather_launch_layouts(case, tiles_per_prog, channels_fastest):
     reference.check("dgrad", dx, o.aten["dgrad"], o.ref["dgrad"])
 
 
+L1_CONFIGS = [c for c in fprop_mod.AUTOTUNE_CONFIGS if c.kwargs.get("L1_TAPS")]
+
+
+def test_the_gather_space_has_l1_configurations():
+    """The L1 path's prefetch is its pipeline: it runs unpipelined (num_stages=1), and only it."""
+    assert L1_CONFIGS
+    assert all(c.kwargs["L1_TAPS"] == (c.num_stages == 1) for c in fprop_mod.AUTOTUNE_CONFIGS)
+
+
+@pytest.mark.parametrize("case", [c for c in EDGE_CASES if c.n > 0][:12] + RESNEXT_STAGE_CASES[:2],
+                         ids=lambda c: c.id)
+def test_gather_l1_path(case):
+    """fprop and dgrad through the L1 path (plain loads one step ahead, L1_TAPS), pinned the way
+    the autotuner would launch it: every edge case of the flat loop's prefetch (the first step,
+    the masked step past the last, classes with one tap, partial channel blocks, stride 2)."""
+    o = make_operands(case, "channels_last", torch.float32, DEVICE, 15, bias=True)
+    args = case.conv_args
+    conv = (list(args["stride"]), list(args["padding"]), list(args["dilation"]), args["groups"])
+    config = L1_CONFIGS[0]
+    y = fprop_mod.fprop(o.x, o.w, o.b, *conv, config=config)
+    dx = triton_dgrad(o.dy, o.w, list(o.x.shape), *conv, config=config)
+    reference.check("fprop", y, o.aten["fprop"], o.ref["fprop"])
+    reference.check("dgrad", dx, o.aten["dgrad"], o.ref["dgrad"])
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_gather_l1_path_exact_on_small_integers(stride):
+    """Integer operands: the L1 path's sums are exact, so any difference is a prefetch that
+    took the wrong tap or channel block (stride 3 has dgrad classes that no tap reaches)."""
+    case = EDGE_CASES[10]   # 3 groups of Cg = 8: the last pack partly empty
+    gen = torch.Generator().manual_seed(16)
+    x = make_input(case, "channels_last", torch.float32, DEVICE, gen, integer=True)
+    w = make_weight(case, torch.float32, DEVICE, gen, integer=True)
+    args = dict(stride=(stride, stride), padding=(1, 1), dilation=(1, 1), groups=case.groups)
+    ref = reference.conv_f64(x, w, None, None, **args)
+    dy = like_layout(torch.randint(-2, 3, ref["fprop"].shape, generator=gen).float().to(DEVICE),
+                     "channels_last")
+    ref = reference.conv_f64(x, w, None, dy, **args)
+    conv = ([stride] * 2, [1, 1], [1, 1], case.groups)
+    for config in L1_CONFIGS:
+        y = fprop_mod.fprop(x, w, None, *conv, config=config)
+        dx = triton_dgrad(dy, w, list(x.shape), *conv, config=config)
+        assert reference.max_error(y, ref["fprop"]) == 0
+        assert reference.max_error(dx, ref["dgrad"]) == 0
+
+
 @pytest.mark.parametrize("case", [EDGE_CASES[3], EDGE_CASES[5], RESNEXT_STAGE_CASES[1]],
                          ids=lambda c: c.id)
 def test_wgrad_all_taps_in_one_program(case):
@@ -233,7 +279,9 @@ def test_the_model_prunes_the_autotune_space(monkeypatch):
     assert fprop_mod._prune(fprop_mod.AUTOTUNE_CONFIGS, args, TRANSPOSED=False) == fprop_mod.AUTOTUNE_CONFIGS
     monkeypatch.setattr(common, "device_name", lambda t: "NVIDIA H200")
     kept = fprop_mod._prune(fprop_mod.AUTOTUNE_CONFIGS, args, TRANSPOSED=False)
-    assert len(kept) == 4 and all(c in fprop_mod.AUTOTUNE_CONFIGS for c in kept)
+    space = len(fprop_mod.AUTOTUNE_CONFIGS)
+    assert common.PRUNE_KEEP <= len(kept) <= -(-space * 2 // 3) and all(c in fprop_mod.AUTOTUNE_CONFIGS for c in kept)
+    assert any(c.kwargs["L1_TAPS"] for c in kept)   # the model ranks the L1 path first at stage 1
     conv = pm.Conv(64, 128, 56, 56, 128, 32)
     times = {c: pm.triton_gather(conv, "fprop", pm.GPUS["H200"], pm.TritonConfig(
         c.kwargs["BLOCK_M"], c.num_warps, c.num_stages)).time_us for c in fprop_mod.AUTOTUNE_CONFIGS}

@@ -17,11 +17,25 @@ epilogue differ, which keeps the two directions from drifting apart.
 
 Tiling: program (pid_n, pid_m) owns BLOCK_M destination pixels x BLOCK_OUT destination channels
 of one pack of GP groups (see common.py for the block-diagonal packing). For each of the 9 taps
-(unrolled) it walks the GP*red_width source channels in BLOCK_RED steps:
+it walks the GP*red_width source channels in BLOCK_RED steps, one flat loop of steps:
 
     src tile  (BLOCK_M, BLOCK_RED)    one row per pixel: contiguous channels in channels_last
     w tile    (BLOCK_RED, BLOCK_OUT)  block-diagonal across the packed groups
     acc      += src @ w               fp32 (tl.dot)
+
+Where a tap is exact for every pixel (fprop; dgrad by phase class) it moves all rows of the
+source tile by one scalar, so each row's source address is computed once per program and a step
+adds an offset (EXACT_TAPS; the loop body's sm_90 SASS at Cg = 4 went from 232 to 165 warp
+instructions in fprop, 408 to 211 in dgrad).
+
+Two ways to load the source tile, both in the autotune space:
+- num_stages >= 2: Triton pipelines the loop with 16-byte cp.async.cg copies, which bypass L1,
+  so each source element comes from L2 once per tap: the model puts every such configuration at
+  the L2 rate (benchmarks/NOTES.md).
+- num_stages = 1 (L1_TAPS): plain loads, one step ahead in registers. The nine taps of a strip
+  of BLOCK_M consecutive pixels overlap (a strip of 128 at 56x56 reads 239 distinct pixels in
+  its 1152 tap reads), so most reads can hit L1; the model says the wait for the step's new
+  pixels (8.5 of 9 steps bring some) binds next. Predicted, not yet measured.
 
 Any strides work (NCHW, channels_last, views), so the wrappers never copy an operand.
 """
@@ -49,6 +63,61 @@ def _source_index(d, tap, stride, pad, dil, size, TRANSPOSED: tl.constexpr):
         s = d * stride - pad + tap * dil
         ok = (s >= 0) & (s < size)
     return s, ok
+
+
+@triton.jit
+def _step_coords(step, red_blocks: tl.constexpr, taps_s, r0, s0, PHASES_H, PHASES_W,
+                 BLOCK_RED: tl.constexpr):
+    """Tap (r, s) and the pack-local channels of one step of the flat (tap, channel block) loop."""
+    t = step // red_blocks
+    per_row = tl.maximum(taps_s, 1)             # a class with no taps runs no step
+    r = r0 + (t // per_row) * PHASES_H
+    s = s0 + (t % per_row) * PHASES_W
+    offs_c = (step - t * red_blocks) * BLOCK_RED + tl.arange(0, BLOCK_RED)     # (BLOCK_RED,)
+    return r, s, offs_c
+
+
+@triton.jit
+def _tap_offset(r, ph, stride, pad, dil, PHASES, TRANSPOSED: tl.constexpr):
+    """Where tap `r` moves an exact source row away from the row's base (_source_bases): fprop
+    r*dil; dgrad by phase class (dilation 1), where (ph + pad - r) is a multiple of the stride,
+    (ph + pad - r) / stride."""
+    if TRANSPOSED:
+        return (ph + pad - r) // PHASES
+    else:
+        return r * dil
+
+
+@triton.jit
+def _source_tile(src_ptr, r, s, offs_c, live, dn, di, dj, base_i, base_j, row_base, m_ok, pack,
+                 pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h, pad_w,
+                 dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n,
+                 TRANSPOSED: tl.constexpr, EXACT_TAPS: tl.constexpr, EVEN_RED: tl.constexpr):
+    """The (BLOCK_M, BLOCK_RED) source tile of tap (r, s) and channels `offs_c`, zero where the
+    tap reads padding, past the pixels or past the channels, and everywhere when `live` is false
+    (a masked load moves no data).
+
+    With EXACT_TAPS (fprop; dgrad by phase class) a tap moves every row of the tile by the same
+    amount, so a row's address is its base (computed once per program) plus one scalar per step:
+    a few instructions a row instead of the general map's divisions."""
+    c_glob = pack * pack_red + offs_c
+    if EXACT_TAPS:
+        oi = _tap_offset(r, ph, stride_h, pad_h, dil_h, PHASES_H, TRANSPOSED)
+        oj = _tap_offset(s, pw, stride_w, pad_w, dil_w, PHASES_W, TRANSPOSED)
+        si = base_i + oi
+        sj = base_j + oj
+        ok = m_ok & (si >= 0) & (si < SH) & (sj >= 0) & (sj < SW) & live
+        src_row = row_base + (oi * s_src_h + oj * s_src_w).to(tl.int64)    # (BLOCK_M,)
+    else:
+        si, h_ok = _source_index(di, r, stride_h, pad_h, dil_h, SH, TRANSPOSED)
+        sj, w_ok = _source_index(dj, s, stride_w, pad_w, dil_w, SW, TRANSPOSED)
+        ok = m_ok & h_ok & w_ok & live
+        src_row = dn.to(tl.int64) * s_src_n + si * s_src_h + sj * s_src_w   # (BLOCK_M,)
+    a_mask = ok[:, None]
+    if not EVEN_RED:
+        a_mask = a_mask & ((offs_c < pack_red) & (c_glob < G * RED_G))[None, :]
+    return tl.load(src_ptr + src_row[:, None] + c_glob[None, :].to(tl.int64) * s_src_c,
+                   mask=a_mask, other=0.0)                                     # (BLOCK_M, BLOCK_RED)
 
 
 @triton.jit
@@ -112,17 +181,24 @@ def _gather_conv_kernel(
     HAS_BIAS: tl.constexpr, RELU: tl.constexpr,
     GP: tl.constexpr,               # groups packed per program
     BLOCK_RED: tl.constexpr, BLOCK_OUT: tl.constexpr,
+    RED_BLOCKS: tl.constexpr,       # cdiv(GP * RED_G, BLOCK_RED): the step's split is then free
+    # Every tap is exact for every pixel of a class (fprop; dgrad at dilation 1, by phase class):
+    # a tap is a scalar offset from each row's base (_source_tile). Else the general map.
+    EXACT_TAPS: tl.constexpr,
     # Every reduction (output) channel block is full: no channel mask on the source loads (on
     # the stores). A mask that varies along the channels keeps Triton from vectorising them.
     EVEN_RED: tl.constexpr, EVEN_OUT: tl.constexpr,
     PRECISION: tl.constexpr,        # "ieee" or "tf32" (fp32 inputs only)
     ACC_FP64: tl.constexpr,         # accumulate in fp64 (fp64 inputs, for gradcheck), else fp32
     BLOCK_M: tl.constexpr,
+    # Source loads through L1 (plain loads one step ahead, num_stages=1) instead of Triton's
+    # cp.async pipeline: the nine taps' re-reads can then hit L1 rather than L2.
+    L1_TAPS: tl.constexpr,
 ):
     pack_out = GP * OUT_G                       # output channels of one pack
     pack_red = GP * RED_G                       # reduction channels of one pack (per tap)
     out_tiles = tl.cdiv(pack_out, BLOCK_OUT)
-    red_blocks = tl.cdiv(pack_red, BLOCK_RED)
+    red_blocks: tl.constexpr = RED_BLOCKS
     n_tiles = tl.cdiv(G, GP) * out_tiles
     red_pad = red_blocks * BLOCK_RED
     out_pad = out_tiles * BLOCK_OUT
@@ -165,6 +241,15 @@ def _gather_conv_kernel(
     s0 = (pw + pad_w) % PHASES_W
     taps_r = tl.maximum(tl.cdiv(3 - r0, PHASES_H), 0)
     taps_s = tl.maximum(tl.cdiv(3 - s0, PHASES_W), 0)
+    # Exact taps (_source_tile): each row's source base, once. fprop: d*stride - pad; dgrad by
+    # phase class: the row's index in its class grid.
+    if TRANSPOSED:
+        base_i = (di - ph) // PHASES_H
+        base_j = (dj - pw) // PHASES_W
+    else:
+        base_i = di * stride_h - pad_h
+        base_j = dj * stride_w - pad_w
+    row_base = dn.to(tl.int64) * s_src_n + base_i * s_src_h + base_j * s_src_w   # (BLOCK_M,)
 
     for pid_n in range(tile_begin, tile_end):
         pack = pid_n // out_tiles
@@ -175,26 +260,41 @@ def _gather_conv_kernel(
         o_ok = (offs_o < pack_out) & (o_glob < G * OUT_G)
 
         acc = tl.zeros((BLOCK_M, BLOCK_OUT), dtype=tl.float64 if ACC_FP64 else tl.float32)
-        # One flat loop over (tap, channel block): a single software-pipelined loop whose
-        # registers are those of one step (nine unrolled tap loops held 255 a thread).
-        for step in range(0, taps_r * taps_s * red_blocks):
-            t = step // red_blocks
-            r = r0 + (t // taps_s) * PHASES_H
-            s = s0 + (t % taps_s) * PHASES_W
-            si, h_ok = _source_index(di, r, stride_h, pad_h, dil_h, SH, TRANSPOSED)
-            sj, w_ok = _source_index(dj, s, stride_w, pad_w, dil_w, SW, TRANSPOSED)
-            pix_ok = m_ok & h_ok & w_ok
-            src_row = dn.to(tl.int64) * s_src_n + si * s_src_h + sj * s_src_w  # (BLOCK_M,)
-            offs_c = (step - t * red_blocks) * BLOCK_RED + tl.arange(0, BLOCK_RED)
-            c_glob = pack * pack_red + offs_c
-            a_mask = pix_ok[:, None]
-            if not EVEN_RED:
-                a_mask = a_mask & ((offs_c < pack_red) & (c_glob < G * RED_G))[None, :]
-            a = tl.load(src_ptr + src_row[:, None] + c_glob[None, :].to(tl.int64) * s_src_c,
-                        mask=a_mask, other=0.0)                         # (BLOCK_M, BLOCK_RED)
-            w_tile = (pack * 9 + r * 3 + s) * red_pad + offs_c
-            b = tl.load(wp_ptr + w_tile[:, None].to(tl.int64) * out_pad + offs_o[None, :])
-            acc += tl.dot(a, b, input_precision=PRECISION)              # (BLOCK_M, BLOCK_OUT)
+        n_steps = taps_r * taps_s * red_blocks
+        if L1_TAPS:
+            # Plain loads (this path runs with num_stages=1: no cp.async.cg, which bypasses L1),
+            # one step ahead in registers: the nine taps of a strip of pixels overlap, so most of
+            # a step's source rows are L1 hits of the steps before it (perf_model.triton_gather).
+            r, s, offs_c = _step_coords(0, red_blocks, taps_s, r0, s0, PHASES_H, PHASES_W, BLOCK_RED)
+            a_next = _source_tile(src_ptr, r, s, offs_c, n_steps > 0, dn, di, dj, base_i, base_j, row_base, m_ok, pack,
+                                  pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h,
+                                  pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n,
+                                  TRANSPOSED, EXACT_TAPS, EVEN_RED)
+            for step in range(0, n_steps):
+                a = a_next
+                rn, sn, offs_n = _step_coords(step + 1, red_blocks, taps_s, r0, s0, PHASES_H,
+                                              PHASES_W, BLOCK_RED)
+                a_next = _source_tile(src_ptr, rn, sn, offs_n, step + 1 < n_steps, dn, di, dj, base_i, base_j, row_base, m_ok, pack,
+                                      pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h,
+                                      pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n,
+                                      TRANSPOSED, EXACT_TAPS, EVEN_RED)
+                w_tile = (pack * 9 + r * 3 + s) * red_pad + offs_c
+                b = tl.load(wp_ptr + w_tile[:, None].to(tl.int64) * out_pad + offs_o[None, :])
+                acc += tl.dot(a, b, input_precision=PRECISION)          # (BLOCK_M, BLOCK_OUT)
+                r, s, offs_c = rn, sn, offs_n
+        else:
+            # One flat loop over (tap, channel block): a single loop that Triton software-pipelines
+            # with cp.async (nine unrolled tap loops held 255 registers a thread).
+            for step in range(0, n_steps):
+                r, s, offs_c = _step_coords(step, red_blocks, taps_s, r0, s0, PHASES_H, PHASES_W,
+                                            BLOCK_RED)
+                a = _source_tile(src_ptr, r, s, offs_c, True, dn, di, dj, base_i, base_j, row_base, m_ok, pack,
+                                 pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h,
+                                 pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n,
+                                 TRANSPOSED, EXACT_TAPS, EVEN_RED)
+                w_tile = (pack * 9 + r * 3 + s) * red_pad + offs_c
+                b = tl.load(wp_ptr + w_tile[:, None].to(tl.int64) * out_pad + offs_o[None, :])
+                acc += tl.dot(a, b, input_precision=PRECISION)          # (BLOCK_M, BLOCK_OUT)
 
         if HAS_BIAS:
             acc += tl.load(bias_ptr + o_glob, mask=o_ok, other=0.0).to(acc.dtype)[None, :]
@@ -213,9 +313,14 @@ def _gather_conv_kernel(
 # long (H200, 2026-11-28 06:53). BLOCK_M trades weight-tile reuse against registers. num_warps
 # 8 stays in on purpose: the Inductor conv template miscompiled there once (pytorch#173068),
 # and the GPU tests run every configuration the autotuner may pick.
+# The num_stages=1 entries take the L1 path (L1_TAPS): every cp.async configuration above moves
+# each source element from L2 nine times (the model puts them all at the fitted L2 rate); plain
+# loads let the taps' overlapping rows hit L1, a strip of 256 pixels more often than one of 128.
+# Predicted, not measured (benchmarks/NOTES.md, 2026-12-02 second session).
 AUTOTUNE_CONFIGS = [
-    triton.Config({"BLOCK_M": bm}, num_warps=nw, num_stages=ns)
-    for bm, nw, ns in ((64, 4, 2), (128, 4, 3), (128, 4, 2), (64, 4, 3), (128, 8, 3), (256, 8, 2))
+    triton.Config({"BLOCK_M": bm, "L1_TAPS": ns == 1}, num_warps=nw, num_stages=ns)
+    for bm, nw, ns in ((64, 4, 2), (128, 4, 3), (128, 4, 2), (64, 4, 3), (128, 8, 3), (256, 8, 2),
+                       (128, 4, 1), (256, 8, 1))
 ]
 AUTOTUNE_KEY = ["BATCH", "DH", "DW", "SH", "SW", "G", "RED_G", "OUT_G", "stride_h", "s_src_c",
                 "PHASES_H", "TILES_PER_PROG", "CHANNELS_FASTEST", "TRANSPOSED", "BLOCK_RED",
@@ -229,7 +334,7 @@ CHANNELS_FASTEST = False
 # Tile edge of _pack_weight_kernel's programs.
 PACK_BLOCK = 32
 # The interpreter runs one fixed configuration; large BLOCK_M keeps the program count low.
-INTERPRETER_CONFIG = {"BLOCK_M": 128}
+INTERPRETER_CONFIG = {"BLOCK_M": 128, "L1_TAPS": False}
 
 def _prune(configs, named_args, **meta):
     """The autotune configurations the performance model ranks within common.PRUNE_RATIO of its
@@ -312,6 +417,8 @@ def launch_gather_conv(src, weight, bias, dst, *, transposed, stride, padding, d
     )
     meta = dict(TRANSPOSED=transposed, HAS_BIAS=bias is not None, RELU=relu,
                 GP=gp, BLOCK_RED=tile.block_red, BLOCK_OUT=tile.block_out,
+                RED_BLOCKS=triton.cdiv(gp * red_g, tile.block_red),
+                EXACT_TAPS=not transposed or (dilation[0] == 1 and dilation[1] == 1),
                 EVEN_RED=tile.even_red(red_g, groups), EVEN_OUT=tile.even_out(out_g, groups),
                 PRECISION=common.dot_precision(src.dtype), ACC_FP64=src.dtype == torch.float64)
     KERNEL.launch(grid, args, meta, wrap=wrap, config=config)
