@@ -45,6 +45,8 @@ RESULTS = os.path.join(HERE, "results")
 TRITON_PACKED_WEIGHT_COMMIT = "07a4ed9"
 # The commit that added wgrad's splits inside its launch.
 TRITON_FUSED_REDUCTION_COMMIT = "2f2f0f3"
+# The commit that added the gather kernel's exact-tap source map and its L1 path.
+TRITON_EXACT_TAPS_COMMIT = "9a4bee0"
 CUDA_SMEM_RUNG_COMMIT = "2f64c2a"   # before it, the CUDA backend ran the direct rungs only
 
 
@@ -67,6 +69,8 @@ def triton_revision(commit: str) -> pm.TritonRevision:
         return pm.BEFORE_07A4ED9
     if is_ancestor(TRITON_FUSED_REDUCTION_COMMIT, commit) is False:
         return pm.BEFORE_FUSED_REDUCTION
+    if is_ancestor(TRITON_EXACT_TAPS_COMMIT, commit) is False:
+        return pm.BEFORE_EXACT_TAPS
     return pm.CURRENT_TRITON
 
 
