@@ -581,7 +581,8 @@ def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, ti
     elif transposed:
         instr += CALIBRATION["triton_gather_dgrad_step_instr"] / 4  # once per class, not per tap
     if revision.exact_taps:
-        instr *= TRITON_STEP_SASS[(direction, config.l1_taps)] / TRITON_STEP_SASS_CALIBRATED[direction]
+        instr *= (TRITON_STEP_SASS[(direction, config.l1_taps)]
+                  / TRITON_STEP_SASS_CALIBRATED[direction])
     key = triton_resource_key("gather", dtype, red_g, out_g, conv.groups, config.block_m,
                               config.warps, config.stages, "_t" if transposed else "")
     found = resources.triton_kernel(key)
@@ -679,7 +680,8 @@ def triton_wgrad(conv: Conv, gpu: GPU, config: TritonConfig, all_taps: bool,
 # The Triton autotune spaces and layouts (triton/fprop.py, triton/wgrad.py), as data so that the
 # model runs without triton; tests/test_perf_model.py checks them against the kernels' modules.
 TRITON_GATHER_CONFIGS = [TritonConfig(*c) for c in ((64, 4, 2), (128, 4, 3), (128, 4, 2), (64, 4, 3),
-                                                    (128, 8, 3), (256, 8, 2), (128, 4, 1), (256, 8, 1))]
+                                                    (128, 8, 3), (256, 8, 2), (128, 4, 1),
+                                                    (256, 8, 1))]
 TRITON_WGRAD_CONFIGS = [TritonConfig(*c) for c in ((64, 4, 2), (128, 4, 3), (128, 4, 2), (64, 4, 3),
                                                    (128, 8, 2))]
 TRITON_WGRAD_ALL_TAPS_CONFIGS = [TritonConfig(*c) for c in ((64, 4, 2), (64, 4, 3), (32, 4, 3))]
@@ -1087,8 +1089,8 @@ def within(measured: float, predicted: float, low: float = 0.67, high: float = 1
     return predicted > 0 and math.isfinite(predicted) and low <= measured / predicted <= high
 
 
-__all__ = ["BEFORE_07A4ED9", "BEFORE_EXACT_TAPS", "CALIBRATION", "CURRENT_TRITON", "Conv", "CtaWork", "GPU", "GPUS",
-           "Launch", "Prediction", "Resources", "TritonConfig", "TritonRevision", "bank_wavefronts",
+__all__ = ["BEFORE_07A4ED9", "BEFORE_EXACT_TAPS", "CALIBRATION", "CURRENT_TRITON", "Conv", "CtaWork",
+           "GPU", "GPUS", "Launch", "Prediction", "Resources", "TritonConfig", "TritonRevision", "bank_wavefronts",
            "ctas_per_sm", "cuda_variant", "cuda_variants", "l1_wavefronts", "sectors", "simulate",
-           "triton_gather", "triton_measured_variant", "triton_variants", "triton_wgrad",
+           "strip_footprint", "triton_gather", "triton_measured_variant", "triton_variants", "triton_wgrad",
            "valid_tap_fraction", "within"]

@@ -96,7 +96,8 @@ def gather_jobs(dtype):
                           EVEN_RED=tile.even_red(red, groups), EVEN_OUT=tile.even_out(out, groups),
                           PRECISION="tf32" if dtype == "fp32" else "ieee", ACC_FP64=False,
                           **config.kwargs)
-        label = f"{'dgrad' if transposed else 'fprop'}{'' if exact else ' dil'} cg{red} {config.kwargs} w{config.num_warps} s{config.num_stages}"
+        direction = ("dgrad" if transposed else "fprop") + ("" if exact else " dil")
+        label = f"{direction} cg{red} {config.kwargs} w{config.num_warps} s{config.num_stages}"
         label += " | " + model_key("gather" + ("_t" if transposed else "") + ("" if exact else "_dil"),
                                    dtype, red, out, groups, config)
         unit = ("s_src_c", "s_dst_c")

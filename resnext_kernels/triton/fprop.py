@@ -117,7 +117,7 @@ def _source_tile(src_ptr, r, s, offs_c, live, dn, di, dj, base_i, base_j, row_ba
     if not EVEN_RED:
         a_mask = a_mask & ((offs_c < pack_red) & (c_glob < G * RED_G))[None, :]
     return tl.load(src_ptr + src_row[:, None] + c_glob[None, :].to(tl.int64) * s_src_c,
-                   mask=a_mask, other=0.0)                                     # (BLOCK_M, BLOCK_RED)
+                   mask=a_mask, other=0.0)                           # (BLOCK_M, BLOCK_RED)
 
 
 @triton.jit
@@ -265,19 +265,22 @@ def _gather_conv_kernel(
             # Plain loads (this path runs with num_stages=1: no cp.async.cg, which bypasses L1),
             # one step ahead in registers: the nine taps of a strip of pixels overlap, so most of
             # a step's source rows are L1 hits of the steps before it (perf_model.triton_gather).
-            r, s, offs_c = _step_coords(0, red_blocks, taps_s, r0, s0, PHASES_H, PHASES_W, BLOCK_RED)
-            a_next = _source_tile(src_ptr, r, s, offs_c, n_steps > 0, dn, di, dj, base_i, base_j, row_base, m_ok, pack,
-                                  pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h,
-                                  pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n,
-                                  TRANSPOSED, EXACT_TAPS, EVEN_RED)
+            r, s, offs_c = _step_coords(0, red_blocks, taps_s, r0, s0, PHASES_H, PHASES_W,
+                                        BLOCK_RED)
+            a_next = _source_tile(
+                src_ptr, r, s, offs_c, n_steps > 0, dn, di, dj, base_i, base_j, row_base, m_ok,
+                pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h,
+                pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n, TRANSPOSED,
+                EXACT_TAPS, EVEN_RED)
             for step in range(0, n_steps):
                 a = a_next
                 rn, sn, offs_n = _step_coords(step + 1, red_blocks, taps_s, r0, s0, PHASES_H,
                                               PHASES_W, BLOCK_RED)
-                a_next = _source_tile(src_ptr, rn, sn, offs_n, step + 1 < n_steps, dn, di, dj, base_i, base_j, row_base, m_ok, pack,
-                                      pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h,
-                                      pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n,
-                                      TRANSPOSED, EXACT_TAPS, EVEN_RED)
+                a_next = _source_tile(
+                    src_ptr, rn, sn, offs_n, step + 1 < n_steps, dn, di, dj, base_i, base_j,
+                    row_base, m_ok, pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h,
+                    stride_w, pad_h, pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W,
+                    s_src_n, TRANSPOSED, EXACT_TAPS, EVEN_RED)
                 w_tile = (pack * 9 + r * 3 + s) * red_pad + offs_c
                 b = tl.load(wp_ptr + w_tile[:, None].to(tl.int64) * out_pad + offs_o[None, :])
                 acc += tl.dot(a, b, input_precision=PRECISION)          # (BLOCK_M, BLOCK_OUT)
@@ -288,10 +291,11 @@ def _gather_conv_kernel(
             for step in range(0, n_steps):
                 r, s, offs_c = _step_coords(step, red_blocks, taps_s, r0, s0, PHASES_H, PHASES_W,
                                             BLOCK_RED)
-                a = _source_tile(src_ptr, r, s, offs_c, True, dn, di, dj, base_i, base_j, row_base, m_ok, pack,
-                                 pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h,
-                                 pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n,
-                                 TRANSPOSED, EXACT_TAPS, EVEN_RED)
+                a = _source_tile(
+                    src_ptr, r, s, offs_c, True, dn, di, dj, base_i, base_j, row_base, m_ok, pack,
+                    pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h, pad_w,
+                    dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n, TRANSPOSED,
+                    EXACT_TAPS, EVEN_RED)
                 w_tile = (pack * 9 + r * 3 + s) * red_pad + offs_c
                 b = tl.load(wp_ptr + w_tile[:, None].to(tl.int64) * out_pad + offs_o[None, :])
                 acc += tl.dot(a, b, input_precision=PRECISION)          # (BLOCK_M, BLOCK_OUT)
