@@ -508,6 +508,15 @@ def strip_footprint(batch: int, dh: int, dw: int, sh: int, sw: int, stride: int,
     over the strips of the first two images (the pattern repeats with the image)."""
     ph_n = stride if phased else 1
     classes = [(a, b) for a in range(ph_n) for b in range(ph_n)]
+
+    def source(d: int, tap: int, size: int):
+        """The source row (column) destination row d reads at tap, None where it reads none."""
+        if transposed:
+            u = d + pad - tap * dil
+            return u // stride if u >= 0 and u % stride == 0 and u // stride < size else None
+        v = d * stride - pad + tap * dil
+        return v if 0 <= v < size else None
+
     px_total = new_steps_total = strips = 0
     for ph, pw in classes:
         rows, cols = -(-(dh - ph) // ph_n), -(-(dw - pw) // ph_n)
@@ -516,14 +525,6 @@ def strip_footprint(batch: int, dh: int, dw: int, sh: int, sw: int, stride: int,
         r0, s0 = ((ph + pad) % ph_n, (pw + pad) % ph_n) if phased else (0, 0)
         taps = [(r, t) for r in range(r0, 3, ph_n) for t in range(s0, 3, ph_n)]
         pixels = min(batch, 2) * rows * cols
-
-        def source(d: int, tap: int, size: int):
-            if transposed:
-                u = d + pad - tap * dil
-                return u // stride if u >= 0 and u % stride == 0 and u // stride < size else None
-            v = d * stride - pad + tap * dil
-            return v if 0 <= v < size else None
-
         for start in range(0, pixels, block_m):
             seen, new_steps = set(), 0
             for r, t in taps:

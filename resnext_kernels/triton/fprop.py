@@ -79,7 +79,7 @@ def _step_coords(step, red_blocks: tl.constexpr, taps_s, r0, s0, PHASES_H, PHASE
 
 @triton.jit
 def _tap_offset(r, ph, stride, pad, dil, PHASES, TRANSPOSED: tl.constexpr):
-    """Where tap `r` moves an exact source row away from the row's base (_source_bases): fprop
+    """Where tap `r` moves an exact source row away from the row's base (base_i, base_j): fprop
     r*dil; dgrad by phase class (dilation 1), where (ph + pad - r) is a multiple of the stride,
     (ph + pad - r) / stride."""
     if TRANSPOSED:
@@ -386,7 +386,8 @@ def launch_gather_conv(src, weight, bias, dst, *, transposed, stride, padding, d
     gp = tile.groups_per_prog
     packs = triton.cdiv(groups, gp)
     out_tiles = triton.cdiv(gp * out_g, tile.block_out)
-    red_pad = triton.cdiv(gp * red_g, tile.block_red) * tile.block_red
+    red_blocks = triton.cdiv(gp * red_g, tile.block_red)
+    red_pad = red_blocks * tile.block_red
     out_pad = out_tiles * tile.block_out
 
     # The block-diagonal weight per pack and tap (see _pack_weight_kernel).
@@ -421,7 +422,7 @@ def launch_gather_conv(src, weight, bias, dst, *, transposed, stride, padding, d
     )
     meta = dict(TRANSPOSED=transposed, HAS_BIAS=bias is not None, RELU=relu,
                 GP=gp, BLOCK_RED=tile.block_red, BLOCK_OUT=tile.block_out,
-                RED_BLOCKS=triton.cdiv(gp * red_g, tile.block_red),
+                RED_BLOCKS=red_blocks,
                 EXACT_TAPS=not transposed or (dilation[0] == 1 and dilation[1] == 1),
                 EVEN_RED=tile.even_red(red_g, groups), EVEN_OUT=tile.even_out(out_g, groups),
                 PRECISION=common.dot_precision(src.dtype), ACC_FP64=src.dtype == torch.float64)
