@@ -6,7 +6,11 @@ this).
     python scripts/triton_compile_check.py [--archs 80 90] [--dtypes bf16 fp32]
 
 Registers and spills are not in Triton's metadata without a GPU, so each cubin is read with
-the cuobjdump that ships inside the triton package (TOOLCHAIN.md).
+the cuobjdump that ships inside the triton package (TOOLCHAIN.md). A spill is local memory or a
+stack frame (ptxas puts spilled registers in the stack frame; LOCAL alone misses them, as
+scripts/cuda_resource_check.py found for the CUDA kernels). The one kernel known to spill,
+the configurations in KNOWN_SPILLS are printed with their reason, not failed; any other spill
+fails.
 
 Each kernel is compiled as a GPU launch on channels_last tensors would specialise it: channel
 strides equal to 1 become constants, the other strides and the pointers are known to be
@@ -42,6 +46,30 @@ PTR = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32"}
 SMEM_LIMIT = {80: 166912, 90: 232448}
 # Group tiles that occur in ResNeXt models: (red_width, out_width, groups) -> GroupTile.
 TILE_SHAPES = [(4, 4, 32), (14, 14, 8), (64, 64, 1)]  # packed, padded, widest
+# Spills known and accounted for: (pattern over "sm<arch> <dtype> <label>", why). Printed on
+# their lines, not failed; any other spill fails. Counted 2026-12-02, when this check first read
+# stack frames (before, it read LOCAL only and reported none). Issue 13 tracks removing them.
+KNOWN_SPILLS = [
+    # wgrad's ALL_TAPS keeps nine 32x32 fp32 accumulators. The nine dots share the dy operand,
+    # and Triton's layout pass then gives every dot warpsPerCTA = [num_warps, 1] (checked on a
+    # two-dot kernel: [2, 2] alone, [4, 1] with a shared operand), so a 32-row accumulator is
+    # held twice over by 4 warps: 144 registers a thread for the sums, 255 in all and an 88-160
+    # byte stack frame. It stays because it measured faster than one tap per program at stages
+    # 1-2 (H200, 2026-11-28); the model charges its stack traffic (triton_all_taps_stack_bytes).
+    (r"wgrad9 ", "ALL_TAPS: nine accumulators replicated across warps"),
+    # 64-wide tiles (Cg or Kg over 32: the paper's (2, 40) and (1, 64) widths): a 64x64 fp32
+    # accumulator and weight tile leave too few registers at BLOCK_M >= 128 (528-6032 bytes),
+    # and wgrad's 64-wide operand tiles spill at every BLOCK_M (160-3992). The 4-warp BLOCK_M 64
+    # gather configurations do not spill in bf16/fp16, and the autotuner times what it keeps.
+    (r" cg64 ", "64-wide tiles not yet tiled for registers"),
+    # fp32 runs TF32 through the same tiles at twice the bytes: it is served for correctness,
+    # not as a speed target (16-192 bytes at 32-wide tiles, more at 64-wide).
+    (r"^sm\d+ fp32 ", "fp32 tiles at twice the bytes"),
+    # The L1 path at 32-wide padded tiles (Cg = 14) on sm_80: 24-80 bytes; none on sm_90.
+    (r"^sm80 \w+ +(fprop|dgrad) cg14 .*'L1_TAPS': True", "sm_80 L1 path at Cg = 14"),
+    # wgrad, one tap, Cg = 14, BLOCK_M 128 at 4 warps on sm_90: 16 bytes.
+    (r"^sm90 \w+ +wgrad1 cg14 \{'BLOCK_M': 128\} w4", "wgrad Cg = 14 at BLOCK_M 128, 4 warps"),
+]
 
 
 def cuobjdump() -> str | None:
@@ -162,13 +190,18 @@ def compile_one(job):
         return f"sm{arch} {dtype:5s} {label:60s} FAILED: {str(exc).splitlines()[0][:100]}", True, None
     use = resource_usage(compiled.asm["cubin"], cuobjdump())
     spill = use.get("local") or 0
+    stack = use.get("stack") or 0
+    known = next((why for pattern, why in KNOWN_SPILLS
+                  if re.search(pattern, f"sm{arch} {dtype} {label}")), None)
+    spills = bool(spill or stack)
     too_much_smem = compiled.metadata.shared > SMEM_LIMIT[arch]
-    flag = ("  SPILLS" if spill else "") + ("  SHARED MEMORY OVER THE LIMIT" if too_much_smem else "")
-    line = (f"sm{arch} {dtype:5s} {label:60s} {use.get('regs', '?')!s:>5s} "
+    flag = (("  SPILLS" if spills and not known else f"  spills, known: {known}" if spills else "")
+            + ("  SHARED MEMORY OVER THE LIMIT" if too_much_smem else ""))
+    line = (f"sm{arch} {dtype:5s} {label:60s} {use.get('regs', '?')!s:>5s} {stack:5d} "
             f"{compiled.metadata.shared:7d} {spill:6d}{flag}")
-    usage = dict(arch=arch, regs=use.get("regs"), shared=compiled.metadata.shared, local=spill,
-                 key=label.split(" | ")[1] if " | " in label else None)
-    return line, bool(spill) or too_much_smem, usage
+    usage = dict(arch=arch, regs=use.get("regs"), stack=stack, shared=compiled.metadata.shared,
+                 local=spill, key=label.split(" | ")[1] if " | " in label else None)
+    return line, (spills and not known) or too_much_smem, usage
 
 
 def main():
@@ -182,7 +215,8 @@ def main():
     t0 = time.time()
     work = [(arch, dtype, i) for arch, dtype in itertools.product(args.archs, args.dtypes)
             for i in range(len(list(itertools.chain(gather_jobs(dtype), pack_weight_jobs(dtype), wgrad_jobs(dtype)))))]
-    print(f"{'arch':4s} {'dtype':5s} {'kernel / config':60s} {'regs':>5s} {'smem':>7s} {'spill':>6s}")
+    print(f"{'arch':4s} {'dtype':5s} {'kernel / config':60s} {'regs':>5s} {'stack':>5s} {'smem':>7s} "
+          f"{'local':>6s}")
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
         results = pool.map(compile_one, work, chunksize=1)
     for line, _, _ in results:
@@ -192,7 +226,9 @@ def main():
         table = {u["key"]: u for _, _, u in results if u and u["key"] and u["arch"] == 90}
         with open(args.json, "w") as f:
             json.dump({"kernels": table}, f, indent=1)
-    print(f"{len(results)} compilations in {time.time() - t0:.0f} s; {bad} failed or spilled")
+    known = sum("spills, known" in line for line, _, _ in results)
+    print(f"{len(results)} compilations in {time.time() - t0:.0f} s; {bad} failed or spilled "
+          f"({known} known spills, KNOWN_SPILLS)")
     sys.exit(1 if bad else 0)
 
 
