@@ -464,6 +464,8 @@ class TritonRevision:
                                    # tile reduces), not by partials.sum(0) and a cast
     exact_taps: bool = True        # gather: a tap is a scalar offset from each row's source base
                                    # (EXACT_TAPS), and the step's channel block a constexpr split
+    l1_prefetch: int = 2           # gather's L1 path: source tiles loaded this many steps ahead
+                                   # (1 in 9a4bee0, never measured)
 
 
 CURRENT_TRITON = TritonRevision()
@@ -473,12 +475,23 @@ BEFORE_FUSED_REDUCTION = TritonRevision(fused_reduction=False, exact_taps=False)
 BEFORE_EXACT_TAPS = TritonRevision(exact_taps=False)
 
 # Warp instructions of one step's loop body in the gather kernel's sm_90 SASS (bf16, Cg = 4,
-# M128w4; counted 2026-12-02 with cuobjdump -sass): the fitted per-step counts in CALIBRATION
-# are for the code before the exact-tap map (fprop 232, dgrad 408), so today's code scales them
-# by its own count: (direction, L1 path) -> instructions.
+# BLOCK_M 128; counted with cuobjdump -sass, the smallest loop holding the MMAs): the fitted
+# per-step counts in CALIBRATION are for the code before the exact-tap map (fprop 232, dgrad 408
+# a warp at 4 warps), so today's code scales them by its own count a CTA step:
+# (direction, L1 path, warps) -> instructions a warp. Counted 2026-12-02: the cp.async path at 4
+# warps (the count stands for every warp count there); the L1 path, two tiles ahead, at 4 and 8
+# warps (one tile ahead it was 151 / 181 at 4).
 TRITON_STEP_SASS_CALIBRATED = {"fprop": 232, "dgrad": 408}
-TRITON_STEP_SASS = {("fprop", False): 165, ("fprop", True): 151,
-                    ("dgrad", False): 211, ("dgrad", True): 181}
+TRITON_STEP_SASS = {("fprop", False, 4): 165, ("fprop", True, 4): 204, ("fprop", True, 8): 136,
+                    ("dgrad", False, 4): 211, ("dgrad", True, 4): 243, ("dgrad", True, 8): 188}
+
+
+def triton_step_scale(direction: str, config: "TritonConfig") -> float:
+    """Today's gather loop body over the calibrated one, per CTA step (TRITON_STEP_SASS)."""
+    counted = TRITON_STEP_SASS.get((direction, config.l1_taps, config.warps))
+    if counted is None:        # not counted at this warp count: the 4-warp count per 128 rows
+        return TRITON_STEP_SASS[(direction, config.l1_taps, 4)] / TRITON_STEP_SASS_CALIBRATED[direction]
+    return counted * config.warps / (4 * TRITON_STEP_SASS_CALIBRATED[direction]) * 128 / config.block_m
 
 
 def _triton_regs_estimate(warps: int, block_m: int, all_taps: bool = False) -> int:
@@ -582,8 +595,7 @@ def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, ti
     elif transposed:
         instr += CALIBRATION["triton_gather_dgrad_step_instr"] / 4  # once per class, not per tap
     if revision.exact_taps:
-        instr *= (TRITON_STEP_SASS[(direction, config.l1_taps)]
-                  / TRITON_STEP_SASS_CALIBRATED[direction])
+        instr *= triton_step_scale(direction, config)
     key = triton_resource_key("gather", dtype, red_g, out_g, conv.groups, config.block_m,
                               config.warps, config.stages, "_t" if transposed else "")
     found = resources.triton_kernel(key)
@@ -597,10 +609,12 @@ def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, ti
         in_flight_bytes=(src_step + w_step) * max(1, config.stages - 1))
     notes = []
     if config.l1_taps:
-        # Plain loads one step ahead (L1_TAPS): the strip's source pixels come from L2 once per
-        # channel block; every step's rows are L1 wavefronts (a pixel's channel block is one
-        # line); a step waits for L2 only if it touches a pixel no earlier step did. That holds
+        # Plain loads `depth` steps ahead (L1_TAPS): the strip's source pixels come from L2
+        # once per channel block; every step's rows are L1 wavefronts (a pixel's channel block
+        # is one line); a step waits for L2 only if it touches a pixel no earlier step did, and
+        # then for 1/depth of the round trip (its loads left `depth` steps earlier). That holds
         # while the resident strips' footprints fit what shared memory leaves of L1.
+        depth = revision.l1_prefetch
         px, new_steps = strip_footprint(conv.n, dh, dw, sh, sw, conv.stride, conv.pad, conv.dil,
                                         transposed, phased, config.block_m)
         blocks = per_prog * red_blocks
@@ -610,10 +624,10 @@ def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, ti
             work.l2_bytes = blocks * (footprint + taps * w_step) + out_bytes
             work.l1_wavefronts = steps * config.block_m * tap_valid * -(-block_red * e // 128)
             work.chain_us = blocks * (new_steps * gpu.mem_latency_us
-                                      + (taps - new_steps) * gpu.l1_hit_latency_us)
+                                      + (taps - new_steps) * gpu.l1_hit_latency_us) / depth
         else:
             notes.append("L1 path: the resident strips' footprints overflow L1; taps from L2")
-        work.in_flight_bytes = src_step + w_step
+        work.in_flight_bytes = depth * src_step + w_step
     main = Launch("gather", ctas, config.warps * 32, regs, smem, work,
                   dram_bytes=conv.min_bytes(),
                   mma_useful_flops=conv.flops(), resource_source="cubin" if found else "estimate")
@@ -682,7 +696,7 @@ def triton_wgrad(conv: Conv, gpu: GPU, config: TritonConfig, all_taps: bool,
 # model runs without triton; tests/test_perf_model.py checks them against the kernels' modules.
 TRITON_GATHER_CONFIGS = [TritonConfig(*c) for c in ((64, 4, 2), (128, 4, 3), (128, 4, 2), (64, 4, 3),
                                                     (128, 8, 3), (256, 8, 2), (128, 4, 1),
-                                                    (256, 8, 1))]
+                                                    (128, 8, 1), (256, 8, 1))]
 TRITON_WGRAD_CONFIGS = [TritonConfig(*c) for c in ((64, 4, 2), (128, 4, 3), (128, 4, 2), (64, 4, 3),
                                                    (128, 8, 2))]
 TRITON_WGRAD_ALL_TAPS_CONFIGS = [TritonConfig(*c) for c in ((64, 4, 2), (64, 4, 3), (32, 4, 3))]
@@ -698,8 +712,14 @@ def triton_variants(conv: Conv, direction: str, gpu: GPU, resources: Resources =
         if block_c * block_k <= TRITON_ALL_TAPS_MAX_TILE:
             out += [triton_wgrad(conv, gpu, c, True, resources) for c in TRITON_WGRAD_ALL_TAPS_CONFIGS]
         return out
+    red_g = conv.kg if direction == "dgrad" else conv.cg
+    gp, block_red, _ = triton_group_tile(red_g, conv.kg if direction == "fprop" else conv.cg,
+                                         conv.groups)
+    even_red = (gp * red_g) % block_red == 0 and conv.groups % gp == 0
+    # The L1 path only where every channel block is full (triton/fprop.py, l1_path_serves).
+    configs = [c for c in TRITON_GATHER_CONFIGS if even_red or not c.l1_taps]
     return [triton_gather(conv, direction, gpu, c, per_prog, fastest, revision, resources)
-            for c in TRITON_GATHER_CONFIGS for per_prog, fastest in TRITON_GATHER_LAYOUTS.values()]
+            for c in configs for per_prog, fastest in TRITON_GATHER_LAYOUTS.values()]
 
 
 def triton_measured_variant(conv: Conv, direction: str, gpu: GPU, label: str,

@@ -65,8 +65,6 @@ KNOWN_SPILLS = [
     # fp32 runs TF32 through the same tiles at twice the bytes: it is served for correctness,
     # not as a speed target (16-192 bytes at 32-wide tiles, more at 64-wide).
     (r"^sm\d+ fp32 ", "fp32 tiles at twice the bytes"),
-    # The L1 path at 32-wide padded tiles (Cg = 14) on sm_80: 24-80 bytes; none on sm_90.
-    (r"^sm80 \w+ +(fprop|dgrad) cg14 .*'L1_TAPS': True", "sm_80 L1 path at Cg = 14"),
     # wgrad, one tap, Cg = 14, BLOCK_M 128 at 4 warps on sm_90: 16 bytes.
     (r"^sm90 \w+ +wgrad1 cg14 \{'BLOCK_M': 128\} w4", "wgrad Cg = 14 at BLOCK_M 128, 4 warps"),
 ]
@@ -115,6 +113,8 @@ def gather_jobs(dtype):
     combos += [(True, shape, fprop.AUTOTUNE_CONFIGS[0], False) for shape in TILE_SHAPES]
     for transposed, (red, out, groups), config, exact in combos:
         tile = common.choose_group_tile(red, out, groups)
+        if config.kwargs["L1_TAPS"] and not fprop.l1_path_serves(tile.even_red(red, groups)):
+            continue  # the autotuner never times it there (fprop._prune)
         sig = {"src_ptr": PTR[dtype], "wp_ptr": PTR[dtype], "bias_ptr": PTR[dtype], "dst_ptr": PTR[dtype]}
         sig.update({n: "i32" for n in ints})
         constexprs = dict(TRANSPOSED=transposed, HAS_BIAS=not transposed, RELU=False,

@@ -165,9 +165,10 @@ def test_the_gather_space_has_l1_configurations():
 @pytest.mark.parametrize("case", [c for c in EDGE_CASES if c.n > 0][:12] + RESNEXT_STAGE_CASES[:2],
                          ids=lambda c: c.id)
 def test_gather_l1_path(case):
-    """fprop and dgrad through the L1 path (plain loads one step ahead, L1_TAPS), pinned the way
-    the autotuner would launch it: every edge case of the flat loop's prefetch (the first step,
-    the masked step past the last, classes with one tap, partial channel blocks, stride 2)."""
+    """fprop and dgrad through the L1 path (plain loads two steps ahead, L1_TAPS), pinned the way
+    the autotuner would launch it: every edge case of the flat loop's prefetch (the first two
+    steps, the masked steps past the last, classes with one tap and so one step, partial channel
+    blocks, stride 2)."""
     o = make_operands(case, "channels_last", torch.float32, DEVICE, 15, bias=True)
     args = case.conv_args
     conv = (list(args["stride"]), list(args["padding"]), list(args["dilation"]), args["groups"])
@@ -266,6 +267,20 @@ def test_wgrad_adds_its_splits_in_the_launch_and_leaves_the_counters_at_zero():
     second = wgrad_mod.wgrad(o.dy, o.x, list(o.w.shape), *conv, splits=3)
     assert torch.equal(first, second)
     reference.check("wgrad", first, o.aten["wgrad"], o.ref["wgrad"])
+
+
+def test_the_l1_path_is_timed_only_with_full_channel_blocks(monkeypatch):
+    """The L1 path's two masked tiles in flight spill at Cg = 14 (scripts/triton_compile_check.py),
+    so the autotuner does not time it where a channel block is partial, on any GPU."""
+    x = torch.empty(1, dtype=torch.bfloat16)
+    args = dict(BATCH=8, DH=28, DW=28, SH=28, SW=28, G=8, RED_G=14, OUT_G=14, stride_h=1, pad_h=1,
+                dil_h=1, src_ptr=x, TILES_PER_PROG=1, CHANNELS_FASTEST=0)
+    for gpu in ("", "NVIDIA H200"):
+        monkeypatch.setattr(common, "device_name", lambda t, gpu=gpu: gpu)
+        partial = fprop_mod._prune(fprop_mod.AUTOTUNE_CONFIGS, args, TRANSPOSED=False, EVEN_RED=False)
+        full = fprop_mod._prune(fprop_mod.AUTOTUNE_CONFIGS, args, TRANSPOSED=False, EVEN_RED=True)
+        assert partial and not any(c.kwargs["L1_TAPS"] for c in partial)
+        assert any(c.kwargs["L1_TAPS"] for c in full)
 
 
 def test_the_model_prunes_the_autotune_space(monkeypatch):

@@ -263,28 +263,38 @@ def _gather_conv_kernel(
         n_steps = taps_r * taps_s * red_blocks
         if L1_TAPS:
             # Plain loads (this path runs with num_stages=1: no cp.async.cg, which bypasses L1),
-            # one step ahead in registers: the nine taps of a strip of pixels overlap, so most of
-            # a step's source rows are L1 hits of the steps before it (perf_model.triton_gather).
+            # two steps ahead in registers: the nine taps of a strip of pixels overlap, so most of
+            # a step's source rows are L1 hits of the steps before it, and a step that brings new
+            # pixels from L2 has two steps' time to arrive (perf_model.triton_gather).
             r, s, offs_c = _step_coords(0, red_blocks, taps_s, r0, s0, PHASES_H, PHASES_W,
                                         BLOCK_RED)
+            r1, s1, offs_1 = _step_coords(1, red_blocks, taps_s, r0, s0, PHASES_H, PHASES_W,
+                                          BLOCK_RED)
             a_next = _source_tile(
                 src_ptr, r, s, offs_c, n_steps > 0, dn, di, dj, base_i, base_j, row_base, m_ok,
                 pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h,
                 pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n, TRANSPOSED,
                 EXACT_TAPS, EVEN_RED)
+            a_after = _source_tile(
+                src_ptr, r1, s1, offs_1, n_steps > 1, dn, di, dj, base_i, base_j, row_base, m_ok,
+                pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h,
+                pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n, TRANSPOSED,
+                EXACT_TAPS, EVEN_RED)
             for step in range(0, n_steps):
                 a = a_next
-                rn, sn, offs_n = _step_coords(step + 1, red_blocks, taps_s, r0, s0, PHASES_H,
+                a_next = a_after
+                r2, s2, offs_2 = _step_coords(step + 2, red_blocks, taps_s, r0, s0, PHASES_H,
                                               PHASES_W, BLOCK_RED)
-                a_next = _source_tile(
-                    src_ptr, rn, sn, offs_n, step + 1 < n_steps, dn, di, dj, base_i, base_j,
+                a_after = _source_tile(
+                    src_ptr, r2, s2, offs_2, step + 2 < n_steps, dn, di, dj, base_i, base_j,
                     row_base, m_ok, pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h,
                     stride_w, pad_h, pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W,
                     s_src_n, TRANSPOSED, EXACT_TAPS, EVEN_RED)
                 w_tile = (pack * 9 + r * 3 + s) * red_pad + offs_c
                 b = tl.load(wp_ptr + w_tile[:, None].to(tl.int64) * out_pad + offs_o[None, :])
                 acc += tl.dot(a, b, input_precision=PRECISION)          # (BLOCK_M, BLOCK_OUT)
-                r, s, offs_c = rn, sn, offs_n
+                r, s, offs_c = r1, s1, offs_1
+                r1, s1, offs_1 = r2, s2, offs_2
         else:
             # One flat loop over (tap, channel block): a single loop that Triton software-pipelines
             # with cp.async (nine unrolled tap loops held 255 registers a thread).
@@ -320,11 +330,14 @@ def _gather_conv_kernel(
 # The num_stages=1 entries take the L1 path (L1_TAPS): every cp.async configuration above moves
 # each source element from L2 nine times (the model puts them all at the fitted L2 rate); plain
 # loads let the taps' overlapping rows hit L1, a strip of 256 pixels more often than one of 128.
-# Predicted, not measured (benchmarks/NOTES.md, 2026-12-02 second session).
+# Its two tiles in flight cost registers (sm_90, bf16, Cg = 4: 183 at M128w4, two CTAs an SM),
+# so M128w8 holds the same strip at 113. The L1 path needs full channel blocks (EVEN_RED): at
+# Cg = 14 its masked 2-byte loads spill (255 registers and a stack frame), so _prune drops it
+# there. Predicted, not measured (benchmarks/NOTES.md, 2026-12-02 sessions).
 AUTOTUNE_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "L1_TAPS": ns == 1}, num_warps=nw, num_stages=ns)
     for bm, nw, ns in ((64, 4, 2), (128, 4, 3), (128, 4, 2), (64, 4, 3), (128, 8, 3), (256, 8, 2),
-                       (128, 4, 1), (256, 8, 1))
+                       (128, 4, 1), (128, 8, 1), (256, 8, 1))
 ]
 AUTOTUNE_KEY = ["BATCH", "DH", "DW", "SH", "SW", "G", "RED_G", "OUT_G", "stride_h", "s_src_c",
                 "PHASES_H", "TILES_PER_PROG", "CHANNELS_FASTEST", "TRANSPOSED", "BLOCK_RED",
@@ -340,12 +353,21 @@ PACK_BLOCK = 32
 # The interpreter runs one fixed configuration; large BLOCK_M keeps the program count low.
 INTERPRETER_CONFIG = {"BLOCK_M": 128, "L1_TAPS": False}
 
+def l1_path_serves(even_red: bool) -> bool:
+    """Whether the autotuner may time the L1 path: only with full channel blocks (its two
+    masked tiles in flight spill at Cg = 14; scripts/triton_compile_check.py)."""
+    return even_red
+
+
 def _prune(configs, named_args, **meta):
     """The autotune configurations the performance model ranks within common.PRUNE_RATIO of its
-    best for this launch (resnext_kernels/perf_model.py, triton_gather)."""
+    best for this launch (resnext_kernels/perf_model.py, triton_gather), of those that serve
+    it: the L1 path only where every channel block is full (l1_path_serves)."""
     from .. import perf_model as pm
 
     a = named_args
+    if not l1_path_serves(bool(meta.get("EVEN_RED", a.get("EVEN_RED", True)))):
+        configs = [c for c in configs if not c.kwargs["L1_TAPS"]]
     transposed = bool(meta.get("TRANSPOSED", a.get("TRANSPOSED")))
     g, red_g, out_g = a["G"], a["RED_G"], a["OUT_G"]
     if transposed:   # dgrad: dst = dx (H x W), src = dy (P x Q); reduction over Kg
