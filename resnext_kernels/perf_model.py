@@ -466,13 +466,17 @@ class TritonRevision:
                                    # (EXACT_TAPS), and the step's channel block a constexpr split
     l1_prefetch: int = 2           # gather's L1 path: source tiles loaded this many steps ahead
                                    # (1 in 9a4bee0, never measured)
+    wgrad_tap_regions: bool = True  # wgrad ALL_TAPS: each tap's dot in a region of its own (no
+                                    # replicated accumulators, no pipeline: plain loads via L1)
 
 
 CURRENT_TRITON = TritonRevision()
 BEFORE_07A4ED9 = TritonRevision(packed_weight=False, phase_classes=False, fused_reduction=False,
-                                exact_taps=False)
-BEFORE_FUSED_REDUCTION = TritonRevision(fused_reduction=False, exact_taps=False)
-BEFORE_EXACT_TAPS = TritonRevision(exact_taps=False)
+                                exact_taps=False, wgrad_tap_regions=False)
+BEFORE_FUSED_REDUCTION = TritonRevision(fused_reduction=False, exact_taps=False,
+                                        wgrad_tap_regions=False)
+BEFORE_EXACT_TAPS = TritonRevision(exact_taps=False, wgrad_tap_regions=False)
+BEFORE_WGRAD_TAP_REGIONS = TritonRevision(wgrad_tap_regions=False)
 
 # Warp instructions of one step's loop body in the gather kernel's sm_90 SASS (bf16, Cg = 4,
 # BLOCK_M 128; counted with cuobjdump -sass, the smallest loop holding the MMAs): the fitted
@@ -494,11 +498,19 @@ def triton_step_scale(direction: str, config: "TritonConfig") -> float:
     return counted * config.warps / (4 * TRITON_STEP_SASS_CALIBRATED[direction]) * 128 / config.block_m
 
 
-def _triton_regs_estimate(warps: int, block_m: int, all_taps: bool = False) -> int:
-    """Registers when no cubin table is given. From the compile check on sm_90 (bf16, 2026-11):
-    the gather kernel 84-147 (130 at 4 warps, PERF.md), wgrad all_taps 255 with a stack frame."""
+# Warp instructions of one step of wgrad ALL_TAPS with its taps in regions of their own (sm_90
+# SASS, bf16, Cg = 4, the smallest loop holding the MMAs; 2026-12-02): (BLOCK_M, warps) -> count
+# a warp. At Cg = 8 the 64w4 loop counts 1279.
+TRITON_WGRAD_ALL_TAPS_SASS = {(64, 4): 805, (32, 4): 427, (64, 8): 461}
+
+
+def _triton_regs_estimate(warps: int, block_m: int, all_taps: bool = False,
+                          tap_regions: bool = True) -> int:
+    """Registers when no cubin table is given. From the compile check on sm_90 (bf16, 2026-11
+    and -12): the gather kernel 84-147 (130 at 4 warps, PERF.md); wgrad all_taps 255 with a stack
+    frame while its nine dots shared one region, 148-196 at 4 warps and 104-118 at 8 since."""
     if all_taps:
-        return 255
+        return (176 if warps <= 4 else 112) if tap_regions else 255
     per_thread_rows = block_m // (warps * 32)
     return 130 if per_thread_rows >= 1 else 96
 
@@ -666,7 +678,8 @@ def triton_wgrad(conv: Conv, gpu: GPU, config: TritonConfig, all_taps: bool,
     key = triton_resource_key("wgrad", dtype, conv.cg, conv.kg, conv.groups, config.block_m,
                               config.warps, config.stages, "9" if all_taps else "1")
     found = resources.triton_kernel(key)
-    regs, smem = found or (_triton_regs_estimate(config.warps, config.block_m, all_taps),
+    regions = all_taps and revision.wgrad_tap_regions
+    regs, smem = found or (_triton_regs_estimate(config.warps, config.block_m, all_taps, regions),
                            _pipeline_smem(config, (config.block_m * block_k + taps * config.block_m * block_c) * e))
     # Nine accumulators spill (all_taps: 255 registers and a stack frame, PERF.md): every step
     # reloads and stores the frame through L1 (cached local memory), once per thread.
@@ -677,19 +690,46 @@ def triton_wgrad(conv: Conv, gpu: GPU, config: TritonConfig, all_taps: bool,
         mma_flops=steps * taps * 2.0 * config.block_m * block_k * block_c,
         chain_us=steps * gpu.mem_latency_us / max(1, config.stages - 1),
         in_flight_bytes=step_bytes * max(1, config.stages - 1))
+    notes = []
+    if regions:
+        # Unpipelined plain loads (triton/wgrad.py): a step's nine x tiles overlap, so L2 sees the
+        # strip's source pixels once (strip_footprint over the dy positions) and L1 serves the
+        # rest; every step waits one round trip (new positions each step, nothing prefetched);
+        # its instructions are the counted loop body. While the footprints fit L1.
+        px, _ = strip_footprint(conv.n, conv.p, conv.q, conv.h, conv.w, conv.stride, conv.pad,
+                                conv.dil, False, False, config.block_m)
+        step_l2 = config.block_m * block_k * e + px * block_c * e
+        resident, _ = ctas_per_sm(gpu, config.warps * 32, regs, smem)
+        if resident * (px * block_c * e + smem) <= gpu.l1_smem_per_sm:
+            work.l2_bytes = steps * step_l2 + taps * block_k * block_c * 4 / gp
+            work.l1_wavefronts = steps * taps * config.block_m * vf * -(-block_c * e // 128)
+            work.in_flight_bytes = step_l2
+        else:
+            notes.append("wgrad all_taps: the resident strips' footprints overflow L1; x from L2")
+        count = TRITON_WGRAD_ALL_TAPS_SASS.get((config.block_m, config.warps),
+                                               TRITON_WGRAD_ALL_TAPS_SASS[(64, 4)])
+        # As issued: the SASS count times what the gather kernel's fitted count is of its SASS
+        # count (1200 per 128 rows for 4 x 232: stalls the SASS does not show).
+        fitted_per_sass = (CALIBRATION["triton_gather_step_instr"]
+                           / (4 * TRITON_STEP_SASS_CALIBRATED["fprop"]))
+        work.issue = steps * count * config.warps * fitted_per_sass
+        work.chain_us = steps * gpu.mem_latency_us
     main = Launch("wgrad_partial", splits * per_split, config.warps * 32, regs, smem, work,
                   dram_bytes=(conv.x_elems() + conv.y_elems()) * e + partials,
                   mma_useful_flops=conv.flops(), resource_source="cubin" if found else "estimate")
     if revision.fused_reduction:
         # The last CTA of each tile reads the tile's splits partials and writes dw: one more
-        # step's worth of latency on the critical path, the partials once more through L2.
-        main.work.l2_bytes += partials / max(1, per_split)
+        # step's worth of latency on the critical path, the partials once more through L2 (all
+        # of them once over the launch: per CTA on average, partials / CTAs; until 2026-12-02
+        # this charged every CTA with a whole tile's partials, `splits` times too much).
+        main.work.l2_bytes += partials / max(1, splits * per_split)
         main.work.chain_us += gpu.mem_latency_us * 2
         launches = [main]
     else:
         launches = [main, small_kernel("partials.sum", partials, conv.w_elems() * 4),
                     small_kernel("cast", conv.w_elems() * 4, conv.w_elems() * e)]
-    return simulate(gpu, f"triton:{config.label} {'all_taps' if all_taps else 'tap'}", "wgrad", launches)
+    return simulate(gpu, f"triton:{config.label} {'all_taps' if all_taps else 'tap'}", "wgrad", launches,
+                    notes)
 
 
 # The Triton autotune spaces and layouts (triton/fprop.py, triton/wgrad.py), as data so that the
@@ -699,7 +739,7 @@ TRITON_GATHER_CONFIGS = [TritonConfig(*c) for c in ((64, 4, 2), (128, 4, 3), (12
                                                     (128, 8, 1), (256, 8, 1))]
 TRITON_WGRAD_CONFIGS = [TritonConfig(*c) for c in ((64, 4, 2), (128, 4, 3), (128, 4, 2), (64, 4, 3),
                                                    (128, 8, 2))]
-TRITON_WGRAD_ALL_TAPS_CONFIGS = [TritonConfig(*c) for c in ((64, 4, 2), (64, 4, 3), (32, 4, 3))]
+TRITON_WGRAD_ALL_TAPS_CONFIGS = [TritonConfig(*c) for c in ((64, 4, 1), (32, 4, 1), (64, 8, 1))]
 TRITON_GATHER_LAYOUTS = {"tile": (1, False), "all_tiles": (0, False), "tile_channels_fastest": (1, True)}
 
 

@@ -52,13 +52,14 @@ TILE_SHAPES = [(4, 4, 32), (8, 8, 32), (16, 16, 32), (32, 32, 32), (14, 14, 8), 
 # their lines, not failed; any other spill fails. Counted 2026-12-02, when this check first read
 # stack frames (before, it read LOCAL only and reported none). Issue 13 tracks removing them.
 KNOWN_SPILLS = [
-    # wgrad's ALL_TAPS keeps nine 32x32 fp32 accumulators. The nine dots share the dy operand,
-    # and Triton's layout pass then gives every dot warpsPerCTA = [num_warps, 1] (checked on a
-    # two-dot kernel: [2, 2] alone, [4, 1] with a shared operand), so a 32-row accumulator is
-    # held twice over by 4 warps: 144 registers a thread for the sums, 255 in all and an 88-160
-    # byte stack frame. It stays because it measured faster than one tap per program at stages
-    # 1-2 (H200, 2026-11-28); the model charges its stack traffic (triton_all_taps_stack_bytes).
-    (r"wgrad9 ", "ALL_TAPS: nine accumulators replicated across warps"),
+    # wgrad's ALL_TAPS keeps nine 32x32 fp32 accumulators. Its nine dots share the dy operand,
+    # and in one region Triton's layout pass gave each warpsPerCTA = [num_warps, 1], replicating
+    # the accumulators (255 registers and a frame in every configuration, until 2026-12-02); in a
+    # region each (triton/wgrad.py) they take 104-215 registers on sm_90. Left: small frames where
+    # ptxas holds a configuration to 128 registers on sm_80 (8-40 bytes), and Cg = 14 at M32w4 on
+    # sm_90 (16 bytes).
+    (r"^sm80 \w+ +wgrad9 ", "ALL_TAPS on sm_80 at 128 registers"),
+    (r"^sm90 \w+ +wgrad9 cg14 \{'BLOCK_M': 32\}", "ALL_TAPS at Cg = 14, M32w4"),
     # 64-wide tiles (Cg or Kg over 32: the paper's (2, 40) and (1, 64) widths): a 64x64 fp32
     # accumulator and weight tile leave too few registers at BLOCK_M >= 128 (528-6032 bytes),
     # and wgrad's 64-wide operand tiles spill at every BLOCK_M (160-3992). The 4-warp BLOCK_M 64

@@ -140,24 +140,41 @@ def _wgrad_partial_kernel(
         h0 = p * stride_h - pad_h
         w0 = q * stride_w - pad_w
         if ALL_TAPS:
-            acc00 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 0, 0, H, W, s_x_h,
-                                  s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
-            acc01 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 0, 1, H, W, s_x_h,
-                                  s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
-            acc02 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 0, 2, H, W, s_x_h,
-                                  s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
-            acc10 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 1, 0, H, W, s_x_h,
-                                  s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
-            acc11 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 1, 1, H, W, s_x_h,
-                                  s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
-            acc12 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 1, 2, H, W, s_x_h,
-                                  s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
-            acc20 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 2, 0, H, W, s_x_h,
-                                  s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
-            acc21 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 2, 1, H, W, s_x_h,
-                                  s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
-            acc22 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 2, 2, H, W, s_x_h,
-                                  s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+            # Each tap's product sits in an `if` of its own, under a condition that always holds
+            # (CHUNK >= 1) and differs per tap, so that nothing merges the nine. Nine dots that
+            # share the dy operand in one region make Triton's layout pass give each
+            # warpsPerCTA = [num_warps, 1]: 4 warps then hold a 32-row accumulator twice over
+            # (255 registers and a stack frame, 2026-12-02); a dot alone in its region is laid
+            # out [2, 2] (148-196 registers, no frame; sm_90 bf16). The regions also keep Triton
+            # from pipelining the loop: x comes through plain loads, and the nine taps' rows,
+            # which overlap, hit L1 (the L1 path of fprop.py, without its prefetch).
+            if CHUNK > -1:
+                acc00 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 0, 0, H,
+                                      W, s_x_h, s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+            if CHUNK > -2:
+                acc01 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 0, 1, H,
+                                      W, s_x_h, s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+            if CHUNK > -3:
+                acc02 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 0, 2, H,
+                                      W, s_x_h, s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+            if CHUNK > -4:
+                acc10 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 1, 0, H,
+                                      W, s_x_h, s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+            if CHUNK > -5:
+                acc11 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 1, 1, H,
+                                      W, s_x_h, s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+            if CHUNK > -6:
+                acc12 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 1, 2, H,
+                                      W, s_x_h, s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+            if CHUNK > -7:
+                acc20 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 2, 0, H,
+                                      W, s_x_h, s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+            if CHUNK > -8:
+                acc21 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 2, 1, H,
+                                      W, s_x_h, s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+            if CHUNK > -9:
+                acc22 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 2, 2, H,
+                                      W, s_x_h, s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
         else:
             acc00 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, tap // 3, tap % 3,
                                   H, W, s_x_h, s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
@@ -190,16 +207,17 @@ def _wgrad_partial_kernel(
 # BLOCK_M is the reduction step (positions per tl.dot). Chosen from tune_triton.py on the H200
 # (benchmarks/results/H200_2026-11-28_0636): the configurations within ~10% of the best on the
 # 32x4d layers, per tap layout; 8 warps lost everywhere but one. The first entry, the default
-# when autotuning is off (the GPU tests), is the cheapest to compile. ALL_TAPS stages nine x
-# tiles per pipeline stage, so it keeps to BLOCK_M <= 64: at 128 x 3 stages fp32 it asked for
-# 320 KB of shared memory (H200 run of 2026-11-28 06:53).
+# when autotuning is off (the GPU tests), is the cheapest to compile. ALL_TAPS runs unpipelined
+# (its taps' regions, above), so its space is num_stages=1 only: BLOCK_M 32 and 64 at 4 warps
+# (3 CTAs an SM at 148-196 registers), 64 at 8 warps (104-118 registers, 2 CTAs). Until
+# 2026-12-02 it was pipelined (64w4s2, 64w4s3, 32w4s3), spilling; those are what was measured.
 AUTOTUNE_CONFIGS = [
     triton.Config({"BLOCK_M": bm}, num_warps=nw, num_stages=ns)
     for bm, nw, ns in ((64, 4, 2), (128, 4, 3), (128, 4, 2), (64, 4, 3), (128, 8, 2))
 ]
 ALL_TAPS_CONFIGS = [
     triton.Config({"BLOCK_M": bm}, num_warps=nw, num_stages=ns)
-    for bm, nw, ns in ((64, 4, 2), (64, 4, 3), (32, 4, 3))
+    for bm, nw, ns in ((64, 4, 1), (32, 4, 1), (64, 8, 1))
 ]
 AUTOTUNE_KEY = ["BATCH", "H", "W", "P", "Q", "G", "CG", "KG", "CHUNK", "s_x_c", "BLOCK_KO", "BLOCK_C",
                 "ALL_TAPS"]
