@@ -47,6 +47,8 @@ TRITON_PACKED_WEIGHT_COMMIT = "07a4ed9"
 TRITON_FUSED_REDUCTION_COMMIT = "2f2f0f3"
 # The commit that added the gather kernel's exact-tap source map and its L1 path.
 TRITON_EXACT_TAPS_COMMIT = "9a4bee0"
+# The commit that put wgrad ALL_TAPS's taps in regions of their own (unpipelined, no spills).
+TRITON_WGRAD_TAP_REGIONS_COMMIT = "ee9bf4e"
 CUDA_SMEM_RUNG_COMMIT = "2f64c2a"   # before it, the CUDA backend ran the direct rungs only
 
 
@@ -71,6 +73,8 @@ def triton_revision(commit: str) -> pm.TritonRevision:
         return pm.BEFORE_FUSED_REDUCTION
     if is_ancestor(TRITON_EXACT_TAPS_COMMIT, commit) is False:
         return pm.BEFORE_EXACT_TAPS
+    if is_ancestor(TRITON_WGRAD_TAP_REGIONS_COMMIT, commit) is False:
+        return pm.BEFORE_WGRAD_TAP_REGIONS
     return pm.CURRENT_TRITON
 
 
