@@ -498,10 +498,10 @@ def triton_step_scale(direction: str, config: "TritonConfig") -> float:
     return counted * config.warps / (4 * TRITON_STEP_SASS_CALIBRATED[direction]) * 128 / config.block_m
 
 
-# Warp instructions of one step of wgrad ALL_TAPS with its taps in regions of their own (sm_90
-# SASS, bf16, Cg = 4, the smallest loop holding the MMAs; 2026-12-02): (BLOCK_M, warps) -> count
-# a warp. At Cg = 8 the 64w4 loop counts 1279.
-TRITON_WGRAD_ALL_TAPS_SASS = {(64, 4): 805, (32, 4): 427, (64, 8): 461}
+# Warp instructions of one step of wgrad ALL_TAPS with its taps in regions of their own and the
+# taps' source rows one scalar apart (sm_90 SASS, bf16, Cg = 4, the smallest loop holding the
+# MMAs; 2026-12-02): (BLOCK_M, warps) -> count a warp.
+TRITON_WGRAD_ALL_TAPS_SASS = {(64, 4): 650, (32, 4): 318, (64, 8): 354, (128, 4): 1181}
 
 
 def _triton_regs_estimate(warps: int, block_m: int, all_taps: bool = False,
@@ -739,7 +739,8 @@ TRITON_GATHER_CONFIGS = [TritonConfig(*c) for c in ((64, 4, 2), (128, 4, 3), (12
                                                     (128, 8, 1), (256, 8, 1))]
 TRITON_WGRAD_CONFIGS = [TritonConfig(*c) for c in ((64, 4, 2), (128, 4, 3), (128, 4, 2), (64, 4, 3),
                                                    (128, 8, 2))]
-TRITON_WGRAD_ALL_TAPS_CONFIGS = [TritonConfig(*c) for c in ((64, 4, 1), (32, 4, 1), (64, 8, 1))]
+TRITON_WGRAD_ALL_TAPS_CONFIGS = [TritonConfig(*c) for c in ((64, 4, 1), (32, 4, 1), (64, 8, 1),
+                                                            (128, 4, 1))]
 TRITON_GATHER_LAYOUTS = {"tile": (1, False), "all_tiles": (0, False), "tile_channels_fastest": (1, True)}
 
 

@@ -305,4 +305,5 @@ def test_the_model_prunes_the_autotune_space(monkeypatch):
     assert max(times[c] for c in kept) <= min(times[c] for c in times if c not in kept)
     wargs = dict(BATCH=64, H=56, W=56, G=32, CG=4, KG=4, stride_h=1, pad_h=1, dil_h=1, x_ptr=x)
     assert len(wgrad_mod._prune(wgrad_mod.AUTOTUNE_CONFIGS, wargs, ALL_TAPS=False)) == 4
-    assert wgrad_mod._prune(wgrad_mod.ALL_TAPS_CONFIGS, wargs, ALL_TAPS=True) == wgrad_mod.ALL_TAPS_CONFIGS
+    kept_all = wgrad_mod._prune(wgrad_mod.ALL_TAPS_CONFIGS, wargs, ALL_TAPS=True)
+    assert common.PRUNE_KEEP <= len(kept_all) <= -(-len(wgrad_mod.ALL_TAPS_CONFIGS) * 2 // 3)

@@ -27,18 +27,19 @@ from . import common
 
 
 @triton.jit
-def _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, r, s, H, W, s_x_h, s_x_w,
-                 dil_h, dil_w, EVEN_C: tl.constexpr, PRECISION: tl.constexpr):
-    """dy_t (BLOCK_KO, BLOCK_M) @ the x tile that tap (r, s) pairs with those positions; h0, w0
-    are the positions' top-left input coordinates, x_base their batch offsets, x_chan the
-    channel offsets."""
-    h = h0 + r * dil_h
-    w = w0 + s * dil_w
-    ok = m_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+def _in_range(v, size):
+    return (v >= 0) & (v < size)
+
+
+@triton.jit
+def _tap_product(dy_t, x_ptr, x_rows, ok, x_chan, c_ok, EVEN_C: tl.constexpr,
+                 PRECISION: tl.constexpr):
+    """dy_t (BLOCK_KO, BLOCK_M) @ the x tile one tap pairs with those positions: x_rows are the
+    element offsets of each position's source pixel for that tap, ok where it exists (else
+    zero, padding), x_chan the channel offsets."""
     x_mask = ok[:, None] if EVEN_C else ok[:, None] & c_ok[None, :]
-    xt = tl.load(x_ptr + (x_base + h * s_x_h + w * s_x_w)[:, None] + x_chan[None, :],
-                 mask=x_mask, other=0.0)                             # (BLOCK_M, BLOCK_C)
-    return tl.dot(dy_t, xt, input_precision=PRECISION)
+    xt = tl.load(x_ptr + x_rows[:, None] + x_chan[None, :], mask=x_mask, other=0.0)
+    return tl.dot(dy_t, xt, input_precision=PRECISION)                # (BLOCK_M, BLOCK_C) x
 
 
 @triton.jit
@@ -136,10 +137,22 @@ def _wgrad_partial_kernel(
         dy_t = tl.load(dy_ptr + (n * s_dy_n + p * s_dy_p + q * s_dy_q)[None, :]
                        + k_glob[:, None].to(tl.int64) * s_dy_k,
                        mask=dy_mask, other=0.0)                        # (BLOCK_KO, BLOCK_M)
-        x_base = n * s_x_n
         h0 = p * stride_h - pad_h
         w0 = q * stride_w - pad_w
+        x_rows = n * s_x_n + h0 * s_x_h + w0 * s_x_w        # (BLOCK_M,): tap (0, 0)'s pixels
         if ALL_TAPS:
+            # A tap moves every position's source pixel by one scalar (r*dil_h rows, s*dil_w
+            # columns), and its validity is a row check and a column check, each computed once
+            # a step for the three r and the three s (the loop body's sm_90 SASS at Cg = 4,
+            # M64w4: 805 -> 650 warp instructions).
+            h_ok0 = m_ok & _in_range(h0, H)
+            h_ok1 = m_ok & _in_range(h0 + dil_h, H)
+            h_ok2 = m_ok & _in_range(h0 + 2 * dil_h, H)
+            w_ok0 = _in_range(w0, W)
+            w_ok1 = _in_range(w0 + dil_w, W)
+            w_ok2 = _in_range(w0 + 2 * dil_w, W)
+            step_h = dil_h * s_x_h                         # one tap row down
+            step_w = dil_w * s_x_w                         # one tap column right
             # Each tap's product sits in an `if` of its own, under a condition that always holds
             # (CHUNK >= 1) and differs per tap, so that nothing merges the nine. Nine dots that
             # share the dy operand in one region make Triton's layout pass give each
@@ -149,35 +162,38 @@ def _wgrad_partial_kernel(
             # from pipelining the loop: x comes through plain loads, and the nine taps' rows,
             # which overlap, hit L1 (the L1 path of fprop.py, without its prefetch).
             if CHUNK > -1:
-                acc00 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 0, 0, H,
-                                      W, s_x_h, s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+                acc00 += _tap_product(dy_t, x_ptr, x_rows, h_ok0 & w_ok0,
+                                      x_chan, c_ok, EVEN_C, PRECISION)
             if CHUNK > -2:
-                acc01 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 0, 1, H,
-                                      W, s_x_h, s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+                acc01 += _tap_product(dy_t, x_ptr, x_rows + step_w, h_ok0 & w_ok1,
+                                      x_chan, c_ok, EVEN_C, PRECISION)
             if CHUNK > -3:
-                acc02 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 0, 2, H,
-                                      W, s_x_h, s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+                acc02 += _tap_product(dy_t, x_ptr, x_rows + (2 * step_w), h_ok0 & w_ok2,
+                                      x_chan, c_ok, EVEN_C, PRECISION)
             if CHUNK > -4:
-                acc10 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 1, 0, H,
-                                      W, s_x_h, s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+                acc10 += _tap_product(dy_t, x_ptr, x_rows + step_h, h_ok1 & w_ok0,
+                                      x_chan, c_ok, EVEN_C, PRECISION)
             if CHUNK > -5:
-                acc11 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 1, 1, H,
-                                      W, s_x_h, s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+                acc11 += _tap_product(dy_t, x_ptr, x_rows + (step_h + step_w), h_ok1 & w_ok1,
+                                      x_chan, c_ok, EVEN_C, PRECISION)
             if CHUNK > -6:
-                acc12 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 1, 2, H,
-                                      W, s_x_h, s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+                acc12 += _tap_product(dy_t, x_ptr, x_rows + (step_h + 2 * step_w), h_ok1 & w_ok2,
+                                      x_chan, c_ok, EVEN_C, PRECISION)
             if CHUNK > -7:
-                acc20 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 2, 0, H,
-                                      W, s_x_h, s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+                acc20 += _tap_product(dy_t, x_ptr, x_rows + (2 * step_h), h_ok2 & w_ok0,
+                                      x_chan, c_ok, EVEN_C, PRECISION)
             if CHUNK > -8:
-                acc21 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 2, 1, H,
-                                      W, s_x_h, s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+                acc21 += _tap_product(dy_t, x_ptr, x_rows + (2 * step_h + step_w), h_ok2 & w_ok1,
+                                      x_chan, c_ok, EVEN_C, PRECISION)
             if CHUNK > -9:
-                acc22 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, 2, 2, H,
-                                      W, s_x_h, s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+                acc22 += _tap_product(dy_t, x_ptr, x_rows + (2 * step_h + 2 * step_w),
+                                      h_ok2 & w_ok2, x_chan, c_ok, EVEN_C, PRECISION)
         else:
-            acc00 += _tap_product(dy_t, x_ptr, x_base, h0, w0, m_ok, x_chan, c_ok, tap // 3, tap % 3,
-                                  H, W, s_x_h, s_x_w, dil_h, dil_w, EVEN_C, PRECISION)
+            r = tap // 3
+            s = tap % 3
+            ok = m_ok & _in_range(h0 + r * dil_h, H) & _in_range(w0 + s * dil_w, W)
+            acc00 += _tap_product(dy_t, x_ptr, x_rows + (r * dil_h * s_x_h + s * dil_w * s_x_w), ok,
+                                  x_chan, c_ok, EVEN_C, PRECISION)
 
     _store_partial(part_ptr, acc00, split, tap, offs_k, k_glob, k_ok, offs_c, c_ok, G, CG, KG)
     if ALL_TAPS:
@@ -209,15 +225,16 @@ def _wgrad_partial_kernel(
 # 32x4d layers, per tap layout; 8 warps lost everywhere but one. The first entry, the default
 # when autotuning is off (the GPU tests), is the cheapest to compile. ALL_TAPS runs unpipelined
 # (its taps' regions, above), so its space is num_stages=1 only: BLOCK_M 32 and 64 at 4 warps
-# (3 CTAs an SM at 148-196 registers), 64 at 8 warps (104-118 registers, 2 CTAs). Until
-# 2026-12-02 it was pipelined (64w4s2, 64w4s3, 32w4s3), spilling; those are what was measured.
+# (2-3 CTAs an SM at 148-196 registers), 64 at 8 warps (104-120 registers, 2 CTAs), 128 at 4
+# warps (the fewest instructions a position, 192 registers). Until 2026-12-02 it was pipelined
+# (64w4s2, 64w4s3, 32w4s3), spilling; those are what was measured.
 AUTOTUNE_CONFIGS = [
     triton.Config({"BLOCK_M": bm}, num_warps=nw, num_stages=ns)
     for bm, nw, ns in ((64, 4, 2), (128, 4, 3), (128, 4, 2), (64, 4, 3), (128, 8, 2))
 ]
 ALL_TAPS_CONFIGS = [
     triton.Config({"BLOCK_M": bm}, num_warps=nw, num_stages=ns)
-    for bm, nw, ns in ((64, 4, 1), (32, 4, 1), (64, 8, 1))
+    for bm, nw, ns in ((64, 4, 1), (32, 4, 1), (64, 8, 1), (128, 4, 1))
 ]
 AUTOTUNE_KEY = ["BATCH", "H", "W", "P", "Q", "G", "CG", "KG", "CHUNK", "s_x_c", "BLOCK_KO", "BLOCK_C",
                 "ALL_TAPS"]
