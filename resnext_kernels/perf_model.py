@@ -478,23 +478,25 @@ BEFORE_FUSED_REDUCTION = TritonRevision(fused_reduction=False, exact_taps=False,
 BEFORE_EXACT_TAPS = TritonRevision(exact_taps=False, wgrad_tap_regions=False)
 BEFORE_WGRAD_TAP_REGIONS = TritonRevision(wgrad_tap_regions=False)
 
-# Warp instructions of one step's loop body in the gather kernel's sm_90 SASS (bf16, Cg = 4,
-# BLOCK_M 128; counted with cuobjdump -sass, the smallest loop holding the MMAs): the fitted
-# per-step counts in CALIBRATION are for the code before the exact-tap map (fprop 232, dgrad 408
-# a warp at 4 warps), so today's code scales them by its own count a CTA step:
-# (direction, L1 path, warps) -> instructions a warp. Counted 2026-12-02: the cp.async path at 4
-# warps (the count stands for every warp count there); the L1 path, two tiles ahead, at 4 and 8
-# warps (one tile ahead it was 151 / 181 at 4).
+# Warp instructions of one step's loop body in the gather kernel's sm_90 SASS (bf16, Cg = 4;
+# counted with cuobjdump -sass, the smallest loop holding the MMAs): the fitted per-step counts
+# in CALIBRATION are for the code before the exact-tap map (fprop 232, dgrad 408 a warp at
+# M128w4), so today's code scales them by its own count a CTA step:
+# (direction, L1 path, rows a warp) -> instructions a warp. Counted 2026-12-02: the cp.async path
+# at 32 rows a warp (the count stands for every shape there); the L1 path, two tiles ahead, at 32
+# (M128w4) and 16 rows a warp (M128w8). One tile ahead it counted 151 / 181 at M128w4; three
+# tiles ahead 210 / 275 at M128w4 and 144 / 200 at M128w8, which the model ranks slower.
 TRITON_STEP_SASS_CALIBRATED = {"fprop": 232, "dgrad": 408}
-TRITON_STEP_SASS = {("fprop", False, 4): 165, ("fprop", True, 4): 204, ("fprop", True, 8): 136,
-                    ("dgrad", False, 4): 211, ("dgrad", True, 4): 243, ("dgrad", True, 8): 188}
+TRITON_STEP_SASS = {("fprop", False, 32): 165, ("fprop", True, 32): 204, ("fprop", True, 16): 138,
+                    ("dgrad", False, 32): 211, ("dgrad", True, 32): 245, ("dgrad", True, 16): 188}
 
 
 def triton_step_scale(direction: str, config: "TritonConfig") -> float:
     """Today's gather loop body over the calibrated one, per CTA step (TRITON_STEP_SASS)."""
-    counted = TRITON_STEP_SASS.get((direction, config.l1_taps, config.warps))
-    if counted is None:        # not counted at this warp count: the 4-warp count per 128 rows
-        return TRITON_STEP_SASS[(direction, config.l1_taps, 4)] / TRITON_STEP_SASS_CALIBRATED[direction]
+    counted = TRITON_STEP_SASS.get((direction, config.l1_taps, config.block_m // config.warps))
+    if counted is None:        # not counted at this shape: the count at 32 rows a warp, per row
+        return (TRITON_STEP_SASS[(direction, config.l1_taps, 32)]
+                / TRITON_STEP_SASS_CALIBRATED[direction])
     return counted * config.warps / (4 * TRITON_STEP_SASS_CALIBRATED[direction]) * 128 / config.block_m
 
 

@@ -67,6 +67,8 @@ KNOWN_SPILLS = [
     # and wgrad's 64-wide operand tiles spill at every BLOCK_M (160-3992). The 4-warp BLOCK_M 64
     # gather configurations do not spill in bf16/fp16, and the autotuner times what it keeps.
     (r" cg64 ", "64-wide tiles not yet tiled for registers"),
+    # The L1 path at M128w8 on sm_80, where ptxas holds it to 128 registers: 8 bytes at Cg = 8.
+    (r"^sm80 \w+ +(fprop|dgrad) cg\d+ \{'BLOCK_M': 128, 'L1_TAPS': True\} w8", "sm_80 L1 path, M128w8"),
     # fp32 runs TF32 through the same tiles at twice the bytes: it is served for correctness,
     # not as a speed target (16-192 bytes at 32-wide tiles, more at 64-wide).
     (r"^sm\d+ fp32 ", "fp32 tiles at twice the bytes"),

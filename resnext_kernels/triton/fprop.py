@@ -196,7 +196,11 @@ def _gather_conv_kernel(
     L1_TAPS: tl.constexpr,
 ):
     pack_out = GP * OUT_G                       # output channels of one pack
-    pack_red = GP * RED_G                       # reduction channels of one pack (per tap)
+    # Reduction channels of one pack (per tap). With full channel blocks that is RED_BLOCKS *
+    # BLOCK_RED, a constant: a pack's first channel is then provably a multiple of 16 and the
+    # source loads are 16 bytes wide. From GP * RED_G it is not where RED_G is not a multiple of
+    # 16 (Cg = 8, four groups a pack: 8-byte loads, 240 registers against 183 at Cg = 4).
+    pack_red = RED_BLOCKS * BLOCK_RED if EVEN_RED else GP * RED_G
     out_tiles = tl.cdiv(pack_out, BLOCK_OUT)
     red_blocks: tl.constexpr = RED_BLOCKS
     n_tiles = tl.cdiv(G, GP) * out_tiles
