@@ -483,12 +483,13 @@ BEFORE_WGRAD_TAP_REGIONS = TritonRevision(wgrad_tap_regions=False)
 # in CALIBRATION are for the code before the exact-tap map (fprop 232, dgrad 408 a warp at
 # M128w4), so today's code scales them by its own count a CTA step:
 # (direction, L1 path, rows a warp) -> instructions a warp. Counted 2026-12-02: the cp.async path
-# at 32 rows a warp (the count stands for every shape there); the L1 path, two tiles ahead, at 32
-# (M128w4) and 16 rows a warp (M128w8). One tile ahead it counted 151 / 181 at M128w4; three
-# tiles ahead 210 / 275 at M128w4 and 144 / 200 at M128w8, which the model ranks slower.
+# at 32 rows a warp (the count stands for every shape there); the L1 path, two tiles ahead and
+# two steps an iteration (half the loop of two steps), at 32 (M128w4; M256w8 141) and 16 rows a
+# warp (M128w8). One step an iteration it counted 204 / 245 and 138 / 188 (75 of the 204 were
+# byte-permutes copying the rotated tiles), one tile ahead 151 / 181.
 TRITON_STEP_SASS_CALIBRATED = {"fprop": 232, "dgrad": 408}
-TRITON_STEP_SASS = {("fprop", False, 32): 165, ("fprop", True, 32): 204, ("fprop", True, 16): 138,
-                    ("dgrad", False, 32): 211, ("dgrad", True, 32): 245, ("dgrad", True, 16): 188}
+TRITON_STEP_SASS = {("fprop", False, 32): 165, ("fprop", True, 32): 142, ("fprop", True, 16): 105,
+                    ("dgrad", False, 32): 211, ("dgrad", True, 32): 189, ("dgrad", True, 16): 148}
 
 
 def triton_step_scale(direction: str, config: "TritonConfig") -> float:

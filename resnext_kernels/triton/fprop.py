@@ -121,6 +121,17 @@ def _source_tile(src_ptr, r, s, offs_c, live, dn, di, dj, base_i, base_j, row_ba
 
 
 @triton.jit
+def _weight_dot(acc, a, wp_ptr, pack, r, s, offs_c, red_pad, out_pad, offs_o, live,
+                PRECISION: tl.constexpr):
+    """acc + a @ the packed weight tile of tap (r, s) and channels offs_c; with `live` false
+    (a step past the last: r may be past the taps) nothing is loaded and a is all zero."""
+    w_tile = (pack * 9 + r * 3 + s) * red_pad + offs_c
+    b = tl.load(wp_ptr + w_tile[:, None].to(tl.int64) * out_pad + offs_o[None, :], mask=live,
+                other=0.0)
+    return acc + tl.dot(a, b, input_precision=PRECISION)
+
+
+@triton.jit
 def _pack_weight_kernel(
     w_ptr, wp_ptr,
     G, RED_G, OUT_G,
@@ -269,36 +280,44 @@ def _gather_conv_kernel(
             # Plain loads (this path runs with num_stages=1: no cp.async.cg, which bypasses L1),
             # two steps ahead in registers: the nine taps of a strip of pixels overlap, so most of
             # a step's source rows are L1 hits of the steps before it, and a step that brings new
-            # pixels from L2 has two steps' time to arrive (perf_model.triton_gather).
+            # pixels from L2 has two steps' time to arrive (perf_model.triton_gather). The loop
+            # takes two steps an iteration, each tile reloaded in place once its dot has read it:
+            # rotating three tiles through one step an iteration cost 75 byte-permutes a step
+            # (register copies) of 204 warp instructions. A step past the last (n_steps odd)
+            # loads nothing and adds a zero tile.
             r, s, offs_c = _step_coords(0, red_blocks, taps_s, r0, s0, PHASES_H, PHASES_W,
                                         BLOCK_RED)
-            r1, s1, offs_1 = _step_coords(1, red_blocks, taps_s, r0, s0, PHASES_H, PHASES_W,
-                                          BLOCK_RED)
-            a_next = _source_tile(
+            r_1, s_1, offs_1 = _step_coords(1, red_blocks, taps_s, r0, s0, PHASES_H, PHASES_W,
+                                            BLOCK_RED)
+            a_0 = _source_tile(
                 src_ptr, r, s, offs_c, n_steps > 0, dn, di, dj, base_i, base_j, row_base, m_ok,
-                pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h,
-                pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n, TRANSPOSED,
-                EXACT_TAPS, EVEN_RED)
-            a_after = _source_tile(
-                src_ptr, r1, s1, offs_1, n_steps > 1, dn, di, dj, base_i, base_j, row_base, m_ok,
-                pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h,
-                pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n, TRANSPOSED,
-                EXACT_TAPS, EVEN_RED)
-            for step in range(0, n_steps):
-                a = a_next
-                a_next = a_after
-                r2, s2, offs_2 = _step_coords(step + 2, red_blocks, taps_s, r0, s0, PHASES_H,
-                                              PHASES_W, BLOCK_RED)
-                a_after = _source_tile(
-                    src_ptr, r2, s2, offs_2, step + 2 < n_steps, dn, di, dj, base_i, base_j,
+                pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h, pad_w,
+                dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n, TRANSPOSED, EXACT_TAPS,
+                EVEN_RED)
+            a_1 = _source_tile(
+                src_ptr, r_1, s_1, offs_1, n_steps > 1, dn, di, dj, base_i, base_j, row_base, m_ok,
+                pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h, pad_w,
+                dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n, TRANSPOSED, EXACT_TAPS,
+                EVEN_RED)
+            for step in range(0, n_steps, 2):
+                acc = _weight_dot(acc, a_0, wp_ptr, pack, r, s, offs_c, red_pad, out_pad, offs_o,
+                                  True, PRECISION)
+                r, s, offs_c = _step_coords(step + 2, red_blocks, taps_s, r0, s0, PHASES_H,
+                                            PHASES_W, BLOCK_RED)
+                a_0 = _source_tile(
+                    src_ptr, r, s, offs_c, step + 2 < n_steps, dn, di, dj, base_i, base_j, row_base,
+                    m_ok, pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w,
+                    pad_h, pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n,
+                    TRANSPOSED, EXACT_TAPS, EVEN_RED)
+                acc = _weight_dot(acc, a_1, wp_ptr, pack, r_1, s_1, offs_1, red_pad, out_pad,
+                                  offs_o, step + 1 < n_steps, PRECISION)
+                r_1, s_1, offs_1 = _step_coords(step + 3, red_blocks, taps_s, r0, s0, PHASES_H,
+                                                PHASES_W, BLOCK_RED)
+                a_1 = _source_tile(
+                    src_ptr, r_1, s_1, offs_1, step + 3 < n_steps, dn, di, dj, base_i, base_j,
                     row_base, m_ok, pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h,
                     stride_w, pad_h, pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W,
                     s_src_n, TRANSPOSED, EXACT_TAPS, EVEN_RED)
-                w_tile = (pack * 9 + r * 3 + s) * red_pad + offs_c
-                b = tl.load(wp_ptr + w_tile[:, None].to(tl.int64) * out_pad + offs_o[None, :])
-                acc += tl.dot(a, b, input_precision=PRECISION)          # (BLOCK_M, BLOCK_OUT)
-                r, s, offs_c = r1, s1, offs_1
-                r1, s1, offs_1 = r2, s2, offs_2
         else:
             # One flat loop over (tap, channel block): a single loop that Triton software-pipelines
             # with cp.async (nine unrolled tap loops held 255 registers a thread).
