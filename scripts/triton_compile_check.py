@@ -8,15 +8,15 @@ this).
 Registers and spills are not in Triton's metadata without a GPU, so each cubin is read with
 the cuobjdump that ships inside the triton package (TOOLCHAIN.md). A spill is local memory or a
 stack frame (ptxas puts spilled registers in the stack frame; LOCAL alone misses them, as
-scripts/cuda_resource_check.py found for the CUDA kernels). The one kernel known to spill,
-the configurations in KNOWN_SPILLS are printed with their reason, not failed, and so is a
-frame the SASS shows touched only outside the main loop (main_loop_spills); any other spill
-fails.
+scripts/cuda_resource_check.py found for the CUDA kernels). The configurations in
+KNOWN_SPILLS are printed with their reason, not failed, and so is a frame the SASS shows
+touched only outside the main loop (main_loop_spills); any other spill fails.
 
 Each kernel is compiled as a GPU launch on channels_last tensors would specialise it: channel
-strides equal to 1 become constants, the other strides and the pointers are known to be
-multiples of 16. That is the build that runs (and the one whose registers matter); a build
-with nothing known about the strides has scalar loads and up to twice the registers.
+strides equal to 1 become constants, the other strides, the pointers and the channel widths
+that are multiples of 16 are known to be multiples of 16. That is the build that runs (and the
+one whose registers matter); a build with nothing known about the strides has scalar loads and
+up to twice the registers.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ PTR = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32"}
 # Shared memory one block may use (bytes, opt-in maximum): a kernel over it compiles but fails
 # at launch ("out of resource: shared memory"), as wgrad's ALL_TAPS at BLOCK_M 128 did in fp32.
 SMEM_LIMIT = {80: 166912, 90: 232448}
-# Group tiles that occur in ResNeXt models: (red_width, out_width, groups) -> GroupTile.
-# ResNeXt-50 32x4d's four stage widths (Cg = 4, 8, 16, 32 at 32 groups: 8, 4, 2 and 1 groups
+# Group tiles that occur in ResNeXt models, (red_width, out_width, groups): ResNeXt-50 32x4d's
+# four stage widths (Cg = 4, 8, 16, 32 at 32 groups: 8, 4, 2 and 1 groups
 # packed), the padded width of 8x14d and the widest (64).
 TILE_SHAPES = [(4, 4, 32), (8, 8, 32), (16, 16, 32), (32, 32, 32), (14, 14, 8), (64, 64, 1)]
 # Spills known and accounted for: (pattern over "sm<arch> <dtype> <label>", why). Printed on
