@@ -464,8 +464,8 @@ class TritonRevision:
                                    # tile reduces), not by partials.sum(0) and a cast
     exact_taps: bool = True        # gather: a tap is a scalar offset from each row's source base
                                    # (EXACT_TAPS), and the step's channel block a constexpr split
-    l1_prefetch: int = 2           # gather's L1 path: source tiles loaded this many steps ahead
-                                   # (1 in 9a4bee0, never measured)
+    l1_prefetch: int = 3           # gather's L1 path: source tiles loaded this many steps ahead
+                                   # (1 in 9a4bee0, 2 in 61b8a38; never measured)
     wgrad_tap_regions: bool = True  # wgrad ALL_TAPS: each tap's dot in a region of its own (no
                                     # replicated accumulators, no pipeline: plain loads via L1)
 
@@ -483,13 +483,13 @@ BEFORE_WGRAD_TAP_REGIONS = TritonRevision(wgrad_tap_regions=False)
 # in CALIBRATION are for the code before the exact-tap map (fprop 232, dgrad 408 a warp at
 # M128w4), so today's code scales them by its own count a CTA step:
 # (direction, L1 path, rows a warp) -> instructions a warp. Counted 2026-12-02: the cp.async path
-# at 32 rows a warp (the count stands for every shape there); the L1 path, two tiles ahead and
-# two steps an iteration (half the loop of two steps), at 32 (M128w4; M256w8 141) and 16 rows a
-# warp (M128w8). One step an iteration it counted 204 / 245 and 138 / 188 (75 of the 204 were
-# byte-permutes copying the rotated tiles), one tile ahead 151 / 181.
+# at 32 rows a warp (the count stands for every shape there); the L1 path, three tiles ahead and
+# three steps an iteration (a third of the loop), at 32 (M128w4; M256w8 142 / 184) and 16 rows a
+# warp (M128w8). One step an iteration, two tiles ahead, it counted 204 / 245 and 138 / 188 (75
+# of the 204 were byte-permutes copying the rotated tiles); one tile ahead 151 / 181.
 TRITON_STEP_SASS_CALIBRATED = {"fprop": 232, "dgrad": 408}
-TRITON_STEP_SASS = {("fprop", False, 32): 165, ("fprop", True, 32): 142, ("fprop", True, 16): 105,
-                    ("dgrad", False, 32): 211, ("dgrad", True, 32): 189, ("dgrad", True, 16): 148}
+TRITON_STEP_SASS = {("fprop", False, 32): 165, ("fprop", True, 32): 141, ("fprop", True, 16): 103,
+                    ("dgrad", False, 32): 211, ("dgrad", True, 32): 184, ("dgrad", True, 16): 141}
 
 
 def triton_step_scale(direction: str, config: "TritonConfig") -> float:

@@ -67,8 +67,6 @@ KNOWN_SPILLS = [
     # and wgrad's 64-wide operand tiles spill at every BLOCK_M (160-3992). The 4-warp BLOCK_M 64
     # gather configurations do not spill in bf16/fp16, and the autotuner times what it keeps.
     (r" cg64 ", "64-wide tiles not yet tiled for registers"),
-    # The L1 path at M128w8 on sm_80, where ptxas holds it to 128 registers: 8 bytes at Cg = 8.
-    (r"^sm80 \w+ +(fprop|dgrad) cg\d+ \{'BLOCK_M': 128, 'L1_TAPS': True\} w8", "sm_80 L1 path, M128w8"),
     # fp32 runs TF32 through the same tiles at twice the bytes: it is served for correctness,
     # not as a speed target (16-192 bytes at 32-wide tiles, more at 64-wide).
     (r"^sm\d+ fp32 ", "fp32 tiles at twice the bytes"),
@@ -141,8 +139,9 @@ def specialised(**widths) -> tuple:
     return tuple(name for name, value in widths.items() if value % 16 == 0)
 
 
-def gather_jobs(dtype):
-    """(label, kernel, signature, constexprs, config) for the gather kernel (fprop and dgrad)."""
+def gather_jobs(dtype, arch):
+    """(label, kernel, signature, constexprs, config) for the gather kernel (fprop and dgrad)
+    on sm_`arch`."""
     ints = ["BATCH", "DH", "DW", "SH", "SW", "G", "RED_G", "OUT_G",
             "s_src_n", "s_src_c", "s_src_h", "s_src_w", "s_dst_n", "s_dst_c", "s_dst_h", "s_dst_w",
             "stride_h", "stride_w", "pad_h", "pad_w", "dil_h", "dil_w", "PHASES_H", "PHASES_W",
@@ -154,7 +153,7 @@ def gather_jobs(dtype):
     combos += [(True, shape, fprop.AUTOTUNE_CONFIGS[0], False) for shape in TILE_SHAPES]
     for transposed, (red, out, groups), config, exact in combos:
         tile = common.choose_group_tile(red, out, groups)
-        if config.kwargs["L1_TAPS"] and not fprop.l1_path_serves(tile.even_red(red, groups)):
+        if config.kwargs["L1_TAPS"] and not fprop.l1_path_serves(tile.even_red(red, groups), arch):
             continue  # the autotuner never times it there (fprop._prune)
         sig = {"src_ptr": PTR[dtype], "wp_ptr": PTR[dtype], "bias_ptr": PTR[dtype], "dst_ptr": PTR[dtype]}
         sig.update({n: "i32" for n in ints})
@@ -216,7 +215,7 @@ def wgrad_jobs(dtype):
 def compile_one(job):
     """Compiles one (arch, dtype, kernel, config); returns its table line and whether it is bad."""
     arch, dtype, index = job
-    jobs = list(itertools.chain(gather_jobs(dtype), pack_weight_jobs(dtype), wgrad_jobs(dtype)))
+    jobs = list(itertools.chain(gather_jobs(dtype, arch), pack_weight_jobs(dtype), wgrad_jobs(dtype)))
     label, fn, sig, constexprs, config, unit, div16 = jobs[index]
     constexprs = dict(constexprs, **{name: 1 for name in unit})
     full_sig = dict(sig, **{k: "constexpr" for k in constexprs})
@@ -257,7 +256,7 @@ def main():
     args = ap.parse_args()
     t0 = time.time()
     work = [(arch, dtype, i) for arch, dtype in itertools.product(args.archs, args.dtypes)
-            for i in range(len(list(itertools.chain(gather_jobs(dtype), pack_weight_jobs(dtype), wgrad_jobs(dtype)))))]
+            for i in range(len(list(itertools.chain(gather_jobs(dtype, arch), pack_weight_jobs(dtype), wgrad_jobs(dtype)))))]
     print(f"{'arch':4s} {'dtype':5s} {'kernel / config':60s} {'regs':>5s} {'stack':>5s} {'smem':>7s} "
           f"{'local':>6s}")
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:

@@ -269,18 +269,20 @@ def test_wgrad_adds_its_splits_in_the_launch_and_leaves_the_counters_at_zero():
     reference.check("wgrad", first, o.aten["wgrad"], o.ref["wgrad"])
 
 
-def test_the_l1_path_is_timed_only_with_full_channel_blocks(monkeypatch):
-    """The L1 path's two masked tiles in flight spill at Cg = 14 (scripts/triton_compile_check.py),
-    so the autotuner does not time it where a channel block is partial, on any GPU."""
+def test_the_l1_path_is_timed_only_on_sm90_with_full_channel_blocks(monkeypatch):
+    """The L1 path's masked tiles spill at Cg = 14, and its three tiles in flight on sm_80
+    (scripts/triton_compile_check.py), so the autotuner times it only on sm_90 and newer where
+    every channel block is full, whether or not the model knows the GPU."""
     x = torch.empty(1, dtype=torch.bfloat16)
     args = dict(BATCH=8, DH=28, DW=28, SH=28, SW=28, G=8, RED_G=14, OUT_G=14, stride_h=1, pad_h=1,
                 dil_h=1, src_ptr=x, TILES_PER_PROG=1, CHANNELS_FASTEST=0)
-    for gpu in ("", "NVIDIA H200"):
+    for gpu, arch in (("", 90), ("NVIDIA H200", 90), ("NVIDIA A100-SXM4-80GB", 80)):
         monkeypatch.setattr(common, "device_name", lambda t, gpu=gpu: gpu)
+        monkeypatch.setattr(common, "device_arch", lambda t, arch=arch: arch)
         partial = fprop_mod._prune(fprop_mod.AUTOTUNE_CONFIGS, args, TRANSPOSED=False, EVEN_RED=False)
         full = fprop_mod._prune(fprop_mod.AUTOTUNE_CONFIGS, args, TRANSPOSED=False, EVEN_RED=True)
         assert partial and not any(c.kwargs["L1_TAPS"] for c in partial)
-        assert any(c.kwargs["L1_TAPS"] for c in full)
+        assert any(c.kwargs["L1_TAPS"] for c in full) == (arch >= 90)
 
 
 def test_the_model_prunes_the_autotune_space(monkeypatch):
@@ -291,6 +293,7 @@ def test_the_model_prunes_the_autotune_space(monkeypatch):
     x = torch.empty(1, dtype=torch.bfloat16)
     args = dict(BATCH=64, DH=56, DW=56, SH=56, SW=56, G=32, RED_G=4, OUT_G=4, stride_h=1, pad_h=1,
                 dil_h=1, src_ptr=x, TILES_PER_PROG=1, CHANNELS_FASTEST=0)
+    monkeypatch.setattr(common, "device_arch", lambda t: 90)      # an sm_90 GPU the model lacks
     assert fprop_mod._prune(fprop_mod.AUTOTUNE_CONFIGS, args, TRANSPOSED=False) == fprop_mod.AUTOTUNE_CONFIGS
     monkeypatch.setattr(common, "device_name", lambda t: "NVIDIA H200")
     kept = fprop_mod._prune(fprop_mod.AUTOTUNE_CONFIGS, args, TRANSPOSED=False)

@@ -104,6 +104,14 @@ def device_name(t: torch.Tensor) -> str:
     return torch.cuda.get_device_name(t.device) if t.device.type == "cuda" else ""
 
 
+def device_arch(t: torch.Tensor) -> int:
+    """Compute capability as an integer (90 for sm_90); 0 off the GPU."""
+    if t.device.type != "cuda":
+        return 0
+    major, minor = torch.cuda.get_device_capability(t.device)
+    return 10 * major + minor
+
+
 def conv_output_hw(h, w, stride, padding, dilation, kernel=(3, 3)):
     """(P, Q) of a convolution; the formula of conv_problem.h."""
     p = (h + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1

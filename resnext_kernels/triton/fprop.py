@@ -278,19 +278,22 @@ def _gather_conv_kernel(
         n_steps = taps_r * taps_s * red_blocks
         if L1_TAPS:
             # Plain loads (this path runs with num_stages=1: no cp.async.cg, which bypasses L1),
-            # two steps ahead in registers: the nine taps of a strip of pixels overlap, so most of
-            # a step's source rows are L1 hits of the steps before it, and a step that brings new
-            # pixels from L2 has two steps' time to arrive (perf_model.triton_gather). The loop
-            # takes two steps an iteration, each tile reloaded in place once its dot has read it:
-            # rotating three tiles through one step an iteration cost 75 byte-permutes a step
-            # (register copies) of 204 warp instructions. A step past the last (n_steps odd)
-            # loads nothing and adds a zero tile.
-            r, s, offs_c = _step_coords(0, red_blocks, taps_s, r0, s0, PHASES_H, PHASES_W,
-                                        BLOCK_RED)
+            # three steps ahead in registers: the nine taps of a strip of pixels overlap, so most
+            # of a step's source rows are L1 hits of the steps before it, and a step that brings
+            # new pixels from L2 has three steps' time to arrive (perf_model.triton_gather). The
+            # loop takes three steps an iteration, each tile reloaded in place once its dot has
+            # read it: rotating the tiles through one step an iteration cost 75 byte-permutes a
+            # step (register copies) of 204 warp instructions. Steps past the last load nothing
+            # and add zero tiles. (r_k, s_k, offs_k) and a_k: the coordinates and tile of step
+            # `step + k`.
+            r_0, s_0, offs_0 = _step_coords(0, red_blocks, taps_s, r0, s0, PHASES_H, PHASES_W,
+                                            BLOCK_RED)
             r_1, s_1, offs_1 = _step_coords(1, red_blocks, taps_s, r0, s0, PHASES_H, PHASES_W,
                                             BLOCK_RED)
+            r_2, s_2, offs_2 = _step_coords(2, red_blocks, taps_s, r0, s0, PHASES_H, PHASES_W,
+                                            BLOCK_RED)
             a_0 = _source_tile(
-                src_ptr, r, s, offs_c, n_steps > 0, dn, di, dj, base_i, base_j, row_base, m_ok,
+                src_ptr, r_0, s_0, offs_0, n_steps > 0, dn, di, dj, base_i, base_j, row_base, m_ok,
                 pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h, pad_w,
                 dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n, TRANSPOSED, EXACT_TAPS,
                 EVEN_RED)
@@ -299,22 +302,36 @@ def _gather_conv_kernel(
                 pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h, pad_w,
                 dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n, TRANSPOSED, EXACT_TAPS,
                 EVEN_RED)
-            for step in range(0, n_steps, 2):
-                acc = _weight_dot(acc, a_0, wp_ptr, pack, r, s, offs_c, red_pad, out_pad, offs_o,
-                                  True, PRECISION)
-                r, s, offs_c = _step_coords(step + 2, red_blocks, taps_s, r0, s0, PHASES_H,
-                                            PHASES_W, BLOCK_RED)
+            a_2 = _source_tile(
+                src_ptr, r_2, s_2, offs_2, n_steps > 2, dn, di, dj, base_i, base_j, row_base, m_ok,
+                pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h, pad_w,
+                dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n, TRANSPOSED, EXACT_TAPS,
+                EVEN_RED)
+            for step in range(0, n_steps, 3):
+                acc = _weight_dot(acc, a_0, wp_ptr, pack, r_0, s_0, offs_0, red_pad, out_pad,
+                                  offs_o, True, PRECISION)
+                r_0, s_0, offs_0 = _step_coords(step + 3, red_blocks, taps_s, r0, s0, PHASES_H,
+                                                PHASES_W, BLOCK_RED)
                 a_0 = _source_tile(
-                    src_ptr, r, s, offs_c, step + 2 < n_steps, dn, di, dj, base_i, base_j, row_base,
-                    m_ok, pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w,
-                    pad_h, pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n,
-                    TRANSPOSED, EXACT_TAPS, EVEN_RED)
+                    src_ptr, r_0, s_0, offs_0, step + 3 < n_steps, dn, di, dj, base_i, base_j,
+                    row_base, m_ok, pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h,
+                    stride_w, pad_h, pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W,
+                    s_src_n, TRANSPOSED, EXACT_TAPS, EVEN_RED)
                 acc = _weight_dot(acc, a_1, wp_ptr, pack, r_1, s_1, offs_1, red_pad, out_pad,
                                   offs_o, step + 1 < n_steps, PRECISION)
-                r_1, s_1, offs_1 = _step_coords(step + 3, red_blocks, taps_s, r0, s0, PHASES_H,
+                r_1, s_1, offs_1 = _step_coords(step + 4, red_blocks, taps_s, r0, s0, PHASES_H,
                                                 PHASES_W, BLOCK_RED)
                 a_1 = _source_tile(
-                    src_ptr, r_1, s_1, offs_1, step + 3 < n_steps, dn, di, dj, base_i, base_j,
+                    src_ptr, r_1, s_1, offs_1, step + 4 < n_steps, dn, di, dj, base_i, base_j,
+                    row_base, m_ok, pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h,
+                    stride_w, pad_h, pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W,
+                    s_src_n, TRANSPOSED, EXACT_TAPS, EVEN_RED)
+                acc = _weight_dot(acc, a_2, wp_ptr, pack, r_2, s_2, offs_2, red_pad, out_pad,
+                                  offs_o, step + 2 < n_steps, PRECISION)
+                r_2, s_2, offs_2 = _step_coords(step + 5, red_blocks, taps_s, r0, s0, PHASES_H,
+                                                PHASES_W, BLOCK_RED)
+                a_2 = _source_tile(
+                    src_ptr, r_2, s_2, offs_2, step + 5 < n_steps, dn, di, dj, base_i, base_j,
                     row_base, m_ok, pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h,
                     stride_w, pad_h, pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W,
                     s_src_n, TRANSPOSED, EXACT_TAPS, EVEN_RED)
@@ -353,8 +370,8 @@ def _gather_conv_kernel(
 # The num_stages=1 entries take the L1 path (L1_TAPS): every cp.async configuration above moves
 # each source element from L2 nine times (the model puts them all at the fitted L2 rate); plain
 # loads let the taps' overlapping rows hit L1, a strip of 256 pixels more often than one of 128.
-# Its two tiles in flight cost registers (sm_90, bf16, Cg = 4: 183 at M128w4, two CTAs an SM),
-# so M128w8 holds the same strip at 113. The L1 path needs full channel blocks (EVEN_RED): at
+# Its three tiles in flight cost registers (sm_90, bf16, Cg = 4: 205 at M128w4, two CTAs an
+# SM), so M128w8 holds the same strip at 128. The L1 path needs full channel blocks (EVEN_RED): at
 # Cg = 14 its masked 2-byte loads spill (255 registers and a stack frame), so _prune drops it
 # there. Predicted, not measured (benchmarks/NOTES.md, 2026-12-02 sessions).
 AUTOTUNE_CONFIGS = [
@@ -376,20 +393,23 @@ PACK_BLOCK = 32
 # The interpreter runs one fixed configuration; large BLOCK_M keeps the program count low.
 INTERPRETER_CONFIG = {"BLOCK_M": 128, "L1_TAPS": False}
 
-def l1_path_serves(even_red: bool) -> bool:
-    """Whether the autotuner may time the L1 path: only with full channel blocks (its two
-    masked tiles in flight spill at Cg = 14; scripts/triton_compile_check.py)."""
-    return even_red
+def l1_path_serves(even_red: bool, arch: int) -> bool:
+    """Whether the autotuner may time the L1 path: on sm_90 and newer (it was designed and
+    predicted for Hopper; on sm_80, where the dot operands live in registers, its three tiles in
+    flight spill), and only with full channel blocks (its masked tiles spill at Cg = 14;
+    scripts/triton_compile_check.py)."""
+    return even_red and arch >= 90
 
 
 def _prune(configs, named_args, **meta):
     """The autotune configurations the performance model ranks within common.PRUNE_RATIO of its
     best for this launch (resnext_kernels/perf_model.py, triton_gather), of those that serve
-    it: the L1 path only where every channel block is full (l1_path_serves)."""
+    it: the L1 path only on sm_90 and newer with full channel blocks (l1_path_serves)."""
     from .. import perf_model as pm
 
     a = named_args
-    if not l1_path_serves(bool(meta.get("EVEN_RED", a.get("EVEN_RED", True)))):
+    if not l1_path_serves(bool(meta.get("EVEN_RED", a.get("EVEN_RED", True))),
+                          common.device_arch(a["src_ptr"])):
         configs = [c for c in configs if not c.kwargs["L1_TAPS"]]
     transposed = bool(meta.get("TRANSPOSED", a.get("TRANSPOSED")))
     g, red_g, out_g = a["G"], a["RED_G"], a["OUT_G"]
