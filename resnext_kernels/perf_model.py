@@ -511,7 +511,7 @@ def _triton_regs_estimate(warps: int, block_m: int, all_taps: bool = False,
                           tap_regions: bool = True) -> int:
     """Registers when no cubin table is given. From the compile check on sm_90 (bf16, 2026-11
     and -12): the gather kernel 84-147 (130 at 4 warps, PERF.md); wgrad all_taps 255 with a stack
-    frame while its nine dots shared one region, 148-196 at 4 warps and 104-118 at 8 since."""
+    frame while its nine dots shared one region, 148-215 at 4 warps and 104-148 at 8 since."""
     if all_taps:
         return (176 if warps <= 4 else 112) if tap_regions else 255
     per_thread_rows = block_m // (warps * 32)

@@ -165,10 +165,10 @@ def test_the_gather_space_has_l1_configurations():
 @pytest.mark.parametrize("case", [c for c in EDGE_CASES if c.n > 0][:12] + RESNEXT_STAGE_CASES[:2],
                          ids=lambda c: c.id)
 def test_gather_l1_path(case):
-    """fprop and dgrad through the L1 path (plain loads two steps ahead, L1_TAPS), pinned the way
-    the autotuner would launch it: every edge case of the flat loop's prefetch (the first two
-    steps, the masked steps past the last, classes with one tap and so one step, partial channel
-    blocks, stride 2)."""
+    """fprop and dgrad through the L1 path (plain loads three steps ahead, three steps an
+    iteration, L1_TAPS), pinned the way the autotuner would launch it: every edge case of the
+    flat loop's prefetch (the first three steps, the masked steps past the last, classes with one
+    tap and so one step, partial channel blocks, stride 2)."""
     o = make_operands(case, "channels_last", torch.float32, DEVICE, 15, bias=True)
     args = case.conv_args
     conv = (list(args["stride"]), list(args["padding"]), list(args["dilation"]), args["groups"])

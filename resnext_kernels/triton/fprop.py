@@ -346,9 +346,8 @@ def _gather_conv_kernel(
                     pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h, pad_w,
                     dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n, TRANSPOSED,
                     EXACT_TAPS, EVEN_RED)
-                w_tile = (pack * 9 + r * 3 + s) * red_pad + offs_c
-                b = tl.load(wp_ptr + w_tile[:, None].to(tl.int64) * out_pad + offs_o[None, :])
-                acc += tl.dot(a, b, input_precision=PRECISION)          # (BLOCK_M, BLOCK_OUT)
+                acc = _weight_dot(acc, a, wp_ptr, pack, r, s, offs_c, red_pad, out_pad, offs_o,
+                                  True, PRECISION)                      # (BLOCK_M, BLOCK_OUT)
 
         if HAS_BIAS:
             acc += tl.load(bias_ptr + o_glob, mask=o_ok, other=0.0).to(acc.dtype)[None, :]
@@ -371,9 +370,10 @@ def _gather_conv_kernel(
 # each source element from L2 nine times (the model puts them all at the fitted L2 rate); plain
 # loads let the taps' overlapping rows hit L1, a strip of 256 pixels more often than one of 128.
 # Its three tiles in flight cost registers (sm_90, bf16, Cg = 4: 205 at M128w4, two CTAs an
-# SM), so M128w8 holds the same strip at 128. The L1 path needs full channel blocks (EVEN_RED): at
-# Cg = 14 its masked 2-byte loads spill (255 registers and a stack frame), so _prune drops it
-# there. Predicted, not measured (benchmarks/NOTES.md, 2026-12-02 sessions).
+# SM), so M128w8 holds the same strip at 128. The L1 path needs sm_90 and full channel blocks
+# (EVEN_RED): on sm_80 (dot operands in registers) and at Cg = 14 (masked tiles) it spills, so
+# _prune drops it there (l1_path_serves). Predicted, not measured (benchmarks/NOTES.md,
+# 2026-12-02 sessions).
 AUTOTUNE_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "L1_TAPS": ns == 1}, num_warps=nw, num_stages=ns)
     for bm, nw, ns in ((64, 4, 2), (128, 4, 3), (128, 4, 2), (64, 4, 3), (128, 8, 3), (256, 8, 2),

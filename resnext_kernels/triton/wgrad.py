@@ -38,8 +38,9 @@ def _tap_product(dy_t, x_ptr, x_rows, ok, x_chan, c_ok, EVEN_C: tl.constexpr,
     element offsets of each position's source pixel for that tap, ok where it exists (else
     zero, padding), x_chan the channel offsets."""
     x_mask = ok[:, None] if EVEN_C else ok[:, None] & c_ok[None, :]
-    xt = tl.load(x_ptr + x_rows[:, None] + x_chan[None, :], mask=x_mask, other=0.0)
-    return tl.dot(dy_t, xt, input_precision=PRECISION)                # (BLOCK_M, BLOCK_C) x
+    xt = tl.load(x_ptr + x_rows[:, None] + x_chan[None, :], mask=x_mask,
+                 other=0.0)                                          # (BLOCK_M, BLOCK_C)
+    return tl.dot(dy_t, xt, input_precision=PRECISION)                # (BLOCK_KO, BLOCK_C)
 
 
 @triton.jit
