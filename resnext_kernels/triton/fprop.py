@@ -32,10 +32,15 @@ Two ways to load the source tile, both in the autotune space:
 - num_stages >= 2: Triton pipelines the loop with 16-byte cp.async.cg copies, which bypass L1,
   so each source element comes from L2 once per tap: the model puts every such configuration at
   the L2 rate (benchmarks/NOTES.md).
-- num_stages = 1 (L1_TAPS): plain loads, one step ahead in registers. The nine taps of a strip
-  of BLOCK_M consecutive pixels overlap (a strip of 128 at 56x56 reads 239 distinct pixels in
-  its 1152 tap reads), so most reads can hit L1; the model says the wait for the step's new
-  pixels (8.5 of 9 steps bring some) binds next. Predicted, not yet measured.
+- num_stages = 1 (L1_TAPS, sm_90 and full channel blocks only): plain loads, three steps ahead
+  in registers, three steps an iteration. The nine taps of a strip of BLOCK_M consecutive
+  pixels overlap (a strip of 128 at 56x56 reads 239 distinct pixels in its 1152 tap reads), so
+  most reads can hit L1.
+
+Predicted by resnext_kernels/perf_model.py, not measured (H200, ResNeXt-50 32x4d at batch 64,
+bf16 channels_last, the L1 path), us per layer stage1 / 2.entry / 2 / 3.entry / 3 / 4.entry / 4:
+fprop 86 / 56 / 46 / 29 / 26 / 20 / 18, dgrad 96 / 81 / 50 / 41 / 27 / 21 / 17; bound by
+instruction issue, and by L2 at the stride-2 entries (benchmarks/NOTES.md, 2026-12-02).
 
 Any strides work (NCHW, channels_last, views), so the wrappers never copy an operand.
 """

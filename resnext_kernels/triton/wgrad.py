@@ -15,6 +15,12 @@ and the last of a tile's SPLITS programs to finish adds partials[0 .. SPLITS-1] 
 casts to the weight's dtype, writes dw, and resets the counter to zero. Whoever finishes last,
 the sum is taken in the same order: two runs are bitwise equal. (Before, partials.sum(0) and a
 cast ran as two more launches.)
+
+With ALL_TAPS (one program, nine taps) the loop is unpipelined and its x loads can hit L1 (see
+the kernel). Predicted by resnext_kernels/perf_model.py, not measured (H200, ResNeXt-50 32x4d at
+batch 64, bf16), us per layer stage1 / 2.entry / 2 / 3.entry / 3 / 4.entry / 4: 77 / 51 / 40 /
+32 / 28 / 17 / 15; bound by instruction issue, and by L2 at the entries (benchmarks/NOTES.md,
+2026-12-02).
 """
 
 from __future__ import annotations
