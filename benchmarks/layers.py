@@ -208,8 +208,9 @@ def copy_bandwidth_gbs(device: torch.device, mb: int = 4096, reps: int = 50) -> 
 def l2_read_bandwidth_gbs(device: torch.device, mb: int = 24, sums: int = 20, reps: int = 20) -> Optional[float]:
     """What the SMs pull out of L2: GB/s of `sums` back-to-back reductions of an L2-resident
     `mb` MB buffer, replayed as one CUDA graph (a lower bound: PyTorch's sum kernel, and the
-    gaps between kernels). The performance model's fitted L2->SM rate (3 TB/s, from the Triton
-    kernels) is either this ceiling or the kernels' own limit; this measurement tells which.
+    gaps between kernels). The performance model's fitted L2->SM rate (2.8 TB/s of loads, from
+    the Triton kernels) is either this ceiling or the kernels' own limit; this measurement tells
+    which.
     None on the CPU."""
     if device.type != "cuda":
         return None

@@ -8,10 +8,12 @@ The model, per kernel launch:
   1. The grid, the CTAs an SM holds (registers, shared memory, threads; read from the compiled
      cubins when a resource table is given, else the estimates in each kernel model), and the
      waves that follow.
-  2. Per CTA: the bytes it moves from L2 to its SM, the L1 and shared-memory wavefronts of its
-     warp-wide accesses (bank conflicts included), its tensor-core and FMA work as issued, the
-     instructions of its index arithmetic where they matter, and the serial latency chain of its
-     main loop (loads in flight per step: Little's law).
+  2. Per CTA: the bytes it loads from L2 and those it stores to L2 (the crossbar's two
+     directions, each at the L2<->SM rate: a device copy moves 4.3 TB/s read + write, so one
+     3 TB/s budget for both would put every kernel under the copy), the L1 and shared-memory
+     wavefronts of its warp-wide accesses (bank conflicts included), its tensor-core and FMA work
+     as issued, the instructions of its index arithmetic where they matter, and the serial
+     latency chain of its main loop (loads in flight per step: Little's law).
   3. A wave lasts as long as its slowest resource (or its latency chain); the launch lasts its
      waves, and at least its DRAM bytes over the HBM bandwidth; plus a fixed launch cost.
 The binding resource is the one whose time dominates. Constants fitted to measurements are named
@@ -71,8 +73,13 @@ _HOPPER_SM = dict(smem_per_sm=228 * 1024, smem_per_block=227 * 1024, smem_reserv
 _HOPPER_SOURCES = {
     "sms, clock": "NVIDIA H100/H200 SXM datasheets (132 SMs, 1.98 GHz boost)",
     "smem, regs, threads, CTAs": "CUDA programming guide, compute capability 9.0",
-    "l2_to_sm_gbs": "fitted: 3.0 TB/s, the Triton configurations of H200 run 3 (tune.json "
-                    "2026-11-28 06:36; shared/PERF.md: L2->SM bytes / ~3 TB/s)",
+    "l2_to_sm_gbs": "fitted: 2.8 TB/s of loads, the Triton configurations of H200 run 3 "
+                    "(tune.json 2026-11-28 06:36; shared/PERF.md: L2->SM bytes / ~3 TB/s, loads "
+                    "and stores together); since 2026-12-02 stores go on the crossbar's other "
+                    "direction at the same rate (one budget for both put a device copy at 3.0 "
+                    "TB/s against the 4.3 measured) and the loads' rate was refitted (2.75-2.8 "
+                    "fit best: 376 of 468 rows). Not known to be a hardware ceiling: "
+                    "layers.l2_read_bandwidth_gbs measures one",
     "mma_sync_tflops": "assumed ~65% of wgmma (shared/PERF.md: 600-660, to check on a GPU)",
     "wgmma_tflops": "measured ~790 through PyTorch's bf16 matmul on the H200s lent here "
                     "(shared/PERF.md); datasheet 989 dense",
@@ -86,13 +93,13 @@ _HOPPER_SOURCES = {
 }
 GPUS: Dict[str, GPU] = {
     "H200": GPU("H200", sms=132, clock_ghz=1.98, hbm_datasheet_gbs=4800.0, hbm_measured_gbs=4300.0,
-                l2_mb=50.0, l2_to_sm_gbs=3000.0, mma_sync_tflops=640.0, wgmma_tflops=790.0,
+                l2_mb=50.0, l2_to_sm_gbs=2800.0, mma_sync_tflops=640.0, wgmma_tflops=790.0,
                 fma_tflops=67.0, mem_latency_us=1.0, launch_us=3.0, **_HOPPER_SM,
                 sources=dict(_HOPPER_SOURCES, hbm="datasheet 4.8 TB/s; measured ~4.3 TB/s read + "
                              "write with a several-GB copy on the H200s lent here (shared/PERF.md)",
                              l2="datasheet 50 MB")),
     "H100": GPU("H100", sms=132, clock_ghz=1.98, hbm_datasheet_gbs=3350.0, hbm_measured_gbs=3000.0,
-                l2_mb=50.0, l2_to_sm_gbs=3000.0, mma_sync_tflops=640.0, wgmma_tflops=790.0,
+                l2_mb=50.0, l2_to_sm_gbs=2800.0, mma_sync_tflops=640.0, wgmma_tflops=790.0,
                 fma_tflops=67.0, mem_latency_us=1.0, launch_us=3.0, **_HOPPER_SM,
                 sources=dict(_HOPPER_SOURCES, hbm="datasheet 3.35 TB/s; measured 2409-2964 GB/s "
                              "by the project's 512 MB copy after an L2 flush (understated), ~3.0 "
@@ -260,7 +267,8 @@ def sectors(byte_addresses: Sequence[int], size: int) -> int:
 class CtaWork:
     """What one CTA of a launch does (the resources it occupies while it runs)."""
 
-    l2_bytes: float = 0.0          # L2 -> SM (and SM -> L2 stores)
+    l2_bytes: float = 0.0          # L2 -> SM: loads (hits and DRAM misses alike)
+    l2_store_bytes: float = 0.0    # SM -> L2: stores, on the crossbar's other direction
     l1_wavefronts: float = 0.0     # global loads served by L1 (hits and misses alike)
     smem_wavefronts: float = 0.0   # shared-memory accesses, bank conflicts included
     issue: float = 0.0             # warp instructions not counted above (index arithmetic)
@@ -292,7 +300,7 @@ class Prediction:
     binding: str
     terms: Dict[str, float]        # microseconds each resource would take on its own
     dram_bytes: float
-    l2_bytes: float
+    l2_bytes: float                # loads from L2
     smem_wavefronts: float
     mma_flops_issued: float
     mma_flops_useful: float
@@ -305,6 +313,7 @@ class Prediction:
     launches: int
     resource_source: str
     notes: List[str] = field(default_factory=list)
+    l2_store_bytes: float = 0.0    # stores to L2
 
 
 RESOURCES = ("dram", "l2", "l1", "smem", "issue", "tensor", "fma", "latency", "launch")
@@ -335,7 +344,7 @@ def simulate(gpu: GPU, variant: str, direction: str, launches: List[Launch],
                 continue
             busiest = -(-n_ctas // gpu.sms)         # CTAs on the busiest SM in this wave
             wave = {
-                "l2": n_ctas * w.l2_bytes / (gpu.l2_to_sm_gbs * 1e3),
+                "l2": n_ctas * max(w.l2_bytes, w.l2_store_bytes) / (gpu.l2_to_sm_gbs * 1e3),
                 "l1": busiest * w.l1_wavefronts / clock,
                 "smem": busiest * w.smem_wavefronts / clock,
                 "issue": busiest * w.issue / (4 * clock * ISSUE_EFFICIENCY),
@@ -366,14 +375,14 @@ def simulate(gpu: GPU, variant: str, direction: str, launches: List[Launch],
         grid=main.ctas, ctas_per_sm=main_ctas, occupancy_limiter=limiter,
         waves=main.ctas / max(1, gpu.sms * main_ctas), in_flight_per_sm=main_ctas * w.in_flight_bytes,
         little_needed_per_sm=little, launches=len(launches), resource_source=main.resource_source,
-        notes=list(notes))
+        notes=list(notes), l2_store_bytes=sum(L.ctas * L.work.l2_store_bytes for L in launches))
 
 
 def small_kernel(name: str, read: float, write: float, threads: int = 128, ctas: int = 0) -> Launch:
     """An elementwise helper kernel (weight packing, a reduction, a cast): its bytes once."""
     ctas = ctas or max(1, int((read + write) // (threads * 16)))
-    per = (read + write) / ctas
-    return Launch(name, ctas, threads, 32, 0, CtaWork(l2_bytes=per), dram_bytes=read + write,
+    work = CtaWork(l2_bytes=read / ctas, l2_store_bytes=write / ctas)
+    return Launch(name, ctas, threads, 32, 0, work, dram_bytes=read + write,
                   helper=True)
 
 
@@ -617,7 +626,7 @@ def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, ti
     regs, smem = found or (_triton_regs_estimate(config.warps, config.block_m),
                            _pipeline_smem(config, (config.block_m * block_red + block_red * block_out) * e))
     work = CtaWork(
-        l2_bytes=steps * (src_step + w_step) + out_bytes,
+        l2_bytes=steps * (src_step + w_step), l2_store_bytes=out_bytes,
         issue=steps * instr * config.block_m / 128,
         mma_flops=steps * 2.0 * config.block_m * block_red * block_out,
         chain_us=steps * gpu.mem_latency_us / max(1, config.stages - 1),
@@ -636,7 +645,7 @@ def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, ti
         footprint = px * block_red * e
         resident, _ = ctas_per_sm(gpu, config.warps * 32, regs, smem)
         if resident * (footprint + smem) <= gpu.l1_smem_per_sm:
-            work.l2_bytes = blocks * (footprint + taps * w_step) + out_bytes
+            work.l2_bytes = blocks * (footprint + taps * w_step)
             work.l1_wavefronts = steps * config.block_m * tap_valid * -(-block_red * e // 128)
             work.chain_us = blocks * (new_steps * gpu.mem_latency_us
                                       + (taps - new_steps) * gpu.l1_hit_latency_us) / depth
@@ -689,7 +698,7 @@ def triton_wgrad(conv: Conv, gpu: GPU, config: TritonConfig, all_taps: bool,
     spill_step = (2 * CALIBRATION["triton_all_taps_stack_bytes"] * config.warps * 32
                   if all_taps and regs >= 255 else 0.0)
     work = CtaWork(
-        l2_bytes=steps * (step_bytes + spill_step) + taps * block_k * block_c * 4 / gp,
+        l2_bytes=steps * (step_bytes + spill_step), l2_store_bytes=taps * block_k * block_c * 4 / gp,
         mma_flops=steps * taps * 2.0 * config.block_m * block_k * block_c,
         chain_us=steps * gpu.mem_latency_us / max(1, config.stages - 1),
         in_flight_bytes=step_bytes * max(1, config.stages - 1))
@@ -704,7 +713,7 @@ def triton_wgrad(conv: Conv, gpu: GPU, config: TritonConfig, all_taps: bool,
         step_l2 = config.block_m * block_k * e + px * block_c * e
         resident, _ = ctas_per_sm(gpu, config.warps * 32, regs, smem)
         if resident * (px * block_c * e + smem) <= gpu.l1_smem_per_sm:
-            work.l2_bytes = steps * step_l2 + taps * block_k * block_c * 4 / gp
+            work.l2_bytes = steps * step_l2
             work.l1_wavefronts = steps * taps * config.block_m * vf * -(-block_c * e // 128)
             work.in_flight_bytes = step_l2
         else:
@@ -845,7 +854,7 @@ def cuda_direct(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Re
                    issue=per_cta * (macs * CALIBRATION["direct_instr_per_mac"]
                                     + CALIBRATION["direct_instr_per_elem"]),
                    fma_flops=per_cta * 32 * macs * 2,
-                   l2_bytes=conv.min_bytes() / ctas)
+                   l2_bytes=(conv.min_bytes() - elems * e) / ctas, l2_store_bytes=elems * e / ctas)
     name = f"{direction}_direct"
     regs, source = resources.cuda_regs(f"{name}_kernel", dtype, 40)
     main = Launch(name, ctas, threads, regs, 0, work, dram_bytes=conv.min_bytes(), resource_source=source)
@@ -911,7 +920,8 @@ def cuda_smem(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
         issue=staged / 32 * CALIBRATION["staging_instr_per_elem"] + items / 32 * macs_per_thread_item * 4,
         fma_flops=items * macs_per_thread_item * 2,
         l2_bytes=((smem_halo_bytes(conv, shape) / ctas if direction == "fprop" else halo * red_ch * e)
-                  + outs * red * 9 * e + (items * e if direction != "wgrad" else 0)),
+                  + outs * red * 9 * e),
+        l2_store_bytes=items * e if direction != "wgrad" else 0.0,
         chain_us=(staged / shape["threads"]) * gpu.mem_latency_us / 4,
         in_flight_bytes=shape["threads"] * e)
     name = f"{direction}_smem"
@@ -955,7 +965,7 @@ def cuda_mma(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Resou
         w_staged = 9 * 64 * red_pad
         work = CtaWork(
             issue=w_staged / 32 * CALIBRATION["staging_instr_per_elem"],
-            l2_bytes=w_staged * e / 4 + ksteps * 128 * 16 * e + 128 * 64 * e,
+            l2_bytes=w_staged * e / 4 + ksteps * 128 * 16 * e, l2_store_bytes=128 * 64 * e,
             mma_flops=ksteps * 2.0 * 128 * 64 * 16,
             chain_us=ksteps * gpu.mem_latency_us + (w_staged / shape["threads"]) * gpu.mem_latency_us / 8,
             in_flight_bytes=128 * 16 * e)
@@ -1046,7 +1056,7 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
             + 2 * copies * 16 / 128 + classes * 2 * 128 * slab * 2 / 128)
     mma = 4 * 2 * kn * gg * 2.0 * 16 * 8 * 16
     work = CtaWork(
-        l2_bytes=per_cta * (halo_bytes + out_bytes) + packs * slab * cg * 9 * e,
+        l2_bytes=per_cta * halo_bytes + packs * slab * cg * 9 * e, l2_store_bytes=per_cta * out_bytes,
         smem_wavefronts=per_cta * smem + packs * words / 32,
         # Warp instructions, counted in fprop_halo's SASS (sm_90, 2026-12-02: the region from
         # the first ldmatrix to the last mma has 217 at Cg = 4, 216 at Cg = 8, 232 at Cg = 16,
