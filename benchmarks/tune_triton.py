@@ -60,9 +60,7 @@ def variants(direction: str, layer: L.Layer):
 
     if direction == "wgrad":
         cg = layer.c // layer.groups
-        tile = common.choose_group_tile(cg, cg, layer.groups)
-        layouts = [False] + ([True] if tile.block_out * tile.block_red <= wgrad.ALL_TAPS_MAX_TILE else [])
-        for all_taps in layouts:
+        for all_taps in (False, True):
             for config in wgrad.configs_for(all_taps):
                 yield f"{_config_label(config)} {'all_taps' if all_taps else 'tap'}", dict(
                     config=config, all_taps=all_taps)

@@ -423,18 +423,34 @@ def triton_resource_key(kernel: str, dtype: str, red: int, out: int, groups: int
 # ---------------------------------------------------------------------------------------------
 # Triton kernels.
 MIN_DOT, MAX_RED_BLOCK, MAX_OUT_BLOCK, PACK_WIDTH = 16, 64, 128, 32   # triton/common.py
+MAX_FILLED_PACK = 80                                                   # triton/common.py
 
 
 def _next_pow2(x: int) -> int:
     return 1 << max(0, (x - 1).bit_length())
 
 
-def triton_group_tile(red: int, out: int, groups: int) -> Tuple[int, int, int]:
+def triton_group_tile(red: int, out: int, groups: int, fill_blocks: bool = True) -> Tuple[int, int, int]:
     """(groups per program, BLOCK_RED, BLOCK_OUT): triton/common.choose_group_tile, without
     importing triton (so that the model runs anywhere)."""
     gp = max(1, min(groups, PACK_WIDTH // max(red, out)))
-    return (gp, min(MAX_RED_BLOCK, max(MIN_DOT, _next_pow2(gp * red))),
-            min(MAX_OUT_BLOCK, max(MIN_DOT, _next_pow2(gp * out))))
+    if fill_blocks and (gp * red) % MIN_DOT:
+        gp = next((k for k in range(gp + 1, groups + 1)
+                   if groups % k == 0 and (k * red) % MIN_DOT == 0 and k * red <= MAX_FILLED_PACK), gp)
+    block_red = min(MAX_RED_BLOCK, max(MIN_DOT, _next_pow2(gp * red)))
+    if fill_blocks and (gp * red) % MIN_DOT == 0:
+        while (gp * red) % block_red:
+            block_red //= 2
+    return gp, block_red, min(MAX_OUT_BLOCK, max(MIN_DOT, _next_pow2(gp * out)))
+
+
+TRITON_WGRAD_MAX_BLOCK = 32            # triton/wgrad.py MAX_BLOCK
+
+
+def triton_wgrad_tile(cg: int, kg: int, groups: int) -> Tuple[int, int, int]:
+    """(groups per program, BLOCK_C, BLOCK_K) of triton/wgrad.py's group_tile."""
+    gp, block_c, block_k = triton_group_tile(cg, kg, groups, fill_blocks=False)
+    return gp, min(block_c, TRITON_WGRAD_MAX_BLOCK), min(block_k, TRITON_WGRAD_MAX_BLOCK)
 
 
 @dataclass(frozen=True)
@@ -663,7 +679,6 @@ def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, ti
     return simulate(gpu, f"triton:{config.label} {layout}", direction, launches, notes)
 
 
-TRITON_ALL_TAPS_MAX_TILE = 32 * 32     # triton/wgrad.py ALL_TAPS_MAX_TILE
 TRITON_WGRAD_MIN_CHUNK = 512           # triton/wgrad.py MIN_CHUNK
 
 
@@ -673,7 +688,7 @@ def triton_wgrad(conv: Conv, gpu: GPU, config: TritonConfig, all_taps: bool,
     """wgrad through triton/wgrad.py's _wgrad_partial_kernel; its splits are added inside the
     launch by the last split of each tile (older code: partials.sum(0) and a cast after it)."""
     e = conv.elem_size
-    gp, block_c, block_k = triton_group_tile(conv.cg, conv.kg, conv.groups)
+    gp, block_c, block_k = triton_wgrad_tile(conv.cg, conv.kg, conv.groups)
     packs = -(-conv.groups // gp)
     k_tiles = -(-(gp * conv.kg) // block_k)
     c_tiles = -(-(gp * conv.cg) // block_c)
@@ -754,23 +769,38 @@ TRITON_WGRAD_CONFIGS = [TritonConfig(*c) for c in ((64, 4, 2), (128, 4, 3), (128
 TRITON_WGRAD_ALL_TAPS_CONFIGS = [TritonConfig(*c) for c in ((64, 4, 1), (32, 4, 1), (64, 8, 1),
                                                             (128, 4, 1))]
 TRITON_GATHER_LAYOUTS = {"tile": (1, False), "all_tiles": (0, False), "tile_channels_fastest": (1, True)}
+TRITON_LOOP_REGISTER_BUDGET = 96       # triton/fprop.py LOOP_REGISTER_BUDGET
+
+
+def triton_loop_registers(config: TritonConfig, block_red: int, block_out: int, elem_size: int) -> int:
+    """triton/fprop.py loop_registers: a thread's share of the accumulator and (L1 path) of its
+    three source tiles in flight, 32-bit registers."""
+    rows = config.block_m // config.warps
+    return rows * block_out // 32 + (3 * rows * block_red * elem_size // 128 if config.l1_taps else 0)
 
 
 def triton_variants(conv: Conv, direction: str, gpu: GPU, resources: Resources = NO_RESOURCES,
                     revision: TritonRevision = CURRENT_TRITON) -> List[Prediction]:
     """Every autotune configuration and launch layout of the current Triton kernels."""
     if direction == "wgrad":
-        gp, block_c, block_k = triton_group_tile(conv.cg, conv.kg, conv.groups)
-        out = [triton_wgrad(conv, gpu, c, False, resources) for c in TRITON_WGRAD_CONFIGS]
-        if block_c * block_k <= TRITON_ALL_TAPS_MAX_TILE:
-            out += [triton_wgrad(conv, gpu, c, True, resources) for c in TRITON_WGRAD_ALL_TAPS_CONFIGS]
-        return out
+        gp, block_c, block_k = triton_wgrad_tile(conv.cg, conv.kg, conv.groups)
+        # What the autotuner times on sm_90 (triton/wgrad.py, config_serves): at partial channel
+        # tiles at most 16 rows a warp with one tap, 8 with all taps.
+        even = ((gp * conv.cg) % block_c == 0 and (gp * conv.kg) % block_k == 0
+                and conv.groups % gp == 0)
+        out = [triton_wgrad(conv, gpu, c, False, resources) for c in TRITON_WGRAD_CONFIGS
+               if even or c.block_m // c.warps <= 16]
+        return out + [triton_wgrad(conv, gpu, c, True, resources) for c in TRITON_WGRAD_ALL_TAPS_CONFIGS
+                      if even or c.block_m // c.warps <= 8]
     red_g = conv.kg if direction == "dgrad" else conv.cg
-    gp, block_red, _ = triton_group_tile(red_g, conv.kg if direction == "fprop" else conv.cg,
-                                         conv.groups)
+    gp, block_red, block_out = triton_group_tile(red_g, conv.kg if direction == "fprop" else conv.cg,
+                                                 conv.groups)
     even_red = (gp * red_g) % block_red == 0 and conv.groups % gp == 0
-    # The L1 path only where every channel block is full (triton/fprop.py, l1_path_serves).
-    configs = [c for c in TRITON_GATHER_CONFIGS if even_red or not c.l1_taps]
+    # What the autotuner times (triton/fprop.py, config_serves): the L1 path only where every
+    # channel block is full, and nothing over the loop's register budget.
+    configs = [c for c in TRITON_GATHER_CONFIGS if (even_red or not c.l1_taps)
+               and triton_loop_registers(c, block_red, block_out, conv.elem_size)
+               <= TRITON_LOOP_REGISTER_BUDGET]
     return [triton_gather(conv, direction, gpu, c, per_prog, fastest, revision, resources)
             for c in configs for per_prog, fastest in TRITON_GATHER_LAYOUTS.values()]
 

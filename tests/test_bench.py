@@ -114,7 +114,7 @@ def test_ladder_adds_one_backend_per_cuda_variant(tmp_path):
 
 def test_tune_enumerates_every_config_and_layout():
     """tune_triton.py's work list: each autotune configuration in each launch layout, for every
-    layer and direction (all_taps only where the tile allows it)."""
+    layer and direction."""
     import tune_triton
     from resnext_kernels.triton import fprop, wgrad
 
@@ -127,8 +127,9 @@ def test_tune_enumerates_every_config_and_layout():
     assert len(by_key[("32x4d", "stage2.entry", "dgrad")]) == gather
     assert len(by_key[("32x4d", "stage1", "wgrad")]) == (len(wgrad.AUTOTUNE_CONFIGS)
                                                           + len(wgrad.ALL_TAPS_CONFIGS))
-    # 1x64d stage 1 has Cg = 64: a 64 x 64 tile, too wide for nine accumulators.
-    assert len(by_key[("1x64d", "stage1", "wgrad")]) == len(wgrad.AUTOTUNE_CONFIGS)
+    # 1x64d stage 1 has Cg = 64: wgrad tiles it 2 x 2 in 32 x 32 blocks, so all_taps too.
+    assert len(by_key[("1x64d", "stage1", "wgrad")]) == (len(wgrad.AUTOTUNE_CONFIGS)
+                                                         + len(wgrad.ALL_TAPS_CONFIGS))
     assert all(len(set(labels)) == len(labels) for labels in by_key.values())
 
 

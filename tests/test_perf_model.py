@@ -92,11 +92,44 @@ def test_model_tables_match_the_triton_modules():
     assert labels(wgrad.AUTOTUNE_CONFIGS) == [(c.block_m, c.warps, c.stages) for c in pm.TRITON_WGRAD_CONFIGS]
     assert labels(wgrad.ALL_TAPS_CONFIGS) == [(c.block_m, c.warps, c.stages)
                                               for c in pm.TRITON_WGRAD_ALL_TAPS_CONFIGS]
-    assert wgrad.ALL_TAPS_MAX_TILE == pm.TRITON_ALL_TAPS_MAX_TILE
+    assert wgrad.MAX_BLOCK == pm.TRITON_WGRAD_MAX_BLOCK
+    assert fprop.LOOP_REGISTER_BUDGET == pm.TRITON_LOOP_REGISTER_BUDGET
+    for c in fprop.AUTOTUNE_CONFIGS:
+        mine = pm.TritonConfig(c.kwargs["BLOCK_M"], c.num_warps, c.num_stages)
+        for block_red, block_out, e in ((32, 32, 2), (16, 128, 2), (64, 64, 4)):
+            assert pm.triton_loop_registers(mine, block_red, block_out, e) == fprop.loop_registers(
+                c.kwargs["BLOCK_M"], c.num_warps, block_red, block_out, c.kwargs["L1_TAPS"], e)
     assert wgrad.MIN_CHUNK == pm.TRITON_WGRAD_MIN_CHUNK
-    for red, out, groups in ((4, 4, 32), (8, 8, 32), (14, 14, 8), (40, 40, 2), (64, 64, 1), (1, 1, 64)):
-        t = common.choose_group_tile(red, out, groups)
-        assert pm.triton_group_tile(red, out, groups) == (t.groups_per_prog, t.block_red, t.block_out)
+    for red, out, groups in ((4, 4, 32), (8, 8, 32), (14, 14, 8), (28, 28, 8), (56, 56, 8),
+                             (24, 24, 4), (48, 48, 4), (40, 40, 2), (80, 80, 2), (160, 160, 2),
+                             (40, 40, 1), (64, 64, 1), (1, 1, 64), (3, 5, 6)):
+        for fill in (True, False):
+            t = common.choose_group_tile(red, out, groups, fill)
+            assert pm.triton_group_tile(red, out, groups, fill) == (t.groups_per_prog, t.block_red,
+                                                                    t.block_out)
+        t = wgrad.group_tile(red, out, groups)
+        assert pm.triton_wgrad_tile(red, out, groups) == (t.groups_per_prog, t.block_red, t.block_out)
+
+
+@pytest.mark.parametrize("red, groups, expect", [
+    (4, 32, (8, 32, 32)), (8, 32, (4, 32, 32)), (32, 32, (1, 32, 32)),   # 32x4d: as before
+    (40, 2, (2, 16, 128)),    # (2, 40): two groups, 80 channels, five blocks of 16
+    (80, 2, (1, 16, 128)),    # 80 channels: 64 would leave a half-masked second block
+    (160, 2, (1, 32, 128)),
+    (14, 8, (2, 32, 32)),     # (8, 14): 8 groups would make 112 channels: over MAX_FILLED_PACK
+    (112, 8, (1, 16, 128)),   # a whole multiple of 16: blocks of 16 (64 would leave 48 masked)
+    (24, 4, (2, 16, 64)),     # (4, 24): 48 channels
+    (40, 1, (1, 64, 64)),     # no larger pack exists: the masked tile, as before
+])
+def test_gather_packs_fill_whole_reduction_blocks(red, groups, expect):
+    gp, block_red, block_out = pm.triton_group_tile(red, red, groups)
+    assert (gp, block_red, block_out) == expect
+    even = (gp * red) % block_red == 0 and groups % gp == 0
+    assert even == ((red, groups) not in ((40, 1), (14, 8)))
+    # wgrad keeps the unfilled tiles (its channel blocks are its output), at most 32 wide
+    assert pm.triton_group_tile(40, 40, 2, fill_blocks=False) == (1, 64, 64)
+    assert pm.triton_wgrad_tile(40, 40, 2) == (1, 32, 32)
+    assert pm.triton_wgrad_tile(4, 4, 32) == (8, 32, 32)
 
 
 def test_triton_gather_l2_bytes_by_hand():

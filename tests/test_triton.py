@@ -179,6 +179,34 @@ def test_gather_l1_path(case):
     reference.check("dgrad", dx, o.aten["dgrad"], o.ref["dgrad"])
 
 
+@pytest.mark.parametrize("cg, groups", [(40, 2), (24, 4), (80, 1)])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_filled_packs_exact_on_small_integers(cg, groups, stride):
+    """The paper's widths 40 and 24 in packs of two groups (80 and 48 channels), and 80 alone:
+    reduction blocks of 16, some of them across a group boundary (common.choose_group_tile):
+    integer sums are exact, so any difference is a block-diagonal weight or a channel block
+    that took the wrong group. Both source paths (cp.async and L1) and both directions."""
+    from cases import Case
+
+    case = Case(1, 5, 6, cg, cg, groups, stride, 1, "filled pack")
+    tile = common.choose_group_tile(cg, cg, groups)
+    assert tile.even_red(cg, groups) and tile.block_red == 16
+    gen = torch.Generator().manual_seed(21)
+    x = make_input(case, "channels_last", torch.float32, DEVICE, gen, integer=True)
+    w = make_weight(case, torch.float32, DEVICE, gen, integer=True)
+    args = dict(stride=(stride, stride), padding=(1, 1), dilation=(1, 1), groups=groups)
+    ref = reference.conv_f64(x, w, None, None, **args)
+    dy = like_layout(torch.randint(-2, 3, ref["fprop"].shape, generator=gen).float().to(DEVICE),
+                     "channels_last")
+    ref = reference.conv_f64(x, w, None, dy, **args)
+    conv = ([stride] * 2, [1, 1], [1, 1], groups)
+    for config in (fprop_mod.AUTOTUNE_CONFIGS[0], L1_CONFIGS[0]):
+        y = fprop_mod.fprop(x, w, None, *conv, config=config)
+        dx = triton_dgrad(dy, w, list(x.shape), *conv, config=config)
+        assert reference.max_error(y, ref["fprop"]) == 0
+        assert reference.max_error(dx, ref["dgrad"]) == 0
+
+
 @pytest.mark.parametrize("stride", [1, 2, 3])
 def test_gather_l1_path_exact_on_small_integers(stride):
     """Integer operands: the L1 path's sums are exact, so any difference is a prefetch that
@@ -210,12 +238,18 @@ def test_wgrad_all_taps_in_one_program(case):
     reference.check("wgrad", dw, o.aten["wgrad"], o.ref["wgrad"])
 
 
-def test_wgrad_all_taps_refuses_tiles_too_wide():
-    case = EDGE_CASES[7]  # Cg = 64: a 64 x 64 tile
+def test_wgrad_tiles_wide_channels_in_blocks_of_32():
+    """Cg = 64 is a 2 x 2 grid of 32-wide tiles (wgrad.MAX_BLOCK), so ALL_TAPS serves it."""
+    case = EDGE_CASES[7]
+    assert case.cg == case.kg == 64
+    tile = wgrad_mod.group_tile(case.cg, case.kg, case.groups)
+    assert (tile.block_red, tile.block_out) == (32, 32)
     o = make_operands(case, "channels_last", torch.float32, DEVICE, 13, bias=False)
-    with pytest.raises(ValueError, match="all_taps"):
-        wgrad_mod.wgrad(o.dy, o.x, list(o.w.shape), [2, 2], [1, 1], [1, 1], case.groups,
-                        all_taps=True)
+    args = case.conv_args
+    conv = (list(args["stride"]), list(args["padding"]), list(args["dilation"]), args["groups"])
+    for all_taps in (False, True):
+        dw = wgrad_mod.wgrad(o.dy, o.x, list(o.w.shape), *conv, all_taps=all_taps)
+        reference.check("wgrad", dw, o.aten["wgrad"], o.ref["wgrad"])
 
 
 def test_checker_rejects_a_wrong_kernel():
@@ -275,7 +309,8 @@ def test_the_l1_path_is_timed_only_on_sm90_with_full_channel_blocks(monkeypatch)
     every channel block is full, whether or not the model knows the GPU."""
     x = torch.empty(1, dtype=torch.bfloat16)
     args = dict(BATCH=8, DH=28, DW=28, SH=28, SW=28, G=8, RED_G=14, OUT_G=14, stride_h=1, pad_h=1,
-                dil_h=1, src_ptr=x, TILES_PER_PROG=1, CHANNELS_FASTEST=0)
+                dil_h=1, src_ptr=x, TILES_PER_PROG=1, CHANNELS_FASTEST=0, BLOCK_RED=16,
+                BLOCK_OUT=128)
     for gpu, arch in (("", 90), ("NVIDIA H200", 90), ("NVIDIA A100-SXM4-80GB", 80)):
         monkeypatch.setattr(common, "device_name", lambda t, gpu=gpu: gpu)
         monkeypatch.setattr(common, "device_arch", lambda t, arch=arch: arch)
@@ -285,6 +320,54 @@ def test_the_l1_path_is_timed_only_on_sm90_with_full_channel_blocks(monkeypatch)
         assert any(c.kwargs["L1_TAPS"] for c in full) == (arch >= 90)
 
 
+def test_the_autotuner_times_no_configuration_over_the_loop_register_budget(monkeypatch):
+    """Wide tiles: a thread's share of the accumulator (and, on the L1 path, of its three tiles
+    in flight) over fprop.LOOP_REGISTER_BUDGET spilled in the compile check, so those
+    configurations are not timed; 32x4d's 32-wide tiles keep the whole space (on sm_90) and the
+    first configuration serves every tile."""
+    x = torch.empty(1, dtype=torch.bfloat16)
+    monkeypatch.setattr(common, "device_arch", lambda t: 90)
+    monkeypatch.setattr(common, "device_name", lambda t: "")      # no model pruning
+
+    def kept(block_red, block_out):
+        args = dict(BATCH=8, DH=28, DW=28, SH=28, SW=28, G=1, RED_G=64, OUT_G=64, stride_h=1,
+                    pad_h=1, dil_h=1, src_ptr=x, TILES_PER_PROG=1, CHANNELS_FASTEST=0)
+        return [(c.kwargs["BLOCK_M"], c.num_warps, c.num_stages) for c in fprop_mod._prune(
+            fprop_mod.AUTOTUNE_CONFIGS, args, TRANSPOSED=False, EVEN_RED=True,
+            BLOCK_RED=block_red, BLOCK_OUT=block_out)]
+
+    assert len(kept(32, 32)) == len(fprop_mod.AUTOTUNE_CONFIGS)
+    wide = kept(64, 64)                  # Cg = 64: M128w4s1 holds 64 + 96 registers
+    assert (128, 8, 1) in wide and (128, 4, 1) not in wide and (256, 8, 1) not in wide
+    out128 = kept(16, 128)               # Cg = 40 in pairs: 128-wide output blocks
+    assert (64, 4, 2) in out128 and (128, 8, 3) in out128 and (128, 4, 3) not in out128
+    first = fprop_mod.AUTOTUNE_CONFIGS[0]
+    for block in (16, 32, 64, 128):
+        assert fprop_mod.config_serves(first, True, 80, min(block, 64), block, 4)
+
+
+def test_the_wgrad_tap_layout_follows_the_model_where_it_describes_the_gpu(monkeypatch):
+    """On an H200 the layout the model predicts faster (all taps on every 32x4d layer, where
+    today's all-taps code is predicted at a third of one tap's time at stage 3); on a GPU the
+    model lacks, the measured rule (ALL_TAPS_MIN_GROUPS: 2 groups packed at stage 3, one tap)."""
+    from resnext_kernels import perf_model as pm
+
+    x = torch.empty(64, 512, 14, 14, device="meta", dtype=torch.bfloat16)
+    dy = torch.empty(64, 512, 14, 14, device="meta", dtype=torch.bfloat16)
+    tile = wgrad_mod.group_tile(16, 16, 32)
+    assert tile.groups_per_prog == 2 < wgrad_mod.ALL_TAPS_MIN_GROUPS
+    conv = ([1, 1], [1, 1], [1, 1])
+    monkeypatch.setattr(common, "device_name", lambda t: "")
+    assert not wgrad_mod.choose_all_taps(x, dy, 32, *conv, tile)
+    monkeypatch.setattr(common, "device_name", lambda t: "NVIDIA H200")
+    assert wgrad_mod.choose_all_taps(x, dy, 32, *conv, tile)
+    stage3 = pm.Conv(64, 512, 14, 14, 512, 32)
+    one = min(pm.triton_wgrad(stage3, pm.GPUS["H200"], c, False).time_us for c in pm.TRITON_WGRAD_CONFIGS)
+    nine = min(pm.triton_wgrad(stage3, pm.GPUS["H200"], c, True).time_us
+               for c in pm.TRITON_WGRAD_ALL_TAPS_CONFIGS)
+    assert nine < one / 2
+
+
 def test_the_model_prunes_the_autotune_space(monkeypatch):
     """On a modelled GPU the autotuner times the two thirds of the space the performance model
     ranks best (always its best); elsewhere every configuration."""
@@ -292,7 +375,8 @@ def test_the_model_prunes_the_autotune_space(monkeypatch):
 
     x = torch.empty(1, dtype=torch.bfloat16)
     args = dict(BATCH=64, DH=56, DW=56, SH=56, SW=56, G=32, RED_G=4, OUT_G=4, stride_h=1, pad_h=1,
-                dil_h=1, src_ptr=x, TILES_PER_PROG=1, CHANNELS_FASTEST=0)
+                dil_h=1, src_ptr=x, TILES_PER_PROG=1, CHANNELS_FASTEST=0, BLOCK_RED=32,
+                BLOCK_OUT=32, EVEN_RED=True)
     monkeypatch.setattr(common, "device_arch", lambda t: 90)      # an sm_90 GPU the model lacks
     assert fprop_mod._prune(fprop_mod.AUTOTUNE_CONFIGS, args, TRANSPOSED=False) == fprop_mod.AUTOTUNE_CONFIGS
     monkeypatch.setattr(common, "device_name", lambda t: "NVIDIA H200")
@@ -306,7 +390,8 @@ def test_the_model_prunes_the_autotune_space(monkeypatch):
         c.kwargs["BLOCK_M"], c.num_warps, c.num_stages)).time_us for c in fprop_mod.AUTOTUNE_CONFIGS}
     assert min(times, key=times.get) in kept
     assert max(times[c] for c in kept) <= min(times[c] for c in times if c not in kept)
-    wargs = dict(BATCH=64, H=56, W=56, G=32, CG=4, KG=4, stride_h=1, pad_h=1, dil_h=1, x_ptr=x)
+    wargs = dict(BATCH=64, H=56, W=56, G=32, CG=4, KG=4, stride_h=1, pad_h=1, dil_h=1, x_ptr=x,
+                 EVEN_KO=True, EVEN_C=True)
     assert len(wgrad_mod._prune(wgrad_mod.AUTOTUNE_CONFIGS, wargs, ALL_TAPS=False)) == 4
     kept_all = wgrad_mod._prune(wgrad_mod.ALL_TAPS_CONFIGS, wargs, ALL_TAPS=True)
     assert common.PRUNE_KEEP <= len(kept_all) <= -(-len(wgrad_mod.ALL_TAPS_CONFIGS) * 2 // 3)

@@ -41,6 +41,12 @@ MAX_OUT_BLOCK = 128
 # block-diagonal weight tile at 32x32 for Cg = Kg = 4 (GP = 8), i.e. 8x tensor-core work for
 # one 64-byte bf16 channels_last row per pixel.
 PACK_WIDTH = 32
+# A pack grows to whole reduction blocks (choose_group_tile) up to this many channels. Ranked by
+# the performance model (H200, batch 64, predictions): 80-channel packs take 2x40d's gather
+# from 1.80 to 1.54 ms (fprop) and 48-channel ones 4x24d's from 1.52 to 1.09; 8x14d's
+# 112-channel packs would take it from 1.49 to 1.65 (16-wide steps, 128-wide output blocks
+# that only the small configurations hold in registers), so Cg = 14 keeps its masked tiles.
+MAX_FILLED_PACK = 80
 
 
 @dataclass(frozen=True)
@@ -60,12 +66,34 @@ class GroupTile:
         return (self.groups_per_prog * out_width) % self.block_out == 0 and groups % self.groups_per_prog == 0
 
 
-def choose_group_tile(red_width: int, out_width: int, groups: int) -> GroupTile:
+def choose_group_tile(red_width: int, out_width: int, groups: int,
+                      fill_blocks: bool = True) -> GroupTile:
     """Tile for a per-group GEMM whose reduction runs over `red_width` channels (per tap) and
-    whose output has `out_width` channels, for `groups` groups."""
+    whose output has `out_width` channels, for `groups` groups.
+
+    A pack's reduction channels are whole blocks where they can be (even_red): a reduction block
+    that runs past the pack's channels is loaded masked, element by element, and at the paper's
+    widths 14, 24 and 40 those tiles spilled (scripts/triton_compile_check.py: 1-5 KB stack
+    frames at Cg = 40). So when GP * red_width is not a multiple of MIN_DOT, GP grows to the
+    smallest divisor of `groups` that makes it one, up to MAX_FILLED_PACK channels (Cg = 40:
+    two groups, 80 channels; Cg = 24: two, 48; not Cg = 14, which would need eight), and the
+    block is the largest power of two (at most MAX_RED_BLOCK) that divides the pack's channels
+    (16 for 80, 112 and 48; 32 for 160).
+    wgrad passes fill_blocks=False (wgrad.group_tile): its channel tiles are its output, and
+    narrower ones make more programs re-read dy (the model puts 2x40d's wgrad at 1.9x its time
+    that way).
+    perf_model.triton_group_tile is the same rule without triton."""
     widest = max(red_width, out_width)
     gp = max(1, min(groups, PACK_WIDTH // widest))
-    block_red = min(MAX_RED_BLOCK, max(MIN_DOT, triton.next_power_of_2(gp * red_width)))
+    if fill_blocks and (gp * red_width) % MIN_DOT:
+        gp = next((k for k in range(gp + 1, groups + 1)
+                   if groups % k == 0 and (k * red_width) % MIN_DOT == 0
+                   and k * red_width <= MAX_FILLED_PACK), gp)
+    red = gp * red_width
+    block_red = min(MAX_RED_BLOCK, max(MIN_DOT, triton.next_power_of_2(red)))
+    if fill_blocks and red % MIN_DOT == 0:
+        while red % block_red:
+            block_red //= 2
     block_out = min(MAX_OUT_BLOCK, max(MIN_DOT, triton.next_power_of_2(gp * out_width)))
     return GroupTile(gp, block_red, block_out)
 

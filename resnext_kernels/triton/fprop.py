@@ -39,8 +39,8 @@ Two ways to load the source tile, both in the autotune space:
 
 Predicted by resnext_kernels/perf_model.py, not measured (H200, ResNeXt-50 32x4d at batch 64,
 bf16 channels_last, the L1 path), us per layer stage1 / 2.entry / 2 / 3.entry / 3 / 4.entry / 4:
-fprop 86 / 56 / 46 / 29 / 26 / 20 / 18, dgrad 96 / 81 / 50 / 41 / 27 / 21 / 17; bound by
-instruction issue, and by L2 at the stride-2 entries (benchmarks/NOTES.md, 2026-12-02).
+fprop 86 / 50 / 46 / 26 / 26 / 20 / 18, dgrad 96 / 51 / 50 / 28 / 27 / 18 / 17; bound by
+instruction issue, and by L2 at fprop's stage-2 entry (benchmarks/NOTES.md, 2026-12-02).
 
 Any strides work (NCHW, channels_last, views), so the wrappers never copy an operand.
 """
@@ -406,16 +406,52 @@ def l1_path_serves(even_red: bool, arch: int) -> bool:
     return even_red and arch >= 90
 
 
+# 32-bit registers a thread may hold across the main loop in its share of the fp32 accumulator
+# and, on the L1 path, of the three source tiles in flight. Read off the compile check
+# (2026-12-02, bf16, sm_80 and sm_90, every tile shape it compiles with the budget lifted to
+# 160): no configuration at 80 or under spilled (32x4d's 32-wide tiles: 32 + 48 at M128w4s1);
+# at 112 (M128w8s1 on a 64 x 128 tile) fprop kept a 32-byte frame in its loop, at 128 (BLOCK_M
+# 128 at 4 warps or 256 at 8 on a 128-wide output block) ptxas spilled on sm_80 (64-672 bytes),
+# at 152-160 (the L1 path at 32 rows a warp on 64-wide tiles or 128-wide output blocks) on
+# sm_90 (272-536 bytes).
+LOOP_REGISTER_BUDGET = 96
+
+
+def loop_registers(block_m: int, num_warps: int, block_red: int, block_out: int, l1_taps: bool,
+                   elem_size: int) -> int:
+    """A thread's share of the accumulator and (L1 path) of its three tiles in flight, in
+    32-bit registers."""
+    rows = block_m // num_warps
+    return rows * block_out // 32 + (3 * rows * block_red * elem_size // 128 if l1_taps else 0)
+
+
+def config_serves(config, even_red: bool, arch: int, block_red: int, block_out: int,
+                  elem_size: int) -> bool:
+    """Whether the autotuner may time `config` for this tile: the L1 path where it serves, and
+    no configuration whose loop registers exceed LOOP_REGISTER_BUDGET (they spill). The first
+    configuration, M64w4s2, serves every tile (at most 64)."""
+    l1 = config.kwargs["L1_TAPS"]
+    if l1 and not l1_path_serves(even_red, arch):
+        return False
+    return loop_registers(config.kwargs["BLOCK_M"], config.num_warps, block_red, block_out, l1,
+                          elem_size) <= LOOP_REGISTER_BUDGET
+
+
 def _prune(configs, named_args, **meta):
     """The autotune configurations the performance model ranks within common.PRUNE_RATIO of its
     best for this launch (resnext_kernels/perf_model.py, triton_gather), of those that serve
-    it: the L1 path only on sm_90 and newer with full channel blocks (l1_path_serves)."""
+    it (config_serves: the L1 path only on sm_90 and newer with full channel blocks, nothing
+    over the loop's register budget)."""
     from .. import perf_model as pm
 
     a = named_args
-    if not l1_path_serves(bool(meta.get("EVEN_RED", a.get("EVEN_RED", True))),
-                          common.device_arch(a["src_ptr"])):
-        configs = [c for c in configs if not c.kwargs["L1_TAPS"]]
+
+    def arg(name):
+        return meta.get(name, a.get(name))
+
+    even_red, arch = bool(arg("EVEN_RED")), common.device_arch(a["src_ptr"])
+    configs = [c for c in configs if config_serves(c, even_red, arch, arg("BLOCK_RED"),
+                                                   arg("BLOCK_OUT"), a["src_ptr"].element_size())]
     transposed = bool(meta.get("TRANSPOSED", a.get("TRANSPOSED")))
     g, red_g, out_g = a["G"], a["RED_G"], a["OUT_G"]
     if transposed:   # dgrad: dst = dx (H x W), src = dy (P x Q); reduction over Kg

@@ -18,12 +18,15 @@ cast ran as two more launches.)
 
 With ALL_TAPS (one program, nine taps) the loop is unpipelined and its x loads can hit L1 (see
 the kernel). Predicted by resnext_kernels/perf_model.py, not measured (H200, ResNeXt-50 32x4d at
-batch 64, bf16), us per layer stage1 / 2.entry / 2 / 3.entry / 3 / 4.entry / 4: 77 / 51 / 40 /
-32 / 28 / 17 / 15; bound by instruction issue, and by L2 at the entries (benchmarks/NOTES.md,
+batch 64, bf16, ALL_TAPS, which choose_all_taps takes there on an H200), us per layer stage1 /
+2.entry / 2 / 3.entry / 3 / 4.entry / 4: 77 / 53 / 40 / 31 / 28 / 16 / 15; bound by
+instruction issue, and by L2 at the stage-2 and stage-4 entries (benchmarks/NOTES.md,
 2026-12-02).
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import triton
@@ -227,6 +230,13 @@ def _wgrad_partial_kernel(
         tl.store(counter_ptr + tile_id, 0)
 
 
+# Widest channel block (Cg or Kg) of a program. 64-wide tiles spilled in every configuration
+# at Cg = 40 (1.3-4 KB frames: masked 64-wide operand tiles) and in some at Cg = 64
+# (scripts/triton_compile_check.py, 2026-12-02); 32-wide ones do not, and every tile can then
+# take ALL_TAPS, whose nine (BLOCK_KO, BLOCK_C) fp32 accumulators are 72 registers a thread at
+# 4 warps at 32 x 32. Predicted (not measured) over the wgrad layers at batch 64 on the H200,
+# against the 64-wide tiles: 2x40d 3.5 -> 1.8 ms, 4x24d 2.0 -> 1.2, 1x64d 2.3 -> 1.4.
+MAX_BLOCK = 32
 # BLOCK_M is the reduction step (positions per tl.dot). Chosen from tune_triton.py on the H200
 # (benchmarks/results/H200_2026-11-28_0636): the configurations within ~10% of the best on the
 # 32x4d layers, per tap layout; 8 warps lost everywhere but one. The first entry, the default
@@ -247,28 +257,44 @@ AUTOTUNE_KEY = ["BATCH", "H", "W", "P", "Q", "G", "CG", "KG", "CHUNK", "s_x_c", 
                 "ALL_TAPS"]
 INTERPRETER_CONFIG = {"BLOCK_M": 64}
 
-# ALL_TAPS keeps nine (BLOCK_KO, BLOCK_C) fp32 accumulators: allowed up to this tile area
-# (32 x 32: 72 registers a thread at 4 warps); wider tiles compute one tap per program.
-ALL_TAPS_MAX_TILE = 32 * 32
-# ALL_TAPS by default from this many packed groups up (and tiles that fit). Measured on the
-# H200 (2026-11-28), 32x4d at batch 64: all taps 0.176 / 0.118 ms against one tap per program
-# 0.241 / 0.205 ms on stages 1 and 2 (8 and 4 groups packed), but 0.087 against 0.070 ms on
-# stage 3 (2 groups packed), where nine programs per chunk still find their x in L2.
+# ALL_TAPS by default from this many packed groups up (and tiles that fit), on a GPU the
+# performance model does not describe. Measured on the H200 (2026-11-28), 32x4d at batch 64,
+# with the all-taps code of then (pipelined, spilling): all taps 0.176 / 0.118 ms against one
+# tap per program 0.241 / 0.205 ms on stages 1 and 2 (8 and 4 groups packed), but 0.087 against
+# 0.070 ms on stage 3 (2 groups packed), where nine programs per chunk still find their x in L2.
+# On a modelled GPU the model chooses (choose_all_taps): it puts today's all-taps code (tap
+# regions, unpipelined, no spills) at a third of one tap's time on stage 3 (28 against 82 us).
 ALL_TAPS_MIN_GROUPS = 4
 
 # Fewest positions one program reduces; below this the partials traffic outweighs the gain.
 MIN_CHUNK = 512
 
+def config_serves(config, all_taps: bool, even: bool, arch: int) -> bool:
+    """Whether the autotuner may time `config` (scripts/triton_compile_check.py, 2026-12-02):
+    ALL_TAPS only on sm_90 and newer (it spilled on sm_80); at partial channel tiles (`even`
+    false: Cg = 14, 40) at most 16 rows a warp with one tap and 8 with all taps (more spilled
+    there: 8-272 bytes). Every tile keeps a configuration of one tap."""
+    if all_taps and arch < 90:
+        return False
+    return even or config.kwargs["BLOCK_M"] // config.num_warps <= (8 if all_taps else 16)
+
+
 def _prune(configs, named_args, **meta):
-    """The autotune configurations the performance model ranks within common.PRUNE_RATIO of its
-    best for this launch (resnext_kernels/perf_model.py, triton_wgrad)."""
+    """The configurations that serve this launch (config_serves) that the performance model
+    ranks within common.PRUNE_RATIO of its best (resnext_kernels/perf_model.py, triton_wgrad)."""
     from .. import perf_model as pm
 
     a = named_args
+
+    def arg(name):
+        return meta.get(name, a.get(name))
+
     g = a["G"]
     conv = pm.Conv(a["BATCH"], g * a["CG"], a["H"], a["W"], g * a["KG"], g, a["stride_h"],
                    a["pad_h"], a["dil_h"], a["x_ptr"].element_size())
-    all_taps = bool(meta.get("ALL_TAPS", a.get("ALL_TAPS")))
+    all_taps = bool(arg("ALL_TAPS"))
+    even, arch = bool(arg("EVEN_KO")) and bool(arg("EVEN_C")), common.device_arch(a["x_ptr"])
+    configs = [c for c in configs if config_serves(c, all_taps, even, arch)] or list(configs)
 
     def predict(config, gpu):
         cfg = pm.TritonConfig(config.kwargs["BLOCK_M"], config.num_warps, config.num_stages)
@@ -288,11 +314,51 @@ def configs_for(all_taps: bool):
     return ALL_TAPS_CONFIGS if all_taps else AUTOTUNE_CONFIGS
 
 
+def choose_all_taps(x, grad_output, groups, stride, padding, dilation, tile) -> bool:
+    """The default tap layout: one tap on sm_80 (config_serves);
+    on a GPU the performance model describes, the layout whose best configuration it predicts
+    faster (of those config_serves keeps); elsewhere the measured rule (ALL_TAPS_MIN_GROUPS)."""
+    from .. import perf_model as pm
+
+    if x.device.type == "cuda" and common.device_arch(x) < 90:
+        return False
+    key = pm.gpu_key(common.device_name(x))
+    if key is None:
+        return tile.groups_per_prog >= ALL_TAPS_MIN_GROUPS
+    n, c, h, w = x.shape
+    k = grad_output.shape[1]
+    even = tile.even_red(c // groups, groups) and tile.even_out(k // groups, groups)
+    return _model_prefers_all_taps(key, n, c, h, w, k, groups, stride[0], padding[0], dilation[0],
+                                   x.element_size(), even)
+
+
+@functools.lru_cache(maxsize=1024)
+def _model_prefers_all_taps(gpu_key, n, c, h, w, k, groups, stride, pad, dil, elem_size,
+                            even) -> bool:
+    from .. import perf_model as pm
+
+    conv, gpu = pm.Conv(n, c, h, w, k, groups, stride, pad, dil, elem_size), pm.GPUS[gpu_key]
+
+    def best(all_taps):
+        return min(pm.triton_wgrad(conv, gpu, pm.TritonConfig(cfg.kwargs["BLOCK_M"], cfg.num_warps,
+                                                              cfg.num_stages), all_taps).time_us
+                   for cfg in configs_for(all_taps) if config_serves(cfg, all_taps, even, 90))
+    return best(True) <= best(False)
+
+
 def choose_splits(npq: int, programs_per_split: int, device: torch.device) -> int:
     """Enough splits to give every SM about four programs, each reducing >= MIN_CHUNK positions."""
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
     want = triton.cdiv(4 * sms, max(1, programs_per_split))
     return max(1, min(want, triton.cdiv(npq, MIN_CHUNK)))
+
+
+def group_tile(cg: int, kg: int, groups: int) -> common.GroupTile:
+    """wgrad's channel tile: (Cg, Kg) blocks of GP groups, at most MAX_BLOCK wide. Not filled
+    to whole MIN_DOT blocks as the gather kernel's are (common.choose_group_tile): these tiles
+    are the output, and 16-wide ones make five programs re-read dy at Cg = 40."""
+    t = common.choose_group_tile(cg, kg, groups, fill_blocks=False)
+    return common.GroupTile(t.groups_per_prog, min(t.block_red, MAX_BLOCK), min(t.block_out, MAX_BLOCK))
 
 
 def wgrad(grad_output, x, weight_size, stride, padding, dilation, groups, splits=None,
@@ -307,16 +373,12 @@ def wgrad(grad_output, x, weight_size, stride, padding, dilation, groups, splits
     if npq == 0 or k_out * cg == 0:
         return torch.zeros(tuple(weight_size), dtype=x.dtype, device=x.device)
     # Reduction runs over positions; the "output" of the per-group GEMM is (Kg, Cg).
-    tile = common.choose_group_tile(cg, kg, groups)
+    tile = group_tile(cg, kg, groups)
     packs = triton.cdiv(groups, tile.groups_per_prog)
     ko_tiles = triton.cdiv(tile.groups_per_prog * kg, tile.block_out)
     c_tiles = triton.cdiv(tile.groups_per_prog * cg, tile.block_red)
-    fits = tile.block_out * tile.block_red <= ALL_TAPS_MAX_TILE
-    if all_taps and not fits:
-        raise ValueError(f"all_taps needs a tile of at most {ALL_TAPS_MAX_TILE} elements, got "
-                         f"{tile.block_out}x{tile.block_red}")
     if all_taps is None:
-        all_taps = fits and tile.groups_per_prog >= ALL_TAPS_MIN_GROUPS
+        all_taps = choose_all_taps(x, grad_output, groups, stride, padding, dilation, tile)
     tap_programs = 1 if all_taps else 9
     if splits is None:
         splits = choose_splits(npq, tap_programs * ko_tiles * c_tiles * packs, x.device)
