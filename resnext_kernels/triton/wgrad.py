@@ -325,8 +325,8 @@ def choose_all_taps(x, grad_output, groups, stride, padding, dilation, tile) -> 
     key = pm.gpu_key(common.device_name(x))
     if key is None:
         return tile.groups_per_prog >= ALL_TAPS_MIN_GROUPS
-    n, c, h, w = x.shape
-    k = grad_output.shape[1]
+    n, c, h, w = (int(d) for d in x.shape)    # plain ints (symbolic sizes specialise here)
+    k = int(grad_output.shape[1])
     even = tile.even_red(c // groups, groups) and tile.even_out(k // groups, groups)
     return _model_prefers_all_taps(key, n, c, h, w, k, groups, stride[0], padding[0], dilation[0],
                                    x.element_size(), even)
