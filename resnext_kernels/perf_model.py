@@ -511,10 +511,13 @@ BEFORE_WGRAD_TAP_REGIONS = TritonRevision(wgrad_tap_regions=False)
 # at 32 rows a warp (the count stands for every shape there); the L1 path, three tiles ahead and
 # three steps an iteration (a third of the loop), at 32 (M128w4; M256w8 142 / 184) and 16 rows a
 # warp (M128w8). One step an iteration, two tiles ahead, it counted 204 / 245 and 138 / 188 (75
-# of the 204 were byte-permutes copying the rotated tiles); one tile ahead 151 / 181.
+# of the 204 were byte-permutes copying the rotated tiles); one tile ahead 151 / 181. Recounted
+# after a row's bounds became one unsigned comparison a coordinate (the fourth session of
+# 2026-12-02): cp.async 165 -> 150 / 211 -> 193, L1 path 141 -> 126 / 184 -> 167 and
+# 103 -> 93 / 141 -> 132.
 TRITON_STEP_SASS_CALIBRATED = {"fprop": 232, "dgrad": 408}
-TRITON_STEP_SASS = {("fprop", False, 32): 165, ("fprop", True, 32): 141, ("fprop", True, 16): 103,
-                    ("dgrad", False, 32): 211, ("dgrad", True, 32): 184, ("dgrad", True, 16): 141}
+TRITON_STEP_SASS = {("fprop", False, 32): 150, ("fprop", True, 32): 126, ("fprop", True, 16): 93,
+                    ("dgrad", False, 32): 193, ("dgrad", True, 32): 167, ("dgrad", True, 16): 132}
 
 
 def triton_step_scale(direction: str, config: "TritonConfig") -> float:
@@ -528,8 +531,9 @@ def triton_step_scale(direction: str, config: "TritonConfig") -> float:
 
 # Warp instructions of one step of wgrad ALL_TAPS with its taps in regions of their own and the
 # taps' source rows one scalar apart (sm_90 SASS, bf16, Cg = 4, the smallest loop holding the
-# MMAs; 2026-12-02): (BLOCK_M, warps) -> count a warp.
-TRITON_WGRAD_ALL_TAPS_SASS = {(64, 4): 650, (32, 4): 318, (64, 8): 354, (128, 4): 1181}
+# MMAs; 2026-12-02): (BLOCK_M, warps) -> count a warp. Recounted with the bounds as one unsigned
+# comparison (from 650, 318, 354, 1181).
+TRITON_WGRAD_ALL_TAPS_SASS = {(64, 4): 601, (32, 4): 320, (64, 8): 359, (128, 4): 1059}
 
 
 def _triton_regs_estimate(warps: int, block_m: int, all_taps: bool = False,

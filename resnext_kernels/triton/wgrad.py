@@ -37,7 +37,8 @@ from . import common
 
 @triton.jit
 def _in_range(v, size):
-    return (v >= 0) & (v < size)
+    """0 <= v < size, as one unsigned comparison (a negative v wraps past size)."""
+    return v.to(tl.uint32) < size.to(tl.uint32)
 
 
 @triton.jit
