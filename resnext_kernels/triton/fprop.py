@@ -39,8 +39,8 @@ Two ways to load the source tile, both in the autotune space:
 
 Predicted by resnext_kernels/perf_model.py, not measured (H200, ResNeXt-50 32x4d at batch 64,
 bf16 channels_last, the L1 path), us per layer stage1 / 2.entry / 2 / 3.entry / 3 / 4.entry / 4:
-fprop 86 / 50 / 46 / 26 / 26 / 20 / 18, dgrad 96 / 51 / 50 / 28 / 27 / 18 / 17; bound by
-instruction issue, and by L2 at fprop's stage-2 entry (benchmarks/NOTES.md, 2026-12-02).
+fprop 77 / 50 / 42 / 26 / 24 / 18 / 17, dgrad 88 / 50 / 46 / 26 / 25 / 17 / 16; bound by
+instruction issue, and by L2 at the stage-2 entry (benchmarks/NOTES.md, 2026-12-02).
 
 Any strides work (NCHW, channels_last, views), so the wrappers never copy an operand.
 """

@@ -19,9 +19,8 @@ cast ran as two more launches.)
 With ALL_TAPS (one program, nine taps) the loop is unpipelined and its x loads can hit L1 (see
 the kernel). Predicted by resnext_kernels/perf_model.py, not measured (H200, ResNeXt-50 32x4d at
 batch 64, bf16, ALL_TAPS, which choose_all_taps takes there on an H200), us per layer stage1 /
-2.entry / 2 / 3.entry / 3 / 4.entry / 4: 77 / 53 / 40 / 31 / 28 / 16 / 15; bound by
-instruction issue, and by L2 at the stage-2 and stage-4 entries (benchmarks/NOTES.md,
-2026-12-02).
+2.entry / 2 / 3.entry / 3 / 4.entry / 4: 69 / 53 / 36 / 29 / 25 / 16 / 14; bound by
+instruction issue, and by L2 at the entries (benchmarks/NOTES.md, 2026-12-02).
 """
 
 from __future__ import annotations
