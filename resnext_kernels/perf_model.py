@@ -430,13 +430,15 @@ def _next_pow2(x: int) -> int:
     return 1 << max(0, (x - 1).bit_length())
 
 
-def triton_group_tile(red: int, out: int, groups: int, fill_blocks: bool = True) -> Tuple[int, int, int]:
+def triton_group_tile(red: int, out: int, groups: int,
+                      fill_blocks: bool = True) -> Tuple[int, int, int]:
     """(groups per program, BLOCK_RED, BLOCK_OUT): triton/common.choose_group_tile, without
     importing triton (so that the model runs anywhere)."""
     gp = max(1, min(groups, PACK_WIDTH // max(red, out)))
     if fill_blocks and (gp * red) % MIN_DOT:
         gp = next((k for k in range(gp + 1, groups + 1)
-                   if groups % k == 0 and (k * red) % MIN_DOT == 0 and k * red <= MAX_FILLED_PACK), gp)
+                   if groups % k == 0 and (k * red) % MIN_DOT == 0
+                   and k * red <= MAX_FILLED_PACK), gp)
     block_red = min(MAX_RED_BLOCK, max(MIN_DOT, _next_pow2(gp * red)))
     if fill_blocks and (gp * red) % MIN_DOT == 0:
         while (gp * red) % block_red:
@@ -717,7 +719,8 @@ def triton_wgrad(conv: Conv, gpu: GPU, config: TritonConfig, all_taps: bool,
     spill_step = (2 * CALIBRATION["triton_all_taps_stack_bytes"] * config.warps * 32
                   if all_taps and regs >= 255 else 0.0)
     work = CtaWork(
-        l2_bytes=steps * (step_bytes + spill_step), l2_store_bytes=taps * block_k * block_c * 4 / gp,
+        l2_bytes=steps * (step_bytes + spill_step),
+        l2_store_bytes=taps * block_k * block_c * 4 / gp,
         mma_flops=steps * taps * 2.0 * config.block_m * block_k * block_c,
         chain_us=steps * gpu.mem_latency_us / max(1, config.stages - 1),
         in_flight_bytes=step_bytes * max(1, config.stages - 1))
@@ -776,11 +779,13 @@ TRITON_GATHER_LAYOUTS = {"tile": (1, False), "all_tiles": (0, False), "tile_chan
 TRITON_LOOP_REGISTER_BUDGET = 96       # triton/fprop.py LOOP_REGISTER_BUDGET
 
 
-def triton_loop_registers(config: TritonConfig, block_red: int, block_out: int, elem_size: int) -> int:
+def triton_loop_registers(config: TritonConfig, block_red: int, block_out: int,
+                          elem_size: int) -> int:
     """triton/fprop.py loop_registers: a thread's share of the accumulator and (L1 path) of its
     three source tiles in flight, 32-bit registers."""
     rows = config.block_m // config.warps
-    return rows * block_out // 32 + (3 * rows * block_red * elem_size // 128 if config.l1_taps else 0)
+    tiles = 3 * rows * block_red * elem_size // 128 if config.l1_taps else 0
+    return rows * block_out // 32 + tiles
 
 
 def triton_variants(conv: Conv, direction: str, gpu: GPU, resources: Resources = NO_RESOURCES,
@@ -794,11 +799,11 @@ def triton_variants(conv: Conv, direction: str, gpu: GPU, resources: Resources =
                 and conv.groups % gp == 0)
         out = [triton_wgrad(conv, gpu, c, False, resources) for c in TRITON_WGRAD_CONFIGS
                if even or c.block_m // c.warps <= 16]
-        return out + [triton_wgrad(conv, gpu, c, True, resources) for c in TRITON_WGRAD_ALL_TAPS_CONFIGS
-                      if even or c.block_m // c.warps <= 8]
+        return out + [triton_wgrad(conv, gpu, c, True, resources)
+                      for c in TRITON_WGRAD_ALL_TAPS_CONFIGS if even or c.block_m // c.warps <= 8]
     red_g = conv.kg if direction == "dgrad" else conv.cg
-    gp, block_red, block_out = triton_group_tile(red_g, conv.kg if direction == "fprop" else conv.cg,
-                                                 conv.groups)
+    out_g = conv.kg if direction == "fprop" else conv.cg
+    gp, block_red, block_out = triton_group_tile(red_g, out_g, conv.groups)
     even_red = (gp * red_g) % block_red == 0 and conv.groups % gp == 0
     # What the autotuner times (triton/fprop.py, config_serves): the L1 path only where every
     # channel block is full, and nothing over the loop's register budget.
@@ -1090,7 +1095,8 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
             + 2 * copies * 16 / 128 + classes * 2 * 128 * slab * 2 / 128)
     mma = 4 * 2 * kn * gg * 2.0 * 16 * 8 * 16
     work = CtaWork(
-        l2_bytes=per_cta * halo_bytes + packs * slab * cg * 9 * e, l2_store_bytes=per_cta * out_bytes,
+        l2_bytes=per_cta * halo_bytes + packs * slab * cg * 9 * e,
+        l2_store_bytes=per_cta * out_bytes,
         smem_wavefronts=per_cta * smem + packs * words / 32,
         # Warp instructions, counted in fprop_halo's SASS (sm_90, 2026-12-02: the region from
         # the first ldmatrix to the last mma has 217 at Cg = 4, 216 at Cg = 8, 232 at Cg = 16,

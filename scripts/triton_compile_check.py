@@ -55,9 +55,9 @@ TILE_SHAPES = [(4, 4, 32), (8, 8, 32), (16, 16, 32), (32, 32, 32), (14, 14, 8), 
 # Spills known and accounted for: (pattern over "sm<arch> <dtype> <label>", why). Printed on
 # their lines, not failed; any other spill fails. Issue 13 tracks removing them. Configurations
 # the autotuner never times for a tile (fprop.config_serves, wgrad.config_serves: the register
-# budgets, ALL_TAPS only on sm_90 at full channel tiles) are not compiled here; those rules were
-# read off this check's spills on 2026-12-02 (the Cg = 40 and 80 tiles then added showed 1-5 KB
-# frames), and a configuration they keep that spills fails it.
+# budgets, the rows a warp at partial channel tiles, ALL_TAPS only on sm_90) are not compiled
+# here; those rules were read off this check's spills on 2026-12-02 (the Cg = 40 and 80 tiles
+# then added showed 1-5 KB frames), and a configuration they keep that spills fails it.
 KNOWN_SPILLS = [
     # dgrad at dilation > 1 takes the general source map: compiled with the first configuration
     # only; at Cg = 64 on sm_80 it keeps a 16-byte frame.
@@ -207,10 +207,16 @@ def wgrad_jobs(dtype, arch):
         yield label, wgrad._wgrad_partial_kernel, sig, constexprs, config, unit, div16
 
 
+def all_jobs(dtype, arch):
+    """Every (label, kernel, signature, constexprs, config, unit, div16) compiled for sm_`arch`."""
+    return list(itertools.chain(gather_jobs(dtype, arch), pack_weight_jobs(dtype),
+                                wgrad_jobs(dtype, arch)))
+
+
 def compile_one(job):
     """Compiles one (arch, dtype, kernel, config); returns its table line and whether it is bad."""
     arch, dtype, index = job
-    jobs = list(itertools.chain(gather_jobs(dtype, arch), pack_weight_jobs(dtype), wgrad_jobs(dtype, arch)))
+    jobs = all_jobs(dtype, arch)
     label, fn, sig, constexprs, config, unit, div16 = jobs[index]
     constexprs = dict(constexprs, **{name: 1 for name in unit})
     full_sig = dict(sig, **{k: "constexpr" for k in constexprs})
@@ -251,8 +257,7 @@ def main():
     args = ap.parse_args()
     t0 = time.time()
     work = [(arch, dtype, i) for arch, dtype in itertools.product(args.archs, args.dtypes)
-            for i in range(len(list(itertools.chain(gather_jobs(dtype, arch), pack_weight_jobs(dtype),
-                                                    wgrad_jobs(dtype, arch)))))]
+            for i in range(len(all_jobs(dtype, arch)))]
     print(f"{'arch':4s} {'dtype':5s} {'kernel / config':60s} {'regs':>5s} {'stack':>5s} {'smem':>7s} "
           f"{'local':>6s}")
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:

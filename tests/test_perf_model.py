@@ -108,7 +108,8 @@ def test_model_tables_match_the_triton_modules():
             assert pm.triton_group_tile(red, out, groups, fill) == (t.groups_per_prog, t.block_red,
                                                                     t.block_out)
         t = wgrad.group_tile(red, out, groups)
-        assert pm.triton_wgrad_tile(red, out, groups) == (t.groups_per_prog, t.block_red, t.block_out)
+        assert pm.triton_wgrad_tile(red, out, groups) == (t.groups_per_prog, t.block_red,
+                                                          t.block_out)
 
 
 @pytest.mark.parametrize("red, groups, expect", [

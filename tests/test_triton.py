@@ -362,7 +362,8 @@ def test_the_wgrad_tap_layout_follows_the_model_where_it_describes_the_gpu(monke
     monkeypatch.setattr(common, "device_name", lambda t: "NVIDIA H200")
     assert wgrad_mod.choose_all_taps(x, dy, 32, *conv, tile)
     stage3 = pm.Conv(64, 512, 14, 14, 512, 32)
-    one = min(pm.triton_wgrad(stage3, pm.GPUS["H200"], c, False).time_us for c in pm.TRITON_WGRAD_CONFIGS)
+    one = min(pm.triton_wgrad(stage3, pm.GPUS["H200"], c, False).time_us
+              for c in pm.TRITON_WGRAD_CONFIGS)
     nine = min(pm.triton_wgrad(stage3, pm.GPUS["H200"], c, True).time_us
                for c in pm.TRITON_WGRAD_ALL_TAPS_CONFIGS)
     assert nine < one / 2

@@ -112,7 +112,8 @@ def _source_tile(src_ptr, r, s, offs_c, live, dn, di, dj, base_i, base_j, row_ba
         si = base_i + oi
         sj = base_j + oj
         # 0 <= si < SH as one unsigned comparison (a negative si wraps past SH).
-        ok = m_ok & (si.to(tl.uint32) < SH.to(tl.uint32)) & (sj.to(tl.uint32) < SW.to(tl.uint32)) & live
+        ok = (m_ok & (si.to(tl.uint32) < SH.to(tl.uint32)) & (sj.to(tl.uint32) < SW.to(tl.uint32))
+              & live)
         src_row = row_base + (oi * s_src_h + oj * s_src_w).to(tl.int64)    # (BLOCK_M,)
     else:
         si, h_ok = _source_index(di, r, stride_h, pad_h, dil_h, SH, TRANSPOSED)

@@ -237,6 +237,7 @@ def _wgrad_partial_kernel(
 # 4 warps at 32 x 32. Predicted (not measured) over the wgrad layers at batch 64 on the H200,
 # against the 64-wide tiles: 2x40d 3.5 -> 1.8 ms, 4x24d 2.0 -> 1.2, 1x64d 2.3 -> 1.4.
 MAX_BLOCK = 32
+
 # BLOCK_M is the reduction step (positions per tl.dot). Chosen from tune_triton.py on the H200
 # (benchmarks/results/H200_2026-11-28_0636): the configurations within ~10% of the best on the
 # 32x4d layers, per tap layout; 8 warps lost everywhere but one. The first entry, the default
@@ -269,6 +270,7 @@ ALL_TAPS_MIN_GROUPS = 4
 # Fewest positions one program reduces; below this the partials traffic outweighs the gain.
 MIN_CHUNK = 512
 
+
 def config_serves(config, all_taps: bool, even: bool, arch: int) -> bool:
     """Whether the autotuner may time `config` (scripts/triton_compile_check.py, 2026-12-02):
     ALL_TAPS only on sm_90 and newer (it spilled on sm_80); at partial channel tiles (`even`
@@ -294,6 +296,7 @@ def _prune(configs, named_args, **meta):
                    a["pad_h"], a["dil_h"], a["x_ptr"].element_size())
     all_taps = bool(arg("ALL_TAPS"))
     even, arch = bool(arg("EVEN_KO")) and bool(arg("EVEN_C")), common.device_arch(a["x_ptr"])
+    # (All of them where none serves: ALL_TAPS asked for on sm_80.)
     configs = [c for c in configs if config_serves(c, all_taps, even, arch)] or list(configs)
 
     def predict(config, gpu):
@@ -315,9 +318,9 @@ def configs_for(all_taps: bool):
 
 
 def choose_all_taps(x, grad_output, groups, stride, padding, dilation, tile) -> bool:
-    """The default tap layout: one tap on sm_80 (config_serves);
-    on a GPU the performance model describes, the layout whose best configuration it predicts
-    faster (of those config_serves keeps); elsewhere the measured rule (ALL_TAPS_MIN_GROUPS)."""
+    """The default tap layout: one tap on sm_80 (config_serves); on a GPU the performance model
+    describes, the layout whose best configuration (of those config_serves keeps) it predicts
+    faster; elsewhere the measured rule (ALL_TAPS_MIN_GROUPS)."""
     from .. import perf_model as pm
 
     if x.device.type == "cuda" and common.device_arch(x) < 90:
@@ -358,7 +361,8 @@ def group_tile(cg: int, kg: int, groups: int) -> common.GroupTile:
     to whole MIN_DOT blocks as the gather kernel's are (common.choose_group_tile): these tiles
     are the output, and 16-wide ones make five programs re-read dy at Cg = 40."""
     t = common.choose_group_tile(cg, kg, groups, fill_blocks=False)
-    return common.GroupTile(t.groups_per_prog, min(t.block_red, MAX_BLOCK), min(t.block_out, MAX_BLOCK))
+    return common.GroupTile(t.groups_per_prog, min(t.block_red, MAX_BLOCK),
+                            min(t.block_out, MAX_BLOCK))
 
 
 def wgrad(grad_output, x, weight_size, stride, padding, dilation, groups, splits=None,
