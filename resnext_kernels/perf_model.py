@@ -516,10 +516,11 @@ BEFORE_WGRAD_TAP_REGIONS = TritonRevision(wgrad_tap_regions=False)
 # of the 204 were byte-permutes copying the rotated tiles); one tile ahead 151 / 181. Recounted
 # after a row's bounds became one unsigned comparison a coordinate (the fourth session of
 # 2026-12-02): cp.async 165 -> 150 / 211 -> 193, L1 path 141 -> 126 / 184 -> 167 and
-# 103 -> 93 / 141 -> 132.
+# 103 -> 93 / 141 -> 132; then with the rows past the last pixel failing the bounds check
+# instead of a mask of their own: 143 / 185, 121 / 165, 89 / 130.
 TRITON_STEP_SASS_CALIBRATED = {"fprop": 232, "dgrad": 408}
-TRITON_STEP_SASS = {("fprop", False, 32): 150, ("fprop", True, 32): 126, ("fprop", True, 16): 93,
-                    ("dgrad", False, 32): 193, ("dgrad", True, 32): 167, ("dgrad", True, 16): 132}
+TRITON_STEP_SASS = {("fprop", False, 32): 143, ("fprop", True, 32): 121, ("fprop", True, 16): 89,
+                    ("dgrad", False, 32): 185, ("dgrad", True, 32): 165, ("dgrad", True, 16): 130}
 
 
 def triton_step_scale(direction: str, config: "TritonConfig") -> float:

@@ -39,7 +39,7 @@ Two ways to load the source tile, both in the autotune space:
 
 Predicted by resnext_kernels/perf_model.py, not measured (H200, ResNeXt-50 32x4d at batch 64,
 bf16 channels_last, the L1 path), us per layer stage1 / 2.entry / 2 / 3.entry / 3 / 4.entry / 4:
-fprop 77 / 50 / 42 / 26 / 24 / 18 / 17, dgrad 88 / 50 / 46 / 26 / 25 / 17 / 16; bound by
+fprop 74 / 50 / 40 / 26 / 23 / 18 / 16, dgrad 87 / 50 / 46 / 26 / 25 / 16 / 16; bound by
 instruction issue, and by L2 at the stage-2 entry (benchmarks/NOTES.md, 2026-12-02).
 
 Any strides work (NCHW, channels_last, views), so the wrappers never copy an operand.
@@ -112,8 +112,7 @@ def _source_tile(src_ptr, r, s, offs_c, live, dn, di, dj, base_i, base_j, row_ba
         si = base_i + oi
         sj = base_j + oj
         # 0 <= si < SH as one unsigned comparison (a negative si wraps past SH).
-        ok = (m_ok & (si.to(tl.uint32) < SH.to(tl.uint32)) & (sj.to(tl.uint32) < SW.to(tl.uint32))
-              & live)
+        ok = (si.to(tl.uint32) < SH.to(tl.uint32)) & (sj.to(tl.uint32) < SW.to(tl.uint32)) & live
         src_row = row_base + (oi * s_src_h + oj * s_src_w).to(tl.int64)    # (BLOCK_M,)
     else:
         si, h_ok = _source_index(di, r, stride_h, pad_h, dil_h, SH, TRANSPOSED)
@@ -272,6 +271,8 @@ def _gather_conv_kernel(
         base_i = di * stride_h - pad_h
         base_j = dj * stride_w - pad_w
     row_base = dn.to(tl.int64) * s_src_n + base_i * s_src_h + base_j * s_src_w   # (BLOCK_M,)
+    if EXACT_TAPS:   # a row past the last pixel fails every tap's bounds check (_source_tile),
+        base_i = tl.where(m_ok, base_i, 1 << 30)     # so it needs no mask of its own there
 
     for pid_n in range(tile_begin, tile_end):
         pack = pid_n // out_tiles
