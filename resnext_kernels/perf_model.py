@@ -471,6 +471,11 @@ class TritonConfig:
         return self.stages == 1
 
     @classmethod
+    def of(cls, config) -> "TritonConfig":
+        """The configuration of a triton.Config of the kernels' autotune spaces."""
+        return cls(config.kwargs["BLOCK_M"], config.num_warps, config.num_stages)
+
+    @classmethod
     def parse(cls, label: str) -> "TritonConfig":
         import re
 
@@ -789,19 +794,23 @@ def triton_loop_registers(config: TritonConfig, block_red: int, block_out: int,
     return rows * block_out // 32 + tiles
 
 
+def triton_wgrad_config_serves(config: TritonConfig, all_taps: bool, even: bool) -> bool:
+    """triton/wgrad.py config_serves on sm_90: at partial channel tiles at most 16 rows a warp
+    with one tap, 8 with all taps."""
+    return even or config.block_m // config.warps <= (8 if all_taps else 16)
+
+
 def triton_variants(conv: Conv, direction: str, gpu: GPU, resources: Resources = NO_RESOURCES,
                     revision: TritonRevision = CURRENT_TRITON) -> List[Prediction]:
     """Every autotune configuration and launch layout of the current Triton kernels."""
     if direction == "wgrad":
         gp, block_c, block_k = triton_wgrad_tile(conv.cg, conv.kg, conv.groups)
-        # What the autotuner times on sm_90 (triton/wgrad.py, config_serves): at partial channel
-        # tiles at most 16 rows a warp with one tap, 8 with all taps.
         even = ((gp * conv.cg) % block_c == 0 and (gp * conv.kg) % block_k == 0
                 and conv.groups % gp == 0)
-        out = [triton_wgrad(conv, gpu, c, False, resources) for c in TRITON_WGRAD_CONFIGS
-               if even or c.block_m // c.warps <= 16]
-        return out + [triton_wgrad(conv, gpu, c, True, resources)
-                      for c in TRITON_WGRAD_ALL_TAPS_CONFIGS if even or c.block_m // c.warps <= 8]
+        return [triton_wgrad(conv, gpu, c, all_taps, resources)
+                for all_taps, space in ((False, TRITON_WGRAD_CONFIGS),
+                                        (True, TRITON_WGRAD_ALL_TAPS_CONFIGS))
+                for c in space if triton_wgrad_config_serves(c, all_taps, even)]
     red_g = conv.kg if direction == "dgrad" else conv.cg
     out_g = conv.kg if direction == "fprop" else conv.cg
     gp, block_red, block_out = triton_group_tile(red_g, out_g, conv.groups)

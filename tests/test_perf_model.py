@@ -95,11 +95,16 @@ def test_model_tables_match_the_triton_modules():
     assert wgrad.MAX_BLOCK == pm.TRITON_WGRAD_MAX_BLOCK
     assert fprop.LOOP_REGISTER_BUDGET == pm.TRITON_LOOP_REGISTER_BUDGET
     for c in fprop.AUTOTUNE_CONFIGS:
-        mine = pm.TritonConfig(c.kwargs["BLOCK_M"], c.num_warps, c.num_stages)
+        mine = pm.TritonConfig.of(c)
         for block_red, block_out, e in ((32, 32, 2), (16, 128, 2), (64, 64, 4)):
             assert pm.triton_loop_registers(mine, block_red, block_out, e) == fprop.loop_registers(
                 c.kwargs["BLOCK_M"], c.num_warps, block_red, block_out, c.kwargs["L1_TAPS"], e)
     assert wgrad.MIN_CHUNK == pm.TRITON_WGRAD_MIN_CHUNK
+    for all_taps in (False, True):
+        for c in wgrad.configs_for(all_taps):
+            for even in (False, True):
+                assert pm.triton_wgrad_config_serves(pm.TritonConfig.of(c), all_taps, even) == \
+                    wgrad.config_serves(c, all_taps, even, 90)
     for red, out, groups in ((4, 4, 32), (8, 8, 32), (14, 14, 8), (28, 28, 8), (56, 56, 8),
                              (24, 24, 4), (48, 48, 4), (40, 40, 2), (80, 80, 2), (160, 160, 2),
                              (40, 40, 1), (64, 64, 1), (1, 1, 64), (3, 5, 6)):

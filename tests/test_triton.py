@@ -358,9 +358,9 @@ def test_the_wgrad_tap_layout_follows_the_model_where_it_describes_the_gpu(monke
     assert tile.groups_per_prog == 2 < wgrad_mod.ALL_TAPS_MIN_GROUPS
     conv = ([1, 1], [1, 1], [1, 1])
     monkeypatch.setattr(common, "device_name", lambda t: "")
-    assert not wgrad_mod.choose_all_taps(x, dy, 32, *conv, tile)
+    assert not wgrad_mod.choose_all_taps(x, dy, 32, *conv, tile, True)
     monkeypatch.setattr(common, "device_name", lambda t: "NVIDIA H200")
-    assert wgrad_mod.choose_all_taps(x, dy, 32, *conv, tile)
+    assert wgrad_mod.choose_all_taps(x, dy, 32, *conv, tile, True)
     stage3 = pm.Conv(64, 512, 14, 14, 512, 32)
     one = min(pm.triton_wgrad(stage3, pm.GPUS["H200"], c, False).time_us
               for c in pm.TRITON_WGRAD_CONFIGS)

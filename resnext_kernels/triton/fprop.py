@@ -455,7 +455,7 @@ def _prune(configs, named_args, **meta):
     even_red, arch = bool(arg("EVEN_RED")), common.device_arch(a["src_ptr"])
     configs = [c for c in configs if config_serves(c, even_red, arch, arg("BLOCK_RED"),
                                                    arg("BLOCK_OUT"), a["src_ptr"].element_size())]
-    transposed = bool(meta.get("TRANSPOSED", a.get("TRANSPOSED")))
+    transposed = bool(arg("TRANSPOSED"))
     g, red_g, out_g = a["G"], a["RED_G"], a["OUT_G"]
     if transposed:   # dgrad: dst = dx (H x W), src = dy (P x Q); reduction over Kg
         conv = pm.Conv(a["BATCH"], g * out_g, a["DH"], a["DW"], g * red_g, g, a["stride_h"],
@@ -465,9 +465,9 @@ def _prune(configs, named_args, **meta):
                        a["pad_h"], a["dil_h"], a["src_ptr"].element_size())
 
     def predict(config, gpu):
-        cfg = pm.TritonConfig(config.kwargs["BLOCK_M"], config.num_warps, config.num_stages)
-        return pm.triton_gather(conv, "dgrad" if transposed else "fprop", gpu, cfg,
-                                a["TILES_PER_PROG"], bool(a["CHANNELS_FASTEST"])).time_us
+        return pm.triton_gather(conv, "dgrad" if transposed else "fprop", gpu,
+                                pm.TritonConfig.of(config), a["TILES_PER_PROG"],
+                                bool(a["CHANNELS_FASTEST"])).time_us
 
     return common.prune_by_model(configs, predict, common.device_name(a["src_ptr"]))
 

@@ -300,8 +300,7 @@ def _prune(configs, named_args, **meta):
     configs = [c for c in configs if config_serves(c, all_taps, even, arch)] or list(configs)
 
     def predict(config, gpu):
-        cfg = pm.TritonConfig(config.kwargs["BLOCK_M"], config.num_warps, config.num_stages)
-        return pm.triton_wgrad(conv, gpu, cfg, all_taps).time_us
+        return pm.triton_wgrad(conv, gpu, pm.TritonConfig.of(config), all_taps).time_us
 
     return common.prune_by_model(configs, predict, common.device_name(a["x_ptr"]))
 
@@ -317,10 +316,11 @@ def configs_for(all_taps: bool):
     return ALL_TAPS_CONFIGS if all_taps else AUTOTUNE_CONFIGS
 
 
-def choose_all_taps(x, grad_output, groups, stride, padding, dilation, tile) -> bool:
+def choose_all_taps(x, grad_output, groups, stride, padding, dilation, tile, even) -> bool:
     """The default tap layout: one tap on sm_80 (config_serves); on a GPU the performance model
-    describes, the layout whose best configuration (of those config_serves keeps) it predicts
-    faster; elsewhere the measured rule (ALL_TAPS_MIN_GROUPS)."""
+    describes, the layout whose best configuration (of those config_serves keeps for a tile with
+    full channel blocks or, `even` false, partial ones) it predicts faster; elsewhere the
+    measured rule (ALL_TAPS_MIN_GROUPS)."""
     from .. import perf_model as pm
 
     if x.device.type == "cuda" and common.device_arch(x) < 90:
@@ -329,10 +329,8 @@ def choose_all_taps(x, grad_output, groups, stride, padding, dilation, tile) -> 
     if key is None:
         return tile.groups_per_prog >= ALL_TAPS_MIN_GROUPS
     n, c, h, w = (int(d) for d in x.shape)    # plain ints (symbolic sizes specialise here)
-    k = int(grad_output.shape[1])
-    even = tile.even_red(c // groups, groups) and tile.even_out(k // groups, groups)
-    return _model_prefers_all_taps(key, n, c, h, w, k, groups, stride[0], padding[0], dilation[0],
-                                   x.element_size(), even)
+    return _model_prefers_all_taps(key, n, c, h, w, int(grad_output.shape[1]), groups, stride[0],
+                                   padding[0], dilation[0], x.element_size(), even)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -343,8 +341,7 @@ def _model_prefers_all_taps(gpu_key, n, c, h, w, k, groups, stride, pad, dil, el
     conv, gpu = pm.Conv(n, c, h, w, k, groups, stride, pad, dil, elem_size), pm.GPUS[gpu_key]
 
     def best(all_taps):
-        return min(pm.triton_wgrad(conv, gpu, pm.TritonConfig(cfg.kwargs["BLOCK_M"], cfg.num_warps,
-                                                              cfg.num_stages), all_taps).time_us
+        return min(pm.triton_wgrad(conv, gpu, pm.TritonConfig.of(cfg), all_taps).time_us
                    for cfg in configs_for(all_taps) if config_serves(cfg, all_taps, even, 90))
     return best(True) <= best(False)
 
@@ -381,8 +378,10 @@ def wgrad(grad_output, x, weight_size, stride, padding, dilation, groups, splits
     packs = triton.cdiv(groups, tile.groups_per_prog)
     ko_tiles = triton.cdiv(tile.groups_per_prog * kg, tile.block_out)
     c_tiles = triton.cdiv(tile.groups_per_prog * cg, tile.block_red)
+    even_ko, even_c = tile.even_out(kg, groups), tile.even_red(cg, groups)
     if all_taps is None:
-        all_taps = choose_all_taps(x, grad_output, groups, stride, padding, dilation, tile)
+        all_taps = choose_all_taps(x, grad_output, groups, stride, padding, dilation, tile,
+                                   even_ko and even_c)
     tap_programs = 1 if all_taps else 9
     if splits is None:
         splits = choose_splits(npq, tap_programs * ko_tiles * c_tiles * packs, x.device)
@@ -399,7 +398,7 @@ def wgrad(grad_output, x, weight_size, stride, padding, dilation, groups, splits
         stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
     )
     meta = dict(GP=tile.groups_per_prog, BLOCK_KO=tile.block_out, BLOCK_C=tile.block_red,
-                ALL_TAPS=all_taps, EVEN_KO=tile.even_out(kg, groups), EVEN_C=tile.even_red(cg, groups),
+                ALL_TAPS=all_taps, EVEN_KO=even_ko, EVEN_C=even_c,
                 PRECISION=common.dot_precision(x.dtype), ACC_FP64=x.dtype == torch.float64)
     (ALL_TAPS_KERNEL if all_taps else KERNEL).launch(grid, args, meta, wrap=wrap, config=config)
     return dw
