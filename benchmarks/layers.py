@@ -266,8 +266,11 @@ def direction_fns(backend: str, layer: Layer, dtype: torch.dtype, channels_last:
     family = TRITON if backend == "triton" else NATIVE
     if family is None:
         raise RuntimeError("the native extension is not available")
+    # dgrad as a training step runs it: on the weight its forward pass packed (ops.py; the
+    # packing launch is fprop's); the CUDA family packs inside its ops.
+    packed = () if family.pack is None else (family.pack(w, layer.groups),)
     fns = {"fprop": lambda: family.fprop(x, w, None, *conv),
-           "dgrad": lambda: family.dgrad(dy, w, list(x.shape), *conv),
+           "dgrad": lambda: family.dgrad(dy, w, list(x.shape), *conv, *packed),
            "wgrad": lambda: family.wgrad(dy, x, list(w.shape), *conv)}
     if backend.startswith("cuda:"):  # one rung of the CUDA ladder, forced
         return {direction: _forced(direction, backend[5:], fns[direction])

@@ -92,8 +92,9 @@ def call(direction: str, layer: L.Layer, x, w, dy, **kwargs):
     conv = ([layer.stride] * 2, [1, 1], [1, 1], layer.groups)
     if direction == "fprop":
         return lambda: fprop.fprop(x, w, None, *conv, **kwargs)
-    if direction == "dgrad":
-        return lambda: dgrad(dy, w, list(x.shape), *conv, **kwargs)
+    if direction == "dgrad":   # on the weight a training step's forward pass packed (ops.py)
+        packed = fprop.pack_weight(w, layer.groups)
+        return lambda: dgrad(dy, w, list(x.shape), *conv, packed=packed, **kwargs)
     return lambda: wgrad.wgrad(dy, x, list(w.shape), *conv, **kwargs)
 
 

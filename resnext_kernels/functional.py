@@ -212,7 +212,12 @@ def _run(chosen: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], str
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
     family = ops.NATIVE if chosen == "cuda" else ops.TRITON
-    out = family.fprop(x, weight, bias, stride, padding, dilation, groups, relu)
+    packed = ()
+    if family.pack is not None and x.requires_grad and torch.is_grad_enabled():
+        # dx will be wanted: pack the weight for fprop and dgrad in one launch now, so that
+        # the backward pass packs nothing (ops.py).
+        packed = (family.pack(weight.detach(), groups),)
+    out = family.fprop(x, weight, bias, stride, padding, dilation, groups, relu, *packed)
     return out.squeeze(0) if unbatched else out
 
 

@@ -5,7 +5,8 @@ Two families of three ops, one op per direction:
     resnext_kernels::fprop / dgrad / wgrad                  schemas in C++ (csrc/ops.cpp);
         CPU: ATen's convolution, CUDA: the hand-written kernels of csrc/.
     resnext_kernels::fprop_triton / dgrad_triton / wgrad_triton   triton_op, defined here;
-        the Triton kernels of resnext_kernels/triton/ (on CPU tensors only in the interpreter).
+        the Triton kernels of resnext_kernels/triton/ (on CPU tensors only in the interpreter),
+        and pack_weight_triton, the block-diagonal weights fprop_triton and dgrad_triton read.
 
 A dispatch key holds one kernel per op, so the backend is chosen above the dispatcher by picking
 the family (functional.py). Both families get the same autograd formulas and fake (meta)
@@ -15,7 +16,11 @@ implementations from this file:
     dgrad backward:  d(dy) = fprop(g, w),  dw = wgrad(dy, g)          (dgrad is bilinear)
     wgrad backward:  d(dy) = fprop(x, g),  dx = dgrad(dy, g)          (so is wgrad)
 
-Each saves only the tensors its `ctx.needs_input_grad` calls for.
+Each saves only the tensors its `ctx.needs_input_grad` calls for. A family with a `pack` op
+(Triton) takes the packed weight as an optional last argument of fprop and dgrad: a forward pass
+that will need dx packs for both directions in one launch (functional.py) and its backward hands
+the saved buffer to dgrad, which then launches no packing kernel. The buffer is derived from the
+weight as it was in the forward pass, which is the weight dgrad must use.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from .triton import common as triton_common
 from .triton.common import conv_output_hw
 from .triton.dgrad import dgrad as _triton_dgrad
 from .triton.fprop import fprop as _triton_fprop
+from .triton.fprop import pack_weight as _triton_pack_weight
 from .triton.wgrad import wgrad as _triton_wgrad
 
 
@@ -42,6 +48,7 @@ class OpFamily:
     fprop: Callable
     dgrad: Callable
     wgrad: Callable
+    pack: Optional[Callable] = None   # (weight, groups) -> the buffer fprop and dgrad may take
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,29 +73,31 @@ def _fake_wgrad(grad_output, input, weight_size, stride, padding, dilation, grou
 # Autograd, shared by both families.
 def _register_autograd(family: OpFamily) -> None:
     def fprop_setup(ctx, inputs, output):
-        x, w, bias, stride, padding, dilation, groups, relu = inputs
+        x, w, bias, stride, padding, dilation, groups, relu, *packed = inputs
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         ctx.conv = (list(stride), list(padding), list(dilation), groups)
         ctx.x_shape, ctx.w_shape = list(x.shape), list(w.shape)
-        ctx.relu = relu
+        ctx.relu, ctx.inputs = relu, len(inputs)
+        packed = packed[0] if packed and need_x else None
         ctx.save_for_backward(x if need_w else None, w if need_x else None,
-                              output if relu else None)
+                              output if relu else None, packed)
 
     def fprop_backward(ctx, grad):
-        x, w, out = ctx.saved_tensors
+        x, w, out, packed = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         if ctx.relu:
             grad = grad * (out > 0)
-        dx = family.dgrad(grad, w, ctx.x_shape, *ctx.conv) if need_x else None
+        packed_arg = () if packed is None else (packed,)
+        dx = family.dgrad(grad, w, ctx.x_shape, *ctx.conv, *packed_arg) if need_x else None
         dw = family.wgrad(grad, x, ctx.w_shape, *ctx.conv) if need_w else None
         db = grad.sum((0, 2, 3)) if need_b else None
-        return dx, dw, db, None, None, None, None, None
+        return (dx, dw, db) + (None,) * (ctx.inputs - 3)
 
     def dgrad_setup(ctx, inputs, output):
-        dy, w, input_size, stride, padding, dilation, groups = inputs
+        dy, w, input_size, stride, padding, dilation, groups = inputs[:7]
         need_dy, need_w = ctx.needs_input_grad[:2]
         ctx.conv = (list(stride), list(padding), list(dilation), groups)
-        ctx.w_shape = list(w.shape)
+        ctx.w_shape, ctx.inputs = list(w.shape), len(inputs)
         ctx.save_for_backward(dy if need_w else None, w if need_dy else None)
 
     def dgrad_backward(ctx, grad):
@@ -96,7 +105,7 @@ def _register_autograd(family: OpFamily) -> None:
         need_dy, need_w = ctx.needs_input_grad[:2]
         g_dy = family.fprop(grad, w, None, *ctx.conv) if need_dy else None
         g_w = family.wgrad(dy, grad, ctx.w_shape, *ctx.conv) if need_w else None
-        return g_dy, g_w, None, None, None, None, None
+        return (g_dy, g_w) + (None,) * (ctx.inputs - 2)
 
     def wgrad_setup(ctx, inputs, output):
         dy, x, weight_size, stride, padding, dilation, groups = inputs
@@ -131,20 +140,27 @@ if _native._C is not None:
 
 # ---------------------------------------------------------------------------------------------
 # The Triton family. triton_op + wrap_triton let torch.compile see the kernel launches.
+@torch.library.triton_op("resnext_kernels::pack_weight_triton", mutates_args=())
+def pack_weight_triton(weight: Tensor, groups: int) -> Tensor:
+    """The weight in the order fprop_triton and dgrad_triton read it, both directions in one
+    buffer (triton/fprop.py, pack_weight). Not differentiable: pass a detached weight."""
+    return _triton_pack_weight(weight, groups, wrap=torch.library.wrap_triton)
+
+
 @torch.library.triton_op("resnext_kernels::fprop_triton", mutates_args=())
 def fprop_triton(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
                  padding: List[int], dilation: List[int], groups: int,
-                 relu: bool = False) -> Tensor:
+                 relu: bool = False, packed: Optional[Tensor] = None) -> Tensor:
     return _triton_fprop(input, weight, bias, stride, padding, dilation, groups, relu,
-                                wrap=torch.library.wrap_triton)
+                         wrap=torch.library.wrap_triton, packed=packed)
 
 
 @torch.library.triton_op("resnext_kernels::dgrad_triton", mutates_args=())
 def dgrad_triton(grad_output: Tensor, weight: Tensor, input_size: List[int],
                  stride: List[int], padding: List[int], dilation: List[int],
-                 groups: int) -> Tensor:
+                 groups: int, packed: Optional[Tensor] = None) -> Tensor:
     return _triton_dgrad(grad_output, weight, input_size, stride, padding, dilation, groups,
-                                wrap=torch.library.wrap_triton)
+                         wrap=torch.library.wrap_triton, packed=packed)
 
 
 @torch.library.triton_op("resnext_kernels::wgrad_triton", mutates_args=())
@@ -152,10 +168,10 @@ def wgrad_triton(grad_output: Tensor, input: Tensor, weight_size: List[int],
                  stride: List[int], padding: List[int], dilation: List[int],
                  groups: int) -> Tensor:
     return _triton_wgrad(grad_output, input, weight_size, stride, padding, dilation, groups,
-                                wrap=torch.library.wrap_triton)
+                         wrap=torch.library.wrap_triton)
 
 
-TRITON = OpFamily("triton", fprop_triton, dgrad_triton, wgrad_triton)
+TRITON = OpFamily("triton", fprop_triton, dgrad_triton, wgrad_triton, pack_weight_triton)
 _register_autograd(TRITON)
 
 __all__: List[str] = ["OpFamily", "NATIVE", "TRITON", "conv_output_hw"]

@@ -500,15 +500,20 @@ class TritonRevision:
                                    # (1 in 9a4bee0, 2 in 61b8a38; never measured)
     wgrad_tap_regions: bool = True  # wgrad ALL_TAPS: each tap's dot in a region of its own (no
                                     # replicated accumulators, no pipeline: plain loads via L1)
+    forward_packs_dgrad: bool = True  # a training step's forward pass packs dgrad's weight too
+                                      # (one launch, both layouts); dgrad launches no packer
 
 
 CURRENT_TRITON = TritonRevision()
 BEFORE_07A4ED9 = TritonRevision(packed_weight=False, phase_classes=False, fused_reduction=False,
-                                exact_taps=False, wgrad_tap_regions=False)
+                                exact_taps=False, wgrad_tap_regions=False,
+                                forward_packs_dgrad=False)
 BEFORE_FUSED_REDUCTION = TritonRevision(fused_reduction=False, exact_taps=False,
-                                        wgrad_tap_regions=False)
-BEFORE_EXACT_TAPS = TritonRevision(exact_taps=False, wgrad_tap_regions=False)
-BEFORE_WGRAD_TAP_REGIONS = TritonRevision(wgrad_tap_regions=False)
+                                        wgrad_tap_regions=False, forward_packs_dgrad=False)
+BEFORE_EXACT_TAPS = TritonRevision(exact_taps=False, wgrad_tap_regions=False,
+                                   forward_packs_dgrad=False)
+BEFORE_WGRAD_TAP_REGIONS = TritonRevision(wgrad_tap_regions=False, forward_packs_dgrad=False)
+BEFORE_FORWARD_PACK = TritonRevision(forward_packs_dgrad=False)
 
 # Warp instructions of one step's loop body in the gather kernel's sm_90 SASS (bf16, Cg = 4;
 # counted with cuobjdump -sass, the smallest loop holding the MMAs): the fitted per-step counts
@@ -608,6 +613,14 @@ def strip_footprint(batch: int, dh: int, dw: int, sh: int, sw: int, stride: int,
     return (px_total / strips, new_steps_total / strips) if strips else (0.0, 0.0)
 
 
+def triton_pack_elems(conv: Conv, transposed: bool) -> int:
+    """Elements of one direction's packed weight (triton/fprop.py, pack_layout)."""
+    red_g, out_g = (conv.kg, conv.cg) if transposed else (conv.cg, conv.kg)
+    gp, block_red, block_out = triton_group_tile(red_g, out_g, conv.groups)
+    return (-(-conv.groups // gp) * 9 * -(-(gp * red_g) // block_red) * block_red
+            * -(-(gp * out_g) // block_out) * block_out)
+
+
 def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, tiles_per_prog: int = 1,
                   channels_fastest: bool = False, revision: TritonRevision = CURRENT_TRITON,
                   resources: Resources = NO_RESOURCES, dtype: str = "bf16") -> Prediction:
@@ -684,9 +697,13 @@ def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, ti
                   dram_bytes=conv.min_bytes(),
                   mma_useful_flops=conv.flops(), resource_source="cubin" if found else "estimate")
     launches = [main]
-    if revision.packed_weight:
-        launches.insert(0, small_kernel("pack_weight", conv.w_elems() * e,
-                                        packs * 9 * red_blocks * block_red * out_tiles * block_out * e))
+    if revision.packed_weight and not (transposed and revision.forward_packs_dgrad):
+        # The packer's bytes: this direction's layout, and in a training step's forward pass
+        # (forward_packs_dgrad) dgrad's as well, which dgrad then reads from the saved buffer.
+        written = packs * 9 * red_blocks * block_red * out_tiles * block_out * e
+        if revision.forward_packs_dgrad:
+            written += triton_pack_elems(conv, transposed=True) * e
+        launches.insert(0, small_kernel("pack_weight", conv.w_elems() * e, written))
     layout = ("all_tiles" if tiles_per_prog <= 0 else "tile") + ("_channels_fastest" if channels_fastest else "")
     return simulate(gpu, f"triton:{config.label} {layout}", direction, launches, notes)
 
@@ -1214,7 +1231,7 @@ def within(measured: float, predicted: float, low: float = 0.67, high: float = 1
     return predicted > 0 and math.isfinite(predicted) and low <= measured / predicted <= high
 
 
-__all__ = ["BEFORE_07A4ED9", "BEFORE_EXACT_TAPS", "CALIBRATION", "CURRENT_TRITON", "Conv", "CtaWork",
+__all__ = ["BEFORE_07A4ED9", "BEFORE_EXACT_TAPS", "BEFORE_FORWARD_PACK", "CALIBRATION", "CURRENT_TRITON", "Conv", "CtaWork",
            "GPU", "GPUS", "Launch", "Prediction", "Resources", "TritonConfig", "TritonRevision", "bank_wavefronts",
            "ctas_per_sm", "cuda_variant", "cuda_variants", "l1_wavefronts", "sectors", "simulate",
            "strip_footprint", "triton_gather", "triton_measured_variant", "triton_variants", "triton_wgrad",

@@ -169,16 +169,19 @@ def gather_jobs(dtype, arch):
 
 
 def pack_weight_jobs(dtype):
-    """The weight packer of the gather kernel, for both directions (one configuration)."""
+    """The weight packer of the gather kernel (both directions in one kernel; one
+    configuration) for each tile shape, as a launch with Cg = red and Kg = out sees it."""
     config = triton.Config({}, num_warps=4, num_stages=1)
-    for transposed, (red, out, groups) in itertools.product((False, True), TILE_SHAPES):
-        tile = common.choose_group_tile(red, out, groups)
+    for red, out, groups in TILE_SHAPES:
         sig = {"w_ptr": PTR[dtype], "wp_ptr": PTR[dtype]}
-        sig.update({n: "i32" for n in ["G", "RED_G", "OUT_G", "s_w_red", "s_w_out", "s_w_r",
-                                       "s_w_s", "RED_PAD", "OUT_PAD"]})
-        constexprs = dict(GP=tile.groups_per_prog, TRANSPOSED=transposed, BLOCK=fprop.PACK_BLOCK)
-        label = f"pack_weight {'dgrad' if transposed else 'fprop'} cg{red}"
-        yield label, fprop._pack_weight_kernel, sig, constexprs, config, ("s_w_s",), ("w_ptr", "wp_ptr")
+        sig.update({n: "i32" for n in ["G", "CG", "KG", "s_w_k", "s_w_c", "s_w_r", "s_w_s",
+                                       "F_TILES", "F_NUMEL", "RED_PAD_F", "OUT_PAD_F",
+                                       "RED_PAD_D", "OUT_PAD_D"]})
+        constexprs = dict(GP_F=common.choose_group_tile(red, out, groups).groups_per_prog,
+                          GP_D=common.choose_group_tile(out, red, groups).groups_per_prog,
+                          BLOCK=fprop.PACK_BLOCK)
+        yield f"pack_weight cg{red}", fprop._pack_weight_kernel, sig, constexprs, config, \
+            ("s_w_s",), ("w_ptr", "wp_ptr")
 
 
 def wgrad_jobs(dtype, arch):

@@ -115,6 +115,10 @@ def test_model_tables_match_the_triton_modules():
         t = wgrad.group_tile(red, out, groups)
         assert pm.triton_wgrad_tile(red, out, groups) == (t.groups_per_prog, t.block_red,
                                                           t.block_out)
+        conv = pm.Conv(1, red * groups, 8, 8, out * groups, groups)
+        for transposed in (False, True):
+            assert pm.triton_pack_elems(conv, transposed) == fprop.pack_layout(
+                (out * groups, red), groups, transposed).numel
 
 
 @pytest.mark.parametrize("red, groups, expect", [
@@ -145,12 +149,29 @@ def test_triton_gather_l2_bytes_by_hand():
     pred = pm.triton_gather(STAGE1, "fprop", pm.GPUS["H200"], pm.TritonConfig(128, 4, 3))
     vf = (1 - 2 / (3 * 56)) ** 2
     per_cta = 9 * (128 * 32 * 2 * vf + 32 * 32 * 2)
-    pack_read, pack_write = STAGE1.w_elems() * 2, 4 * 9 * 32 * 32 * 2    # the packing kernel
+    # The packing kernel reads the weight once and writes fprop's 4 packs x 9 taps of 32 x 32
+    # and, for the backward pass, dgrad's (the same geometry at Kg = Cg).
+    pack_read, pack_write = STAGE1.w_elems() * 2, 2 * 4 * 9 * 32 * 32 * 2
     assert pred.grid == 1568 * 4
     assert pred.l2_bytes == pytest.approx(6272 * per_cta + pack_read, rel=1e-6)
     assert pred.l2_store_bytes == pytest.approx(6272 * 128 * 32 * 2 + pack_write, rel=1e-6)
     assert pred.dram_bytes == pytest.approx(STAGE1.min_bytes() + pack_read + pack_write)
     assert pred.launches == 2 and pred.binding in pm.RESOURCES
+
+
+def test_dgrad_reads_the_weight_the_forward_pass_packed():
+    """dgrad launches no packer of its own since the forward pass packs both layouts; the code
+    before (BEFORE_FORWARD_PACK) packed in each direction, one launch more."""
+    gpu, cfg = pm.GPUS["H200"], pm.TritonConfig(128, 4, 2)
+    new = pm.triton_gather(STAGE1, "dgrad", gpu, cfg)
+    old = pm.triton_gather(STAGE1, "dgrad", gpu, cfg, revision=pm.BEFORE_FORWARD_PACK)
+    assert (new.launches, old.launches) == (1, 2)
+    assert old.time_us - new.time_us >= gpu.launch_us
+    assert old.l2_bytes - new.l2_bytes == pytest.approx(STAGE1.w_elems() * 2)
+    fwd_old = pm.triton_gather(STAGE1, "fprop", gpu, cfg, revision=pm.BEFORE_FORWARD_PACK)
+    fwd_new = pm.triton_gather(STAGE1, "fprop", gpu, cfg)
+    assert fwd_new.launches == fwd_old.launches == 2
+    assert fwd_new.l2_store_bytes - fwd_old.l2_store_bytes == pytest.approx(4 * 9 * 32 * 32 * 2)
 
 
 def test_strip_footprint_by_hand():

@@ -108,6 +108,79 @@ def test_bias_gradient_through_autograd():
         reference.check(name, got, aten[name], ref[name])
 
 
+def _count_calls(monkeypatch, module, name):
+    calls = []
+    original = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("case", [EDGE_CASES[3], EDGE_CASES[9], EDGE_CASES[10]], ids=lambda c: c.id)
+def test_training_step_packs_the_weight_once(case, monkeypatch):
+    """A forward pass that will need dx packs the weight for fprop and dgrad in one launch
+    and the backward pass packs nothing (dgrad reads the saved buffer); without dx wanted,
+    fprop packs its own order only. The gradients match the float64 reference either way
+    (stride 2, Kg != Cg, and a pack partly empty)."""
+    import resnext_kernels as rk
+    from resnext_kernels import ops
+
+    both = _count_calls(monkeypatch, ops, "_triton_pack_weight")
+    alone = _count_calls(monkeypatch, fprop_mod, "pack_weight")
+    o = make_operands(case, "channels_last", torch.float32, DEVICE, seed=6)
+    x, w, b = o.x.requires_grad_(), o.w.requires_grad_(), o.b.requires_grad_()
+    y = rk.grouped_conv2d(x, w, b, case.stride, case.padding, case.dilation, case.groups,
+                          backend="triton")
+    assert (len(both), len(alone)) == (1, 0)
+    y.backward(o.dy)
+    assert (len(both), len(alone)) == (1, 0)
+    for name, got in (("fprop", y), ("dgrad", x.grad), ("wgrad", w.grad)):
+        reference.check(name, got.detach(), o.aten[name], o.ref[name])
+
+    x2 = o.x.detach()                      # dx not wanted: fprop packs for itself
+    y2 = rk.grouped_conv2d(x2, w, b, case.stride, case.padding, case.dilation, case.groups,
+                           backend="triton")
+    assert (len(both), len(alone)) == (1, 1)
+    assert torch.equal(y2, y)
+
+
+@pytest.mark.parametrize("case", [EDGE_CASES[9], EDGE_CASES[6], EDGE_CASES[8]], ids=lambda c: c.id)
+def test_pack_of_both_directions_holds_each_directions_own(case):
+    """pack_weight's two-direction buffer (one launch, two tile geometries when Kg != Cg or the
+    packs differ) holds exactly what each direction packs alone, and dgrad given it matches
+    dgrad packing for itself bit for bit."""
+    o = make_operands(case, "channels_last", torch.float32, DEVICE, seed=7)
+    buf = fprop_mod.pack_weight(o.w, case.groups)
+    f_only = fprop_mod.pack_weight(o.w, case.groups, fprop=True, dgrad=False)
+    d_only = fprop_mod.pack_weight(o.w, case.groups, fprop=False, dgrad=True)
+    assert torch.equal(buf, torch.cat([f_only, d_only]))
+    assert torch.equal(fprop_mod.packed_part(buf, o.w, case.groups, False).flatten(), f_only)
+    args = case.conv_args
+    conv = (list(args["stride"]), list(args["padding"]), list(args["dilation"]), args["groups"])
+    assert torch.equal(triton_dgrad(o.dy, o.w, list(o.x.shape), *conv, packed=buf),
+                       triton_dgrad(o.dy, o.w, list(o.x.shape), *conv))
+
+
+def test_packed_argument_is_checked_before_any_launch(monkeypatch):
+    """A buffer that is not pack_weight(weight, groups)'s (a single direction's, another dtype,
+    2-D) is refused with the reason, before the gather kernel launches."""
+    case = EDGE_CASES[9]
+    o = make_operands(case, "nchw", torch.float32, DEVICE, seed=8)
+    launched = _count_calls(monkeypatch, fprop_mod.KERNEL, "launch")
+    buf = fprop_mod.pack_weight(o.w, case.groups)
+    conv = ([1, 1], [1, 1], [1, 1], case.groups)
+    for bad in (fprop_mod.pack_weight(o.w, case.groups, dgrad=False), buf.half(),
+                buf.view(2, -1)):
+        with pytest.raises(RuntimeError, match="expected packed to be pack_weight"):
+            TRITON.fprop(o.x, o.w, None, *conv, False, bad)
+        with pytest.raises(RuntimeError, match="expected packed to be pack_weight"):
+            TRITON.dgrad(o.dy, o.w, list(o.x.shape), *conv, bad)
+    assert not launched
+
+
 def test_fused_bias_relu_epilogue():
     case = EDGE_CASES[3]
     gen = torch.Generator().manual_seed(3)

@@ -47,6 +47,9 @@ Any strides work (NCHW, channels_last, views), so the wrappers never copy an ope
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 import triton
 import triton.language as tl
@@ -138,21 +141,14 @@ def _weight_dot(acc, a, wp_ptr, pack, r, s, offs_c, red_pad, out_pad, offs_o, li
 
 
 @triton.jit
-def _pack_weight_kernel(
-    w_ptr, wp_ptr,
-    G, RED_G, OUT_G,
-    s_w_red, s_w_out, s_w_r, s_w_s,     # weight strides along its reduction, output dims, taps
-    RED_PAD, OUT_PAD,                   # padded pack widths (multiples of the gather blocks)
-    GP: tl.constexpr, TRANSPOSED: tl.constexpr, BLOCK: tl.constexpr,
-):
-    """wp[pack, tap, red, out]: the block-diagonal weight tile of each pack of GP groups and
-    each tap, zero off the diagonal and in the padding, so that the gather kernel loads it
-    with plain contiguous loads (no per-element group arithmetic in its inner loop).
-
-    fprop: red = input channel c, out = output channel k (w[k, c]); dgrad: red = k, out = c."""
-    pid = tl.program_id(0)
-    pack = pid // 9
-    tap = pid % 9
+def _pack_tile(w_ptr, wp_ptr, tile_id, G, RED_G, OUT_G, s_w_red, s_w_out, s_w_r, s_w_s, RED_PAD,
+               OUT_PAD, GP: tl.constexpr, TRANSPOSED: tl.constexpr, BLOCK: tl.constexpr):
+    """One BLOCK x BLOCK piece of wp[pack, tap, red, out] (tile_id = pack * 9 + tap): the
+    block-diagonal weight tile of a pack of GP groups and a tap, zero off the diagonal and in
+    the padding. fprop: red = input channel c, out = output channel k (w[k, c]); dgrad:
+    red = k, out = c."""
+    pack = tile_id // 9
+    tap = tile_id % 9
     offs_c = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)         # within the pack
     offs_o = tl.program_id(2) * BLOCK + tl.arange(0, BLOCK)
     g_c = pack * GP + offs_c // RED_G
@@ -162,8 +158,30 @@ def _pack_weight_kernel(
     out = offs_o % OUT_G if TRANSPOSED else pack * GP * OUT_G + offs_o
     v = tl.load(w_ptr + red[:, None] * s_w_red + out[None, :] * s_w_out
                 + (tap // 3) * s_w_r + (tap % 3) * s_w_s, mask=ok, other=0.0)
-    dst = wp_ptr + ((pid * RED_PAD + offs_c)[:, None].to(tl.int64) * OUT_PAD + offs_o[None, :])
+    dst = wp_ptr + ((tile_id * RED_PAD + offs_c)[:, None].to(tl.int64) * OUT_PAD + offs_o[None, :])
     tl.store(dst, v, mask=(offs_c < RED_PAD)[:, None] & (offs_o < OUT_PAD)[None, :])
+
+
+@triton.jit
+def _pack_weight_kernel(
+    w_ptr, wp_ptr,
+    G, CG, KG,
+    s_w_k, s_w_c, s_w_r, s_w_s,
+    F_TILES, F_NUMEL,                   # fprop's (pack, tap) tiles and elements (0: none)
+    RED_PAD_F, OUT_PAD_F, RED_PAD_D, OUT_PAD_D,
+    GP_F: tl.constexpr, GP_D: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """The packed weights of fprop and dgrad in one launch, so that the gather kernel loads a
+    tap's tile with plain contiguous loads (no per-element group arithmetic in its inner loop):
+    programs below F_TILES write fprop's wp at wp_ptr, the others dgrad's after F_NUMEL
+    elements (pack_weight)."""
+    pid = tl.program_id(0)
+    if pid < F_TILES:
+        _pack_tile(w_ptr, wp_ptr, pid, G, CG, KG, s_w_c, s_w_k, s_w_r, s_w_s, RED_PAD_F,
+                   OUT_PAD_F, GP_F, False, BLOCK)
+    else:
+        _pack_tile(w_ptr, wp_ptr + F_NUMEL, pid - F_TILES, G, KG, CG, s_w_k, s_w_c, s_w_r, s_w_s,
+                   RED_PAD_D, OUT_PAD_D, GP_D, True, BLOCK)
 
 
 # Sizes and geometry are not specialised (Triton would otherwise compile a variant per value
@@ -476,38 +494,102 @@ KERNEL = common.TunedKernel(_gather_conv_kernel, AUTOTUNE_CONFIGS, AUTOTUNE_KEY,
                             prune=_prune)
 
 
+@dataclass(frozen=True)
+class PackLayout:
+    """One direction's packed weight wp[packs, 9, red_pad, out_pad] (_pack_tile)."""
+
+    tile: common.GroupTile
+    packs: int
+    red_pad: int      # a multiple of tile.block_red
+    out_pad: int      # a multiple of tile.block_out
+
+    @property
+    def shape(self):
+        return (self.packs, 9, self.red_pad, self.out_pad)
+
+    @property
+    def numel(self) -> int:
+        return self.packs * 9 * self.red_pad * self.out_pad
+
+
+def pack_layout(weight_shape, groups: int, transposed: bool) -> PackLayout:
+    """The packed weight the gather kernel reads for fprop (transposed False) or dgrad."""
+    kg, cg = weight_shape[0] // groups, weight_shape[1]
+    red_g, out_g = (kg, cg) if transposed else (cg, kg)
+    tile = common.choose_group_tile(red_g, out_g, groups)
+    gp = tile.groups_per_prog
+    return PackLayout(tile, triton.cdiv(groups, gp),
+                      triton.cdiv(gp * red_g, tile.block_red) * tile.block_red,
+                      triton.cdiv(gp * out_g, tile.block_out) * tile.block_out)
+
+
+def pack_weight(weight, groups: int, fprop: bool = True, dgrad: bool = True,
+                wrap=lambda k: k) -> torch.Tensor:
+    """The packed weights of the directions asked for, in one launch, as one flat buffer: fprop's
+    wp (if asked), then dgrad's. A training step packs both in its forward pass and dgrad reads
+    the saved buffer, so its backward launches no packing kernel (ops.py)."""
+    f, d = pack_layout(weight.shape, groups, False), pack_layout(weight.shape, groups, True)
+    f_tiles = f.packs * 9 if fprop else 0
+    d_tiles = d.packs * 9 if dgrad else 0
+    buf = common.empty(((f.numel if fprop else 0) + (d.numel if dgrad else 0),), weight.dtype,
+                       weight.device)
+    if buf.numel() == 0:
+        return buf
+    pads = [p for p, on in ((f.red_pad, fprop), (f.out_pad, fprop), (d.red_pad, dgrad),
+                            (d.out_pad, dgrad)) if on]
+    block = PACK_BLOCK
+    grid = (f_tiles + d_tiles, triton.cdiv(max(pads[0::2]), block), triton.cdiv(max(pads[1::2]), block))
+    ws = weight.stride()
+    wrap(_pack_weight_kernel)[grid](
+        weight, buf, groups, weight.shape[1], weight.shape[0] // groups, *ws,
+        f_tiles, f.numel if fprop else 0, f.red_pad, f.out_pad, d.red_pad, d.out_pad,
+        GP_F=f.tile.groups_per_prog, GP_D=d.tile.groups_per_prog, BLOCK=block)
+    return buf
+
+
+def packed_part(packed: torch.Tensor, weight: torch.Tensor, groups: int,
+                transposed: bool) -> torch.Tensor:
+    """fprop's (transposed False) or dgrad's wp inside `packed`, which must be what
+    pack_weight(weight, groups) returns (both directions). Raises, before any launch, on
+    anything else."""
+    f, d = pack_layout(weight.shape, groups, False), pack_layout(weight.shape, groups, True)
+    want = f.numel + d.numel
+    if (packed.dim() != 1 or packed.numel() != want or packed.dtype != weight.dtype
+            or packed.device != weight.device or packed.stride(0) != 1):
+        raise RuntimeError(
+            f"expected packed to be pack_weight(weight, groups={groups})'s result, a contiguous "
+            f"1-D tensor of {want} elements of {weight.dtype} on {weight.device}, but got a "
+            f"{packed.dim()}-D tensor of {packed.numel()} elements of {packed.dtype} on "
+            f"{packed.device} with strides {tuple(packed.stride())}")
+    layout, start = (d, f.numel) if transposed else (f, 0)
+    return packed[start:start + layout.numel].view(layout.shape)
+
+
 def launch_gather_conv(src, weight, bias, dst, *, transposed, stride, padding, dilation, groups,
                        relu=False, wrap=lambda k: k, config=None, tiles_per_prog=None,
-                       channels_fastest=None):
+                       channels_fastest=None, packed: Optional[torch.Tensor] = None):
     """Launches the gather kernel writing every element of `dst` (4-D, logical NCHW).
 
     `wrap` is `torch.library.wrap_triton` when called from a triton_op, so torch.compile sees
     the launch; `config` pins one triton.Config instead of autotuning; `tiles_per_prog` sets how
     many channel tiles one program walks (0: all of them; default TILES_PER_PROG) and
-    `channels_fastest` the launch order (default CHANNELS_FASTEST).
+    `channels_fastest` the launch order (default CHANNELS_FASTEST); `packed` is
+    pack_weight(weight, groups)'s buffer (None: this direction's weight is packed here, one
+    launch more).
     """
     batch, _, dh, dw = dst.shape
     _, _, sh, sw = src.shape
     k_out, cg = weight.shape[0], weight.shape[1]
     kg = k_out // groups
     red_g, out_g = (kg, cg) if transposed else (cg, kg)
-    tile = common.choose_group_tile(red_g, out_g, groups)
-    gp = tile.groups_per_prog
-    packs = triton.cdiv(groups, gp)
-    out_tiles = triton.cdiv(gp * out_g, tile.block_out)
-    red_blocks = triton.cdiv(gp * red_g, tile.block_red)
-    red_pad = red_blocks * tile.block_red
-    out_pad = out_tiles * tile.block_out
-
-    # The block-diagonal weight per pack and tap (see _pack_weight_kernel).
-    wp = common.empty((packs, 9, red_pad, out_pad), weight.dtype, weight.device)
-    ws = weight.stride()
-    # Weight strides along (reduction, output): fprop reduces over Cg, dgrad over K.
-    s_w_red, s_w_out = (ws[0], ws[1]) if transposed else (ws[1], ws[0])
-    block = PACK_BLOCK
-    wrap(_pack_weight_kernel)[(packs * 9, triton.cdiv(red_pad, block), triton.cdiv(out_pad, block))](
-        weight, wp, groups, red_g, out_g, s_w_red, s_w_out, ws[2], ws[3], red_pad, out_pad,
-        GP=gp, TRANSPOSED=transposed, BLOCK=block)
+    layout = pack_layout(weight.shape, groups, transposed)
+    tile, packs = layout.tile, layout.packs
+    if packed is not None:
+        wp = packed_part(packed, weight, groups, transposed)
+    else:
+        wp = pack_weight(weight, groups, not transposed, transposed, wrap).view(layout.shape)
+    out_tiles = layout.out_pad // tile.block_out
+    red_blocks = layout.red_pad // tile.block_red
 
     n_tiles = packs * out_tiles
     per_prog = TILES_PER_PROG if tiles_per_prog is None else tiles_per_prog
@@ -530,7 +612,7 @@ def launch_gather_conv(src, weight, bias, dst, *, transposed, stride, padding, d
         int(CHANNELS_FASTEST if channels_fastest is None else channels_fastest),
     )
     meta = dict(TRANSPOSED=transposed, HAS_BIAS=bias is not None, RELU=relu,
-                GP=gp, BLOCK_RED=tile.block_red, BLOCK_OUT=tile.block_out,
+                GP=tile.groups_per_prog, BLOCK_RED=tile.block_red, BLOCK_OUT=tile.block_out,
                 RED_BLOCKS=red_blocks,
                 EXACT_TAPS=not transposed or (dilation[0] == 1 and dilation[1] == 1),
                 EVEN_RED=tile.even_red(red_g, groups), EVEN_OUT=tile.even_out(out_g, groups),
@@ -540,7 +622,7 @@ def launch_gather_conv(src, weight, bias, dst, *, transposed, stride, padding, d
 
 
 def fprop(x, weight, bias, stride, padding, dilation, groups, relu=False, wrap=lambda k: k,
-          config=None, tiles_per_prog=None, channels_fastest=None):
+          config=None, tiles_per_prog=None, channels_fastest=None, packed=None):
     """y = relu?(conv2d(x, weight, bias)), y in x's memory format."""
     n, _, h, w = x.shape
     k_out = weight.shape[0]
@@ -551,4 +633,4 @@ def fprop(x, weight, bias, stride, padding, dilation, groups, relu=False, wrap=l
     return launch_gather_conv(x, weight, bias, y, transposed=False, stride=stride, padding=padding,
                               dilation=dilation, groups=groups, relu=relu, wrap=wrap,
                               config=config, tiles_per_prog=tiles_per_prog,
-                              channels_fastest=channels_fastest)
+                              channels_fastest=channels_fastest, packed=packed)
