@@ -49,6 +49,9 @@ TRITON_FUSED_REDUCTION_COMMIT = "2f2f0f3"
 TRITON_EXACT_TAPS_COMMIT = "9a4bee0"
 # The commit that put wgrad ALL_TAPS's taps in regions of their own (unpipelined, no spills).
 TRITON_WGRAD_TAP_REGIONS_COMMIT = "ee9bf4e"
+# The commit after which a training step's forward pass packs dgrad's weight too (dgrad, as the
+# benchmark times it, launches no packer).
+TRITON_FORWARD_PACK_COMMIT = "e258ade"
 CUDA_SMEM_RUNG_COMMIT = "2f64c2a"   # before it, the CUDA backend ran the direct rungs only
 
 
@@ -75,6 +78,8 @@ def triton_revision(commit: str) -> pm.TritonRevision:
         return pm.BEFORE_EXACT_TAPS
     if is_ancestor(TRITON_WGRAD_TAP_REGIONS_COMMIT, commit) is False:
         return pm.BEFORE_WGRAD_TAP_REGIONS
+    if is_ancestor(TRITON_FORWARD_PACK_COMMIT, commit) is False:
+        return pm.BEFORE_FORWARD_PACK
     return pm.CURRENT_TRITON
 
 
