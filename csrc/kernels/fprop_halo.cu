@@ -11,15 +11,14 @@
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:fprop_halo`, registers from the
 // cubin, instruction counts from its SASS; H200, ResNeXt-50 32x4d, batch 64, bf16), us and
-// binding resource: stage1 44 (L2), stage2.entry 49 (L2), stage2 24 (issue), stage3.entry 26
-// (L2), stage3 15 (issue), stage4.entry 25 (latency), stage4 19 (issue): 0.42 ms over the 16
-// layers, 47% of the 0.196 ms roofline (cuDNN measured 0.79 ms). What binds: the fitted 3 TB/s
-// L2->SM rate (the 1.41x halo re-read and the output: 1.7x the DRAM time; if 3 TB/s is a
-// ceiling, no kernel that moves its bytes through L2 exceeds 70% of the roofline, which the GPU
-// run's l2_read_bandwidth_gbs decides); instruction issue (the epilogue is a third of a tile's
-// instructions at Cg = 4); 8x16 tiles leave 62% of a 7x7 image idle, and at stage 4 packing a
-// slab's 18 KB of weights is a third of a CTA's work. Unverified on a GPU: forced only until
-// the GPU check passes it.
+// binding resource: stage1 37 (issue), stage2.entry 43 (L2), stage2 24 (issue), stage3.entry 23
+// (L2), stage3 15 (issue), stage4.entry 25 (latency), stage4 19 (issue): 0.39 ms over the 16
+// layers, 51% of the 0.196 ms roofline (cuDNN measured 0.79 ms). What binds: instruction issue
+// (the epilogue is a third of a tile's instructions at Cg = 4); the fitted 2.8 TB/s L2->SM load
+// rate at the stride-2 entries (the halo re-read: 1.41x the source); 8x16 tiles leave 62% of a
+// 7x7 image idle, and at stage 4 packing a slab's 18 KB of weights is a third of a CTA's work;
+// each launch's fixed 3 us (16 of them are 48 us). Unverified on a GPU: forced only until the
+// GPU check passes it.
 //
 // Serves bf16/fp16, channels_last x and y, Kg == Cg in {4, 8, 14, 16, 24, 32, 40, 64}, stride 1 or
 // 2, dilation 1, 16-byte aligned pixels; can_implement refuses the rest (the lower rungs run).
@@ -30,9 +29,9 @@
 // four classes of dx pixels (row and column parity) each a stride-1 convolution of dy over its
 // own 1, 2, 2 or 4 taps on a ceil(H/2) x ceil(W/2) grid; a CTA stages one dy halo per tile of
 // that grid and runs the four in turn, each storing every other dx pixel of its parity (the
-// same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way: stage1 44,
-// stage2.entry 49 (L2), stage2 24, stage3.entry 28 (issue), stage3 15, stage4.entry 32 (issue:
-// four epilogues a tile), stage4 19 us: 0.43 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56
+// same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way, all bound by
+// issue: stage1 37, stage2.entry 45, stage2 24, stage3.entry 28, stage3 15, stage4.entry 32
+// (four epilogues a tile), stage4 19 us: 0.40 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56
 // / 21: 1.06 ms).
 #include <algorithm>
 #include <atomic>

@@ -12,9 +12,9 @@
 //   dw[g*Kg + k, c, r, s] = sum_{n, p, q} dy[n, g*Kg + k, p, q] * x[n, g*Cg + c, p*st - pad + r, q*st - pad + s]
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:wgrad_halo`, registers from the
-// cubin; H200, ResNeXt-50 32x4d, batch 64, bf16), us, all bound by the fitted 3 TB/s L2->SM
-// rate (the 8x8 tile's x halo is 1.56x the image): stage1 49, stage2.entry 53, stage2 28,
-// stage3.entry 30, stage3 18, stage4.entry 19, stage4 13: 0.44 ms over the 16 layers, 44% of
+// cubin; H200, ResNeXt-50 32x4d, batch 64, bf16), us, all bound by the fitted 2.8 TB/s L2->SM
+// load rate (the 8x8 tile's x halo is 1.56x the image): stage1 52, stage2.entry 56, stage2 29,
+// stage3.entry 32, stage3 18, stage4.entry 20, stage4 13: 0.47 ms over the 16 layers, 42% of
 // the 0.196 ms roofline (cuDNN measured 0.86 ms: 138 / 54 / 47 / 36 / 30 / 24 / 20). The
 // second launch (wgrad_reduce) costs 3 us a layer; a last-CTA reduction inside this launch was
 // tried and dropped (one CTA reading a block's partials is latency-bound: 4.6 us at Cg = 16-32).

@@ -39,8 +39,9 @@ Two ways to load the source tile, both in the autotune space:
 
 Predicted by resnext_kernels/perf_model.py, not measured (H200, ResNeXt-50 32x4d at batch 64,
 bf16 channels_last, the L1 path), us per layer stage1 / 2.entry / 2 / 3.entry / 3 / 4.entry / 4:
-fprop 74 / 50 / 40 / 26 / 23 / 18 / 16, dgrad 87 / 50 / 46 / 26 / 25 / 16 / 16; bound by
-instruction issue, and by L2 at the stage-2 entry (benchmarks/NOTES.md, 2026-12-02).
+fprop 74 / 50 / 40 / 26 / 23 / 18 / 16, dgrad 84 / 47 / 42 / 23 / 22 / 13 / 13 (on the weight
+its training step's forward pass packed); bound by instruction issue, and by L2 at the stage-2
+entry (benchmarks/NOTES.md, 2026-12-02).
 
 Any strides work (NCHW, channels_last, views), so the wrappers never copy an operand.
 """
