@@ -211,6 +211,34 @@ def test_triton_ops_pass_opcheck_on_gpu():
     x = make_input(case, "channels_last", torch.float32, "cuda", gen).requires_grad_()
     w = make_weight(case, torch.float32, "cuda", gen).requires_grad_()
     torch.library.opcheck(TRITON.fprop, (x, w, None, [1, 1], [1, 1], [1, 1], case.groups, False))
+    # The packing op, and fprop and dgrad on its buffer (the training step's path).
+    packed = TRITON.pack(w.detach(), case.groups)
+    dy = torch.randn(x.shape, generator=gen).to("cuda").contiguous(memory_format=torch.channels_last)
+    torch.library.opcheck(TRITON.pack, (w.detach(), case.groups))
+    torch.library.opcheck(TRITON.fprop, (x, w, None, [1, 1], [1, 1], [1, 1], case.groups, False,
+                                         packed))
+    torch.library.opcheck(TRITON.dgrad, (dy, w, list(x.shape), [1, 1], [1, 1], [1, 1],
+                                         case.groups, packed))
+
+
+def test_triton_training_step_compiles_in_one_graph():
+    """The training step's path (the forward pass packs for dgrad, autograd saves the buffer)
+    under torch.compile's AOT autograd, against eager."""
+    import resnext_kernels as rk
+    case = RESNEXT_STAGE_CASES[1]
+    gen = torch.Generator().manual_seed(11)
+    x = make_input(case, "channels_last", torch.float32, "cuda", gen).requires_grad_()
+    w = make_weight(case, torch.float32, "cuda", gen).requires_grad_()
+
+    def step(a, b):
+        y = rk.grouped_conv2d(a, b, stride=case.stride, groups=case.groups, backend="triton")
+        return (y * y).sum()
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    grads_c = torch.autograd.grad(compiled(x, w), (x, w))
+    grads_e = torch.autograd.grad(step(x, w), (x, w))
+    for c, e in zip(grads_c, grads_e):
+        torch.testing.assert_close(c, e)
 
 
 def test_auto_backend_on_gpu_and_compile():
