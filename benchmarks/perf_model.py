@@ -126,11 +126,14 @@ def calibration_rows(results: List[dict], resources: pm.Resources) -> List[dict]
         dtype = data.get("options", {}).get("dtype", "bf16")
         if data["schema"].startswith("resnext_kernels.tune"):
             revision = triton_revision(commit)
+            # Today's cubins describe today's code: older code is predicted with the model's
+            # register estimates (from the compile check of its time), not with them.
+            used = resources if revision == pm.CURRENT_TRITON else pm.Resources(None, resources.cuda)
             for r in data["rows"]:
                 if r["variant"] == "cudnn" or "median_ms" not in r:
                     continue
                 pred = pm.triton_measured_variant(_conv_of(r, dtype), r["direction"], pm.GPUS[gpu],
-                                                  r["variant"], revision, resources)
+                                                  r["variant"], revision, used)
                 rows.append(_calibration(data, r, f"triton:{r['variant']}", pred,
                                          revision == pm.CURRENT_TRITON))
             continue

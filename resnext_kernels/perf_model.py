@@ -527,10 +527,13 @@ BEFORE_FORWARD_PACK = TritonRevision(forward_packs_dgrad=False)
 # after a row's bounds became one unsigned comparison a coordinate (the fourth session of
 # 2026-12-02): cp.async 165 -> 150 / 211 -> 193, L1 path 141 -> 126 / 184 -> 167 and
 # 103 -> 93 / 141 -> 132; then with the rows past the last pixel failing the bounds check
-# instead of a mask of their own: 143 / 185, 121 / 165, 89 / 130.
+# instead of a mask of their own: 143 / 185, 121 / 165, 89 / 130. Then (the fifth session) with
+# a step's tap found without an integer division (_step_coords) and the weight tile's address
+# computed once a channel tile, a step adding one scalar (_weight_dot): 113 / 156 (M128w4s3),
+# 108 / 144 and 67 / 105.
 TRITON_STEP_SASS_CALIBRATED = {"fprop": 232, "dgrad": 408}
-TRITON_STEP_SASS = {("fprop", False, 32): 143, ("fprop", True, 32): 121, ("fprop", True, 16): 89,
-                    ("dgrad", False, 32): 185, ("dgrad", True, 32): 165, ("dgrad", True, 16): 130}
+TRITON_STEP_SASS = {("fprop", False, 32): 113, ("fprop", True, 32): 108, ("fprop", True, 16): 67,
+                    ("dgrad", False, 32): 156, ("dgrad", True, 32): 144, ("dgrad", True, 16): 105}
 
 
 def triton_step_scale(direction: str, config: "TritonConfig") -> float:

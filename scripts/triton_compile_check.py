@@ -11,7 +11,9 @@ the cuobjdump that ships inside the triton package (TOOLCHAIN.md). A spill is lo
 stack frame (ptxas puts spilled registers in the stack frame; LOCAL alone misses them, as
 scripts/cuda_resource_check.py found for the CUDA kernels). The configurations in
 KNOWN_SPILLS are printed with their reason, not failed, and so is a frame the SASS shows
-touched only outside the main loop (main_loop_spills); any other spill fails.
+touched only outside the main loop (main_loop_spills); any other spill fails. The main loops
+whose instructions the performance model counts (its TRITON_STEP_SASS and
+TRITON_WGRAD_ALL_TAPS_SASS) are recounted on sm_90, and a count off by more than 5% fails.
 
 Each kernel is compiled as a GPU launch on channels_last tensors would specialise it: channel
 strides equal to 1 become constants, the other strides, the pointers and the channel widths
@@ -90,11 +92,10 @@ def resource_usage(cubin: bytes, tool: str | None) -> dict:
     return usage
 
 
-def main_loop_spills(cubin: bytes, tool: str | None) -> int | None:
-    """Local loads and stores (LDL/STL) inside the kernel's main loop, read in the SASS: the
-    smallest loop (a backward branch and its target) that holds a tensor-core instruction. None
-    when the SASS has no such loop (or no cuobjdump). A frame touched only outside it (a register
-    stored before the loop and loaded after it) costs a few instructions a program."""
+def main_loop(cubin: bytes, tool: str | None) -> list | None:
+    """The kernel's main loop in the SASS: the smallest loop (a backward branch and its target)
+    that holds a tensor-core instruction, as a list of instructions. None when the SASS has no
+    such loop (or no cuobjdump)."""
     if tool is None:
         return None
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
@@ -110,9 +111,36 @@ def main_loop_spills(cubin: bytes, tool: str | None) -> int | None:
             body = [t for a, t in code if int(branch.group(1), 16) <= a <= addr]
             if any(re.search(r"\b[HU]?G?MMA", t) for t in body):
                 loops.append(body)
-    if not loops:
+    return min(loops, key=len) if loops else None
+
+
+def main_loop_spills(loop: list | None) -> int | None:
+    """Local loads and stores (LDL/STL) inside the main loop (main_loop). A frame touched only
+    outside it (a register stored before the loop and loaded after it) costs a few instructions
+    a program."""
+    if loop is None:
         return None
-    return sum(bool(re.search(r"\b(LDL|STL)\b", t)) for t in min(loops, key=len))
+    return sum(bool(re.search(r"\b(LDL|STL)\b", t)) for t in loop)
+
+
+# The loop bodies the performance model counts (perf_model.TRITON_STEP_SASS,
+# TRITON_WGRAD_ALL_TAPS_SASS): model key -> (the model's count, steps an iteration). A recount
+# outside SASS_TOLERANCE fails the check, so the model's issue term follows the code.
+def _sass_counted():
+    from resnext_kernels import perf_model as pm
+
+    step, taps = pm.TRITON_STEP_SASS, pm.TRITON_WGRAD_ALL_TAPS_SASS
+    table = {}
+    for direction, kernel in (("fprop", "gather"), ("dgrad", "gather_t")):
+        table[f"{kernel} bf16 r4 o4 g32 M128w4s3"] = (step[(direction, False, 32)], 1)
+        table[f"{kernel} bf16 r4 o4 g32 M128w4s1"] = (step[(direction, True, 32)], 3)
+        table[f"{kernel} bf16 r4 o4 g32 M128w8s1"] = (step[(direction, True, 16)], 3)
+    for (block_m, warps), count in taps.items():
+        table[f"wgrad9 bf16 r4 o4 g32 M{block_m}w{warps}s1"] = (count, 1)
+    return table
+
+
+SASS_TOLERANCE = 0.05
 
 
 def model_key(kernel, dtype, red, out, groups, config) -> str:
@@ -238,16 +266,25 @@ def compile_one(job):
     known = next((why for pattern, why in KNOWN_SPILLS
                   if re.search(pattern, f"sm{arch} {dtype} {label}")), None)
     spills = bool(spill or stack)
-    if spills and not known and main_loop_spills(compiled.asm["cubin"], cuobjdump()) == 0:
+    key = label.split(" | ")[1] if " | " in label else None
+    counted = _sass_counted().get(key) if arch == 90 else None
+    loop = main_loop(compiled.asm["cubin"], cuobjdump()) if spills or counted else None
+    if spills and not known and main_loop_spills(loop) == 0:
         known = "a frame touched only outside the main loop (SASS)"
+    sass_off = ""
+    if counted and loop is not None:
+        per_step = len(loop) / counted[1]
+        if abs(per_step - counted[0]) > SASS_TOLERANCE * counted[0]:
+            sass_off = (f"  LOOP {per_step:.0f} INSTRUCTIONS A STEP, THE MODEL SAYS {counted[0]}"
+                        " (perf_model.TRITON_STEP_SASS / TRITON_WGRAD_ALL_TAPS_SASS)")
     too_much_smem = compiled.metadata.shared > SMEM_LIMIT[arch]
     flag = (("  SPILLS" if spills and not known else f"  spills, known: {known}" if spills else "")
-            + ("  SHARED MEMORY OVER THE LIMIT" if too_much_smem else ""))
+            + ("  SHARED MEMORY OVER THE LIMIT" if too_much_smem else "") + sass_off)
     line = (f"sm{arch} {dtype:5s} {label:60s} {use.get('regs', '?')!s:>5s} {stack:5d} "
             f"{compiled.metadata.shared:7d} {spill:6d}{flag}")
     usage = dict(arch=arch, regs=use.get("regs"), stack=stack, shared=compiled.metadata.shared,
-                 local=spill, key=label.split(" | ")[1] if " | " in label else None)
-    return line, (spills and not known) or too_much_smem, usage
+                 local=spill, key=key)
+    return line, (spills and not known) or too_much_smem or bool(sass_off), usage
 
 
 def main():
@@ -273,8 +310,8 @@ def main():
         with open(args.json, "w") as f:
             json.dump({"kernels": table}, f, indent=1)
     known = sum("spills, known" in line for line, _, _ in results)
-    print(f"{len(results)} compilations in {time.time() - t0:.0f} s; {bad} failed or spilled "
-          f"({known} known spills, KNOWN_SPILLS)")
+    print(f"{len(results)} compilations in {time.time() - t0:.0f} s; {bad} failed, spilled or "
+          f"off the model's SASS count ({known} known spills, KNOWN_SPILLS)")
     sys.exit(1 if bad else 0)
 
 

@@ -39,9 +39,9 @@ Two ways to load the source tile, both in the autotune space:
 
 Predicted by resnext_kernels/perf_model.py, not measured (H200, ResNeXt-50 32x4d at batch 64,
 bf16 channels_last, the L1 path), us per layer stage1 / 2.entry / 2 / 3.entry / 3 / 4.entry / 4:
-fprop 74 / 50 / 40 / 26 / 23 / 18 / 16, dgrad 84 / 47 / 42 / 23 / 22 / 13 / 13 (on the weight
-its training step's forward pass packed); bound by instruction issue, and by L2 at the stage-2
-entry (benchmarks/NOTES.md, 2026-12-02).
+fprop 74 / 50 / 39 / 26 / 21 / 18 / 16, dgrad 74 / 47 / 37 / 22 / 19 / 13 / 12 (on the weight
+its training step's forward pass packed); bound by instruction issue and load latency, and by
+L2 at the stride-2 entries (benchmarks/NOTES.md, 2026-12-02).
 
 Any strides work (NCHW, channels_last, views), so the wrappers never copy an operand.
 """
@@ -75,15 +75,26 @@ def _source_index(d, tap, stride, pad, dil, size, TRANSPOSED: tl.constexpr):
 
 
 @triton.jit
-def _step_coords(step, red_blocks: tl.constexpr, taps_s, r0, s0, PHASES_H, PHASES_W,
-                 BLOCK_RED: tl.constexpr):
-    """Tap (r, s) and the pack-local channels of one step of the flat (tap, channel block) loop."""
+def _step_coords(step, red_blocks: tl.constexpr, taps_s, per_row_inv, r0, s0, PHASES_H, PHASES_W,
+                 BLOCK_RED: tl.constexpr, TRANSPOSED: tl.constexpr):
+    """Tap (r, s) and the first pack-local channel of one step of the flat (tap, channel block)
+    loop.
+
+    The tap's row and column without an integer division a step (one took 15 of fprop's 121
+    warp instructions a step on the L1 path): fprop walks all nine taps, three a row, and
+    dividing by a constant is a multiply; a dgrad phase class walks `taps_s` (1 to 3) a row,
+    and t < 9, so t // taps_s is (t * per_row_inv) >> 16 with per_row_inv = ceil(2^16 / taps_s)
+    (exact while t * taps_s < 2^15), computed once a program."""
     t = step // red_blocks
-    per_row = tl.maximum(taps_s, 1)             # a class with no taps runs no step
-    r = r0 + (t // per_row) * PHASES_H
-    s = s0 + (t % per_row) * PHASES_W
-    offs_c = (step - t * red_blocks) * BLOCK_RED + tl.arange(0, BLOCK_RED)     # (BLOCK_RED,)
-    return r, s, offs_c
+    if TRANSPOSED:
+        per_row = tl.maximum(taps_s, 1)         # a class with no taps runs no step
+        q = (t * per_row_inv) >> 16
+        r = r0 + q * PHASES_H
+        s = s0 + (t - q * per_row) * PHASES_W
+    else:
+        r = t // 3
+        s = t % 3
+    return r, s, (step - t * red_blocks) * BLOCK_RED
 
 
 @triton.jit
@@ -98,17 +109,19 @@ def _tap_offset(r, ph, stride, pad, dil, PHASES, TRANSPOSED: tl.constexpr):
 
 
 @triton.jit
-def _source_tile(src_ptr, r, s, offs_c, live, dn, di, dj, base_i, base_j, row_base, m_ok, pack,
+def _source_tile(src_ptr, r, s, c0, live, dn, di, dj, base_i, base_j, row_base, m_ok, pack,
                  pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h, pad_w,
                  dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n,
-                 TRANSPOSED: tl.constexpr, EXACT_TAPS: tl.constexpr, EVEN_RED: tl.constexpr):
-    """The (BLOCK_M, BLOCK_RED) source tile of tap (r, s) and channels `offs_c`, zero where the
-    tap reads padding, past the pixels or past the channels, and everywhere when `live` is false
-    (a masked load moves no data).
+                 TRANSPOSED: tl.constexpr, EXACT_TAPS: tl.constexpr, EVEN_RED: tl.constexpr,
+                 BLOCK_RED: tl.constexpr):
+    """The (BLOCK_M, BLOCK_RED) source tile of tap (r, s) and the pack's channels from c0, zero
+    where the tap reads padding, past the pixels or past the channels, and everywhere when `live`
+    is false (a masked load moves no data).
 
     With EXACT_TAPS (fprop; dgrad by phase class) a tap moves every row of the tile by the same
     amount, so a row's address is its base (computed once per program) plus one scalar per step:
     a few instructions a row instead of the general map's divisions."""
+    offs_c = c0 + tl.arange(0, BLOCK_RED)
     c_glob = pack * pack_red + offs_c
     if EXACT_TAPS:
         oi = _tap_offset(r, ph, stride_h, pad_h, dil_h, PHASES_H, TRANSPOSED)
@@ -131,12 +144,12 @@ def _source_tile(src_ptr, r, s, offs_c, live, dn, di, dj, base_i, base_j, row_ba
 
 
 @triton.jit
-def _weight_dot(acc, a, wp_ptr, pack, r, s, offs_c, red_pad, out_pad, offs_o, live,
-                PRECISION: tl.constexpr):
-    """acc + a @ the packed weight tile of tap (r, s) and channels offs_c; with `live` false
-    (a step past the last: r may be past the taps) nothing is loaded and a is all zero."""
-    w_tile = (pack * 9 + r * 3 + s) * red_pad + offs_c
-    b = tl.load(wp_ptr + w_tile[:, None].to(tl.int64) * out_pad + offs_o[None, :], mask=live,
+def _weight_dot(acc, a, w_tile, r, s, c0, red_pad, out_pad, live, PRECISION: tl.constexpr):
+    """acc + a @ the packed weight tile of tap (r, s) and channels c0.. of the pack; `w_tile`
+    points at the pack's first tile (tap 0, channel 0: computed once a channel tile, so that a
+    step adds one scalar). With `live` false (a step past the last: r may be past the taps)
+    nothing is loaded and a is all zero."""
+    b = tl.load(w_tile + (((r * 3 + s) * red_pad + c0) * out_pad).to(tl.int64), mask=live,
                 other=0.0)
     return acc + tl.dot(a, b, input_precision=PRECISION)
 
@@ -281,6 +294,7 @@ def _gather_conv_kernel(
     s0 = (pw + pad_w) % PHASES_W
     taps_r = tl.maximum(tl.cdiv(3 - r0, PHASES_H), 0)
     taps_s = tl.maximum(tl.cdiv(3 - s0, PHASES_W), 0)
+    per_row_inv = (65535 + tl.maximum(taps_s, 1)) // tl.maximum(taps_s, 1)   # _step_coords
     # Exact taps (_source_tile): each row's source base, once. fprop: d*stride - pad; dgrad by
     # phase class: the row's index in its class grid.
     if TRANSPOSED:
@@ -300,6 +314,9 @@ def _gather_conv_kernel(
         offs_o = out_tile * BLOCK_OUT + tl.arange(0, BLOCK_OUT)         # (BLOCK_OUT,)
         o_glob = pack * pack_out + offs_o
         o_ok = (offs_o < pack_out) & (o_glob < G * OUT_G)
+        # The pack's packed weight at tap 0, channel 0 (_weight_dot adds a step's offset).
+        w_tile = wp_ptr + ((pack * 9 * red_pad + tl.arange(0, BLOCK_RED))[:, None].to(tl.int64)
+                           * out_pad + offs_o[None, :])
 
         acc = tl.zeros((BLOCK_M, BLOCK_OUT), dtype=tl.float64 if ACC_FP64 else tl.float32)
         n_steps = taps_r * taps_s * red_blocks
@@ -313,68 +330,68 @@ def _gather_conv_kernel(
             # step (register copies) of 204 warp instructions. Steps past the last load nothing
             # and add zero tiles. (r_k, s_k, offs_k) and a_k: the coordinates and tile of step
             # `step + k`.
-            r_0, s_0, offs_0 = _step_coords(0, red_blocks, taps_s, r0, s0, PHASES_H, PHASES_W,
-                                            BLOCK_RED)
-            r_1, s_1, offs_1 = _step_coords(1, red_blocks, taps_s, r0, s0, PHASES_H, PHASES_W,
-                                            BLOCK_RED)
-            r_2, s_2, offs_2 = _step_coords(2, red_blocks, taps_s, r0, s0, PHASES_H, PHASES_W,
-                                            BLOCK_RED)
+            r_0, s_0, c0_0 = _step_coords(0, red_blocks, taps_s, per_row_inv, r0, s0, PHASES_H,
+                                          PHASES_W, BLOCK_RED, TRANSPOSED)
+            r_1, s_1, c0_1 = _step_coords(1, red_blocks, taps_s, per_row_inv, r0, s0, PHASES_H,
+                                          PHASES_W, BLOCK_RED, TRANSPOSED)
+            r_2, s_2, c0_2 = _step_coords(2, red_blocks, taps_s, per_row_inv, r0, s0, PHASES_H,
+                                          PHASES_W, BLOCK_RED, TRANSPOSED)
             a_0 = _source_tile(
-                src_ptr, r_0, s_0, offs_0, n_steps > 0, dn, di, dj, base_i, base_j, row_base, m_ok,
+                src_ptr, r_0, s_0, c0_0, n_steps > 0, dn, di, dj, base_i, base_j, row_base, m_ok,
                 pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h, pad_w,
                 dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n, TRANSPOSED, EXACT_TAPS,
-                EVEN_RED)
+                EVEN_RED, BLOCK_RED)
             a_1 = _source_tile(
-                src_ptr, r_1, s_1, offs_1, n_steps > 1, dn, di, dj, base_i, base_j, row_base, m_ok,
+                src_ptr, r_1, s_1, c0_1, n_steps > 1, dn, di, dj, base_i, base_j, row_base, m_ok,
                 pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h, pad_w,
                 dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n, TRANSPOSED, EXACT_TAPS,
-                EVEN_RED)
+                EVEN_RED, BLOCK_RED)
             a_2 = _source_tile(
-                src_ptr, r_2, s_2, offs_2, n_steps > 2, dn, di, dj, base_i, base_j, row_base, m_ok,
+                src_ptr, r_2, s_2, c0_2, n_steps > 2, dn, di, dj, base_i, base_j, row_base, m_ok,
                 pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h, pad_w,
                 dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n, TRANSPOSED, EXACT_TAPS,
-                EVEN_RED)
+                EVEN_RED, BLOCK_RED)
             for step in range(0, n_steps, 3):
-                acc = _weight_dot(acc, a_0, wp_ptr, pack, r_0, s_0, offs_0, red_pad, out_pad,
-                                  offs_o, True, PRECISION)
-                r_0, s_0, offs_0 = _step_coords(step + 3, red_blocks, taps_s, r0, s0, PHASES_H,
-                                                PHASES_W, BLOCK_RED)
+                acc = _weight_dot(acc, a_0, w_tile, r_0, s_0, c0_0, red_pad, out_pad, True,
+                                  PRECISION)
+                r_0, s_0, c0_0 = _step_coords(step + 3, red_blocks, taps_s, per_row_inv, r0, s0,
+                                              PHASES_H, PHASES_W, BLOCK_RED, TRANSPOSED)
                 a_0 = _source_tile(
-                    src_ptr, r_0, s_0, offs_0, step + 3 < n_steps, dn, di, dj, base_i, base_j,
+                    src_ptr, r_0, s_0, c0_0, step + 3 < n_steps, dn, di, dj, base_i, base_j,
                     row_base, m_ok, pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h,
                     stride_w, pad_h, pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W,
-                    s_src_n, TRANSPOSED, EXACT_TAPS, EVEN_RED)
-                acc = _weight_dot(acc, a_1, wp_ptr, pack, r_1, s_1, offs_1, red_pad, out_pad,
-                                  offs_o, step + 1 < n_steps, PRECISION)
-                r_1, s_1, offs_1 = _step_coords(step + 4, red_blocks, taps_s, r0, s0, PHASES_H,
-                                                PHASES_W, BLOCK_RED)
+                    s_src_n, TRANSPOSED, EXACT_TAPS, EVEN_RED, BLOCK_RED)
+                acc = _weight_dot(acc, a_1, w_tile, r_1, s_1, c0_1, red_pad, out_pad,
+                                  step + 1 < n_steps, PRECISION)
+                r_1, s_1, c0_1 = _step_coords(step + 4, red_blocks, taps_s, per_row_inv, r0, s0,
+                                              PHASES_H, PHASES_W, BLOCK_RED, TRANSPOSED)
                 a_1 = _source_tile(
-                    src_ptr, r_1, s_1, offs_1, step + 4 < n_steps, dn, di, dj, base_i, base_j,
+                    src_ptr, r_1, s_1, c0_1, step + 4 < n_steps, dn, di, dj, base_i, base_j,
                     row_base, m_ok, pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h,
                     stride_w, pad_h, pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W,
-                    s_src_n, TRANSPOSED, EXACT_TAPS, EVEN_RED)
-                acc = _weight_dot(acc, a_2, wp_ptr, pack, r_2, s_2, offs_2, red_pad, out_pad,
-                                  offs_o, step + 2 < n_steps, PRECISION)
-                r_2, s_2, offs_2 = _step_coords(step + 5, red_blocks, taps_s, r0, s0, PHASES_H,
-                                                PHASES_W, BLOCK_RED)
+                    s_src_n, TRANSPOSED, EXACT_TAPS, EVEN_RED, BLOCK_RED)
+                acc = _weight_dot(acc, a_2, w_tile, r_2, s_2, c0_2, red_pad, out_pad,
+                                  step + 2 < n_steps, PRECISION)
+                r_2, s_2, c0_2 = _step_coords(step + 5, red_blocks, taps_s, per_row_inv, r0, s0,
+                                              PHASES_H, PHASES_W, BLOCK_RED, TRANSPOSED)
                 a_2 = _source_tile(
-                    src_ptr, r_2, s_2, offs_2, step + 5 < n_steps, dn, di, dj, base_i, base_j,
+                    src_ptr, r_2, s_2, c0_2, step + 5 < n_steps, dn, di, dj, base_i, base_j,
                     row_base, m_ok, pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h,
                     stride_w, pad_h, pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W,
-                    s_src_n, TRANSPOSED, EXACT_TAPS, EVEN_RED)
+                    s_src_n, TRANSPOSED, EXACT_TAPS, EVEN_RED, BLOCK_RED)
         else:
             # One flat loop over (tap, channel block): a single loop that Triton software-pipelines
             # with cp.async (nine unrolled tap loops held 255 registers a thread).
             for step in range(0, n_steps):
-                r, s, offs_c = _step_coords(step, red_blocks, taps_s, r0, s0, PHASES_H, PHASES_W,
-                                            BLOCK_RED)
+                r, s, c0 = _step_coords(step, red_blocks, taps_s, per_row_inv, r0, s0, PHASES_H,
+                                        PHASES_W, BLOCK_RED, TRANSPOSED)
                 a = _source_tile(
-                    src_ptr, r, s, offs_c, True, dn, di, dj, base_i, base_j, row_base, m_ok, pack,
+                    src_ptr, r, s, c0, True, dn, di, dj, base_i, base_j, row_base, m_ok, pack,
                     pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h, pad_w,
                     dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n, TRANSPOSED,
-                    EXACT_TAPS, EVEN_RED)
-                acc = _weight_dot(acc, a, wp_ptr, pack, r, s, offs_c, red_pad, out_pad, offs_o,
-                                  True, PRECISION)                      # (BLOCK_M, BLOCK_OUT)
+                    EXACT_TAPS, EVEN_RED, BLOCK_RED)
+                acc = _weight_dot(acc, a, w_tile, r, s, c0, red_pad, out_pad, True,
+                                  PRECISION)                            # (BLOCK_M, BLOCK_OUT)
 
         if HAS_BIAS:
             acc += tl.load(bias_ptr + o_glob, mask=o_ok, other=0.0).to(acc.dtype)[None, :]
@@ -539,7 +556,8 @@ def pack_weight(weight, groups: int, fprop: bool = True, dgrad: bool = True,
     pads = [p for p, on in ((f.red_pad, fprop), (f.out_pad, fprop), (d.red_pad, dgrad),
                             (d.out_pad, dgrad)) if on]
     block = PACK_BLOCK
-    grid = (f_tiles + d_tiles, triton.cdiv(max(pads[0::2]), block), triton.cdiv(max(pads[1::2]), block))
+    grid = (f_tiles + d_tiles, triton.cdiv(max(pads[0::2]), block),
+            triton.cdiv(max(pads[1::2]), block))
     ws = weight.stride()
     wrap(_pack_weight_kernel)[grid](
         weight, buf, groups, weight.shape[1], weight.shape[0] // groups, *ws,
