@@ -328,7 +328,7 @@ def _gather_conv_kernel(
             # loop takes three steps an iteration, each tile reloaded in place once its dot has
             # read it: rotating the tiles through one step an iteration cost 75 byte-permutes a
             # step (register copies) of 204 warp instructions. Steps past the last load nothing
-            # and add zero tiles. (r_k, s_k, offs_k) and a_k: the coordinates and tile of step
+            # and add zero tiles. (r_k, s_k, c0_k) and a_k: the coordinates and tile of step
             # `step + k`.
             r_0, s_0, c0_0 = _step_coords(0, red_blocks, taps_s, per_row_inv, r0, s0, PHASES_H,
                                           PHASES_W, BLOCK_RED, TRANSPOSED)
