@@ -89,6 +89,11 @@ def test_gradcheck_float64(family):
     assert torch.autograd.gradcheck(fn, (x, w, b))
     if family == "native":  # the interpreter makes second derivatives slow; native covers them
         assert torch.autograd.gradgradcheck(fn, (x, w, b))
+    else:  # a training step's path: dx from the weight the forward pass packed (one input)
+        w0 = w.detach()
+        packed = lambda x: ops.fprop(x, w0, None, [2, 2], [1, 1], [1, 1], 4, False,  # noqa: E731
+                                     ops.pack(w0, 4))
+        assert torch.autograd.gradcheck(packed, (x,))
     del case
 
 
