@@ -128,7 +128,8 @@ def calibration_rows(results: List[dict], resources: pm.Resources) -> List[dict]
             revision = triton_revision(commit)
             # Today's cubins describe today's code: older code is predicted with the model's
             # register estimates (from the compile check of its time), not with them.
-            used = resources if revision == pm.CURRENT_TRITON else pm.Resources(None, resources.cuda)
+            used = (resources if revision == pm.CURRENT_TRITON
+                    else pm.Resources(None, resources.cuda))
             for r in data["rows"]:
                 if r["variant"] == "cudnn" or "median_ms" not in r:
                     continue

@@ -1234,7 +1234,8 @@ def within(measured: float, predicted: float, low: float = 0.67, high: float = 1
     return predicted > 0 and math.isfinite(predicted) and low <= measured / predicted <= high
 
 
-__all__ = ["BEFORE_07A4ED9", "BEFORE_EXACT_TAPS", "BEFORE_FORWARD_PACK", "CALIBRATION", "CURRENT_TRITON", "Conv", "CtaWork",
+__all__ = ["BEFORE_07A4ED9", "BEFORE_EXACT_TAPS", "BEFORE_FORWARD_PACK", "CALIBRATION",
+           "CURRENT_TRITON", "Conv", "CtaWork",
            "GPU", "GPUS", "Launch", "Prediction", "Resources", "TritonConfig", "TritonRevision", "bank_wavefronts",
            "ctas_per_sm", "cuda_variant", "cuda_variants", "l1_wavefronts", "sectors", "simulate",
            "strip_footprint", "triton_gather", "triton_measured_variant", "triton_variants", "triton_wgrad",

@@ -213,7 +213,8 @@ def test_triton_ops_pass_opcheck_on_gpu():
     torch.library.opcheck(TRITON.fprop, (x, w, None, [1, 1], [1, 1], [1, 1], case.groups, False))
     # The packing op, and fprop and dgrad on its buffer (the training step's path).
     packed = TRITON.pack(w.detach(), case.groups)
-    dy = torch.randn(x.shape, generator=gen).to("cuda").contiguous(memory_format=torch.channels_last)
+    dy = torch.randn(x.shape, generator=gen).to("cuda")
+    dy = dy.contiguous(memory_format=torch.channels_last)
     torch.library.opcheck(TRITON.pack, (w.detach(), case.groups))
     torch.library.opcheck(TRITON.fprop, (x, w, None, [1, 1], [1, 1], [1, 1], case.groups, False,
                                          packed))
