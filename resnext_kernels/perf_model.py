@@ -548,8 +548,10 @@ def triton_step_scale(direction: str, config: "TritonConfig") -> float:
 # Warp instructions of one step of wgrad ALL_TAPS with its taps in regions of their own and the
 # taps' source rows one scalar apart (sm_90 SASS, bf16, Cg = 4, the smallest loop holding the
 # MMAs; 2026-12-02): (BLOCK_M, warps) -> count a warp. Recounted with the bounds as one unsigned
-# comparison (from 650, 318, 354, 1181).
-TRITON_WGRAD_ALL_TAPS_SASS = {(64, 4): 601, (32, 4): 320, (64, 8): 359, (128, 4): 1059}
+# comparison (from 650, 318, 354, 1181), then with a position's (n, p, q) by two multiplies
+# instead of three divisions (from 601, 320, 359, 1059; at M64w4 ptxas now recomputes shared
+# memory addresses in the loop, 38 more).
+TRITON_WGRAD_ALL_TAPS_SASS = {(64, 4): 639, (32, 4): 258, (64, 8): 294, (128, 4): 916}
 
 
 def _triton_regs_estimate(warps: int, block_m: int, all_taps: bool = False,

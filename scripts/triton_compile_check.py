@@ -214,6 +214,7 @@ def pack_weight_jobs(dtype):
 
 def wgrad_jobs(dtype, arch):
     ints = ["BATCH", "H", "W", "P", "Q", "G", "CG", "KG", "CHUNK", "SPLITS",
+            "MAGIC_Q", "SHIFT_Q", "MAGIC_PQ", "SHIFT_PQ",
             "s_x_n", "s_x_c", "s_x_h", "s_x_w", "s_dy_n", "s_dy_k", "s_dy_p", "s_dy_q",
             "stride_h", "stride_w", "pad_h", "pad_w", "dil_h", "dil_w"]
     combos = [(shape, all_taps, config) for shape in TILE_SHAPES for all_taps in (False, True)
@@ -227,7 +228,7 @@ def wgrad_jobs(dtype, arch):
                "dw_ptr": PTR[dtype]}
         sig.update({n: "i32" for n in ints})
         constexprs = dict(GP=tile.groups_per_prog, BLOCK_KO=tile.block_out, BLOCK_C=tile.block_red,
-                          ALL_TAPS=all_taps, EVEN_KO=tile.even_out(out, groups),
+                          ALL_TAPS=all_taps, FAST_DIV=True, EVEN_KO=tile.even_out(out, groups),
                           EVEN_C=tile.even_red(red, groups), PRECISION="tf32" if dtype == "fp32" else "ieee", ACC_FP64=False,
                           **config.kwargs)
         label = f"wgrad{'9' if all_taps else '1'} cg{red} {config.kwargs} w{config.num_warps} s{config.num_stages}"

@@ -181,6 +181,38 @@ def test_packed_argument_is_checked_before_any_launch(monkeypatch):
     assert not launched
 
 
+def test_divisor_magic_divides_exactly_below_its_bound():
+    """wgrad splits positions into (n, p, q) by (x * m) >> s (common.divisor_magic): exact for
+    every divisor up to 2000 at the numerators where rounding errs first (just below each
+    multiple, and at the top of the range), and for the real layers' P*Q; m fits 31 bits."""
+    import random
+
+    top = (1 << common.MAGIC_BITS) - 1
+    rng = random.Random(0)
+    for d in list(range(1, 2001)) + [3136, 12544, 784 * 64, (1 << 30) - 1]:
+        m, s = common.divisor_magic(d)
+        assert 0 < m < 1 << 31
+        xs = [0, d - 1, d, top, top - top % d, top - top % d - 1]
+        xs += [k * d - 1 for k in range(1, 40)] + [rng.randrange(top) for _ in range(50)]
+        for x in (x for x in xs if 0 <= x <= top):
+            assert (x * m) >> s == x // d, (d, x)
+    with pytest.raises(ValueError):
+        common.divisor_magic(0)
+
+
+@pytest.mark.parametrize("all_taps", [False, True])
+def test_wgrad_divides_plainly_above_the_magic_bound(all_taps, monkeypatch):
+    """Past 2^MAGIC_BITS positions wgrad divides plainly (FAST_DIV off): with the bound at
+    2^4 the stride-2 case's 2 x 3 x 5 positions take that path, and still match."""
+    monkeypatch.setattr(common, "MAGIC_BITS", 4)
+    case = EDGE_CASES[3]
+    o = make_operands(case, "channels_last", torch.float32, DEVICE, seed=9)
+    args = case.conv_args
+    conv = (list(args["stride"]), list(args["padding"]), list(args["dilation"]), args["groups"])
+    dw = wgrad_mod.wgrad(o.dy, o.x, list(o.w.shape), *conv, all_taps=all_taps)
+    reference.check("wgrad", dw, o.aten["wgrad"], o.ref["wgrad"])
+
+
 def test_fused_bias_relu_epilogue():
     case = EDGE_CASES[3]
     gen = torch.Generator().manual_seed(3)

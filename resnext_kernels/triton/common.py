@@ -109,6 +109,21 @@ PRUNE_KEEP = 3
 PRUNE_RATIO = 1.5
 
 
+# Numerators divisor_magic serves: below 2^MAGIC_BITS (positions N*P*Q of a launch).
+MAGIC_BITS = 30
+
+
+def divisor_magic(d: int):
+    """(m, s) with x // d == (x * m) >> s for every 0 <= x < 2^MAGIC_BITS, m < 2^31 (a 32-bit
+    kernel argument): s = MAGIC_BITS + ceil(log2 d) and m = ceil(2^s / d). Then m d - 2^s < d
+    <= 2^ceil(log2 d), so x (m d - 2^s) / (d 2^s) < 1 / d and the floor is x // d's
+    (Granlund and Montgomery's round-up multiplier)."""
+    if d < 1:
+        raise ValueError(f"divisor_magic: the divisor must be positive, got {d}")
+    s = MAGIC_BITS + (d - 1).bit_length()
+    return -(-(1 << s) // d), s
+
+
 def prune_by_model(configs, predict, gpu_name):
     """The configurations worth timing (see PRUNE_FRACTION), in the space's order, from
     `predict(config, gpu)` (microseconds); all of them on a GPU the model does not describe."""

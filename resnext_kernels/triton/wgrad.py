@@ -19,7 +19,7 @@ cast ran as two more launches.)
 With ALL_TAPS (one program, nine taps) the loop is unpipelined and its x loads can hit L1 (see
 the kernel). Predicted by resnext_kernels/perf_model.py, not measured (H200, ResNeXt-50 32x4d at
 batch 64, bf16, ALL_TAPS, which choose_all_taps takes there on an H200), us per layer stage1 /
-2.entry / 2 / 3.entry / 3 / 4.entry / 4: 69 / 53 / 36 / 29 / 25 / 16 / 14; bound by
+2.entry / 2 / 3.entry / 3 / 4.entry / 4: 60 / 53 / 32 / 27 / 22 / 16 / 13; bound by
 instruction issue, and by L2 at the entries (benchmarks/NOTES.md, 2026-12-02).
 """
 
@@ -78,8 +78,9 @@ def _reduce_splits(part_ptr, dw_ptr, SPLITS, tap, offs_k, k_glob, k_ok, offs_c, 
 
 
 # Sizes and geometry are not specialised, strides are (see fprop.py).
-@triton.jit(do_not_specialize=["BATCH", "H", "W", "P", "Q", "G", "CHUNK", "SPLITS", "stride_h",
-                               "stride_w", "pad_h", "pad_w", "dil_h", "dil_w"])
+@triton.jit(do_not_specialize=["BATCH", "H", "W", "P", "Q", "G", "CHUNK", "SPLITS", "MAGIC_Q",
+                               "SHIFT_Q", "MAGIC_PQ", "SHIFT_PQ", "stride_h", "stride_w", "pad_h",
+                               "pad_w", "dil_h", "dil_w"])
 def _wgrad_partial_kernel(
     # partials: [SPLITS, K, Cg, 3, 3] fp32 scratch; counters: one int32 per tile (all splits of
     # one (tap, k, c tile, pack)), zero on entry and reset to zero on exit; dw: [K, Cg, 3, 3].
@@ -87,6 +88,8 @@ def _wgrad_partial_kernel(
     # Sizes: batch, input grid, output grid, groups, Cg, Kg, reduction positions per split, and
     # the number of splits.
     BATCH, H, W, P, Q, G, CG, KG, CHUNK, SPLITS,
+    # x // Q and x // (P*Q) for positions x < 2^30 as (x * MAGIC) >> SHIFT (divisor_magic).
+    MAGIC_Q, SHIFT_Q, MAGIC_PQ, SHIFT_PQ,
     # Element strides in logical order: x (n, c, h, w), dy (n, k, p, q); partials are a
     # contiguous [SPLITS, K, Cg, 3, 3] buffer in the accumulator dtype.
     s_x_n, s_x_c, s_x_h, s_x_w,
@@ -94,6 +97,7 @@ def _wgrad_partial_kernel(
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
     GP: tl.constexpr, BLOCK_KO: tl.constexpr, BLOCK_C: tl.constexpr,
     ALL_TAPS: tl.constexpr,         # one program computes all 9 taps (dy tile read once)
+    FAST_DIV: tl.constexpr,         # N*P*Q < 2^30: positions split by MAGIC_Q, MAGIC_PQ
     # Every k (c) block is full: no channel mask on the dy (x) loads, which Triton can then
     # vectorise (see fprop.py).
     EVEN_KO: tl.constexpr, EVEN_C: tl.constexpr,
@@ -140,9 +144,19 @@ def _wgrad_partial_kernel(
     for m0 in range(begin, end, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)                            # (BLOCK_M,)
         m_ok = offs_m < end
-        q = offs_m % Q
-        p = (offs_m // Q) % P
-        n = (offs_m // (Q * P)).to(tl.int64)
+        if FAST_DIV:
+            # (n, p, q) of each position by two multiplies (a runtime divisor took a reciprocal
+            # a step and a division's fix-ups per element: 3 divisions, ~70 of 601 warp
+            # instructions a step at M64w4).
+            row = ((offs_m.to(tl.int64) * MAGIC_Q) >> SHIFT_Q).to(tl.int32)        # x // Q
+            n32 = ((offs_m.to(tl.int64) * MAGIC_PQ) >> SHIFT_PQ).to(tl.int32)     # x // (P*Q)
+            q = offs_m - row * Q
+            p = row - n32 * P
+            n = n32.to(tl.int64)
+        else:
+            q = offs_m % Q
+            p = (offs_m // Q) % P
+            n = (offs_m // (Q * P)).to(tl.int64)
         dy_mask = m_ok[None, :] if EVEN_KO else k_ok[:, None] & m_ok[None, :]
         dy_t = tl.load(dy_ptr + (n * s_dy_n + p * s_dy_p + q * s_dy_q)[None, :]
                        + k_glob[:, None].to(tl.int64) * s_dy_k,
@@ -394,12 +408,14 @@ def wgrad(grad_output, x, weight_size, stride, padding, dilation, groups, splits
     args = (
         x, grad_output, partials, counters, dw,
         n, h, w, p, q, groups, cg, kg, chunk, splits,
+        *common.divisor_magic(q), *common.divisor_magic(p * q),
         *x.stride(), *grad_output.stride(),
         stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
     )
     meta = dict(GP=tile.groups_per_prog, BLOCK_KO=tile.block_out, BLOCK_C=tile.block_red,
-                ALL_TAPS=all_taps, EVEN_KO=even_ko, EVEN_C=even_c,
-                PRECISION=common.dot_precision(x.dtype), ACC_FP64=x.dtype == torch.float64)
+                ALL_TAPS=all_taps, FAST_DIV=npq < 2 ** common.MAGIC_BITS, EVEN_KO=even_ko,
+                EVEN_C=even_c, PRECISION=common.dot_precision(x.dtype),
+                ACC_FP64=x.dtype == torch.float64)
     (ALL_TAPS_KERNEL if all_taps else KERNEL).launch(grid, args, meta, wrap=wrap, config=config)
     return dw
 
