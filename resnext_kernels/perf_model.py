@@ -705,7 +705,7 @@ def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, ti
     if revision.packed_weight and not (transposed and revision.forward_packs_dgrad):
         # The packer's bytes: this direction's layout, and in a training step's forward pass
         # (forward_packs_dgrad) dgrad's as well, which dgrad then reads from the saved buffer.
-        written = packs * 9 * red_blocks * block_red * out_tiles * block_out * e
+        written = triton_pack_elems(conv, transposed) * e
         if revision.forward_packs_dgrad:
             written += triton_pack_elems(conv, transposed=True) * e
         launches.insert(0, small_kernel("pack_weight", conv.w_elems() * e, written))

@@ -75,19 +75,18 @@ def _source_index(d, tap, stride, pad, dil, size, TRANSPOSED: tl.constexpr):
 
 
 @triton.jit
-def _step_coords(step, red_blocks: tl.constexpr, taps_s, per_row_inv, r0, s0, PHASES_H, PHASES_W,
+def _step_coords(step, red_blocks: tl.constexpr, per_row, per_row_inv, r0, s0, PHASES_H, PHASES_W,
                  BLOCK_RED: tl.constexpr, TRANSPOSED: tl.constexpr):
     """Tap (r, s) and the first pack-local channel of one step of the flat (tap, channel block)
     loop.
 
     The tap's row and column without an integer division a step (one took 15 of fprop's 121
     warp instructions a step on the L1 path): fprop walks all nine taps, three a row, and
-    dividing by a constant is a multiply; a dgrad phase class walks `taps_s` (1 to 3) a row,
-    and t < 9, so t // taps_s is (t * per_row_inv) >> 16 with per_row_inv = ceil(2^16 / taps_s)
-    (exact while t * taps_s < 2^15), computed once a program."""
+    dividing by a constant is a multiply; a dgrad phase class walks `per_row` (1 to 3) a row,
+    and t < 9, so t // per_row is (t * per_row_inv) >> 16 with per_row_inv = ceil(2^16 /
+    per_row) (exact while t * per_row < 2^15), both computed once a program."""
     t = step // red_blocks
     if TRANSPOSED:
-        per_row = tl.maximum(taps_s, 1)         # a class with no taps runs no step
         q = (t * per_row_inv) >> 16
         r = r0 + q * PHASES_H
         s = s0 + (t - q * per_row) * PHASES_W
@@ -294,7 +293,8 @@ def _gather_conv_kernel(
     s0 = (pw + pad_w) % PHASES_W
     taps_r = tl.maximum(tl.cdiv(3 - r0, PHASES_H), 0)
     taps_s = tl.maximum(tl.cdiv(3 - s0, PHASES_W), 0)
-    per_row_inv = (65535 + tl.maximum(taps_s, 1)) // tl.maximum(taps_s, 1)   # _step_coords
+    per_row = tl.maximum(taps_s, 1)             # _step_coords; a class with no taps runs no step
+    per_row_inv = (65535 + per_row) // per_row
     # Exact taps (_source_tile): each row's source base, once. fprop: d*stride - pad; dgrad by
     # phase class: the row's index in its class grid.
     if TRANSPOSED:
@@ -330,11 +330,11 @@ def _gather_conv_kernel(
             # step (register copies) of 204 warp instructions. Steps past the last load nothing
             # and add zero tiles. (r_k, s_k, c0_k) and a_k: the coordinates and tile of step
             # `step + k`.
-            r_0, s_0, c0_0 = _step_coords(0, red_blocks, taps_s, per_row_inv, r0, s0, PHASES_H,
+            r_0, s_0, c0_0 = _step_coords(0, red_blocks, per_row, per_row_inv, r0, s0, PHASES_H,
                                           PHASES_W, BLOCK_RED, TRANSPOSED)
-            r_1, s_1, c0_1 = _step_coords(1, red_blocks, taps_s, per_row_inv, r0, s0, PHASES_H,
+            r_1, s_1, c0_1 = _step_coords(1, red_blocks, per_row, per_row_inv, r0, s0, PHASES_H,
                                           PHASES_W, BLOCK_RED, TRANSPOSED)
-            r_2, s_2, c0_2 = _step_coords(2, red_blocks, taps_s, per_row_inv, r0, s0, PHASES_H,
+            r_2, s_2, c0_2 = _step_coords(2, red_blocks, per_row, per_row_inv, r0, s0, PHASES_H,
                                           PHASES_W, BLOCK_RED, TRANSPOSED)
             a_0 = _source_tile(
                 src_ptr, r_0, s_0, c0_0, n_steps > 0, dn, di, dj, base_i, base_j, row_base, m_ok,
@@ -354,7 +354,7 @@ def _gather_conv_kernel(
             for step in range(0, n_steps, 3):
                 acc = _weight_dot(acc, a_0, w_tile, r_0, s_0, c0_0, red_pad, out_pad, True,
                                   PRECISION)
-                r_0, s_0, c0_0 = _step_coords(step + 3, red_blocks, taps_s, per_row_inv, r0, s0,
+                r_0, s_0, c0_0 = _step_coords(step + 3, red_blocks, per_row, per_row_inv, r0, s0,
                                               PHASES_H, PHASES_W, BLOCK_RED, TRANSPOSED)
                 a_0 = _source_tile(
                     src_ptr, r_0, s_0, c0_0, step + 3 < n_steps, dn, di, dj, base_i, base_j,
@@ -363,7 +363,7 @@ def _gather_conv_kernel(
                     s_src_n, TRANSPOSED, EXACT_TAPS, EVEN_RED, BLOCK_RED)
                 acc = _weight_dot(acc, a_1, w_tile, r_1, s_1, c0_1, red_pad, out_pad,
                                   step + 1 < n_steps, PRECISION)
-                r_1, s_1, c0_1 = _step_coords(step + 4, red_blocks, taps_s, per_row_inv, r0, s0,
+                r_1, s_1, c0_1 = _step_coords(step + 4, red_blocks, per_row, per_row_inv, r0, s0,
                                               PHASES_H, PHASES_W, BLOCK_RED, TRANSPOSED)
                 a_1 = _source_tile(
                     src_ptr, r_1, s_1, c0_1, step + 4 < n_steps, dn, di, dj, base_i, base_j,
@@ -372,7 +372,7 @@ def _gather_conv_kernel(
                     s_src_n, TRANSPOSED, EXACT_TAPS, EVEN_RED, BLOCK_RED)
                 acc = _weight_dot(acc, a_2, w_tile, r_2, s_2, c0_2, red_pad, out_pad,
                                   step + 2 < n_steps, PRECISION)
-                r_2, s_2, c0_2 = _step_coords(step + 5, red_blocks, taps_s, per_row_inv, r0, s0,
+                r_2, s_2, c0_2 = _step_coords(step + 5, red_blocks, per_row, per_row_inv, r0, s0,
                                               PHASES_H, PHASES_W, BLOCK_RED, TRANSPOSED)
                 a_2 = _source_tile(
                     src_ptr, r_2, s_2, c0_2, step + 5 < n_steps, dn, di, dj, base_i, base_j,
@@ -383,7 +383,7 @@ def _gather_conv_kernel(
             # One flat loop over (tap, channel block): a single loop that Triton software-pipelines
             # with cp.async (nine unrolled tap loops held 255 registers a thread).
             for step in range(0, n_steps):
-                r, s, c0 = _step_coords(step, red_blocks, taps_s, per_row_inv, r0, s0, PHASES_H,
+                r, s, c0 = _step_coords(step, red_blocks, per_row, per_row_inv, r0, s0, PHASES_H,
                                         PHASES_W, BLOCK_RED, TRANSPOSED)
                 a = _source_tile(
                     src_ptr, r, s, c0, True, dn, di, dj, base_i, base_j, row_base, m_ok, pack,
@@ -547,22 +547,18 @@ def pack_weight(weight, groups: int, fprop: bool = True, dgrad: bool = True,
     wp (if asked), then dgrad's. A training step packs both in its forward pass and dgrad reads
     the saved buffer, so its backward launches no packing kernel (ops.py)."""
     f, d = pack_layout(weight.shape, groups, False), pack_layout(weight.shape, groups, True)
-    f_tiles = f.packs * 9 if fprop else 0
-    d_tiles = d.packs * 9 if dgrad else 0
-    buf = common.empty(((f.numel if fprop else 0) + (d.numel if dgrad else 0),), weight.dtype,
-                       weight.device)
+    asked = [layout for layout, on in ((f, fprop), (d, dgrad)) if on]
+    buf = common.empty((sum(layout.numel for layout in asked),), weight.dtype, weight.device)
     if buf.numel() == 0:
         return buf
-    pads = [p for p, on in ((f.red_pad, fprop), (f.out_pad, fprop), (d.red_pad, dgrad),
-                            (d.out_pad, dgrad)) if on]
     block = PACK_BLOCK
-    grid = (f_tiles + d_tiles, triton.cdiv(max(pads[0::2]), block),
-            triton.cdiv(max(pads[1::2]), block))
-    ws = weight.stride()
+    grid = (sum(layout.packs * 9 for layout in asked),
+            triton.cdiv(max(layout.red_pad for layout in asked), block),
+            triton.cdiv(max(layout.out_pad for layout in asked), block))
     wrap(_pack_weight_kernel)[grid](
-        weight, buf, groups, weight.shape[1], weight.shape[0] // groups, *ws,
-        f_tiles, f.numel if fprop else 0, f.red_pad, f.out_pad, d.red_pad, d.out_pad,
-        GP_F=f.tile.groups_per_prog, GP_D=d.tile.groups_per_prog, BLOCK=block)
+        weight, buf, groups, weight.shape[1], weight.shape[0] // groups, *weight.stride(),
+        f.packs * 9 if fprop else 0, f.numel if fprop else 0, f.red_pad, f.out_pad, d.red_pad,
+        d.out_pad, GP_F=f.tile.groups_per_prog, GP_D=d.tile.groups_per_prog, BLOCK=block)
     return buf
 
 
