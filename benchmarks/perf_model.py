@@ -41,6 +41,8 @@ from resnext_kernels import perf_model as pm  # noqa: E402
 
 SCHEMA = "resnext_kernels.perf_model/1"
 RESULTS = os.path.join(HERE, "results")
+# Variant prefix of the fprop predictions on a frozen module's kept packed weight (no packer).
+FROZEN = "triton-frozen:"
 # Commits that changed what a measured variant means (perf_model.TritonRevision, the CUDA ladder).
 TRITON_PACKED_WEIGHT_COMMIT = "07a4ed9"
 # The commit that added wgrad's splits inside its launch.
@@ -205,6 +207,9 @@ def model_rows(args, resources: pm.Resources, cudnn: Dict[tuple, float]) -> List
         conv = pm.Conv.from_layer(layer, pm.ELEM_SIZE[args.dtype])
         for direction in pm.DIRECTIONS:
             preds = pm.triton_variants(conv, direction, gpu, resources)
+            if direction == "fprop":  # inference on a frozen module: no packing launch
+                preds += [dataclasses.replace(p, variant=FROZEN + p.variant[len("triton:"):])
+                          for p in pm.triton_variants(conv, direction, gpu, resources, frozen=True)]
             try:
                 preds += pm.cuda_variants(conv, direction, gpu, resources, args.dtype)
             except RuntimeError:
@@ -257,11 +262,14 @@ def model_totals(rows: List[dict]) -> Dict[str, dict]:
         tot = dict(roofline_us=sum(r["count"] * r["roofline_us"] for r in layers.values()))
         cud = [r["cudnn_us"] for r in layers.values()]
         tot["cudnn_us"] = None if None in cud else sum(r["count"] * r["cudnn_us"] for r in layers.values())
-        best_triton = {}
-        for r in mine:
-            if r["variant"].startswith("triton:"):
-                best_triton[r["layer"]] = min(best_triton.get(r["layer"], math.inf), r["predicted_us"])
-        tot["triton (fastest per layer)"] = sum(layers[k]["count"] * v for k, v in best_triton.items())
+        for prefix, name in (("triton:", "triton (fastest per layer)"),
+                             (FROZEN, "triton frozen, inference (fastest per layer)")):
+            best: Dict[str, float] = {}
+            for r in mine:
+                if r["variant"].startswith(prefix):
+                    best[r["layer"]] = min(best.get(r["layer"], math.inf), r["predicted_us"])
+            if best:
+                tot[name] = sum(layers[k]["count"] * v for k, v in best.items())
         for name in sorted({r["variant"] for r in mine if r["variant"].startswith("cuda:")}):
             times = [(r["count"], r["predicted_us"]) for r in mine if r["variant"] == name]
             ok = len(times) == len(layers) and all(math.isfinite(t) for _, t in times)

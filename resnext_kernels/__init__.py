@@ -7,7 +7,7 @@
 
 from . import ops
 from ._native import cuda_unavailable_reason
-from .nn import ConvertSummary, GroupedConv2d, convert
+from .nn import ConvertSummary, GroupedConv2d, convert, freeze
 from .backend_benchmark import (
     backend_cache_dir,
     backend_choices,
@@ -66,7 +66,8 @@ def fuse_for_inference(model):
 
 
 __all__ = [
-    "BACKENDS", "ConvertSummary", "GroupedConv2d", "convert", "fuse_for_inference", "available_backends", "backend_unavailable_reason", "cuda_available",
+    "BACKENDS", "ConvertSummary", "GroupedConv2d", "convert", "freeze", "fuse_for_inference",
+    "available_backends", "backend_unavailable_reason", "cuda_available",
     "cuda_unavailable_reason", "cuda_variants", "grouped_conv2d", "last_fallback_reason",
     "models", "ops", "unsupported_reason", "set_backend_benchmark", "backend_choices",
     "set_backend_cache_dir", "backend_cache_dir", "last_backend",

@@ -161,13 +161,15 @@ def clear_backend_benchmark() -> None:
 
 
 def key_fields(input: torch.Tensor, weight: torch.Tensor, bias, stride, padding, dilation,
-               groups: int, relu: bool) -> tuple:
+               groups: int, relu: bool, frozen: bool = False) -> tuple:
     """What makes two calls the same problem for the measured choice: sizes, strides, dtype,
-    device, bias, geometry, ReLU, and whether gradients are wanted (the backward is timed too)."""
+    device, bias, geometry, ReLU, whether a frozen module keeps the weight's packed layout
+    (frozen.py: no packing launch), and, last, whether gradients are wanted (the backward is
+    timed too)."""
     wants_grad = torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad)
     return (tuple(input.shape), tuple(input.stride()), tuple(weight.shape), tuple(weight.stride()),
             input.dtype, input.device, bias is not None, tuple(stride), tuple(padding),
-            tuple(dilation), groups, relu, wants_grad)
+            tuple(dilation), groups, relu, frozen, wants_grad)
 
 
 def key_of(fields: tuple) -> str:
@@ -180,8 +182,8 @@ def key_of(fields: tuple) -> str:
 
 
 def problem_key(input: torch.Tensor, weight: torch.Tensor, bias, stride, padding, dilation,
-                groups: int, relu: bool) -> str:
-    return key_of(key_fields(input, weight, bias, stride, padding, dilation, groups, relu))
+                groups: int, relu: bool, frozen: bool = False) -> str:
+    return key_of(key_fields(input, weight, bias, stride, padding, dilation, groups, relu, frozen))
 
 
 def fastest(times: Dict[str, float]) -> str:

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from . import _native, ops
 from . import backend_benchmark as bench
+from .frozen import FrozenWeight
 
 log = logging.getLogger("resnext_kernels")
 
@@ -161,8 +162,10 @@ def _choose_backend(backend: str, input: Tensor, weight: Tensor, padding) -> str
     return "aten"
 
 
-def _autocast(input: Tensor, weight: Tensor, bias: Optional[Tensor]):
-    """Casts like nn.Conv2d under autocast: conv2d is on autocast's lower-precision list."""
+def _autocast(input: Tensor, weight: Tensor, bias: Optional[Tensor],
+              frozen: Optional[FrozenWeight] = None):
+    """Casts like nn.Conv2d under autocast: conv2d is on autocast's lower-precision list. A
+    frozen module's weight is cast once while it is unchanged (frozen.py)."""
     device_type = input.device.type
     # Not torch.amp.is_autocast_available: torch.compile cannot trace it (torch 2.11, found by
     # the GPU check); the kernels run on CUDA and the CPU path is ATen's, so these two suffice.
@@ -171,7 +174,7 @@ def _autocast(input: Tensor, weight: Tensor, bias: Optional[Tensor]):
         return input, weight, bias
     dtype = torch.get_autocast_dtype(device_type)
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
-    return cast(input), cast(weight), cast(bias)
+    return cast(input), cast(weight) if frozen is None else frozen.cast(weight, dtype), cast(bias)
 
 
 def grouped_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
@@ -182,8 +185,19 @@ def grouped_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     The defaults fit the 3x3 convolution of a ResNeXt bottleneck (padding 1). `relu=True` applies
     a ReLU in the kernels' epilogue. `backend` is one of "auto", "cuda", "triton", "aten".
     """
+    return _convolve(input, weight, bias, stride, padding, dilation, groups, backend, relu)
+
+
+def _convolve(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding, dilation,
+              groups: int, backend: str, relu: bool,
+              frozen: Optional[FrozenWeight] = None) -> Tensor:
+    """grouped_conv2d, for a frozen GroupedConv2d too: `frozen` keeps what is made from `weight`
+    (its autocast copy, its packed layout) while `weight` is unchanged (frozen.py)."""
     global _last_backend
-    input, weight, bias = _autocast(input, weight, bias)
+    if frozen is not None and not frozen.usable(weight):
+        frozen = None
+    source = weight
+    input, weight, bias = _autocast(input, weight, bias, frozen)
     _check_tensors(input, weight, bias)
     stride_, dilation_ = _pair(stride, "stride"), _pair(dilation, "dilation")
     padding_ = padding if isinstance(padding, str) else _pair(padding, "padding")
@@ -191,12 +205,13 @@ def grouped_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
         _check_sizes(input, weight, bias, stride_, padding_, dilation_, groups)
 
     conv = (stride_, padding_, dilation_, groups, relu)
+    kept = None if frozen is None else (frozen, source)
     chosen = _choose_backend(backend, input, weight, padding_)
     if backend == "auto" and chosen != "aten" and bench.backend_benchmark_enabled():
-        chosen = _auto_choice(input, weight, bias, conv)
+        chosen = _auto_choice(input, weight, bias, conv, kept)
     if not torch.compiler.is_compiling():
         _last_backend = chosen
-    return _run(chosen, input, weight, bias, *conv)
+    return _run(chosen, input, weight, bias, *conv, kept=kept)
 
 
 def last_backend() -> Optional[str]:
@@ -205,15 +220,22 @@ def last_backend() -> Optional[str]:
 
 
 def _run(chosen: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding,
-         dilation, groups: int, relu: bool) -> Tensor:
+         dilation, groups: int, relu: bool,
+         kept: Optional[Tuple[FrozenWeight, Tensor]] = None) -> Tensor:
+    """Runs the chosen backend. `kept`: a frozen module's FrozenWeight and its weight as the
+    module holds it (before autocast), which `weight` derives from."""
     if chosen == "aten":
         out = F.conv2d(input, weight, bias, stride, padding, dilation, groups)
         return F.relu(out) if relu else out
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
     family = ops.NATIVE if chosen == "cuda" else ops.TRITON
+    needs_dx = x.requires_grad and torch.is_grad_enabled()
     packed = ()
-    if family.pack is not None and x.requires_grad and torch.is_grad_enabled():
+    if family.pack is not None and kept is not None and kept[0].derives(weight, kept[1]):
+        # A frozen weight: the layout(s) this pass reads, packed once while it is unchanged.
+        packed = (kept[0].packed(family.name, family.pack, weight, kept[1], groups, needs_dx),)
+    elif family.pack is not None and needs_dx:
         # dx will be wanted: pack the weight for fprop and dgrad in one launch now, so that
         # the backward pass packs nothing (ops.py).
         packed = (family.pack(weight.detach(), groups),)
@@ -221,12 +243,14 @@ def _run(chosen: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], str
     return out.squeeze(0) if unbatched else out
 
 
-def _auto_choice(input: Tensor, weight: Tensor, bias: Optional[Tensor], conv) -> str:
+def _auto_choice(input: Tensor, weight: Tensor, bias: Optional[Tensor], conv,
+                 kept: Optional[Tuple[FrozenWeight, Tensor]] = None) -> str:
     """backend="auto" with a kernel backend eligible: the fastest backend for this problem,
     measured on detached copies of the operands the first time the problem is met (cached in
-    memory and on disk); while torch.compile traces or a CUDA graph is captured, the cached
-    choice, else cuDNN."""
-    fields = bench.key_fields(input, weight, bias, *conv)
+    memory and on disk; a frozen module's calls are a problem of their own, timed as they run,
+    on what the module keeps); while torch.compile traces or a CUDA graph is captured, the
+    cached choice, else cuDNN."""
+    fields = bench.key_fields(input, weight, bias, *conv, frozen=kept is not None)
     if torch.compiler.is_compiling():
         return bench.traced_choice(*fields)
     key = bench.key_of(fields)
@@ -239,16 +263,20 @@ def _auto_choice(input: Tensor, weight: Tensor, bias: Optional[Tensor], conv) ->
 
     backward = fields[-1]  # whether gradients are wanted: time the backward pass too
     return bench.choose(key, candidates,
-                        lambda b: _time_backend(b, input, weight, bias, conv, backward), input.device)
+                        lambda b: _time_backend(b, input, weight, bias, conv, backward, kept),
+                        input.device)
 
 
 def _time_backend(backend: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], conv,
-                  backward: bool) -> Optional[float]:
+                  backward: bool,
+                  kept: Optional[Tuple[FrozenWeight, Tensor]] = None) -> Optional[float]:
     """Milliseconds of `backend` on detached copies of the operands (forward, plus backward when
-    gradients are wanted), or None when it failed to run."""
+    gradients are wanted; a frozen module's weight itself, which needs no gradient, so that
+    what it keeps serves the timed calls), or None when it failed to run."""
     def call():
         leaf = lambda t: None if t is None else t.detach().requires_grad_(t.requires_grad)  # noqa: E731
-        out = _run(backend, leaf(input), leaf(weight), leaf(bias), *conv)
+        w = weight if kept is not None else leaf(weight)
+        out = _run(backend, leaf(input), w, leaf(bias), *conv, kept=kept)
         if backward:
             out.backward(torch.ones_like(out))
     return bench.cuda_time_ms(call)

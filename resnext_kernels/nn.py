@@ -5,6 +5,11 @@ shapes, initialisation and state_dict, so weights move between the two unchanged
 runs this package's kernels through `grouped_conv2d` when the configuration is one they handle
 (3x3, zero padding given as numbers); any other configuration keeps nn.Conv2d's own (ATen)
 forward, and `fallback_reason` says why.
+
+For inference, `freeze()` (or `freeze(model)`; `fuse_for_inference` does it) promises that the
+weight stays constant: what each call would otherwise derive from it again (its autocast copy,
+the Triton kernels' packed layout) is then made once and kept while the weight is unchanged
+(frozen.py says what "unchanged" can and cannot see).
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from . import functional
-from .functional import BACKENDS, grouped_conv2d
+from .frozen import FrozenWeight
+from .functional import BACKENDS
 
 
 class GroupedConv2d(nn.Conv2d):
@@ -25,6 +31,8 @@ class GroupedConv2d(nn.Conv2d):
     Extra arguments: `backend` ("auto", "cuda", "triton", "aten") and `relu` (apply a ReLU in the
     kernel's epilogue; used by `fuse_for_inference`, off for a plain drop-in).
     """
+
+    _frozen: Optional[FrozenWeight] = None   # (a class default too: modules pickled before it)
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, padding_mode="zeros", device=None, dtype=None, *,
@@ -37,6 +45,7 @@ class GroupedConv2d(nn.Conv2d):
         self.relu = relu
         self.fallback_reason = self._static_fallback_reason()
         self.last_backend: Optional[str] = None   # what the last eager forward ran
+        self._frozen: Optional[FrozenWeight] = None
 
     def _static_fallback_reason(self) -> Optional[str]:
         """Why this configuration always takes nn.Conv2d's ATen path (None if it does not)."""
@@ -59,19 +68,33 @@ class GroupedConv2d(nn.Conv2d):
         new.train(conv.training)
         return new
 
+    def freeze(self, frozen: bool = True) -> "GroupedConv2d":
+        """Promises that the weight stays constant (inference): its autocast copy and packed
+        layout are then made once and kept while the weight's version counter, storage, dtype
+        and shape are unchanged. Writes that bypass the version counter (`.data`, collectives
+        into the parameter's storage) are not seen: call `freeze()` again after them, which
+        drops what was kept. `freeze(False)` undoes it. Returns the module."""
+        self._frozen = FrozenWeight() if frozen else None
+        return self
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen is not None
+
     def forward(self, input: Tensor) -> Tensor:
         if self.fallback_reason is not None:
             out = super().forward(input)
             return torch.relu(out) if self.relu else out
-        out = grouped_conv2d(input, self.weight, self.bias, self.stride, self.padding,
-                             self.dilation, self.groups, backend=self.backend, relu=self.relu)
+        out = functional._convolve(input, self.weight, self.bias, self.stride, self.padding,
+                                   self.dilation, self.groups, self.backend, self.relu,
+                                   self._frozen)
         if not torch.compiler.is_compiling():
             self.last_backend = functional.last_backend()
         return out
 
     def extra_repr(self) -> str:
         s = super().extra_repr() + f", backend={self.backend!r}"
-        return s + (", relu=True" if self.relu else "")
+        return s + (", relu=True" if self.relu else "") + (", frozen=True" if self.frozen else "")
 
 
 @dataclass
@@ -138,3 +161,12 @@ def convert(model: nn.Module, backend: str = "auto", include_dense: bool = False
             else:
                 summary.skipped[full] = why
     return summary
+
+
+def freeze(model: nn.Module, frozen: bool = True) -> nn.Module:
+    """`GroupedConv2d.freeze(frozen)` on every GroupedConv2d of `model` (for inference: each
+    weight's autocast copy and packed layout made once). Returns `model`."""
+    for module in model.modules():
+        if isinstance(module, GroupedConv2d):
+            module.freeze(frozen)
+    return model

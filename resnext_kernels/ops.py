@@ -36,6 +36,7 @@ from .triton import common as triton_common
 from .triton.common import conv_output_hw
 from .triton.dgrad import dgrad as _triton_dgrad
 from .triton.fprop import fprop as _triton_fprop
+from .triton.fprop import pack_holds_dgrad as _triton_pack_holds_dgrad
 from .triton.fprop import pack_weight as _triton_pack_weight
 from .triton.wgrad import wgrad as _triton_wgrad
 
@@ -48,7 +49,10 @@ class OpFamily:
     fprop: Callable
     dgrad: Callable
     wgrad: Callable
-    pack: Optional[Callable] = None   # (weight, groups) -> the buffer fprop and dgrad may take
+    pack: Optional[Callable] = None   # (weight, groups, dgrad=True) -> the buffer fprop (and,
+                                      # packed with dgrad, dgrad) may take
+    pack_holds_dgrad: Optional[Callable] = None  # (buffer, weight, groups) -> whether it has
+                                                 # dgrad's layout
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,7 +82,10 @@ def _register_autograd(family: OpFamily) -> None:
         ctx.conv = (list(stride), list(padding), list(dilation), groups)
         ctx.x_shape, ctx.w_shape = list(x.shape), list(w.shape)
         ctx.relu, ctx.inputs = relu, len(inputs)
+        # Kept for dgrad when it holds dgrad's layout (else dgrad packs for itself).
         packed = packed[0] if packed and need_x else None
+        if packed is not None and not family.pack_holds_dgrad(packed, w, groups):
+            packed = None
         ctx.save_for_backward(x if need_w else None, w if need_x else None,
                               output if relu else None, packed)
 
@@ -141,10 +148,11 @@ if _native._C is not None:
 # ---------------------------------------------------------------------------------------------
 # The Triton family. triton_op + wrap_triton let torch.compile see the kernel launches.
 @torch.library.triton_op("resnext_kernels::pack_weight_triton", mutates_args=())
-def pack_weight_triton(weight: Tensor, groups: int) -> Tensor:
-    """The weight in the order fprop_triton and dgrad_triton read it, both directions in one
-    buffer (triton/fprop.py, pack_weight). Not differentiable: pass a detached weight."""
-    return _triton_pack_weight(weight, groups, wrap=torch.library.wrap_triton)
+def pack_weight_triton(weight: Tensor, groups: int, dgrad: bool = True) -> Tensor:
+    """The weight in the order fprop_triton reads it and, with `dgrad`, dgrad_triton's order
+    after it, in one buffer (triton/fprop.py, pack_weight). Not differentiable: pass a detached
+    weight."""
+    return _triton_pack_weight(weight, groups, dgrad=dgrad, wrap=torch.library.wrap_triton)
 
 
 @torch.library.triton_op("resnext_kernels::fprop_triton", mutates_args=())
@@ -171,7 +179,8 @@ def wgrad_triton(grad_output: Tensor, input: Tensor, weight_size: List[int],
                          wrap=torch.library.wrap_triton)
 
 
-TRITON = OpFamily("triton", fprop_triton, dgrad_triton, wgrad_triton, pack_weight_triton)
+TRITON = OpFamily("triton", fprop_triton, dgrad_triton, wgrad_triton, pack_weight_triton,
+                  _triton_pack_holds_dgrad)
 _register_autograd(TRITON)
 
 __all__: List[str] = ["OpFamily", "NATIVE", "TRITON", "conv_output_hw"]

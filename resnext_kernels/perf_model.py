@@ -628,8 +628,10 @@ def triton_pack_elems(conv: Conv, transposed: bool) -> int:
 
 def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, tiles_per_prog: int = 1,
                   channels_fastest: bool = False, revision: TritonRevision = CURRENT_TRITON,
-                  resources: Resources = NO_RESOURCES, dtype: str = "bf16") -> Prediction:
-    """fprop/dgrad through triton/fprop.py's _gather_conv_kernel (see its docstring)."""
+                  resources: Resources = NO_RESOURCES, dtype: str = "bf16",
+                  frozen: bool = False) -> Prediction:
+    """fprop/dgrad through triton/fprop.py's _gather_conv_kernel (see its docstring). `frozen`:
+    fprop of a frozen module in inference, on the packed weight it kept (frozen.py): no packer."""
     transposed = direction == "dgrad"
     e = conv.elem_size
     red_g, out_g = (conv.kg, conv.cg) if transposed else (conv.cg, conv.kg)
@@ -702,7 +704,7 @@ def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, ti
                   dram_bytes=conv.min_bytes(),
                   mma_useful_flops=conv.flops(), resource_source="cubin" if found else "estimate")
     launches = [main]
-    if revision.packed_weight and not (transposed and revision.forward_packs_dgrad):
+    if revision.packed_weight and not (transposed and revision.forward_packs_dgrad) and not frozen:
         # The packer's bytes: this direction's layout, and in a training step's forward pass
         # (forward_packs_dgrad) dgrad's as well, which dgrad then reads from the saved buffer.
         written = triton_pack_elems(conv, transposed) * e
@@ -823,8 +825,10 @@ def triton_wgrad_config_serves(config: TritonConfig, all_taps: bool, even: bool)
 
 
 def triton_variants(conv: Conv, direction: str, gpu: GPU, resources: Resources = NO_RESOURCES,
-                    revision: TritonRevision = CURRENT_TRITON) -> List[Prediction]:
-    """Every autotune configuration and launch layout of the current Triton kernels."""
+                    revision: TritonRevision = CURRENT_TRITON,
+                    frozen: bool = False) -> List[Prediction]:
+    """Every autotune configuration and launch layout of the current Triton kernels (`frozen`:
+    fprop on a frozen module's kept packed weight, see triton_gather)."""
     if direction == "wgrad":
         gp, block_c, block_k = triton_wgrad_tile(conv.cg, conv.kg, conv.groups)
         even = ((gp * conv.cg) % block_c == 0 and (gp * conv.kg) % block_k == 0
@@ -842,7 +846,8 @@ def triton_variants(conv: Conv, direction: str, gpu: GPU, resources: Resources =
     configs = [c for c in TRITON_GATHER_CONFIGS if (even_red or not c.l1_taps)
                and triton_loop_registers(c, block_red, block_out, conv.elem_size)
                <= TRITON_LOOP_REGISTER_BUDGET]
-    return [triton_gather(conv, direction, gpu, c, per_prog, fastest, revision, resources)
+    return [triton_gather(conv, direction, gpu, c, per_prog, fastest, revision, resources,
+                          frozen=frozen)
             for c in configs for per_prog, fastest in TRITON_GATHER_LAYOUTS.values()]
 
 

@@ -216,6 +216,7 @@ def test_triton_ops_pass_opcheck_on_gpu():
     dy = torch.randn(x.shape, generator=gen).to("cuda")
     dy = dy.contiguous(memory_format=torch.channels_last)
     torch.library.opcheck(TRITON.pack, (w.detach(), case.groups))
+    torch.library.opcheck(TRITON.pack, (w.detach(), case.groups, False))  # a frozen module's
     torch.library.opcheck(TRITON.fprop, (x, w, None, [1, 1], [1, 1], [1, 1], case.groups, False,
                                          packed))
     torch.library.opcheck(TRITON.dgrad, (dy, w, list(x.shape), [1, 1], [1, 1], [1, 1],
@@ -240,6 +241,38 @@ def test_triton_training_step_compiles_in_one_graph():
     grads_e = torch.autograd.grad(step(x, w), (x, w))
     for c, e in zip(grads_c, grads_e):
         torch.testing.assert_close(c, e)
+
+
+def test_frozen_module_under_compile_and_graph_capture():
+    """A frozen GroupedConv2d on the Triton kernels in bf16: eager calls keep its packed weight;
+    under torch.compile (fullgraph) and inside a CUDA graph capture it keeps nothing new and
+    computes what eager does."""
+    import resnext_kernels as rk
+    case = RESNEXT_STAGE_CASES[1]
+    gen = torch.Generator().manual_seed(12)
+    x = make_input(case, "channels_last", torch.bfloat16, "cuda", gen)
+    w = make_weight(case, torch.bfloat16, "cuda", gen)
+    m = rk.GroupedConv2d(w.shape[0], w.shape[0], 3, case.stride, 1, groups=case.groups,
+                         bias=False, backend="triton", device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        m.weight.copy_(w)
+    m.requires_grad_(False).freeze()
+    eager = m(x)
+    assert m._frozen.made == 1
+    compiled = torch.compile(m, fullgraph=True)
+    assert torch.equal(compiled(x), eager)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        m(x)
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = m(x)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(captured, eager) and m._frozen.made == 1
 
 
 def test_auto_backend_on_gpu_and_compile():

@@ -156,10 +156,31 @@ def test_fusion_matches_unfused(backend):
     fused = fuse_for_inference(model)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
     assert fused.layer1[0].conv2.relu and fused.layer1[0].conv2.bias is not None
+    # Constants for inference: frozen, no gradient (the unfused model's parameters untouched).
+    assert all(m.frozen and not m.weight.requires_grad
+               for m in fused.modules() if isinstance(m, GroupedConv2d))
+    assert all(p.requires_grad for p in model.parameters())
     x = torch.randn(2, 1, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-4)
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # original untouched
+
+
+def test_freeze_marks_every_grouped_conv_and_leaves_the_results():
+    """rk.freeze(model) freezes each GroupedConv2d (the repr says so) and nothing else changes:
+    the same results, bit for bit, on the ATen path and under CPU autocast; freeze(model, False)
+    undoes it."""
+    from resnext_kernels import freeze
+    model = tiny_resnext("aten").eval()
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        before = model(x)
+        assert freeze(model) is model
+        convs = [m for m in model.modules() if isinstance(m, GroupedConv2d)]
+        assert convs and all(m.frozen and "frozen=True" in repr(m) for m in convs)
+        assert torch.equal(model(x), before) and torch.equal(model(x), before)
+    assert not any(m.frozen for m in freeze(model, False).modules()
+                   if isinstance(m, GroupedConv2d))
 
 
 def test_fusion_of_resnext50():

@@ -353,6 +353,8 @@ def test_backend_benchmark_problem_key_separates_what_changes_the_timing():
     assert key(x, w) != key(x, w.clone().requires_grad_())               # backward timed too
     with torch.no_grad():
         assert key(x, w.clone().requires_grad_()) == key(x, w)           # inference: forward only
+    frozen = bench.problem_key(x, w, None, [1, 1], [1, 1], [1, 1], 4, False, frozen=True)
+    assert key(x, w) != frozen                                           # no packing launch
 
 
 @pytest.fixture
@@ -387,6 +389,35 @@ def test_auto_measures_a_new_problem_and_runs_the_fastest(auto_on_cpu):
     out = rk.grouped_conv2d(x, w, groups=case.groups, relu=True)  # a new problem: ReLU epilogue
     assert rk.last_backend() == "aten" and len(timed) == 4
     torch.testing.assert_close(out, F.conv2d(x, w, None, 1, 1, 1, case.groups).relu())
+
+
+def test_auto_times_a_frozen_module_on_what_it_keeps(fresh_choices, monkeypatch):
+    """auto measuring a frozen module's call times it as it runs: every timed run of a kernel
+    backend gets the module's FrozenWeight, the weight is packed once over the timing and the
+    call, and the choice is filed under the frozen problem."""
+    from resnext_kernels import functional, ops
+
+    bench = fresh_choices
+    monkeypatch.setattr(functional, "_AUTO_DEVICE", "cpu")
+    monkeypatch.setattr(bench, "cuda_time_ms", lambda run: (run(), run(), 1.0)[-1])
+    runs, packs = [], []
+    run, pack = functional._run, ops._triton_pack_weight
+    monkeypatch.setattr(functional, "_run", lambda chosen, *a, kept=None: (
+        runs.append((chosen, kept is not None)), run(chosen, *a, kept=kept))[-1])
+    monkeypatch.setattr(ops, "_triton_pack_weight", lambda *a, **k: (packs.append(k), pack(*a, **k))[-1])
+    case = EDGE_CASES[2]
+    x, w = make_input(case, "nchw"), make_weight(case)
+    m = rk.GroupedConv2d(w.shape[0], w.shape[0], 3, padding=1, groups=case.groups, bias=False)
+    with torch.no_grad():
+        m.weight.copy_(w)
+        m.requires_grad_(False).freeze()
+        out = m(x)
+    torch.testing.assert_close(out, F.conv2d(x, w, None, 1, 1, 1, case.groups))
+    assert ("triton", True) in runs and all(k for b, k in runs if b != "aten")
+    assert len(packs) == 1 and m._frozen.made == 1
+    key, = rk.backend_choices()
+    assert key == bench.problem_key(x, w, None, [1, 1], [1, 1], [1, 1], case.groups, False,
+                                    frozen=True)
 
 
 def test_auto_without_measuring_takes_the_cache_else_cudnn(auto_on_cpu, monkeypatch):

@@ -8,7 +8,7 @@ import torch
 from cases import (EDGE_CASES, LAYOUTS, RESNEXT_STAGE_CASES, like_layout, make_input,
                    make_operands, make_weight)
 from conftest import HAS_CUDA
-from resnext_kernels import reference
+from resnext_kernels import ops, reference
 from resnext_kernels.ops import TRITON
 from resnext_kernels.triton import common, fprop as fprop_mod, wgrad as wgrad_mod
 from resnext_kernels.triton.dgrad import dgrad as triton_dgrad
@@ -126,7 +126,6 @@ def test_training_step_packs_the_weight_once(case, monkeypatch):
     fprop packs its own order only. The gradients match the float64 reference either way
     (stride 2, Kg != Cg, and a pack partly empty)."""
     import resnext_kernels as rk
-    from resnext_kernels import ops
 
     both = _count_calls(monkeypatch, ops, "_triton_pack_weight")
     alone = _count_calls(monkeypatch, fprop_mod, "pack_weight")
@@ -165,20 +164,172 @@ def test_pack_of_both_directions_holds_each_directions_own(case):
 
 
 def test_packed_argument_is_checked_before_any_launch(monkeypatch):
-    """A buffer that is not pack_weight(weight, groups)'s (a single direction's, another dtype,
-    2-D) is refused with the reason, before the gather kernel launches."""
+    """A buffer that is not pack_weight(weight, groups)'s (another dtype, 2-D; and for dgrad
+    either direction's layout alone) is refused with the reason, before the gather kernel
+    launches. (The check is of size, dtype and shape: dgrad's layout alone can have fprop's
+    size, as here, Kg != Cg, and is then taken for it; only this package's code passes it.)"""
     case = EDGE_CASES[9]
     o = make_operands(case, "nchw", torch.float32, DEVICE, seed=8)
     launched = _count_calls(monkeypatch, fprop_mod.KERNEL, "launch")
     buf = fprop_mod.pack_weight(o.w, case.groups)
+    f_only = fprop_mod.pack_weight(o.w, case.groups, dgrad=False)
+    d_only = fprop_mod.pack_weight(o.w, case.groups, fprop=False)
     conv = ([1, 1], [1, 1], [1, 1], case.groups)
-    for bad in (fprop_mod.pack_weight(o.w, case.groups, dgrad=False), buf.half(),
-                buf.view(2, -1)):
+    for bad in (buf.half(), buf.view(2, -1), buf[:-1]):
         with pytest.raises(RuntimeError, match="expected packed to be pack_weight"):
             TRITON.fprop(o.x, o.w, None, *conv, False, bad)
+    for bad in (d_only, f_only, buf.half(), buf.view(2, -1)):
         with pytest.raises(RuntimeError, match="expected packed to be pack_weight"):
             TRITON.dgrad(o.dy, o.w, list(o.x.shape), *conv, bad)
     assert not launched
+
+
+def test_fprop_takes_its_own_layout_alone_and_dgrad_then_packs_for_itself(monkeypatch):
+    """fprop on a buffer of its own layout alone (what a frozen module keeps for inference)
+    equals fprop packing for itself bit for bit; if dx is wanted after all, autograd does not
+    hand that buffer to dgrad, which packs for itself, and dx matches the reference."""
+    case = EDGE_CASES[9]
+    o = make_operands(case, "channels_last", torch.float32, DEVICE, seed=9)
+    args = case.conv_args
+    conv = (list(args["stride"]), list(args["padding"]), list(args["dilation"]), args["groups"])
+    f_only = fprop_mod.pack_weight(o.w, case.groups, dgrad=False)
+    assert not fprop_mod.pack_holds_dgrad(f_only, o.w, case.groups)
+    assert fprop_mod.pack_holds_dgrad(fprop_mod.pack_weight(o.w, case.groups), o.w, case.groups)
+    x = o.x.detach().requires_grad_()
+    y = TRITON.fprop(x, o.w, o.b, *conv, False, f_only)
+    assert torch.equal(y, TRITON.fprop(o.x, o.w, o.b, *conv))
+    alone = _count_calls(monkeypatch, fprop_mod, "pack_weight")
+    y.backward(o.dy)
+    assert len(alone) == 1
+    reference.check("dgrad", x.grad, o.aten["dgrad"], o.ref["dgrad"])
+
+
+def _frozen_conv(case, dtype, seed):
+    """A GroupedConv2d on the Triton kernels with `case`'s configuration and operands."""
+    import resnext_kernels as rk
+    args = case.conv_args
+    o = make_operands(case, "channels_last", dtype, DEVICE, seed=seed)
+    m = rk.GroupedConv2d(o.x.shape[1], o.w.shape[0], 3, args["stride"], args["padding"],
+                         args["dilation"], case.groups, bias=True, backend="triton",
+                         device=DEVICE, dtype=dtype)
+    with torch.no_grad():
+        m.weight.copy_(o.w)
+        m.bias.copy_(o.b)
+    return m, o
+
+
+def _conv_like(m, x, weight=None, bias=None):
+    """ATen's convolution with `m`'s configuration and parameters (or those given)."""
+    return torch.nn.functional.conv2d(x, m.weight if weight is None else weight,
+                                      m.bias if bias is None else bias, m.stride, m.padding,
+                                      m.dilation, m.groups)
+
+
+@pytest.mark.parametrize("case", [EDGE_CASES[3], EDGE_CASES[9]], ids=lambda c: c.id)
+def test_frozen_module_packs_once_while_its_weight_is_unchanged(case, monkeypatch):
+    """A frozen GroupedConv2d packs fprop's layout on its first inference call and reuses it
+    (no packing launch after), bit for bit what the unfrozen module computes; an in-place
+    change of the weight, load_state_dict and a dtype change each make it pack again, and the
+    results follow the new weight; after a write through .data, which no version counter sees,
+    freeze() again does."""
+    m, o = _frozen_conv(case, torch.float32, seed=10)
+    unfrozen = m(o.x).detach()
+    m.freeze()
+    packed = _count_calls(monkeypatch, ops, "_triton_pack_weight")
+    per_call = _count_calls(monkeypatch, fprop_mod, "pack_weight")
+    with torch.no_grad():
+        first, second = m(o.x), m(o.x)
+    assert (len(packed), len(per_call), m._frozen.made) == (1, 0, 1)
+    assert packed[0]["dgrad"] is False
+    assert torch.equal(first, unfrozen) and torch.equal(second, unfrozen)
+
+    with torch.no_grad():
+        m.weight.mul_(-0.5)                                  # in place: version bumped
+        changed = m(o.x)
+    assert len(packed) == 2
+    torch.testing.assert_close(changed, _conv_like(m, o.x))
+    state = {k: v * 2 for k, v in m.state_dict().items()}
+    m.load_state_dict(state)
+    with torch.no_grad():
+        loaded = m(o.x)
+    assert len(packed) == 3
+    torch.testing.assert_close(loaded, _conv_like(m, o.x))
+
+    m.weight.data.copy_(o.w)                                 # unseen by the version counter
+    m.freeze()
+    with torch.no_grad():
+        refrozen = m(o.x)
+    assert len(packed) == 4
+    torch.testing.assert_close(refrozen, _conv_like(m, o.x))
+
+    m.half()
+    x16 = o.x.half()
+    with torch.no_grad():
+        narrow = m(x16)
+    assert len(packed) == 5 and narrow.dtype == torch.float16
+    assert torch.equal(narrow, m.freeze(False)(x16))        # the unfrozen module packing per call
+
+
+def test_frozen_module_under_autocast_casts_and_packs_once():
+    """Under autocast a frozen module's weight is cast once and packed once in the lower
+    precision (the unfrozen module casts and packs every call), with the unfrozen module's
+    result bit for bit; a cast made under inference_mode can still serve a later call whose
+    input needs a gradient (it is not an inference tensor)."""
+    case = EDGE_CASES[9]
+    m, o = _frozen_conv(case, torch.float32, seed=11)
+    m.requires_grad_(False)
+    amp = dict(device_type=DEVICE, dtype=torch.float16)
+    with torch.no_grad(), torch.autocast(**amp):
+        unfrozen = m(o.x)
+    m.freeze()
+    with torch.inference_mode(), torch.autocast(**amp):
+        first, second = m(o.x), m(o.x)
+    assert m._frozen.made == 2                               # the cast and fprop's pack
+    assert first.dtype == torch.float16
+    assert torch.equal(first, unfrozen) and torch.equal(second, unfrozen)
+    x = o.x.detach().requires_grad_()
+    with torch.autocast(**amp):
+        y = m(x)
+    y.float().backward(o.dy)                                 # saves the kept cast for dgrad
+    assert m._frozen.made == 3                               # both layouts, from the kept cast
+    # dx against float64 on the weight and dy as autocast rounds them to float16.
+    x_ref = o.x.detach().double().requires_grad_()
+    w16, b16 = (t.detach().half().double() for t in (m.weight, m.bias))
+    _conv_like(m, x_ref, w16, b16).backward(o.dy.half().double())
+    torch.testing.assert_close(x.grad, x_ref.grad.float(), rtol=2e-3, atol=2e-3)
+
+
+def test_frozen_module_keeps_nothing_while_its_weight_trains(monkeypatch):
+    """freeze() does not change training: while the weight needs a gradient nothing is kept,
+    each forward pass packs (both layouts, once), and the gradients match the reference."""
+    case = EDGE_CASES[9]
+    m, o = _frozen_conv(case, torch.float32, seed=12)
+    m.freeze()
+    packed = _count_calls(monkeypatch, ops, "_triton_pack_weight")
+    for step in (1, 2):
+        x = o.x.detach().requires_grad_()
+        m.zero_grad()
+        m(x).backward(o.dy)
+        assert len(packed) == step and m._frozen.made == 0
+    reference.check("dgrad", x.grad, o.aten["dgrad"], o.ref["dgrad"])
+    reference.check("wgrad", m.weight.grad, o.aten["wgrad"], o.ref["wgrad"])
+
+
+def test_frozen_weight_input_gradient_packs_both_layouts_once(monkeypatch):
+    """A frozen module whose weight needs no gradient, on inputs that do (saliency, adversarial
+    inputs): both layouts packed on the first call and reused by later forward and backward
+    passes, dx right every time."""
+    case = EDGE_CASES[3]
+    m, o = _frozen_conv(case, torch.float32, seed=13)
+    m.requires_grad_(False).freeze()
+    packed = _count_calls(monkeypatch, ops, "_triton_pack_weight")
+    per_call = _count_calls(monkeypatch, fprop_mod, "pack_weight")
+    for _ in range(2):
+        x = o.x.detach().requires_grad_()
+        m(x).backward(o.dy)
+        reference.check("dgrad", x.grad, o.aten["dgrad"], o.ref["dgrad"])
+    assert (len(packed), len(per_call), m._frozen.made) == (1, 0, 1)
+    assert packed[0]["dgrad"] is True
 
 
 def test_divisor_magic_divides_exactly_below_its_bound():

@@ -149,13 +149,15 @@ def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, relu: bool) -> GroupedConv2d:
         fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
         bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
         fused.bias.copy_(bn.bias + (bias - bn.running_mean) * scale)
-    return fused.eval()
+    return fused.eval().requires_grad_(False).freeze()
 
 
 def fuse_for_inference(model: ResNeXt) -> ResNeXt:
     """An eval-mode copy of `model` with every BatchNorm folded into the convolution before it
     and the following ReLU run in that convolution's epilogue (the grouped 3x3 kernels' fused
-    bias + ReLU; ATen for the 1x1 and 7x7 ones). `model` is left untouched."""
+    bias + ReLU; ATen for the 1x1 and 7x7 ones), the folded parameters constants (no
+    gradient; each GroupedConv2d frozen, so its weight's autocast copy and packed layout are
+    made once). `model` is left untouched."""
     fused = copy.deepcopy(model).eval()
     fused.conv1 = _fold_bn(fused.conv1, fused.bn1, relu=True)
     fused.bn1, fused.relu = nn.Identity(), nn.Identity()

@@ -565,12 +565,13 @@ def pack_weight(weight, groups: int, fprop: bool = True, dgrad: bool = True,
 def packed_part(packed: torch.Tensor, weight: torch.Tensor, groups: int,
                 transposed: bool) -> torch.Tensor:
     """fprop's (transposed False) or dgrad's wp inside `packed`, which must be what
-    pack_weight(weight, groups) returns (both directions). Raises, before any launch, on
-    anything else."""
+    pack_weight(weight, groups) returns: both directions, or for fprop its own layout alone
+    (dgrad=False). Raises, before any launch, on anything else."""
     f, d = pack_layout(weight.shape, groups, False), pack_layout(weight.shape, groups, True)
-    want = f.numel + d.numel
-    if (packed.dim() != 1 or packed.numel() != want or packed.dtype != weight.dtype
+    sizes = (f.numel + d.numel,) if transposed else (f.numel + d.numel, f.numel)
+    if (packed.dim() != 1 or packed.numel() not in sizes or packed.dtype != weight.dtype
             or packed.device != weight.device or packed.stride(0) != 1):
+        want = " or ".join(str(n) for n in sizes)
         raise RuntimeError(
             f"expected packed to be pack_weight(weight, groups={groups})'s result, a contiguous "
             f"1-D tensor of {want} elements of {weight.dtype} on {weight.device}, but got a "
@@ -578,6 +579,12 @@ def packed_part(packed: torch.Tensor, weight: torch.Tensor, groups: int,
             f"{packed.device} with strides {tuple(packed.stride())}")
     layout, start = (d, f.numel) if transposed else (f, 0)
     return packed[start:start + layout.numel].view(layout.shape)
+
+
+def pack_holds_dgrad(packed: torch.Tensor, weight: torch.Tensor, groups: int) -> bool:
+    """Whether pack_weight(weight, groups)'s buffer `packed` was packed with dgrad's layout."""
+    f, d = pack_layout(weight.shape, groups, False), pack_layout(weight.shape, groups, True)
+    return packed.numel() == f.numel + d.numel
 
 
 def launch_gather_conv(src, weight, bias, dst, *, transposed, stride, padding, dilation, groups,
