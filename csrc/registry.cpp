@@ -155,8 +155,9 @@ const std::vector<KernelVariant>& registry() {
       {"wgrad_halo", Direction::kWgrad, 4,
        "a channel block and a split of 8x8 dy tiles per CTA: x halo and dy staged once per tile "
        "(a ring of 2-8 16-byte cp.async stages), ldmatrix.trans fragments, K = pixels on "
-       "mma.sync, the nine taps' sums in registers; fixed-order reduction of the splits; "
-       "bf16/fp16 channels_last, Kg = Cg in {4, 8, 16, 24, 32, 40, 64}, stride 1 or 2", false,
+       "mma.sync, the nine taps' sums in registers (at Cg = 14 only the (chunk, n8 tile) "
+       "pairs that share a group); fixed-order reduction of the splits; bf16/fp16 "
+       "channels_last, Kg = Cg in {4, 8, 14, 16, 24, 32, 40, 64}, stride 1 or 2", false,
        wgrad_halo_can_implement, wgrad_halo_workspace_elems, wgrad_halo_launch, wgrad_halo_shape},
 #endif
   };

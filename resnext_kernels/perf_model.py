@@ -1158,10 +1158,24 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
 def _wgrad_halo_tiling(cg: int) -> Tuple[int, int, int, int]:
     """(M tiles of a block, CTAs sharing its N, n8 tiles a CTA, warps splitting K) of wgrad_halo
     (wgrad_halo_fragments.h: wh_mtiles, wh_nparts, wh_ntiles, wh_kwarps)."""
+    if cg == 14:  # columns: a block of four groups, seven chunks, five tap pairs a chunk
+        return 35, 1, 7, 1
     chunks = max(cg, 8) // 8
     mtiles, nparts = (9 * chunks + 1) // 2, 4 if cg == 64 else 1
     ntiles = chunks // nparts
     return mtiles, nparts, ntiles, 4 if mtiles * ntiles <= 20 else 1
+
+
+def wgrad_halo_columns(cg: int, warps: int = 4) -> Tuple[int, int, int]:
+    """wgrad_halo's columns at Cg = 14 (wgrad_halo_fragments.h, "Columns"): the (x chunk, dy n8
+    tile) pairs of a four-group block that share a group, split among the warps in order and
+    padded to the largest share. Returns (columns, columns a warp after padding, A loads a
+    K-block over the warps: each warp's distinct chunks times the five tap pairs)."""
+    block = 4 * cg
+    cols = [(a, n) for a in range(block // 8)
+            for n in range(8 * a // cg * cg // 8, ((8 * a + 7) // cg * cg + cg - 1) // 8 + 1)]
+    shares = [cols[w * len(cols) // warps:(w + 1) * len(cols) // warps] for w in range(warps)]
+    return len(cols), -(-len(cols) // warps), sum(5 * len({a for a, _ in s}) for s in shares)
 
 
 def cuda_wgrad_halo(conv: Conv, gpu: GPU, shape: dict, resources: Resources,
@@ -1188,8 +1202,12 @@ def cuda_wgrad_halo(conv: Conv, gpu: GPU, shape: dict, resources: Resources,
     copy_waves = copies / 8 * (1.0 if chunks == 1 and stride == 1 else 1.3 if chunks == 1 else 2.0)
     pairs = 4 if kwarps == 4 else 16               # (warp, K-block) pairs of a tile
     a_loads, b_loads = 4 * mtiles, pairs * ((ntiles + 1) // 2)
-    mmas = 4 * mtiles * ntiles
-    smem = a_loads * 4 + pairs * 2 * ntiles + copy_waves
+    mmas, b_waves = 4 * mtiles * ntiles, pairs * 2 * ntiles
+    if cg == 14:  # columns: each warp's columns (padded) x five tap pairs; B one x2 a column
+        _, per_warp, a_per_kb = wgrad_halo_columns(cg)
+        a_loads, b_loads, mmas = 4 * a_per_kb, 16 * per_warp, 16 * per_warp * 5
+        b_waves = 2 * b_loads
+    smem = a_loads * 4 + b_waves + copy_waves
     stage_bytes = (side * (side + (stride == 2)) * pitch + 64 * dy_pitch) * 16
     stages = max(2, min(8, (56 * 1024) // stage_bytes))
     work = CtaWork(
@@ -1197,8 +1215,10 @@ def cuda_wgrad_halo(conv: Conv, gpu: GPU, shape: dict, resources: Resources,
         smem_wavefronts=per_cta * smem,
         # Warp instructions: ~1.6x the loads and mma of the compute loop (wgrad_halo's SASS, sm_90,
         # 2026-12-02: 21 a warp and K-block at Cg = 4 where this counts 18, 648 a tile at Cg = 32
-        # where it counts 627), ~25 instructions a staging copy.
-        issue=per_cta * (1.6 * (a_loads + b_loads + mmas) + copies / 32 * 25),
+        # where it counts 627); a warp's pass of a staging loop (32 copies) ~50 (37-60 in the
+        # sm_90 SASS of the x and dy loops since 2026-12-02, sixth session; ~100 before, when
+        # one loop for both divided by a selected, runtime divisor).
+        issue=per_cta * (1.6 * (a_loads + b_loads + mmas) + copies / 32 * 50),
         mma_flops=per_cta * mmas * 4096.0,
         chain_us=per_cta * gpu.mem_latency_us / (stages - 1),
         in_flight_bytes=(stages - 1) * tile_bytes)

@@ -364,21 +364,41 @@ def test_wgrad_halo_shape_by_hand():
     assert pred.launches == 2 and pred.mma_flops_useful == STAGE1.flops()
 
 
+def test_wgrad_halo_columns_by_hand():
+    """Cg = 14's columns: a block of four groups (56 channels, chunks of 8) pairs x chunk a with
+    the n8 tiles of the groups it touches: chunks 0..6 meet tiles 0-1, 0-3, 1-3, 1-5, 3-5, 3-6,
+    5-6: 2 + 4 + 3 + 5 + 3 + 4 + 2 = 23 columns; the warps take 5, 6, 6, 6 of them (padded to 6),
+    spanning chunks {0, 1}, {1, 2, 3}, {3, 4}, {5, 6}: (2 + 3 + 2 + 2) x 5 tap pairs = 45 A
+    loads a K-block."""
+    assert pm.wgrad_halo_columns(14) == (23, 6, 45)
+
+
+@needs_cuda_build
+def test_wgrad_halo_cg14_shape_and_work_by_hand():
+    """8x14d stage 1 (112 channels, 8 groups): two blocks of four groups; per tile and block
+    4 K-blocks x 24 padded columns x 5 tap pairs of m16n8k16."""
+    gpu = pm.GPUS["H200"]
+    conv = pm.Conv(64, 112, 56, 56, 112, 8)
+    s = pm.cuda_shape("wgrad_halo", conv, gpu)
+    assert s["can_implement"] == "" and s["tile_channels"] == 56 and s["groups_per_block"] == 4
+    assert s["grid_x"] == 2 * s["splits"]
+    pred = pm.cuda_variant("wgrad_halo", conv, "wgrad", gpu, shape=s)
+    assert pred.mma_flops_issued == pytest.approx(64 * 7 * 7 * 2 * 4 * 24 * 5 * 4096)
+    odd = pm.Conv(2, 84, 14, 14, 84, 6)              # six groups: not whole blocks of four
+    assert "multiple of 4" in pm.cuda_shape("wgrad_halo", odd, gpu)["can_implement"]
+
+
 @needs_cuda_build
 @pytest.mark.parametrize("name", ["fprop_halo", "dgrad_halo", "wgrad_halo"])
 def test_halo_rungs_fit_where_they_claim(name):
     """Every width and stride a halo rung claims fits an H200 CTA (227 KB of shared memory,
-    128 threads) and launches at least one CTA; fprop and dgrad claim all the paper's widths,
-    wgrad all but 14."""
+    128 threads) and launches at least one CTA; all three claim all the paper's widths."""
     gpu = pm.GPUS["H200"]
     direction = name.split("_")[0]
     for cg in (4, 8, 14, 16, 24, 32, 40, 64):
         for stride in (1, 2):
             conv = pm.Conv(2, cg * 8, 14, 14, cg * 8, 8, stride=stride)   # 8 groups: whole slabs
             s = pm.cuda_shape(name, conv, gpu)
-            if cg == 14 and name == "wgrad_halo":
-                assert "Cg = Kg in" in s["can_implement"]
-                continue
             if s["can_implement"]:
                 # fprop_halo at Cg = 64, stride 2 is the one known refusal (shared memory).
                 assert (name, cg, stride) == ("fprop_halo", 64, 2), (name, cg, stride, s["can_implement"])

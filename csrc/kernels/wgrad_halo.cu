@@ -1,27 +1,29 @@
 // wgrad_halo.cu: rung 4 of wgrad, designed to move each byte once. A CTA owns a block of
-// channels (8 at Cg = 4 and 8, else one group; at Cg = 64 a quarter of its output channels) and
-// a split of the 8x8 dy tiles; each tile's x halo and dy pixels are staged in shared memory
-// once, by 16-byte asynchronous copies into a ring of 2-8 stages, and all nine taps read them
-// there through ldmatrix.trans (a staged pixel's 8 channels are a matrix row; .trans gives the
-// pixel pairs an m16n8k16 register holds). The nine taps' partial weight gradients stay in registers over the whole split; the
-// warps' sums are added in warp order, the split's partials written once, and the splits
-// added in split order by wgrad_reduce.cuh (bitwise deterministic). Index maps, layouts and
-// the tiling: wgrad_halo_fragments.h, emulated warp by warp on the CPU (csrc/tests/
-// test_wgrad_halo.cpp).
+// channels (8 at Cg = 4 and 8, four groups at Cg = 14, else one group; at Cg = 64 a quarter of
+// its output channels) and a split of the 8x8 dy tiles; each tile's x halo and dy pixels are
+// staged in shared memory once, by 16-byte asynchronous copies into a ring of 2-8 stages, and
+// all nine taps read them there through ldmatrix.trans (a staged pixel's 8 channels are a matrix
+// row; .trans gives the pixel pairs an m16n8k16 register holds). The nine taps' partial weight
+// gradients stay in registers over the whole split; the warps' sums are added in warp order,
+// the split's partials written once, and the splits added in split order by wgrad_reduce.cuh
+// (bitwise deterministic). Index maps, layouts and the tiling: wgrad_halo_fragments.h,
+// emulated warp by warp on the CPU (csrc/tests/test_wgrad_halo.cpp).
 //
 //   dw[g*Kg + k, c, r, s] = sum_{n, p, q} dy[n, g*Kg + k, p, q] * x[n, g*Cg + c, p*st - pad + r, q*st - pad + s]
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:wgrad_halo`, registers from the
-// cubin; H200, ResNeXt-50 32x4d, batch 64, bf16), us, all bound by the fitted 2.8 TB/s L2->SM
-// load rate (the 8x8 tile's x halo is 1.56x the image): stage1 52, stage2.entry 56, stage2 29,
-// stage3.entry 32, stage3 18, stage4.entry 20, stage4 13: 0.47 ms over the 16 layers, 42% of
-// the 0.196 ms roofline (cuDNN measured 0.86 ms: 138 / 54 / 47 / 36 / 30 / 24 / 20). The
+// cubin; H200, ResNeXt-50 32x4d, batch 64, bf16), us, bound by the fitted 2.8 TB/s L2->SM load
+// rate (the 8x8 tile's x halo is 1.56x the image) but at the stage-4 layers, by issue: stage1
+// 52, stage2.entry 56, stage2 29, stage3.entry 32, stage3 19, stage4.entry 24, stage4 14: 0.48 ms
+// over the 16 layers, 41% of the 0.196 ms roofline (cuDNN measured 0.86 ms: 138 / 54 / 47 / 36
+// / 30 / 24 / 20). 8x14d's stage 1 (Cg = 14, columns): 47 us, L2 (Triton: 77). The
 // second launch (wgrad_reduce) costs 3 us a layer; a last-CTA reduction inside this launch was
 // tried and dropped (one CTA reading a block's partials is latency-bound: 4.6 us at Cg = 16-32).
 // Unverified on a GPU: forced only until the GPU check passes it.
 //
-// Serves bf16/fp16, channels_last x and dy, Kg == Cg in {4, 8, 16, 24, 32, 40, 64} (Cg = 4: an even number
-// of groups), stride 1 or 2, dilation 1, 16-byte aligned pixels; can_implement refuses the
+// Serves bf16/fp16, channels_last x and dy, Kg == Cg in {4, 8, 14, 16, 24, 32, 40, 64} (Cg = 4: an
+// even number of groups; Cg = 14: a multiple of four, the block's (chunk, n8 tile) columns that
+// share a group), stride 1 or 2, dilation 1, 16-byte aligned pixels; can_implement refuses the
 // rest (the lower rungs run).
 #include <algorithm>
 
@@ -43,7 +45,8 @@ wgrad_halo_kernel(ConvParams p, int64_t splits, int64_t tiles) {
   constexpr int CB = wh_block(CG), MT = wh_warp_mtiles(CG);
   constexpr int NT = wh_ntiles(CG), KW = wh_kwarps(CG), KB = 4 / KW;   // K-blocks a warp takes
   constexpr int STAGE = wh_stage_units(STRIDE, CG), XU = wh_x_units(STRIDE, CG);
-  constexpr int COPIES = wh_copies(STRIDE, CG), NS = wh_stages(STRIDE, CG);
+  constexpr int XCOPIES = wh_x_copies(STRIDE, CG), DYCOPIES = wh_dy_copies(CG);
+  constexpr int NS = wh_stages(STRIDE, CG);
   extern __shared__ uint4 smem[];                       // 16-byte units
   const ConvProblem& q = p.problem;
   const int64_t split = blockIdx.x % splits, part_n = blockIdx.x / splits;
@@ -58,25 +61,41 @@ wgrad_halo_kernel(ConvParams p, int64_t splits, int64_t tiles) {
   auto stage = [&](int64_t t, int slot) {
     const WhTile tl = wh_tile(t, q.P, q.Q);
     const int64_t h0 = tl.p0 * STRIDE - q.pad_h, w0 = tl.q0 * STRIDE - q.pad_w;
-    for (int i = threadIdx.x; i < COPIES; i += kWhThreads) {
-      const WhCopy c = wh_copy(i, STRIDE, CG);
+    uint4* const dst = smem + slot * STAGE;
+#pragma unroll 1
+    for (int i = threadIdx.x; i < XCOPIES; i += kWhThreads) {
+      const WhCopy c = wh_x_copy(i, STRIDE, CG);
       if (!wh_copy_used(c, STRIDE)) continue;     // the spare slot of a stride-2 row
-      const T* src;
-      bool in;
-      if (c.dy) {
-        const int64_t pp = tl.p0 + c.row, qq = tl.q0 + c.col;
-        in = pp < q.P && qq < q.Q;
-        src = dy + tl.n * p.y_stride[0] + pp * p.y_stride[2] + qq * p.y_stride[3] + c.chunk * 8;
-      } else {
-        const int64_t h = h0 + c.row, w = w0 + c.col;
-        in = h >= 0 && h < q.H && w >= 0 && w < q.W;
-        src = x + tl.n * p.x_stride[0] + h * p.x_stride[2] + w * p.x_stride[3] + c.chunk * 8;
-      }
-      cp_async16(smem + slot * STAGE + wh_copy_unit(c, STRIDE, CG), in ? src : x, in ? 16 : 0);
+      const int64_t h = h0 + c.row, w = w0 + c.col;
+      const bool in = h >= 0 && h < q.H && w >= 0 && w < q.W;
+      const T* src = x + tl.n * p.x_stride[0] + h * p.x_stride[2] + w * p.x_stride[3] + c.chunk * 8;
+      cp_async16(dst + wh_copy_unit(c, STRIDE, CG), in ? src : x, in ? 16 : 0);
+    }
+#pragma unroll 1
+    for (int i = threadIdx.x; i < DYCOPIES; i += kWhThreads) {
+      const WhCopy c = wh_dy_copy(i, CG);
+      const int64_t pp = tl.p0 + c.row, qq = tl.q0 + c.col;
+      const bool in = pp < q.P && qq < q.Q;
+      const T* src = dy + tl.n * p.y_stride[0] + pp * p.y_stride[2] + qq * p.y_stride[3] + c.chunk * 8;
+      cp_async16(dst + wh_copy_unit(c, STRIDE, CG), in ? src : x, in ? 16 : 0);
     }
   };
 
-  float acc[MT][NT][4] = {};
+  // Accumulators: [M tile a warp][n8 tile], or with columns (Cg = 14) [tap pair][column].
+  constexpr bool COLS = wh_columns(CG);
+  constexpr int AM = COLS ? kWhTapPairs : MT, AN = COLS ? wh_warp_cols(CG) : NT;
+  float acc[AM][AN][4] = {};
+  // Columns: this warp's (x chunk, n8 tile) pairs, computed once (warp-uniform). A warp with
+  // fewer than AN repeats its last (computed, not stored), so that the loop has no branches;
+  // `fresh`: the column's chunk differs from the previous one's (its A is loaded).
+  WhCol col[AN] = {};
+  bool fresh[AN] = {};
+#pragma unroll
+  for (int j = 0; j < AN; ++j) {
+    if (!COLS) break;
+    col[j] = wh_warp_col(warp, j, CG);
+    fresh[j] = wh_col_fresh(warp, j, CG);
+  }
   for (int s = 0; s < NS - 1; ++s) {
     if (t_begin + s < t_end) stage(t_begin + s, s);
     cp_async_commit();
@@ -87,28 +106,48 @@ wgrad_halo_kernel(ConvParams p, int64_t splits, int64_t tiles) {
     if (t + NS - 1 < t_end) stage(t + NS - 1, int((it + NS - 1) % NS));
     cp_async_commit();
     const uint4* st = smem + (it % NS) * STAGE;
+    if constexpr (COLS) {
 #pragma unroll
-    for (int i = 0; i < KB; ++i) {
-      const int kb = warp % KW + KW * i;
-      uint32_t b[NT][2];
+      for (int kb = 0; kb < 4; ++kb) {
+        uint32_t b[AN][2];
 #pragma unroll
-      for (int j = 0; j < wh_b_loads(CG); ++j) {    // n8 tiles in pairs (x4), an odd last alone
-        if (wh_b_pair(j, CG)) {
-          uint32_t r[4];
-          ldsm_x4_trans(r, st + XU + wh_b_unit(j, kb, lane, CG));
-          b[2 * j][0] = r[0], b[2 * j][1] = r[1], b[2 * j + 1][0] = r[2], b[2 * j + 1][1] = r[3];
-        } else {
-          ldsm_x2_trans(b[2 * j][0], b[2 * j][1], st + XU + wh_b_unit(j, kb, lane, CG));
+        for (int j = 0; j < AN; ++j)
+          ldsm_x2_trans(b[j][0], b[j][1], st + XU + wh_col_b_unit(col[j].nt, kb, lane, CG));
+#pragma unroll
+        for (int tp = 0; tp < kWhTapPairs; ++tp) {
+          uint32_t a[4];
+          ldsm_x4_trans(a, st + wh_col_a_unit(col[0].chunk, tp, kb, lane, STRIDE, CG));   // fresh
+#pragma unroll
+          for (int j = 0; j < AN; ++j) {       // a chunk's A once a tap pair
+            if (j > 0) ldsm_x4_trans_if(fresh[j], a, st + wh_col_a_unit(col[j].chunk, tp, kb, lane, STRIDE, CG));
+            MmaOp<T>::run(acc[tp][j], a, b[j][0], b[j][1]);
+          }
         }
       }
+    } else {
 #pragma unroll
-      for (int mi = 0; mi < MT; ++mi) {
-        const int m = wh_warp_mtile(warp, mi, CG);
-        if (m < 0) continue;             // warps splitting M may own one tile fewer
-        uint32_t a[4];
-        ldsm_x4_trans(a, st + wh_a_unit(m, kb, lane, STRIDE, CG));
+      for (int i = 0; i < KB; ++i) {
+        const int kb = warp % KW + KW * i;
+        uint32_t b[NT][2];
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) MmaOp<T>::run(acc[mi][nt], a, b[nt][0], b[nt][1]);
+        for (int j = 0; j < wh_b_loads(CG); ++j) {    // n8 tiles in pairs (x4), an odd last alone
+          if (wh_b_pair(j, CG)) {
+            uint32_t r[4];
+            ldsm_x4_trans(r, st + XU + wh_b_unit(j, kb, lane, CG));
+            b[2 * j][0] = r[0], b[2 * j][1] = r[1], b[2 * j + 1][0] = r[2], b[2 * j + 1][1] = r[3];
+          } else {
+            ldsm_x2_trans(b[2 * j][0], b[2 * j][1], st + XU + wh_b_unit(j, kb, lane, CG));
+          }
+        }
+#pragma unroll
+        for (int mi = 0; mi < MT; ++mi) {
+          const int m = wh_warp_mtile(warp, mi, CG);
+          if (m < 0) continue;             // warps splitting M may own one tile fewer
+          uint32_t a[4];
+          ldsm_x4_trans(a, st + wh_a_unit(m, kb, lane, STRIDE, CG));
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) MmaOp<T>::run(acc[mi][nt], a, b[nt][0], b[nt][1]);
+        }
       }
     }
   }
@@ -121,7 +160,17 @@ wgrad_halo_kernel(ConvParams p, int64_t splits, int64_t tiles) {
     const WhElem e = wh_elem(m, int(np), nt, ln, i, CG);
     if (e.ok) part[((block * CB + e.k) * CG + e.c) * 9 + e.tap] = v;
   };
-  if constexpr (KW == 1) {
+  if constexpr (COLS) {
+#pragma unroll
+    for (int tp = 0; tp < AM; ++tp)
+#pragma unroll
+      for (int j = 0; j < AN; ++j)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const WhElem e = wh_col_elem(col[j], tp, lane, i, CG);
+          if (wh_col_stored(warp, j, CG) && e.ok) part[((block * CB + e.k) * CG + e.c) * 9 + e.tap] = acc[tp][j][i];
+        }
+  } else if constexpr (KW == 1) {
 #pragma unroll
     for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
@@ -169,6 +218,7 @@ int launch_wgrad_halo_dtype(const ConvParams& p, cudaStream_t stream) {
   switch (p.problem.Cg()) {
     case 4: return launch_wgrad_halo_stride<T, 4>(p, stream);
     case 8: return launch_wgrad_halo_stride<T, 8>(p, stream);
+    case 14: return launch_wgrad_halo_stride<T, 14>(p, stream);
     case 16: return launch_wgrad_halo_stride<T, 16>(p, stream);
     case 24: return launch_wgrad_halo_stride<T, 24>(p, stream);
     case 32: return launch_wgrad_halo_stride<T, 32>(p, stream);
@@ -202,8 +252,10 @@ std::string wgrad_halo_can_implement(const ConvParams& p) {
   const ConvProblem& q = p.problem;
   if (p.dtype == DType::kFloat32) return "fp32 runs on CUDA cores";
   if (q.Cg() != q.Kg() || !wh_serves(q.Cg()))
-    return "Cg = Kg in {4, 8, 16, 24, 32, 40, 64} only (the widths its tiles are built for)";
-  if (q.C % wh_block(int(q.Cg())) != 0) return "Cg = 4 with an odd number of groups (blocks are two groups)";
+    return "Cg = Kg in {4, 8, 14, 16, 24, 32, 40, 64} only (the widths its tiles are built for)";
+  if (q.C % wh_block(int(q.Cg())) != 0)
+    return q.Cg() == 4 ? "Cg = 4 with an odd number of groups (blocks are two groups)"
+                       : "Cg = 14 with groups not a multiple of 4 (blocks are four groups)";
   if (q.stride_h != q.stride_w || (q.stride_h != 1 && q.stride_h != 2)) return "stride other than 1 or 2";
   if (q.dil_h != 1 || q.dil_w != 1) return "dilation other than 1";
   return halo_layout_reason(p, "input or grad_output");

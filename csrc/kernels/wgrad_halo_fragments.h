@@ -22,7 +22,8 @@
 //           off-diagonal (group a's c, group b's k) products are discarded: 50% useful, as
 //           fprop_halo's block-diagonal pairs;
 //   Cg = 8: CB = 8, the same tiles over one group; Cg = 16: tile t = tap t, both chunks;
-//   Cg = 24, 32, 40, 64: CB = Cg, 3, 4, 5, 8 chunks a tap, 14, 18, 23, 36 tiles.
+//   Cg = 24, 32, 40, 64: CB = Cg, 3, 4, 5, 8 chunks a tap, 14, 18, 23, 36 tiles;
+//   Cg = 14: see "Columns" below.
 // N: a CTA owns wh_ntiles n8 tiles of the block's dy channels (all of them but at Cg = 64,
 // where the four quarters of N are four CTAs: 288 MMA tiles are too many registers for one).
 // Warps: when a CTA's M x N tiles fit one warp's registers (Cg <= 16) each warp owns one
@@ -30,6 +31,17 @@
 // at the end); else each warp owns a contiguous quarter of the M tiles and all K (KW = 1).
 // Splits: partial sums [split][K][Cg][3][3] in the workspace, added in split order by
 // wgrad_reduce.cuh's kernel (bitwise deterministic).
+//
+// Columns (Cg = 14, the paper's 8x14d): a group is not a whole number of 16-byte chunks, so a
+// block is four groups (CB = 56, seven chunks) and chunks 1, 3 and 5 straddle two groups. Of the
+// 7 x 7 (x chunk, dy n8 tile) pairs, the 23 that share a group are computed: a column is one
+// such pair, and its five M tiles are the chunk's taps two at a time (tap pair t: taps 2t and
+// 2t + 1, the ninth's second half discarded). M tile m = 5 chunk + t. Warp w owns the columns
+// [w 23 / 4, (w + 1) 23 / 4) in (chunk, n8 tile) order (5 or 6 of them, spanning two or three
+// chunks): it loads each column's B once a K-block, and for each tap pair the A of each chunk
+// once, then runs the column's MMA; 30 accumulator tiles a warp at most (120 registers), all
+// four K-blocks (KW = 1). Useful: 4 x 14 x 14 x 9 = 7056 of the 115 MMA tiles' 14720 products a
+// pixel (48%), against 25% for the whole 56 x 56 block.
 #pragma once
 
 #include <cstdint>
@@ -46,26 +58,33 @@ constexpr int64_t kWhRingBytes = 56 * 1024;            // a CTA's ring: a quarte
 constexpr int kWhMaxSplits = 64;
 
 RK_HOST_DEVICE constexpr bool wh_serves(int64_t cg) {
-  return cg == 4 || cg == 8 || cg == 16 || cg == 24 || cg == 32 || cg == 40 || cg == 64;
+  return cg == 4 || cg == 8 || cg == 14 || cg == 16 || cg == 24 || cg == 32 || cg == 40 || cg == 64;
 }
+RK_HOST_DEVICE constexpr bool wh_columns(int cg) { return cg == 14; }   // see "Columns" above
 // Channels of a block and its 16-byte chunks a pixel; staged pitches padded to an odd count of
 // 16-byte units (the 8 rows of a matrix, 8 consecutive slots, then cover all 32 banks once).
-RK_HOST_DEVICE constexpr int wh_block(int cg) { return cg <= 8 ? 8 : cg; }
+RK_HOST_DEVICE constexpr int wh_block(int cg) { return wh_columns(cg) ? 4 * cg : cg <= 8 ? 8 : cg; }
 RK_HOST_DEVICE constexpr int wh_chunks(int cg) { return wh_block(cg) / 8; }
 RK_HOST_DEVICE constexpr int wh_nparts(int cg) { return cg == 64 ? 4 : 1; }   // CTAs sharing N
 RK_HOST_DEVICE constexpr int wh_ntiles(int cg) { return wh_chunks(cg) / wh_nparts(cg); }
 RK_HOST_DEVICE constexpr int wh_pitch(int cg) { return wh_chunks(cg) | 1; }     // x, 16-byte units
 RK_HOST_DEVICE constexpr int wh_dy_pitch(int cg) { return wh_ntiles(cg) | 1; }  // dy (its N part)
 // The GEMM tiling of a block: M tiles, warps splitting K, M tiles a warp owns (at most).
-RK_HOST_DEVICE constexpr int wh_mtiles(int cg) { return (9 * wh_chunks(cg) + 1) / 2; }
-RK_HOST_DEVICE constexpr int wh_kwarps(int cg) { return wh_mtiles(cg) * wh_ntiles(cg) <= 20 ? 4 : 1; }
+RK_HOST_DEVICE constexpr int wh_mtiles(int cg) {
+  return wh_columns(cg) ? 5 * wh_chunks(cg) : (9 * wh_chunks(cg) + 1) / 2;
+}
+RK_HOST_DEVICE constexpr int wh_kwarps(int cg) {
+  return !wh_columns(cg) && wh_mtiles(cg) * wh_ntiles(cg) <= 20 ? 4 : 1;
+}
 RK_HOST_DEVICE constexpr int wh_warp_mtiles(int cg) {
   return wh_kwarps(cg) == 4 ? wh_mtiles(cg) : (wh_mtiles(cg) + kWhWarps - 1) / kWhWarps;
 }
 // CTAs an SM is built for (the launch bounds' register budget, and the split count's wave): 4
 // up to Cg = 24 (at most 128 registers), 3 where a warp holds 72-80 accumulators (Cg = 32, 64:
-// 170), 2 for Cg = 40's 120 (255).
-RK_HOST_DEVICE constexpr int wh_min_ctas(int cg) { return cg <= 24 ? 4 : cg == 40 ? 2 : 3; }
+// 170), 2 for the 120 of Cg = 40 and of Cg = 14's columns (255).
+RK_HOST_DEVICE constexpr int wh_min_ctas(int cg) {
+  return wh_columns(cg) || cg == 40 ? 2 : cg <= 24 ? 4 : 3;
+}
 
 // M tile i of warp w: its index in the block (-1 when the warp has fewer). Warps splitting M own
 // the contiguous runs [w M / 4, (w + 1) M / 4).
@@ -110,15 +129,22 @@ struct WhCopy { bool dy; int row, col, chunk; };
 RK_HOST_DEVICE constexpr int wh_slot_col(int slot, int stride) {
   return stride == 1 ? slot : slot < wh_half_cols(stride) ? 2 * slot : 2 * (slot - wh_half_cols(stride)) + 1;
 }
-RK_HOST_DEVICE constexpr int wh_copies(int stride, int cg) {
-  return wh_halo_side(stride) * wh_slots(stride) * wh_chunks(cg) + kWhTile * kWhTile * wh_ntiles(cg);
+// The kernel issues the x copies and the dy copies in two loops (wh_x_copy, wh_dy_copy), so
+// that every division here is by a constant.
+RK_HOST_DEVICE constexpr int wh_x_copies(int stride, int cg) {
+  return wh_halo_side(stride) * wh_slots(stride) * wh_chunks(cg);
+}
+RK_HOST_DEVICE constexpr int wh_dy_copies(int cg) { return kWhTile * kWhTile * wh_ntiles(cg); }
+RK_HOST_DEVICE constexpr int wh_copies(int stride, int cg) { return wh_x_copies(stride, cg) + wh_dy_copies(cg); }
+RK_HOST_DEVICE constexpr WhCopy wh_x_copy(int i, int stride, int cg) {
+  const int slots = wh_slots(stride);
+  return {false, i / wh_chunks(cg) / slots, wh_slot_col(i / wh_chunks(cg) % slots, stride), i % wh_chunks(cg)};
+}
+RK_HOST_DEVICE constexpr WhCopy wh_dy_copy(int i, int cg) {
+  return {true, i / wh_ntiles(cg) / kWhTile, i / wh_ntiles(cg) % kWhTile, i % wh_ntiles(cg)};
 }
 RK_HOST_DEVICE constexpr WhCopy wh_copy(int i, int stride, int cg) {
-  const int slots = wh_slots(stride), xs = wh_halo_side(stride) * slots * wh_chunks(cg);
-  if (i < xs)
-    return {false, i / wh_chunks(cg) / slots, wh_slot_col(i / wh_chunks(cg) % slots, stride), i % wh_chunks(cg)};
-  i -= xs;
-  return {true, i / wh_ntiles(cg) / kWhTile, i / wh_ntiles(cg) % kWhTile, i % wh_ntiles(cg)};
+  return i < wh_x_copies(stride, cg) ? wh_x_copy(i, stride, cg) : wh_dy_copy(i - wh_x_copies(stride, cg), cg);
 }
 RK_HOST_DEVICE constexpr bool wh_copy_used(const WhCopy& c, int stride) {
   return c.dy || c.col < wh_halo_side(stride);
@@ -163,6 +189,57 @@ RK_HOST_DEVICE WhElem wh_elem(int m, int np, int nt, int lane, int i, int cg) {
   const WhHalf h = wh_half(m, f.row / 8, cg);
   const int c = 8 * h.chunk + f.row % 8, k = 8 * (np * wh_ntiles(cg) + nt) + f.col;
   return {h.tap < 9 && c / cg == k / cg, k, c % cg, h.tap};
+}
+
+// Columns (Cg = 14). The block's n8 tiles that share a group with x chunk a: [lo, hi].
+RK_HOST_DEVICE constexpr int wh_chunk_nlo(int a, int cg) { return 8 * a / cg * cg / 8; }
+RK_HOST_DEVICE constexpr int wh_chunk_nhi(int a, int cg) { return ((8 * a + 7) / cg * cg + cg - 1) / 8; }
+RK_HOST_DEVICE constexpr int wh_chunk_cols(int a, int cg) { return wh_chunk_nhi(a, cg) - wh_chunk_nlo(a, cg) + 1; }
+RK_HOST_DEVICE constexpr int wh_cols(int cg) {
+  int n = 0;
+  for (int a = 0; a < wh_chunks(cg); ++a) n += wh_chunk_cols(a, cg);
+  return n;
+}
+// Column j: its x chunk and dy n8 tile, in (chunk, n8 tile) order.
+struct WhCol { int chunk, nt; };
+RK_HOST_DEVICE constexpr WhCol wh_col(int j, int cg) {
+  int a = 0;
+  while (j >= wh_chunk_cols(a, cg)) j -= wh_chunk_cols(a++, cg);
+  return {a, wh_chunk_nlo(a, cg) + j};
+}
+// Warp w's columns: [wh_warp_col0(w), wh_warp_col0(w + 1)); at most wh_warp_cols of them.
+RK_HOST_DEVICE constexpr int wh_warp_col0(int w, int cg) { return w * wh_cols(cg) / kWhWarps; }
+RK_HOST_DEVICE constexpr int wh_warp_cols(int cg) { return (wh_cols(cg) + kWhWarps - 1) / kWhWarps; }
+// Warp w's column j < wh_warp_cols: its own while it has one (stored), else its last again
+// (computed and not stored, so that every warp runs the same branch-free loop).
+RK_HOST_DEVICE constexpr bool wh_col_stored(int w, int j, int cg) {
+  return j < wh_warp_col0(w + 1, cg) - wh_warp_col0(w, cg);
+}
+RK_HOST_DEVICE constexpr WhCol wh_warp_col(int w, int j, int cg) {
+  return wh_col(wh_warp_col0(w, cg) + (wh_col_stored(w, j, cg) ? j : wh_warp_col0(w + 1, cg) - wh_warp_col0(w, cg) - 1), cg);
+}
+// Whether warp w's column j loads its A (a new chunk; the register holds the previous one's).
+RK_HOST_DEVICE constexpr bool wh_col_fresh(int w, int j, int cg) {
+  return j == 0 || wh_warp_col(w, j, cg).chunk != wh_warp_col(w, j - 1, cg).chunk;
+}
+constexpr int kWhTapPairs = 5;                         // M tiles of a chunk: taps two at a time
+// A of tap pair t of chunk `chunk` (M tile 5 chunk + t), K-block kb: the unit lane `lane` points
+// at (as wh_a_unit; the discarded half of t = 4 reads tap 8's rows).
+RK_HOST_DEVICE constexpr int wh_col_a_unit(int chunk, int t, int kb, int lane, int stride, int cg) {
+  const int matrix = lane / 8, k = 8 * (matrix / 2) + lane % 8;
+  const int tap = 2 * t + matrix % 2 < 9 ? 2 * t + matrix % 2 : 8;
+  const int row = 2 * kb + k / 8, col = k % 8;
+  return wh_x_unit(row * stride + tap / 3, col * stride + tap % 3, chunk, stride, cg);
+}
+// B of n8 tile nt alone (ldmatrix.x2, lanes 0-15: its K halves), K-block kb.
+RK_HOST_DEVICE constexpr int wh_col_b_unit(int nt, int kb, int lane, int cg) {
+  return wh_dy_unit(16 * kb + 8 * ((lane / 8) % 2) + lane % 8, nt, cg);
+}
+// Accumulator element i of `lane` in (tap pair t, column col): dw[k][c][tap], or not a weight.
+RK_HOST_DEVICE WhElem wh_col_elem(WhCol col, int t, int lane, int i, int cg) {
+  const FragCoord f = mma_c_coord(lane, i);
+  const int tap = 2 * t + f.row / 8, c = 8 * col.chunk + f.row % 8, k = 8 * col.nt + f.col;
+  return {tap < 9 && c / cg == k / cg, k, c % cg, tap};
 }
 
 // The split and tile walk: blocks * nparts * splits CTAs, CTA (b * nparts + np) * splits + j;

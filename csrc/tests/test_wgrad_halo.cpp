@@ -54,10 +54,14 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
   constexpr int STAGE = rk::wh_stage_units(2, CG) > rk::wh_stage_units(1, CG) ? rk::wh_stage_units(2, CG)
                                                                               : rk::wh_stage_units(1, CG);
   std::vector<float> accs(size_t(rk::kWhWarps) * MT * NT * 32 * 4);   // heap: 64 KB at Cg = 40
+  constexpr int AN = rk::wh_warp_cols(CG) > 0 ? rk::wh_warp_cols(CG) : 1;   // columns (Cg = 14)
+  std::vector<float> col_accs(size_t(rk::kWhWarps) * rk::kWhTapPairs * AN * 32 * 4);
   for (int64_t cta = 0; cta < shape.grid_x; ++cta) {
     const int64_t split = cta % splits, block = cta / splits / NP, np = cta / splits % NP;
     std::fill(accs.begin(), accs.end(), 0.f);
+    std::fill(col_accs.begin(), col_accs.end(), 0.f);
     auto& acc = *reinterpret_cast<float (*)[rk::kWhWarps][MT][NT][32][4]>(accs.data());
+    auto& col_acc = *reinterpret_cast<float (*)[rk::kWhWarps][rk::kWhTapPairs][AN][32][4]>(col_accs.data());
     for (int64_t t = rk::wh_split_begin(split, splits, tiles); t < rk::wh_split_begin(split + 1, splits, tiles); ++t) {
       // Stage the tile: each copy is 8 channels (16 bytes) of one pixel.
       std::vector<float> st(8 * STAGE, kUnset);
@@ -88,6 +92,28 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
         return v;
       };
       const int xu = rk::wh_x_units(stride, CG);
+      if constexpr (rk::wh_columns(CG)) {
+        // Columns (Cg = 14): each warp's (chunk, n8 tile) pairs, padded by repeating the last;
+        // A is reloaded only where the chunk changes (`a_chunk` is what the register holds).
+        for (int warp = 0; warp < rk::kWhWarps; ++warp) {
+          for (int kb = 0; kb < 4; ++kb)
+            for (int tp = 0; tp < rk::kWhTapPairs; ++tp) {
+              int a_chunk = -1;
+              for (int j = 0; j < AN; ++j) {
+                const rk::WhCol col = rk::wh_warp_col(warp, j, CG);
+                if (rk::wh_col_fresh(warp, j, CG)) a_chunk = col.chunk;
+                auto a_half = [&](int lane, int reg, int e) {
+                  return ldsm([&](int l) { return rk::wh_col_a_unit(a_chunk, tp, kb, l, stride, CG); }, lane, reg, e);
+                };
+                auto b_half = [&](int lane, int reg, int e) {
+                  return ldsm([&](int l) { return xu + rk::wh_col_b_unit(col.nt, kb, l, CG); }, lane, reg, e);
+                };
+                emulate_mma(a_half, b_half, col_acc[warp][tp][j]);
+              }
+            }
+        }
+        continue;
+      }
       for (int warp = 0; warp < rk::kWhWarps; ++warp)
         for (int i = 0; i < 4 / KW; ++i) {
           const int kb = warp % KW + KW * i;
@@ -107,6 +133,22 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
             }
           }
         }
+    }
+    // The split's partials: each warp's real columns (not the padding).
+    if constexpr (rk::wh_columns(CG)) {
+      for (int warp = 0; warp < rk::kWhWarps; ++warp) {
+        for (int tp = 0; tp < rk::kWhTapPairs; ++tp)
+          for (int j = 0; j < AN; ++j)
+            for (int lane = 0; lane < 32; ++lane)
+              for (int i = 0; i < 4; ++i) {
+                const rk::WhElem e = rk::wh_col_elem(rk::wh_warp_col(warp, j, CG), tp, lane, i, CG);
+                if (!rk::wh_col_stored(warp, j, CG) || !e.ok) continue;
+                float& dst = part[split * q.w_numel() + ((block * CB + e.k) * CG + e.c) * 9 + e.tap];
+                wrong += !std::isnan(dst);               // written twice
+                dst = col_acc[warp][tp][j][lane][i];
+              }
+      }
+      continue;
     }
     // The warps' sums in warp order (warps splitting K), and the split's partials.
     for (int wm = 0; wm < rk::kWhWarps / KW; ++wm)
@@ -160,7 +202,25 @@ void check_conflicts(int stride) {
   };
   auto unit_words = [](int unit) { return std::vector<int>{4 * unit, 4 * unit + 1, 4 * unit + 2, 4 * unit + 3}; };
   const int xu = rk::wh_x_units(stride, CG);
-  for (int warp = 0; warp < rk::kWhWarps; ++warp)
+  if constexpr (rk::wh_columns(CG)) {                              // columns (Cg = 14)
+    for (int warp = 0; warp < rk::kWhWarps; ++warp) {
+      for (int kb = 0; kb < 4; ++kb)
+        for (int j = 0; j < rk::wh_warp_cols(CG); ++j) {
+          const rk::WhCol col = rk::wh_warp_col(warp, j, CG);
+          std::vector<std::vector<int>> lanes;                     // B: ldmatrix.x2 a column
+          for (int lane = 0; lane < 16; ++lane) lanes.push_back(unit_words(xu + rk::wh_col_b_unit(col.nt, kb, lane, CG)));
+          add("B ldmatrix", lanes, 2);
+          if (!rk::wh_col_fresh(warp, j, CG)) continue;
+          for (int tp = 0; tp < rk::kWhTapPairs; ++tp) {           // A: once a chunk and tap pair
+            lanes.clear();
+            for (int lane = 0; lane < 32; ++lane)
+              lanes.push_back(unit_words(rk::wh_col_a_unit(col.chunk, tp, kb, lane, stride, CG)));
+            add("A ldmatrix", lanes, 4);
+          }
+        }
+    }
+  }
+  for (int warp = 0; warp < rk::kWhWarps && !rk::wh_columns(CG); ++warp)
     for (int i = 0; i < 4 / KW; ++i) {
       const int kb = warp % KW + KW * i;
       for (int j = 0; j < rk::wh_b_loads(CG); ++j) {              // B: one ldmatrix a pair
@@ -178,13 +238,17 @@ void check_conflicts(int stride) {
         add("A ldmatrix", lanes, 4);
       }
     }
-  for (int first = 0; first < rk::wh_copies(stride, CG); first += 32) {   // staging copies
-    std::vector<std::vector<int>> lanes;
-    for (int i = first; i < std::min(first + 32, rk::wh_copies(stride, CG)); ++i) {
-      const rk::WhCopy c = rk::wh_copy(i, stride, CG);
-      if (rk::wh_copy_used(c, stride)) lanes.push_back(unit_words(rk::wh_copy_unit(c, stride, CG)));
+  // Staging copies: the x halo's loop, then dy's, a warp's lanes 32 consecutive copies of each.
+  for (const bool dy : {false, true}) {
+    const int n = dy ? rk::wh_dy_copies(CG) : rk::wh_x_copies(stride, CG);
+    for (int first = 0; first < n; first += 32) {
+      std::vector<std::vector<int>> lanes;
+      for (int i = first; i < std::min(first + 32, n); ++i) {
+        const rk::WhCopy c = dy ? rk::wh_dy_copy(i, CG) : rk::wh_x_copy(i, stride, CG);
+        if (rk::wh_copy_used(c, stride)) lanes.push_back(unit_words(rk::wh_copy_unit(c, stride, CG)));
+      }
+      add("staging copies", lanes, int((lanes.size() + 7) / 8));
     }
-    add("staging copies", lanes, int((lanes.size() + 7) / 8));
   }
   if (KW > 1)                                                       // the warps' sums: float4 stores
     for (int warp = 0; warp < rk::kWhWarps; ++warp)
@@ -214,8 +278,10 @@ void test_wgrad_halo() {
   CHECK_EQ_STR(rk::wgrad_halo_can_implement(p), "");
   p.dtype = rk::DType::kFloat32;
   CHECK_EQ_STR(rk::wgrad_halo_can_implement(p), "fp32 runs on CUDA cores");
-  p = wgrad_params(1, 14, 2, 8, 8, 1, 1, 4);       // the paper's Cg = 14: not whole 16-byte chunks
-  CHECK(rk::wgrad_halo_can_implement(p).find("Cg = Kg in {4, 8, 16, 24, 32, 40, 64}") == 0);
+  p = wgrad_params(1, 12, 2, 8, 8, 1, 1, 4);       // a width its tiles are not built for
+  CHECK(rk::wgrad_halo_can_implement(p).find("Cg = Kg in {4, 8, 14, 16, 24, 32, 40, 64}") == 0);
+  p = wgrad_params(1, 14, 2, 8, 8, 1, 1, 4);       // Cg = 14: blocks are four groups
+  CHECK(rk::wgrad_halo_can_implement(p).find("groups not a multiple of 4") != std::string::npos);
   p = wgrad_params(1, 4, 3, 8, 8, 1, 1, 4);
   CHECK(rk::wgrad_halo_can_implement(p).find("odd number of groups") != std::string::npos);
   p = wgrad_params(1, 8, 2, 9, 9, 3, 1, 4);
@@ -236,6 +302,9 @@ void test_wgrad_halo() {
   CHECK(emulate<24>(1, 2, 9, 10, 1, 1, 2) == 0);   // the paper's Cg = 24: 3 chunks a tap, odd N (x2)
   CHECK(emulate<40>(1, 1, 8, 9, 2, 1, 2) == 0);    // Cg = 40: 23 M tiles, 5 n8 tiles, stride 2
   CHECK(emulate<64>(1, 1, 7, 9, 1, 1, 2) == 0);    // Cg = 64: N in four CTAs
+  CHECK(emulate<14>(2, 4, 9, 10, 1, 1, 3) == 0);   // the paper's Cg = 14: columns, partial tiles
+  CHECK(emulate<14>(1, 8, 11, 12, 2, 1, 2) == 0);  // Cg = 14 at stride 2, two blocks
+  CHECK(emulate<14>(1, 4, 7, 7, 1, 0, 1) == 0);    // Cg = 14, padding 0, one split
   // The split count: one wave of 4 CTAs an SM, partials at most half the compulsory bytes but
   // never fewer CTAs than SMs, at most one split a tile.
   p = wgrad_params(64, 32, 32, 7, 7, 1, 1, 132);   // 32x4d stage 4: 32 blocks
@@ -255,5 +324,6 @@ void test_wgrad_halo() {
     check_conflicts<32>(s);
     check_conflicts<40>(s);
     check_conflicts<64>(s);
+    check_conflicts<14>(s);
   }
 }
