@@ -1155,6 +1155,18 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     return simulate(gpu, f"cuda:{direction}_halo", direction, [main])
 
 
+# Warp instructions of wgrad_halo's tile loop (wgrad_halo_kernel<bf16, Cg, stride>, sm_90 SASS:
+# the smallest loop holding its MMAs, which includes one pass of each staging loop), by (Cg,
+# stride). scripts/cuda_resource_check.py recounts them from the build and fails when one is
+# more than 5% off, so the issue term follows the code.
+CUDA_WGRAD_HALO_TILE_SASS = {
+    (4, 1): 196, (4, 2): 229, (8, 1): 196, (8, 2): 229, (14, 1): 1011, (14, 2): 1047,
+    (16, 1): 247, (16, 2): 268, (24, 1): 638, (24, 2): 639, (32, 1): 650, (32, 2): 758,
+    (40, 1): 775, (40, 2): 907, (64, 1): 1056, (64, 2): 1225,
+}
+WGRAD_HALO_COPY_PASS_SASS = 50   # a warp's pass of a staging loop (32 copies), beyond the first
+
+
 def _wgrad_halo_tiling(cg: int) -> Tuple[int, int, int, int]:
     """(M tiles of a block, CTAs sharing its N, n8 tiles a CTA, warps splitting K) of wgrad_halo
     (wgrad_halo_fragments.h: wh_mtiles, wh_nparts, wh_ntiles, wh_kwarps)."""
@@ -1198,7 +1210,8 @@ def cuda_wgrad_halo(conv: Conv, gpu: GPU, shape: dict, resources: Resources,
     dy_px = (conv.p * conv.q) / (tiles_p * tiles_q)            # in-bounds dy pixels of a tile
     tile_bytes = (in_h * in_w * block + dy_px * block / nparts) * e   # dy: the CTA's N part
     chunks, pitch, dy_pitch = block // 8, (block // 8) | 1, ntiles | 1
-    copies = side * (side + (stride == 2)) * chunks + 64 * ntiles
+    x_copies, dy_copies = side * (side + (stride == 2)) * chunks, 64 * ntiles
+    copies = x_copies + dy_copies
     copy_waves = copies / 8 * (1.0 if chunks == 1 and stride == 1 else 1.3 if chunks == 1 else 2.0)
     pairs = 4 if kwarps == 4 else 16               # (warp, K-block) pairs of a tile
     a_loads, b_loads = 4 * mtiles, pairs * ((ntiles + 1) // 2)
@@ -1213,12 +1226,11 @@ def cuda_wgrad_halo(conv: Conv, gpu: GPU, shape: dict, resources: Resources,
     work = CtaWork(
         l2_bytes=per_cta * tile_bytes,
         smem_wavefronts=per_cta * smem,
-        # Warp instructions: ~1.6x the loads and mma of the compute loop (wgrad_halo's SASS, sm_90,
-        # 2026-12-02: 21 a warp and K-block at Cg = 4 where this counts 18, 648 a tile at Cg = 32
-        # where it counts 627); a warp's pass of a staging loop (32 copies) ~50 (37-60 in the
-        # sm_90 SASS of the x and dy loops since 2026-12-02, sixth session; ~100 before, when
-        # one loop for both divided by a selected, runtime divisor).
-        issue=per_cta * (1.6 * (a_loads + b_loads + mmas) + copies / 32 * 50),
+        # Warp instructions: each warp runs the tile loop once a tile (its SASS count, which
+        # holds one pass of each staging loop; the passes beyond those, 128 copies a pass).
+        issue=per_cta * 4 * (CUDA_WGRAD_HALO_TILE_SASS[(cg, stride)]
+                             + (max(0.0, x_copies / 128 - 1) + max(0.0, dy_copies / 128 - 1))
+                             * WGRAD_HALO_COPY_PASS_SASS),
         mma_flops=per_cta * mmas * 4096.0,
         chain_us=per_cta * gpu.mem_latency_us / (stages - 1),
         in_flight_bytes=(stages - 1) * tile_bytes)

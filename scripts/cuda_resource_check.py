@@ -4,6 +4,10 @@ kernel spills (CI runs this after the build): local memory, or a stack frame, wh
 ptxas puts spilled registers (`-warn-spills` reports those as spills while LOCAL stays 0) and
 none of the kernels has a local array that would need one.
 
+It also recounts, in the sm_90 SASS, the loops whose instruction counts the performance model
+uses (perf_model.CUDA_WGRAD_HALO_TILE_SASS: wgrad_halo's tile loop, bf16) and fails when one is
+more than SASS_TOLERANCE off, so that the model's issue term follows the code.
+
     python scripts/cuda_resource_check.py [path/to/_C.so] [--json PATH]
 
 --json writes the table (arch, demangled name, registers, shared memory, stack, spills) for
@@ -53,6 +57,56 @@ def parse(text: str):
             kernel = None
 
 
+SASS_TOLERANCE = 0.05
+
+
+def main_loops(sass: str, names: dict) -> dict:
+    """For each mangled kernel name in `names` (-> key), the instruction count of its smallest
+    loop (a backward branch and its target) that holds a tensor-core instruction."""
+    out = {}
+    for block in re.split(r"\n\s*Function : ", sass)[1:]:
+        name = block.split("\n", 1)[0].strip()
+        if name not in names:
+            continue
+        code = [(int(m.group(1), 16), m.group(2)) for m in
+                re.finditer(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", block)]
+        sizes = []
+        for addr, text in code:
+            branch = re.search(r"\bBRA\s+(?:`\()?(?:0x)?([0-9a-f]+)", text)
+            if branch and int(branch.group(1), 16) < addr:
+                body = [t for a, t in code if int(branch.group(1), 16) <= a <= addr]
+                if any(re.search(r"\bHMMA", t) for t in body):
+                    sizes.append(len(body))
+        if sizes:
+            out[names[name]] = min(sizes)
+    return out
+
+
+def check_model_sass(tool: str, path: str, rows, demangled) -> int:
+    """Recounts the loops of perf_model.CUDA_WGRAD_HALO_TILE_SASS; returns how many are off."""
+    sys.path.insert(0, ROOT)
+    from resnext_kernels import perf_model as pm
+
+    want = {f"wgrad_halo_kernel<__nv_bfloat16, {cg}, {stride}>": key
+            for key in pm.CUDA_WGRAD_HALO_TILE_SASS for cg, stride in [key]}
+    names = {}
+    for (arch, mangled, *_), name in zip(rows, demangled):
+        for pattern, key in want.items():
+            if arch == "sm_90" and pattern in name:
+                names[mangled] = key
+    sass = subprocess.run([tool, "-sass", "-arch", "sm_90", path], capture_output=True,
+                          text=True).stdout
+    counted = main_loops(sass, names)
+    off = 0
+    for key, model in pm.CUDA_WGRAD_HALO_TILE_SASS.items():
+        got = counted.get(key)
+        bad = got is None or abs(got - model) > SASS_TOLERANCE * model
+        off += bad
+        print(f"wgrad_halo tile loop, bf16 sm_90, Cg = {key[0]}, stride {key[1]}: {got} "
+              f"instructions a warp (model {model}){'  OFF' if bad else ''}")
+    return off
+
+
 def demangle(names):
     try:
         out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True).stdout
@@ -90,6 +144,10 @@ def main() -> int:
         print(f"{arch:7s} {regs:4d} {stack:5d} {shared:6d} {local:5d}  {name[:110]}"
               + ("  SPILLS" if local or stack else ""))
     print(f"{len(rows)} kernels, {spills} spilling")
+    off = check_model_sass(tool, paths[0], rows, names)
+    if off:
+        print(f"{off} loop counts more than {SASS_TOLERANCE:.0%} off the performance model's "
+              "(update perf_model.CUDA_WGRAD_HALO_TILE_SASS from the counts above)")
     if out_json:
         import json
 
@@ -98,7 +156,7 @@ def main() -> int:
                                         local=local)
                                    for (arch, _, regs, stack, shared, local), name in zip(rows, names)]},
                       f, indent=1)
-    return 1 if spills else 0
+    return 1 if spills or off else 0
 
 
 if __name__ == "__main__":

@@ -22,15 +22,17 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def small_case(dtype, channels_last, cg):
-    """Stride 2 and odd sizes in one small problem: 2 x 32 x 9 x 7, groups of `cg` channels
-    (4: packed groups; 16: what the tensor-core rungs take)."""
+    """Stride 2 and odd sizes in one small problem: 2 x C x 9 x 7, groups of `cg` channels
+    (4: packed groups; 16: what the tensor-core rungs take; 14: four groups, C = 56, the halo
+    rungs' blocks that straddle 16-byte chunks), else C = 32."""
     gen = torch.Generator().manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.randn(2, 32, 9, 7, generator=gen).to("cuda", dtype).contiguous(memory_format=fmt)
-    w = torch.randn(32, cg, 3, 3, generator=gen).to("cuda", dtype)
-    b = torch.randn(32, generator=gen).to("cuda", dtype)
-    conv = dict(stride=(2, 2), padding=(1, 1), dilation=(1, 1), groups=32 // cg)
-    dy = torch.randn(2, 32, 5, 4, generator=gen).to("cuda", dtype).contiguous(memory_format=fmt)
+    c = 56 if cg == 14 else 32
+    x = torch.randn(2, c, 9, 7, generator=gen).to("cuda", dtype).contiguous(memory_format=fmt)
+    w = torch.randn(c, cg, 3, 3, generator=gen).to("cuda", dtype)
+    b = torch.randn(c, generator=gen).to("cuda", dtype)
+    conv = dict(stride=(2, 2), padding=(1, 1), dilation=(1, 1), groups=c // cg)
+    dy = torch.randn(2, c, 5, 4, generator=gen).to("cuda", dtype).contiguous(memory_format=fmt)
     return x, w, b, dy, conv
 
 
@@ -52,7 +54,7 @@ def main():
     dtype = DTYPES[args.dtype]
     failures = 0
     ran = set()
-    for channels_last, cg in ((True, 4), (False, 4), (True, 16), (False, 16)):
+    for channels_last, cg in ((True, 4), (False, 4), (True, 16), (False, 16), (True, 14)):
         x, w, b, dy, conv = small_case(dtype, channels_last, cg)
         ref = reference.conv_f64(x, w, b, dy, **conv)
         cudnn = reference.conv_in_dtype(x, w, b, dy, **conv)

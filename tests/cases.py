@@ -52,6 +52,7 @@ EDGE_CASES = [
     Case(1, 17, 17, 16, 16, 2, 1, 1, "289 pixels: several pixel tiles, last one partial"),
     Case(1, 8, 8, 8, 8, 2, 1, 2, "dilation 2", dilation=2),
     Case(1, 3, 4, 256, 256, 1, 1, 1, "Cg = 256: channel loops and several output and c tiles"),
+    Case(2, 9, 10, 14, 14, 4, 1, 1, "Cg = 14 in four groups (8x14d's stage 1): chunk-straddling blocks"),
 ]
 
 # ResNeXt-50 32x4d's grouped 3x3 layers at batch 1 and small images (the channel structure of

@@ -12,11 +12,12 @@
 //   dw[g*Kg + k, c, r, s] = sum_{n, p, q} dy[n, g*Kg + k, p, q] * x[n, g*Cg + c, p*st - pad + r, q*st - pad + s]
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:wgrad_halo`, registers from the
-// cubin; H200, ResNeXt-50 32x4d, batch 64, bf16), us, bound by the fitted 2.8 TB/s L2->SM load
-// rate (the 8x8 tile's x halo is 1.56x the image) but at the stage-4 layers, by issue: stage1
-// 52, stage2.entry 56, stage2 29, stage3.entry 32, stage3 19, stage4.entry 24, stage4 14: 0.48 ms
-// over the 16 layers, 41% of the 0.196 ms roofline (cuDNN measured 0.86 ms: 138 / 54 / 47 / 36
-// / 30 / 24 / 20). 8x14d's stage 1 (Cg = 14, columns): 47 us, L2 (Triton: 77). The
+// cubin, the tile loop's instructions counted in its sm_90 SASS; H200, ResNeXt-50 32x4d, batch
+// 64, bf16), us, every layer bound by instruction issue: stage1 81, stage2.entry 84, stage2 57,
+// stage3.entry 37, stage3 25, stage4.entry 35, stage4 21: 0.74 ms over the 16 layers, 27% of the
+// 0.196 ms roofline (cuDNN measured 0.86 ms: 138 / 54 / 47 / 36 / 30 / 24 / 20). A tile loop is
+// 196 warp instructions at Cg = 4 for 5 MMAs; the two staging loops are ~120 of them (TMA box
+// loads would take them off the warps). 8x14d's stage 1 (Cg = 14, columns): 75 us (Triton 77). The
 // second launch (wgrad_reduce) costs 3 us a layer; a last-CTA reduction inside this launch was
 // tried and dropped (one CTA reading a block's partials is latency-bound: 4.6 us at Cg = 16-32).
 // Unverified on a GPU: forced only until the GPU check passes it.
@@ -57,9 +58,8 @@ wgrad_halo_kernel(ConvParams p, int64_t splits, int64_t tiles) {
   const T* __restrict__ dy = static_cast<const T*>(p.y) + block * CB + np * NT * 8;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 
-  // Issues tile t's copies into stage `slot`: the x halo, then dy (zeros outside the images).
-  auto stage = [&](int64_t t, int slot) {
-    const WhTile tl = wh_tile(t, q.P, q.Q);
+  // Issues tile tl's copies into stage `slot`: the x halo, then dy (zeros outside the images).
+  auto stage = [&](const WhTile& tl, int slot) {
     const int64_t h0 = tl.p0 * STRIDE - q.pad_h, w0 = tl.q0 * STRIDE - q.pad_w;
     uint4* const dst = smem + slot * STAGE;
 #pragma unroll 1
@@ -96,14 +96,15 @@ wgrad_halo_kernel(ConvParams p, int64_t splits, int64_t tiles) {
     col[j] = wh_warp_col(warp, j, CG);
     fresh[j] = wh_col_fresh(warp, j, CG);
   }
+  WhTile next = wh_tile(t_begin, q.P, q.Q);  // the next tile to stage, walked in order
   for (int s = 0; s < NS - 1; ++s) {
-    if (t_begin + s < t_end) stage(t_begin + s, s);
+    if (t_begin + s < t_end) stage(next, s), next = wh_tile_next(next, q.P, q.Q);
     cp_async_commit();
   }
   for (int64_t t = t_begin, it = 0; t < t_end; ++t, ++it) {
     cp_async_wait<NS - 2>();             // tile t's copies (this thread's) have landed
     __syncthreads();                     // everyone's; and the stage refilled below is free
-    if (t + NS - 1 < t_end) stage(t + NS - 1, int((it + NS - 1) % NS));
+    if (t + NS - 1 < t_end) stage(next, int((it + NS - 1) % NS)), next = wh_tile_next(next, q.P, q.Q);
     cp_async_commit();
     const uint4* st = smem + (it % NS) * STAGE;
     if constexpr (COLS) {

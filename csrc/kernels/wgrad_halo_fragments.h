@@ -254,6 +254,13 @@ RK_HOST_DEVICE constexpr WhTile wh_tile(int64_t t, int64_t P, int64_t Q) {
   const int64_t tq = t % wh_tiles_p(Q), tp = t / wh_tiles_p(Q) % wh_tiles_p(P);
   return {t / (wh_tiles_p(Q) * wh_tiles_p(P)), tp * kWhTile, tq * kWhTile};
 }
+// The tile after `tl` (image-major, as wh_tile numbers them): the kernel walks its split with
+// this, so that only the split's first tile costs wh_tile's three 64-bit divisions.
+RK_HOST_DEVICE constexpr WhTile wh_tile_next(WhTile tl, int64_t P, int64_t Q) {
+  if (tl.q0 + kWhTile < Q) return {tl.n, tl.p0, tl.q0 + kWhTile};
+  if (tl.p0 + kWhTile < P) return {tl.n, tl.p0 + kWhTile, 0};
+  return {tl.n + 1, 0, 0};
+}
 RK_HOST_DEVICE constexpr int64_t wh_split_begin(int64_t j, int64_t splits, int64_t tiles) {
   return j * tiles / splits;
 }

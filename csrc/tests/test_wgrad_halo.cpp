@@ -62,10 +62,14 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
     std::fill(col_accs.begin(), col_accs.end(), 0.f);
     auto& acc = *reinterpret_cast<float (*)[rk::kWhWarps][MT][NT][32][4]>(accs.data());
     auto& col_acc = *reinterpret_cast<float (*)[rk::kWhWarps][rk::kWhTapPairs][AN][32][4]>(col_accs.data());
-    for (int64_t t = rk::wh_split_begin(split, splits, tiles); t < rk::wh_split_begin(split + 1, splits, tiles); ++t) {
+    // The split's tiles as the kernel walks them: wh_tile once, then wh_tile_next.
+    rk::WhTile tl = rk::wh_tile(rk::wh_split_begin(split, splits, tiles), q.P, q.Q);
+    for (int64_t t = rk::wh_split_begin(split, splits, tiles); t < rk::wh_split_begin(split + 1, splits, tiles);
+         ++t, tl = rk::wh_tile_next(tl, q.P, q.Q)) {
+      const rk::WhTile want = rk::wh_tile(t, q.P, q.Q);
+      wrong += want.n != tl.n || want.p0 != tl.p0 || want.q0 != tl.q0;
       // Stage the tile: each copy is 8 channels (16 bytes) of one pixel.
       std::vector<float> st(8 * STAGE, kUnset);
-      const rk::WhTile tl = rk::wh_tile(t, q.P, q.Q);
       for (int i = 0; i < rk::wh_copies(stride, CG); ++i) {
         const rk::WhCopy c = rk::wh_copy(i, stride, CG);
         if (!rk::wh_copy_used(c, stride)) continue;
