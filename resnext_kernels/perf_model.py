@@ -1078,6 +1078,13 @@ def halo_kn_pairs(cg: int, gw: int, class_taps: Sequence[int]) -> int:
                         break
     return total
 HALO_PACK_UNROLL = 8             # packed words a thread loads at once (fprop_halo.cu)
+# Warp instructions a pass of fprop_halo's staging loop and of its store loop (32 16-byte copies,
+# one a lane), read in the sm_90 SASS of the bf16 kernels (52-58 and 44-50 over the widths,
+# strides and modes, 2026-12-02, sixth session; the model took 25 for both before): the 64-bit
+# source address and bounds of each copy. scripts/cuda_resource_check.py recounts them and fails
+# beyond 10% (an average over unrolled passes).
+HALO_STAGE_PASS_SASS = 55
+HALO_STORE_PASS_SASS = 47
 
 
 def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Resources,
@@ -1140,11 +1147,14 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
         # 320 at Cg = 32, where this counts 211, 211, 253, 372): per warp, k-step and GEMM group
         # 2 ldmatrix and ~3 for their addresses, per n8 tile a B load and 2 mma, per GEMM group
         # and n8 tile 8 bias loads, all x1.1; per class the epilogue (~32 per GEMM group and n8
-        # tile); the staging and store loops ~25 instructions a 16-byte copy; the packing ~60 a
+        # tile); a warp's pass of the staging loop and of the store loop (32 16-byte copies) as
+        # counted in the SASS (HALO_STAGE_PASS_SASS, HALO_STORE_PASS_SASS); the packing ~60 a
         # packed word.
         issue=per_cta * (4 * (1.1 * (5 * ksteps * gg + 3 * kn * gg + 8 * gg * ntiles)
                               + classes * 32 * gg * ntiles)
-                         + (copies + classes * 128 * slab / 8) / 32 * 25) + packs * words / 32 * 60,
+                         + copies / 32 * HALO_STAGE_PASS_SASS
+                         + classes * 128 * slab / 8 / 32 * HALO_STORE_PASS_SASS)
+        + packs * words / 32 * 60,
         mma_flops=per_cta * mma,
         chain_us=(per_cta + packs * pack_rounds) * gpu.mem_latency_us,
         in_flight_bytes=halo_bytes)

@@ -5,8 +5,9 @@ ptxas puts spilled registers (`-warn-spills` reports those as spills while LOCAL
 none of the kernels has a local array that would need one.
 
 It also recounts, in the sm_90 SASS, the loops whose instruction counts the performance model
-uses (perf_model.CUDA_WGRAD_HALO_TILE_SASS: wgrad_halo's tile loop, bf16) and fails when one is
-more than SASS_TOLERANCE off, so that the model's issue term follows the code.
+uses (perf_model.CUDA_WGRAD_HALO_TILE_SASS: wgrad_halo's tile loop, bf16, within 5%;
+HALO_STAGE_PASS_SASS and HALO_STORE_PASS_SASS: a warp pass of fprop_halo's staging and store
+loops, within 10%) and fails when one is off, so that the model's issue term follows the code.
 
     python scripts/cuda_resource_check.py [path/to/_C.so] [--json PATH]
 
@@ -60,9 +61,9 @@ def parse(text: str):
 SASS_TOLERANCE = 0.05
 
 
-def main_loops(sass: str, names: dict) -> dict:
-    """For each mangled kernel name in `names` (-> key), the instruction count of its smallest
-    loop (a backward branch and its target) that holds a tensor-core instruction."""
+def loops(sass: str, names: dict) -> dict:
+    """For each mangled kernel name in `names` (-> key), its loops (a backward branch and its
+    target) as lists of instructions."""
     out = {}
     for block in re.split(r"\n\s*Function : ", sass)[1:]:
         name = block.split("\n", 1)[0].strip()
@@ -70,40 +71,70 @@ def main_loops(sass: str, names: dict) -> dict:
             continue
         code = [(int(m.group(1), 16), m.group(2)) for m in
                 re.finditer(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", block)]
-        sizes = []
+        found = []
         for addr, text in code:
             branch = re.search(r"\bBRA\s+(?:`\()?(?:0x)?([0-9a-f]+)", text)
             if branch and int(branch.group(1), 16) < addr:
-                body = [t for a, t in code if int(branch.group(1), 16) <= a <= addr]
-                if any(re.search(r"\bHMMA", t) for t in body):
-                    sizes.append(len(body))
-        if sizes:
-            out[names[name]] = min(sizes)
+                found.append([t for a, t in code if int(branch.group(1), 16) <= a <= addr])
+        out[names[name]] = found
     return out
 
 
+def main_loop_size(bodies) -> int | None:
+    """The smallest loop holding a tensor-core instruction, in instructions."""
+    sizes = [len(b) for b in bodies if any(re.search(r"\bHMMA", t) for t in b)]
+    return min(sizes) if sizes else None
+
+
+def pass_size(bodies, op: str) -> float | None:
+    """Instructions a pass of the smallest MMA-free loop issuing `op` (LDGSTS: a staging copy;
+    STG: a store), per `op` it holds (unrolled loops hold several)."""
+    sizes = [len(b) / n for b in bodies if not any(re.search(r"\bHMMA", t) for t in b)
+             for n in [sum(bool(re.search(rf"\b{op}\b", t)) for t in b)] if n]
+    return min(sizes) if sizes else None
+
+
 def check_model_sass(tool: str, path: str, rows, demangled) -> int:
-    """Recounts the loops of perf_model.CUDA_WGRAD_HALO_TILE_SASS; returns how many are off."""
+    """Recounts the loops the performance model takes from the SASS; returns how many are off."""
     sys.path.insert(0, ROOT)
     from resnext_kernels import perf_model as pm
 
-    want = {f"wgrad_halo_kernel<__nv_bfloat16, {cg}, {stride}>": key
-            for key in pm.CUDA_WGRAD_HALO_TILE_SASS for cg, stride in [key]}
     names = {}
     for (arch, mangled, *_), name in zip(rows, demangled):
-        for pattern, key in want.items():
-            if arch == "sm_90" and pattern in name:
-                names[mangled] = key
+        m = re.search(r"(wgrad_halo|fprop_halo)_kernel<__nv_bfloat16, (\d+), (\d+)(?:, (\d+))?>", name)
+        if arch == "sm_90" and m:
+            names[mangled] = (m.group(1), *(int(g) for g in m.groups()[1:] if g is not None))
     sass = subprocess.run([tool, "-sass", "-arch", "sm_90", path], capture_output=True,
                           text=True).stdout
-    counted = main_loops(sass, names)
+    found = loops(sass, names)
     off = 0
-    for key, model in pm.CUDA_WGRAD_HALO_TILE_SASS.items():
-        got = counted.get(key)
-        bad = got is None or abs(got - model) > SASS_TOLERANCE * model
+
+    def report(what: str, got, model, tolerance: float) -> None:
+        nonlocal off
+        bad = got is None or abs(got - model) > tolerance * model
         off += bad
-        print(f"wgrad_halo tile loop, bf16 sm_90, Cg = {key[0]}, stride {key[1]}: {got} "
-              f"instructions a warp (model {model}){'  OFF' if bad else ''}")
+        shown = "none" if got is None else f"{got:.0f}"
+        print(f"{what}: {shown} instructions a warp (model {model}){'  OFF' if bad else ''}")
+
+    for (cg, stride), model in pm.CUDA_WGRAD_HALO_TILE_SASS.items():
+        got = main_loop_size(found.get(("wgrad_halo", cg, stride), []))
+        report(f"wgrad_halo tile loop, bf16 sm_90, Cg = {cg}, stride {stride}", got, model,
+               SASS_TOLERANCE)
+    halo = sorted(k for k in found if k[0] == "fprop_halo")
+    for op, what, model in (("LDGSTS", "staging", pm.HALO_STAGE_PASS_SASS),
+                            ("STG", "store", pm.HALO_STORE_PASS_SASS)):
+        counts = {key: pass_size(found[key], op) for key in halo}
+        for key, got in counts.items():      # each kernel that is off, by name
+            if got is None or abs(got - model) > 2 * SASS_TOLERANCE * model:
+                report(f"fprop_halo {what} pass, bf16 sm_90, Cg = {key[1]}, stride {key[2]}, "
+                       f"mode {key[3]}", got, model, 2 * SASS_TOLERANCE)
+        seen = [v for v in counts.values() if v is not None]
+        print(f"fprop_halo {what} pass, bf16 sm_90, {len(halo)} kernels: "
+              + (f"{min(seen):.0f}-{max(seen):.0f}" if seen else "none")
+              + f" instructions a warp (model {model})")
+    if not halo:
+        off += 1
+        print("fprop_halo: no bf16 sm_90 kernel found to recount")
     return off
 
 

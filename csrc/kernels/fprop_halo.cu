@@ -10,15 +10,17 @@
 //   y[n, g*Kg + k, p, q] = act(bias + sum_{tap, c} x[n, g*Cg + c, p*s - pad + r, q*s - pad + t] * w[.., c, r, t])
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:fprop_halo`, registers from the
-// cubin, instruction counts from its SASS; H200, ResNeXt-50 32x4d, batch 64, bf16), us and
-// binding resource: stage1 37 (issue), stage2.entry 43 (L2), stage2 24 (issue), stage3.entry 23
-// (L2), stage3 15 (issue), stage4.entry 25 (latency), stage4 19 (issue): 0.39 ms over the 16
-// layers, 51% of the 0.196 ms roofline (cuDNN measured 0.79 ms). What binds: instruction issue
-// (the epilogue is a third of a tile's instructions at Cg = 4); the fitted 2.8 TB/s L2->SM load
-// rate at the stride-2 entries (the halo re-read: 1.41x the source); 8x16 tiles leave 62% of a
-// 7x7 image idle, and at stage 4 packing a slab's 18 KB of weights is a third of a CTA's work;
-// each launch's fixed 3 us (16 of them are 48 us). Unverified on a GPU: forced only until the
-// GPU check passes it.
+// cubin, instruction counts from its SASS; H200, ResNeXt-50 32x4d, batch 64, bf16), us, every
+// layer bound by instruction issue: stage1 51, stage2.entry 51, stage2 32, stage3.entry 29,
+// stage3 19, stage4.entry 32, stage4 24: 0.50 ms over the 16 layers, 39% of the 0.196 ms
+// roofline (cuDNN measured 0.79 ms). A warp's pass of the staging loop is ~55 instructions and
+// of the store loop ~47 for 32 16-byte copies (each copy's 64-bit source address and bounds;
+// counted in the SASS, 2026-12-02 sixth session: the model had taken 25, and predicted 0.39 ms):
+// TMA box copies would take them off the warps. Also: the epilogue is a third of a tile's
+// compute instructions at Cg = 4; the stride-2 entries re-read 1.41x the source from L2; 8x16
+// tiles leave 62% of a 7x7 image idle, and at stage 4 packing a slab's 18 KB of weights is a
+// third of a CTA's work; each launch's fixed 3 us (16 of them are 48 us). Unverified on a GPU:
+// forced only until the GPU check passes it.
 //
 // Serves bf16/fp16, channels_last x and y, Kg == Cg in {4, 8, 14, 16, 24, 32, 40, 64}, stride 1 or
 // 2, dilation 1, 16-byte aligned pixels; can_implement refuses the rest (the lower rungs run).
@@ -30,8 +32,8 @@
 // own 1, 2, 2 or 4 taps on a ceil(H/2) x ceil(W/2) grid; a CTA stages one dy halo per tile of
 // that grid and runs the four in turn, each storing every other dx pixel of its parity (the
 // same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way, all bound by
-// issue: stage1 37, stage2.entry 45, stage2 24, stage3.entry 28, stage3 15, stage4.entry 32
-// (four epilogues a tile), stage4 19 us: 0.40 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56
+// issue: stage1 51, stage2.entry 61, stage2 32, stage3.entry 36, stage3 19, stage4.entry 41
+// (four epilogues a tile), stage4 24 us: 0.53 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56
 // / 21: 1.06 ms).
 #include <algorithm>
 #include <atomic>
