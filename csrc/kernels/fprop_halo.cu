@@ -10,13 +10,14 @@
 //   y[n, g*Kg + k, p, q] = act(bias + sum_{tap, c} x[n, g*Cg + c, p*s - pad + r, q*s - pad + t] * w[.., c, r, t])
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:fprop_halo`, registers from the
-// cubin, instruction counts from its SASS; H200, ResNeXt-50 32x4d, batch 64, bf16), us, every
-// layer bound by instruction issue: stage1 51, stage2.entry 51, stage2 32, stage3.entry 29,
-// stage3 19, stage4.entry 32, stage4 24: 0.50 ms over the 16 layers, 39% of the 0.196 ms
-// roofline (cuDNN measured 0.79 ms). A warp's pass of the staging loop is ~55 instructions and
-// of the store loop ~47 for 32 16-byte copies (each copy's 64-bit source address and bounds;
-// counted in the SASS, 2026-12-02 sixth session: the model had taken 25, and predicted 0.39 ms):
-// TMA box copies would take them off the warps. Also: the epilogue is a third of a tile's
+// cubin, instruction counts from its SASS; H200, ResNeXt-50 32x4d, batch 64, bf16), us, bound
+// by instruction issue but at stage2.entry (L2): stage1 43, stage2.entry 43, stage2 27,
+// stage3.entry 24, stage3 17, stage4.entry 26, stage4 21: 0.43 ms over the 16 layers, 46% of the
+// 0.196 ms roofline (cuDNN measured 0.79 ms). A warp's pass of the staging loop is ~38
+// instructions and of the store loop ~31 for 32 16-byte copies (32-bit in-image offsets;
+// counted in the SASS, 2026-12-02 sixth session: 55 and 47 with 64-bit ones, where the model
+// had taken 25 and predicted 0.39 ms): TMA box copies would take them off the warps. Also: the
+// epilogue is a third of a tile's
 // compute instructions at Cg = 4; the stride-2 entries re-read 1.41x the source from L2; 8x16
 // tiles leave 62% of a 7x7 image idle, and at stage 4 packing a slab's 18 KB of weights is a
 // third of a CTA's work; each launch's fixed 3 us (16 of them are 48 us). Unverified on a GPU:
@@ -32,8 +33,8 @@
 // own 1, 2, 2 or 4 taps on a ceil(H/2) x ceil(W/2) grid; a CTA stages one dy halo per tile of
 // that grid and runs the four in turn, each storing every other dx pixel of its parity (the
 // same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way, all bound by
-// issue: stage1 51, stage2.entry 61, stage2 32, stage3.entry 36, stage3 19, stage4.entry 41
-// (four epilogues a tile), stage4 24 us: 0.53 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56
+// issue: stage1 43, stage2.entry 50, stage2 27, stage3.entry 31, stage3 17, stage4.entry 35
+// (four epilogues a tile), stage4 21 us: 0.45 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56
 // / 21: 1.06 ms).
 #include <algorithm>
 #include <atomic>
@@ -114,15 +115,20 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
   if (threadIdx.x < 4) zero[threadIdx.x] = 0u;                     // before the first barrier
 
   // Issues the asynchronous copies of tile t's halo into buffer `buf` (zeros outside the image).
+  // Within an image, offsets and coordinates are 32-bit (halo_layout_reason checks they fit):
+  // a copy's address and bounds then cost a few instructions, not 64-bit multiplies.
+  const int xs_h = int(p.x_stride[2]), xs_w = int(p.x_stride[3]), ys_h = int(p.y_stride[2]);
+  const int ys_w = int(p.y_stride[3]), src_h = int(q.H), src_w = int(q.W);
+  const int out_h = int(dst_h), out_w = int(dst_w);
   auto stage = [&](int64_t t, int buf) {
     const HaloTile tl = halo_tile(t, q.N, q.P, q.Q);
-    const int64_t h0 = tl.p0 * STRIDE - q.pad_h, w0 = tl.q0 * STRIDE - q.pad_w;
+    const int h0 = int(tl.p0) * STRIDE - int(q.pad_h), w0 = int(tl.q0) * STRIDE - int(q.pad_w);
     const T* slab = x + tl.n * p.x_stride[0] + tl.slab * SLAB;  // the image's slab, pixel (0, 0)
     for (int i = threadIdx.x; i < CHUNKS; i += kHaloThreads) {
       const HaloChunk c = halo_chunk(i, STRIDE, CG);
-      const int64_t h = h0 + c.row, w = w0 + c.col;
-      const bool in = h >= 0 && h < q.H && w >= 0 && w < q.W;
-      const T* src = in ? slab + h * p.x_stride[2] + w * p.x_stride[3] + c.part * 8 : x;
+      const int h = h0 + c.row, w = w0 + c.col;
+      const bool in = unsigned(h) < unsigned(src_h) && unsigned(w) < unsigned(src_w);
+      const T* src = in ? slab + (h * xs_h + w * xs_w + c.part * 8) : x;
       cp_async16(smem + buf * STAGE + halo_word(c.row, c.col, c.part * 8, STRIDE, CG), src, in ? 16 : 0);
     }
   };
@@ -185,12 +191,13 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
                 (uint32_t(*reinterpret_cast<const uint16_t*>(&h1)) << 16);
           }
     __syncthreads();
+    T* const out = y + tl.n * p.y_stride[0] + tl.slab * SLAB;   // the image's slab, pixel (0, 0)
     for (int i = threadIdx.x; i < halo_out_chunks(SLAB); i += kHaloThreads) {
       const HaloOutChunk c = halo_out_chunk(i, SLAB);
-      const int64_t pp = halo_dst_row(tl.p0 + c.pixel / kHaloTileQ, CLS, MODE);
-      const int64_t qq = halo_dst_col(tl.q0 + c.pixel % kHaloTileQ, CLS, MODE);
-      if (pp >= dst_h || qq >= dst_w) continue;
-      T* dst = y + tl.n * p.y_stride[0] + pp * p.y_stride[2] + qq * p.y_stride[3] + tl.slab * SLAB + c.part * 8;
+      const int pp = int(halo_dst_row(tl.p0 + c.pixel / kHaloTileQ, CLS, MODE));
+      const int qq = int(halo_dst_col(tl.q0 + c.pixel % kHaloTileQ, CLS, MODE));
+      if (pp >= out_h || qq >= out_w) continue;
+      T* dst = out + (pp * ys_h + qq * ys_w + c.part * 8);
       *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(osm + halo_out_word(c.pixel, c.part * 8, SLAB));
     }
     __syncthreads();  // osm is rewritten by the next class or tile
@@ -333,6 +340,13 @@ int halo_dgrad_mode(const ConvParams& p) { return p.problem.stride_h == 2 ? kHal
 
 }  // namespace
 
+std::string halo_offsets_reason(const ConvParams& p) {
+  const ConvProblem& q = p.problem;   // x: N C H W, y: N K P Q, whatever the direction
+  if (!image_offsets_fit_int32(p.x_stride, q.C, q.H, q.W) || !image_offsets_fit_int32(p.y_stride, q.K, q.P, q.Q))
+    return "an image spans 2^31 elements or more (the copies address within an image in 32 bits)";
+  return "";
+}
+
 std::string halo_layout_reason(const ConvParams& p, const char* tensors) {
   if (!channels_innermost(p.x_stride) || !channels_innermost(p.y_stride))
     return std::string(tensors) + " is not channels_last";
@@ -343,7 +357,8 @@ std::string halo_layout_reason(const ConvParams& p, const char* tensors) {
 
 std::string fprop_halo_can_implement(const ConvParams& p) {
   if (p.direction != Direction::kFprop) return "not an fprop problem";
-  return halo_can_implement(p, kHaloFprop, "input or output");
+  const std::string why = halo_can_implement(p, kHaloFprop, "input or output");
+  return why.empty() ? halo_offsets_reason(p) : why;
 }
 
 LaunchShape fprop_halo_shape(const ConvParams& p) { return halo_shape(p, kHaloFprop); }
@@ -383,7 +398,8 @@ std::string dgrad_halo_can_implement(const ConvParams& p) {
   if (q.stride_h == 2 && (q.pad_h != 1 || q.pad_w != 1))
     return "stride 2 with padding other than 1 (the phase classes' taps are built for padding 1)";
   if (q.dil_h != 1 || q.dil_w != 1) return "dilation other than 1";
-  return halo_can_implement(halo_dgrad_as_fprop(p), halo_dgrad_mode(p), "grad_output or grad_input");
+  const std::string why = halo_can_implement(halo_dgrad_as_fprop(p), halo_dgrad_mode(p), "grad_output or grad_input");
+  return why.empty() ? halo_offsets_reason(p) : why;
 }
 
 LaunchShape dgrad_halo_shape(const ConvParams& p) {

@@ -54,6 +54,8 @@ SmemTile fprop_smem_tile(const ConvParams& p);
 // destination (p.x, p.y; `tensors` names them in the reason, e.g. "input or output") with every
 // pixel 16-byte aligned; "" or why not.
 std::string halo_layout_reason(const ConvParams& p, const char* tensors);
+// Why the halo rungs' 32-bit in-image copy offsets cannot address x's or y's images ("" if they can).
+std::string halo_offsets_reason(const ConvParams& p);
 // Rung 4 of fprop, "halo" (fprop_halo.cu; index maps in halo_fragments.h): the halo of an 8x16
 // pixel tile staged once in shared memory by 16-byte asynchronous copies, K = (tap, channel)
 // inside a group on mma.sync with ldmatrix A fragments, persistent CTAs with two halo buffers,

@@ -13,11 +13,12 @@
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:wgrad_halo`, registers from the
 // cubin, the tile loop's instructions counted in its sm_90 SASS; H200, ResNeXt-50 32x4d, batch
-// 64, bf16), us, every layer bound by instruction issue: stage1 81, stage2.entry 84, stage2 57,
-// stage3.entry 37, stage3 25, stage4.entry 35, stage4 21: 0.74 ms over the 16 layers, 27% of the
-// 0.196 ms roofline (cuDNN measured 0.86 ms: 138 / 54 / 47 / 36 / 30 / 24 / 20). A tile loop is
-// 196 warp instructions at Cg = 4 for 5 MMAs; the two staging loops are ~120 of them (TMA box
-// loads would take them off the warps). 8x14d's stage 1 (Cg = 14, columns): 75 us (Triton 77). The
+// 64, bf16), us, bound by instruction issue but at stage3.entry (L2): stage1 76, stage2.entry
+// 70, stage2 53, stage3.entry 33, stage3 24, stage4.entry 33, stage4 20: 0.69 ms over the 16
+// layers, 29% of the 0.196 ms roofline (cuDNN measured 0.86 ms: 138 / 54 / 47 / 36 / 30 / 24 /
+// 20). A tile loop is 182 warp instructions at Cg = 4 for 5 MMAs; the two staging loops are
+// ~85 of them (TMA box loads would take them off the warps). 8x14d's stage 1 (Cg = 14,
+// columns): 71 us (Triton 77). The
 // second launch (wgrad_reduce) costs 3 us a layer; a last-CTA reduction inside this launch was
 // tried and dropped (one CTA reading a block's partials is latency-bound: 4.6 us at Cg = 16-32).
 // Unverified on a GPU: forced only until the GPU check passes it.
@@ -59,25 +60,30 @@ wgrad_halo_kernel(ConvParams p, int64_t splits, int64_t tiles) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 
   // Issues tile tl's copies into stage `slot`: the x halo, then dy (zeros outside the images).
+  // Within an image, offsets and coordinates are 32-bit (halo_offsets_reason checks they fit).
+  const int xs_h = int(p.x_stride[2]), xs_w = int(p.x_stride[3]), ys_h = int(p.y_stride[2]);
+  const int ys_w = int(p.y_stride[3]), x_h = int(q.H), x_w = int(q.W), y_h = int(q.P), y_w = int(q.Q);
   auto stage = [&](const WhTile& tl, int slot) {
-    const int64_t h0 = tl.p0 * STRIDE - q.pad_h, w0 = tl.q0 * STRIDE - q.pad_w;
+    const int h0 = int(tl.p0) * STRIDE - int(q.pad_h), w0 = int(tl.q0) * STRIDE - int(q.pad_w);
+    const T* const x_img = x + tl.n * p.x_stride[0];
+    const T* const dy_img = dy + tl.n * p.y_stride[0];
     uint4* const dst = smem + slot * STAGE;
 #pragma unroll 1
     for (int i = threadIdx.x; i < XCOPIES; i += kWhThreads) {
       const WhCopy c = wh_x_copy(i, STRIDE, CG);
       if (!wh_copy_used(c, STRIDE)) continue;     // the spare slot of a stride-2 row
-      const int64_t h = h0 + c.row, w = w0 + c.col;
-      const bool in = h >= 0 && h < q.H && w >= 0 && w < q.W;
-      const T* src = x + tl.n * p.x_stride[0] + h * p.x_stride[2] + w * p.x_stride[3] + c.chunk * 8;
-      cp_async16(dst + wh_copy_unit(c, STRIDE, CG), in ? src : x, in ? 16 : 0);
+      const int h = h0 + c.row, w = w0 + c.col;
+      const bool in = unsigned(h) < unsigned(x_h) && unsigned(w) < unsigned(x_w);
+      const T* src = in ? x_img + (h * xs_h + w * xs_w + c.chunk * 8) : x;
+      cp_async16(dst + wh_copy_unit(c, STRIDE, CG), src, in ? 16 : 0);
     }
 #pragma unroll 1
     for (int i = threadIdx.x; i < DYCOPIES; i += kWhThreads) {
       const WhCopy c = wh_dy_copy(i, CG);
-      const int64_t pp = tl.p0 + c.row, qq = tl.q0 + c.col;
-      const bool in = pp < q.P && qq < q.Q;
-      const T* src = dy + tl.n * p.y_stride[0] + pp * p.y_stride[2] + qq * p.y_stride[3] + c.chunk * 8;
-      cp_async16(dst + wh_copy_unit(c, STRIDE, CG), in ? src : x, in ? 16 : 0);
+      const int pp = int(tl.p0) + c.row, qq = int(tl.q0) + c.col;
+      const bool in = pp < y_h && qq < y_w;
+      const T* src = in ? dy_img + (pp * ys_h + qq * ys_w + c.chunk * 8) : x;
+      cp_async16(dst + wh_copy_unit(c, STRIDE, CG), src, in ? 16 : 0);
     }
   };
 
@@ -259,7 +265,8 @@ std::string wgrad_halo_can_implement(const ConvParams& p) {
                        : "Cg = 14 with groups not a multiple of 4 (blocks are four groups)";
   if (q.stride_h != q.stride_w || (q.stride_h != 1 && q.stride_h != 2)) return "stride other than 1 or 2";
   if (q.dil_h != 1 || q.dil_w != 1) return "dilation other than 1";
-  return halo_layout_reason(p, "input or grad_output");
+  const std::string layout = halo_layout_reason(p, "input or grad_output");
+  return layout.empty() ? halo_offsets_reason(p) : layout;
 }
 
 int64_t wgrad_halo_workspace_elems(const ConvParams& p) {

@@ -323,6 +323,10 @@ void test_fprop_halo() {
   CHECK(rk::fprop_halo_can_implement(p).find("16-byte aligned") != std::string::npos);
   p = halo_params(1, 64, 1, 8, 8, 2, 1);  // Cg = 64 at stride 2: over the shared-memory budget
   CHECK(rk::fprop_halo_can_implement(p).find("227 KB") != std::string::npos);
+  p = halo_params(1, 8, 4, 8193, 8193, 1, 1);   // 8193^2 x 32 channels > 2^31 elements
+  CHECK(rk::fprop_halo_can_implement(p).find("spans 2^31 elements") != std::string::npos);
+  p.direction = rk::Direction::kDgrad;         // dgrad checks dx and dy the same way
+  CHECK(rk::dgrad_halo_can_implement(p).find("spans 2^31 elements") != std::string::npos);
   // Each case: what it catches.
   CHECK(emulate<4>(2, 16, 9, 21, 1, 1, false, 3) == 0);   // 32x4d stage 1 widths, 2 slabs, partial tiles
   CHECK(emulate<4>(1, 8, 12, 33, 2, 1, true, 2) == 0);    // stride 2, ReLU, a CTA walking many tiles

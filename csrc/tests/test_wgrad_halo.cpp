@@ -288,6 +288,10 @@ void test_wgrad_halo() {
   CHECK(rk::wgrad_halo_can_implement(p).find("groups not a multiple of 4") != std::string::npos);
   p = wgrad_params(1, 4, 3, 8, 8, 1, 1, 4);
   CHECK(rk::wgrad_halo_can_implement(p).find("odd number of groups") != std::string::npos);
+  p = wgrad_params(1, 8, 1, 23171, 23171, 1, 1, 4);  // 23171^2 x 8 channels > 2^31 elements
+  CHECK(rk::wgrad_halo_can_implement(p).find("spans 2^31 elements") != std::string::npos);
+  p = wgrad_params(1, 8, 1, 16383, 16383, 1, 1, 4);  // 16383^2 x 8 < 2^31: 32-bit offsets fit
+  CHECK_EQ_STR(rk::wgrad_halo_can_implement(p), "");
   p = wgrad_params(1, 8, 2, 9, 9, 3, 1, 4);
   CHECK_EQ_STR(rk::wgrad_halo_can_implement(p), "stride other than 1 or 2");
   p = wgrad_params(1, 8, 2, 8, 8, 1, 1, 4);
