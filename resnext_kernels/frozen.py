@@ -85,7 +85,3 @@ class FrozenWeight:
         `dgrad`), made once while `source` is unchanged; `weight` must be what `derives` accepts."""
         return self._kept(self._packs, (family, weight.dtype, dgrad), source,
                           lambda: pack(weight.detach(), groups, dgrad))
-
-    def clear(self) -> None:
-        self._casts.clear()
-        self._packs.clear()

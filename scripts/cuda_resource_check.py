@@ -24,6 +24,8 @@ import shutil
 import subprocess
 import sys
 
+import sass_loops
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -61,25 +63,6 @@ def parse(text: str):
 SASS_TOLERANCE = 0.05
 
 
-def loops(sass: str, names: dict) -> dict:
-    """For each mangled kernel name in `names` (-> key), its loops (a backward branch and its
-    target) as lists of instructions."""
-    out = {}
-    for block in re.split(r"\n\s*Function : ", sass)[1:]:
-        name = block.split("\n", 1)[0].strip()
-        if name not in names:
-            continue
-        code = [(int(m.group(1), 16), m.group(2)) for m in
-                re.finditer(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", block)]
-        found = []
-        for addr, text in code:
-            branch = re.search(r"\bBRA\s+(?:`\()?(?:0x)?([0-9a-f]+)", text)
-            if branch and int(branch.group(1), 16) < addr:
-                found.append([t for a, t in code if int(branch.group(1), 16) <= a <= addr])
-        out[names[name]] = found
-    return out
-
-
 def main_loop_size(bodies) -> int | None:
     """The smallest loop holding a tensor-core instruction, in instructions."""
     sizes = [len(b) for b in bodies if any(re.search(r"\bHMMA", t) for t in b)]
@@ -106,7 +89,8 @@ def check_model_sass(tool: str, path: str, rows, demangled) -> int:
             names[mangled] = (m.group(1), *(int(g) for g in m.groups()[1:] if g is not None))
     sass = subprocess.run([tool, "-sass", "-arch", "sm_90", path], capture_output=True,
                           text=True).stdout
-    found = loops(sass, names)
+    found = {names[name]: sass_loops.loops(text)
+             for name, text in sass_loops.functions(sass).items() if name in names}
     off = 0
 
     def report(what: str, got, model, tolerance: float) -> None:

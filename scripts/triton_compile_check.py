@@ -44,6 +44,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from resnext_kernels.triton import common, fprop, wgrad  # noqa: E402
 
+import sass_loops  # noqa: E402  (beside this script)
+
 PTR = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32"}
 # Shared memory one block may use (bytes, opt-in maximum): a kernel over it compiles but fails
 # at launch ("out of resource: shared memory"), as wgrad's ALL_TAPS at BLOCK_M 128 did in fp32.
@@ -102,16 +104,9 @@ def main_loop(cubin: bytes, tool: str | None) -> list | None:
         f.write(cubin)
         f.flush()
         sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
-    code = [(int(m.group(1), 16), m.group(2)) for m in
-            re.finditer(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
-    loops = []
-    for addr, text in code:
-        branch = re.search(r"\bBRA\s+(?:`\()?(?:0x)?([0-9a-f]+)", text)
-        if branch and int(branch.group(1), 16) < addr:
-            body = [t for a, t in code if int(branch.group(1), 16) <= a <= addr]
-            if any(re.search(r"\b[HU]?G?MMA", t) for t in body):
-                loops.append(body)
-    return min(loops, key=len) if loops else None
+    mma = [body for body in sass_loops.loops(sass)
+           if any(re.search(r"\b[HU]?G?MMA", t) for t in body)]
+    return min(mma, key=len) if mma else None
 
 
 def main_loop_spills(loop: list | None) -> int | None:

@@ -1,0 +1,27 @@
+"""The loops of a function's SASS as cuobjdump prints it, for the compile checks that count the
+instructions the performance model uses (cuda_resource_check.py, triton_compile_check.py)."""
+
+from __future__ import annotations
+
+import re
+
+_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);")
+_BRANCH = re.compile(r"\bBRA\s+(?:`\()?(?:0x)?([0-9a-f]+)")
+
+
+def loops(sass: str) -> list:
+    """Every loop of `sass` (one function's SASS): a backward branch and its target, as the list
+    of the instructions between them."""
+    code = [(int(m.group(1), 16), m.group(2)) for m in _LINE.finditer(sass)]
+    found = []
+    for addr, text in code:
+        branch = _BRANCH.search(text)
+        if branch and int(branch.group(1), 16) < addr:
+            found.append([t for a, t in code if int(branch.group(1), 16) <= a <= addr])
+    return found
+
+
+def functions(sass: str) -> dict:
+    """A multi-function SASS dump split by function: mangled name -> its SASS."""
+    return {block.split("\n", 1)[0].strip(): block
+            for block in re.split(r"\n\s*Function : ", sass)[1:]}
