@@ -114,14 +114,13 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
   const uint32_t row_s = shared_address(smem) + 4u * halo_pixel_base(2 * warp, halo_a_col(lane), STRIDE, CG);
   if (threadIdx.x < 4) zero[threadIdx.x] = 0u;                     // before the first barrier
 
-  // Issues the asynchronous copies of tile t's halo into buffer `buf` (zeros outside the image).
+  // Issues the asynchronous copies of tile tl's halo into buffer `buf` (zeros outside the image).
   // Within an image, offsets and coordinates are 32-bit (halo_layout_reason checks they fit):
   // a copy's address and bounds then cost a few instructions, not 64-bit multiplies.
   const int xs_h = int(p.x_stride[2]), xs_w = int(p.x_stride[3]), ys_h = int(p.y_stride[2]);
   const int ys_w = int(p.y_stride[3]), src_h = int(q.H), src_w = int(q.W);
   const int out_h = int(dst_h), out_w = int(dst_w);
-  auto stage = [&](int64_t t, int buf) {
-    const HaloTile tl = halo_tile(t, q.N, q.P, q.Q);
+  auto stage = [&](const HaloTile& tl, int buf) {
     const int h0 = int(tl.p0) * STRIDE - int(q.pad_h), w0 = int(tl.q0) * STRIDE - int(q.pad_w);
     const T* slab = x + tl.n * p.x_stride[0] + tl.slab * SLAB;  // the image's slab, pixel (0, 0)
     for (int i = threadIdx.x; i < CHUNKS; i += kHaloThreads) {
@@ -207,17 +206,18 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
   const HaloRange run = halo_cta_tiles(blockIdx.x, gridDim.x, tiles);
   int buf = 0;
   int64_t slab_loaded = -1;
-  if (run.begin < run.end) stage(run.begin, 0);
+  HaloTile tl = halo_tile(run.begin, q.N, q.P, q.Q);   // then walked in order (halo_tile_next)
+  if (run.begin < run.end) stage(tl, 0);
   cp_async_commit();
   for (int64_t t = run.begin; t < run.end; ++t, buf ^= 1) {
-    const HaloTile tl = halo_tile(t, q.N, q.P, q.Q);
+    const HaloTile next = halo_tile_next(tl, q.N, q.P, q.Q);
     if (tl.slab != slab_loaded) {  // the slab's weights, packed here (every warp is past the last tile)
 #pragma unroll 8
       for (int i = threadIdx.x; i < WWORDS; i += kHaloThreads)
         wsm[i] = halo_pack_word<T, CG, MODE>(p, tl.slab * WWORDS + i);
       slab_loaded = tl.slab;
     }
-    if (t + 1 < run.end) stage(t + 1, buf ^ 1);  // the next tile loads meanwhile
+    if (t + 1 < run.end) stage(next, buf ^ 1);   // the next tile loads meanwhile
     cp_async_commit();
     cp_async_wait<1>();      // all but the newest group: this tile's halo
     __syncthreads();         // and everyone's weights
@@ -228,6 +228,7 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
       run_class(std::integral_constant<int, 2>{}, a_row, tl);
       run_class(std::integral_constant<int, 3>{}, a_row, tl);
     }
+    tl = next;
   }
   cp_async_wait<0>();
 }

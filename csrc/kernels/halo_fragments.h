@@ -162,6 +162,15 @@ RK_HOST_DEVICE constexpr HaloTile halo_tile(int64_t t, int64_t N, int64_t P, int
   return {rest % N, tp * kHaloTileP, tq * kHaloTileQ, rest / N};
 }
 
+// The tile after `tl` in that order: a CTA walks its run with this, so that only the run's first
+// tile costs halo_tile's 64-bit divisions.
+RK_HOST_DEVICE constexpr HaloTile halo_tile_next(HaloTile tl, int64_t N, int64_t P, int64_t Q) {
+  if (tl.q0 + kHaloTileQ < Q) return {tl.n, tl.p0, tl.q0 + kHaloTileQ, tl.slab};
+  if (tl.p0 + kHaloTileP < P) return {tl.n, tl.p0 + kHaloTileP, 0, tl.slab};
+  if (tl.n + 1 < N) return {tl.n + 1, 0, 0, tl.slab};
+  return {0, 0, 0, tl.slab + 1};
+}
+
 // A persistent CTA's tiles: the contiguous run [c T / G, (c + 1) T / G) of the slab-major list,
 // so that it packs one slab's weights, or two.
 struct HaloRange { int64_t begin, end; };

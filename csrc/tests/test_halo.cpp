@@ -91,9 +91,11 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
   int64_t wrong = 0;
   for (int64_t cta = 0; cta < grid; ++cta) {
     const rk::HaloRange run = rk::halo_cta_tiles(cta, grid, tiles);
-    for (int64_t t = run.begin; t < run.end; ++t) {  // the persistent walk
+    rk::HaloTile tl = rk::halo_tile(run.begin, q.N, q.P, q.Q);   // walked as the kernel does
+    for (int64_t t = run.begin; t < run.end; ++t, tl = rk::halo_tile_next(tl, q.N, q.P, q.Q)) {
       ++visits[t];
-      const rk::HaloTile tl = rk::halo_tile(t, q.N, q.P, q.Q);
+      const rk::HaloTile want = rk::halo_tile(t, q.N, q.P, q.Q);
+      wrong += want.n != tl.n || want.p0 != tl.p0 || want.q0 != tl.q0 || want.slab != tl.slab;
       // Stage the halo: each copy is 8 channels of one pixel (16 bytes).
       std::vector<float> halo(2 * STAGE, kUnset);
       const int64_t h0 = tl.p0 * S - q.pad_h, w0 = tl.q0 * S - q.pad_w;
