@@ -11,10 +11,10 @@
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:fprop_halo`, registers from the
 // cubin, instruction counts from its SASS; H200, ResNeXt-50 32x4d, batch 64, bf16), us, bound
-// by instruction issue but at stage2.entry (L2): stage1 43, stage2.entry 43, stage2 27,
-// stage3.entry 24, stage3 17, stage4.entry 26, stage4 21: 0.43 ms over the 16 layers, 46% of the
+// by instruction issue but at stage2.entry (L2): stage1 42, stage2.entry 43, stage2 27,
+// stage3.entry 24, stage3 17, stage4.entry 26, stage4 21: 0.42 ms over the 16 layers, 46% of the
 // 0.196 ms roofline (cuDNN measured 0.79 ms). A warp's pass of the staging loop is ~38
-// instructions and of the store loop ~31 for 32 16-byte copies (32-bit in-image offsets;
+// instructions and of the store loop ~30 for 32 16-byte copies (32-bit in-image offsets;
 // counted in the SASS, 2026-12-02 sixth session: 55 and 47 with 64-bit ones, where the model
 // had taken 25 and predicted 0.39 ms): TMA box copies would take them off the warps. Also: the
 // epilogue is a third of a tile's
@@ -33,7 +33,7 @@
 // own 1, 2, 2 or 4 taps on a ceil(H/2) x ceil(W/2) grid; a CTA stages one dy halo per tile of
 // that grid and runs the four in turn, each storing every other dx pixel of its parity (the
 // same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way, all bound by
-// issue: stage1 43, stage2.entry 50, stage2 27, stage3.entry 31, stage3 17, stage4.entry 35
+// issue: stage1 42, stage2.entry 50, stage2 27, stage3.entry 30, stage3 17, stage4.entry 35
 // (four epilogues a tile), stage4 21 us: 0.45 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56
 // / 21: 1.06 ms).
 #include <algorithm>
