@@ -82,6 +82,9 @@ def check_model_sass(tool: str, path: str, rows, demangled) -> int:
     sys.path.insert(0, ROOT)
     from resnext_kernels import perf_model as pm
 
+    if not any(arch == "sm_90" for arch, *_ in rows):
+        print("no sm_90 code in this build: the model's SASS counts are not rechecked")
+        return 0
     names = {}
     for (arch, mangled, *_), name in zip(rows, demangled):
         m = re.search(r"(wgrad_halo|fprop_halo)_kernel<__nv_bfloat16, (\d+), (\d+)(?:, (\d+))?>", name)
