@@ -72,16 +72,9 @@ class FrozenWeight:
             return source
         return self._kept(self._casts, dtype, source, lambda: source.detach().to(dtype))
 
-    def derives(self, weight: Tensor, source: Tensor) -> bool:
-        """Whether `weight` is `source` or the cast copy of it kept now."""
-        if weight is source:
-            return True
-        entry = self._casts.get(weight.dtype)
-        return entry is not None and entry[1] is weight and entry[0] == _stamp(source)
-
     def packed(self, family: str, pack: Callable[..., Tensor], weight: Tensor, source: Tensor,
                groups: int, dgrad: bool) -> Tensor:
         """`pack(weight, groups, dgrad)`'s buffer (fprop's layout, and dgrad's too when
-        `dgrad`), made once while `source` is unchanged; `weight` must be what `derives` accepts."""
+        `dgrad`), made once while `source` is unchanged; `weight` is `source` or its kept cast."""
         return self._kept(self._packs, (family, weight.dtype, dgrad), source,
                           lambda: pack(weight.detach(), groups, dgrad))

@@ -223,7 +223,8 @@ def _run(chosen: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], str
          dilation, groups: int, relu: bool,
          kept: Optional[Tuple[FrozenWeight, Tensor]] = None) -> Tensor:
     """Runs the chosen backend. `kept`: a frozen module's FrozenWeight and its weight as the
-    module holds it (before autocast), which `weight` derives from."""
+    module holds it, of which `weight` is the call's view (itself, or its kept autocast copy:
+    _autocast)."""
     if chosen == "aten":
         out = F.conv2d(input, weight, bias, stride, padding, dilation, groups)
         return F.relu(out) if relu else out
@@ -232,7 +233,7 @@ def _run(chosen: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], str
     family = ops.NATIVE if chosen == "cuda" else ops.TRITON
     needs_dx = x.requires_grad and torch.is_grad_enabled()
     packed = ()
-    if family.pack is not None and kept is not None and kept[0].derives(weight, kept[1]):
+    if family.pack is not None and kept is not None:
         # A frozen weight: the layout(s) this pass reads, packed once while it is unchanged.
         packed = (kept[0].packed(family.name, family.pack, weight, kept[1], groups, needs_dx),)
     elif family.pack is not None and needs_dx:

@@ -32,7 +32,8 @@ class GroupedConv2d(nn.Conv2d):
     kernel's epilogue; used by `fuse_for_inference`, off for a plain drop-in).
     """
 
-    _frozen: Optional[FrozenWeight] = None   # (a class default too: modules pickled before it)
+    _frozen: Optional[FrozenWeight] = None   # unfrozen (a class default: modules pickled before
+                                             # freeze() existed have it too)
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, padding_mode="zeros", device=None, dtype=None, *,
@@ -45,7 +46,6 @@ class GroupedConv2d(nn.Conv2d):
         self.relu = relu
         self.fallback_reason = self._static_fallback_reason()
         self.last_backend: Optional[str] = None   # what the last eager forward ran
-        self._frozen: Optional[FrozenWeight] = None
 
     def _static_fallback_reason(self) -> Optional[str]:
         """Why this configuration always takes nn.Conv2d's ATen path (None if it does not)."""

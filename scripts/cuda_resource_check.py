@@ -63,12 +63,6 @@ def parse(text: str):
 SASS_TOLERANCE = 0.05
 
 
-def main_loop_size(bodies) -> int | None:
-    """The smallest loop holding a tensor-core instruction, in instructions."""
-    sizes = [len(b) for b in bodies if any(re.search(r"\bHMMA", t) for t in b)]
-    return min(sizes) if sizes else None
-
-
 def pass_size(bodies, op: str) -> float | None:
     """Instructions a pass of the smallest MMA-free loop issuing `op` (LDGSTS: a staging copy;
     STG: a store), per `op` it holds (unrolled loops hold several)."""
@@ -96,15 +90,19 @@ def check_model_sass(tool: str, path: str, rows, demangled) -> int:
              for name, text in sass_loops.functions(sass).items() if name in names}
     off = 0
 
+    def drifted(got, model, tolerance: float) -> bool:
+        return got is None or abs(got - model) > tolerance * model
+
     def report(what: str, got, model, tolerance: float) -> None:
         nonlocal off
-        bad = got is None or abs(got - model) > tolerance * model
+        bad = drifted(got, model, tolerance)
         off += bad
         shown = "none" if got is None else f"{got:.0f}"
         print(f"{what}: {shown} instructions a warp (model {model}){'  OFF' if bad else ''}")
 
     for (cg, stride), model in pm.CUDA_WGRAD_HALO_TILE_SASS.items():
-        got = main_loop_size(found.get(("wgrad_halo", cg, stride), []))
+        loop = sass_loops.smallest_holding(found.get(("wgrad_halo", cg, stride), []), r"\bHMMA")
+        got = None if loop is None else len(loop)
         report(f"wgrad_halo tile loop, bf16 sm_90, Cg = {cg}, stride {stride}", got, model,
                SASS_TOLERANCE)
     halo = sorted(k for k in found if k[0] == "fprop_halo")
@@ -112,7 +110,7 @@ def check_model_sass(tool: str, path: str, rows, demangled) -> int:
                             ("STG", "store", pm.HALO_STORE_PASS_SASS)):
         counts = {key: pass_size(found[key], op) for key in halo}
         for key, got in counts.items():      # each kernel that is off, by name
-            if got is None or abs(got - model) > 2 * SASS_TOLERANCE * model:
+            if drifted(got, model, 2 * SASS_TOLERANCE):
                 report(f"fprop_halo {what} pass, bf16 sm_90, Cg = {key[1]}, stride {key[2]}, "
                        f"mode {key[3]}", got, model, 2 * SASS_TOLERANCE)
         seen = [v for v in counts.values() if v is not None]

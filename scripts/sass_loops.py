@@ -21,6 +21,12 @@ def loops(sass: str) -> list:
     return found
 
 
+def smallest_holding(bodies, pattern: str):
+    """The smallest of the loop `bodies` with an instruction matching `pattern`, or None."""
+    held = [b for b in bodies if any(re.search(pattern, t) for t in b)]
+    return min(held, key=len) if held else None
+
+
 def functions(sass: str) -> dict:
     """A multi-function SASS dump split by function: mangled name -> its SASS."""
     return {block.split("\n", 1)[0].strip(): block

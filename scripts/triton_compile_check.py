@@ -104,9 +104,7 @@ def main_loop(cubin: bytes, tool: str | None) -> list | None:
         f.write(cubin)
         f.flush()
         sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
-    mma = [body for body in sass_loops.loops(sass)
-           if any(re.search(r"\b[HU]?G?MMA", t) for t in body)]
-    return min(mma, key=len) if mma else None
+    return sass_loops.smallest_holding(sass_loops.loops(sass), r"\b[HU]?G?MMA")
 
 
 def main_loop_spills(loop: list | None) -> int | None:

@@ -119,7 +119,7 @@ wgrad_halo_kernel(ConvParams p, int64_t splits, int64_t tiles) {
         uint32_t b[AN][2];
 #pragma unroll
         for (int j = 0; j < AN; ++j)
-          ldsm_x2_trans(b[j][0], b[j][1], st + XU + wh_col_b_unit(col[j].nt, kb, lane, CG));
+          ldsm_x2_trans(b[j][0], b[j][1], st + XU + wh_ntile_b_unit(col[j].nt, kb, lane, CG));
 #pragma unroll
         for (int tp = 0; tp < kWhTapPairs; ++tp) {
           uint32_t a[4];
@@ -163,20 +163,18 @@ wgrad_halo_kernel(ConvParams p, int64_t splits, int64_t tiles) {
 
   // The split's partial sums of the block's weights, [split][K][Cg][3][3], each written once.
   float* const part = p.workspace + split * q.w_numel();
-  auto store = [&](int m, int nt, int ln, int i, float v) {
-    const WhElem e = wh_elem(m, int(np), nt, ln, i, CG);
+  auto put = [&](const WhElem& e, float v) {
     if (e.ok) part[((block * CB + e.k) * CG + e.c) * 9 + e.tap] = v;
   };
+  auto store = [&](int m, int nt, int ln, int i, float v) { put(wh_elem(m, int(np), nt, ln, i, CG), v); };
   if constexpr (COLS) {
 #pragma unroll
     for (int tp = 0; tp < AM; ++tp)
 #pragma unroll
       for (int j = 0; j < AN; ++j)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const WhElem e = wh_col_elem(col[j], tp, lane, i, CG);
-          if (wh_col_stored(warp, j, CG) && e.ok) part[((block * CB + e.k) * CG + e.c) * 9 + e.tap] = acc[tp][j][i];
-        }
+        for (int i = 0; i < 4; ++i)
+          if (wh_col_stored(warp, j, CG)) put(wh_col_elem(col[j], tp, lane, i, CG), acc[tp][j][i]);
   } else if constexpr (KW == 1) {
 #pragma unroll
     for (int mi = 0; mi < MT; ++mi)

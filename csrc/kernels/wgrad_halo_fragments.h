@@ -157,23 +157,30 @@ RK_HOST_DEVICE constexpr int wh_copy_unit(const WhCopy& c, int stride, int cg) {
 
 // ldmatrix.x4.trans (ldsm_trans_elem): the A registers a0..a3 (M half j % 2, K half j / 2) are
 // matrices 0..3 when lane l points at K pixel 8 (l / 16) + l % 8 of M half (l / 8) % 2.
-// A: the 16-byte unit lane `lane` points at for block M tile m, K-block kb of the staged tile.
-RK_HOST_DEVICE constexpr int wh_a_unit(int m, int kb, int lane, int stride, int cg) {
-  const int matrix = lane / 8, k = 8 * (matrix / 2) + lane % 8;
-  const WhHalf h = wh_half(m, matrix % 2, cg);
-  const int tap = h.tap < 9 ? h.tap : 8;
+// The 16-byte unit lane `lane` points at for its M half's tap and x chunk (tap 9, a discarded
+// half, reads tap 8's rows), K-block kb of the staged tile.
+RK_HOST_DEVICE constexpr int wh_tap_unit(int tap, int chunk, int kb, int lane, int stride, int cg) {
+  const int k = 8 * (lane / 16) + lane % 8, t = tap < 9 ? tap : 8;
   const int row = 2 * kb + k / 8, col = k % 8;                        // the dy pixel of the tile
-  return wh_x_unit(row * stride + tap / 3, col * stride + tap % 3, h.chunk, stride, cg);
+  return wh_x_unit(row * stride + t / 3, col * stride + t % 3, chunk, stride, cg);
+}
+// A: the unit lane `lane` points at for block M tile m, K-block kb of the staged tile.
+RK_HOST_DEVICE constexpr int wh_a_unit(int m, int kb, int lane, int stride, int cg) {
+  const WhHalf h = wh_half(m, (lane / 8) % 2, cg);
+  return wh_tap_unit(h.tap, h.chunk, kb, lane, stride, cg);
 }
 // B: the CTA's n8 tiles two at a time (ldmatrix.x4: matrix (n8 tile 2 j + (l / 16) % 2, K half
 // (l / 8) % 2) for load j), the last alone when their count is odd (x2, lanes 0-15: its K
 // halves); b0, b1 of an n8 tile are its K halves. The unit within the stage's dy part.
 RK_HOST_DEVICE constexpr int wh_b_loads(int cg) { return (wh_ntiles(cg) + 1) / 2; }
 RK_HOST_DEVICE constexpr bool wh_b_pair(int j, int cg) { return 2 * j + 1 < wh_ntiles(cg); }  // x4
+// B of n8 tile nt alone (ldmatrix.x2, lanes 0-15: its K halves; in x4 loads lanes 16-31 point
+// at the next tile's), K-block kb.
+RK_HOST_DEVICE constexpr int wh_ntile_b_unit(int nt, int kb, int lane, int cg) {
+  return wh_dy_unit(16 * kb + 8 * ((lane / 8) % 2) + lane % 8, nt, cg);
+}
 RK_HOST_DEVICE constexpr int wh_b_unit(int j, int kb, int lane, int cg) {
-  const int nt = wh_b_pair(j, cg) ? 2 * j + (lane / 16) % 2 : 2 * j;
-  const int k = 8 * ((lane / 8) % 2) + lane % 8;
-  return wh_dy_unit(16 * kb + k, nt, cg);
+  return wh_ntile_b_unit(wh_b_pair(j, cg) ? 2 * j + (lane / 16) % 2 : 2 * j, kb, lane, cg);
 }
 // Which load and matrix give B register `reg` (0, 1) of n8 tile nt.
 RK_HOST_DEVICE constexpr int wh_b_matrix(int nt, int reg, int cg) {
@@ -184,11 +191,13 @@ RK_HOST_DEVICE constexpr int wh_b_matrix(int nt, int reg, int cg) {
 // is: dw[k][c][tap] of the block's channels (k, c < CB), or not a weight (tap 9, or another
 // group's k: ok false).
 struct WhElem { bool ok; int k, c, tap; };
+RK_HOST_DEVICE constexpr WhElem wh_make_elem(int tap, int c, int k, int cg) {
+  return {tap < 9 && c / cg == k / cg, k, c % cg, tap};
+}
 RK_HOST_DEVICE WhElem wh_elem(int m, int np, int nt, int lane, int i, int cg) {
   const FragCoord f = mma_c_coord(lane, i);
   const WhHalf h = wh_half(m, f.row / 8, cg);
-  const int c = 8 * h.chunk + f.row % 8, k = 8 * (np * wh_ntiles(cg) + nt) + f.col;
-  return {h.tap < 9 && c / cg == k / cg, k, c % cg, h.tap};
+  return wh_make_elem(h.tap, 8 * h.chunk + f.row % 8, 8 * (np * wh_ntiles(cg) + nt) + f.col, cg);
 }
 
 // Columns (Cg = 14). The block's n8 tiles that share a group with x chunk a: [lo, hi].
@@ -226,20 +235,13 @@ constexpr int kWhTapPairs = 5;                         // M tiles of a chunk: ta
 // A of tap pair t of chunk `chunk` (M tile 5 chunk + t), K-block kb: the unit lane `lane` points
 // at (as wh_a_unit; the discarded half of t = 4 reads tap 8's rows).
 RK_HOST_DEVICE constexpr int wh_col_a_unit(int chunk, int t, int kb, int lane, int stride, int cg) {
-  const int matrix = lane / 8, k = 8 * (matrix / 2) + lane % 8;
-  const int tap = 2 * t + matrix % 2 < 9 ? 2 * t + matrix % 2 : 8;
-  const int row = 2 * kb + k / 8, col = k % 8;
-  return wh_x_unit(row * stride + tap / 3, col * stride + tap % 3, chunk, stride, cg);
+  return wh_tap_unit(2 * t + (lane / 8) % 2, chunk, kb, lane, stride, cg);
 }
-// B of n8 tile nt alone (ldmatrix.x2, lanes 0-15: its K halves), K-block kb.
-RK_HOST_DEVICE constexpr int wh_col_b_unit(int nt, int kb, int lane, int cg) {
-  return wh_dy_unit(16 * kb + 8 * ((lane / 8) % 2) + lane % 8, nt, cg);
-}
+// B: one ldmatrix.x2 a column, wh_ntile_b_unit of its n8 tile.
 // Accumulator element i of `lane` in (tap pair t, column col): dw[k][c][tap], or not a weight.
 RK_HOST_DEVICE WhElem wh_col_elem(WhCol col, int t, int lane, int i, int cg) {
   const FragCoord f = mma_c_coord(lane, i);
-  const int tap = 2 * t + f.row / 8, c = 8 * col.chunk + f.row % 8, k = 8 * col.nt + f.col;
-  return {tap < 9 && c / cg == k / cg, k, c % cg, tap};
+  return wh_make_elem(2 * t + f.row / 8, 8 * col.chunk + f.row % 8, 8 * col.nt + f.col, cg);
 }
 
 // The split and tile walk: blocks * nparts * splits CTAs, CTA (b * nparts + np) * splits + j;

@@ -110,7 +110,7 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
                   return ldsm([&](int l) { return rk::wh_col_a_unit(a_chunk, tp, kb, l, stride, CG); }, lane, reg, e);
                 };
                 auto b_half = [&](int lane, int reg, int e) {
-                  return ldsm([&](int l) { return xu + rk::wh_col_b_unit(col.nt, kb, l, CG); }, lane, reg, e);
+                  return ldsm([&](int l) { return xu + rk::wh_ntile_b_unit(col.nt, kb, l, CG); }, lane, reg, e);
                 };
                 emulate_mma(a_half, b_half, col_acc[warp][tp][j]);
               }
@@ -212,7 +212,7 @@ void check_conflicts(int stride) {
         for (int j = 0; j < rk::wh_warp_cols(CG); ++j) {
           const rk::WhCol col = rk::wh_warp_col(warp, j, CG);
           std::vector<std::vector<int>> lanes;                     // B: ldmatrix.x2 a column
-          for (int lane = 0; lane < 16; ++lane) lanes.push_back(unit_words(xu + rk::wh_col_b_unit(col.nt, kb, lane, CG)));
+          for (int lane = 0; lane < 16; ++lane) lanes.push_back(unit_words(xu + rk::wh_ntile_b_unit(col.nt, kb, lane, CG)));
           add("B ldmatrix", lanes, 2);
           if (!rk::wh_col_fresh(warp, j, CG)) continue;
           for (int tp = 0; tp < rk::kWhTapPairs; ++tp) {           // A: once a chunk and tap pair
