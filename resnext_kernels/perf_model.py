@@ -1078,14 +1078,35 @@ def halo_kn_pairs(cg: int, gw: int, class_taps: Sequence[int]) -> int:
                         break
     return total
 HALO_PACK_UNROLL = 8             # packed words a thread loads at once (fprop_halo.cu)
-# Warp instructions a pass of fprop_halo's staging loop and of its store loop (32 16-byte copies,
-# one a lane), read in the sm_90 SASS of the bf16 kernels: 35-41 and 28-32 over the widths,
-# strides and modes since the copies address within an image in 32 bits (52-58 and 44-50 with
-# 64-bit offsets and bounds; the model took 25 for both before, 2026-12-02 sixth session).
-# scripts/cuda_resource_check.py recounts them and fails beyond 10% (an average over unrolled
-# passes).
-HALO_STAGE_PASS_SASS = 38
-HALO_STORE_PASS_SASS = 30
+# Warp instructions of fprop_halo's staging loop for one halo row and of its store loop for one
+# tile row, in passes of 32 lanes (halo_fragments.h, halo_lane_copy: 32 / (slab / 8) pixels a
+# pass): a fixed part plus a part per pass, fitted to the sm_90 SASS of the 31 bf16 kernels
+# (2026-12-03: 35-82 and 23-42 instructions a row; least squares gave 24.1 + 5.4 and 17.5 + 4.1
+# a pass, the store rounded up for the phase classes' rows, 2-8 instructions longer).
+# scripts/cuda_resource_check.py recounts each kernel's and fails beyond 20% (the linear form's
+# residuals reach 17%, dgrad's phases at Cg = 64). Before the row-wise loops (2026-12-02) a pass
+# of the staging loop was 35-41 instructions and of the store loop 28-32, for 32 copies.
+HALO_STAGE_ROW_SASS = (24, 5.5)
+HALO_STORE_ROW_SASS = (18, 4.5)
+HALO_ROW_SASS_TOLERANCE = 0.2
+
+
+def halo_slab(cg: int) -> int:
+    """Channels of fprop_halo's slab (halo_fragments.h, halo_slab): 32 up to Cg = 32, a group
+    from there, four groups (56) at Cg = 14."""
+    return 56 if cg == 14 else cg * (32 // cg) if cg < 32 else cg
+
+
+def halo_row_passes(cols: int, slab: int) -> int:
+    """Passes of 32 lanes a warp makes over a row of `cols` pixels of `slab` channels
+    (halo_fragments.h, halo_row_passes)."""
+    pass_cols = 32 // (slab // 8)
+    return -(-cols // pass_cols)
+
+
+def halo_row_sass(model: Tuple[float, float], passes: int) -> float:
+    """A row's warp instructions under HALO_STAGE_ROW_SASS or HALO_STORE_ROW_SASS."""
+    return model[0] + model[1] * passes
 
 
 def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Resources,
@@ -1148,13 +1169,13 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
         # 320 at Cg = 32, where this counts 211, 211, 253, 372): per warp, k-step and GEMM group
         # 2 ldmatrix and ~3 for their addresses, per n8 tile a B load and 2 mma, per GEMM group
         # and n8 tile 8 bias loads, all x1.1; per class the epilogue (~32 per GEMM group and n8
-        # tile); a warp's pass of the staging loop and of the store loop (32 16-byte copies) as
-        # counted in the SASS (HALO_STAGE_PASS_SASS, HALO_STORE_PASS_SASS); the packing ~60 a
-        # packed word.
+        # tile); the staging loop a halo row and the store loop a tile row per class, in passes
+        # of 32 lanes, as counted in the SASS (HALO_STAGE_ROW_SASS, HALO_STORE_ROW_SASS); the
+        # packing ~60 a packed word.
         issue=per_cta * (4 * (1.1 * (5 * ksteps * gg + 3 * kn * gg + 8 * gg * ntiles)
                               + classes * 32 * gg * ntiles)
-                         + copies / 32 * HALO_STAGE_PASS_SASS
-                         + classes * 128 * slab / 8 / 32 * HALO_STORE_PASS_SASS)
+                         + rows * halo_row_sass(HALO_STAGE_ROW_SASS, halo_row_passes(cols, slab))
+                         + classes * 8 * halo_row_sass(HALO_STORE_ROW_SASS, halo_row_passes(16, slab)))
         + packs * words / 32 * 60,
         mma_flops=per_cta * mma,
         chain_us=(per_cta + packs * pack_rounds) * gpu.mem_latency_us,

@@ -20,6 +20,12 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int byt
                "r"(bytes));
 #endif
 }
+// The same to a shared-space address.
+__device__ __forceinline__ void cp_async16_at(uint32_t smem, const void* gmem, int bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(bytes));
+#endif
+}
 __device__ __forceinline__ void cp_async_commit() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.commit_group;\n" ::);

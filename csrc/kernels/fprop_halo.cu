@@ -11,17 +11,16 @@
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:fprop_halo`, registers from the
 // cubin, instruction counts from its SASS; H200, ResNeXt-50 32x4d, batch 64, bf16), us, bound
-// by instruction issue but at stage2.entry (L2): stage1 42, stage2.entry 43, stage2 27,
-// stage3.entry 24, stage3 17, stage4.entry 26, stage4 21: 0.42 ms over the 16 layers, 46% of the
-// 0.196 ms roofline (cuDNN measured 0.79 ms). A warp's pass of the staging loop is ~38
-// instructions and of the store loop ~30 for 32 16-byte copies (32-bit in-image offsets;
-// counted in the SASS, 2026-12-02 sixth session: 55 and 47 with 64-bit ones, where the model
-// had taken 25 and predicted 0.39 ms): TMA box copies would take them off the warps. Also: the
-// epilogue is a third of a tile's
-// compute instructions at Cg = 4; the stride-2 entries re-read 1.41x the source from L2; 8x16
-// tiles leave 62% of a 7x7 image idle, and at stage 4 packing a slab's 18 KB of weights is a
-// third of a CTA's work; each launch's fixed 3 us (16 of them are 48 us). Unverified on a GPU:
-// forced only until the GPU check passes it.
+// by shared memory at stage 1, L2 at the stride-2 entries, issue elsewhere: stage1 35,
+// stage2.entry 43, stage2 21, stage3.entry 23, stage3 14, stage4.entry 25, stage4 18: 0.37 ms
+// over the 16 layers, 54% of the 0.196 ms roofline (cuDNN measured 0.79 ms). The halo is staged
+// and the output stored a row a warp at a time (halo_lane_copy), about 14 instructions a
+// 16-byte copy, counted in the SASS (2026-12-03; 38 and 30 before, when each copy divided its
+// index into pixel and chunk, for 0.42 ms). Also: the A fragments' nine reads of the halo are
+// 58% of a tile's shared-memory wavefronts at Cg = 4; the stride-2 entries re-read 1.41x the
+// source from L2; 8x16 tiles leave 62% of a 7x7 image idle, and at stage 4 packing a slab's
+// 18 KB of weights is a third of a CTA's work; each launch's fixed 3 us (16 of them are 48 us).
+// Unverified on a GPU: forced only until the GPU check passes it.
 //
 // Serves bf16/fp16, channels_last x and y, Kg == Cg in {4, 8, 14, 16, 24, 32, 40, 64}, stride 1 or
 // 2, dilation 1, 16-byte aligned pixels; can_implement refuses the rest (the lower rungs run).
@@ -32,10 +31,9 @@
 // four classes of dx pixels (row and column parity) each a stride-1 convolution of dy over its
 // own 1, 2, 2 or 4 taps on a ceil(H/2) x ceil(W/2) grid; a CTA stages one dy halo per tile of
 // that grid and runs the four in turn, each storing every other dx pixel of its parity (the
-// same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way, all bound by
-// issue: stage1 42, stage2.entry 50, stage2 27, stage3.entry 30, stage3 17, stage4.entry 35
-// (four epilogues a tile), stage4 21 us: 0.45 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56
-// / 21: 1.06 ms).
+// same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way: stage1 35,
+// stage2.entry 40, stage2 21, stage3.entry 24, stage3 14, stage4.entry 29 (four epilogues a
+// tile), stage4 18 us: 0.37 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56 / 21: 1.06 ms).
 #include <algorithm>
 #include <atomic>
 
@@ -95,7 +93,7 @@ __global__ void RK_HALO_BOUNDS
 fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
   constexpr int SLAB = halo_slab(CG), GG = halo_gemm_groups(CG), GW = halo_gw(CG);
   constexpr int NT = halo_ntiles(CG), STAGE = halo_stage_words(STRIDE, CG);
-  constexpr int WWORDS = halo_slab_weight_words(CG, MODE), CHUNKS = halo_chunks(STRIDE, CG);
+  constexpr int WWORDS = halo_slab_weight_words(CG, MODE);
   extern __shared__ uint4 smem4[];
   uint32_t* const smem = reinterpret_cast<uint32_t*>(smem4);
   uint32_t* const wsm = smem + 2 * STAGE;
@@ -114,21 +112,38 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
   const uint32_t row_s = shared_address(smem) + 4u * halo_pixel_base(2 * warp, halo_a_col(lane), STRIDE, CG);
   if (threadIdx.x < 4) zero[threadIdx.x] = 0u;                     // before the first barrier
 
-  // Issues the asynchronous copies of tile tl's halo into buffer `buf` (zeros outside the image).
-  // Within an image, offsets and coordinates are 32-bit (halo_layout_reason checks they fit):
-  // a copy's address and bounds then cost a few instructions, not 64-bit multiplies.
+  // Issues the asynchronous copies of tile tl's halo into buffer `buf` (zeros outside the image),
+  // a row a warp at a time, in passes of 32 16-byte chunks (halo_lane_copy: this lane's chunk
+  // of a pixel and its column in pass 0; each pass then moves PC pixels on, with compile-time
+  // shared-memory steps). Within an image, offsets and coordinates are 32-bit
+  // (halo_offsets_reason checks they fit): a copy's address and bounds cost a few instructions.
+  constexpr int PC = halo_pass_cols(CG), ROWS = halo_rows(STRIDE), COLS = halo_cols(STRIDE);
+  constexpr int PASSES = halo_row_passes(COLS, CG), STEP = halo_copy_step(STRIDE, CG);
+  constexpr int ROW_WORDS = halo_row_words(STRIDE, CG);
+  constexpr bool IDLE_LANES = halo_parts(CG) * PC < 32;
+  const HaloLaneCopy lc = halo_lane_copy(lane, CG);
   const int xs_h = int(p.x_stride[2]), xs_w = int(p.x_stride[3]), ys_h = int(p.y_stride[2]);
   const int ys_w = int(p.y_stride[3]), src_h = int(q.H), src_w = int(q.W);
   const int out_h = int(dst_h), out_w = int(dst_w);
+  const int64_t x_pass = int64_t(PC) * xs_w;                      // elements a pass moves on
+  const uint32_t copy_s = shared_address(smem) + 4u * halo_word(0, lc.col, lc.part * 8, STRIDE, CG);
   auto stage = [&](const HaloTile& tl, int buf) {
-    const int h0 = int(tl.p0) * STRIDE - int(q.pad_h), w0 = int(tl.q0) * STRIDE - int(q.pad_w);
-    const T* slab = x + tl.n * p.x_stride[0] + tl.slab * SLAB;  // the image's slab, pixel (0, 0)
-    for (int i = threadIdx.x; i < CHUNKS; i += kHaloThreads) {
-      const HaloChunk c = halo_chunk(i, STRIDE, CG);
-      const int h = h0 + c.row, w = w0 + c.col;
-      const bool in = unsigned(h) < unsigned(src_h) && unsigned(w) < unsigned(src_w);
-      const T* src = in ? slab + (h * xs_h + w * xs_w + c.part * 8) : x;
-      cp_async16(smem + buf * STAGE + halo_word(c.row, c.col, c.part * 8, STRIDE, CG), src, in ? 16 : 0);
+    if (IDLE_LANES && !lc.active) return;
+    const int h0 = int(tl.p0) * STRIDE - int(q.pad_h);
+    const int w0 = int(tl.q0) * STRIDE - int(q.pad_w) + lc.col;   // this lane's pass-0 column
+    const T* const slab = x + tl.n * p.x_stride[0] + tl.slab * SLAB + lc.part * 8;
+    const uint32_t cols_in = halo_pass_mask(w0, PC, src_w, lc.col, COLS, CG);
+    for (int row = warp; row < ROWS; row += kHaloWarps) {
+      const int h = h0 + row;
+      const uint32_t in = unsigned(h) < unsigned(src_h) ? cols_in : 0u;
+      const T* src = slab + (h * xs_h + w0 * xs_w);
+      const uint32_t dst = copy_s + 4u * uint32_t(buf * STAGE + row * ROW_WORDS);
+#pragma unroll
+      for (int v = 0; v < PASSES; ++v, src += x_pass) {
+        if (v + 1 == PASSES && lc.col + v * PC >= COLS) continue;   // past the row (last pass)
+        const bool on = in >> v & 1u;                              // else zeros
+        cp_async16_at(dst + 4u * v * STEP, on ? src : slab, on ? 16 : 0);
+      }
     }
   };
 
@@ -189,20 +204,33 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
                 uint32_t(*reinterpret_cast<const uint16_t*>(&h0)) |
                 (uint32_t(*reinterpret_cast<const uint16_t*>(&h1)) << 16);
           }
-    __syncthreads();
-    T* const out = y + tl.n * p.y_stride[0] + tl.slab * SLAB;   // the image's slab, pixel (0, 0)
-    for (int i = threadIdx.x; i < halo_out_chunks(SLAB); i += kHaloThreads) {
-      const HaloOutChunk c = halo_out_chunk(i, SLAB);
-      const int pp = int(halo_dst_row(tl.p0 + c.pixel / kHaloTileQ, CLS, MODE));
-      const int qq = int(halo_dst_col(tl.q0 + c.pixel % kHaloTileQ, CLS, MODE));
-      if (pp >= out_h || qq >= out_w) continue;
-      T* dst = out + (pp * ys_h + qq * ys_w + c.part * 8);
-      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(osm + halo_out_word(c.pixel, c.part * 8, SLAB));
+    // The warp stores its own two tile rows (their pixels' chunks, a row in passes as staged).
+    __syncwarp();
+    constexpr int DQ = MODE == kHaloDgradPhases ? 2 : 1;           // destination columns apart
+    constexpr int SPASSES = halo_row_passes(kHaloTileQ, CG), OPW = halo_out_pixel_words(SLAB);
+    if (!IDLE_LANES || lc.active) {
+      T* const out = y + tl.n * p.y_stride[0] + tl.slab * SLAB + lc.part * 8;
+      const int qq0 = int(halo_dst_col(tl.q0 + lc.col, CLS, MODE));
+      const int64_t y_pass = int64_t(PC * DQ) * ys_w;
+      const uint32_t cols_out = halo_pass_mask(qq0, PC * DQ, out_w, lc.col, kHaloTileQ, CG);
+#pragma unroll 1
+      for (int mt = 0; mt < 2; ++mt) {
+        const int pl = 2 * warp + mt, pp = int(halo_dst_row(tl.p0 + pl, CLS, MODE));
+        if (pp >= out_h) break;
+        T* dst = out + (pp * ys_h + qq0 * ys_w);
+        const uint32_t* const src = osm + halo_out_word(pl * kHaloTileQ + lc.col, lc.part * 8, SLAB);
+#pragma unroll
+        for (int v = 0; v < SPASSES; ++v, dst += y_pass)
+          if (cols_out >> v & 1u)
+            *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src + v * PC * OPW);
+      }
     }
-    __syncthreads();  // osm is rewritten by the next class or tile
+    __syncwarp();  // the warp's rows of osm are rewritten by its next epilogue
   };
 
-  // This CTA's tiles: a contiguous run of the slab-major list (one or two slabs).
+  // This CTA's tiles: a contiguous run of the slab-major list (one or two slabs). One barrier a
+  // tile: past it, this tile's halo has landed for every warp and every warp is done with the
+  // last tile, whose buffer the next tile's copies then reuse.
   const HaloRange run = halo_cta_tiles(blockIdx.x, gridDim.x, tiles);
   int buf = 0;
   int64_t slab_loaded = -1;
@@ -211,19 +239,20 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
   cp_async_commit();
   for (int64_t t = run.begin; t < run.end; ++t, buf ^= 1) {
     const HaloTile next = halo_tile_next(tl, q.N, q.P, q.Q);
+    cp_async_wait<0>();      // this thread's copies of this tile
+    __syncthreads();         // everyone's
+    if (t + 1 < run.end) stage(next, buf ^ 1);   // the next tile loads meanwhile
+    cp_async_commit();
     if (tl.slab != slab_loaded) {  // the slab's weights, packed here (every warp is past the last tile)
 #pragma unroll 8
       for (int i = threadIdx.x; i < WWORDS; i += kHaloThreads)
         wsm[i] = halo_pack_word<T, CG, MODE>(p, tl.slab * WWORDS + i);
       slab_loaded = tl.slab;
+      __syncthreads();
     }
-    if (t + 1 < run.end) stage(next, buf ^ 1);   // the next tile loads meanwhile
-    cp_async_commit();
-    cp_async_wait<1>();      // all but the newest group: this tile's halo
-    __syncthreads();         // and everyone's weights
     const uint32_t a_row = row_s + 4u * STAGE * buf;
     run_class(std::integral_constant<int, 0>{}, a_row, tl);
-    if constexpr (halo_classes(MODE) == 4) {   // this halo buffer is rewritten two tiles on
+    if constexpr (halo_classes(MODE) == 4) {   // the phase classes, all on this one staged halo
       run_class(std::integral_constant<int, 1>{}, a_row, tl);
       run_class(std::integral_constant<int, 2>{}, a_row, tl);
       run_class(std::integral_constant<int, 3>{}, a_row, tl);

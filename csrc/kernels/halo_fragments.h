@@ -137,16 +137,40 @@ RK_HOST_DEVICE constexpr int halo_word(int row, int col, int chan, int stride, i
          chan / 2;
 }
 
-// Staging: copy i of a tile's halo, 8 channels (16 bytes) of one pixel. Consecutive threads
-// take consecutive copies: a pixel's slab is contiguous in a channels_last tensor.
-struct HaloChunk { int row, col, part; };
-RK_HOST_DEVICE constexpr int halo_chunks(int stride, int cg) {
-  return halo_rows(stride) * halo_cols(stride) * (halo_slab(cg) / 8);
+// Staging and storing by rows. A pixel's slab is `parts` 16-byte chunks, contiguous in a
+// channels_last tensor. A warp copies a row of pixels in passes of 32 lanes: lane l takes chunk
+// l % parts of column l / parts + v * pass_cols in pass v (pass_cols = 32 / parts columns a
+// pass; lanes from parts * pass_cols on idle: 4 of 32 at 56 channels, 2 at 24 and 40). So a
+// lane's chunk and the parity of its columns never change, and from one pass to the next its
+// source moves pass_cols pixels and its shared-memory word a compile-time step: no division in
+// the loops. Warp w stages halo rows w, w + 4, ..., and stores tile rows 2 w and 2 w + 1 (its
+// own m16 tiles: the epilogue's staging is private to the warp).
+RK_HOST_DEVICE constexpr int halo_parts(int cg) { return halo_slab(cg) / 8; }
+RK_HOST_DEVICE constexpr int halo_pass_cols(int cg) { return 32 / halo_parts(cg); }
+RK_HOST_DEVICE constexpr int halo_row_passes(int cols, int cg) {
+  return (cols + halo_pass_cols(cg) - 1) / halo_pass_cols(cg);
 }
-RK_HOST_DEVICE constexpr HaloChunk halo_chunk(int i, int stride, int cg) {
-  const int per_pixel = halo_slab(cg) / 8;
-  return {i / per_pixel / halo_cols(stride), i / per_pixel % halo_cols(stride), i % per_pixel};
+struct HaloLaneCopy { int col, part; bool active; };     // pass 0's column; `active`: not idle
+RK_HOST_DEVICE constexpr HaloLaneCopy halo_lane_copy(int lane, int cg) {
+  return {lane / halo_parts(cg), lane % halo_parts(cg), lane < halo_parts(cg) * halo_pass_cols(cg)};
 }
+// Words from a lane's staging word in one pass to the next (halo_word of its column + v *
+// pass_cols is its pass-0 word plus v steps: stride 2 stores even and odd columns apart, and
+// pass_cols is even, so a lane's columns keep their parity).
+RK_HOST_DEVICE constexpr int halo_copy_step(int stride, int cg) {
+  return (stride == 1 ? halo_pass_cols(cg) : halo_pass_cols(cg) / 2) * halo_pixel_words(cg);
+}
+// The passes a lane makes (bit v): its pass-v column is in the row (`col`, its pass-0 column of
+// the row's `cols`) and its position `first + v * step` in the tensor is in [0, width).
+RK_HOST_DEVICE constexpr uint32_t halo_pass_mask(int first, int step, int width, int col, int cols, int cg) {
+  uint32_t mask = 0;
+  for (int v = 0; v * halo_pass_cols(cg) + col < cols; ++v)
+    mask |= uint32_t(unsigned(first + v * step) < unsigned(width)) << v;
+  return mask;
+}
+static_assert(halo_pass_cols(4) % 2 == 0 && halo_pass_cols(14) % 2 == 0 && halo_pass_cols(24) % 2 == 0 &&
+                  halo_pass_cols(40) % 2 == 0 && halo_pass_cols(64) % 2 == 0,
+              "a lane's columns keep their parity from pass to pass");
 
 // The tile list, slab-major (a CTA's contiguous run of it then spans one or two slabs, so it
 // packs their weights once each): tile t = ((slab * N + n) * tiles_p + tp) * tiles_q + tq.
@@ -308,9 +332,6 @@ RK_HOST_DEVICE constexpr int halo_out_pixel_words(int slab) {
 RK_HOST_DEVICE constexpr int halo_out_word(int pixel, int chan, int slab) {
   return pixel * halo_out_pixel_words(slab) + chan / 2;
 }
-RK_HOST_DEVICE constexpr int halo_out_chunks(int slab) { return kHaloTileP * kHaloTileQ * (slab / 8); }
-struct HaloOutChunk { int pixel, part; };
-RK_HOST_DEVICE constexpr HaloOutChunk halo_out_chunk(int i, int slab) { return {i / (slab / 8), i % (slab / 8)}; }
 
 // Shared memory of one CTA (bytes): two halo stages, the slab's weights, the zero row, the
 // output staging.

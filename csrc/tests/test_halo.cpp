@@ -96,24 +96,42 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
       ++visits[t];
       const rk::HaloTile want = rk::halo_tile(t, q.N, q.P, q.Q);
       wrong += want.n != tl.n || want.p0 != tl.p0 || want.q0 != tl.q0 || want.slab != tl.slab;
-      // Stage the halo: each copy is 8 channels of one pixel (16 bytes).
+      // Stage the halo as the warps do, a row at a time in passes (16 bytes, 8 channels a
+      // copy): the kernel's pass-0 word plus compile-time steps must be the definition's word.
       std::vector<float> halo(2 * STAGE, kUnset);
-      const int64_t h0 = tl.p0 * S - q.pad_h, w0 = tl.q0 * S - q.pad_w;
-      for (int i = 0; i < rk::halo_chunks(S, CG); ++i) {
-        const rk::HaloChunk c = rk::halo_chunk(i, S, CG);
-        const int64_t hh = h0 + c.row, ww = w0 + c.col;
-        const bool in = hh >= 0 && hh < q.H && ww >= 0 && ww < q.W;
-        const int word = rk::halo_word(c.row, c.col, c.part * COPY, S, CG);
-        for (int e = 0; e < COPY; ++e) {
-          const int slot = 2 * word + e;
-          if (!std::isnan(halo[slot])) ++wrong;  // staged twice
-          halo[slot] = in ? X(tl.n, tl.slab * SLAB + c.part * COPY + e, hh, ww) : 0.f;
+      constexpr int PC = rk::halo_pass_cols(CG);
+      const int cols = rk::halo_cols(S), passes = rk::halo_row_passes(cols, CG);
+      for (int warp = 0; warp < rk::kHaloWarps; ++warp)
+        for (int lane = 0; lane < 32; ++lane) {
+          const rk::HaloLaneCopy lc = rk::halo_lane_copy(lane, CG);
+          if (!lc.active) continue;
+          const int h0 = int(tl.p0) * S - int(q.pad_h), w0 = int(tl.q0) * S - int(q.pad_w) + lc.col;
+          const uint32_t cols_in = rk::halo_pass_mask(w0, PC, int(q.W), lc.col, cols, CG);
+          for (int row = warp; row < rk::halo_rows(S); row += rk::kHaloWarps) {
+            const bool row_in = unsigned(h0 + row) < unsigned(q.H);
+            const int base = rk::halo_word(0, lc.col, lc.part * COPY, S, CG) + row * rk::halo_row_words(S, CG);
+            for (int v = 0; v < passes; ++v) {
+              const int col = lc.col + v * PC;
+              if (v + 1 == passes && col >= cols) continue;
+              const int word = base + v * rk::halo_copy_step(S, CG);
+              wrong += word != rk::halo_word(row, col, lc.part * COPY, S, CG);
+              const int64_t hh = h0 + row, ww = w0 + v * PC;
+              const bool in = row_in && (cols_in >> v & 1u);
+              wrong += in != (hh >= 0 && hh < q.H && ww >= 0 && ww < q.W);   // the mask's meaning
+              for (int e = 0; e < COPY; ++e) {
+                const int slot = 2 * word + e;
+                if (!std::isnan(halo[slot])) ++wrong;  // staged twice
+                halo[slot] = in ? X(tl.n, tl.slab * SLAB + lc.part * COPY + e, hh, ww) : 0.f;
+              }
+            }
+          }
         }
-      }
       const float* wsm = wpack.data() + 2 * tl.slab * rk::halo_slab_weight_words(CG, mode);
       for (int cls = 0; cls < rk::halo_classes(mode); ++cls) {   // the classes in turn
         const int mask = rk::halo_class_mask(mode, cls), j0 = rk::halo_class_kstep0(CG, mode, cls);
         std::vector<float> out(2 * rk::kHaloTileP * rk::kHaloTileQ * rk::halo_out_pixel_words(SLAB), kUnset);
+        std::vector<int> owner(out.size() / 2, -1);   // the warp that wrote a word (a __syncwarp
+                                                      // orders it only for that warp's stores)
         for (int warp = 0; warp < rk::kHaloWarps; ++warp)
           for (int gl = 0; gl < GG; ++gl)
             for (int mt = 0; mt < 2; ++mt)
@@ -161,19 +179,40 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
                       float v = acc[lane][i + e] + bias[k + e];
                       out[2 * word + e] = p.relu ? std::max(v, 0.f) : v;
                     }
+                    owner[word] = warp;
                   }
               }
-        for (int i = 0; i < rk::halo_out_chunks(SLAB); ++i) {   // the 16-byte stores
-          const rk::HaloOutChunk c = rk::halo_out_chunk(i, SLAB);
-          const int64_t pp = rk::halo_dst_row(tl.p0 + c.pixel / rk::kHaloTileQ, cls, mode);
-          const int64_t qq = rk::halo_dst_col(tl.q0 + c.pixel % rk::kHaloTileQ, cls, mode);
-          if (pp >= dst_h || qq >= dst_w) continue;
-          for (int e = 0; e < 8; ++e) {
-            float& dst = y[((tl.n * dst_h + pp) * dst_w + qq) * C + tl.slab * SLAB + c.part * 8 + e];
-            wrong += !std::isnan(dst);                      // written twice
-            dst = out[2 * rk::halo_out_word(c.pixel, c.part * 8, SLAB) + e];
+        // The 16-byte stores: each warp its own two tile rows, in passes, as the kernel.
+        const int dq = mode == rk::kHaloDgradPhases ? 2 : 1, spasses = rk::halo_row_passes(rk::kHaloTileQ, CG);
+        for (int warp = 0; warp < rk::kHaloWarps; ++warp)
+          for (int lane = 0; lane < 32; ++lane) {
+            const rk::HaloLaneCopy lc = rk::halo_lane_copy(lane, CG);
+            if (!lc.active) continue;
+            const int qq0 = int(rk::halo_dst_col(tl.q0 + lc.col, cls, mode));
+            const uint32_t cols_out = rk::halo_pass_mask(qq0, PC * dq, int(dst_w), lc.col, rk::kHaloTileQ, CG);
+            for (int mt = 0; mt < 2; ++mt) {
+              const int pl = 2 * warp + mt;
+              const int64_t pp = rk::halo_dst_row(tl.p0 + pl, cls, mode);
+              if (pp >= dst_h) break;
+              for (int v = 0; v < spasses; ++v) {
+                const int col = lc.col + v * PC;
+                const int64_t qq = qq0 + v * PC * dq;
+                wrong += (cols_out >> v & 1u) != (col < rk::kHaloTileQ && qq < dst_w);
+                if (!(cols_out >> v & 1u)) continue;
+                wrong += qq != rk::halo_dst_col(tl.q0 + col, cls, mode);
+                const int word = rk::halo_out_word(pl * rk::kHaloTileQ + lc.col, lc.part * 8, SLAB) +
+                                 v * PC * rk::halo_out_pixel_words(SLAB);
+                wrong += word != rk::halo_out_word(pl * rk::kHaloTileQ + col, lc.part * 8, SLAB);
+                for (int wd = word; wd < word + 4; ++wd) wrong += owner[wd] != warp;
+                for (int e = 0; e < 8; ++e) {
+                  float& dst = y[((tl.n * dst_h + pp) * dst_w + qq) * C + tl.slab * SLAB + lc.part * 8 + e];
+                  wrong += !std::isnan(dst);                  // written twice
+                  dst = out[2 * word + e];
+                  wrong += std::isnan(dst);                   // a word the epilogue never wrote
+                }
+              }
+            }
           }
-        }
       }
     }
   }
@@ -257,28 +296,28 @@ std::map<std::string, Conflicts> count_conflicts(int S, int mode = rk::kHaloFpro
             add("epilogue stores", lanes, 1);
           }
   }
-  // The staging copies and the output loads (16 bytes a lane), 32 consecutive ones a warp.
-  constexpr int COPY_WORDS = 4;
-  for (int first = 0; first < rk::halo_chunks(S, CG); first += 32) {
-    std::vector<std::vector<int>> lanes;
-    for (int i = first; i < std::min(first + 32, rk::halo_chunks(S, CG)); ++i) {
-      const rk::HaloChunk c = rk::halo_chunk(i, S, CG);
-      const int wd = rk::halo_word(c.row, c.col, c.part * 2 * COPY_WORDS, S, CG);
-      std::vector<int> words;
-      for (int e = 0; e < COPY_WORDS; ++e) words.push_back(wd + e);
-      lanes.push_back(words);
-    }
-    add("halo copies", lanes, int((lanes.size() * COPY_WORDS + 31) / 32));
-  }
-  for (int first = 0; first < rk::halo_out_chunks(SLAB); first += 32) {
-    std::vector<std::vector<int>> lanes;
-    for (int i = first; i < first + 32; ++i) {
-      const rk::HaloOutChunk c = rk::halo_out_chunk(i, SLAB);
-      const int wd = rk::halo_out_word(c.pixel, c.part * 8, SLAB);
-      lanes.push_back({wd, wd + 1, wd + 2, wd + 3});
-    }
-    add("output loads (16-byte)", lanes, 4);
-  }
+  // The staging copies (a halo row's passes) and the output loads (a tile row's passes), 16
+  // bytes a lane, by the lanes that take part in a pass.
+  constexpr int COPY_WORDS = 4, PC = rk::halo_pass_cols(CG);
+  auto passes = [&](const std::string& kind, int rows, int cols, auto word_of) {
+    for (int row = 0; row < rows; ++row)
+      for (int v = 0; v < rk::halo_row_passes(cols, CG); ++v) {
+        std::vector<std::vector<int>> lanes;
+        for (int lane = 0; lane < 32; ++lane) {
+          const rk::HaloLaneCopy lc = rk::halo_lane_copy(lane, CG);
+          if (!lc.active || lc.col + v * PC >= cols) continue;
+          std::vector<int> words;
+          for (int e = 0; e < COPY_WORDS; ++e) words.push_back(word_of(row, lc.col + v * PC, lc.part) + e);
+          lanes.push_back(words);
+        }
+        add(kind, lanes, int((lanes.size() * COPY_WORDS + 31) / 32));
+      }
+  };
+  passes("halo copies", rk::halo_rows(S), rk::halo_cols(S),
+         [&](int row, int col, int part) { return rk::halo_word(row, col, part * 8, S, CG); });
+  passes("output loads (16-byte)", rk::kHaloTileP, rk::kHaloTileQ, [&](int row, int col, int part) {
+    return rk::halo_out_word(row * rk::kHaloTileQ + col, part * 8, SLAB);
+  });
   return out;  // (the epilogue and output loads repeat unchanged for each phase class)
 }
 
