@@ -1156,9 +1156,11 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     pack_rounds = -(-words // (128 * HALO_PACK_UNROLL))
     # Shared-memory wavefronts a tile (csrc/tests/test_halo.cpp's counts): A one conflict-free
     # ldmatrix.x4 (4) per warp, m16 tile, k-step and GEMM group; B 2 per n8 tile; the epilogue's
-    # pair stores and 16-byte output loads per class; the staging copies at twice the minimum.
+    # pair stores and 16-byte output loads per class (all at the minimum); the staging copies
+    # 1.1x the minimum at stride 1 (a row's last pass), 2x at stride 2 (up to 1.94x counted).
+    copy_conflicts = 1.1 if conv.stride == 1 else 2.0
     smem = (32 * ksteps * gg + 8 * kn * gg + classes * 4 * gg * 2 * ntiles * 2
-            + 2 * copies * 16 / 128 + classes * 2 * 128 * slab * 2 / 128)
+            + copy_conflicts * copies * 16 / 128 + classes * 128 * slab * 2 / 128)
     mma = 4 * 2 * kn * gg * 2.0 * 16 * 8 * 16
     work = CtaWork(
         l2_bytes=per_cta * halo_bytes + packs * slab * cg * 9 * e,
@@ -1192,12 +1194,20 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
 # stride). scripts/cuda_resource_check.py recounts them from the build and fails when one is
 # more than 5% off, so the issue term follows the code.
 CUDA_WGRAD_HALO_TILE_SASS = {
-    (4, 1): 182, (4, 2): 189, (8, 1): 182, (8, 2): 189, (14, 1): 1002, (14, 2): 1034,
-    (16, 1): 229, (16, 2): 231, (24, 1): 525, (24, 2): 571, (32, 1): 635, (32, 2): 741,
-    (40, 1): 763, (40, 2): 888, (64, 1): 1046, (64, 2): 1207,
+    (4, 1): 116, (4, 2): 161, (8, 1): 115, (8, 2): 162, (14, 1): 988, (14, 2): 1017,
+    (16, 1): 177, (16, 2): 190, (24, 1): 544, (24, 2): 607, (32, 1): 625, (32, 2): 664,
+    (40, 1): 748, (40, 2): 859, (64, 1): 1014, (64, 2): 1165,
 }
 WGRAD_HALO_COPY_PASS_SASS = 42   # a warp's pass of a staging loop (32 copies), beyond the first
                                  # (38-46 in the SASS, x and dy loops)
+WGRAD_HALO_UNROLLED_COPIES = 2 * 128   # a kind's copies (x or dy) a tile up to which the kernel
+                                       # unrolls them (wh_copies_unrolled): all its passes are
+                                       # then in the tile loop's count
+
+
+def wgrad_halo_further_passes(copies: int) -> float:
+    """Passes of a staging loop beyond those the tile loop's count holds (128 copies a pass)."""
+    return 0.0 if copies <= WGRAD_HALO_UNROLLED_COPIES else max(0.0, copies / 128 - 1)
 
 
 def _wgrad_halo_tiling(cg: int) -> Tuple[int, int, int, int]:
@@ -1262,7 +1272,7 @@ def cuda_wgrad_halo(conv: Conv, gpu: GPU, shape: dict, resources: Resources,
         # Warp instructions: each warp runs the tile loop once a tile (its SASS count, which
         # holds one pass of each staging loop; the passes beyond those, 128 copies a pass).
         issue=per_cta * 4 * (CUDA_WGRAD_HALO_TILE_SASS[(cg, stride)]
-                             + (max(0.0, x_copies / 128 - 1) + max(0.0, dy_copies / 128 - 1))
+                             + (wgrad_halo_further_passes(x_copies) + wgrad_halo_further_passes(dy_copies))
                              * WGRAD_HALO_COPY_PASS_SASS),
         mma_flops=per_cta * mmas * 4096.0,
         chain_us=per_cta * gpu.mem_latency_us / (stages - 1),

@@ -11,15 +11,16 @@
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:fprop_halo`, registers from the
 // cubin, instruction counts from its SASS; H200, ResNeXt-50 32x4d, batch 64, bf16), us, bound
-// by shared memory at stage 1, L2 at the stride-2 entries, issue elsewhere: stage1 35,
-// stage2.entry 43, stage2 21, stage3.entry 23, stage3 14, stage4.entry 25, stage4 18: 0.37 ms
-// over the 16 layers, 54% of the 0.196 ms roofline (cuDNN measured 0.79 ms). The halo is staged
-// and the output stored a row a warp at a time (halo_lane_copy), about 14 instructions a
-// 16-byte copy, counted in the SASS (2026-12-03; 38 and 30 before, when each copy divided its
-// index into pixel and chunk, for 0.42 ms). Also: the A fragments' nine reads of the halo are
-// 58% of a tile's shared-memory wavefronts at Cg = 4; the stride-2 entries re-read 1.41x the
-// source from L2; 8x16 tiles leave 62% of a 7x7 image idle, and at stage 4 packing a slab's
-// 18 KB of weights is a third of a CTA's work; each launch's fixed 3 us (16 of them are 48 us).
+// by issue, L2 at the stride-2 entries, latency at stage 4's entry: stage1 33, stage2.entry 43,
+// stage2 21, stage3.entry 23, stage3 14, stage4.entry 25, stage4 18: 0.36 ms over the 16
+// layers, 55% of the 0.196 ms roofline (cuDNN measured 0.79 ms). The halo is staged and the
+// output stored a row a warp at a time (halo_lane_copy), about 14 instructions a 16-byte copy,
+// counted in the SASS, and at the minimum of shared-memory wavefronts at stride 1
+// (2026-12-03; 38 and 30 instructions and twice the wavefronts before, for 0.42 ms). Also: the
+// A fragments' nine reads of the halo are 62% of a tile's shared-memory wavefronts at Cg = 4;
+// the stride-2 entries re-read 1.41x the source from L2; 8x16 tiles leave 62% of a 7x7 image
+// idle, and at stage 4 packing a slab's 18 KB of weights is a third of a CTA's work; each
+// launch's fixed 3 us (16 of them are 48 us).
 // Unverified on a GPU: forced only until the GPU check passes it.
 //
 // Serves bf16/fp16, channels_last x and y, Kg == Cg in {4, 8, 14, 16, 24, 32, 40, 64}, stride 1 or
@@ -31,9 +32,9 @@
 // four classes of dx pixels (row and column parity) each a stride-1 convolution of dy over its
 // own 1, 2, 2 or 4 taps on a ceil(H/2) x ceil(W/2) grid; a CTA stages one dy halo per tile of
 // that grid and runs the four in turn, each storing every other dx pixel of its parity (the
-// same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way: stage1 35,
-// stage2.entry 40, stage2 21, stage3.entry 24, stage3 14, stage4.entry 29 (four epilogues a
-// tile), stage4 18 us: 0.37 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56 / 21: 1.06 ms).
+// same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way: stage1 33,
+// stage2.entry 40, stage2 21, stage3.entry 25, stage3 14, stage4.entry 29 (four epilogues a
+// tile), stage4 18 us: 0.36 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56 / 21: 1.06 ms).
 #include <algorithm>
 #include <atomic>
 

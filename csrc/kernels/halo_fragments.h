@@ -139,20 +139,30 @@ RK_HOST_DEVICE constexpr int halo_word(int row, int col, int chan, int stride, i
 
 // Staging and storing by rows. A pixel's slab is `parts` 16-byte chunks, contiguous in a
 // channels_last tensor. A warp copies a row of pixels in passes of 32 lanes: lane l takes chunk
-// l % parts of column l / parts + v * pass_cols in pass v (pass_cols = 32 / parts columns a
-// pass; lanes from parts * pass_cols on idle: 4 of 32 at 56 channels, 2 at 24 and 40). So a
-// lane's chunk and the parity of its columns never change, and from one pass to the next its
-// source moves pass_cols pixels and its shared-memory word a compile-time step: no division in
-// the loops. Warp w stages halo rows w, w + 4, ..., and stores tile rows 2 w and 2 w + 1 (its
-// own m16 tiles: the epilogue's staging is private to the warp).
+// l % parts of the pass's (l / parts)-th pixel (halo_lane_col: its column in the pass), the
+// next pass the pixel pass_cols = 32 / parts columns on (lanes from parts * pass_cols on idle:
+// 4 of 32 at 56 channels, 2 at 24 and 40). So a lane's chunk and the parity of its columns
+// never change, and from one pass to the next its source moves pass_cols pixels and its
+// shared-memory word a compile-time step: no division in the loops. Warp w stages halo rows
+// w, w + 4, ..., and stores tile rows 2 w and 2 w + 1 (its own m16 tiles: the epilogue's
+// staging is private to the warp).
 RK_HOST_DEVICE constexpr int halo_parts(int cg) { return halo_slab(cg) / 8; }
 RK_HOST_DEVICE constexpr int halo_pass_cols(int cg) { return 32 / halo_parts(cg); }
 RK_HOST_DEVICE constexpr int halo_row_passes(int cols, int cg) {
   return (cols + halo_pass_cols(cg) - 1) / halo_pass_cols(cg);
 }
+// A pass's j-th pixel is column j of it, but for four chunks a pixel (slabs of 32 channels),
+// where a quarter-warp's two pixels are columns j / 2 and j / 2 + 4: eight 16-byte units
+// 4 x 5 units apart (the odd pixel pitch of halo_pixel_words) cover the eight bank quads once,
+// where adjacent pixels (5 apart) would share one: the staging copies and the output loads at
+// the minimum of wavefronts at stride 1, not twice it.
+RK_HOST_DEVICE constexpr int halo_lane_col(int j, int cg) {
+  return halo_parts(cg) == 4 ? j / 2 + (j % 2) * (halo_pass_cols(cg) / 2) : j;
+}
 struct HaloLaneCopy { int col, part; bool active; };     // pass 0's column; `active`: not idle
 RK_HOST_DEVICE constexpr HaloLaneCopy halo_lane_copy(int lane, int cg) {
-  return {lane / halo_parts(cg), lane % halo_parts(cg), lane < halo_parts(cg) * halo_pass_cols(cg)};
+  return {halo_lane_col(lane / halo_parts(cg), cg), lane % halo_parts(cg),
+          lane < halo_parts(cg) * halo_pass_cols(cg)};
 }
 // Words from a lane's staging word in one pass to the next (halo_word of its column + v *
 // pass_cols is its pass-0 word plus v steps: stride 2 stores even and odd columns apart, and

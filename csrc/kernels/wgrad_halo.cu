@@ -13,14 +13,16 @@
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:wgrad_halo`, registers from the
 // cubin, the tile loop's instructions counted in its sm_90 SASS; H200, ResNeXt-50 32x4d, batch
-// 64, bf16), us, bound by instruction issue but at stage3.entry (L2): stage1 76, stage2.entry
-// 70, stage2 53, stage3.entry 33, stage3 24, stage4.entry 33, stage4 20: 0.69 ms over the 16
-// layers, 29% of the 0.196 ms roofline (cuDNN measured 0.86 ms: 138 / 54 / 47 / 36 / 30 / 24 /
-// 20). A tile loop is 182 warp instructions at Cg = 4 for 5 MMAs; the two staging loops are
-// ~85 of them (TMA box loads would take them off the warps). 8x14d's stage 1 (Cg = 14,
-// columns): 71 us (Triton 77). The
-// second launch (wgrad_reduce) costs 3 us a layer; a last-CTA reduction inside this launch was
-// tried and dropped (one CTA reading a block's partials is latency-bound: 4.6 us at Cg = 16-32).
+// 64, bf16), us, bound by L2 loads at stages 1-3 (x and dy both load: (x + dy) / 2.8 TB/s is
+// 65% of the DRAM roofline at best) and by instruction issue at stage 4: stage1 52,
+// stage2.entry 63, stage2 36, stage3.entry 32, stage3 19, stage4.entry 31, stage4 19: 0.52 ms
+// over the 16 layers, 38% of the 0.196 ms roofline (cuDNN measured 0.86 ms: 138 / 54 / 47 / 36
+// / 30 / 24 / 20). A tile loop is 116 warp instructions at Cg = 4 for 5 MMAs (182 before its
+// staging copies' coordinates, which depend on the thread alone, left it where a thread makes
+// at most two copies of a kind a tile; 2026-12-03). 8x14d's stage 1 (Cg = 14, columns): 71 us
+// (Triton 77). The second launch (wgrad_reduce) costs 3 us a layer; a last-CTA reduction
+// inside this launch was tried and dropped (one CTA reading a block's partials is
+// latency-bound: 4.6 us at Cg = 16-32).
 // Unverified on a GPU: forced only until the GPU check passes it.
 //
 // Serves bf16/fp16, channels_last x and dy, Kg == Cg in {4, 8, 14, 16, 24, 32, 40, 64} (Cg = 4: an
@@ -63,27 +65,45 @@ wgrad_halo_kernel(ConvParams p, int64_t splits, int64_t tiles) {
   // Within an image, offsets and coordinates are 32-bit (halo_offsets_reason checks they fit).
   const int xs_h = int(p.x_stride[2]), xs_w = int(p.x_stride[3]), ys_h = int(p.y_stride[2]);
   const int ys_w = int(p.y_stride[3]), x_h = int(q.H), x_w = int(q.W), y_h = int(q.P), y_w = int(q.Q);
+  const uint32_t smem_s = shared_address(smem);
   auto stage = [&](const WhTile& tl, int slot) {
     const int h0 = int(tl.p0) * STRIDE - int(q.pad_h), w0 = int(tl.q0) * STRIDE - int(q.pad_w);
     const T* const x_img = x + tl.n * p.x_stride[0];
     const T* const dy_img = dy + tl.n * p.y_stride[0];
-    uint4* const dst = smem + slot * STAGE;
-#pragma unroll 1
-    for (int i = threadIdx.x; i < XCOPIES; i += kWhThreads) {
+    const uint32_t dst = smem_s + 16u * uint32_t(slot * STAGE);
+    auto copy_x = [&](int i) {
       const WhCopy c = wh_x_copy(i, STRIDE, CG);
-      if (!wh_copy_used(c, STRIDE)) continue;     // the spare slot of a stride-2 row
+      if (!wh_copy_used(c, STRIDE)) return;        // the spare slot of a stride-2 row
       const int h = h0 + c.row, w = w0 + c.col;
       const bool in = unsigned(h) < unsigned(x_h) && unsigned(w) < unsigned(x_w);
-      const T* src = in ? x_img + (h * xs_h + w * xs_w + c.chunk * 8) : x;
-      cp_async16(dst + wh_copy_unit(c, STRIDE, CG), src, in ? 16 : 0);
-    }
-#pragma unroll 1
-    for (int i = threadIdx.x; i < DYCOPIES; i += kWhThreads) {
+      const T* src = x_img + (h * xs_h + w * xs_w + c.chunk * 8);
+      cp_async16_at(dst + 16u * wh_copy_unit(c, STRIDE, CG), in ? src : x_img, in ? 16 : 0);
+    };
+    auto copy_dy = [&](int i) {
       const WhCopy c = wh_dy_copy(i, CG);
       const int pp = int(tl.p0) + c.row, qq = int(tl.q0) + c.col;
       const bool in = pp < y_h && qq < y_w;
-      const T* src = in ? dy_img + (pp * ys_h + qq * ys_w + c.chunk * 8) : x;
-      cp_async16(dst + wh_copy_unit(c, STRIDE, CG), src, in ? 16 : 0);
+      const T* src = dy_img + (pp * ys_h + qq * ys_w + c.chunk * 8);
+      cp_async16_at(dst + 16u * wh_copy_unit(c, STRIDE, CG), in ? src : dy_img, in ? 16 : 0);
+    };
+    // A thread's copies of a kind: unrolled where it makes at most two a tile
+    // (wh_copies_unrolled), so that their coordinates, which depend on the thread alone, are
+    // computed once, out of the tile loop; else a loop.
+    if constexpr (wh_copies_unrolled(XCOPIES)) {
+#pragma unroll
+      for (int k = 0; k * kWhThreads < XCOPIES; ++k)
+        if (XCOPIES % kWhThreads == 0 || int(threadIdx.x) + k * kWhThreads < XCOPIES) copy_x(int(threadIdx.x) + k * kWhThreads);
+    } else {
+#pragma unroll 1
+      for (int i = threadIdx.x; i < XCOPIES; i += kWhThreads) copy_x(i);
+    }
+    if constexpr (wh_copies_unrolled(DYCOPIES)) {
+#pragma unroll
+      for (int k = 0; k * kWhThreads < DYCOPIES; ++k)
+        if (DYCOPIES % kWhThreads == 0 || int(threadIdx.x) + k * kWhThreads < DYCOPIES) copy_dy(int(threadIdx.x) + k * kWhThreads);
+    } else {
+#pragma unroll 1
+      for (int i = threadIdx.x; i < DYCOPIES; i += kWhThreads) copy_dy(i);
     }
   };
 

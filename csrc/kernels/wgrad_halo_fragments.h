@@ -135,6 +135,9 @@ RK_HOST_DEVICE constexpr int wh_x_copies(int stride, int cg) {
   return wh_halo_side(stride) * wh_slots(stride) * wh_chunks(cg);
 }
 RK_HOST_DEVICE constexpr int wh_dy_copies(int cg) { return kWhTile * kWhTile * wh_ntiles(cg); }
+// Whether the kernel unrolls a kind's copies (x or dy) of a tile: where each thread makes at
+// most two.
+RK_HOST_DEVICE constexpr bool wh_copies_unrolled(int copies) { return copies <= 2 * kWhThreads; }
 RK_HOST_DEVICE constexpr int wh_copies(int stride, int cg) { return wh_x_copies(stride, cg) + wh_dy_copies(cg); }
 RK_HOST_DEVICE constexpr WhCopy wh_x_copy(int i, int stride, int cg) {
   const int slots = wh_slots(stride);
