@@ -1086,6 +1086,14 @@ HALO_PACK_UNROLL = 8             # packed words a thread loads at once (fprop_ha
 # scripts/cuda_resource_check.py recounts each kernel's and fails beyond 20% (the linear form's
 # residuals reach 17%, dgrad's phases at Cg = 64). Before the row-wise loops (2026-12-02) a pass
 # of the staging loop was 35-41 instructions and of the store loop 28-32, for 32 copies.
+# Warp instructions a packed weight word costs fprop_halo's slab packing (halo_pack_slab: each
+# thread a word a pass), by Cg, in the sm_90 SASS of the bf16 kernels (2026-12-03: the pack
+# loops' instructions per word, over the three modes; 55-146). Until then the packing
+# evaluated each word's index maps in 64-bit arithmetic at run time: 235-262 instructions a word,
+# 785-975 for dgrad's phase classes, where the model had assumed ~60 and so predicted stages 3-4
+# and the stride-2 dgrad entries far too fast. Recounted in CI within 30% for each kernel.
+HALO_PACK_WORD_SASS = {4: 90, 8: 75, 14: 135, 16: 75, 24: 125, 32: 90, 40: 125, 64: 100}
+HALO_PACK_SASS_TOLERANCE = 0.3
 HALO_STAGE_ROW_SASS = (24, 5.5)
 HALO_STORE_ROW_SASS = (18, 4.5)
 HALO_ROW_SASS_TOLERANCE = 0.2
@@ -1173,12 +1181,12 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
         # and n8 tile 8 bias loads, all x1.1; per class the epilogue (~32 per GEMM group and n8
         # tile); the staging loop a halo row and the store loop a tile row per class, in passes
         # of 32 lanes, as counted in the SASS (HALO_STAGE_ROW_SASS, HALO_STORE_ROW_SASS); the
-        # packing ~60 a packed word.
+        # packing a word as counted (HALO_PACK_WORD_SASS).
         issue=per_cta * (4 * (1.1 * (5 * ksteps * gg + 3 * kn * gg + 8 * gg * ntiles)
                               + classes * 32 * gg * ntiles)
                          + rows * halo_row_sass(HALO_STAGE_ROW_SASS, halo_row_passes(cols, slab))
                          + classes * 8 * halo_row_sass(HALO_STORE_ROW_SASS, halo_row_passes(16, slab)))
-        + packs * words / 32 * 60,
+        + packs * words / 32 * HALO_PACK_WORD_SASS[cg],
         mma_flops=per_cta * mma,
         chain_us=(per_cta + packs * pack_rounds) * gpu.mem_latency_us,
         in_flight_bytes=halo_bytes)

@@ -7,7 +7,8 @@ none of the kernels has a local array that would need one.
 It also recounts, in the sm_90 SASS, the loops whose instruction counts the performance model
 uses (perf_model.CUDA_WGRAD_HALO_TILE_SASS: wgrad_halo's tile loop, bf16, within 5%;
 HALO_STAGE_ROW_SASS and HALO_STORE_ROW_SASS: a row of fprop_halo's staging and store loops,
-within 20%) and fails when one is off, so that the model's issue term follows the code.
+within 20%; HALO_PACK_WORD_SASS: its weight packing, a word, within 30%) and fails when one is
+off, so that the model's issue term follows the code.
 
     python scripts/cuda_resource_check.py [path/to/_C.so] [--json PATH]
 
@@ -71,6 +72,15 @@ def row_size(bodies, op: str, passes: int) -> float | None:
     return min(sizes) if sizes else None
 
 
+def pack_word_size(bodies) -> float | None:
+    """Instructions a packed word in the MMA-free loops that load (LDG) and store to shared
+    memory (STS): fprop_halo's weight packing, all its loops' instructions over their words."""
+    packs = [(len(b), n) for b in bodies if not any(re.search(r"\bHMMA", t) for t in b)
+             and any(re.search(r"\bLDG", t) for t in b)
+             for n in [sum(bool(re.search(r"\bSTS\b", t)) for t in b)] if n]
+    return sum(size for size, _ in packs) / sum(n for _, n in packs) if packs else None
+
+
 def check_model_sass(tool: str, path: str, rows, demangled) -> int:
     """Recounts the loops the performance model takes from the SASS; returns how many are off."""
     sys.path.insert(0, ROOT)
@@ -122,6 +132,17 @@ def check_model_sass(tool: str, path: str, rows, demangled) -> int:
         print(f"fprop_halo {what} row, bf16 sm_90, {len(halo)} kernels: "
               + (f"{min(ratios):.2f}-{max(ratios):.2f}x" if ratios else "none")
               + f" the model's {model[0]} + {model[1]} a pass")
+    ratios = []
+    for key in halo:                                # the weight packing, a word
+        got, want = pack_word_size(found[key]), pm.HALO_PACK_WORD_SASS[key[1]]
+        if got is not None:
+            ratios.append(got / want)
+        if drifted(got, want, pm.HALO_PACK_SASS_TOLERANCE):
+            report(f"fprop_halo weight packing a word, bf16 sm_90, Cg = {key[1]}, stride {key[2]}, "
+                   f"mode {key[3]}", got, want, pm.HALO_PACK_SASS_TOLERANCE)
+    print(f"fprop_halo weight packing a word, bf16 sm_90, {len(halo)} kernels: "
+          + (f"{min(ratios):.2f}-{max(ratios):.2f}x" if ratios else "none")
+          + " the model's (HALO_PACK_WORD_SASS)")
     if not halo:
         off += 1
         print("fprop_halo: no bf16 sm_90 kernel found to recount")

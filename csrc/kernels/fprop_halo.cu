@@ -11,16 +11,17 @@
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:fprop_halo`, registers from the
 // cubin, instruction counts from its SASS; H200, ResNeXt-50 32x4d, batch 64, bf16), us, bound
-// by issue, L2 at the stride-2 entries, latency at stage 4's entry: stage1 33, stage2.entry 43,
-// stage2 21, stage3.entry 23, stage3 14, stage4.entry 25, stage4 18: 0.36 ms over the 16
-// layers, 55% of the 0.196 ms roofline (cuDNN measured 0.79 ms). The halo is staged and the
-// output stored a row a warp at a time (halo_lane_copy), about 14 instructions a 16-byte copy,
-// counted in the SASS, and at the minimum of shared-memory wavefronts at stride 1
-// (2026-12-03; 38 and 30 instructions and twice the wavefronts before, for 0.42 ms). Also: the
-// A fragments' nine reads of the halo are 62% of a tile's shared-memory wavefronts at Cg = 4;
-// the stride-2 entries re-read 1.41x the source from L2; 8x16 tiles leave 62% of a 7x7 image
-// idle, and at stage 4 packing a slab's 18 KB of weights is a third of a CTA's work; each
-// launch's fixed 3 us (16 of them are 48 us).
+// by issue, L2 at the stride-2 entries, latency at stages 3-4: stage1 34, stage2.entry 43,
+// stage2 22, stage3.entry 23, stage3 14, stage4.entry 25, stage4 21: 0.37 ms over the 16
+// layers, 53% of the 0.196 ms roofline (cuDNN measured 0.79 ms). The halo is staged and the
+// output stored a row a warp at a time (halo_lane_copy), about 14 instructions a 16-byte copy
+// and at the minimum of shared-memory wavefronts at stride 1; the slab's weights are packed at
+// 55-146 instructions a word (halo_pack_slab); all counted in the SASS (2026-12-03: before, 38
+// and 30 instructions a copy, twice the wavefronts, and 235-262 a packed word, 785-975 for
+// dgrad's phases, which the model had not counted: 0.47 ms fprop, 0.66 dgrad, had it). Also:
+// the A fragments' nine reads of the halo are 62% of a tile's shared-memory wavefronts at
+// Cg = 4; the stride-2 entries re-read 1.41x the source from L2; 8x16 tiles leave 62% of a 7x7
+// image idle; each launch's fixed 3 us (16 of them are 48 us).
 // Unverified on a GPU: forced only until the GPU check passes it.
 //
 // Serves bf16/fp16, channels_last x and y, Kg == Cg in {4, 8, 14, 16, 24, 32, 40, 64}, stride 1 or
@@ -32,9 +33,9 @@
 // four classes of dx pixels (row and column parity) each a stride-1 convolution of dy over its
 // own 1, 2, 2 or 4 taps on a ceil(H/2) x ceil(W/2) grid; a CTA stages one dy halo per tile of
 // that grid and runs the four in turn, each storing every other dx pixel of its parity (the
-// same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way: stage1 33,
-// stage2.entry 40, stage2 21, stage3.entry 25, stage3 14, stage4.entry 29 (four epilogues a
-// tile), stage4 18 us: 0.36 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56 / 21: 1.06 ms).
+// same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way: stage1 34,
+// stage2.entry 40, stage2 22, stage3.entry 26, stage3 14, stage4.entry 32 (four epilogues a
+// tile), stage4 21 us: 0.38 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56 / 21: 1.06 ms).
 #include <algorithm>
 #include <atomic>
 
@@ -52,27 +53,51 @@ namespace {
 // The launch shape of the problem as the kernel sees it (defined with the registry entries below).
 LaunchShape halo_shape(const ConvParams& p, int mode);
 
-// Word `i` of the packed weights (all slabs: wpack[slab][gemm group][kstep][ntile][lane][2]),
-// halo_weight_elem's map. Each CTA packs its slab's words itself, into shared memory, when it
-// starts the slab (once or twice a CTA when its run is shorter than a slab: halo_cta_tiles);
-// CG and MODE are compile-time, so the divisions are by constants.
+// Packs slab `slab`'s weights into shared memory in the B registers' order
+// (wpack[gemm group][kstep][ntile][lane][2], halo_weight_word; a word two elements,
+// halo_class_weight_elem). A CTA does it when it starts a slab (once or twice a CTA:
+// halo_cta_tiles). A thread's lane and register are fixed (halo_pack_half: each half of the CTA
+// takes every other (k-step, n8 tile) pair), each class runs with its index a compile-time
+// constant (its tap set and first k-step constants), and the weight is addressed in 32 bits
+// (halo_weight_offsets_reason): a word is its two loads and a few dozen instructions.
 template <typename T, int CG, int MODE>
-__device__ __forceinline__ uint32_t halo_pack_word(const ConvParams& p, int64_t i) {
-  const HaloWeightWord at = halo_weight_coords(i, CG, MODE);     // at.group: a GEMM group
+__device__ __forceinline__ void halo_pack_slab(const ConvParams& p, int64_t slab, uint32_t* wsm) {
+  constexpr int GG = halo_gemm_groups(CG), NT = halo_ntiles(CG);
   const T* __restrict__ w = static_cast<const T*>(p.w);
-  uint32_t word = 0;
+  const int ws0 = int(p.w_stride[0]), ws1 = int(p.w_stride[1]), ws2 = int(p.w_stride[2]);
+  const int ws3 = int(p.w_stride[3]), groups = int(p.problem.G);
+  const int half = threadIdx.x / 64, lane = threadIdx.x % 64 / 2, reg = threadIdx.x % 2;
+  auto pack_class = [&](auto cls_constant, int gl) {
+    constexpr int CLS = decltype(cls_constant)::value;
+    constexpr int J0 = halo_class_kstep0(CG, MODE, CLS), PAIRS = halo_class_ksteps(CG, MODE, CLS) * NT;
+    const int group0 = (int(slab) * GG + gl) * (halo_gw(CG) / CG);    // the GEMM group's first
+#pragma unroll 2
+    for (int pr = (half + J0 * NT) % 2; pr < PAIRS; pr += 2) {      // parity of (J0 + jj) NT + nt
+      const int jj = pr / NT, nt = pr % NT;
+      uint32_t word = 0;
 #pragma unroll
-  for (int e = 0; e < 2; ++e) {
-    const HaloWeightElem el = halo_weight_elem(at.j, at.nt, at.lane, at.reg, e, CG, MODE);
-    const int64_t group = at.group * (halo_gw(CG) / CG) + el.sub;
-    T v = from_float<T>(0.f);
-    if (el.ok && group < p.problem.G) {
-      const HaloWeightSource src = halo_weight_source(group, el.n, el.c, el.tap, el.cls, CG, MODE);
-      v = w[offset4(p.w_stride, src.k, src.c, src.r, src.s)];
+      for (int e = 0; e < 2; ++e) {
+        const HaloWeightElem el = halo_class_weight_elem(CLS, jj, nt, lane, reg, e, CG, MODE);
+        const int group = group0 + el.sub;
+        T v = from_float<T>(0.f);
+        if (el.ok && group < groups) {
+          const HaloWeightSource src = halo_weight_source(group, el.n, el.c, el.tap, CLS, CG, MODE);
+          v = w[int(src.k) * ws0 + int(src.c) * ws1 + src.r * ws2 + src.s * ws3];
+        }
+        word |= uint32_t(*reinterpret_cast<const uint16_t*>(&v)) << (16 * e);
+      }
+      wsm[halo_weight_word(gl, J0 + jj, nt, lane, reg, CG, MODE)] = word;
     }
-    word |= uint32_t(*reinterpret_cast<const uint16_t*>(&v)) << (16 * e);
+  };
+#pragma unroll 1
+  for (int gl = 0; gl < GG; ++gl) {
+    pack_class(std::integral_constant<int, 0>{}, gl);
+    if constexpr (halo_classes(MODE) == 4) {
+      pack_class(std::integral_constant<int, 1>{}, gl);
+      pack_class(std::integral_constant<int, 2>{}, gl);
+      pack_class(std::integral_constant<int, 3>{}, gl);
+    }
   }
-  return word;
 }
 
 // Register budget: sm_90 is told the CTAs per SM that its shared memory holds (halo_ctas_per_sm:
@@ -245,9 +270,7 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
     if (t + 1 < run.end) stage(next, buf ^ 1);   // the next tile loads meanwhile
     cp_async_commit();
     if (tl.slab != slab_loaded) {  // the slab's weights, packed here (every warp is past the last tile)
-#pragma unroll 8
-      for (int i = threadIdx.x; i < WWORDS; i += kHaloThreads)
-        wsm[i] = halo_pack_word<T, CG, MODE>(p, tl.slab * WWORDS + i);
+      halo_pack_slab<T, CG, MODE>(p, tl.slab, wsm);
       slab_loaded = tl.slab;
       __syncthreads();
     }
@@ -386,10 +409,23 @@ std::string halo_layout_reason(const ConvParams& p, const char* tensors) {
   return "";
 }
 
+// The packing addresses the weight, and numbers its groups, in 32 bits (halo_pack_slab).
+static std::string halo_weight_offsets_reason(const ConvParams& p) {
+  const ConvProblem& q = p.problem;
+  const int64_t size[4] = {q.K, q.Cg(), q.R, q.S};
+  double extent = 1.0;
+  for (int d = 0; d < 4; ++d) {
+    if (p.w_stride[d] < 0) return "the weight has a negative stride";
+    extent += double(size[d] - 1) * double(p.w_stride[d]);
+  }
+  return extent < 2147483648.0 ? "" : "the weight spans 2^31 elements or more (packed with 32-bit offsets)";
+}
+
 std::string fprop_halo_can_implement(const ConvParams& p) {
   if (p.direction != Direction::kFprop) return "not an fprop problem";
-  const std::string why = halo_can_implement(p, kHaloFprop, "input or output");
-  return why.empty() ? halo_offsets_reason(p) : why;
+  std::string why = halo_can_implement(p, kHaloFprop, "input or output");
+  if (why.empty()) why = halo_offsets_reason(p);
+  return why.empty() ? halo_weight_offsets_reason(p) : why;
 }
 
 LaunchShape fprop_halo_shape(const ConvParams& p) { return halo_shape(p, kHaloFprop); }
@@ -429,8 +465,9 @@ std::string dgrad_halo_can_implement(const ConvParams& p) {
   if (q.stride_h == 2 && (q.pad_h != 1 || q.pad_w != 1))
     return "stride 2 with padding other than 1 (the phase classes' taps are built for padding 1)";
   if (q.dil_h != 1 || q.dil_w != 1) return "dilation other than 1";
-  const std::string why = halo_can_implement(halo_dgrad_as_fprop(p), halo_dgrad_mode(p), "grad_output or grad_input");
-  return why.empty() ? halo_offsets_reason(p) : why;
+  std::string why = halo_can_implement(halo_dgrad_as_fprop(p), halo_dgrad_mode(p), "grad_output or grad_input");
+  if (why.empty()) why = halo_offsets_reason(p);
+  return why.empty() ? halo_weight_offsets_reason(p) : why;
 }
 
 LaunchShape dgrad_halo_shape(const ConvParams& p) {

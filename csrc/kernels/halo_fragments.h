@@ -301,14 +301,24 @@ RK_HOST_DEVICE constexpr int halo_slab_weight_words(int cg, int mode = kHaloFpro
 // output n, input c and stencil tap `tap` of class `cls` in group `sub` of the GEMM group
 // (0 but at Cg = 4), or zero (padding, or off the diagonal) when `ok` is false.
 struct HaloWeightElem { bool ok; int n, c, tap, cls, sub; };
-RK_HOST_DEVICE constexpr HaloWeightElem halo_weight_elem(int j, int nt, int lane, int reg, int e, int cg,
-                                                         int mode = kHaloFprop) {
-  const int cls = halo_kstep_class(j, cg, mode), mask = halo_class_mask(mode, cls);
+// The same for k-step jj of class cls (the packing runs each class with cls compile-time, so
+// its tap set is a constant and the i-th tap a few selects).
+RK_HOST_DEVICE constexpr HaloWeightElem halo_class_weight_elem(int cls, int jj, int nt, int lane, int reg,
+                                                               int e, int cg, int mode = kHaloFprop) {
+  const int mask = halo_class_mask(mode, cls);
   const int row = (lane % 4) * 2 + 8 * reg, col = lane / 4;     // mma_b_coord
-  const int kk = (j - halo_class_kstep0(cg, mode, cls)) * kMmaK + row + e, n = nt * kMmaN + col;
+  const int kk = jj * kMmaK + row + e, n = nt * kMmaN + col;
   const int ti = kk / halo_gw(cg), ch = kk % halo_gw(cg);
   if (ti >= halo_mask_taps(mask) || ch / cg != n / cg) return {false, 0, 0, 0, cls, 0};
-  return {true, n % cg, ch % cg, halo_mask_tap(mask, ti), cls, n / cg};
+  int tap = 0;
+  for (int b = 0, i = 0; b < 9; ++b)
+    if (mask >> b & 1) tap = i++ == ti ? b : tap;
+  return {true, n % cg, ch % cg, tap, cls, n / cg};
+}
+RK_HOST_DEVICE constexpr HaloWeightElem halo_weight_elem(int j, int nt, int lane, int reg, int e, int cg,
+                                                         int mode = kHaloFprop) {
+  const int cls = halo_kstep_class(j, cg, mode);
+  return halo_class_weight_elem(cls, j - halo_class_kstep0(cg, mode, cls), nt, lane, reg, e, cg, mode);
 }
 
 // Where a packed element comes from in the weight w[K][Cg][3][3]. fprop: w[g*Kg + n][c][tap].
@@ -324,14 +334,9 @@ RK_HOST_DEVICE constexpr HaloWeightSource halo_weight_source(int64_t group, int 
                             : HaloWeightSource{group * cg + c, n, r, s};
 }
 
-// Word i of the packed weights wpack[gemm group][kstep][ntile][lane][2] (a CTA packs its slab's
-// words into shared memory); the weight's group is group * (GW / Cg) + the element's `sub`.
-struct HaloWeightWord { int64_t group; int j, nt, lane, reg; };
-RK_HOST_DEVICE constexpr HaloWeightWord halo_weight_coords(int64_t i, int cg, int mode = kHaloFprop) {
-  const int per_group = halo_ksteps(cg, mode) * halo_ntiles(cg) * 64, within = int(i % per_group);
-  return {i / per_group, within / (64 * halo_ntiles(cg)), within / 64 % halo_ntiles(cg),
-          within / 2 % 32, within % 2};
-}
+// The packing (halo_pack_slab): thread 64 h + l writes register l % 2 of lane l / 2 of the
+// (k-step, n8 tile) pairs of half h, the pairs j * ntiles + nt of parity h.
+RK_HOST_DEVICE constexpr int halo_pack_half(int j, int nt, int cg) { return (j * halo_ntiles(cg) + nt) % 2; }
 
 // Epilogue staging: channels (chan, chan + 1) of tile pixel `pixel` (= row * 16 + column), a
 // pixel every slab / 2 words rounded up to 4 mod 8: the epilogue's pair stores conflict-free and
@@ -354,8 +359,10 @@ RK_HOST_DEVICE constexpr int halo_ctas_per_sm(int stride, int cg, int mode = kHa
   const int64_t by_smem = kHaloSmPerSmem / (halo_smem_bytes(stride, cg, mode) + 1024);
   return by_smem < 1 ? 1 : by_smem > kHaloMaxCtasPerSm ? kHaloMaxCtasPerSm : int(by_smem);
 }
-// The shortest run of tiles worth a CTA: packing a slab's weights costs about words * 60 / 128
-// instructions a warp (the SASS), a tile's GEMM and epilogue about 5 per k-step, 3 per mma pair
+// The shortest run of tiles worth a CTA: packing a slab's weights costs words * 60 / 128
+// instructions a warp by this estimate (halo_pack_slab's SASS has 55-146 a word; with 100 here
+// stages 3 and 4 of 32x4d would get one CTA an SM, which the model predicts slower, by the
+// tiles' latency, than the two this gives), a tile's GEMM and epilogue about 5 per k-step, 3 per mma pair
 // and 40 per n8 tile and class; a run twice the packing's worth of tiles keeps the packing
 // under a third of a CTA's work (the model: 2 CTAs an SM instead of 4 at stages 3 and 4 of
 // 32x4d, where a slab's weights are 9-18 KB).

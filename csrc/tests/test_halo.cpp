@@ -70,25 +70,40 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
   };
   auto Wt = [&](int64_t k, int64_t c, int r, int s) { return wt[((k * CG + c) * 3 + r) * 3 + s]; };
 
-  // The packed weights of every slab, word by word as the CTAs pack them (two halves a word):
-  // a CTA starting slab s fills its shared memory with words s * slab_weight_words + i.
-  const int64_t words = slabs * rk::halo_slab_weight_words(CG, mode);
+  // The packed weights of every slab as a CTA packs them (halo_pack_slab): GEMM group by GEMM
+  // group, class by class, each (k-step, n8 tile) pair by the half of the threads that takes it,
+  // each thread its lane's register, the two elements read at the kernel's 32-bit offsets.
+  int64_t wrong = 0;
+  const int64_t slab_words = rk::halo_slab_weight_words(CG, mode), words = slabs * slab_words;
   std::vector<float> wpack(2 * words, kUnset);
-  for (int64_t i = 0; i < words; ++i) {
-    const rk::HaloWeightWord at = rk::halo_weight_coords(i, CG, mode);
-    for (int e = 0; e < 2; ++e) {
-      const rk::HaloWeightElem el = rk::halo_weight_elem(at.j, at.nt, at.lane, at.reg, e, CG, mode);
-      const int64_t group = at.group * (GW / CG) + el.sub;
-      const rk::HaloWeightSource src = rk::halo_weight_source(group, el.n, el.c, el.tap, el.cls, CG, mode);
-      wpack[2 * i + e] = el.ok && group < q.G ? Wt(src.k, src.c, src.r, src.s) : 0.f;
-    }
-  }
+  for (int64_t slab = 0; slab < slabs; ++slab)
+    for (int gl = 0; gl < GG; ++gl)
+      for (int cls = 0; cls < rk::halo_classes(mode); ++cls) {
+        const int j0 = rk::halo_class_kstep0(CG, mode, cls), nts = rk::halo_ntiles(CG);
+        for (int tid = 0; tid < rk::kHaloThreads; ++tid) {
+          const int half = tid / 64, lane = tid % 64 / 2, reg = tid % 2;
+          for (int pr = (half + j0 * nts) % 2; pr < rk::halo_class_ksteps(CG, mode, cls) * nts; pr += 2) {
+            const int jj = pr / nts, nt = pr % nts;
+            wrong += rk::halo_pack_half(j0 + jj, nt, CG) != half;
+            const int64_t i = slab * slab_words + rk::halo_weight_word(gl, j0 + jj, nt, lane, reg, CG, mode);
+            for (int e = 0; e < 2; ++e) {
+              const rk::HaloWeightElem el = rk::halo_class_weight_elem(cls, jj, nt, lane, reg, e, CG, mode);
+              const int64_t group = (slab * GG + gl) * (GW / CG) + el.sub;
+              const rk::HaloWeightSource src = rk::halo_weight_source(group, el.n, el.c, el.tap, cls, CG, mode);
+              const int64_t off = src.k * p.w_stride[0] + src.c * p.w_stride[1] + src.r * p.w_stride[2] +
+                                  src.s * p.w_stride[3];
+              wrong += !std::isnan(wpack[2 * i + e]);             // packed twice
+              wpack[2 * i + e] = el.ok && group < q.G ? wt[off] : 0.f;
+            }
+          }
+        }
+      }
+  for (const float v : wpack) wrong += std::isnan(v);           // a word no thread packed
 
   constexpr int STAGE = rk::halo_stage_words(1, CG) > rk::halo_stage_words(2, CG)
                             ? rk::halo_stage_words(1, CG) : rk::halo_stage_words(2, CG);
   constexpr int COPY = 8;                                  // channels a copy (16 bytes)
   std::vector<int> visits(tiles, 0);
-  int64_t wrong = 0;
   for (int64_t cta = 0; cta < grid; ++cta) {
     const rk::HaloRange run = rk::halo_cta_tiles(cta, grid, tiles);
     rk::HaloTile tl = rk::halo_tile(run.begin, q.N, q.P, q.Q);   // walked as the kernel does
@@ -367,6 +382,11 @@ void test_fprop_halo() {
   CHECK(rk::fprop_halo_can_implement(p).find("spans 2^31 elements") != std::string::npos);
   p.direction = rk::Direction::kDgrad;         // dgrad checks dx and dy the same way
   CHECK(rk::dgrad_halo_can_implement(p).find("spans 2^31 elements") != std::string::npos);
+  p = halo_params(1, 8, 4, 8, 8, 1, 1);
+  p.w_stride[0] = int64_t(1) << 28;            // the weight's 32 rows 2^28 elements apart
+  CHECK_EQ_STR(rk::fprop_halo_can_implement(p), "the weight spans 2^31 elements or more (packed with 32-bit offsets)");
+  p.direction = rk::Direction::kDgrad;
+  CHECK_EQ_STR(rk::dgrad_halo_can_implement(p), "the weight spans 2^31 elements or more (packed with 32-bit offsets)");
   // Each case: what it catches.
   CHECK(emulate<4>(2, 16, 9, 21, 1, 1, false, 3) == 0);   // 32x4d stage 1 widths, 2 slabs, partial tiles
   CHECK(emulate<4>(1, 8, 12, 33, 2, 1, true, 2) == 0);    // stride 2, ReLU, a CTA walking many tiles
