@@ -30,6 +30,7 @@
 // share a group), stride 1 or 2, dilation 1, 16-byte aligned pixels; can_implement refuses the
 // rest (the lower rungs run).
 #include <algorithm>
+#include <type_traits>
 
 #include "async_copy.cuh"
 #include "common.cuh"
@@ -89,22 +90,19 @@ wgrad_halo_kernel(ConvParams p, int64_t splits, int64_t tiles) {
     // A thread's copies of a kind: unrolled where it makes at most two a tile
     // (wh_copies_unrolled), so that their coordinates, which depend on the thread alone, are
     // computed once, out of the tile loop; else a loop.
-    if constexpr (wh_copies_unrolled(XCOPIES)) {
+    auto each = [&](auto copies_constant, auto&& copy) {
+      constexpr int N = decltype(copies_constant)::value;
+      if constexpr (wh_copies_unrolled(N)) {
 #pragma unroll
-      for (int k = 0; k * kWhThreads < XCOPIES; ++k)
-        if (XCOPIES % kWhThreads == 0 || int(threadIdx.x) + k * kWhThreads < XCOPIES) copy_x(int(threadIdx.x) + k * kWhThreads);
-    } else {
+        for (int k = 0; k * kWhThreads < N; ++k)
+          if (N % kWhThreads == 0 || int(threadIdx.x) + k * kWhThreads < N) copy(int(threadIdx.x) + k * kWhThreads);
+      } else {
 #pragma unroll 1
-      for (int i = threadIdx.x; i < XCOPIES; i += kWhThreads) copy_x(i);
-    }
-    if constexpr (wh_copies_unrolled(DYCOPIES)) {
-#pragma unroll
-      for (int k = 0; k * kWhThreads < DYCOPIES; ++k)
-        if (DYCOPIES % kWhThreads == 0 || int(threadIdx.x) + k * kWhThreads < DYCOPIES) copy_dy(int(threadIdx.x) + k * kWhThreads);
-    } else {
-#pragma unroll 1
-      for (int i = threadIdx.x; i < DYCOPIES; i += kWhThreads) copy_dy(i);
-    }
+        for (int i = threadIdx.x; i < N; i += kWhThreads) copy(i);
+      }
+    };
+    each(std::integral_constant<int, XCOPIES>{}, copy_x);
+    each(std::integral_constant<int, DYCOPIES>{}, copy_dy);
   };
 
   // Accumulators: [M tile a warp][n8 tile], or with columns (Cg = 14) [tap pair][column].
