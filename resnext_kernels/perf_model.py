@@ -1077,7 +1077,7 @@ def halo_kn_pairs(cg: int, gw: int, class_taps: Sequence[int]) -> int:
                         total += 1
                         break
     return total
-HALO_PACK_UNROLL = 8             # packed words a thread loads at once (fprop_halo.cu)
+HALO_PACK_UNROLL = 8             # packed words a thread loads at once (kHaloPackUnroll)
 # Warp instructions of fprop_halo's staging loop for one halo row and of its store loop for one
 # tile row, in passes of 32 lanes (halo_fragments.h, halo_lane_copy: 32 / (slab / 8) pixels a
 # pass): a fixed part plus a part per pass, fitted to the sm_90 SASS of the 31 bf16 kernels
@@ -1087,13 +1087,28 @@ HALO_PACK_UNROLL = 8             # packed words a thread loads at once (fprop_ha
 # residuals reach 17%, dgrad's phases at Cg = 64). Before the row-wise loops (2026-12-02) a pass
 # of the staging loop was 35-41 instructions and of the store loop 28-32, for 32 copies.
 # Warp instructions a packed weight word costs fprop_halo's slab packing (halo_pack_slab: each
-# thread a word a pass), by Cg, in the sm_90 SASS of the bf16 kernels (2026-12-03: the pack
-# loops' instructions per word, over the three modes; 55-146). Until then the packing
-# evaluated each word's index maps in 64-bit arithmetic at run time: 235-262 instructions a word,
-# 785-975 for dgrad's phase classes, where the model had assumed ~60 and so predicted stages 3-4
-# and the stride-2 dgrad entries far too fast. Recounted in CI within 30% for each kernel.
-HALO_PACK_WORD_SASS = {4: 90, 8: 75, 14: 135, 16: 75, 24: 125, 32: 90, 40: 125, 64: 100}
-HALO_PACK_SASS_TOLERANCE = 0.3
+# thread a word a pass, eight passes' loads at once), by (Cg, dgrad's phase classes), in the
+# sm_90 SASS of the bf16 kernels (2026-12-03: the pack loops' instructions per word; 29-146).
+# Until then the packing evaluated each word's index maps in 64-bit arithmetic at run time:
+# 235-262 instructions a word, 785-975 for the phase classes, where the model had assumed ~60
+# and so predicted stages 3-4 and the stride-2 dgrad entries far too fast. Recounted in CI
+# within 25% for each kernel.
+HALO_PACK_WORD_SASS = {
+    (4, False): 50, (4, True): 77, (8, False): 35, (8, True): 66, (14, False): 145, (14, True): 112,
+    (16, False): 45, (16, True): 29, (24, False): 131, (24, True): 111, (32, False): 85,
+    (32, True): 59, (40, False): 131, (40, True): 104, (64, False): 83, (64, True): 59,
+}
+HALO_PACK_SASS_TOLERANCE = 0.25
+
+
+def halo_pack_rounds(cg: int, phases: bool) -> int:
+    """Load round trips of a thread packing a slab (halo_pack_slab): per GEMM group and class,
+    its half of the class's (k-step, n8 tile) pairs, HALO_PACK_UNROLL at once."""
+    gw = 56 if cg == 14 else max(cg, 8)
+    pairs = [-(-t * (gw // 8) // 2) * (gw // 8) for t in (HALO_PHASE_TAPS if phases else (9,))]
+    return (halo_slab(cg) // gw) * sum(-(-(-(-p // 2)) // HALO_PACK_UNROLL) for p in pairs)
+
+
 HALO_STAGE_ROW_SASS = (24, 5.5)
 HALO_STORE_ROW_SASS = (18, 4.5)
 HALO_ROW_SASS_TOLERANCE = 0.2
@@ -1161,7 +1176,7 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     # words / 128 words a thread, loaded 8 at a time (one latency each), ~60 instructions a word.
     words = gg * ksteps * ntiles * 64
     packs = min(conv.c // slab, 1 + per_cta / (tiles / (conv.c // slab)))
-    pack_rounds = -(-words // (128 * HALO_PACK_UNROLL))
+    pack_rounds = halo_pack_rounds(cg, phases)
     # Shared-memory wavefronts a tile (csrc/tests/test_halo.cpp's counts): A one conflict-free
     # ldmatrix.x4 (4) per warp, m16 tile, k-step and GEMM group; B 2 per n8 tile; the epilogue's
     # pair stores and 16-byte output loads per class (all at the minimum); the staging copies
@@ -1186,7 +1201,7 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
                               + classes * 32 * gg * ntiles)
                          + rows * halo_row_sass(HALO_STAGE_ROW_SASS, halo_row_passes(cols, slab))
                          + classes * 8 * halo_row_sass(HALO_STORE_ROW_SASS, halo_row_passes(16, slab)))
-        + packs * words / 32 * HALO_PACK_WORD_SASS[cg],
+        + packs * words / 32 * HALO_PACK_WORD_SASS[(cg, phases)],
         mma_flops=per_cta * mma,
         chain_us=(per_cta + packs * pack_rounds) * gpu.mem_latency_us,
         in_flight_bytes=halo_bytes)

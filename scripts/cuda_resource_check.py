@@ -7,7 +7,7 @@ none of the kernels has a local array that would need one.
 It also recounts, in the sm_90 SASS, the loops whose instruction counts the performance model
 uses (perf_model.CUDA_WGRAD_HALO_TILE_SASS: wgrad_halo's tile loop, bf16, within 5%;
 HALO_STAGE_ROW_SASS and HALO_STORE_ROW_SASS: a row of fprop_halo's staging and store loops,
-within 20%; HALO_PACK_WORD_SASS: its weight packing, a word, within 30%) and fails when one is
+within 20%; HALO_PACK_WORD_SASS: its weight packing, a word, within 25%) and fails when one is
 off, so that the model's issue term follows the code.
 
     python scripts/cuda_resource_check.py [path/to/_C.so] [--json PATH]
@@ -134,7 +134,7 @@ def check_model_sass(tool: str, path: str, rows, demangled) -> int:
               + f" the model's {model[0]} + {model[1]} a pass")
     ratios = []
     for key in halo:                                # the weight packing, a word
-        got, want = pack_word_size(found[key]), pm.HALO_PACK_WORD_SASS[key[1]]
+        got, want = pack_word_size(found[key]), pm.HALO_PACK_WORD_SASS[(key[1], key[3] == 2)]
         if got is not None:
             ratios.append(got / want)
         if drifted(got, want, pm.HALO_PACK_SASS_TOLERANCE):

@@ -11,12 +11,12 @@
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:fprop_halo`, registers from the
 // cubin, instruction counts from its SASS; H200, ResNeXt-50 32x4d, batch 64, bf16), us, bound
-// by issue, L2 at the stride-2 entries, latency at stages 3-4: stage1 34, stage2.entry 43,
-// stage2 22, stage3.entry 23, stage3 14, stage4.entry 25, stage4 21: 0.37 ms over the 16
-// layers, 53% of the 0.196 ms roofline (cuDNN measured 0.79 ms). The halo is staged and the
+// by issue, L2 at the stride-2 entries, latency at stages 3-4: stage1 32, stage2.entry 43,
+// stage2 20, stage3.entry 23, stage3 15, stage4.entry 25, stage4 20: 0.36 ms over the 16
+// layers, 54% of the 0.196 ms roofline (cuDNN measured 0.79 ms). The halo is staged and the
 // output stored a row a warp at a time (halo_lane_copy), about 14 instructions a 16-byte copy
 // and at the minimum of shared-memory wavefronts at stride 1; the slab's weights are packed at
-// 55-146 instructions a word (halo_pack_slab); all counted in the SASS (2026-12-03: before, 38
+// 29-146 instructions a word (halo_pack_slab); all counted in the SASS (2026-12-03: before, 38
 // and 30 instructions a copy, twice the wavefronts, and 235-262 a packed word, 785-975 for
 // dgrad's phases, which the model had not counted: 0.47 ms fprop, 0.66 dgrad, had it). Also:
 // the A fragments' nine reads of the halo are 62% of a tile's shared-memory wavefronts at
@@ -33,9 +33,9 @@
 // four classes of dx pixels (row and column parity) each a stride-1 convolution of dy over its
 // own 1, 2, 2 or 4 taps on a ceil(H/2) x ceil(W/2) grid; a CTA stages one dy halo per tile of
 // that grid and runs the four in turn, each storing every other dx pixel of its parity (the
-// same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way: stage1 34,
-// stage2.entry 40, stage2 22, stage3.entry 26, stage3 14, stage4.entry 32 (four epilogues a
-// tile), stage4 21 us: 0.38 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56 / 21: 1.06 ms).
+// same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way: stage1 32,
+// stage2.entry 40, stage2 20, stage3.entry 22, stage3 15, stage4.entry 29 (four epilogues a
+// tile), stage4 20 us: 0.36 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56 / 21: 1.06 ms).
 #include <algorithm>
 #include <atomic>
 
@@ -58,8 +58,10 @@ LaunchShape halo_shape(const ConvParams& p, int mode);
 // halo_class_weight_elem). A CTA does it when it starts a slab (once or twice a CTA:
 // halo_cta_tiles). A thread's lane and register are fixed (halo_pack_half: each half of the CTA
 // takes every other (k-step, n8 tile) pair), each class runs with its index a compile-time
-// constant (its tap set and first k-step constants), and the weight is addressed in 32 bits
-// (halo_weight_offsets_reason): a word is its two loads and a few dozen instructions.
+// constant (its tap set and first k-step constants), a thread's pairs a compile-time count
+// unrolled kHaloPackUnroll at a time (their loads in flight together), and the weight is
+// addressed in 32 bits (halo_weight_offsets_reason): 29-146 instructions a word in the SASS.
+constexpr int kHaloPackUnroll = 8;   // (k-step, n8 tile) pairs whose loads a thread issues at once
 template <typename T, int CG, int MODE>
 __device__ __forceinline__ void halo_pack_slab(const ConvParams& p, int64_t slab, uint32_t* wsm) {
   constexpr int GG = halo_gemm_groups(CG), NT = halo_ntiles(CG);
@@ -71,9 +73,11 @@ __device__ __forceinline__ void halo_pack_slab(const ConvParams& p, int64_t slab
     constexpr int CLS = decltype(cls_constant)::value;
     constexpr int J0 = halo_class_kstep0(CG, MODE, CLS), PAIRS = halo_class_ksteps(CG, MODE, CLS) * NT;
     const int group0 = (int(slab) * GG + gl) * (halo_gw(CG) / CG);    // the GEMM group's first
-#pragma unroll 2
-    for (int pr = (half + J0 * NT) % 2; pr < PAIRS; pr += 2) {      // parity of (J0 + jj) NT + nt
-      const int jj = pr / NT, nt = pr % NT;
+    const int parity = (half + J0 * NT) % 2;                       // of (J0 + jj) NT + nt
+#pragma unroll kHaloPackUnroll
+    for (int k = 0; k < (PAIRS + 1) / 2; ++k) {       // a compile-time count: no remainder loop
+      const int pr = 2 * k + parity, jj = pr / NT, nt = pr % NT;
+      if (PAIRS % 2 != 0 && pr >= PAIRS) break;
       uint32_t word = 0;
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
