@@ -360,12 +360,12 @@ RK_HOST_DEVICE constexpr int halo_ctas_per_sm(int stride, int cg, int mode = kHa
   return by_smem < 1 ? 1 : by_smem > kHaloMaxCtasPerSm ? kHaloMaxCtasPerSm : int(by_smem);
 }
 // The shortest run of tiles worth a CTA: packing a slab's weights costs words * 60 / 128
-// instructions a warp by this estimate (halo_pack_slab's SASS has 55-146 a word; with 100 here
-// stages 3 and 4 of 32x4d would get one CTA an SM, which the model predicts slower, by the
-// tiles' latency, than the two this gives), a tile's GEMM and epilogue about 5 per k-step, 3 per mma pair
-// and 40 per n8 tile and class; a run twice the packing's worth of tiles keeps the packing
-// under a third of a CTA's work (the model: 2 CTAs an SM instead of 4 at stages 3 and 4 of
-// 32x4d, where a slab's weights are 9-18 KB).
+// instructions a warp by this estimate (halo_pack_slab's SASS has 29-146 a word; with 100 here
+// stages 3 and 4 of 32x4d got one CTA an SM, which the model predicts slower, by the tiles'
+// latency, than the two this gives), a tile's GEMM and epilogue about 5 per k-step, 3 per mma
+// pair and 40 per n8 tile and class; a run twice the packing's worth of tiles keeps the
+// packing under a third of a CTA's work (the model: 2 CTAs an SM instead of 4 at stages 3 and
+// 4 of 32x4d, where a slab's weights are 9-18 KB).
 RK_HOST_DEVICE constexpr int64_t halo_min_run(int cg, int mode = kHaloFprop) {
   int kn = 0;
   for (int cls = 0; cls < halo_classes(mode); ++cls)
