@@ -1101,12 +1101,11 @@ HALO_PACK_WORD_SASS = {
 HALO_PACK_SASS_TOLERANCE = 0.25
 
 
-def halo_pack_rounds(cg: int, phases: bool) -> int:
+def halo_pack_rounds(class_ksteps: Sequence[int], ntiles: int, gemm_groups: int) -> int:
     """Load round trips of a thread packing a slab (halo_pack_slab): per GEMM group and class,
     its half of the class's (k-step, n8 tile) pairs, HALO_PACK_UNROLL at once."""
-    gw = 56 if cg == 14 else max(cg, 8)
-    pairs = [-(-t * (gw // 8) // 2) * (gw // 8) for t in (HALO_PHASE_TAPS if phases else (9,))]
-    return (halo_slab(cg) // gw) * sum(-(-(-(-p // 2)) // HALO_PACK_UNROLL) for p in pairs)
+    half_pairs = [-(-k * ntiles // 2) for k in class_ksteps]
+    return gemm_groups * sum(-(-h // HALO_PACK_UNROLL) for h in half_pairs)
 
 
 HALO_STAGE_ROW_SASS = (24, 5.5)
@@ -1118,6 +1117,11 @@ def halo_slab(cg: int) -> int:
     """Channels of fprop_halo's slab (halo_fragments.h, halo_slab): 32 up to Cg = 32, a group
     from there, four groups (56) at Cg = 14."""
     return 56 if cg == 14 else cg * (32 // cg) if cg < 32 else cg
+
+
+def halo_cols(stride: int) -> int:
+    """Columns of fprop_halo's staged halo of a 16-column tile (halo_fragments.h, halo_cols)."""
+    return (16 - 1) * stride + 3
 
 
 def halo_row_passes(cols: int, slab: int) -> int:
@@ -1162,7 +1166,7 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     classes, ksteps, ntiles = len(class_ksteps), sum(class_ksteps), gw // 8
     kn = halo_kn_pairs(cg, gw, HALO_PHASE_TAPS if phases else (9,))   # (k-step, n8) pairs computed
     rows = (8 - 1) * conv.stride + 3
-    cols = (16 - 1) * conv.stride + 3
+    cols = halo_cols(conv.stride)
     tiles_p, tiles_q = -(-conv.p // 8), -(-conv.q // 16)
     tiles = (conv.c // slab) * conv.n * tiles_p * tiles_q
     per_cta = tiles / shape["grid_x"]
@@ -1176,7 +1180,7 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     # words / 128 words a thread, loaded 8 at a time (one latency each), ~60 instructions a word.
     words = gg * ksteps * ntiles * 64
     packs = min(conv.c // slab, 1 + per_cta / (tiles / (conv.c // slab)))
-    pack_rounds = halo_pack_rounds(cg, phases)
+    pack_rounds = halo_pack_rounds(class_ksteps, ntiles, gg)
     # Shared-memory wavefronts a tile (csrc/tests/test_halo.cpp's counts): A one conflict-free
     # ldmatrix.x4 (4) per warp, m16 tile, k-step and GEMM group; B 2 per n8 tile; the epilogue's
     # pair stores and 16-byte output loads per class (all at the minimum); the staging copies
