@@ -51,15 +51,24 @@ inline bool pixels_16_byte_aligned(const int64_t stride[4], const void* ptr) {
          stride[3] % 8 == 0;
 }
 
-// True when every element of one image (rows h < H, columns w < W, channels c < C) lies less
-// than 2^31 elements from the image's first, with non-negative strides: the halo rungs' copy
-// loops then address within an image in 32-bit arithmetic (an image that large is 46341^2
-// pixels of one channel).
-inline bool image_offsets_fit_int32(const int64_t stride[4], int64_t C, int64_t H, int64_t W) {
-  if (stride[1] < 0 || stride[2] < 0 || stride[3] < 0) return false;
-  const double extent = double(C - 1) * double(stride[1]) + double(H - 1) * double(stride[2]) +
-                        double(W - 1) * double(stride[3]) + 8.0;   // + a 16-byte copy's reach
+// True when, with non-negative strides, every index below `size` along `dims` axes lies less
+// than 2^31 elements from the first, `reach` elements included past the last: offsets then fit
+// 32-bit arithmetic.
+inline bool offsets_fit_int32(const int64_t* stride, const int64_t* size, int dims, double reach) {
+  double extent = reach;
+  for (int d = 0; d < dims; ++d) {
+    if (stride[d] < 0) return false;
+    extent += double(size[d] - 1) * double(stride[d]);
+  }
   return extent < 2147483648.0;
+}
+
+// One image (rows h < H, columns w < W, channels c < C) within 2^31 elements of its first: the
+// halo rungs' copy loops then address within an image in 32-bit arithmetic (an image that large
+// is 46341^2 pixels of one channel).
+inline bool image_offsets_fit_int32(const int64_t stride[4], int64_t C, int64_t H, int64_t W) {
+  const int64_t size[3] = {C, H, W};
+  return offsets_fit_int32(stride + 1, size, 3, 8.0);   // + a 16-byte copy's reach
 }
 
 }  // namespace rk

@@ -417,12 +417,8 @@ std::string halo_layout_reason(const ConvParams& p, const char* tensors) {
 static std::string halo_weight_offsets_reason(const ConvParams& p) {
   const ConvProblem& q = p.problem;
   const int64_t size[4] = {q.K, q.Cg(), q.R, q.S};
-  double extent = 1.0;
-  for (int d = 0; d < 4; ++d) {
-    if (p.w_stride[d] < 0) return "the weight has a negative stride";
-    extent += double(size[d] - 1) * double(p.w_stride[d]);
-  }
-  return extent < 2147483648.0 ? "" : "the weight spans 2^31 elements or more (packed with 32-bit offsets)";
+  return offsets_fit_int32(p.w_stride, size, 4, 1.0)
+             ? "" : "the weight spans 2^31 elements or more (packed with 32-bit offsets)";
 }
 
 std::string fprop_halo_can_implement(const ConvParams& p) {
