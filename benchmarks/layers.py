@@ -267,8 +267,12 @@ def direction_fns(backend: str, layer: Layer, dtype: torch.dtype, channels_last:
     if family is None:
         raise RuntimeError("the native extension is not available")
     # dgrad as a training step runs it: on the weight its forward pass packed (ops.py; the
-    # packing launch is fprop's); the CUDA family packs inside its ops.
-    packed = () if family.pack is None else (family.pack(w, layer.groups),)
+    # packing launch is fprop's). The native pack_weight packs only for a halo rung that would
+    # run, so a forced dgrad rung is forced while it packs too.
+    make = lambda: family.packed_weight(x, w, *conv)  # noqa: E731
+    if backend.startswith("cuda:") and cuda_variant_direction(backend[5:]) == "dgrad":
+        make = _forced("dgrad", backend[5:], make)
+    packed = (make(),)
     fns = {"fprop": lambda: family.fprop(x, w, None, *conv),
            "dgrad": lambda: family.dgrad(dy, w, list(x.shape), *conv, *packed),
            "wgrad": lambda: family.wgrad(dy, x, list(w.shape), *conv)}

@@ -43,6 +43,7 @@ SCHEMA = "resnext_kernels.perf_model/1"
 RESULTS = os.path.join(HERE, "results")
 # Variant prefix of the fprop predictions on a frozen module's kept packed weight (no packer).
 FROZEN = "triton-frozen:"
+CUDA_FROZEN = "cuda-frozen:"   # the CUDA halo rung's, on the weight pack_weight made once
 # Commits that changed what a measured variant means (perf_model.TritonRevision, the CUDA ladder).
 TRITON_PACKED_WEIGHT_COMMIT = "07a4ed9"
 # The commit that added wgrad's splits inside its launch.
@@ -212,6 +213,11 @@ def model_rows(args, resources: pm.Resources, cudnn: Dict[tuple, float]) -> List
                           for p in pm.triton_variants(conv, direction, gpu, resources, frozen=True)]
             try:
                 preds += pm.cuda_variants(conv, direction, gpu, resources, args.dtype)
+                if direction == "fprop":  # a frozen module's fprop_halo reads its kept pack
+                    preds += [dataclasses.replace(p, variant=CUDA_FROZEN + p.variant[len("cuda:"):])
+                              for p in pm.cuda_variants(conv, direction, gpu, resources,
+                                                        args.dtype, frozen=True)
+                              if p.variant.endswith("_halo")]
             except RuntimeError:
                 pass
             base = dict(model=args.model, layer=layer.name, direction=direction, count=layer.count,
@@ -270,7 +276,8 @@ def model_totals(rows: List[dict]) -> Dict[str, dict]:
                     best[r["layer"]] = min(best.get(r["layer"], math.inf), r["predicted_us"])
             if best:
                 tot[name] = sum(layers[k]["count"] * v for k, v in best.items())
-        for name in sorted({r["variant"] for r in mine if r["variant"].startswith("cuda:")}):
+        for name in sorted({r["variant"] for r in mine
+                            if r["variant"].startswith(("cuda:", CUDA_FROZEN))}):
             times = [(r["count"], r["predicted_us"]) for r in mine if r["variant"] == name]
             ok = len(times) == len(layers) and all(math.isfinite(t) for _, t in times)
             tot[name] = sum(c * t for c, t in times) if ok else None

@@ -35,6 +35,10 @@ struct ConvParams {
   // wgrad: fp32 scratch for the split reduction, sized by the variant's workspace_elems().
   float* workspace = nullptr;
 
+  // fprop_halo / dgrad_halo: the weight already in the order their CTAs pack it (halo_pack_launch,
+  // halo_packed_words 32-bit words: slab after slab), which they then copy instead; or null.
+  const void* packed = nullptr;
+
   // Number of streaming multiprocessors of the device, for split and wave sizing.
   int num_sms = 132;
 };

@@ -9,6 +9,7 @@
 #include "backend.h"
 #include "conv_problem.h"
 #include "registry.h"
+#include "selection.h"
 
 namespace py = pybind11;
 
@@ -61,20 +62,16 @@ void dense_strides(const std::vector<int64_t>& size, bool channels_last, int64_t
   }
 }
 
-// The launch shape variant `name` would run for this problem (dense tensors, channels_last or
-// not), with the reason it cannot run it ("" when it can). No GPU needed: the performance model
-// reads it (resnext_kernels/perf_model.py).
-py::dict variant_shape(const std::string& name, const std::vector<int64_t>& input,
-                       const std::vector<int64_t>& weight, const std::vector<int64_t>& stride,
-                       const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation,
-                       int64_t groups, const std::string& dtype, bool channels_last, int num_sms) {
-  const rk::KernelVariant* v = rk::find_variant(name);
-  if (!v) throw std::invalid_argument("unknown CUDA variant '" + name + "'");
+// A forward problem of dense tensors at any 16-byte-aligned address (the alignment checks of
+// can_implement look at the low bits).
+rk::ConvParams dense_params(const std::vector<int64_t>& input, const std::vector<int64_t>& weight,
+                            const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
+                            const std::vector<int64_t>& dilation, int64_t groups,
+                            const std::string& dtype, bool channels_last) {
   rk::ConvParams p;
   const std::string err = rk::make_problem(input, weight, nullptr, stride, padding, dilation,
                                            groups, &p.problem);
   if (!err.empty()) throw std::runtime_error(err);
-  p.direction = v->direction;
   if (dtype == "fp32") p.dtype = rk::DType::kFloat32;
   else if (dtype == "fp16") p.dtype = rk::DType::kFloat16;
   else if (dtype == "bf16") p.dtype = rk::DType::kBFloat16;
@@ -83,10 +80,44 @@ py::dict variant_shape(const std::string& name, const std::vector<int64_t>& inpu
   dense_strides(input, channels_last, p.x_stride);
   dense_strides({q.N, q.K, q.P, q.Q}, channels_last, p.y_stride);
   dense_strides(weight, false, p.w_stride);
-  // Any 16-byte-aligned address: the alignment checks of can_implement look at the low bits.
   static char aligned[16] __attribute__((aligned(16)));
   p.x = p.y = p.w = aligned;
+  return p;
+}
+
+py::tuple pack_weight_plan(const std::vector<int64_t>& input, const std::vector<int64_t>& weight,
+                           const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
+                           const std::vector<int64_t>& dilation, int64_t groups,
+                           const std::string& dtype, bool channels_last, bool dgrad) {
+  const rk::ConvParams p = dense_params(input, weight, stride, padding, dilation, groups, dtype, channels_last);
+  const rk::HaloPackPlan plan = rk::halo_pack_plan(p, dgrad);
+  return py::make_tuple(2 * plan.fprop_words, 2 * (plan.fprop_words + plan.dgrad_words), plan.used);
+}
+
+// pack_weight's buffer for a forward problem of dense tensors (channels_last or not), as the CUDA
+// op would make it: (16-bit elements of fprop's layout, of the whole buffer, whether it is made:
+// a halo rung would read it). The fake op (torch.compile) and the family's checks read it.
+py::tuple pack_weight_plan(const std::vector<int64_t>& input, const std::vector<int64_t>& weight,
+                           const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
+                           const std::vector<int64_t>& dilation, int64_t groups,
+                           const std::string& dtype, bool channels_last, bool dgrad);
+
+// The launch shape variant `name` would run for this problem (dense tensors, channels_last or
+// not), with the reason it cannot run it ("" when it can). No GPU needed: the performance model
+// reads it (resnext_kernels/perf_model.py).
+py::dict variant_shape(const std::string& name, const std::vector<int64_t>& input,
+                       const std::vector<int64_t>& weight, const std::vector<int64_t>& stride,
+                       const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation,
+                       int64_t groups, const std::string& dtype, bool channels_last, int num_sms,
+                       bool packed) {
+  const rk::KernelVariant* v = rk::find_variant(name);
+  if (!v) throw std::invalid_argument("unknown CUDA variant '" + name + "'");
+  rk::ConvParams p;
+  p = dense_params(input, weight, stride, padding, dilation, groups, dtype, channels_last);
+  p.direction = v->direction;
   p.num_sms = num_sms;
+  // The halo rungs' grid with the weight pre-packed (p.packed is only compared with null here).
+  if (packed) p.packed = p.x;
   const rk::LaunchShape s = v->shape(p);
   py::dict d;
   d["can_implement"] = v->can_implement(p);
@@ -112,7 +143,12 @@ PYBIND11_MODULE(_C, m) {
   m.def("built_with_cuda", &rk::built_with_cuda);
   m.def("check_conv2d", &check_conv2d, "Validate conv2d arguments; returns the output size.");
   m.def("variants", &variants, "The CUDA kernel registry, in ladder order.");
-  m.def("variant_shape", &variant_shape, "Launch shape of a CUDA variant for a problem (no GPU).");
+  m.def("variant_shape", &variant_shape, "Launch shape of a CUDA variant for a problem (no GPU).",
+        py::arg("name"), py::arg("input"), py::arg("weight"), py::arg("stride"), py::arg("padding"),
+        py::arg("dilation"), py::arg("groups"), py::arg("dtype"), py::arg("channels_last"),
+        py::arg("num_sms"), py::arg("packed") = false);
+  m.def("pack_weight_plan", &pack_weight_plan,
+        "pack_weight's buffer for a dense forward problem: (fprop's elements, all, made).");
   m.def("set_forced_variant", &rk::set_forced_variant);
   m.def("forced_variant", &rk::forced_variant);
   m.def("set_autotune", &rk::set_autotune);

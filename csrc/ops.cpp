@@ -1,10 +1,13 @@
 // ops.cpp: the op schemas (TORCH_LIBRARY) and their CPU implementations, which call ATen.
 //
 // Three ops, one per direction, all taking 4-D tensors (the Python API handles unbatched input):
-//   fprop(input, weight, bias?, stride, padding, dilation, groups, relu) -> output
-//   dgrad(grad_output, weight, input_size, stride, padding, dilation, groups) -> grad_input
+//   fprop(input, weight, bias?, stride, padding, dilation, groups, relu, packed?) -> output
+//   dgrad(grad_output, weight, input_size, stride, padding, dilation, groups, packed?) -> grad_input
 //   wgrad(grad_output, input, weight_size, stride, padding, dilation, groups) -> grad_weight
 // Output memory format: fprop follows the input, dgrad follows grad_output, wgrad is contiguous.
+// And the weight packed for the CUDA halo rungs, which fprop and dgrad may then take as `packed`:
+//   pack_weight(input, weight, stride, padding, dilation, groups, dgrad) -> packed
+// (empty where no rung that reads it would run: always on the CPU, whose kernels are ATen's).
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/conv_transpose2d.h>
 #include <ATen/ops/convolution.h>
@@ -15,6 +18,7 @@
 
 #include "conv_problem.h"
 #include "ops_common.h"
+#include "selection.h"
 
 namespace rk {
 
@@ -48,12 +52,36 @@ ConvProblem check_problem(const at::Tensor& input, const at::Tensor& weight,
   return p;
 }
 
+int64_t check_packed(const std::optional<at::Tensor>& packed, const at::Tensor& weight,
+                     const ConvProblem& q, Direction direction) {
+  if (!packed || packed->numel() == 0) return -1;
+  const at::Tensor& b = *packed;
+  TORCH_CHECK(b.device() == weight.device(), "Expected all tensors to be on the same device, ",
+              "but found at least two devices, ", weight.device(), " and ", b.device(), "!");
+  TORCH_CHECK(b.scalar_type() == weight.scalar_type(), "packed type (", b.scalar_type(),
+              ") and weight type (", weight.scalar_type(), ") should be the same");
+  TORCH_CHECK(b.dim() == 1 && b.is_contiguous() && reinterpret_cast<uintptr_t>(b.data_ptr()) % 16 == 0,
+              "packed must be a contiguous, 16-byte aligned 1-D tensor as pack_weight makes it");
+  const HaloPackPlan layout = halo_pack_layout(q, true);
+  const int64_t fprop = 2 * layout.fprop_words, both = 2 * (layout.fprop_words + layout.dgrad_words);
+  const bool dgrad = direction == Direction::kDgrad;
+  TORCH_CHECK(fprop > 0 && (b.numel() == both || (!dgrad && b.numel() == fprop)),
+              "packed has ", b.numel(), " elements, but pack_weight makes ",
+              fprop == 0 ? std::string("none for this weight (an empty tensor)")
+              : dgrad ? std::to_string(both) + " (with dgrad) for this weight and stride"
+                      : std::to_string(fprop) + " or, with dgrad, " + std::to_string(both) +
+                        " for this weight and stride");
+  return dgrad ? layout.fprop_words : 0;
+}
+
 namespace {
 
 at::Tensor fprop_cpu(const at::Tensor& input, const at::Tensor& weight,
                      const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
-                     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, bool relu) {
-  check_problem(input, weight, bias, stride, padding, dilation, groups);
+                     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, bool relu,
+                     const std::optional<at::Tensor>& packed) {
+  const ConvProblem q = check_problem(input, weight, bias, stride, padding, dilation, groups);
+  check_packed(packed, weight, q, Direction::kFprop);   // checked, then unused: ATen runs
   at::Tensor y = at::convolution(input, weight, bias, stride, padding, dilation,
                                  /*transposed=*/false, /*output_padding=*/{0, 0}, groups);
   if (relu) y = at::relu(y);
@@ -62,9 +90,10 @@ at::Tensor fprop_cpu(const at::Tensor& input, const at::Tensor& weight,
 
 at::Tensor dgrad_cpu(const at::Tensor& grad_output, const at::Tensor& weight,
                      at::IntArrayRef input_size, at::IntArrayRef stride, at::IntArrayRef padding,
-                     at::IntArrayRef dilation, int64_t groups) {
+                     at::IntArrayRef dilation, int64_t groups, const std::optional<at::Tensor>& packed) {
   const ConvProblem p = check_grad_problem(grad_output, weight.sizes(), input_size, stride,
                                            padding, dilation, groups);
+  check_packed(packed, weight, p, Direction::kDgrad);
   // conv_transpose2d lands on the input size once the rows the forward pass never reached are
   // added back as output_padding.
   const int64_t oph = p.H - ((p.P - 1) * p.stride_h - 2 * p.pad_h + p.dil_h * (p.R - 1) + 1);
@@ -89,6 +118,13 @@ at::Tensor wgrad_cpu(const at::Tensor& grad_output, const at::Tensor& input,
   return std::get<1>(grads).contiguous();
 }
 
+// No CPU kernel reads a packed weight: the arguments checked, an empty buffer.
+at::Tensor pack_weight_cpu(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
+                           at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, bool dgrad) {
+  check_problem(input, weight, std::nullopt, stride, padding, dilation, groups);
+  return at::empty({0}, weight.options());
+}
+
 }  // namespace
 
 ConvProblem check_grad_problem(const at::Tensor& grad_output, at::IntArrayRef weight_size,
@@ -110,9 +146,11 @@ ConvProblem check_grad_problem(const at::Tensor& grad_output, at::IntArrayRef we
 
 TORCH_LIBRARY(resnext_kernels, m) {
   m.def("fprop(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, "
-        "int[2] dilation, int groups, bool relu=False) -> Tensor");
+        "int[2] dilation, int groups, bool relu=False, Tensor? packed=None) -> Tensor");
   m.def("dgrad(Tensor grad_output, Tensor weight, int[4] input_size, int[2] stride, "
-        "int[2] padding, int[2] dilation, int groups) -> Tensor");
+        "int[2] padding, int[2] dilation, int groups, Tensor? packed=None) -> Tensor");
+  m.def("pack_weight(Tensor input, Tensor weight, int[2] stride, int[2] padding, "
+        "int[2] dilation, int groups, bool dgrad=True) -> Tensor");
   m.def("wgrad(Tensor grad_output, Tensor input, int[4] weight_size, int[2] stride, "
         "int[2] padding, int[2] dilation, int groups) -> Tensor");
 }
@@ -121,4 +159,5 @@ TORCH_LIBRARY_IMPL(resnext_kernels, CPU, m) {
   m.impl("fprop", &rk::fprop_cpu);
   m.impl("dgrad", &rk::dgrad_cpu);
   m.impl("wgrad", &rk::wgrad_cpu);
+  m.impl("pack_weight", &rk::pack_weight_cpu);
 }

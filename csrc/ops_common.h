@@ -23,4 +23,11 @@ ConvProblem check_grad_problem(const at::Tensor& grad_output, at::IntArrayRef we
                                at::IntArrayRef input_size, at::IntArrayRef stride,
                                at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups);
 
+// Checks `packed`, the halo rungs' pre-packed weight (pack_weight's buffer; absent or empty:
+// none), against `weight` and the problem `q` (fprop's view: dgrad's problem is the same) with
+// PyTorch's wording, before any launch. Returns the 32-bit word where the layout `direction`
+// reads starts (fprop 0; dgrad after fprop's), or -1 for none.
+int64_t check_packed(const std::optional<at::Tensor>& packed, const at::Tensor& weight,
+                     const ConvProblem& q, Direction direction);
+
 }  // namespace rk

@@ -11,6 +11,7 @@
 #include <algorithm>
 
 #include "backend.h"
+#include "kernels/kernels.h"
 #include "ops_common.h"
 #include "registry.h"
 #include "selection.h"
@@ -108,10 +109,17 @@ ConvParams base_params(const ConvProblem& problem, Direction d, const at::Tensor
   return p;
 }
 
+// The packed weight's layout for `direction`, if one was given (check_packed).
+const void* packed_at(const std::optional<at::Tensor>& packed, int64_t word) {
+  return word < 0 ? nullptr : static_cast<const uint32_t*>(packed->data_ptr()) + word;
+}
+
 at::Tensor fprop_cuda(const at::Tensor& input, const at::Tensor& weight,
                       const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
-                      at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, bool relu) {
+                      at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, bool relu,
+                      const std::optional<at::Tensor>& packed) {
   const ConvProblem problem = check_problem(input, weight, bias, stride, padding, dilation, groups);
+  const int64_t packed_word = check_packed(packed, weight, problem, Direction::kFprop);
   const c10::cuda::CUDAGuard guard(input.device());
   at::Tensor y = at::empty({problem.N, problem.K, problem.P, problem.Q}, input.options(),
                            memory_format_of(input));
@@ -122,6 +130,7 @@ at::Tensor fprop_cuda(const at::Tensor& input, const at::Tensor& weight,
   p.y = y.data_ptr();
   p.bias = bias ? bias->data_ptr() : nullptr;
   p.relu = relu;
+  p.packed = packed_at(packed, packed_word);
   copy_strides(input, p.x_stride);
   copy_strides(weight, p.w_stride);
   copy_strides(y, p.y_stride);
@@ -131,12 +140,13 @@ at::Tensor fprop_cuda(const at::Tensor& input, const at::Tensor& weight,
 
 at::Tensor dgrad_cuda(const at::Tensor& grad_output, const at::Tensor& weight,
                       at::IntArrayRef input_size, at::IntArrayRef stride, at::IntArrayRef padding,
-                      at::IntArrayRef dilation, int64_t groups) {
+                      at::IntArrayRef dilation, int64_t groups, const std::optional<at::Tensor>& packed) {
   const ConvProblem problem =
       check_grad_problem(grad_output, weight.sizes(), input_size, stride, padding, dilation, groups);
   TORCH_CHECK(grad_output.scalar_type() == weight.scalar_type(), "grad_output type (",
               grad_output.scalar_type(), ") and weight type (", weight.scalar_type(),
               ") should be the same");
+  const int64_t packed_word = check_packed(packed, weight, problem, Direction::kDgrad);
   const c10::cuda::CUDAGuard guard(grad_output.device());
   at::Tensor dx = at::empty(input_size, grad_output.options(), memory_format_of(grad_output));
   if (dx.numel() == 0) return dx;
@@ -144,6 +154,7 @@ at::Tensor dgrad_cuda(const at::Tensor& grad_output, const at::Tensor& weight,
   p.x = dx.data_ptr();
   p.w = const_cast<void*>(weight.data_ptr());
   p.y = const_cast<void*>(grad_output.data_ptr());
+  p.packed = packed_at(packed, packed_word);
   copy_strides(dx, p.x_stride);
   copy_strides(weight, p.w_stride);
   copy_strides(grad_output, p.y_stride);
@@ -174,6 +185,31 @@ at::Tensor wgrad_cuda(const at::Tensor& grad_output, const at::Tensor& input,
   return dw;
 }
 
+// The weight packed for fprop_halo (and, with `dgrad`, for dgrad_halo after it) when the
+// variant chosen for the forward problem (or for dgrad's, its dy and dx laid out like the output
+// and the input) is one of them; else an empty tensor, and no launch.
+at::Tensor pack_weight_cuda(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, bool dgrad) {
+  const ConvProblem problem = check_problem(input, weight, std::nullopt, stride, padding, dilation, groups);
+  const c10::cuda::CUDAGuard guard(input.device());
+  ConvParams p = base_params(problem, Direction::kFprop, input);
+  copy_strides(input, p.x_stride);
+  copy_strides(weight, p.w_stride);
+  const bool cl = memory_format_of(input) == at::MemoryFormat::ChannelsLast;
+  const int64_t K = problem.K, P = problem.P, Q = problem.Q;
+  const int64_t y_stride[4] = {K * P * Q, cl ? 1 : P * Q, cl ? Q * K : Q, cl ? K : 1};
+  std::copy(y_stride, y_stride + 4, p.y_stride);
+  const HaloPackPlan plan = halo_pack_plan(p, dgrad);
+  if (!plan.used) return at::empty({0}, weight.options());
+  at::Tensor out = at::empty({2 * (plan.fprop_words + plan.dgrad_words)}, weight.options());
+  p.w = const_cast<void*>(weight.data_ptr());
+  const int err = halo_pack_launch(p, plan.dgrad_mode, out.data_ptr(),
+                                   c10::cuda::getCurrentCUDAStream(input.get_device()).stream());
+  TORCH_CHECK(err == 0, "resnext_kernels: launch of the halo weight packing failed: ",
+              cudaGetErrorString(static_cast<cudaError_t>(err)));
+  return out;
+}
+
 }  // namespace
 
 }  // namespace rk
@@ -182,4 +218,5 @@ TORCH_LIBRARY_IMPL(resnext_kernels, CUDA, m) {
   m.impl("fprop", &rk::fprop_cuda);
   m.impl("dgrad", &rk::dgrad_cuda);
   m.impl("wgrad", &rk::wgrad_cuda);
+  m.impl("pack_weight", &rk::pack_weight_cuda);
 }

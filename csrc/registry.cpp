@@ -120,7 +120,8 @@ const std::vector<KernelVariant>& registry() {
       {"fprop_halo", Direction::kFprop, 4,
        "8x16 pixel tile's halo staged once in shared memory (16-byte cp.async, zero-filled), "
        "ldmatrix A fragments, K = (tap, channel) within a group on mma.sync, persistent CTAs "
-       "with two halo buffers, weights packed by each CTA for its slab, fused bias/ReLU and "
+       "with two halo buffers, weights packed by each CTA for its slab (or copied from the op "
+       "pack_weight's buffer: a training step's forward pass, a frozen module), fused bias/ReLU and "
        "16-byte stores; bf16/fp16 channels_last, Kg = Cg in {4, 8, 14, 16, 24, 32, 40, 64}, stride "
        "1 or 2", false,
        fprop_halo_can_implement, no_workspace, fprop_halo_launch, fprop_halo_shape},

@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "backend.h"
+#include "kernels/halo_fragments.h"
 #include "registry.h"
 #include "selection.h"
 
@@ -92,6 +93,35 @@ const KernelVariant* choose_without_timing(const ConvParams& p, std::string* why
     return v;
   }
   return select_heuristic(p, why);
+}
+
+HaloPackPlan halo_pack_layout(const ConvProblem& q, bool dgrad) {
+  HaloPackPlan plan;
+  const int64_t cg = q.Cg();
+  if (q.G <= 0 || cg != q.Kg() || !halo_serves(cg) || q.C % halo_slab(int(cg)) != 0) return plan;
+  plan.fprop_words = halo_packed_words(q.K, int(cg));
+  if (dgrad) {
+    plan.dgrad_mode = halo_dgrad_mode_at(q.stride_h);
+    plan.dgrad_words = halo_packed_words(q.C, int(cg), plan.dgrad_mode);
+  }
+  return plan;
+}
+
+HaloPackPlan halo_pack_plan(const ConvParams& f, bool dgrad) {
+  HaloPackPlan plan = halo_pack_layout(f.problem, dgrad);
+  if (plan.fprop_words == 0) return plan;
+  static char aligned[16] __attribute__((aligned(16)));
+  ConvParams p = f;
+  p.x = p.y = p.w = aligned;
+  p.direction = Direction::kFprop;
+  const KernelVariant* v = choose_without_timing(p, nullptr);
+  plan.used = v != nullptr && std::string(v->name) == "fprop_halo";
+  if (dgrad) {
+    p.direction = Direction::kDgrad;
+    v = choose_without_timing(p, nullptr);
+    plan.used = plan.used || (v != nullptr && std::string(v->name) == "dgrad_halo");
+  }
+  return plan;
 }
 
 }  // namespace rk

@@ -45,7 +45,7 @@ class FrozenWeight:
 
     def __init__(self):
         self._casts: Dict[torch.dtype, Tuple[_Stamp, Tensor]] = {}
-        self._packs: Dict[Tuple[str, torch.dtype, bool], Tuple[_Stamp, Tensor]] = {}
+        self._packs: Dict[tuple, Tuple[_Stamp, Tensor]] = {}
         self.made = 0                            # tensors made so far (the tests count them)
 
     @staticmethod
@@ -72,9 +72,10 @@ class FrozenWeight:
             return source
         return self._kept(self._casts, dtype, source, lambda: source.detach().to(dtype))
 
-    def packed(self, family: str, pack: Callable[..., Tensor], weight: Tensor, source: Tensor,
-               groups: int, dgrad: bool) -> Tensor:
-        """`pack(weight, groups, dgrad)`'s buffer (fprop's layout, and dgrad's too when
-        `dgrad`), made once while `source` is unchanged; `weight` is `source` or its kept cast."""
-        return self._kept(self._packs, (family, weight.dtype, dgrad), source,
-                          lambda: pack(weight.detach(), groups, dgrad))
+    def packed(self, layout: tuple, pack: Callable[[Tensor], Tensor], weight: Tensor,
+               source: Tensor) -> Tensor:
+        """`pack(weight)`'s buffer, the packed layout(s) `layout` names (the family, whether
+        dgrad's too, the convolution's arguments), made once while `source` is unchanged;
+        `weight` is `source` or its kept cast."""
+        return self._kept(self._packs, (layout, weight.dtype), source,
+                          lambda: pack(weight.detach()))

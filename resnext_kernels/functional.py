@@ -28,6 +28,7 @@ from torch import Tensor
 from . import _native, ops
 from . import backend_benchmark as bench
 from .frozen import FrozenWeight
+from .triton import common as triton_common
 
 log = logging.getLogger("resnext_kernels")
 
@@ -233,13 +234,17 @@ def _run(chosen: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], str
     family = ops.NATIVE if chosen == "cuda" else ops.TRITON
     needs_dx = x.requires_grad and torch.is_grad_enabled()
     packed = ()
+    pack = lambda w: family.packed_weight(x, w, stride, padding, dilation, groups,  # noqa: E731
+                                          needs_dx)
     if family.pack is not None and kept is not None:
         # A frozen weight: the layout(s) this pass reads, packed once while it is unchanged.
-        packed = (kept[0].packed(family.name, family.pack, weight, kept[1], groups, needs_dx),)
+        layout = (family.name, needs_dx, tuple(stride), tuple(padding), tuple(dilation), groups,
+                  triton_common.memory_format_of(x))
+        packed = (kept[0].packed(layout, pack, weight, kept[1]),)
     elif family.pack is not None and needs_dx:
         # dx will be wanted: pack the weight for fprop and dgrad in one launch now, so that
         # the backward pass packs nothing (ops.py).
-        packed = (family.pack(weight.detach(), groups),)
+        packed = (pack(weight.detach()),)
     out = family.fprop(x, weight, bias, stride, padding, dilation, groups, relu, *packed)
     return out.squeeze(0) if unbatched else out
 

@@ -16,11 +16,15 @@ implementations from this file:
     dgrad backward:  d(dy) = fprop(g, w),  dw = wgrad(dy, g)          (dgrad is bilinear)
     wgrad backward:  d(dy) = fprop(x, g),  dx = dgrad(dy, g)          (so is wgrad)
 
-Each saves only the tensors its `ctx.needs_input_grad` calls for. A family with a `pack` op
-(Triton) takes the packed weight as an optional last argument of fprop and dgrad: a forward pass
-that will need dx packs for both directions in one launch (functional.py) and its backward hands
-the saved buffer to dgrad, which then launches no packing kernel. The buffer is derived from the
-weight as it was in the forward pass, which is the weight dgrad must use.
+Each saves only the tensors its `ctx.needs_input_grad` calls for. Both families have a `pack`
+op and take its buffer, the packed weight, as an optional last argument of fprop and dgrad: a
+forward pass that will need dx packs for both directions in one launch (functional.py) and its
+backward hands the saved buffer to dgrad, which then launches no packing kernel. The buffer is
+derived from the weight as it was in the forward pass, which is the weight dgrad must use.
+Triton's kernels always read a packed weight (fprop and dgrad pack it themselves without one);
+the CUDA halo rungs read one when given it (else each CTA packs its slabs), and the native
+`pack_weight` makes it only where the problem's chosen variant is a halo rung (an empty buffer,
+and no launch, otherwise).
 """
 
 from __future__ import annotations
@@ -49,22 +53,31 @@ class OpFamily:
     fprop: Callable
     dgrad: Callable
     wgrad: Callable
-    pack: Optional[Callable] = None   # (weight, groups, dgrad=True) -> the buffer fprop (and,
-                                      # packed with dgrad, dgrad) may take
-    pack_holds_dgrad: Optional[Callable] = None  # (buffer, weight, groups) -> whether it has
-                                                 # dgrad's layout
+    pack: Optional[Callable] = None   # the packing op (packed_weight calls it)
+    pack_holds_dgrad: Optional[Callable] = None  # (buffer, input, weight, stride, padding,
+                                                 # dilation, groups) -> whether it has dgrad's
+                                                 # layout
+    pack_reads_problem: bool = False  # pack takes (input, weight, stride, padding, dilation,
+                                      # groups, dgrad), else (weight, groups, dgrad)
+
+    def packed_weight(self, input: Tensor, weight: Tensor, stride, padding, dilation,
+                      groups: int, dgrad: bool = True) -> Tensor:
+        """The buffer fprop (and, packed with dgrad, dgrad) may take for this call's weight."""
+        if self.pack_reads_problem:
+            return self.pack(input, weight, stride, padding, dilation, groups, dgrad)
+        return self.pack(weight, groups, dgrad=dgrad)
 
 
 # ---------------------------------------------------------------------------------------------
 # Fake implementations: shapes and memory formats only, for torch.compile and meta tensors.
-def _fake_fprop(input, weight, bias, stride, padding, dilation, groups, relu=False):
+def _fake_fprop(input, weight, bias, stride, padding, dilation, groups, relu=False, packed=None):
     p, q = conv_output_hw(input.shape[2], input.shape[3], stride, padding, dilation,
                           tuple(weight.shape[2:]))
     return input.new_empty((input.shape[0], weight.shape[0], p, q)).contiguous(
         memory_format=triton_common.memory_format_of(input))
 
 
-def _fake_dgrad(grad_output, weight, input_size, stride, padding, dilation, groups):
+def _fake_dgrad(grad_output, weight, input_size, stride, padding, dilation, groups, packed=None):
     return grad_output.new_empty(tuple(input_size)).contiguous(
         memory_format=triton_common.memory_format_of(grad_output))
 
@@ -84,7 +97,8 @@ def _register_autograd(family: OpFamily) -> None:
         ctx.relu, ctx.inputs = relu, len(inputs)
         # Kept for dgrad when it holds dgrad's layout (else dgrad packs for itself).
         packed = packed[0] if packed and need_x else None
-        if packed is not None and not family.pack_holds_dgrad(packed, w, groups):
+        if packed is not None and not family.pack_holds_dgrad(packed, x, w, stride, padding,
+                                                              dilation, groups):
             packed = None
         ctx.save_for_backward(x if need_w else None, w if need_x else None,
                               output if relu else None, packed)
@@ -135,13 +149,39 @@ def _register_autograd(family: OpFamily) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # The native family (schemas and CPU/CUDA kernels in C++).
+_PLAN_DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16"}   # others: fp32 (no halo rung)
+
+
+def _native_pack_plan(input: Tensor, weight: Tensor, stride, padding, dilation, groups: int,
+                      dgrad: bool):
+    """(fprop's elements, the buffer's, whether it is made) of the native pack_weight's buffer,
+    as the CUDA op decides it (csrc/selection.cpp, halo_pack_plan)."""
+    channels_last = triton_common.memory_format_of(input) == torch.channels_last
+    return _native._C.pack_weight_plan(list(input.shape), list(weight.shape), list(stride),
+                                       list(padding), list(dilation), groups,
+                                       _PLAN_DTYPES.get(weight.dtype, "fp32"), channels_last, dgrad)
+
+
+def _fake_native_pack(input, weight, stride, padding, dilation, groups, dgrad=True):
+    _, total, made = _native_pack_plan(input, weight, stride, padding, dilation, groups, dgrad)
+    return weight.new_empty((total if made and input.device.type == "cuda" else 0,))
+
+
+def _native_pack_holds_dgrad(packed: Tensor, input: Tensor, weight: Tensor, stride, padding,
+                             dilation, groups: int) -> bool:
+    fprop_elems, both, _ = _native_pack_plan(input, weight, stride, padding, dilation, groups, True)
+    return both > fprop_elems and packed.numel() == both
+
+
 NATIVE: Optional[OpFamily] = None
 if _native._C is not None:
     _ops = torch.ops.resnext_kernels
-    NATIVE = OpFamily("native", _ops.fprop.default, _ops.dgrad.default, _ops.wgrad.default)
+    NATIVE = OpFamily("native", _ops.fprop.default, _ops.dgrad.default, _ops.wgrad.default,
+                      _ops.pack_weight.default, _native_pack_holds_dgrad, pack_reads_problem=True)
     torch.library.register_fake("resnext_kernels::fprop")(_fake_fprop)
     torch.library.register_fake("resnext_kernels::dgrad")(_fake_dgrad)
     torch.library.register_fake("resnext_kernels::wgrad")(_fake_wgrad)
+    torch.library.register_fake("resnext_kernels::pack_weight")(_fake_native_pack)
     _register_autograd(NATIVE)
 
 
@@ -180,7 +220,8 @@ def wgrad_triton(grad_output: Tensor, input: Tensor, weight_size: List[int],
 
 
 TRITON = OpFamily("triton", fprop_triton, dgrad_triton, wgrad_triton, pack_weight_triton,
-                  _triton_pack_holds_dgrad)
+                  lambda packed, input, weight, stride, padding, dilation, groups:
+                  _triton_pack_holds_dgrad(packed, weight, groups))
 _register_autograd(TRITON)
 
 __all__: List[str] = ["OpFamily", "NATIVE", "TRITON", "conv_output_hw"]

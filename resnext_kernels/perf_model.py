@@ -864,15 +864,17 @@ def triton_measured_variant(conv: Conv, direction: str, gpu: GPU, label: str,
 
 # ---------------------------------------------------------------------------------------------
 # CUDA kernels: the launch shapes come from the registry (csrc/registry.cpp via _C.variant_shape).
-def cuda_shape(name: str, conv: Conv, gpu: GPU, dtype: str = "bf16", channels_last: bool = True) -> dict:
-    """The registry's launch shape of CUDA variant `name` for `conv` (needs the built extension)."""
+def cuda_shape(name: str, conv: Conv, gpu: GPU, dtype: str = "bf16", channels_last: bool = True,
+               packed: bool = False) -> dict:
+    """The registry's launch shape of CUDA variant `name` for `conv` (needs the built extension);
+    `packed`: given the weight packed before the launch (the halo rungs' ConvParams::packed)."""
     from ._native import _C
 
     if _C is None or not _C.built_with_cuda():
         raise RuntimeError("the CUDA variants' shapes need the extension built with CUDA")
     return dict(_C.variant_shape(name, [conv.n, conv.c, conv.h, conv.w], [conv.k, conv.cg, 3, 3],
                                  [conv.stride] * 2, [conv.pad] * 2, [conv.dil] * 2, conv.groups,
-                                 dtype, channels_last, gpu.sms))
+                                 dtype, channels_last, gpu.sms, packed))
 
 
 def _direct_lines(conv: Conv, direction: str) -> Tuple[float, float]:
@@ -1099,6 +1101,9 @@ HALO_PACK_WORD_SASS = {
     (32, True): 59, (40, False): 131, (40, True): 104, (64, False): 83, (64, True): 59,
 }
 HALO_PACK_SASS_TOLERANCE = 0.25
+# The same for a pre-packed weight (ConvParams::packed): a 16-byte copy of 4 words, ~8 warp
+# instructions (an estimate: address, copy and loop, as the staging copies cost).
+HALO_PREPACKED_WORD_SASS = 2.0
 
 
 def halo_pack_rounds(class_ksteps: Sequence[int], ntiles: int, gemm_groups: int) -> int:
@@ -1137,7 +1142,7 @@ def halo_row_sass(model: Tuple[float, float], passes: int) -> float:
 
 
 def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Resources,
-              dtype: str = "bf16") -> Prediction:
+              dtype: str = "bf16", prepacked: bool = False) -> Prediction:
     """fprop_halo (csrc/kernels/fprop_halo.cu, halo_fragments.h): persistent CTAs walk contiguous
     runs of the 8x16-pixel tiles, packing each slab's weights as they start it; each tile's halo
     is copied once from L2 into shared memory, the nine taps read it there as ldmatrix A
@@ -1146,7 +1151,9 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     through the kernel's own index maps. dgrad_halo is the same kernel on dy: at stride 1 the
     fprop of dy with padding 2 - pad; at stride 2 the four phase classes, each a stride-1
     convolution of dy over its own taps on the ceil(H/2) x ceil(W/2) grid, run in turn on one
-    staged halo, each storing every other dx pixel."""
+    staged halo, each storing every other dx pixel. `prepacked`: the weight packed before the
+    launch (pack_weight), each slab's words copied in 16-byte pieces with a tile's halo, instead
+    of packed by each CTA."""
     if direction == "wgrad":
         return cuda_wgrad_halo(conv, gpu, shape, resources, dtype)
     e = conv.elem_size
@@ -1177,10 +1184,15 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     copies = rows * cols * slab / 8            # 16-byte staging copies a tile
     # Each CTA walks a contiguous run of the slab-major tiles and packs the weights of each slab
     # it starts into shared memory: 1 + run / tiles-per-slab slabs a CTA on average, each
-    # words / 128 words a thread, loaded 8 at a time (one latency each), ~60 instructions a word.
+    # words / 128 words a thread, HALO_PACK_UNROLL loaded at once (halo_pack_rounds round
+    # trips) at HALO_PACK_WORD_SASS instructions a word. Pre-packed, a slab's words come in
+    # 16-byte copies with a tile's halo (the first slab's with the first tile's, a later one's
+    # while the next tile's halo flies: one round trip), ~8 instructions a copy of 4 words.
     words = gg * ksteps * ntiles * 64
     packs = min(conv.c // slab, 1 + per_cta / (tiles / (conv.c // slab)))
-    pack_rounds = halo_pack_rounds(class_ksteps, ntiles, gg)
+    pack_rounds = (packs - 1) / packs if prepacked else halo_pack_rounds(class_ksteps, ntiles, gg)
+    pack_word_issue = HALO_PREPACKED_WORD_SASS if prepacked else HALO_PACK_WORD_SASS[(cg, phases)]
+    weight_bytes = words * 4 if prepacked else slab * cg * 9 * e
     # Shared-memory wavefronts a tile (csrc/tests/test_halo.cpp's counts): A one conflict-free
     # ldmatrix.x4 (4) per warp, m16 tile, k-step and GEMM group; B 2 per n8 tile; the epilogue's
     # pair stores and 16-byte output loads per class (all at the minimum); the staging copies
@@ -1190,7 +1202,7 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
             + copy_conflicts * copies * 16 / 128 + classes * 128 * slab * 2 / 128)
     mma = 4 * 2 * kn * gg * 2.0 * 16 * 8 * 16
     work = CtaWork(
-        l2_bytes=per_cta * halo_bytes + packs * slab * cg * 9 * e,
+        l2_bytes=per_cta * halo_bytes + packs * weight_bytes,
         l2_store_bytes=per_cta * out_bytes,
         smem_wavefronts=per_cta * smem + packs * words / 32,
         # Warp instructions, counted in fprop_halo's SASS (sm_90, 2026-12-02: the region from
@@ -1205,12 +1217,12 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
                               + classes * 32 * gg * ntiles)
                          + rows * halo_row_sass(HALO_STAGE_ROW_SASS, halo_row_passes(cols, slab))
                          + classes * 8 * halo_row_sass(HALO_STORE_ROW_SASS, halo_row_passes(16, slab)))
-        + packs * words / 32 * HALO_PACK_WORD_SASS[(cg, phases)],
+        + packs * words / 32 * pack_word_issue,
         mma_flops=per_cta * mma,
         chain_us=(per_cta + packs * pack_rounds) * gpu.mem_latency_us,
         in_flight_bytes=halo_bytes)
-    regs, source = resources.cuda_regs(f"fprop_halo_kernel<{{T}}, {cg}, {conv.stride}, {mode}>",
-                                       dtype, 128)
+    regs, source = resources.cuda_regs(f"fprop_halo_kernel<{{T}}, {cg}, {conv.stride}, {mode}, "
+                                       f"{'true' if prepacked else 'false'}>", dtype, 128)
     main = Launch("fprop_halo", shape["grid_x"], shape["threads"], regs, shape["smem_bytes"], work,
                   dram_bytes=compulsory, mma_useful_flops=useful, resource_source=source)
     return simulate(gpu, f"cuda:{direction}_halo", direction, [main])
@@ -1316,25 +1328,36 @@ def cuda_wgrad_halo(conv: Conv, gpu: GPU, shape: dict, resources: Resources,
 CUDA_MODELS = {"direct": cuda_direct, "smem": cuda_smem, "mma": cuda_mma, "halo": cuda_halo}
 
 
+def halo_prepacked(direction: str, frozen: bool = False) -> bool:
+    """Whether a halo rung runs on a weight packed before its launch (pack_weight) as the
+    benchmark times it: dgrad on the buffer its forward pass packed (ops.py), a frozen
+    module's fprop on the one it kept (frozen.py); fprop alone packs in its CTAs."""
+    return direction == "dgrad" or (direction == "fprop" and frozen)
+
+
 def cuda_variant(name: str, conv: Conv, direction: str, gpu: GPU, resources: Resources = NO_RESOURCES,
-                 dtype: str = "bf16", shape: Optional[dict] = None) -> Prediction:
-    """The prediction for CUDA registry variant `name` ("fprop_mma", ...)."""
-    shape = shape or cuda_shape(name, conv, gpu, dtype)
+                 dtype: str = "bf16", shape: Optional[dict] = None, frozen: bool = False) -> Prediction:
+    """The prediction for CUDA registry variant `name` ("fprop_mma", ...); `frozen`: fprop of a
+    frozen module in inference (the halo rung then reads the weight it kept packed)."""
+    family = name.split("_", 1)[1]
+    prepacked = family == "halo" and halo_prepacked(direction, frozen)
+    shape = shape or cuda_shape(name, conv, gpu, dtype, packed=prepacked)
     if shape["can_implement"]:
         return Prediction(f"cuda:{name}", direction, math.inf, "refused: " + shape["can_implement"],
                           {}, 0, 0, 0, 0, 0, 0, 0, "", 0, 0, 0, 0, "registry")
-    family = name.split("_", 1)[1]
+    if family == "halo" and direction != "wgrad":
+        return cuda_halo(conv, direction, gpu, shape, resources, dtype, prepacked=prepacked)
     return CUDA_MODELS[family](conv, direction, gpu, shape, resources, dtype)
 
 
 def cuda_variants(conv: Conv, direction: str, gpu: GPU, resources: Resources = NO_RESOURCES,
-                  dtype: str = "bf16") -> List[Prediction]:
+                  dtype: str = "bf16", frozen: bool = False) -> List[Prediction]:
     """Every registry variant of `direction` (empty without a CUDA build)."""
     from ._native import _C
 
     if _C is None or not _C.built_with_cuda():
         return []
-    return [cuda_variant(v["name"], conv, direction, gpu, resources, dtype)
+    return [cuda_variant(v["name"], conv, direction, gpu, resources, dtype, frozen=frozen)
             for v in _C.variants() if v["direction"] == direction]
 
 

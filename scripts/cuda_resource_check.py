@@ -97,9 +97,11 @@ def check_model_sass(tool: str, path: str, rows, demangled) -> int:
         return 0
     names = {}
     for (arch, mangled, *_), name in zip(rows, demangled):
-        m = re.search(r"(wgrad_halo|fprop_halo)_kernel<__nv_bfloat16, (\d+), (\d+)(?:, (\d+))?>", name)
-        if arch == "sm_90" and m:
-            names[mangled] = (m.group(1), *(int(g) for g in m.groups()[1:] if g is not None))
+        m = re.search(r"(wgrad_halo|fprop_halo)_kernel<__nv_bfloat16, (\d+), (\d+)"
+                      r"(?:, (\d+), (true|false))?>", name)
+        if arch == "sm_90" and m:   # (kernel, Cg, stride[, mode, pre-packed weight])
+            names[mangled] = (m.group(1), *(int(g) for g in m.groups()[1:4] if g is not None),
+                              *([m.group(5) == "true"] if m.group(5) else []))
     sass = subprocess.run([tool, "-sass", "-arch", "sm_90", path], capture_output=True,
                           text=True).stdout
     found = {names[name]: sass_loops.loops(text)
@@ -123,18 +125,18 @@ def check_model_sass(tool: str, path: str, rows, demangled) -> int:
                SASS_TOLERANCE)
     halo = sorted(k for k in found if k[0] == "fprop_halo")
 
-    def recount(what: str, tolerance: float, model_text: str, measure) -> None:
+    def recount(what: str, tolerance: float, model_text: str, measure, kernels=halo) -> None:
         """Each fprop_halo kernel's `measure(key)` -> (got, model, detail) within `tolerance`:
         the ones off by name, then the range over all."""
         ratios = []
-        for key in halo:
+        for key in kernels:
             got, want, detail = measure(key)
             if got is not None:
                 ratios.append(got / want)
             if drifted(got, want, tolerance):
                 report(f"fprop_halo {what}, bf16 sm_90, Cg = {key[1]}, stride {key[2]}, mode "
-                       f"{key[3]}{detail}", got, want, tolerance)
-        print(f"fprop_halo {what}, bf16 sm_90, {len(halo)} kernels: "
+                       f"{key[3]}{', pre-packed' if key[4] else ''}{detail}", got, want, tolerance)
+        print(f"fprop_halo {what}, bf16 sm_90, {len(kernels)} kernels: "
               + (f"{min(ratios):.2f}-{max(ratios):.2f}x" if ratios else "none")
               + f" the model's {model_text}")
 
@@ -146,7 +148,8 @@ def check_model_sass(tool: str, path: str, rows, demangled) -> int:
 
         recount(what, pm.HALO_ROW_SASS_TOLERANCE, f"{model[0]} + {model[1]} a pass", row)
     recount("weight packing a word", pm.HALO_PACK_SASS_TOLERANCE, "(HALO_PACK_WORD_SASS)",
-            lambda key: (pack_word_size(found[key]), pm.HALO_PACK_WORD_SASS[(key[1], key[3] == 2)], ""))
+            lambda key: (pack_word_size(found[key]), pm.HALO_PACK_WORD_SASS[(key[1], key[3] == 2)], ""),
+            [key for key in halo if not key[4]])   # the pre-packed kernels pack nothing
     if not halo:
         off += 1
         print("fprop_halo: no bf16 sm_90 kernel found to recount")

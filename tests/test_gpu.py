@@ -113,6 +113,42 @@ def test_cuda_variants_resnext50_layers(variant, case, mode, tf32_mode, forced_v
     run_forced(variant, case, "channels_last", DTYPES[mode], forced_variants)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("case", EDGE_CASES + RESNEXT_STAGE_CASES + RESNEXT50_LAYERS, ids=lambda c: c.id)
+def test_halo_rungs_on_the_weight_packed_before_the_launch(case, dtype, forced_variants):
+    """fprop_halo and dgrad_halo on pack_weight's buffer (both layouts, one launch) compute
+    bit for bit what they compute packing in their CTAs, and match the reference; with no halo
+    rung chosen pack_weight makes nothing."""
+    o = make_operands(case, "channels_last", dtype, "cuda", seed=4)
+    args = case.conv_args
+    conv = (list(args["stride"]), list(args["padding"]), list(args["dilation"]), args["groups"])
+    forced_variants("fprop", "fprop_direct")
+    forced_variants("dgrad", "dgrad_direct")
+    assert NATIVE.packed_weight(o.x, o.w, *conv).numel() == 0
+    forced_variants("fprop", "fprop_halo")
+    forced_variants("dgrad", "dgrad_halo")
+    packed = NATIVE.packed_weight(o.x, o.w, *conv)
+    torch.library.opcheck(NATIVE.pack, (o.x, o.w, *conv, True))
+    runs = {"fprop": (lambda *p: NATIVE.fprop(o.x, o.w, o.b, *conv, False, *p)),
+            "dgrad": (lambda *p: NATIVE.dgrad(o.dy, o.w, list(o.x.shape), *conv, *p))}
+    ran = 0
+    for direction, run in runs.items():
+        try:
+            in_ctas = run()
+        except RuntimeError as exc:
+            if f"forced variant {direction}_halo cannot run this problem" not in str(exc):
+                raise
+            continue
+        assert packed.numel() > 0, "a halo rung ran but pack_weight made nothing"
+        _poison_allocator()
+        prepacked = run(packed)
+        torch.cuda.synchronize()
+        assert torch.equal(prepacked, in_ctas), direction
+        reference.check(direction, prepacked, o.aten[direction], o.ref[direction])
+        ran += 1
+    assert ran > 0 or packed.numel() == 0
+
+
 @pytest.mark.parametrize("mode", ["bf16", "fp32"])
 @pytest.mark.parametrize("case", RESNEXT50_LAYERS, ids=lambda c: c.why)
 def test_cuda_resnext50_layers(case, mode, tf32_mode):

@@ -278,6 +278,90 @@ def test_native_ops_validate_for_cpp_callers():
 
 
 # ---------------------------------------------------------------------------------------------
+# The native packed weight: pack_weight makes it where a CUDA halo rung would run (read there as
+# ConvParams::packed); fprop and dgrad check it. The layout's size by hand, from the B fragment's
+# registers (halo_fragments.h): 32 lanes x 2 registers a (k-step, n8 tile) pair, a k-step two
+# 8-channel chunks of (tap, channel) in a GEMM group, the stride-2 dgrad's classes 1, 2, 2, 4 taps.
+def _halo_elems(channels, cg, taps=(9,)):
+    slab = 56 if cg == 14 else cg * (32 // cg) if cg < 32 else cg
+    gw = 56 if cg == 14 else max(cg, 8)
+    ksteps = sum(-(-t * (gw // 8) // 2) for t in taps)
+    return 2 * (channels // slab) * (slab // gw) * ksteps * (gw // 8) * 64
+
+
+@pytest.fixture
+def forced_halo():
+    yield lambda d, name: _native._C.set_forced_variant(d, name)
+    for d in ("fprop", "dgrad"):
+        _native._C.set_forced_variant(d, "")
+
+
+@needs_native
+@pytest.mark.skipif(not (_native._C and _native._C.built_with_cuda()), reason="a CUDA build's registry")
+@pytest.mark.parametrize("cg,groups,stride", [(4, 32, 1), (4, 32, 2), (14, 8, 1), (32, 4, 2), (64, 2, 1)])
+def test_native_pack_plan_follows_the_choice_and_the_layout(cg, groups, stride, forced_halo):
+    c = cg * groups
+    plan = lambda dtype="bf16", cl=True, dgrad=True: _native._C.pack_weight_plan(  # noqa: E731
+        [2, c, 16, 16], [c, cg, 3, 3], [stride] * 2, [1, 1], [1, 1], groups, dtype, cl, dgrad)
+    fprop = _halo_elems(c, cg)
+    dgrad = _halo_elems(c, cg, (1, 2, 2, 4) if stride == 2 else (9,))
+    assert plan() == (fprop, fprop + dgrad, False)        # no halo rung chosen (not verified)
+    forced_halo("fprop", "fprop_halo")
+    assert plan() == (fprop, fprop + dgrad, True)
+    assert plan(dgrad=False) == (fprop, fprop, True)
+    assert plan(dtype="fp32")[2] is False and plan(cl=False)[2] is False   # fprop_halo refuses
+    forced_halo("fprop", "")
+    forced_halo("dgrad", "dgrad_halo")
+    assert plan()[2] is True and plan(dgrad=False)[2] is False
+
+
+@needs_native
+def test_native_ops_check_the_packed_weight():
+    """On the CPU pack_weight makes nothing (ATen runs); fprop and dgrad take an empty buffer or
+    one of pack_weight's sizes and refuse anything else before running; autograd hands dgrad a
+    buffer only when it holds dgrad's layout."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 64, 6, 6, generator=gen).to(torch.bfloat16)
+    w = (torch.randn(64, 4, 3, 3, generator=gen) * 0.1).to(torch.bfloat16)
+    conv = ([1, 1], [1, 1], [1, 1], 16)
+    assert NATIVE.packed_weight(x, w, *conv).numel() == 0
+    torch.library.opcheck(NATIVE.pack, (x, w, *conv, True))
+    with pytest.raises(RuntimeError, match="expected input.* to have 64 channels"):
+        NATIVE.packed_weight(x[:, :32], w, *conv)
+    fprop, both = _halo_elems(64, 4), 2 * _halo_elems(64, 4)
+    ref = F.conv2d(x.float(), w.float(), None, 1, 1, 1, 16)
+    dy = torch.randn(ref.shape, generator=gen).to(torch.bfloat16)
+    for n in (0, fprop, both):
+        buf = torch.zeros(n, dtype=torch.bfloat16)
+        torch.testing.assert_close(NATIVE.fprop(x, w, None, *conv, False, buf).float(), ref,
+                                   atol=0.05, rtol=0.02)
+        torch.library.opcheck(NATIVE.fprop, (x, w, None, *conv, False, buf))
+    NATIVE.dgrad(dy, w, list(x.shape), *conv, torch.zeros(both, dtype=torch.bfloat16))
+    with pytest.raises(RuntimeError, match=f"packed has {fprop + 2} elements, but pack_weight "
+                                           f"makes {fprop} or, with dgrad, {both}"):
+        NATIVE.fprop(x, w, None, *conv, False, torch.zeros(fprop + 2, dtype=torch.bfloat16))
+    with pytest.raises(RuntimeError, match=f"packed has {fprop} elements, but pack_weight makes "
+                                           f"{both} \\(with dgrad\\)"):
+        NATIVE.dgrad(dy, w, list(x.shape), *conv, torch.zeros(fprop, dtype=torch.bfloat16))
+    with pytest.raises(RuntimeError, match="packed type \\(Float\\) and weight type \\(BFloat16\\)"):
+        NATIVE.fprop(x, w, None, *conv, False, torch.zeros(fprop))
+    with pytest.raises(RuntimeError, match="contiguous, 16-byte aligned 1-D"):
+        NATIVE.fprop(x, w, None, *conv, False, torch.zeros(fprop + 1, dtype=torch.bfloat16)[1:])
+    w2 = torch.randn(64, 2, 3, 3).to(torch.bfloat16)          # Cg = 2: no halo layout
+    with pytest.raises(RuntimeError, match="makes none for this weight"):
+        NATIVE.fprop(x[:, :64], w2, None, [1, 1], [1, 1], [1, 1], 32, False,
+                     torch.zeros(8, dtype=torch.bfloat16))
+    from resnext_kernels import ops
+    holds = lambda buf: ops._native_pack_holds_dgrad(buf, x, w, *conv)  # noqa: E731
+    assert holds(torch.zeros(both)) and not holds(torch.zeros(fprop)) and not holds(torch.zeros(0))
+    xg = x.float().requires_grad_()                            # the buffer reaches dgrad, checked
+    NATIVE.fprop(xg, w.float(), None, *conv, False, torch.zeros(both)).backward(dy.float())
+    torch.testing.assert_close(xg.grad, torch.ops.aten.convolution_backward(
+        dy.float(), x.float(), w.float(), None, *conv[:3], False, [0, 0], 16,
+        [True, False, False])[0])
+
+
+# ---------------------------------------------------------------------------------------------
 # The measured choice of backend="auto" (backend_benchmark.py); GPU integration in test_gpu.py.
 @pytest.fixture
 def fresh_choices(tmp_path, monkeypatch):

@@ -3,9 +3,11 @@
 // ldmatrix (one instruction an A fragment), tensor cores with K = (tap, channel) inside a GEMM
 // group (a group, or two at Cg = 4 with block-diagonal weights, so that every 16-byte chunk
 // of a pixel is in one), persistent CTAs with two halo buffers walking contiguous runs of the
-// tiles, each packing its slab's weights into shared memory in exactly the B registers' order,
-// bias and ReLU fused, 16-byte stores; one launch. Index maps, shared-memory layout and the
-// tiling: halo_fragments.h.
+// tiles, each packing its slab's weights into shared memory in exactly the B registers' order
+// or, given the weight packed before the launch in that order (ConvParams::packed, made by
+// halo_pack_launch: the op pack_weight, once a training step for fprop and dgrad, once for a
+// frozen module), copying them with 16-byte copies beside a tile's halo; bias and ReLU fused,
+// 16-byte stores; one launch. Index maps, shared-memory layout and the tiling: halo_fragments.h.
 //
 //   y[n, g*Kg + k, p, q] = act(bias + sum_{tap, c} x[n, g*Cg + c, p*s - pad + r, q*s - pad + t] * w[.., c, r, t])
 //
@@ -117,13 +119,16 @@ __device__ __forceinline__ void halo_pack_slab(const ConvParams& p, int64_t slab
 #endif
 
 // `p` is the problem as fprop sees it (dgrad: halo_dgrad_as_fprop); the destination has
-// dst_h x dst_w pixels (q.P x q.Q but for the phases, whose class grids interleave).
-template <typename T, int CG, int STRIDE, int MODE>
+// dst_h x dst_w pixels (q.P x q.Q but for the phases, whose class grids interleave). PACKED: the
+// weight comes packed (p.packed), a kernel of its own (without the packing code, whose registers
+// the budget above leaves no room to share).
+template <typename T, int CG, int STRIDE, int MODE, bool PACKED>
 __global__ void RK_HALO_BOUNDS
 fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
   constexpr int SLAB = halo_slab(CG), GG = halo_gemm_groups(CG), GW = halo_gw(CG);
   constexpr int NT = halo_ntiles(CG), STAGE = halo_stage_words(STRIDE, CG);
   constexpr int WWORDS = halo_slab_weight_words(CG, MODE);
+  static_assert(STAGE % 2 == 0 && WWORDS % 4 == 0, "the weights' shared memory takes 16-byte copies");
   extern __shared__ uint4 smem4[];
   uint32_t* const smem = reinterpret_cast<uint32_t*>(smem4);
   uint32_t* const wsm = smem + 2 * STAGE;
@@ -258,14 +263,31 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
     __syncwarp();  // the warp's rows of osm are rewritten by its next epilogue
   };
 
+  // A slab's weights packed before the launch (p.packed): copied in 16-byte pieces, thread i
+  // pieces i, i + 128, ...: a compile-time count, unrolled (no loop: the SASS checks count the
+  // staging loop as the smallest one that copies), with compile-time steps.
+  auto copy_weights = [&](int64_t slab) {
+    constexpr int PIECES = WWORDS / 4, ROUNDS = (PIECES + kHaloThreads - 1) / kHaloThreads;
+    const uint4* const src = static_cast<const uint4*>(p.packed) + slab * PIECES + threadIdx.x;
+    const uint32_t dst = shared_address(wsm) + 16u * threadIdx.x;
+#pragma unroll
+    for (int r = 0; r < ROUNDS; ++r)
+      if (PIECES % kHaloThreads == 0 || r * kHaloThreads + int(threadIdx.x) < PIECES)
+        cp_async16_at(dst + 16u * kHaloThreads * r, src + kHaloThreads * r, 16);
+  };
+
   // This CTA's tiles: a contiguous run of the slab-major list (one or two slabs). One barrier a
   // tile: past it, this tile's halo has landed for every warp and every warp is done with the
-  // last tile, whose buffer the next tile's copies then reuse.
+  // last tile, whose buffer the next tile's copies then reuse. Pre-packed weights of the first
+  // slab load with the first tile's halo; of a later slab, with the next tile's.
   const HaloRange run = halo_cta_tiles(blockIdx.x, gridDim.x, tiles);
   int buf = 0;
   int64_t slab_loaded = -1;
   HaloTile tl = halo_tile(run.begin, q.N, q.P, q.Q);   // then walked in order (halo_tile_next)
-  if (run.begin < run.end) stage(tl, 0);
+  if (run.begin < run.end) {
+    if constexpr (PACKED) copy_weights(tl.slab), slab_loaded = tl.slab;
+    stage(tl, 0);
+  }
   cp_async_commit();
   for (int64_t t = run.begin; t < run.end; ++t, buf ^= 1) {
     const HaloTile next = halo_tile_next(tl, q.N, q.P, q.Q);
@@ -273,8 +295,14 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
     __syncthreads();         // everyone's
     if (t + 1 < run.end) stage(next, buf ^ 1);   // the next tile loads meanwhile
     cp_async_commit();
-    if (tl.slab != slab_loaded) {  // the slab's weights, packed here (every warp is past the last tile)
-      halo_pack_slab<T, CG, MODE>(p, tl.slab, wsm);
+    if (tl.slab != slab_loaded) {  // the slab's weights (every warp is past the last tile)
+      if constexpr (PACKED) {      // copied, beside the next tile's halo (one round trip)
+        copy_weights(tl.slab);
+        cp_async_commit();
+        cp_async_wait<0>();
+      } else {                     // or packed here
+        halo_pack_slab<T, CG, MODE>(p, tl.slab, wsm);
+      }
       slab_loaded = tl.slab;
       __syncthreads();
     }
@@ -291,14 +319,14 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
 }
 
 // `p` as fprop sees it (dgrad: halo_dgrad_as_fprop), the destination's size, the mode.
-template <typename T, int CG, int STRIDE, int MODE>
-int launch_halo(const ConvParams& p, cudaStream_t stream, int64_t dst_h, int64_t dst_w) {
+template <typename T, int CG, int STRIDE, int MODE, bool PACKED>
+int launch_halo_kernel(const ConvParams& p, cudaStream_t stream, int64_t dst_h, int64_t dst_w) {
   const LaunchShape s = halo_shape(p, MODE);
   // The persistent grid: the shape's CTAs per SM (shared memory, H100/H200), or fewer where the
   // compiled kernel's registers or this GPU's shared memory hold fewer (an extra CTA per SM
   // would run as a second wave). The shared-memory opt-in and the occupancy query are made once
   // per device (the shared memory a kernel asks for depends only on STRIDE, CG and MODE).
-  const auto kernel = fprop_halo_kernel<T, CG, STRIDE, MODE>;
+  const auto kernel = fprop_halo_kernel<T, CG, STRIDE, MODE, PACKED>;
   constexpr int kDevices = 64;
   static std::atomic<int> resident_on[kDevices] = {};
   int device = 0;
@@ -317,6 +345,12 @@ int launch_halo(const ConvParams& p, cudaStream_t stream, int64_t dst_h, int64_t
   kernel<<<dim3(unsigned(grid)), kHaloThreads, size_t(s.smem_bytes), stream>>>(
       p, halo_tiles(p.problem.N, p.problem.P, p.problem.Q, p.problem.C / halo_slab(CG)), dst_h, dst_w);
   return int(cudaGetLastError());
+}
+
+template <typename T, int CG, int STRIDE, int MODE>
+int launch_halo(const ConvParams& p, cudaStream_t stream, int64_t dst_h, int64_t dst_w) {
+  return p.packed ? launch_halo_kernel<T, CG, STRIDE, MODE, true>(p, stream, dst_h, dst_w)
+                  : launch_halo_kernel<T, CG, STRIDE, MODE, false>(p, stream, dst_h, dst_w);
 }
 
 template <typename T, int CG>
@@ -352,7 +386,55 @@ int launch_halo_any(const ConvParams& p, void* stream, int mode, int64_t dst_h, 
   return int(cudaErrorInvalidValue);  // fp32 is refused by can_implement
 }
 
+// The weight packed before fprop_halo's launch (halo_pack_launch): a CTA a slab, packing it as
+// fprop_halo's CTAs do (halo_pack_slab) into global memory; fprop's layout, then (DMODE >= 0)
+// dgrad's in that mode. The weight's fields of `p` are the same in both directions' views.
+template <typename T, int CG, int DMODE>
+__global__ void __launch_bounds__(kHaloThreads) halo_pack_kernel(ConvParams p, int64_t slabs, uint32_t* out) {
+  constexpr int FWORDS = halo_slab_weight_words(CG, kHaloFprop);
+  const int64_t slab = blockIdx.x;
+  if (slab < slabs) {
+    halo_pack_slab<T, CG, kHaloFprop>(p, slab, out + slab * FWORDS);
+  } else if constexpr (DMODE >= 0) {
+    constexpr int DWORDS = halo_slab_weight_words(CG, DMODE);
+    halo_pack_slab<T, CG, DMODE>(p, slab - slabs, out + slabs * FWORDS + (slab - slabs) * DWORDS);
+  }
+}
+
+template <typename T, int CG>
+int launch_halo_pack(const ConvParams& p, int dgrad_mode, uint32_t* out, cudaStream_t stream) {
+  const int64_t slabs = p.problem.K / halo_slab(CG), grid = dgrad_mode < 0 ? slabs : 2 * slabs;
+  const dim3 g{unsigned(grid)}, b{unsigned(kHaloThreads)};
+  if (dgrad_mode == kHaloDgradPhases) halo_pack_kernel<T, CG, kHaloDgradPhases><<<g, b, 0, stream>>>(p, slabs, out);
+  else if (dgrad_mode == kHaloDgrad) halo_pack_kernel<T, CG, kHaloDgrad><<<g, b, 0, stream>>>(p, slabs, out);
+  else halo_pack_kernel<T, CG, -1><<<g, b, 0, stream>>>(p, slabs, out);
+  return int(cudaGetLastError());
+}
+
+template <typename T>
+int launch_halo_pack_dtype(const ConvParams& p, int dgrad_mode, uint32_t* out, cudaStream_t stream) {
+  switch (p.problem.Cg()) {
+    case 4: return launch_halo_pack<T, 4>(p, dgrad_mode, out, stream);
+    case 8: return launch_halo_pack<T, 8>(p, dgrad_mode, out, stream);
+    case 14: return launch_halo_pack<T, 14>(p, dgrad_mode, out, stream);
+    case 16: return launch_halo_pack<T, 16>(p, dgrad_mode, out, stream);
+    case 24: return launch_halo_pack<T, 24>(p, dgrad_mode, out, stream);
+    case 32: return launch_halo_pack<T, 32>(p, dgrad_mode, out, stream);
+    case 40: return launch_halo_pack<T, 40>(p, dgrad_mode, out, stream);
+    case 64: return launch_halo_pack<T, 64>(p, dgrad_mode, out, stream);
+    default: return int(cudaErrorInvalidValue);
+  }
+}
+
 }  // namespace
+
+int halo_pack_launch(const ConvParams& p, int dgrad_mode, void* out, void* stream) {
+  const auto st = static_cast<cudaStream_t>(stream);
+  uint32_t* const o = static_cast<uint32_t*>(out);
+  if (p.dtype == DType::kFloat16) return launch_halo_pack_dtype<__half>(p, dgrad_mode, o, st);
+  if (p.dtype == DType::kBFloat16) return launch_halo_pack_dtype<__nv_bfloat16>(p, dgrad_mode, o, st);
+  return int(cudaErrorInvalidValue);
+}
 
 namespace {
 
@@ -381,7 +463,7 @@ LaunchShape halo_shape(const ConvParams& p, int mode) {
   const int cg = int(q.Cg()), stride = int(q.stride_h);
   if (!halo_serves(cg) || (stride != 1 && stride != 2)) return s;
   const int64_t tiles = halo_tiles(q.N, q.P, q.Q, q.C / halo_slab(cg));
-  s.grid_x = halo_grid(tiles, p.num_sms, stride, cg, mode);
+  s.grid_x = halo_grid(tiles, p.num_sms, stride, cg, mode, p.packed != nullptr);
   s.threads = kHaloThreads;
   s.smem_bytes = halo_smem_bytes(stride, cg, mode);
   s.tile_pixels = kHaloTileP * kHaloTileQ * halo_classes(mode);   // destination pixels a tile
@@ -389,12 +471,12 @@ LaunchShape halo_shape(const ConvParams& p, int mode) {
   s.red_channels = halo_slab(cg);
   s.halo_pixels = int64_t(halo_rows(stride)) * halo_cols(stride);
   s.groups_per_block = halo_slab_groups(cg);
-  s.launches = 1;  // the weights are packed by each CTA
+  s.launches = 1;  // the weights are packed by each CTA, or before the launch (p.packed)
   return s;
 }
 
 // dgrad's mode: stride 1 as one convolution of dy, stride 2 by phase class.
-int halo_dgrad_mode(const ConvParams& p) { return p.problem.stride_h == 2 ? kHaloDgradPhases : kHaloDgrad; }
+int halo_dgrad_mode(const ConvParams& p) { return halo_dgrad_mode_at(p.problem.stride_h); }
 
 }  // namespace
 

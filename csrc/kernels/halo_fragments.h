@@ -69,6 +69,8 @@ RK_HOST_DEVICE constexpr bool halo_serves(int64_t cg) {
 // What the kernel computes (see the header comment).
 constexpr int kHaloFprop = 0, kHaloDgrad = 1, kHaloDgradPhases = 2;
 RK_HOST_DEVICE constexpr int halo_classes(int mode) { return mode == kHaloDgradPhases ? 4 : 1; }
+// dgrad's mode at a stride: 1 as one convolution of dy, 2 by phase class (dgrad_halo).
+RK_HOST_DEVICE constexpr int halo_dgrad_mode_at(int64_t stride) { return stride == 2 ? kHaloDgradPhases : kHaloDgrad; }
 // The taps of a class: bit 3 r + s for stencil tap (r, s) of the staged halo. A phase class of
 // row parity e reads halo rows {1} (e = 0: kernel row 1 only) or {1, 2} (e = 1: kernel rows 2
 // and 0), the same for columns: dx row 2 i + e takes dy row (2 i + e + 1 - r) / 2 = i + r' - 1.
@@ -297,6 +299,11 @@ RK_HOST_DEVICE constexpr int halo_weight_word(int gl, int j, int nt, int lane, i
 RK_HOST_DEVICE constexpr int halo_slab_weight_words(int cg, int mode = kHaloFprop) {
   return halo_gemm_groups(cg) * halo_ksteps(cg, mode) * halo_ntiles(cg) * 64;
 }
+// A weight of `channels` output channels packed before the launch (halo_pack_launch): every
+// slab's words, slab after slab, as a CTA would pack them into shared memory.
+RK_HOST_DEVICE constexpr int64_t halo_packed_words(int64_t channels, int cg, int mode = kHaloFprop) {
+  return channels / halo_slab(cg) * halo_slab_weight_words(cg, mode);
+}
 // What a packed word holds: half e (0: low 16 bits) of register `reg` of `lane` is the weight of
 // output n, input c and stencil tap `tap` of class `cls` in group `sub` of the GEMM group
 // (0 but at Cg = 4), or zero (padding, or off the diagonal) when `ok` is false.
@@ -365,23 +372,25 @@ RK_HOST_DEVICE constexpr int halo_ctas_per_sm(int stride, int cg, int mode = kHa
 // latency, than the two this gives), a tile's GEMM and epilogue about 5 per k-step, 3 per mma
 // pair and 40 per n8 tile and class; a run twice the packing's worth of tiles keeps the
 // packing under a third of a CTA's work (the model: 2 CTAs an SM instead of 4 at stages 3 and
-// 4 of 32x4d, where a slab's weights are 9-18 KB).
-RK_HOST_DEVICE constexpr int64_t halo_min_run(int cg, int mode = kHaloFprop) {
+// 4 of 32x4d, where a slab's weights are 9-18 KB). A weight packed before the launch
+// (`prepacked`: ConvParams::packed) is copied at about 2 instructions a word.
+RK_HOST_DEVICE constexpr int64_t halo_min_run(int cg, int mode = kHaloFprop, bool prepacked = false) {
   int kn = 0;
   for (int cls = 0; cls < halo_classes(mode); ++cls)
     for (int j = 0; j < halo_class_ksteps(cg, mode, cls); ++j)
       for (int nt = 0; nt < halo_ntiles(cg); ++nt) kn += halo_kn_meet(j, nt, cg, mode, cls);
   const int64_t gg = halo_gemm_groups(cg);
   const int64_t tile = gg * (5 * halo_ksteps(cg, mode) + 3 * kn + 40 * halo_ntiles(cg) * halo_classes(mode));
-  const int64_t pack = int64_t(halo_slab_weight_words(cg, mode)) * 60 / 128;
+  const int64_t pack = int64_t(halo_slab_weight_words(cg, mode)) * (prepacked ? 2 : 60) / 128;
   return 2 * ((pack + tile - 1) / tile);
 }
 // The persistent grid: the CTAs an SM holds, or fewer where that gives each a run shorter than
 // halo_min_run tiles (the same number on every SM, rounded to the nearest: an SM with one CTA
 // more than the others would be the tail), at least one an SM; never more CTAs than tiles.
-RK_HOST_DEVICE constexpr int64_t halo_grid(int64_t tiles, int64_t sms, int stride, int cg, int mode = kHaloFprop) {
+RK_HOST_DEVICE constexpr int64_t halo_grid(int64_t tiles, int64_t sms, int stride, int cg, int mode = kHaloFprop,
+                                           bool prepacked = false) {
   const int64_t held = halo_ctas_per_sm(stride, cg, mode);
-  const int64_t by_run = (2 * tiles / halo_min_run(cg, mode) + sms) / (2 * sms);   // rounded
+  const int64_t by_run = (2 * tiles / halo_min_run(cg, mode, prepacked) + sms) / (2 * sms);   // rounded
   const int64_t per_sm = by_run < 1 ? 1 : by_run < held ? by_run : held;
   return sms * per_sm < tiles ? sms * per_sm : tiles;
 }

@@ -72,6 +72,11 @@ ConvParams halo_dgrad_as_fprop(const ConvParams& p);
 std::string dgrad_halo_can_implement(const ConvParams& p);
 LaunchShape dgrad_halo_shape(const ConvParams& p);
 int dgrad_halo_launch(const ConvParams& p, void* stream);
+// The weight of fprop problem `p` packed for fprop_halo and, with dgrad_mode kHaloDgrad or
+// kHaloDgradPhases (-1: none), for dgrad_halo after it: into `out`, halo_packed_words of each
+// layout (halo_fragments.h), one launch on `stream`; for ConvParams::packed. Cg must be one the
+// halo rungs serve, the weight within their 32-bit offsets (fprop_halo_can_implement).
+int halo_pack_launch(const ConvParams& p, int dgrad_mode, void* out, void* stream);
 // Rung 4 of wgrad, "halo" (wgrad_halo.cu; index maps in wgrad_halo_fragments.h): a block of
 // channels and a split of the 8x8 dy tiles per CTA, x halo and dy staged once per tile in a ring
 // of cp.async stages, ldmatrix.trans fragments, the nine taps' sums in registers, splits added by
