@@ -43,6 +43,16 @@ struct ConvParams {
   int num_sms = 132;
 };
 
+// Strides of a dense tensor of logical size (A, B, C, D): channels_last (B innermost) or
+// contiguous.
+inline void dense_strides(const int64_t size[4], bool channels_last, int64_t out[4]) {
+  if (channels_last) {
+    out[1] = 1; out[3] = size[1]; out[2] = size[1] * size[3]; out[0] = out[2] * size[2];
+  } else {
+    out[3] = 1; out[2] = size[3]; out[1] = size[2] * size[3]; out[0] = out[1] * size[1];
+  }
+}
+
 // True when the dimension with the given strides is the fastest-moving one, i.e. channels are
 // innermost (channels_last). Kernels use it to map consecutive threads to consecutive addresses.
 RK_HOST_DEVICE bool channels_innermost(const int64_t stride[4]) { return stride[1] == 1; }

@@ -53,15 +53,6 @@ py::list variants() {
   return out;
 }
 
-// Strides of a logically (A, B, C, D) tensor, contiguous or channels_last (B innermost).
-void dense_strides(const std::vector<int64_t>& size, bool channels_last, int64_t out[4]) {
-  if (channels_last) {
-    out[1] = 1; out[3] = size[1]; out[2] = size[1] * size[3]; out[0] = out[2] * size[2];
-  } else {
-    out[3] = 1; out[2] = size[3]; out[1] = size[2] * size[3]; out[0] = out[1] * size[1];
-  }
-}
-
 // A forward problem of dense tensors at any 16-byte-aligned address (the alignment checks of
 // can_implement look at the low bits).
 rk::ConvParams dense_params(const std::vector<int64_t>& input, const std::vector<int64_t>& weight,
@@ -77,9 +68,11 @@ rk::ConvParams dense_params(const std::vector<int64_t>& input, const std::vector
   else if (dtype == "bf16") p.dtype = rk::DType::kBFloat16;
   else throw std::invalid_argument("dtype must be fp32, fp16 or bf16, got '" + dtype + "'");
   const rk::ConvProblem& q = p.problem;
-  dense_strides(input, channels_last, p.x_stride);
-  dense_strides({q.N, q.K, q.P, q.Q}, channels_last, p.y_stride);
-  dense_strides(weight, false, p.w_stride);
+  const int64_t x_size[4] = {q.N, q.C, q.H, q.W}, y_size[4] = {q.N, q.K, q.P, q.Q};
+  const int64_t w_size[4] = {q.K, q.Cg(), q.R, q.S};
+  rk::dense_strides(x_size, channels_last, p.x_stride);
+  rk::dense_strides(y_size, channels_last, p.y_stride);
+  rk::dense_strides(w_size, false, p.w_stride);
   static char aligned[16] __attribute__((aligned(16)));
   p.x = p.y = p.w = aligned;
   return p;

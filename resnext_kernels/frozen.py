@@ -1,8 +1,10 @@
 """What a frozen GroupedConv2d makes once from its weight instead of on every call.
 
 An unfrozen forward pass derives two things from the weight each time it runs: the copy that
-autocast casts it to (one elementwise launch), and, on the Triton backend, the packed layout the
-gather kernel reads (`pack_weight`, one launch more). For a training step that is right: the
+autocast casts it to (one elementwise launch), and the packed layout the kernels read: on the
+Triton backend the gather kernel's (`pack_weight`, one launch more, inside fprop when no buffer
+is given), on the CUDA backend the halo rungs' where one runs (ops.py: without it each of their
+CTAs packs its slab). For a training step that is right: the
 optimizer changes the weight every step. For inference the weight is a constant and both are
 wasted work, two launches a grouped layer (32 over ResNeXt-50).
 

@@ -8,7 +8,7 @@ forward, and `fallback_reason` says why.
 
 For inference, `freeze()` (or `freeze(model)`; `fuse_for_inference` does it) promises that the
 weight stays constant: what each call would otherwise derive from it again (its autocast copy,
-the Triton kernels' packed layout) is then made once and kept while the weight is unchanged
+the kernels' packed layout) is then made once and kept while the weight is unchanged
 (frozen.py says what "unchanged" can and cannot see).
 """
 

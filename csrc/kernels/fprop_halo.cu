@@ -23,7 +23,12 @@
 // dgrad's phases, which the model had not counted: 0.47 ms fprop, 0.66 dgrad, had it). Also:
 // the A fragments' nine reads of the halo are 62% of a tile's shared-memory wavefronts at
 // Cg = 4; the stride-2 entries re-read 1.41x the source from L2; 8x16 tiles leave 62% of a 7x7
-// image idle; each launch's fixed 3 us (16 of them are 48 us).
+// image idle; each launch's fixed 3 us (16 of them are 48 us). On a weight packed before the
+// launch (a frozen module's kept pack_weight buffer; a training step's forward pass, which
+// launches pack_weight for fprop and dgrad, ~3 us a layer more): stage1 31, stage2.entry 43,
+// stage2 19, stage3.entry 23, stage3 12, stage4.entry 19, stage4 14: 0.32 ms (61%), bound by
+// shared memory at stride 1 (the packing was 4-8 round trips and 29-146 instructions a word in
+// every CTA).
 // Unverified on a GPU: forced only until the GPU check passes it.
 //
 // Serves bf16/fp16, channels_last x and y, Kg == Cg in {4, 8, 14, 16, 24, 32, 40, 64}, stride 1 or
@@ -35,9 +40,11 @@
 // four classes of dx pixels (row and column parity) each a stride-1 convolution of dy over its
 // own 1, 2, 2 or 4 taps on a ceil(H/2) x ceil(W/2) grid; a CTA stages one dy halo per tile of
 // that grid and runs the four in turn, each storing every other dx pixel of its parity (the
-// same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way: stage1 32,
-// stage2.entry 40, stage2 20, stage3.entry 22, stage3 15, stage4.entry 29 (four epilogues a
-// tile), stage4 20 us: 0.36 ms (cuDNN measured 112 / 174 / 68 / 96 / 31 / 56 / 21: 1.06 ms).
+// same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way, on the
+// weight the forward pass packed (as a training step runs it): stage1 31, stage2.entry 40,
+// stage2 19, stage3.entry 21, stage3 12, stage4.entry 22 (four epilogues a tile), stage4 14 us:
+// 0.32 ms, 61% (packing in its CTAs, 0.36 ms; cuDNN measured 112 / 174 / 68 / 96 / 31 / 56 / 21:
+// 1.06 ms).
 #include <algorithm>
 #include <atomic>
 
