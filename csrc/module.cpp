@@ -78,6 +78,9 @@ rk::ConvParams dense_params(const std::vector<int64_t>& input, const std::vector
   return p;
 }
 
+// pack_weight's buffer for a forward problem of dense tensors (channels_last or not), as the CUDA
+// op makes it: (16-bit elements of fprop's layout, of the whole buffer, whether it is made: a
+// halo rung would read it). The fake op (torch.compile) and the family's checks read it.
 py::tuple pack_weight_plan(const std::vector<int64_t>& input, const std::vector<int64_t>& weight,
                            const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
                            const std::vector<int64_t>& dilation, int64_t groups,
@@ -86,14 +89,6 @@ py::tuple pack_weight_plan(const std::vector<int64_t>& input, const std::vector<
   const rk::HaloPackPlan plan = rk::halo_pack_plan(p, dgrad);
   return py::make_tuple(2 * plan.fprop_words, 2 * (plan.fprop_words + plan.dgrad_words), plan.used);
 }
-
-// pack_weight's buffer for a forward problem of dense tensors (channels_last or not), as the CUDA
-// op would make it: (16-bit elements of fprop's layout, of the whole buffer, whether it is made:
-// a halo rung would read it). The fake op (torch.compile) and the family's checks read it.
-py::tuple pack_weight_plan(const std::vector<int64_t>& input, const std::vector<int64_t>& weight,
-                           const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
-                           const std::vector<int64_t>& dilation, int64_t groups,
-                           const std::string& dtype, bool channels_last, bool dgrad);
 
 // The launch shape variant `name` would run for this problem (dense tensors, channels_last or
 // not), with the reason it cannot run it ("" when it can). No GPU needed: the performance model
@@ -105,8 +100,7 @@ py::dict variant_shape(const std::string& name, const std::vector<int64_t>& inpu
                        bool packed) {
   const rk::KernelVariant* v = rk::find_variant(name);
   if (!v) throw std::invalid_argument("unknown CUDA variant '" + name + "'");
-  rk::ConvParams p;
-  p = dense_params(input, weight, stride, padding, dilation, groups, dtype, channels_last);
+  rk::ConvParams p = dense_params(input, weight, stride, padding, dilation, groups, dtype, channels_last);
   p.direction = v->direction;
   p.num_sms = num_sms;
   // The halo rungs' grid with the weight pre-packed (p.packed is only compared with null here).

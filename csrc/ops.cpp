@@ -120,7 +120,7 @@ at::Tensor wgrad_cpu(const at::Tensor& grad_output, const at::Tensor& input,
 
 // No CPU kernel reads a packed weight: the arguments checked, an empty buffer.
 at::Tensor pack_weight_cpu(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
-                           at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, bool dgrad) {
+                           at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, bool /*dgrad*/) {
   check_problem(input, weight, std::nullopt, stride, padding, dilation, groups);
   return at::empty({0}, weight.options());
 }
