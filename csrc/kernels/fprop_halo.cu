@@ -270,17 +270,17 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
     __syncwarp();  // the warp's rows of osm are rewritten by its next epilogue
   };
 
-  // A slab's weights packed before the launch (p.packed): copied in 16-byte pieces, thread i
-  // pieces i, i + 128, ...: a compile-time count, unrolled (no loop: the SASS checks count the
-  // staging loop as the smallest one that copies), with compile-time steps.
+  // A slab's weights packed before the launch (p.packed): copied in 16-byte pieces
+  // (halo_weight_piece), a compile-time count a thread, unrolled (no loop: the SASS checks count
+  // the staging loop as the smallest one that copies).
   auto copy_weights = [&](int64_t slab) {
-    constexpr int PIECES = WWORDS / 4, ROUNDS = (PIECES + kHaloThreads - 1) / kHaloThreads;
-    const uint4* const src = static_cast<const uint4*>(p.packed) + slab * PIECES + threadIdx.x;
-    const uint32_t dst = shared_address(wsm) + 16u * threadIdx.x;
+    const uint4* const src = static_cast<const uint4*>(p.packed) + slab * (WWORDS / 4);
+    const uint32_t dst = shared_address(wsm);
 #pragma unroll
-    for (int r = 0; r < ROUNDS; ++r)
-      if (PIECES % kHaloThreads == 0 || r * kHaloThreads + int(threadIdx.x) < PIECES)
-        cp_async16_at(dst + 16u * kHaloThreads * r, src + kHaloThreads * r, 16);
+    for (int r = 0; r < halo_weight_rounds(CG, MODE); ++r) {
+      const int i = halo_weight_piece(r, threadIdx.x, CG, MODE);
+      if (i >= 0) cp_async16_at(dst + 16u * i, src + i, 16);
+    }
   };
 
   // This CTA's tiles: a contiguous run of the slab-major list (one or two slabs). One barrier a
@@ -398,13 +398,11 @@ int launch_halo_any(const ConvParams& p, void* stream, int mode, int64_t dst_h, 
 // dgrad's in that mode. The weight's fields of `p` are the same in both directions' views.
 template <typename T, int CG, int DMODE>
 __global__ void __launch_bounds__(kHaloThreads) halo_pack_kernel(ConvParams p, int64_t slabs, uint32_t* out) {
-  constexpr int FWORDS = halo_slab_weight_words(CG, kHaloFprop);
-  const int64_t slab = blockIdx.x;
-  if (slab < slabs) {
-    halo_pack_slab<T, CG, kHaloFprop>(p, slab, out + slab * FWORDS);
+  const int64_t b = blockIdx.x;
+  if (b < slabs) {
+    halo_pack_slab<T, CG, kHaloFprop>(p, b, out + halo_pack_block_word(b, slabs, CG, DMODE));
   } else if constexpr (DMODE >= 0) {
-    constexpr int DWORDS = halo_slab_weight_words(CG, DMODE);
-    halo_pack_slab<T, CG, DMODE>(p, slab - slabs, out + slabs * FWORDS + (slab - slabs) * DWORDS);
+    halo_pack_slab<T, CG, DMODE>(p, b - slabs, out + halo_pack_block_word(b, slabs, CG, DMODE));
   }
 }
 

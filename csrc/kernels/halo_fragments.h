@@ -304,6 +304,23 @@ RK_HOST_DEVICE constexpr int halo_slab_weight_words(int cg, int mode = kHaloFpro
 RK_HOST_DEVICE constexpr int64_t halo_packed_words(int64_t channels, int cg, int mode = kHaloFprop) {
   return channels / halo_slab(cg) * halo_slab_weight_words(cg, mode);
 }
+// The packing kernel: CTA b of 2 x `slabs` (`slabs` without dgrad) packs slab b of fprop's
+// layout, or slab b - slabs of dgrad's (mode `dgrad_mode`) after all of fprop's; the word of
+// the buffer its slab starts at.
+RK_HOST_DEVICE constexpr int64_t halo_pack_block_word(int64_t b, int64_t slabs, int cg, int dgrad_mode) {
+  const int64_t fprop = halo_slab_weight_words(cg, kHaloFprop);
+  return b < slabs ? b * fprop : slabs * fprop + (b - slabs) * halo_slab_weight_words(cg, dgrad_mode);
+}
+// A pre-packed slab's copy into shared memory (fprop_halo_kernel<..., true>): thread t's r-th
+// 16-byte piece (r < halo_weight_rounds) is piece t + r * threads of the slab's words / 4, the
+// same piece of shared memory; -1 past the last.
+RK_HOST_DEVICE constexpr int halo_weight_rounds(int cg, int mode) {
+  return (halo_slab_weight_words(cg, mode) / 4 + kHaloThreads - 1) / kHaloThreads;
+}
+RK_HOST_DEVICE constexpr int halo_weight_piece(int r, int t, int cg, int mode) {
+  const int pieces = halo_slab_weight_words(cg, mode) / 4, i = t + r * kHaloThreads;
+  return pieces % kHaloThreads == 0 || i < pieces ? i : -1;   // (t < threads: whole rounds fit)
+}
 // What a packed word holds: half e (0: low 16 bits) of register `reg` of `lane` is the weight of
 // output n, input c and stencil tap `tap` of class `cls` in group `sub` of the GEMM group
 // (0 but at Cg = 4), or zero (padding, or off the diagonal) when `ok` is false.

@@ -18,6 +18,7 @@
 #include "../kernels/halo_fragments.h"
 #include "../kernels/kernels.h"
 #include "../registry.h"
+#include "../selection.h"
 #include "harness.h"
 
 namespace {
@@ -99,6 +100,31 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
         }
       }
   for (const float v : wpack) wrong += std::isnan(v);           // a word no thread packed
+
+  // The same words packed before a launch (halo_pack_launch: CTA b packs a slab, fprop's layout
+  // and then dgrad's) must lie where this mode's kernel reads them (wpack's slab after slab,
+  // after fprop's layout for dgrad, which the ops' checks take from halo_pack_layout), and a CTA
+  // of the pre-packed kernel must copy each 16-byte piece of a slab exactly once
+  // (halo_weight_piece).
+  {
+    const rk::HaloPackPlan layout = rk::halo_pack_layout(d, true);
+    const int dmode = layout.dgrad_mode;
+    CHECK(layout.fprop_words == slabs * rk::halo_slab_weight_words(CG) && (!dgrad || dmode == mode));
+    CHECK(layout.dgrad_words == slabs * rk::halo_slab_weight_words(CG, dmode));
+    CHECK(rk::halo_pack_block_word(2 * slabs, slabs, CG, dmode) == layout.fprop_words + layout.dgrad_words);
+    for (int64_t slab = 0; slab < slabs; ++slab)
+      wrong += rk::halo_pack_block_word(slab + (dgrad ? slabs : 0), slabs, CG, dmode) !=
+               (dgrad ? layout.fprop_words : 0) + slab * slab_words;
+    const int pieces = int(slab_words / 4);
+    std::vector<int> copied(pieces, 0);
+    for (int t = 0; t < rk::kHaloThreads; ++t)
+      for (int r = 0; r < rk::halo_weight_rounds(CG, mode); ++r) {
+        const int i = rk::halo_weight_piece(r, t, CG, mode);
+        if (i >= pieces) ++wrong;
+        else if (i >= 0) ++copied[i];
+      }
+    for (const int c : copied) wrong += c != 1;
+  }
 
   constexpr int STAGE = rk::halo_stage_words(1, CG) > rk::halo_stage_words(2, CG)
                             ? rk::halo_stage_words(1, CG) : rk::halo_stage_words(2, CG);
