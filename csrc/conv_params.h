@@ -53,6 +53,23 @@ inline void dense_strides(const int64_t size[4], bool channels_last, int64_t out
   }
 }
 
+// Problem `q` on dense tensors (x and y channels_last or contiguous, the weight contiguous) at
+// a 16-byte-aligned address (can_implement's alignment checks look at the low bits): what the
+// choice of a variant sees before the tensors exist (the model's launch shapes, pack_weight).
+inline ConvParams dense_params(const ConvProblem& q, DType dtype, bool channels_last) {
+  ConvParams p;
+  p.problem = q;
+  p.dtype = dtype;
+  const int64_t x_size[4] = {q.N, q.C, q.H, q.W}, y_size[4] = {q.N, q.K, q.P, q.Q};
+  const int64_t w_size[4] = {q.K, q.Cg(), q.R, q.S};
+  dense_strides(x_size, channels_last, p.x_stride);
+  dense_strides(y_size, channels_last, p.y_stride);
+  dense_strides(w_size, false, p.w_stride);
+  alignas(16) static char aligned[16];
+  p.x = p.y = p.w = aligned;
+  return p;
+}
+
 // True when the dimension with the given strides is the fastest-moving one, i.e. channels are
 // innermost (channels_last). Kernels use it to map consecutive threads to consecutive addresses.
 RK_HOST_DEVICE bool channels_innermost(const int64_t stride[4]) { return stride[1] == 1; }

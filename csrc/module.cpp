@@ -53,29 +53,21 @@ py::list variants() {
   return out;
 }
 
-// A forward problem of dense tensors at any 16-byte-aligned address (the alignment checks of
-// can_implement look at the low bits).
+// A forward problem of dense tensors (rk::dense_params), from the Python side's lists.
 rk::ConvParams dense_params(const std::vector<int64_t>& input, const std::vector<int64_t>& weight,
                             const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
                             const std::vector<int64_t>& dilation, int64_t groups,
                             const std::string& dtype, bool channels_last) {
-  rk::ConvParams p;
+  rk::ConvProblem q;
   const std::string err = rk::make_problem(input, weight, nullptr, stride, padding, dilation,
-                                           groups, &p.problem);
+                                           groups, &q);
   if (!err.empty()) throw std::runtime_error(err);
-  if (dtype == "fp32") p.dtype = rk::DType::kFloat32;
-  else if (dtype == "fp16") p.dtype = rk::DType::kFloat16;
-  else if (dtype == "bf16") p.dtype = rk::DType::kBFloat16;
+  rk::DType t;
+  if (dtype == "fp32") t = rk::DType::kFloat32;
+  else if (dtype == "fp16") t = rk::DType::kFloat16;
+  else if (dtype == "bf16") t = rk::DType::kBFloat16;
   else throw std::invalid_argument("dtype must be fp32, fp16 or bf16, got '" + dtype + "'");
-  const rk::ConvProblem& q = p.problem;
-  const int64_t x_size[4] = {q.N, q.C, q.H, q.W}, y_size[4] = {q.N, q.K, q.P, q.Q};
-  const int64_t w_size[4] = {q.K, q.Cg(), q.R, q.S};
-  rk::dense_strides(x_size, channels_last, p.x_stride);
-  rk::dense_strides(y_size, channels_last, p.y_stride);
-  rk::dense_strides(w_size, false, p.w_stride);
-  static char aligned[16] __attribute__((aligned(16)));
-  p.x = p.y = p.w = aligned;
-  return p;
+  return rk::dense_params(q, t, channels_last);
 }
 
 // pack_weight's buffer for a forward problem of dense tensors (channels_last or not), as the CUDA

@@ -187,19 +187,16 @@ at::Tensor wgrad_cuda(const at::Tensor& grad_output, const at::Tensor& input,
 
 // The weight packed for fprop_halo (and, with `dgrad`, for dgrad_halo after it) when the
 // variant chosen for the forward problem (or for dgrad's) is one of them; else an empty tensor,
-// and no launch. The choice is made from the sizes, dtype and memory format alone (dense
-// tensors, x and dx like the input, y and dy like the output), as the fake op
-// (_C.pack_weight_plan) makes it, so that both agree on the buffer's size.
+// and no launch. The choice is made from the sizes, dtype and memory format (dense_params: x
+// and dx like the input, y and dy like the output), as the fake op (_C.pack_weight_plan) makes
+// it, so that both agree on the buffer's size; and from the weight's own strides (they differ
+// only for a weight spanning 2^31 elements, which no halo rung packs).
 at::Tensor pack_weight_cuda(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, bool dgrad) {
   const ConvProblem q = check_problem(input, weight, std::nullopt, stride, padding, dilation, groups);
   const c10::cuda::CUDAGuard guard(input.device());
-  ConvParams p = base_params(q, Direction::kFprop, input);
-  const bool cl = memory_format_of(input) == at::MemoryFormat::ChannelsLast;
-  const int64_t x_size[4] = {q.N, q.C, q.H, q.W}, y_size[4] = {q.N, q.K, q.P, q.Q};
-  dense_strides(x_size, cl, p.x_stride);
-  dense_strides(y_size, cl, p.y_stride);
-  copy_strides(weight, p.w_stride);
+  ConvParams p = dense_params(q, dtype_of(input), memory_format_of(input) == at::MemoryFormat::ChannelsLast);
+  copy_strides(weight, p.w_stride);   // the weight itself: the packing's 32-bit offsets must fit it
   const HaloPackPlan plan = halo_pack_plan(p, dgrad);
   if (!plan.used) return at::empty({0}, weight.options());
   at::Tensor out = at::empty({2 * (plan.fprop_words + plan.dgrad_words)}, weight.options());

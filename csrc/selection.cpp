@@ -110,9 +110,7 @@ HaloPackPlan halo_pack_layout(const ConvProblem& q, bool dgrad) {
 HaloPackPlan halo_pack_plan(const ConvParams& f, bool dgrad) {
   HaloPackPlan plan = halo_pack_layout(f.problem, dgrad);
   if (plan.fprop_words == 0) return plan;
-  static char aligned[16] __attribute__((aligned(16)));
   ConvParams p = f;
-  p.x = p.y = p.w = aligned;
   p.direction = Direction::kFprop;
   const KernelVariant* v = choose_without_timing(p, nullptr);
   plan.used = v != nullptr && std::string(v->name) == "fprop_halo";

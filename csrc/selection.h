@@ -26,9 +26,9 @@ struct HaloPackPlan {
 };
 // The layout of a weight packed for problem `q` (fprop's view), with dgrad's or not.
 HaloPackPlan halo_pack_layout(const ConvProblem& q, bool dgrad);
-// The same, and whether a rung reads it: `f` is the forward problem (its pointers are taken as
-// 16-byte aligned; dgrad's dy and dx are laid out like f's y and x), as choose_without_timing
-// (the forced variant, else the heuristic) would run fprop and, with `dgrad`, dgrad.
+// The same, and whether a rung reads it: `f` is the forward problem (dense_params: dgrad's dy
+// and dx are then laid out like f's y and x), as choose_without_timing (the forced variant,
+// else the heuristic) would run fprop and, with `dgrad`, dgrad.
 HaloPackPlan halo_pack_plan(const ConvParams& f, bool dgrad);
 
 }  // namespace rk

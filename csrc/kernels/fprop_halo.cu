@@ -372,25 +372,31 @@ int launch_halo_mode(const ConvParams& p, cudaStream_t stream, int mode, int64_t
   }
 }
 
-template <typename T>
-int launch_halo_dtype(const ConvParams& p, cudaStream_t stream, int mode, int64_t dst_h, int64_t dst_w) {
-  switch (p.problem.Cg()) {
-    case 4: return launch_halo_mode<T, 4>(p, stream, mode, dst_h, dst_w);
-    case 8: return launch_halo_mode<T, 8>(p, stream, mode, dst_h, dst_w);
-    case 14: return launch_halo_mode<T, 14>(p, stream, mode, dst_h, dst_w);
-    case 16: return launch_halo_mode<T, 16>(p, stream, mode, dst_h, dst_w);
-    case 24: return launch_halo_mode<T, 24>(p, stream, mode, dst_h, dst_w);
-    case 32: return launch_halo_mode<T, 32>(p, stream, mode, dst_h, dst_w);
-    case 40: return launch_halo_mode<T, 40>(p, stream, mode, dst_h, dst_w);
-    default: return launch_halo_mode<T, 64>(p, stream, mode, dst_h, dst_w);  // nothing else admitted
-  }
+// Runs f.template operator()<T, CG>() for p's dtype and Cg (the widths halo_serves) and returns
+// its cudaError_t; any other dtype or width (can_implement admits none): cudaErrorInvalidValue.
+template <typename F>
+int halo_dispatch(const ConvParams& p, F&& f) {
+  auto by_width = [&]<typename T>() {
+    switch (p.problem.Cg()) {
+      case 4: return f.template operator()<T, 4>();
+      case 8: return f.template operator()<T, 8>();
+      case 14: return f.template operator()<T, 14>();
+      case 16: return f.template operator()<T, 16>();
+      case 24: return f.template operator()<T, 24>();
+      case 32: return f.template operator()<T, 32>();
+      case 40: return f.template operator()<T, 40>();
+      case 64: return f.template operator()<T, 64>();
+      default: return int(cudaErrorInvalidValue);
+    }
+  };
+  if (p.dtype == DType::kFloat16) return by_width.template operator()<__half>();
+  if (p.dtype == DType::kBFloat16) return by_width.template operator()<__nv_bfloat16>();
+  return int(cudaErrorInvalidValue);  // fp32 is refused by can_implement
 }
 
 int launch_halo_any(const ConvParams& p, void* stream, int mode, int64_t dst_h, int64_t dst_w) {
   const auto st = static_cast<cudaStream_t>(stream);
-  if (p.dtype == DType::kFloat16) return launch_halo_dtype<__half>(p, st, mode, dst_h, dst_w);
-  if (p.dtype == DType::kBFloat16) return launch_halo_dtype<__nv_bfloat16>(p, st, mode, dst_h, dst_w);
-  return int(cudaErrorInvalidValue);  // fp32 is refused by can_implement
+  return halo_dispatch(p, [&]<typename T, int CG>() { return launch_halo_mode<T, CG>(p, st, mode, dst_h, dst_w); });
 }
 
 // The weight packed before fprop_halo's launch (halo_pack_launch): a CTA a slab, packing it as
@@ -416,29 +422,12 @@ int launch_halo_pack(const ConvParams& p, int dgrad_mode, uint32_t* out, cudaStr
   return int(cudaGetLastError());
 }
 
-template <typename T>
-int launch_halo_pack_dtype(const ConvParams& p, int dgrad_mode, uint32_t* out, cudaStream_t stream) {
-  switch (p.problem.Cg()) {
-    case 4: return launch_halo_pack<T, 4>(p, dgrad_mode, out, stream);
-    case 8: return launch_halo_pack<T, 8>(p, dgrad_mode, out, stream);
-    case 14: return launch_halo_pack<T, 14>(p, dgrad_mode, out, stream);
-    case 16: return launch_halo_pack<T, 16>(p, dgrad_mode, out, stream);
-    case 24: return launch_halo_pack<T, 24>(p, dgrad_mode, out, stream);
-    case 32: return launch_halo_pack<T, 32>(p, dgrad_mode, out, stream);
-    case 40: return launch_halo_pack<T, 40>(p, dgrad_mode, out, stream);
-    case 64: return launch_halo_pack<T, 64>(p, dgrad_mode, out, stream);
-    default: return int(cudaErrorInvalidValue);
-  }
-}
-
 }  // namespace
 
 int halo_pack_launch(const ConvParams& p, int dgrad_mode, void* out, void* stream) {
   const auto st = static_cast<cudaStream_t>(stream);
   uint32_t* const o = static_cast<uint32_t*>(out);
-  if (p.dtype == DType::kFloat16) return launch_halo_pack_dtype<__half>(p, dgrad_mode, o, st);
-  if (p.dtype == DType::kBFloat16) return launch_halo_pack_dtype<__nv_bfloat16>(p, dgrad_mode, o, st);
-  return int(cudaErrorInvalidValue);
+  return halo_dispatch(p, [&]<typename T, int CG>() { return launch_halo_pack<T, CG>(p, dgrad_mode, o, st); });
 }
 
 namespace {
