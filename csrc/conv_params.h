@@ -101,5 +101,10 @@ inline bool image_offsets_fit_int32(const int64_t stride[4], int64_t C, int64_t 
   const int64_t size[3] = {C, H, W};
   return offsets_fit_int32(stride + 1, size, 3, 8.0);   // + a 16-byte copy's reach
 }
+// The same for two consecutive images (the halo rungs' paired tiles address both from the first).
+inline bool pair_offsets_fit_int32(const int64_t stride[4], int64_t C, int64_t H, int64_t W) {
+  const int64_t size[4] = {2, C, H, W};
+  return offsets_fit_int32(stride, size, 4, 8.0);
+}
 
 }  // namespace rk

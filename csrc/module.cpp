@@ -109,6 +109,7 @@ py::dict variant_shape(const std::string& name, const std::vector<int64_t>& inpu
   d["red_channels"] = s.red_channels;
   d["halo_pixels"] = s.halo_pixels;
   d["groups_per_block"] = s.groups_per_block;
+  d["tile_images"] = s.tile_images;
   d["splits"] = s.splits;
   d["launches"] = s.launches;
   d["workspace_elems"] = v->workspace_elems(p);

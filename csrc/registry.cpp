@@ -118,7 +118,8 @@ const std::vector<KernelVariant>& registry() {
        "in shared memory; channels_last, Cg <= 64", false,
        fprop_mma_can_implement, no_workspace, fprop_mma_launch, fprop_mma_shape},
       {"fprop_halo", Direction::kFprop, 4,
-       "8x16 pixel tile's halo staged once in shared memory (16-byte cp.async, zero-filled), "
+       "8x16 pixel tile's halo (two images side by side where the grid is at most 8 columns, e.g. 7x7) "
+       "staged once in shared memory (16-byte cp.async, zero-filled), "
        "ldmatrix A fragments, K = (tap, channel) within a group on mma.sync, persistent CTAs "
        "with two halo buffers, weights packed by each CTA for its slab (or copied from the op "
        "pack_weight's buffer: a training step's forward pass, a frozen module), fused bias/ReLU and "

@@ -324,6 +324,32 @@ def test_cli_l2_rate_override_only_speeds_up_predictions(tmp_path):
 
 
 @needs_cuda_build
+def test_halo_paired_tiles_by_hand():
+    """The halo rungs put two images in a tile where the grid is at most 7 columns wide (32x4d's
+    stage 4, 7x7): 32 slabs x 32 pairs = 1024 tiles at batch 64 (2048 of 128 pixels for 49
+    each otherwise), each staging both images' 7x7 x 32 channels in bounds, so x crosses L2 once;
+    an odd batch pads its last pair; 14x14 (stage 3) keeps one image a tile."""
+    gpu = pm.GPUS["H200"]
+    stage4 = pm.Conv(64, 1024, 7, 7, 1024, 32)
+    s = pm.cuda_shape("fprop_halo", stage4, gpu, packed=True)
+    assert s["can_implement"] == "" and s["tile_images"] == 2
+    pred = pm.cuda_variant("fprop_halo", stage4, "fprop", gpu, shape=s, frozen=True)
+    tiles, ksteps, ntiles = 1024, 9 * 4 // 2, 4
+    assert pred.mma_flops_issued == pytest.approx(tiles * 4 * 2 * ksteps * ntiles * 4096)
+    x_bytes = 64 * 7 * 7 * 1024 * 2
+    weights = pred.grid * 2 * 32 * ksteps * ntiles * 64 * 4   # each CTA: at most two slabs' packs
+    assert x_bytes <= pred.l2_bytes <= x_bytes + weights
+    odd = pm.Conv(63, 1024, 7, 7, 1024, 32)
+    pred_odd = pm.cuda_variant("fprop_halo", odd, "fprop", gpu, frozen=True)
+    assert pred_odd.mma_flops_issued == pytest.approx(pred.mma_flops_issued)
+    # dgrad at the stage-4 entry: dx 14x14 by phase class, a 7x7 class grid on 7x7 dy: paired.
+    entry = pm.Conv(64, 1024, 14, 14, 1024, 32, stride=2)
+    assert pm.cuda_shape("dgrad_halo", entry, gpu)["tile_images"] == 2
+    stage3 = pm.Conv(64, 512, 14, 14, 512, 32)
+    assert pm.cuda_shape("fprop_halo", stage3, gpu)["tile_images"] == 1
+
+
+@needs_cuda_build
 def test_dgrad_halo_phases_by_hand():
     """dgrad_halo at stride 2 (32x4d stage2.entry: dx 56x56, dy 28x28, Cg = 8): the four phase
     classes run on one dy halo per tile of the 28x28 class grid; their taps 1, 2, 2, 4 give

@@ -7,26 +7,29 @@
 // or, given the weight packed before the launch in that order (ConvParams::packed, made by
 // halo_pack_launch: the op pack_weight, once a training step for fprop and dgrad, once for a
 // frozen module), copying them with 16-byte copies beside a tile's halo; bias and ReLU fused,
-// 16-byte stores; one launch. Index maps, shared-memory layout and the tiling: halo_fragments.h.
+// 16-byte stores; one launch. On grids at most 8 columns wide (32x4d's stage 4, 7x7) a tile
+// holds two images side by side (paired tiles, halo_paired), so that its 128 pixels are not
+// mostly padding. Index maps, shared-memory layout and the tiling: halo_fragments.h.
 //
 //   y[n, g*Kg + k, p, q] = act(bias + sum_{tap, c} x[n, g*Cg + c, p*s - pad + r, q*s - pad + t] * w[.., c, r, t])
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:fprop_halo`, registers from the
 // cubin, instruction counts from its SASS; H200, ResNeXt-50 32x4d, batch 64, bf16), us, bound
-// by issue, L2 at the stride-2 entries, latency at stages 3-4: stage1 32, stage2.entry 43,
-// stage2 20, stage3.entry 23, stage3 15, stage4.entry 25, stage4 20: 0.36 ms over the 16
-// layers, 54% of the 0.196 ms roofline (cuDNN measured 0.79 ms). The halo is staged and the
+// by issue, L2 at the stride-2 entries, latency at stages 3-4: stage1 33, stage2.entry 43,
+// stage2 21, stage3.entry 23, stage3 15, stage4.entry 17, stage4 17: 0.35 ms over the 16
+// layers, 56% of the 0.196 ms roofline (cuDNN measured 0.79 ms; before paired tiles, 2026-12-03,
+// stage 4 computed 128 pixels a tile for 49: 25 and 20 us, 0.36 ms). The halo is staged and the
 // output stored a row a warp at a time (halo_lane_copy), about 14 instructions a 16-byte copy
 // and at the minimum of shared-memory wavefronts at stride 1; the slab's weights are packed at
 // 29-146 instructions a word (halo_pack_slab); all counted in the SASS (2026-12-03: before, 38
 // and 30 instructions a copy, twice the wavefronts, and 235-262 a packed word, 785-975 for
 // dgrad's phases, which the model had not counted: 0.47 ms fprop, 0.66 dgrad, had it). Also:
 // the A fragments' nine reads of the halo are 62% of a tile's shared-memory wavefronts at
-// Cg = 4; the stride-2 entries re-read 1.41x the source from L2; 8x16 tiles leave 62% of a 7x7
-// image idle; each launch's fixed 3 us (16 of them are 48 us). On a weight packed before the
-// launch (a frozen module's kept pack_weight buffer; a training step's forward pass, which
+// Cg = 4; the stride-2 entries re-read 1.41x the source from L2; 8x16 tiles leave 23% of a
+// 14x14 image idle; each launch's fixed 3 us (16 of them are 48 us). On a weight packed before
+// the launch (a frozen module's kept pack_weight buffer; a training step's forward pass, which
 // launches pack_weight for fprop and dgrad, ~3 us a layer more): stage1 31, stage2.entry 43,
-// stage2 19, stage3.entry 23, stage3 12, stage4.entry 19, stage4 14: 0.32 ms (61%), bound by
+// stage2 19, stage3.entry 23, stage3 12, stage4.entry 13, stage4 9: 0.31 ms (64%), bound by
 // shared memory at stride 1 (the packing was 4-8 round trips and 29-146 instructions a word in
 // every CTA).
 // Unverified on a GPU: forced only until the GPU check passes it.
@@ -42,8 +45,8 @@
 // that grid and runs the four in turn, each storing every other dx pixel of its parity (the
 // same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way, on the
 // weight the forward pass packed (as a training step runs it): stage1 31, stage2.entry 40,
-// stage2 19, stage3.entry 21, stage3 12, stage4.entry 22 (four epilogues a tile), stage4 14 us:
-// 0.32 ms, 61% (packing in its CTAs, 0.36 ms; cuDNN measured 112 / 174 / 68 / 96 / 31 / 56 / 21:
+// stage2 19, stage3.entry 21, stage3 12, stage4.entry 13 (four epilogues a tile), stage4 9 us:
+// 0.30 ms, 65% (packing in its CTAs, 0.35 ms; cuDNN measured 112 / 174 / 68 / 96 / 31 / 56 / 21:
 // 1.06 ms).
 #include <algorithm>
 #include <atomic>
@@ -131,7 +134,7 @@ __device__ __forceinline__ void halo_pack_slab(const ConvParams& p, int64_t slab
 // the budget above leaves no room to share).
 template <typename T, int CG, int STRIDE, int MODE, bool PACKED>
 __global__ void RK_HALO_BOUNDS
-fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
+fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w, bool paired) {
   constexpr int SLAB = halo_slab(CG), GG = halo_gemm_groups(CG), GW = halo_gw(CG);
   constexpr int NT = halo_ntiles(CG), STAGE = halo_stage_words(STRIDE, CG);
   constexpr int WWORDS = halo_slab_weight_words(CG, MODE);
@@ -169,12 +172,24 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
   const int out_h = int(dst_h), out_w = int(dst_w);
   const int64_t x_pass = int64_t(PC) * xs_w;                      // elements a pass moves on
   const uint32_t copy_s = shared_address(smem) + 4u * halo_word(0, lc.col, lc.part * 8, STRIDE, CG);
+  // Paired tiles (halo_paired: a kernel argument, read where used rather than held, as the
+  // stride-1 kernels are at the register budget; compiled out where not built, halo_pairs_built):
+  // a lane's passes in the second image (halo_split_mask, or its own halo_second_passes) move its
+  // source and destination one image on and the split's columns back.
+  constexpr bool PAIRS = halo_pairs_built(CG, MODE);
+  constexpr int X_SPLIT = kHaloPairCols * STRIDE, Y_SPLIT = kHaloPairCols * (MODE == kHaloDgradPhases ? 2 : 1);
   auto stage = [&](const HaloTile& tl, int buf) {
     if (IDLE_LANES && !lc.active) return;
     const int h0 = int(tl.p0) * STRIDE - int(q.pad_h);
     const int w0 = int(tl.q0) * STRIDE - int(q.pad_w) + lc.col;   // this lane's pass-0 column
     const T* const slab = x + tl.n * p.x_stride[0] + tl.slab * SLAB + lc.part * 8;
-    const uint32_t cols_in = halo_pass_mask(w0, PC, src_w, lc.col, COLS, CG);
+    const uint32_t x_second = !(PAIRS && paired) ? 0u
+                              : halo_split_pass(X_SPLIT, CG) >= 0 ? halo_split_mask(X_SPLIT, CG, PASSES)
+                                                                  : halo_second_passes(lc.col, COLS, X_SPLIT, CG);
+    const uint32_t cols_in = halo_pass_mask(w0, PC, src_w, lc.col, COLS, CG, x_second, X_SPLIT, tl.n + 1 < q.N);
+    // Into the second image (paired tiles): an image on, the split's columns back (32-bit: a
+    // pair's two images span under 2^31 elements, halo_can_implement); 0 otherwise.
+    const int x_jump = x_second ? int(p.x_stride[0]) - X_SPLIT * xs_w : 0;
     for (int row = warp; row < ROWS; row += kHaloWarps) {
       const int h = h0 + row;
       const uint32_t in = unsigned(h) < unsigned(src_h) ? cols_in : 0u;
@@ -183,6 +198,13 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
 #pragma unroll
       for (int v = 0; v < PASSES; ++v, src += x_pass) {
         if (v + 1 == PASSES && lc.col + v * PC >= COLS) continue;   // past the row (last pass)
+        // The pass that crosses into the second image: compile-time where the split is whole
+        // passes from every lane (halo_split_pass), else this lane's bit.
+        if constexpr (halo_split_pass(X_SPLIT, CG) >= 0) {
+          if (v == halo_split_pass(X_SPLIT, CG)) src += x_jump;
+        } else if (x_second >> v & 1u && !(v > 0 && x_second >> (v - 1) & 1u)) {
+          src += x_jump;
+        }
         const bool on = in >> v & 1u;                              // else zeros
         cp_async16_at(dst + 4u * v * STEP, on ? src : slab, on ? 16 : 0);
       }
@@ -253,8 +275,13 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
     if (!IDLE_LANES || lc.active) {
       T* const out = y + tl.n * p.y_stride[0] + tl.slab * SLAB + lc.part * 8;
       const int qq0 = int(halo_dst_col(tl.q0 + lc.col, CLS, MODE));
+      const uint32_t y_second = !(PAIRS && paired) ? 0u
+                                : halo_split_pass(kHaloPairCols, CG) >= 0 ? halo_split_mask(kHaloPairCols, CG, SPASSES)
+                                : halo_second_passes(lc.col, kHaloTileQ, kHaloPairCols, CG);
+      const uint32_t cols_out =
+          halo_pass_mask(qq0, PC * DQ, out_w, lc.col, kHaloTileQ, CG, y_second, Y_SPLIT, tl.n + 1 < q.N);
       const int64_t y_pass = int64_t(PC * DQ) * ys_w;
-      const uint32_t cols_out = halo_pass_mask(qq0, PC * DQ, out_w, lc.col, kHaloTileQ, CG);
+      const int y_jump = y_second ? int(p.y_stride[0]) - Y_SPLIT * ys_w : 0;   // as the staging's
 #pragma unroll 1
       for (int mt = 0; mt < 2; ++mt) {
         const int pl = 2 * warp + mt, pp = int(halo_dst_row(tl.p0 + pl, CLS, MODE));
@@ -262,9 +289,14 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
         T* dst = out + (pp * ys_h + qq0 * ys_w);
         const uint32_t* const src = osm + halo_out_word(pl * kHaloTileQ + lc.col, lc.part * 8, SLAB);
 #pragma unroll
-        for (int v = 0; v < SPASSES; ++v, dst += y_pass)
-          if (cols_out >> v & 1u)
-            *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src + v * PC * OPW);
+        for (int v = 0; v < SPASSES; ++v, dst += y_pass) {
+          if constexpr (halo_split_pass(kHaloPairCols, CG) >= 0) {
+            if (v == halo_split_pass(kHaloPairCols, CG)) dst += y_jump;
+          } else if (y_second >> v & 1u && !(v > 0 && y_second >> (v - 1) & 1u)) {
+            dst += y_jump;
+          }
+          if (cols_out >> v & 1u) *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src + v * PC * OPW);
+        }
       }
     }
     __syncwarp();  // the warp's rows of osm are rewritten by its next epilogue
@@ -289,15 +321,15 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w) {
   // slab load with the first tile's halo; of a later slab, with the next tile's.
   const HaloRange run = halo_cta_tiles(blockIdx.x, gridDim.x, tiles);
   int buf = 0;
-  int64_t slab_loaded = -1;
-  HaloTile tl = halo_tile(run.begin, q.N, q.P, q.Q);   // then walked in order (halo_tile_next)
+  int slab_loaded = -1;
+  HaloTile tl = halo_tile(run.begin, q.N, q.P, q.Q, PAIRS && paired);   // then walked in order (halo_tile_next)
   if (run.begin < run.end) {
     if constexpr (PACKED) copy_weights(tl.slab), slab_loaded = tl.slab;
     stage(tl, 0);
   }
   cp_async_commit();
   for (int64_t t = run.begin; t < run.end; ++t, buf ^= 1) {
-    const HaloTile next = halo_tile_next(tl, q.N, q.P, q.Q);
+    const HaloTile next = halo_tile_next(tl, q.N, q.P, q.Q, PAIRS && paired);
     cp_async_wait<0>();      // this thread's copies of this tile
     __syncthreads();         // everyone's
     if (t + 1 < run.end) stage(next, buf ^ 1);   // the next tile loads meanwhile
@@ -349,8 +381,10 @@ int launch_halo_kernel(const ConvParams& p, cudaStream_t stream, int64_t dst_h, 
     if (device < kDevices) resident_on[device].store(resident, std::memory_order_relaxed);
   }
   const int64_t grid = std::min<int64_t>(s.grid_x, int64_t(p.num_sms) * resident);
+  const bool paired = halo_paired(p.problem, MODE);
   kernel<<<dim3(unsigned(grid)), kHaloThreads, size_t(s.smem_bytes), stream>>>(
-      p, halo_tiles(p.problem.N, p.problem.P, p.problem.Q, p.problem.C / halo_slab(CG)), dst_h, dst_w);
+      p, halo_tiles(p.problem.N, p.problem.P, p.problem.Q, p.problem.C / halo_slab(CG), paired), dst_h, dst_w,
+      paired);
   return int(cudaGetLastError());
 }
 
@@ -444,8 +478,12 @@ std::string halo_can_implement(const ConvParams& p, int mode, const char* tensor
   if (q.C % halo_slab(int(q.Cg())) != 0) return "channels are not whole slabs of groups";
   if (q.stride_h != q.stride_w || (q.stride_h != 1 && q.stride_h != 2)) return "stride other than 1 or 2";
   if (q.dil_h != 1 || q.dil_w != 1) return "dilation other than 1";
+  if (q.N >= (int64_t(1) << 31)) return "a batch of 2^31 images or more (tiles number them in 32 bits)";
   const std::string layout = halo_layout_reason(p, tensors);
   if (!layout.empty()) return layout;
+  if (halo_paired(q, mode) && !(pair_offsets_fit_int32(p.x_stride, q.C, q.H, q.W) &&
+                                 pair_offsets_fit_int32(p.y_stride, q.K, q.P, q.Q)))
+    return "two images span 2^31 elements or more on paired tiles (addressed in 32 bits)";
   if (halo_smem_bytes(int(q.stride_h), int(q.Cg()), mode) > kHaloMaxSmem)
     return "the halo stages, weights and output staging need more than 227 KB of shared memory";
   return "";
@@ -456,7 +494,7 @@ LaunchShape halo_shape(const ConvParams& p, int mode) {
   LaunchShape s;
   const int cg = int(q.Cg()), stride = int(q.stride_h);
   if (!halo_serves(cg) || (stride != 1 && stride != 2)) return s;
-  const int64_t tiles = halo_tiles(q.N, q.P, q.Q, q.C / halo_slab(cg));
+  const int64_t tiles = halo_tiles(q.N, q.P, q.Q, q.C / halo_slab(cg), halo_paired(q, mode));
   s.grid_x = halo_grid(tiles, p.num_sms, stride, cg, mode, p.packed != nullptr);
   s.threads = kHaloThreads;
   s.smem_bytes = halo_smem_bytes(stride, cg, mode);
@@ -465,6 +503,7 @@ LaunchShape halo_shape(const ConvParams& p, int mode) {
   s.red_channels = halo_slab(cg);
   s.halo_pixels = int64_t(halo_rows(stride)) * halo_cols(stride);
   s.groups_per_block = halo_slab_groups(cg);
+  s.tile_images = halo_paired(q, mode) ? 2 : 1;
   s.launches = 1;  // the weights are packed by each CTA, or before the launch (p.packed)
   return s;
 }

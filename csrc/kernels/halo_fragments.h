@@ -11,7 +11,8 @@
 // block-diagonal; 37% at Cg = 14, where the (k-step, n8 tile) pairs that meet no common group
 // are skipped, halo_kn_meet; 90% at Cg = 8, 100% from 16, but 24 and 40: 96%, 98%).
 //
-// A CTA (4 warps) owns a tile of 8 x 16 output pixels of one image and one slab of whole groups
+// A CTA (4 warps) owns a tile of 8 x 16 output pixels of one image (or two: paired tiles, below)
+// and one slab of whole groups
 // (SLAB channels: 56 at Cg = 14, else 32 from Cg = 4 to 32, 24 at Cg = 24, 40 at Cg = 40, 64 at Cg = 64). Warp w
 // computes tile rows 2w and 2w + 1, one m16 tile each (16 consecutive output columns). The
 // tile's input halo, (8 - 1) * stride + 3 rows by (16 - 1) * stride + 3 columns of SLAB
@@ -173,37 +174,94 @@ RK_HOST_DEVICE constexpr int halo_copy_step(int stride, int cg) {
   return (stride == 1 ? halo_pass_cols(cg) : halo_pass_cols(cg) / 2) * halo_pixel_words(cg);
 }
 // The passes a lane makes (bit v): its pass-v column is in the row (`col`, its pass-0 column of
-// the row's `cols`) and its position `first + v * step` in the tensor is in [0, width).
-RK_HOST_DEVICE constexpr uint32_t halo_pass_mask(int first, int step, int width, int col, int cols, int cg) {
+// the row's `cols`) and its position `first + v * step` in the tensor is in [0, width). On a
+// paired tile (below) the passes in `second` (halo_second_passes) are in the second image, at
+// `shift` positions less, and only if that image exists (`second_in`).
+RK_HOST_DEVICE constexpr uint32_t halo_pass_mask(int first, int step, int width, int col, int cols, int cg,
+                                                 uint32_t second = 0, int shift = 0, bool second_in = false) {
   uint32_t mask = 0;
-  for (int v = 0; v * halo_pass_cols(cg) + col < cols; ++v)
-    mask |= uint32_t(unsigned(first + v * step) < unsigned(width)) << v;
+  for (int v = 0; v * halo_pass_cols(cg) + col < cols; ++v) {
+    const bool hi = second >> v & 1u;
+    mask |= uint32_t(unsigned(first + v * step - (hi ? shift : 0)) < unsigned(width) && (!hi || second_in)) << v;
+  }
   return mask;
 }
 static_assert(halo_pass_cols(4) % 2 == 0 && halo_pass_cols(14) % 2 == 0 && halo_pass_cols(24) % 2 == 0 &&
                   halo_pass_cols(40) % 2 == 0 && halo_pass_cols(64) % 2 == 0,
               "a lane's columns keep their parity from pass to pass");
 
-// The tile list, slab-major (a CTA's contiguous run of it then spans one or two slabs, so it
-// packs their weights once each): tile t = ((slab * N + n) * tiles_p + tp) * tiles_q + tq.
-struct HaloTile { int64_t n; int64_t p0, q0; int64_t slab; };
-RK_HOST_DEVICE constexpr int64_t halo_tiles_p(int64_t P) { return (P + kHaloTileP - 1) / kHaloTileP; }
-RK_HOST_DEVICE constexpr int64_t halo_tiles_q(int64_t Q) { return (Q + kHaloTileQ - 1) / kHaloTileQ; }
-RK_HOST_DEVICE constexpr int64_t halo_tiles(int64_t N, int64_t P, int64_t Q, int64_t slabs) {
-  return slabs * N * halo_tiles_p(P) * halo_tiles_q(Q);
+// Paired tiles. On a grid at most 8 columns wide (32x4d's stage 4: 7 x 7) an 8 x 16 tile would
+// compute 128 pixels for 49. Instead its columns hold two images, n in columns 0-7 and n + 1 in
+// 8-15 (the halo's columns from kHaloPairCols * stride on are n + 1's, shifted by that many): a
+// tile column reads the halo columns (column * stride + tap), so n + 1's outputs read only its
+// own part, and n's valid outputs may read n + 1's part only where both images are padding
+// (zeros either way; halo_paired: 7 columns at stride 1 and padding 1, 8 at stride 2 on a source
+// of 15 or fewer). The staging, the A fragments and the epilogue keep their maps; only a pass's
+// source and destination image and its bounds change (halo_pass_mask), a jump by one image
+// stride less the split's columns in the pass that crosses the split.
+constexpr int kHaloPairCols = kHaloTileQ / 2;
+// Whether the fprop-view problem (dgrad: halo_dgrad_as_fprop) runs on paired tiles: Q columns of
+// the grid, W of the source, stride and padding along the columns.
+RK_HOST_DEVICE constexpr bool halo_paired(int64_t Q, int64_t W, int64_t stride, int64_t pad) {
+  const int64_t last = (Q - 1) * stride + 2, split = int64_t(kHaloPairCols) * stride;   // n's last halo column
+  return Q <= kHaloPairCols && (last < split || (last < split + pad && split - pad >= W));
 }
-RK_HOST_DEVICE constexpr HaloTile halo_tile(int64_t t, int64_t N, int64_t P, int64_t Q) {
-  const int64_t tq = t % halo_tiles_q(Q), tp = t / halo_tiles_q(Q) % halo_tiles_p(P);
-  const int64_t rest = t / (halo_tiles_q(Q) * halo_tiles_p(P));
-  return {rest % N, tp * kHaloTileP, tq * kHaloTileQ, rest / N};
+// Kernels built with paired tiles: all but dgrad's phase classes at Cg = 24, whose kernel that
+// packs in its CTAs is at the register budget already (ptxas spilled 4 bytes with pairing's few
+// more; no model of the paper's table has a stride-2 layer at Cg = 24).
+RK_HOST_DEVICE constexpr bool halo_pairs_built(int cg, int mode) { return cg != 24 || mode != kHaloDgradPhases; }
+RK_HOST_DEVICE bool halo_paired(const ConvProblem& q, int mode) {
+  return halo_pairs_built(int(q.Cg()), mode) && halo_paired(q.Q, q.W, q.stride_w, q.pad_w);
+}
+// The passes of a lane (pass-0 column `col` of a row of `cols`) in the second image of a paired
+// tile: columns `split` and beyond (kHaloPairCols * stride of the halo, kHaloPairCols of a tile
+// row).
+RK_HOST_DEVICE constexpr uint32_t halo_second_passes(int col, int cols, int split, int cg) {
+  uint32_t mask = 0;
+  for (int v = 0; v * halo_pass_cols(cg) + col < cols; ++v)
+    mask |= uint32_t(v * halo_pass_cols(cg) + col >= split) << v;
+  return mask;
+}
+
+// The pass in which every lane's columns reach `split` (a tile row's or halo row's columns), where
+// one is (split a whole number of passes: each lane's pass-0 column is below pass_cols); else -1
+// (the lanes cross in different passes: halo_second_passes).
+RK_HOST_DEVICE constexpr int halo_split_pass(int split, int cg) {
+  return split % halo_pass_cols(cg) == 0 ? split / halo_pass_cols(cg) : -1;
+}
+// halo_second_passes where the split is a whole number of passes: the same for every lane (a
+// compile-time mask, passes from halo_split_pass to `passes`).
+RK_HOST_DEVICE constexpr uint32_t halo_split_mask(int split, int cg, int passes) {
+  return ((1u << passes) - 1u) & ~((1u << halo_split_pass(split, cg)) - 1u);
+}
+
+// The tile list, slab-major (a CTA's contiguous run of it then spans one or two slabs, so it
+// packs their weights once each): tile t = ((slab * units + u) * tiles_p + tp) * tiles_q + tq,
+// a unit an image, or a pair of them (`paired`: image 2 u, and 2 u + 1 if N has it; one tile
+// across the columns). 32-bit coordinates (a tile walk's two live tiles in 8 registers, not 16:
+// halo_can_implement refuses a batch of 2^31 images).
+struct HaloTile { int n, p0, q0, slab; };
+RK_HOST_DEVICE constexpr int64_t halo_tiles_p(int64_t P) { return (P + kHaloTileP - 1) / kHaloTileP; }
+RK_HOST_DEVICE constexpr int64_t halo_tiles_q(int64_t Q, bool paired) {
+  return paired ? 1 : (Q + kHaloTileQ - 1) / kHaloTileQ;
+}
+RK_HOST_DEVICE constexpr int64_t halo_units(int64_t N, bool paired) { return paired ? (N + 1) / 2 : N; }
+RK_HOST_DEVICE constexpr int64_t halo_tiles(int64_t N, int64_t P, int64_t Q, int64_t slabs, bool paired) {
+  return slabs * halo_units(N, paired) * halo_tiles_p(P) * halo_tiles_q(Q, paired);
+}
+RK_HOST_DEVICE constexpr HaloTile halo_tile(int64_t t, int64_t N, int64_t P, int64_t Q, bool paired) {
+  const int64_t tiles_q = halo_tiles_q(Q, paired), units = halo_units(N, paired);
+  const int64_t tq = t % tiles_q, tp = t / tiles_q % halo_tiles_p(P);
+  const int64_t rest = t / (tiles_q * halo_tiles_p(P));
+  return {int(rest % units * (paired ? 2 : 1)), int(tp * kHaloTileP), int(tq * kHaloTileQ), int(rest / units)};
 }
 
 // The tile after `tl` in that order: a CTA walks its run with this, so that only the run's first
 // tile costs halo_tile's 64-bit divisions.
-RK_HOST_DEVICE constexpr HaloTile halo_tile_next(HaloTile tl, int64_t N, int64_t P, int64_t Q) {
-  if (tl.q0 + kHaloTileQ < Q) return {tl.n, tl.p0, tl.q0 + kHaloTileQ, tl.slab};
+RK_HOST_DEVICE constexpr HaloTile halo_tile_next(HaloTile tl, int64_t N, int64_t P, int64_t Q, bool paired) {
+  if (!paired && tl.q0 + kHaloTileQ < Q) return {tl.n, tl.p0, tl.q0 + kHaloTileQ, tl.slab};
   if (tl.p0 + kHaloTileP < P) return {tl.n, tl.p0 + kHaloTileP, 0, tl.slab};
-  if (tl.n + 1 < N) return {tl.n + 1, 0, 0, tl.slab};
+  if (tl.n + (paired ? 2 : 1) < N) return {tl.n + (paired ? 2 : 1), 0, 0, tl.slab};
   return {0, 0, 0, tl.slab + 1};
 }
 

@@ -49,7 +49,8 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
     p = rk::halo_dgrad_as_fprop(p);
     CHECK(p.problem.stride_h == 1);
     CHECK(ds.smem_bytes == rk::halo_smem_bytes(1, CG, mode));
-    CHECK(ds.grid_x == rk::halo_grid(rk::halo_tiles(p.problem.N, p.problem.P, p.problem.Q, p.problem.C / SLAB),
+    CHECK(ds.grid_x == rk::halo_grid(rk::halo_tiles(p.problem.N, p.problem.P, p.problem.Q, p.problem.C / SLAB,
+                                                    rk::halo_paired(p.problem, mode)),
                                      num_sms, 1, CG, mode));
     dst_h = d.H, dst_w = d.W;
   } else {
@@ -57,9 +58,10 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
   }
   const rk::ConvProblem& q = p.problem;
   const int S = int(q.stride_h);
-  const int64_t C = q.C, slabs = C / SLAB, tiles = rk::halo_tiles(q.N, q.P, q.Q, slabs);
+  const bool paired = rk::halo_paired(q, mode);
+  const int64_t C = q.C, slabs = C / SLAB, tiles = rk::halo_tiles(q.N, q.P, q.Q, slabs, paired);
   const int64_t grid = rk::halo_grid(tiles, num_sms, S, CG, mode);
-  if (!dgrad) CHECK(rk::fprop_halo_shape(p).grid_x == grid);
+  if (!dgrad) CHECK(rk::fprop_halo_shape(p).grid_x == grid && rk::fprop_halo_shape(p).tile_images == 1 + paired);
 
   // Small integers: every product and sum is exact in fp32 and in bf16 storage.
   std::vector<float> x(q.N * q.H * q.W * C), wt(C * CG * 9), bias(C), y(q.N * dst_h * dst_w * C, kUnset);
@@ -132,22 +134,29 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
   std::vector<int> visits(tiles, 0);
   for (int64_t cta = 0; cta < grid; ++cta) {
     const rk::HaloRange run = rk::halo_cta_tiles(cta, grid, tiles);
-    rk::HaloTile tl = rk::halo_tile(run.begin, q.N, q.P, q.Q);   // walked as the kernel does
-    for (int64_t t = run.begin; t < run.end; ++t, tl = rk::halo_tile_next(tl, q.N, q.P, q.Q)) {
+    rk::HaloTile tl = rk::halo_tile(run.begin, q.N, q.P, q.Q, paired);   // walked as the kernel does
+    for (int64_t t = run.begin; t < run.end; ++t, tl = rk::halo_tile_next(tl, q.N, q.P, q.Q, paired)) {
       ++visits[t];
-      const rk::HaloTile want = rk::halo_tile(t, q.N, q.P, q.Q);
+      const rk::HaloTile want = rk::halo_tile(t, q.N, q.P, q.Q, paired);
       wrong += want.n != tl.n || want.p0 != tl.p0 || want.q0 != tl.q0 || want.slab != tl.slab;
       // Stage the halo as the warps do, a row at a time in passes (16 bytes, 8 channels a
       // copy): the kernel's pass-0 word plus compile-time steps must be the definition's word.
       std::vector<float> halo(2 * STAGE, kUnset);
       constexpr int PC = rk::halo_pass_cols(CG);
       const int cols = rk::halo_cols(S), passes = rk::halo_row_passes(cols, CG);
+      const int x_split = rk::kHaloPairCols * S;   // a paired tile's second image, in halo columns
       for (int warp = 0; warp < rk::kHaloWarps; ++warp)
         for (int lane = 0; lane < 32; ++lane) {
           const rk::HaloLaneCopy lc = rk::halo_lane_copy(lane, CG);
           if (!lc.active) continue;
           const int h0 = int(tl.p0) * S - int(q.pad_h), w0 = int(tl.q0) * S - int(q.pad_w) + lc.col;
-          const uint32_t cols_in = rk::halo_pass_mask(w0, PC, int(q.W), lc.col, cols, CG);
+          const uint32_t second = paired ? rk::halo_second_passes(lc.col, cols, x_split, CG) : 0u;
+          // Where the split is whole passes the kernel takes a compile-time mask instead.
+          if (paired && rk::halo_split_pass(x_split, CG) >= 0)
+            wrong += second != (rk::halo_split_mask(x_split, CG, passes) & ((1u << passes) - 1u) &
+                                ~(lc.col + (passes - 1) * PC >= cols ? 1u << (passes - 1) : 0u));
+          const uint32_t cols_in =
+              rk::halo_pass_mask(w0, PC, int(q.W), lc.col, cols, CG, second, x_split, tl.n + 1 < q.N);
           for (int row = warp; row < rk::halo_rows(S); row += rk::kHaloWarps) {
             const bool row_in = unsigned(h0 + row) < unsigned(q.H);
             const int base = rk::halo_word(0, lc.col, lc.part * COPY, S, CG) + row * rk::halo_row_words(S, CG);
@@ -156,13 +165,18 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
               if (v + 1 == passes && col >= cols) continue;
               const int word = base + v * rk::halo_copy_step(S, CG);
               wrong += word != rk::halo_word(row, col, lc.part * COPY, S, CG);
-              const int64_t hh = h0 + row, ww = w0 + v * PC;
-              const bool in = row_in && (cols_in >> v & 1u);
-              wrong += in != (hh >= 0 && hh < q.H && ww >= 0 && ww < q.W);   // the mask's meaning
+              // The pixel by definition: halo column col of image n, or on a paired tile from
+              // the split on, column col - split of image n + 1.
+              const bool hi = paired && col >= x_split;
+              const int64_t nn = tl.n + hi, hh = h0 + row, ww = w0 + v * PC - (hi ? x_split : 0);
+              wrong += hi != bool(second >> v & 1u);
+              const bool want_in = nn < q.N && hh >= 0 && hh < q.H && ww >= 0 && ww < q.W;
+              const bool in = row_in && (cols_in >> v & 1u) && want_in;   // (never read past x)
+              wrong += (row_in && (cols_in >> v & 1u)) != want_in;         // the mask's meaning
               for (int e = 0; e < COPY; ++e) {
                 const int slot = 2 * word + e;
                 if (!std::isnan(halo[slot])) ++wrong;  // staged twice
-                halo[slot] = in ? X(tl.n, tl.slab * SLAB + lc.part * COPY + e, hh, ww) : 0.f;
+                halo[slot] = in ? X(nn, tl.slab * SLAB + lc.part * COPY + e, hh, ww) : 0.f;
               }
             }
           }
@@ -229,24 +243,33 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
           for (int lane = 0; lane < 32; ++lane) {
             const rk::HaloLaneCopy lc = rk::halo_lane_copy(lane, CG);
             if (!lc.active) continue;
-            const int qq0 = int(rk::halo_dst_col(tl.q0 + lc.col, cls, mode));
-            const uint32_t cols_out = rk::halo_pass_mask(qq0, PC * dq, int(dst_w), lc.col, rk::kHaloTileQ, CG);
+            const int qq0 = int(rk::halo_dst_col(tl.q0 + lc.col, cls, mode)), y_split = rk::kHaloPairCols * dq;
+            const uint32_t second = paired ? rk::halo_second_passes(lc.col, rk::kHaloTileQ, rk::kHaloPairCols, CG) : 0u;
+            if (paired && rk::halo_split_pass(rk::kHaloPairCols, CG) >= 0)
+              wrong += second != (rk::halo_split_mask(rk::kHaloPairCols, CG, spasses) &
+                                  ~(lc.col + (spasses - 1) * PC >= rk::kHaloTileQ ? 1u << (spasses - 1) : 0u));
+            const uint32_t cols_out = rk::halo_pass_mask(qq0, PC * dq, int(dst_w), lc.col, rk::kHaloTileQ, CG,
+                                                         second, y_split, tl.n + 1 < q.N);
             for (int mt = 0; mt < 2; ++mt) {
               const int pl = 2 * warp + mt;
               const int64_t pp = rk::halo_dst_row(tl.p0 + pl, cls, mode);
               if (pp >= dst_h) break;
               for (int v = 0; v < spasses; ++v) {
                 const int col = lc.col + v * PC;
-                const int64_t qq = qq0 + v * PC * dq;
-                wrong += (cols_out >> v & 1u) != (col < rk::kHaloTileQ && qq < dst_w);
-                if (!(cols_out >> v & 1u)) continue;
-                wrong += qq != rk::halo_dst_col(tl.q0 + col, cls, mode);
+                // As the kernel moves on: qq0 by passes, less the split in a paired tile's
+                // second image; by definition: tile column col, or col - 8 of image n + 1.
+                const bool hi = second >> v & 1u;
+                const int64_t nn = tl.n + hi, qq = qq0 + v * PC * dq - (hi ? y_split : 0);
+                wrong += hi != (paired && col >= rk::kHaloPairCols && col < rk::kHaloTileQ);
+                wrong += (cols_out >> v & 1u) != (col < rk::kHaloTileQ && qq < dst_w && nn < q.N);
+                if (!(cols_out >> v & 1u) || nn >= q.N) continue;   // (never written past y)
+                wrong += qq != rk::halo_dst_col(tl.q0 + col - (hi ? rk::kHaloPairCols : 0), cls, mode);
                 const int word = rk::halo_out_word(pl * rk::kHaloTileQ + lc.col, lc.part * 8, SLAB) +
                                  v * PC * rk::halo_out_pixel_words(SLAB);
                 wrong += word != rk::halo_out_word(pl * rk::kHaloTileQ + col, lc.part * 8, SLAB);
                 for (int wd = word; wd < word + 4; ++wd) wrong += owner[wd] != warp;
                 for (int e = 0; e < 8; ++e) {
-                  float& dst = y[((tl.n * dst_h + pp) * dst_w + qq) * C + tl.slab * SLAB + lc.part * 8 + e];
+                  float& dst = y[((nn * dst_h + pp) * dst_w + qq) * C + tl.slab * SLAB + lc.part * 8 + e];
                   wrong += !std::isnan(dst);                  // written twice
                   dst = out[2 * word + e];
                   wrong += std::isnan(dst);                   // a word the epilogue never wrote
@@ -413,22 +436,52 @@ void test_fprop_halo() {
   CHECK_EQ_STR(rk::fprop_halo_can_implement(p), "the weight spans 2^31 elements or more (packed with 32-bit offsets)");
   p.direction = rk::Direction::kDgrad;
   CHECK_EQ_STR(rk::dgrad_halo_can_implement(p), "the weight spans 2^31 elements or more (packed with 32-bit offsets)");
+  p = halo_params(2, 8, 4, 7, 7, 1, 1);        // paired tiles address two images in 32 bits
+  const int64_t last = 6 * p.x_stride[2] + 6 * p.x_stride[3] + 31 + 8;   // past image 1's last copy
+  p.x_stride[0] = ((int64_t(1) << 31) - last + 7) / 8 * 8;   // the first 16-byte multiple that reaches 2^31
+  CHECK_EQ_STR(rk::fprop_halo_can_implement(p), "two images span 2^31 elements or more on paired tiles (addressed in 32 bits)");
+  p.x_stride[0] -= 8;
+  CHECK_EQ_STR(rk::fprop_halo_can_implement(p), "");
+  p = halo_params(2, 8, 4, 9, 9, 1, 1);        // unpaired tiles address one image at a time
+  p.x_stride[0] = int64_t(1) << 31;
+  CHECK_EQ_STR(rk::fprop_halo_can_implement(p), "");
+  // Paired tiles, by hand (Q, W, stride, pad along the columns; the first halo column of the
+  // second image is 8 * stride): 7 x 7 at stride 1 (n's last output reads halo column 8, image
+  // column 7 of n and -1 of n + 1: padding of both); 8 columns at stride 1 (column 9 is n + 1's
+  // column 0); at stride 2 an 8-column grid of a 15-wide source (halo column 16: n's column 15,
+  // past its 15) but not of a 16-wide one; padding 0 with a 9-wide source (Q = 7: n's column 8
+  // is real) but an 8-wide one (Q = 6: n reads up to column 7).
+  CHECK(rk::halo_paired(7, 7, 1, 1) && !rk::halo_paired(8, 8, 1, 1));
+  CHECK(rk::halo_paired(7, 14, 2, 1) && rk::halo_paired(8, 15, 2, 1) && !rk::halo_paired(8, 16, 2, 1));
+  CHECK(!rk::halo_paired(7, 9, 1, 0) && rk::halo_paired(6, 8, 1, 0) && !rk::halo_paired(14, 14, 1, 1));
   // Each case: what it catches.
   CHECK(emulate<4>(2, 16, 9, 21, 1, 1, false, 3) == 0);   // 32x4d stage 1 widths, 2 slabs, partial tiles
   CHECK(emulate<4>(1, 8, 12, 33, 2, 1, true, 2) == 0);    // stride 2, ReLU, a CTA walking many tiles
   CHECK(emulate<8>(1, 8, 8, 16, 1, 1, true, 132) == 0);   // exact tiles, more CTAs than tiles
-  CHECK(emulate<16>(2, 4, 7, 7, 1, 1, false, 1) == 0);    // stage 3 widths, one CTA does all
-  CHECK(emulate<32>(1, 2, 14, 14, 2, 1, false, 4) == 0);  // stage 4 entry widths, stride 2
+  CHECK(emulate<16>(2, 4, 7, 7, 1, 1, false, 1) == 0);    // a paired tile (7 columns), one CTA does all
+  CHECK(emulate<32>(1, 2, 14, 14, 2, 1, false, 4) == 0);  // stage 4 entry widths, stride 2, one image a pair
+  CHECK(emulate<16>(2, 4, 14, 14, 1, 1, true, 3) == 0);   // stage 3 widths: 14 columns, not paired
   CHECK(emulate<24>(1, 2, 6, 18, 1, 0, false, 2) == 0);   // the paper's Cg = 24, padding 0
   CHECK(emulate<14>(1, 8, 9, 17, 1, 1, true, 2) == 0);    // the paper's Cg = 14: 4 groups a GEMM group
   CHECK(emulate<14>(2, 4, 11, 9, 2, 1, false, 3) == 0);   // Cg = 14 at stride 2
   CHECK(emulate<40>(1, 1, 5, 9, 2, 2, true, 2) == 0);     // the paper's Cg = 40, padding 2
   CHECK(emulate<64>(1, 1, 3, 17, 1, 1, false, 2) == 0);   // 1x64d widths: 8 n8 tiles, 36 k-steps
+  // Paired tiles (two images a tile where the grid is at most 7 columns wide): an odd batch (the
+  // last pair one image), the 32x4d stage 4 and entry shapes, a run of CTAs crossing pairs and
+  // slabs, the widest pairable grid (8 columns at stride 2, where halo column 16 is padding of
+  // both images), and rows beyond one tile.
+  CHECK(emulate<32>(3, 2, 7, 7, 1, 1, true, 2) == 0);     // stage 4 widths, 2 pairs
+  CHECK(emulate<32>(5, 2, 14, 14, 2, 1, false, 3) == 0);  // stage 4 entry widths, 3 pairs
+  CHECK(emulate<4>(3, 16, 7, 7, 1, 1, false, 5) == 0);    // Cg = 4, two slabs
+  CHECK(emulate<8>(3, 8, 19, 15, 2, 1, true, 4) == 0);    // an 8-column grid at stride 2, 2 row tiles
+  CHECK(emulate<14>(3, 4, 5, 6, 1, 0, false, 2) == 0);    // Cg = 14, padding 0 (4 columns)
+  CHECK(emulate<8>(3, 8, 5, 8, 1, 1, false, 2) == 0);     // 8 columns at stride 1: not paired
   // dgrad_halo: dgrad at stride 1 as fprop of dy, rotated and transposed weights.
   constexpr int kD1 = rk::kHaloDgrad, kD2 = rk::kHaloDgradPhases;
   CHECK(emulate<4>(2, 16, 9, 21, 1, 1, false, 3, kD1) == 0);   // 32x4d stage 1 widths
   CHECK(emulate<8>(1, 8, 10, 17, 1, 0, false, 2, kD1) == 0);   // padding 0 -> 2 on dy
   CHECK(emulate<32>(1, 2, 7, 7, 1, 2, false, 1, kD1) == 0);    // padding 2 -> 0, stage 4 widths
+  CHECK(emulate<32>(3, 2, 7, 7, 1, 1, false, 2, kD1) == 0);    // stage 4, paired tiles, an odd batch
   CHECK(emulate<14>(1, 4, 7, 10, 1, 1, false, 2, kD1) == 0);  // Cg = 14
   CHECK(emulate<24>(1, 2, 6, 9, 1, 1, false, 2, kD1) == 0);    // Cg = 24
   // dgrad_halo at stride 2 by phase class: odd and even dx sizes (the last class row or column
@@ -437,6 +490,8 @@ void test_fprop_halo() {
   CHECK(emulate<4>(2, 16, 9, 21, 2, 1, false, 2, kD2) == 0);   // odd sizes, Cg = 4, 2 slabs
   CHECK(emulate<16>(1, 4, 15, 14, 2, 1, false, 1, kD2) == 0);  // stage 3 entry widths, one CTA
   CHECK(emulate<32>(1, 2, 14, 13, 2, 1, false, 4, kD2) == 0);  // stage 4 entry widths
+  CHECK(emulate<32>(3, 2, 14, 14, 2, 1, false, 2, kD2) == 0);  // paired 7-column class grids, odd batch
+  CHECK(emulate<8>(3, 8, 9, 13, 2, 1, false, 3, kD2) == 0);    // paired, odd dx sizes, Cg = 8
   CHECK(emulate<14>(1, 4, 10, 9, 2, 1, false, 2, kD2) == 0);  // Cg = 14
   CHECK(emulate<24>(1, 2, 6, 7, 2, 1, false, 2, kD2) == 0);    // Cg = 24
   CHECK(emulate<64>(1, 1, 5, 6, 2, 1, false, 2, kD2) == 0);    // 1x64d widths
