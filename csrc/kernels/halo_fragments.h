@@ -12,8 +12,8 @@
 // are skipped, halo_kn_meet; 90% at Cg = 8, 100% from 16, but 24 and 40: 96%, 98%).
 //
 // A CTA (4 warps) owns a tile of 8 x 16 output pixels of one image (or two: paired tiles, below)
-// and one slab of whole groups
-// (SLAB channels: 56 at Cg = 14, else 32 from Cg = 4 to 32, 24 at Cg = 24, 40 at Cg = 40, 64 at Cg = 64). Warp w
+// and one slab of whole groups (SLAB channels: 56 at Cg = 14, else 32 from Cg = 4 to 32, 24 at
+// Cg = 24, 40 at Cg = 40, 64 at Cg = 64). Warp w
 // computes tile rows 2w and 2w + 1, one m16 tile each (16 consecutive output columns). The
 // tile's input halo, (8 - 1) * stride + 3 rows by (16 - 1) * stride + 3 columns of SLAB
 // channels, is staged in shared memory once, with 16-byte copies (zeros outside the image), and
