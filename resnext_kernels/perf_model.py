@@ -1145,8 +1145,8 @@ def halo_row_sass(model: Tuple[float, float], passes: int) -> float:
 def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Resources,
               dtype: str = "bf16", prepacked: bool = False) -> Prediction:
     """fprop_halo (csrc/kernels/fprop_halo.cu, halo_fragments.h): persistent CTAs walk contiguous
-    runs of the 8x16-pixel tiles (two images a tile on grids 7 columns wide or narrower: the
-    shape's tile_images), packing each slab's weights as they start it; each tile's halo
+    runs of the 8x16-pixel tiles (two images a tile on grids at most 8 columns wide whose halos
+    meet only in padding: the shape's tile_images), packing each slab's weights as they start it; each tile's halo
     is copied once from L2 into shared memory, the nine taps read it there as ldmatrix A
     fragments (K = (tap, channel) in a GEMM group), the output is staged and stored 16 bytes at a
     time. Shared-memory wavefronts per tile as counted by csrc/tests/test_halo.cpp
@@ -1176,7 +1176,7 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     kn = halo_kn_pairs(cg, gw, HALO_PHASE_TAPS if phases else (9,))   # (k-step, n8) pairs computed
     rows = (8 - 1) * conv.stride + 3
     cols = halo_cols(conv.stride)
-    # Paired tiles (grids at most 7 columns wide, halo_paired): images 2u and 2u + 1 side by side
+    # Paired tiles (grids at most 8 columns wide, halo_paired): images 2u and 2u + 1 side by side
     # in a tile's 8-column halves, the second's halo from column 8 * stride on.
     paired = shape.get("tile_images", 1) == 2
     units = -(-conv.n // 2) if paired else conv.n

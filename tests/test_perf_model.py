@@ -325,7 +325,7 @@ def test_cli_l2_rate_override_only_speeds_up_predictions(tmp_path):
 
 @needs_cuda_build
 def test_halo_paired_tiles_by_hand():
-    """The halo rungs put two images in a tile where the grid is at most 7 columns wide (32x4d's
+    """The halo rungs put two images in a tile where the grid is at most 8 columns wide (32x4d's
     stage 4, 7x7): 32 slabs x 32 pairs = 1024 tiles at batch 64 (2048 of 128 pixels for 49
     each otherwise), each staging both images' 7x7 x 32 channels in bounds, so x crosses L2 once;
     an odd batch pads its last pair; 14x14 (stage 3) keeps one image a tile."""
