@@ -110,6 +110,9 @@ py::dict variant_shape(const std::string& name, const std::vector<int64_t>& inpu
   d["halo_pixels"] = s.halo_pixels;
   d["groups_per_block"] = s.groups_per_block;
   d["tile_images"] = s.tile_images;
+  d["tile_rows"] = s.tile_rows;
+  d["tile_cols"] = s.tile_cols;
+  d["stages"] = s.stages;
   d["splits"] = s.splits;
   d["launches"] = s.launches;
   d["workspace_elems"] = v->workspace_elems(p);

@@ -155,7 +155,8 @@ const std::vector<KernelVariant>& registry() {
        "transposed in shared memory; fixed-order reduction of the splits; Cg, Kg <= 64", false,
        wgrad_mma_can_implement, wgrad_mma_workspace_elems, wgrad_mma_launch, wgrad_mma_shape},
       {"wgrad_halo", Direction::kWgrad, 4,
-       "a channel block and a split of 8x8 dy tiles per CTA: x halo and dy staged once per tile "
+       "a channel block and a split of the dy tiles per CTA (bands of whole rows, whole images, "
+       "two 7x7 images; shaped per problem): x halo and dy staged once per tile "
        "(a ring of 2-8 16-byte cp.async stages), ldmatrix.trans fragments, K = pixels on "
        "mma.sync, the nine taps' sums in registers (at Cg = 14 only the (chunk, n8 tile) "
        "pairs that share a group); fixed-order reduction of the splits; bf16/fp16 "

@@ -29,6 +29,9 @@ struct LaunchShape {
   int64_t halo_pixels = 0;          // source pixels a CTA stages in shared memory (0: none)
   int64_t groups_per_block = 1;     // groups packed into one CTA
   int64_t tile_images = 1;          // images a tile spans (the halo rungs' paired tiles: 2)
+  int64_t tile_rows = 0;            // destination rows, columns of a tile (0: not row tiles)
+  int64_t tile_cols = 0;
+  int stages = 0;                   // shared-memory stages of its ring (0: no ring)
   int64_t splits = 1;               // wgrad: partial sums per weight element
   int launches = 1;                 // kernels per call (wgrad: + the reduction)
 };

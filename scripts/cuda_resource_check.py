@@ -5,7 +5,9 @@ ptxas puts spilled registers (`-warn-spills` reports those as spills while LOCAL
 none of the kernels has a local array that would need one.
 
 It also recounts, in the sm_90 SASS, the loops whose instruction counts the performance model
-uses (perf_model.CUDA_WGRAD_HALO_TILE_SASS: wgrad_halo's tile loop, bf16, within 5%;
+uses (perf_model.CUDA_WGRAD_HALO_KB_SASS: wgrad_halo's K-block loop, bf16, within 5%; its
+WGRAD_HALO_X_COPY_SASS, WGRAD_HALO_DY_COPY_SASS and WGRAD_HALO_TILE_SASS: a pass of each staging
+loop and the tile loop's own instructions, within 25%;
 HALO_STAGE_ROW_SASS and HALO_STORE_ROW_SASS: a row of fprop_halo's staging and store loops,
 within 20%; HALO_PACK_WORD_SASS: its weight packing, a word, within 25%) and fails when one is
 off, so that the model's issue term follows the code.
@@ -87,6 +89,24 @@ def pack_word_size(bodies) -> float | None:
     return sum(size for size, _ in packs) / sum(n for _, n in packs) if packs else None
 
 
+def wgrad_halo_loops(sass: str):
+    """wgrad_halo's loops in one kernel's SASS: the K-block loop (the smallest holding MMAs), the
+    x and dy staging loops inside the tile loop (one copy each, in that order) and the tile loop's
+    own instructions (the largest holding MMAs, less those three); None if not so shaped."""
+    spans = sass_loops.spans(sass)
+    mma = [s for s in spans if any("HMMA" in t for t in s[2])]
+    if not mma:
+        return None
+    kb, tile = min(mma, key=lambda s: len(s[2])), max(mma, key=lambda s: len(s[2]))
+    copies = [s for s in spans if tile[0] <= s[0] and s[1] < tile[1]
+              and sum("LDGSTS" in t for t in s[2]) == 1]
+    if len(copies) != 2 or kb is tile:
+        return None
+    x, dy = sorted(copies)
+    return {"kb": len(kb[2]), "x": len(x[2]), "dy": len(dy[2]),
+            "tile": len(tile[2]) - len(kb[2]) - len(x[2]) - len(dy[2])}
+
+
 def check_model_sass(tool: str, path: str, rows, demangled) -> int:
     """Recounts the loops the performance model takes from the SASS; returns how many are off."""
     sys.path.insert(0, ROOT)
@@ -104,8 +124,8 @@ def check_model_sass(tool: str, path: str, rows, demangled) -> int:
                               *([m.group(5) == "true"] if m.group(5) else []))
     sass = subprocess.run([tool, "-sass", "-arch", "sm_90", path], capture_output=True,
                           text=True).stdout
-    found = {names[name]: sass_loops.loops(text)
-             for name, text in sass_loops.functions(sass).items() if name in names}
+    texts = {names[name]: text for name, text in sass_loops.functions(sass).items() if name in names}
+    found = {key: sass_loops.loops(text) for key, text in texts.items()}
     off = 0
 
     def drifted(got, model, tolerance: float) -> bool:
@@ -118,11 +138,14 @@ def check_model_sass(tool: str, path: str, rows, demangled) -> int:
         shown = "none" if got is None else f"{got:.0f}"
         print(f"{what}: {shown} instructions a warp (model {model}){'  OFF' if bad else ''}")
 
-    for (cg, stride), model in pm.CUDA_WGRAD_HALO_TILE_SASS.items():
-        loop = sass_loops.smallest_holding(found.get(("wgrad_halo", cg, stride), []), r"\bHMMA")
-        got = None if loop is None else len(loop)
-        report(f"wgrad_halo tile loop, bf16 sm_90, Cg = {cg}, stride {stride}", got, model,
-               SASS_TOLERANCE)
+    for (cg, stride), model in pm.CUDA_WGRAD_HALO_KB_SASS.items():
+        got = wgrad_halo_loops(texts.get(("wgrad_halo", cg, stride), ""))
+        what = f"wgrad_halo, bf16 sm_90, Cg = {cg}, stride {stride}"
+        report(f"{what}: K-block loop", got and got["kb"], model, SASS_TOLERANCE)
+        for part, want in (("x", pm.WGRAD_HALO_X_COPY_SASS), ("dy", pm.WGRAD_HALO_DY_COPY_SASS),
+                           ("tile", pm.WGRAD_HALO_TILE_SASS)):
+            report(f"{what}: {part if part == 'tile' else part + ' staging'} loop", got and got[part],
+                   want, pm.WGRAD_HALO_SASS_TOLERANCE)
     halo = sorted(k for k in found if k[0] == "fprop_halo")
 
     def recount(what: str, tolerance: float, model_text: str, measure, kernels=halo) -> None:
@@ -196,7 +219,7 @@ def main() -> int:
     off = check_model_sass(tool, paths[0], rows, names)
     if off:
         print(f"{off} loop counts off the performance model's beyond their tolerance (update "
-              "perf_model's CUDA_WGRAD_HALO_TILE_SASS, HALO_*_ROW_SASS or HALO_PACK_WORD_SASS "
+              "perf_model's CUDA_WGRAD_HALO_KB_SASS, WGRAD_HALO_*_SASS, HALO_*_ROW_SASS or HALO_PACK_WORD_SASS "
               "from the counts above)")
     if out_json:
         import json

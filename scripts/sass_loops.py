@@ -12,12 +12,19 @@ _BRANCH = re.compile(r"\bBRA\s+(?:`\()?(?:0x)?([0-9a-f]+)")
 def loops(sass: str) -> list:
     """Every loop of `sass` (one function's SASS): a backward branch and its target, as the list
     of the instructions between them."""
+    return [body for _, _, body in spans(sass)]
+
+
+def spans(sass: str) -> list:
+    """Every loop of `sass` as (first address, last address, instructions), in the order of
+    their backward branches (an inner loop before the loop that holds it)."""
     code = [(int(m.group(1), 16), m.group(2)) for m in _LINE.finditer(sass)]
     found = []
     for addr, text in code:
         branch = _BRANCH.search(text)
         if branch and int(branch.group(1), 16) < addr:
-            found.append([t for a, t in code if int(branch.group(1), 16) <= a <= addr])
+            start = int(branch.group(1), 16)
+            found.append((start, addr, [t for a, t in code if start <= a <= addr]))
     return found
 
 

@@ -376,18 +376,39 @@ def test_dgrad_halo_phases_by_hand():
 @needs_cuda_build
 def test_wgrad_halo_shape_by_hand():
     """wgrad_halo at 32x4d stage 1: blocks of 8 channels (two groups of Cg = 4): 16 blocks; one
-    wave of 4 CTAs on each of 132 SMs: 528 / 16 = 33 splits; a stage is the 10x10 x halo and the
-    64 dy pixels, 16 bytes each (one odd 16-byte unit a pixel), 8 of them in the ring."""
+    wave of 4 CTAs on each of 132 SMs: 528 / 16 = 33 splits. A tile is 14 rows of 56 (the bands
+    staging the fewest units, csrc/tests/test_wgrad_halo.cpp derives it): a stage is the 16 x 58
+    x halo and 49 K-blocks of 16 dy pixels, 16 bytes each: 1712 units, 2 of them in the 56 KB
+    ring, then the table of 98 K halves (25 units)."""
     gpu = pm.GPUS["H200"]
     s = pm.cuda_shape("wgrad_halo", STAGE1, gpu)
     assert s["can_implement"] == "" and (s["splits"], s["grid_x"]) == (33, 16 * 33)
-    assert s["smem_bytes"] == 8 * (100 + 64) * 16 and s["halo_pixels"] == 100
+    assert (s["tile_images"], s["tile_rows"], s["tile_cols"], s["stages"]) == (1, 14, 56, 2)
+    assert s["smem_bytes"] == (2 * 1712 + 25) * 16 and s["halo_pixels"] == 16 * 58
     assert s["workspace_elems"] == 33 * STAGE1.w_elems() and s["launches"] == 2
     pred = pm.cuda_variant("wgrad_halo", STAGE1, "wgrad", gpu, shape=s)
-    # Issued: per tile (64 x 56 x 56 / 64 = 3136 of them) and block, 4 K-blocks x 5 M tiles x 1
-    # n8 tile of m16n8k16.
-    assert pred.mma_flops_issued == pytest.approx(3136 * 16 * 4 * 5 * 4096)
+    # Issued: per tile (64 images x 4 bands of them) and block, 49 K-blocks x 5 M tiles x 1 n8
+    # tile of m16n8k16.
+    assert pred.mma_flops_issued == pytest.approx(256 * 16 * 49 * 5 * 4096)
     assert pred.launches == 2 and pred.mma_flops_useful == STAGE1.flops()
+    # x crosses L2 as the bands' in-bounds halos (4 bands of 16 rows less the two padding rows,
+    # 56 columns), dy once; then the reduction reads the 33 splits' fp32 partials.
+    x_rows = 4 * 16 - 2
+    assert pred.l2_bytes == pytest.approx(64 * (x_rows * 56 + 56 * 56) * 128 * 2 + 33 * STAGE1.w_elems() * 4)
+
+
+@needs_cuda_build
+def test_wgrad_halo_stage4_two_images_by_hand():
+    """32x4d stage 4 (7 x 7, Cg = 32): two images a tile (csrc/tests/test_wgrad_halo.cpp derives
+    it), 7 K halves an image: 7 K-blocks a tile, 32 tiles a block at batch 64 and 32 at 63 (its
+    last holds one image); warps split M (18 M tiles x 4 n8 tiles a K-block)."""
+    gpu = pm.GPUS["H200"]
+    for n, tiles in ((64, 32), (63, 32)):
+        conv = pm.Conv(n, 1024, 7, 7, 1024, 32)
+        s = pm.cuda_shape("wgrad_halo", conv, gpu)
+        assert (s["tile_images"], s["tile_rows"], s["tile_cols"]) == (2, 7, 7)
+        pred = pm.cuda_variant("wgrad_halo", conv, "wgrad", gpu, shape=s)
+        assert pred.mma_flops_issued == pytest.approx(tiles * 32 * 7 * 18 * 4 * 4096)
 
 
 def test_wgrad_halo_columns_by_hand():
@@ -401,13 +422,15 @@ def test_wgrad_halo_columns_by_hand():
 
 @needs_cuda_build
 def test_wgrad_halo_cg14_shape_and_work_by_hand():
-    """8x14d stage 1 (112 channels, 8 groups): two blocks of four groups; per tile and block
-    4 K-blocks x 24 padded columns x 5 tap pairs of m16n8k16."""
+    """8x14d stage 1 (112 channels, 8 groups): two blocks of four groups (seven 16-byte chunks a
+    pixel); 8 x 8 tiles (7 runs of columns x 7 bands, 1148 units: by hand in
+    csrc/tests/test_wgrad_halo.cpp's notes, the wider runs stage more); per tile and block 4
+    K-blocks x 24 padded columns x 5 tap pairs of m16n8k16."""
     gpu = pm.GPUS["H200"]
     conv = pm.Conv(64, 112, 56, 56, 112, 8)
     s = pm.cuda_shape("wgrad_halo", conv, gpu)
     assert s["can_implement"] == "" and s["tile_channels"] == 56 and s["groups_per_block"] == 4
-    assert s["grid_x"] == 2 * s["splits"]
+    assert s["grid_x"] == 2 * s["splits"] and (s["tile_rows"], s["tile_cols"]) == (8, 8)
     pred = pm.cuda_variant("wgrad_halo", conv, "wgrad", gpu, shape=s)
     assert pred.mma_flops_issued == pytest.approx(64 * 7 * 7 * 2 * 4 * 24 * 5 * 4096)
     odd = pm.Conv(2, 84, 14, 14, 84, 6)              # six groups: not whole blocks of four

@@ -45,26 +45,26 @@ __device__ __forceinline__ void ldsm_x4_at(uint32_t (&r)[4], uint32_t row) {
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(row));
 #endif
 }
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const void* row) {
+__device__ __forceinline__ void ldsm_x4_trans_at(uint32_t (&r)[4], uint32_t row) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(shared_address(row)));
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(row));
 #endif
 }
-// ldsm_x4_trans when `p` (warp-uniform: ldmatrix is .sync.aligned), else `r` unchanged; a
+// ldsm_x4_trans_at when `p` (warp-uniform: ldmatrix is .sync.aligned), else `r` unchanged; a
 // predicated instruction, not a branch.
-__device__ __forceinline__ void ldsm_x4_trans_if(bool p, uint32_t (&r)[4], const void* row) {
+__device__ __forceinline__ void ldsm_x4_trans_if_at(bool p, uint32_t (&r)[4], uint32_t row) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("{\n  .reg .pred p;\n  setp.ne.b32 p, %5, 0;\n"
                "  @p ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n}\n"
                : "+r"(r[0]), "+r"(r[1]), "+r"(r[2]), "+r"(r[3])
-               : "r"(shared_address(row)), "r"(int(p)));
+               : "r"(row), "r"(int(p)));
 #endif
 }
-__device__ __forceinline__ void ldsm_x2_trans(uint32_t& r0, uint32_t& r1, const void* row) {
+__device__ __forceinline__ void ldsm_x2_trans_at(uint32_t& r0, uint32_t& r1, uint32_t row) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
-               : "=r"(r0), "=r"(r1) : "r"(shared_address(row)));
+               : "=r"(r0), "=r"(r1) : "r"(row));
 #endif
 }
 

@@ -78,9 +78,10 @@ int dgrad_halo_launch(const ConvParams& p, void* stream);
 // halo rungs serve, the weight within their 32-bit offsets (fprop_halo_can_implement).
 int halo_pack_launch(const ConvParams& p, int dgrad_mode, void* out, void* stream);
 // Rung 4 of wgrad, "halo" (wgrad_halo.cu; index maps in wgrad_halo_fragments.h): a block of
-// channels and a split of the 8x8 dy tiles per CTA, x halo and dy staged once per tile in a ring
-// of cp.async stages, ldmatrix.trans fragments, the nine taps' sums in registers, splits added by
-// wgrad_reduce.cuh in split order.
+// channels and a split of the dy tiles per CTA (bands of rows or whole images, shaped per problem
+// by wh_geometry), x halo and dy staged once per tile in a ring of cp.async stages,
+// ldmatrix.trans fragments, the nine taps' sums in registers, splits added by wgrad_reduce.cuh in
+// split order.
 std::string wgrad_halo_can_implement(const ConvParams& p);
 int64_t wgrad_halo_splits(const ConvParams& p);
 int64_t wgrad_halo_workspace_elems(const ConvParams& p);

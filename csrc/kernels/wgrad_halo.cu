@@ -1,27 +1,32 @@
 // wgrad_halo.cu: rung 4 of wgrad, designed to move each byte once. A CTA owns a block of
 // channels (8 at Cg = 4 and 8, four groups at Cg = 14, else one group; at Cg = 64 a quarter of
-// its output channels) and a split of the 8x8 dy tiles; each tile's x halo and dy pixels are
-// staged in shared memory once, by 16-byte asynchronous copies into a ring of 2-8 stages, and
-// all nine taps read them there through ldmatrix.trans (a staged pixel's 8 channels are a matrix
-// row; .trans gives the pixel pairs an m16n8k16 register holds). The nine taps' partial weight
-// gradients stay in registers over the whole split; the warps' sums are added in warp order,
-// the split's partials written once, and the splits added in split order by wgrad_reduce.cuh
-// (bitwise deterministic). Index maps, layouts and the tiling: wgrad_halo_fragments.h,
-// emulated warp by warp on the CPU (csrc/tests/test_wgrad_halo.cpp).
+// its output channels) and a split of the dy tiles, whose shape wh_geometry picks per problem:
+// of the bands of whole rows (column runs where a row is too wide for a stage) the one staging
+// the fewest units, whole images where one fits, two 7x7 images at 32x4d's stage 4. Each tile's
+// x halo and dy pixels are staged in shared memory once, by 16-byte asynchronous copies into a
+// ring of 2-8 stages, and all nine taps read them there through ldmatrix.trans (a staged
+// pixel's 8 channels are a matrix row; .trans gives the pixel pairs an m16n8k16 register
+// holds). K is the tile's pixels, rows padded to 8; a table of its K halves, written once per
+// CTA, gives each lane its row address, and the K-block loop adds offsets fixed for the launch.
+// The nine taps' partial weight gradients stay in registers over the whole split; the warps'
+// sums are added in warp order, the split's partials written once, and the splits added in
+// split order by wgrad_reduce.cuh (bitwise deterministic). Index maps, layouts and the tiling:
+// wgrad_halo_fragments.h, emulated warp by warp on the CPU (csrc/tests/test_wgrad_halo.cpp).
 //
 //   dw[g*Kg + k, c, r, s] = sum_{n, p, q} dy[n, g*Kg + k, p, q] * x[n, g*Cg + c, p*st - pad + r, q*st - pad + s]
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:wgrad_halo`, registers from the
-// cubin, the tile loop's instructions counted in its sm_90 SASS; H200, ResNeXt-50 32x4d, batch
-// 64, bf16), us, bound by L2 loads at stages 1-3 (x and dy both load: (x + dy) / 2.8 TB/s is
-// 65% of the DRAM roofline at best) and by instruction issue at stage 4: stage1 52,
-// stage2.entry 63, stage2 36, stage3.entry 32, stage3 19, stage4.entry 31, stage4 19: 0.52 ms
-// over the 16 layers, 38% of the 0.196 ms roofline (cuDNN measured 0.86 ms: 138 / 54 / 47 / 36
-// / 30 / 24 / 20). A tile loop is 116 warp instructions at Cg = 4 for 5 MMAs (182 before its
-// staging copies' coordinates, which depend on the thread alone, left it where a thread makes
-// at most two copies of a kind a tile; 2026-12-03). 8x14d's stage 1 (Cg = 14, columns): 71 us
-// (Triton 77). The second launch (wgrad_reduce) costs 3 us a layer; a last-CTA reduction
-// inside this launch was tried and dropped (one CTA reading a block's partials is
+// cubin, the loops' instructions counted in its sm_90 SASS; H200, ResNeXt-50 32x4d, batch 64,
+// bf16), us, bound by L2 loads at stages 1-3 (x and dy both load: (x + dy) / 2.8 TB/s is 65% of
+// the DRAM roofline at best), by issue at stage 2 and the stage-4 entry and by latency at stage
+// 4 (two stages of a ring, 8 tiles a CTA): stage1 45, stage2.entry 54, stage2 26, stage3.entry
+// 32, stage3 17, stage4.entry 24, stage4 16: 0.44 ms over the 16 layers, 45% of the 0.196 ms
+// roofline (cuDNN measured 0.86 ms: 138 / 54 / 47 / 36 / 30 / 24 / 20). The 8x8 tiles before
+// (2026-12-03) were predicted at 0.52 ms: 1.56 x halo re-reads, 77% of the K on 28-, 14- and
+// 7-wide grids, and 116 instructions a warp a 64-pixel tile at Cg = 4; a K-block (16 pixels) is
+// now 26 for its 5 MMAs, a copy 31-48. 8x14d's stage 1 (Cg = 14, columns, 8x8 tiles by the
+// rule): 66 us (Triton 77). The second launch (wgrad_reduce) costs 3 us a layer; a last-CTA
+// reduction inside this launch was tried and dropped (one CTA reading a block's partials is
 // latency-bound: 4.6 us at Cg = 16-32).
 // Unverified on a GPU: forced only until the GPU check passes it.
 //
@@ -30,7 +35,6 @@
 // share a group), stride 1 or 2, dilation 1, 16-byte aligned pixels; can_implement refuses the
 // rest (the lower rungs run).
 #include <algorithm>
-#include <type_traits>
 
 #include "async_copy.cuh"
 #include "common.cuh"
@@ -44,14 +48,24 @@ namespace rk {
 
 namespace {
 
+// cp.async.wait_group takes its count as an immediate: the ring's depth is the launch's.
+__device__ __forceinline__ void cp_async_wait_stages(int stages) {
+  switch (stages) {
+    case 2: cp_async_wait<0>(); break;
+    case 3: cp_async_wait<1>(); break;
+    case 4: cp_async_wait<2>(); break;
+    case 5: cp_async_wait<3>(); break;
+    case 6: cp_async_wait<4>(); break;
+    case 7: cp_async_wait<5>(); break;
+    default: cp_async_wait<6>(); break;
+  }
+}
+
 template <typename T, int CG, int STRIDE>
 __global__ void __launch_bounds__(kWhThreads, wh_min_ctas(CG))
-wgrad_halo_kernel(ConvParams p, int64_t splits, int64_t tiles) {
+wgrad_halo_kernel(ConvParams p, WhGeom g, int64_t splits, int64_t tiles) {
   constexpr int CB = wh_block(CG), MT = wh_warp_mtiles(CG);
-  constexpr int NT = wh_ntiles(CG), KW = wh_kwarps(CG), KB = 4 / KW;   // K-blocks a warp takes
-  constexpr int STAGE = wh_stage_units(STRIDE, CG), XU = wh_x_units(STRIDE, CG);
-  constexpr int XCOPIES = wh_x_copies(STRIDE, CG), DYCOPIES = wh_dy_copies(CG);
-  constexpr int NS = wh_stages(STRIDE, CG);
+  constexpr int NT = wh_ntiles(CG), KW = wh_kwarps(CG);
   extern __shared__ uint4 smem[];                       // 16-byte units
   const ConvProblem& q = p.problem;
   const int64_t split = blockIdx.x % splits, part_n = blockIdx.x / splits;
@@ -62,47 +76,40 @@ wgrad_halo_kernel(ConvParams p, int64_t splits, int64_t tiles) {
   const T* __restrict__ dy = static_cast<const T*>(p.y) + block * CB + np * NT * 8;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 
+  // The table of K halves (byte offsets), after the ring; read only after the tile loop's first
+  // barrier.
+  int* const table = reinterpret_cast<int*>(smem + g.stages * g.stage_units);
+  for (int h = threadIdx.x; h < 2 * g.kblocks; h += kWhThreads) table[h] = 16 * wh_half_base(h, g, STRIDE, CG);
+
   // Issues tile tl's copies into stage `slot`: the x halo, then dy (zeros outside the images).
-  // Within an image, offsets and coordinates are 32-bit (halo_offsets_reason checks they fit).
-  const int xs_h = int(p.x_stride[2]), xs_w = int(p.x_stride[3]), ys_h = int(p.y_stride[2]);
-  const int ys_w = int(p.y_stride[3]), x_h = int(q.H), x_w = int(q.W), y_h = int(q.P), y_w = int(q.Q);
+  // Offsets from the tile's first image are 32-bit (halo_offsets_reason and wh_geometry's
+  // max_images check they fit).
+  const int xs_n = int(p.x_stride[0]), xs_h = int(p.x_stride[2]), xs_w = int(p.x_stride[3]);
+  const int ys_n = int(p.y_stride[0]), ys_h = int(p.y_stride[2]), ys_w = int(p.y_stride[3]);
+  const int x_h = int(q.H), x_w = int(q.W), y_h = int(q.P), y_w = int(q.Q), images = int(q.N);
   const uint32_t smem_s = shared_address(smem);
+  const int x_copies = wh_x_copies(g, CG), dy_copies = wh_dy_copies(g, CG);
   auto stage = [&](const WhTile& tl, int slot) {
-    const int h0 = int(tl.p0) * STRIDE - int(q.pad_h), w0 = int(tl.q0) * STRIDE - int(q.pad_w);
-    const T* const x_img = x + tl.n * p.x_stride[0];
-    const T* const dy_img = dy + tl.n * p.y_stride[0];
-    const uint32_t dst = smem_s + 16u * uint32_t(slot * STAGE);
-    auto copy_x = [&](int i) {
-      const WhCopy c = wh_x_copy(i, STRIDE, CG);
-      if (!wh_copy_used(c, STRIDE)) return;        // the spare slot of a stride-2 row
-      const int h = h0 + c.row, w = w0 + c.col;
-      const bool in = unsigned(h) < unsigned(x_h) && unsigned(w) < unsigned(x_w);
-      const T* src = x_img + (h * xs_h + w * xs_w + c.chunk * 8);
-      cp_async16_at(dst + 16u * wh_copy_unit(c, STRIDE, CG), in ? src : x_img, in ? 16 : 0);
-    };
-    auto copy_dy = [&](int i) {
-      const WhCopy c = wh_dy_copy(i, CG);
-      const int pp = int(tl.p0) + c.row, qq = int(tl.q0) + c.col;
-      const bool in = pp < y_h && qq < y_w;
-      const T* src = dy_img + (pp * ys_h + qq * ys_w + c.chunk * 8);
-      cp_async16_at(dst + 16u * wh_copy_unit(c, STRIDE, CG), in ? src : dy_img, in ? 16 : 0);
-    };
-    // A thread's copies of a kind: unrolled where it makes at most two a tile
-    // (wh_copies_unrolled), so that their coordinates, which depend on the thread alone, are
-    // computed once, out of the tile loop; else a loop.
-    auto each = [&](auto copies_constant, auto&& copy) {
-      constexpr int N = decltype(copies_constant)::value;
-      if constexpr (wh_copies_unrolled(N)) {
-#pragma unroll
-        for (int k = 0; k * kWhThreads < N; ++k)
-          if (N % kWhThreads == 0 || int(threadIdx.x) + k * kWhThreads < N) copy(int(threadIdx.x) + k * kWhThreads);
-      } else {
+    const int h0 = tl.p0 * STRIDE - int(q.pad_h), w0 = tl.q0 * STRIDE - int(q.pad_w), n_left = images - tl.n;
+    const T* const x_tile = x + int64_t(tl.n) * p.x_stride[0];
+    const T* const dy_tile = dy + int64_t(tl.n) * p.y_stride[0];
+    const uint32_t dst = smem_s + 16u * uint32_t(slot * g.stage_units);
 #pragma unroll 1
-        for (int i = threadIdx.x; i < N; i += kWhThreads) copy(i);
-      }
-    };
-    each(std::integral_constant<int, XCOPIES>{}, copy_x);
-    each(std::integral_constant<int, DYCOPIES>{}, copy_dy);
+    for (int i = threadIdx.x; i < x_copies; i += kWhThreads) {
+      const WhCopy c = wh_x_copy(i, g, STRIDE, CG);
+      const int h = h0 + c.row, w = w0 + c.col;
+      const bool in = !c.pad && unsigned(h) < unsigned(x_h) && unsigned(w) < unsigned(x_w) && c.img < n_left;
+      const T* src = x_tile + (c.img * xs_n + h * xs_h + w * xs_w + c.chunk * 8);
+      cp_async16_at(dst + 16u * c.unit, in ? src : x, in ? 16 : 0);
+    }
+#pragma unroll 1
+    for (int i = threadIdx.x; i < dy_copies; i += kWhThreads) {
+      const WhCopy c = wh_dy_copy(i, g, CG);
+      const int pp = tl.p0 + c.row, qq = tl.q0 + c.col;
+      const bool in = !c.pad && pp < y_h && qq < y_w && c.img < n_left;
+      const T* src = dy_tile + (c.img * ys_n + pp * ys_h + qq * ys_w + c.chunk * 8);
+      cp_async16_at(dst + 16u * c.unit, in ? src : dy, in ? 16 : 0);
+    }
   };
 
   // Accumulators: [M tile a warp][n8 tile], or with columns (Cg = 14) [tap pair][column].
@@ -120,56 +127,73 @@ wgrad_halo_kernel(ConvParams p, int64_t splits, int64_t tiles) {
     col[j] = wh_warp_col(warp, j, CG);
     fresh[j] = wh_col_fresh(warp, j, CG);
   }
-  WhTile next = wh_tile(t_begin, q.P, q.Q);  // the next tile to stage, walked in order
-  for (int s = 0; s < NS - 1; ++s) {
-    if (t_begin + s < t_end) stage(next, s), next = wh_tile_next(next, q.P, q.Q);
+  // This lane's byte offsets, fixed for the launch: A's from its K half's base, for each of the
+  // warp's M tiles (columns: each tap pair, chunk 0; a column adds its chunk), and B's in
+  // K-block 0 of the stage (a K-block adds wh_b_kb_step units).
+  constexpr int AO = COLS ? kWhTapPairs : MT, BO = COLS ? AN : wh_b_loads(CG);
+  uint32_t a_off[AO], b_off[BO];
+#pragma unroll
+  for (int i = 0; i < AO; ++i) {
+    const int m = COLS ? 0 : wh_warp_mtile(warp, i, CG);
+    a_off[i] = 16u * uint32_t(COLS ? wh_col_a_off(0, i, lane, g, STRIDE, CG) : m < 0 ? 0 : wh_a_off(m, lane, g, STRIDE, CG));
+  }
+#pragma unroll
+  for (int j = 0; j < BO; ++j)
+    b_off[j] = 16u * uint32_t(g.x_units + (COLS ? wh_ntile_b_unit(col[j].nt, 0, lane, CG) : wh_b_unit(j, 0, lane, CG)));
+  constexpr uint32_t B_STEP = 16u * wh_b_kb_step(CG);
+  const int ns = g.stages;
+  WhTile next = wh_tile(t_begin, q.P, q.Q, g);  // the next tile to stage, walked in order
+  for (int s = 0; s < ns - 1; ++s) {
+    if (t_begin + s < t_end) stage(next, s), next = wh_tile_next(next, y_h, y_w, g);
     cp_async_commit();
   }
-  for (int64_t t = t_begin, it = 0; t < t_end; ++t, ++it) {
-    cp_async_wait<NS - 2>();             // tile t's copies (this thread's) have landed
+  int slot = 0;                                 // the stage tile t is in
+  for (int64_t t = t_begin; t < t_end; ++t) {
+    cp_async_wait_stages(ns);            // tile t's copies (this thread's) have landed
     __syncthreads();                     // everyone's; and the stage refilled below is free
-    if (t + NS - 1 < t_end) stage(next, int((it + NS - 1) % NS)), next = wh_tile_next(next, q.P, q.Q);
+    const int refill = slot == 0 ? ns - 1 : slot - 1;
+    if (t + ns - 1 < t_end) stage(next, refill), next = wh_tile_next(next, y_h, y_w, g);
     cp_async_commit();
-    const uint4* st = smem + (it % NS) * STAGE;
+    const uint32_t st = smem_s + 16u * uint32_t(slot * g.stage_units);
+    slot = slot + 1 == ns ? 0 : slot + 1;
     if constexpr (COLS) {
-#pragma unroll
-      for (int kb = 0; kb < 4; ++kb) {
+#pragma unroll 1
+      for (int kb = 0; kb < g.kblocks; ++kb) {
+        const uint32_t a_base = st + uint32_t(table[wh_a_half(kb, lane)]), b_base = st + uint32_t(kb) * B_STEP;
         uint32_t b[AN][2];
 #pragma unroll
-        for (int j = 0; j < AN; ++j)
-          ldsm_x2_trans(b[j][0], b[j][1], st + XU + wh_ntile_b_unit(col[j].nt, kb, lane, CG));
+        for (int j = 0; j < AN; ++j) ldsm_x2_trans_at(b[j][0], b[j][1], b_base + b_off[j]);
 #pragma unroll
         for (int tp = 0; tp < kWhTapPairs; ++tp) {
           uint32_t a[4];
-          ldsm_x4_trans(a, st + wh_col_a_unit(col[0].chunk, tp, kb, lane, STRIDE, CG));   // fresh
+          ldsm_x4_trans_at(a, a_base + a_off[tp] + 16u * col[0].chunk);   // fresh
 #pragma unroll
           for (int j = 0; j < AN; ++j) {       // a chunk's A once a tap pair
-            if (j > 0) ldsm_x4_trans_if(fresh[j], a, st + wh_col_a_unit(col[j].chunk, tp, kb, lane, STRIDE, CG));
+            if (j > 0) ldsm_x4_trans_if_at(fresh[j], a, a_base + a_off[tp] + 16u * col[j].chunk);
             MmaOp<T>::run(acc[tp][j], a, b[j][0], b[j][1]);
           }
         }
       }
     } else {
-#pragma unroll
-      for (int i = 0; i < KB; ++i) {
-        const int kb = warp % KW + KW * i;
+#pragma unroll 1
+      for (int kb = KW == 1 ? 0 : warp; kb < g.kblocks; kb += KW) {
+        const uint32_t a_base = st + uint32_t(table[wh_a_half(kb, lane)]), b_base = st + uint32_t(kb) * B_STEP;
         uint32_t b[NT][2];
 #pragma unroll
         for (int j = 0; j < wh_b_loads(CG); ++j) {    // n8 tiles in pairs (x4), an odd last alone
           if (wh_b_pair(j, CG)) {
             uint32_t r[4];
-            ldsm_x4_trans(r, st + XU + wh_b_unit(j, kb, lane, CG));
+            ldsm_x4_trans_at(r, b_base + b_off[j]);
             b[2 * j][0] = r[0], b[2 * j][1] = r[1], b[2 * j + 1][0] = r[2], b[2 * j + 1][1] = r[3];
           } else {
-            ldsm_x2_trans(b[2 * j][0], b[2 * j][1], st + XU + wh_b_unit(j, kb, lane, CG));
+            ldsm_x2_trans_at(b[2 * j][0], b[2 * j][1], b_base + b_off[j]);
           }
         }
 #pragma unroll
         for (int mi = 0; mi < MT; ++mi) {
-          const int m = wh_warp_mtile(warp, mi, CG);
-          if (m < 0) continue;             // warps splitting M may own one tile fewer
+          if (wh_warp_mtile(warp, mi, CG) < 0) continue;   // warps splitting M may own one tile fewer
           uint32_t a[4];
-          ldsm_x4_trans(a, st + wh_a_unit(m, kb, lane, STRIDE, CG));
+          ldsm_x4_trans_at(a, a_base + a_off[mi]);
 #pragma unroll
           for (int nt = 0; nt < NT; ++nt) MmaOp<T>::run(acc[mi][nt], a, b[nt][0], b[nt][1]);
         }
@@ -222,12 +246,26 @@ wgrad_halo_kernel(ConvParams p, int64_t splits, int64_t tiles) {
 
 int64_t blocks(const ConvProblem& q) { return q.C / wh_block(int(q.Cg())); }
 int64_t ctas_per_split(const ConvProblem& q) { return blocks(q) * wh_nparts(int(q.Cg())); }
+// The tiles' shape; several images a tile only as many as the copies address from the first in
+// 32 bits.
+WhGeom geometry(const ConvParams& p) {
+  const ConvProblem& q = p.problem;
+  int images = 1;
+  while (images < 8) {
+    const int64_t xs[4] = {images + 1, q.C, q.H, q.W}, ys[4] = {images + 1, q.K, q.P, q.Q};
+    if (!offsets_fit_int32(p.x_stride, xs, 4, 8.0) || !offsets_fit_int32(p.y_stride, ys, 4, 8.0)) break;
+    ++images;
+  }
+  return wh_geometry(q.P, q.Q, int(q.stride_h), int(q.Cg()), images);
+}
 
 template <typename T, int CG, int STRIDE>
 int launch_wgrad_halo(const ConvParams& p, cudaStream_t stream) {
-  const int64_t splits = wgrad_halo_splits(p), tiles = wh_tiles(p.problem.N, p.problem.P, p.problem.Q);
-  const int err = launch_with_smem(wgrad_halo_kernel<T, CG, STRIDE>, dim3(unsigned(ctas_per_split(p.problem) * splits)),
-                                   kWhThreads, wh_smem_bytes(STRIDE, CG), stream, p, splits, tiles);
+  const ConvProblem& q = p.problem;
+  const WhGeom g = geometry(p);
+  const int64_t splits = wgrad_halo_splits(p), tiles = wh_tiles(q.N, q.P, q.Q, g);
+  const int err = launch_with_smem(wgrad_halo_kernel<T, CG, STRIDE>, dim3(unsigned(ctas_per_split(q) * splits)),
+                                   kWhThreads, wh_smem_bytes(g, CG), stream, p, g, splits, tiles);
   return err != 0 ? err : launch_wgrad_reduce<T>(p, splits, stream);
 }
 
@@ -265,7 +303,7 @@ int64_t wgrad_halo_splits(const ConvParams& p) {
   const int64_t cap = std::max<int64_t>(1, io_bytes / 2 / (q.w_numel() * 4 * 2));
   const int64_t fill = std::max<int64_t>(1, int64_t(p.num_sms) / ctas_per_split(q));
   const int64_t s = std::max(std::min(want, cap), fill);
-  return std::max<int64_t>(1, std::min({s, wh_tiles(q.N, q.P, q.Q), int64_t(kWhMaxSplits)}));
+  return std::max<int64_t>(1, std::min({s, wh_tiles(q.N, q.P, q.Q, geometry(p)), int64_t(kWhMaxSplits)}));
 }
 
 std::string wgrad_halo_can_implement(const ConvParams& p) {
@@ -281,6 +319,7 @@ std::string wgrad_halo_can_implement(const ConvParams& p) {
                        : "Cg = 14 with groups not a multiple of 4 (blocks are four groups)";
   if (q.stride_h != q.stride_w || (q.stride_h != 1 && q.stride_h != 2)) return "stride other than 1 or 2";
   if (q.dil_h != 1 || q.dil_w != 1) return "dilation other than 1";
+  if (q.N >= (int64_t(1) << 31)) return "a batch of 2^31 images or more (tiles number them in 32 bits)";
   const std::string layout = halo_layout_reason(p, "input or grad_output");
   return layout.empty() ? halo_offsets_reason(p) : layout;
 }
@@ -297,11 +336,16 @@ LaunchShape wgrad_halo_shape(const ConvParams& p) {
   s.splits = wgrad_halo_splits(p);
   s.grid_x = ctas_per_split(q) * s.splits;
   s.threads = kWhThreads;
-  s.smem_bytes = wh_smem_bytes(stride, cg);
-  s.tile_pixels = kWhTile * kWhTile;
+  const WhGeom g = geometry(p);
+  s.smem_bytes = wh_smem_bytes(g, cg);
+  s.tile_pixels = int64_t(g.ti) * g.tr * g.tc;
+  s.tile_images = g.ti;
+  s.tile_rows = g.tr;
+  s.tile_cols = g.tc;
+  s.stages = g.stages;
   s.tile_channels = wh_block(cg);
   s.red_channels = wh_block(cg);
-  s.halo_pixels = int64_t(wh_halo_side(stride)) * wh_halo_side(stride);
+  s.halo_pixels = int64_t(g.ti) * g.xr * g.xc;
   s.groups_per_block = std::max(1, wh_block(cg) / cg);
   s.launches = 2;  // the split kernel, then wgrad_reduce
   return s;

@@ -4,17 +4,20 @@
 //
 // The GEMM per group: M = (tap, input channel c), N = output channel k, K = dy pixels:
 //   dw[k][c][tap] = sum_pixels x[pixel shifted by tap][c] * dy[pixel][k]
-// A CTA owns a block of CB channels (x's and dy's: Kg == Cg) and a split of the image tiles;
-// tiles are 8 x 8 dy pixels, their x halo (7 * stride + 3 square) and their dy pixels staged in
-// shared memory with 16-byte asynchronous copies (zeros outside the image and past the end of
-// the images), a ring of wh_stages stages, so all nine taps read x there. K-block kb (0..3) of a tile is
-// its dy rows 2 kb and 2 kb + 1: sixteen pixels, eight a row.
+// A CTA owns a block of CB channels (x's and dy's: Kg == Cg) and a split of the tiles. A tile is
+// ti images x tr dy rows x tc dy columns (WhGeom, chosen per problem by wh_geometry: whole rows,
+// whole images where they fit, several 7x7 images), its x halo and dy pixels staged in shared
+// memory with 16-byte asynchronous copies (zeros outside the images), a ring of 2-8 stages, so
+// that all nine taps read x there. The K axis of a tile is its pixels, image-major, each row
+// padded to tcp = tc rounded up to 8 (so that a K half, 8 pixels, never spans two rows; the
+// padding's dy is zero): K-block kb is halves 2 kb and 2 kb + 1. A table of the halves (their
+// first pixel's unit, written once per CTA) gives each lane its row address.
 //
 // Both operands are loaded with ldmatrix.trans from channels_last rows: a staged pixel's 8
 // channels (16 bytes) are one row of an 8x8 matrix, and .trans hands each lane two consecutive
 // pixels of one channel, which is the K pair an m16n8k16 register holds. A matrix's eight rows are
-// any eight 16-byte-aligned addresses, so the 8 pixels of a K half may be 2 columns apart
-// (stride 2: columns stored even first, then odd, so that they sit one slot apart).
+// any eight 16-byte-aligned addresses; the 8 pixels of a K half sit in 8 consecutive slots (stride
+// 2: x columns stored even first, then odd, so that columns 2 apart sit one slot apart).
 //
 // M tiles: the block's (tap, 8-channel chunk) pairs in order, two a tile (rows 0-7 the first,
 // 8-15 the second; a ninth tap's rows past the last are discarded):
@@ -26,9 +29,10 @@
 //   Cg = 14: see "Columns" below.
 // N: a CTA owns wh_ntiles n8 tiles of the block's dy channels (all of them but at Cg = 64,
 // where the four quarters of N are four CTAs: 288 MMA tiles are too many registers for one).
-// Warps: when a CTA's M x N tiles fit one warp's registers (Cg <= 16) each warp owns one
-// K-block of every tile and all the tiles (KW = 4 warps split K, their sums added in warp order
-// at the end); else each warp owns a contiguous quarter of the M tiles and all K (KW = 1).
+// Warps: when a CTA's M x N tiles fit one warp's registers (Cg <= 16) each warp owns every
+// fourth K-block of a tile and all the M x N tiles (KW = 4 warps split K, their sums added in
+// warp order at the end); else each warp owns a contiguous quarter of the M tiles and all K
+// (KW = 1).
 // Splits: partial sums [split][K][Cg][3][3] in the workspace, added in split order by
 // wgrad_reduce.cuh's kernel (bitwise deterministic).
 //
@@ -40,7 +44,7 @@
 // [w 23 / 4, (w + 1) 23 / 4) in (chunk, n8 tile) order (5 or 6 of them, spanning two or three
 // chunks): it loads each column's B once a K-block, and for each tap pair the A of each chunk
 // once, then runs the column's MMA; 30 accumulator tiles a warp at most (120 registers), all
-// four K-blocks (KW = 1). Useful: 4 x 14 x 14 x 9 = 7056 of the 115 MMA tiles' 14720 products a
+// K-blocks (KW = 1). Useful: 4 x 14 x 14 x 9 = 7056 of the 115 MMA tiles' 14720 products a
 // pixel (48%), against 25% for the whole 56 x 56 block.
 #pragma once
 
@@ -51,10 +55,10 @@
 
 namespace rk {
 
-constexpr int kWhTile = 8;                             // dy tile: 8 x 8 pixels
 constexpr int kWhWarps = 4, kWhThreads = 32 * kWhWarps;
 constexpr int kWhCtasPerSm = 4;                        // what the ring's size assumes
 constexpr int64_t kWhRingBytes = 56 * 1024;            // a CTA's ring: a quarter of an SM's 228 KB
+constexpr int kWhStageUnits = int(kWhRingBytes / 2 / 16);   // a stage at most: two fit the ring
 constexpr int kWhMaxSplits = 64;
 
 RK_HOST_DEVICE constexpr bool wh_serves(int64_t cg) {
@@ -101,77 +105,133 @@ RK_HOST_DEVICE constexpr WhHalf wh_half(int m, int half, int cg) {
   return kc < 9 * wh_chunks(cg) ? WhHalf{kc / wh_chunks(cg), kc % wh_chunks(cg)} : WhHalf{9, 0};
 }
 
-// Staged x halo of a tile: (7 stride + 3)^2 pixels, [row][column slot][pitch], stride 2 columns
-// even first; staged dy: [pixel = row * 8 + column][pitch]. Units of 16 bytes.
-RK_HOST_DEVICE constexpr int wh_halo_side(int stride) { return (kWhTile - 1) * stride + 3; }
-RK_HOST_DEVICE constexpr int wh_half_cols(int stride) { return (wh_halo_side(stride) + 1) / 2; }
-RK_HOST_DEVICE constexpr int wh_col_slot(int col, int stride) {
-  return stride == 1 ? col : (col & 1) * wh_half_cols(stride) + (col >> 1);
+// Division by a divisor fixed at launch, for dividends below 2^15 (every index here is within
+// one stage, kWhStageUnits): n / d = (n * mul) >> shift, with s = ceil(log2 d),
+// mul = floor(2^(15 + s) / d) + 1 and shift = 15 + s. Exact: mul d = 2^(15 + s) + e with
+// 0 < e <= d, so n mul / 2^(15 + s) = n / d + n e / (d 2^(15 + s)), and n e / 2^(15 + s) <
+// d / 2^s <= 1 keeps the floor that of n / d; n mul < 2^15 (2^16 + 1) fits 32 bits.
+struct WhDiv { uint32_t mul; int shift; };
+RK_HOST_DEVICE WhDiv wh_make_div(int d) {
+  int s = 0;
+  while ((1 << s) < d) ++s;
+  return {uint32_t((uint32_t(1) << (15 + s)) / uint32_t(d) + 1), 15 + s};
 }
-RK_HOST_DEVICE constexpr int wh_slots(int stride) {
-  return stride == 1 ? wh_halo_side(1) : 2 * wh_half_cols(stride);
-}
-RK_HOST_DEVICE constexpr int wh_x_unit(int row, int col, int chunk, int stride, int cg) {
-  return (row * wh_slots(stride) + wh_col_slot(col, stride)) * wh_pitch(cg) + chunk;
-}
-RK_HOST_DEVICE constexpr int wh_x_units(int stride, int cg) {
-  return wh_halo_side(stride) * wh_slots(stride) * wh_pitch(cg);
-}
-RK_HOST_DEVICE constexpr int wh_dy_unit(int pixel, int chunk, int cg) { return pixel * wh_dy_pitch(cg) + chunk; }
-RK_HOST_DEVICE constexpr int wh_dy_units(int cg) { return kWhTile * kWhTile * wh_dy_pitch(cg); }
-RK_HOST_DEVICE constexpr int wh_stage_units(int stride, int cg) { return wh_x_units(stride, cg) + wh_dy_units(cg); }
+RK_HOST_DEVICE int wh_div(int n, WhDiv v) { return int((uint32_t(n) * v.mul) >> v.shift); }
 
-// The staging copies of one tile, 16 bytes each: first the x halo in storage order (row, column
-// slot, chunk: consecutive copies fill consecutive units, so a quarter-warp's eight cover the
-// banks at most twice), then dy (the CTA's N part: chunk is within it). A stride-2 row has one
-// slot more than columns (`col` then reaches past the halo: no copy).
-struct WhCopy { bool dy; int row, col, chunk; };
-RK_HOST_DEVICE constexpr int wh_slot_col(int slot, int stride) {
-  return stride == 1 ? slot : slot < wh_half_cols(stride) ? 2 * slot : 2 * (slot - wh_half_cols(stride)) + 1;
+// A tile's shape and its staged layout, in 16-byte units. x: [image][row][slot][pitch] with xr
+// rows of xs slots (stride 1: column c in slot c; stride 2: even columns in slots 0 .. xs/2 - 1,
+// odd ones after); rows hold tcp + 2 (stride 1) or 2 tcp + 3 columns, so that a K half's taps
+// stay in its row; columns past the tile's halo are zeros. dy: [K pixel][dy pitch], the K
+// pixels of all halves, the padding zeros.
+struct WhGeom {
+  int ti, tr, tc, tcp;         // images, dy rows, dy columns of a tile; K pixels a row
+  int xr, xs, xc;              // x rows and slots a tile image; x columns of the halo
+  int halves, kblocks;         // K halves of the pixels, K-blocks (the last may be half padding)
+  int x_units, stage_units, stages;
+  WhDiv by_xs, by_xr, by_tcp, by_tr;
+};
+RK_HOST_DEVICE WhGeom wh_geom(int ti, int tr, int tc, int stride, int cg) {
+  WhGeom g{};
+  g.ti = ti, g.tr = tr, g.tc = tc, g.tcp = (tc + 7) / 8 * 8;
+  g.xr = (tr - 1) * stride + 3, g.xc = (tc - 1) * stride + 3;
+  g.xs = stride == 1 ? g.tcp + 2 : 2 * (g.tcp + 1);
+  g.halves = ti * tr * g.tcp / 8, g.kblocks = (g.halves + 1) / 2;
+  g.x_units = ti * g.xr * g.xs * wh_pitch(cg);
+  g.stage_units = g.x_units + 16 * g.kblocks * wh_dy_pitch(cg);
+  const int64_t n = kWhRingBytes / (int64_t(g.stage_units) * 16);
+  g.stages = n < 2 ? 2 : n > 8 ? 8 : int(n);
+  g.by_xs = wh_make_div(g.xs), g.by_xr = wh_make_div(g.xr);
+  g.by_tcp = wh_make_div(g.tcp), g.by_tr = wh_make_div(tr);
+  return g;
 }
-// The kernel issues the x copies and the dy copies in two loops (wh_x_copy, wh_dy_copy), so
-// that every division here is by a constant.
-RK_HOST_DEVICE constexpr int wh_x_copies(int stride, int cg) {
-  return wh_halo_side(stride) * wh_slots(stride) * wh_chunks(cg);
-}
-RK_HOST_DEVICE constexpr int wh_dy_copies(int cg) { return kWhTile * kWhTile * wh_ntiles(cg); }
-// Whether the kernel unrolls a kind's copies (x or dy) of a tile: where each thread makes at
-// most two.
-RK_HOST_DEVICE constexpr bool wh_copies_unrolled(int copies) { return copies <= 2 * kWhThreads; }
-RK_HOST_DEVICE constexpr int wh_copies(int stride, int cg) { return wh_x_copies(stride, cg) + wh_dy_copies(cg); }
-RK_HOST_DEVICE constexpr WhCopy wh_x_copy(int i, int stride, int cg) {
-  const int slots = wh_slots(stride);
-  return {false, i / wh_chunks(cg) / slots, wh_slot_col(i / wh_chunks(cg) % slots, stride), i % wh_chunks(cg)};
-}
-RK_HOST_DEVICE constexpr WhCopy wh_dy_copy(int i, int cg) {
-  return {true, i / wh_ntiles(cg) / kWhTile, i / wh_ntiles(cg) % kWhTile, i % wh_ntiles(cg)};
-}
-RK_HOST_DEVICE constexpr WhCopy wh_copy(int i, int stride, int cg) {
-  return i < wh_x_copies(stride, cg) ? wh_x_copy(i, stride, cg) : wh_dy_copy(i - wh_x_copies(stride, cg), cg);
-}
-RK_HOST_DEVICE constexpr bool wh_copy_used(const WhCopy& c, int stride) {
-  return c.dy || c.col < wh_halo_side(stride);
-}
-// The unit a copy fills within its stage (x halo first, then dy).
-RK_HOST_DEVICE constexpr int wh_copy_unit(const WhCopy& c, int stride, int cg) {
-  return c.dy ? wh_x_units(stride, cg) + wh_dy_unit(c.row * kWhTile + c.col, c.chunk, cg)
-              : wh_x_unit(c.row, c.col, c.chunk, stride, cg);
+RK_HOST_DEVICE bool wh_fits(const WhGeom& g) { return g.stage_units <= kWhStageUnits; }
+// The shape of a P x Q grid's tiles: of the column runs (Q split into equal runs, down to 8
+// columns) and rows whose tile fits a stage, the one whose tiles stage the fewest units over an
+// image (zeros included: the bytes from L2 and the copies' issue alike; ties: the larger tile);
+// then, where a tile takes the whole image, as many images as fit (at most max_images: the
+// kernel addresses a tile's images from its first in 32 bits).
+RK_HOST_DEVICE WhGeom wh_geometry(int64_t P, int64_t Q, int stride, int cg, int max_images = 8) {
+  WhGeom best = wh_geom(1, 1, Q < 8 ? int(Q) : 8, stride, cg);
+  int64_t best_cost = -1;
+  for (int64_t runs = 1, last = 0; runs <= Q; ++runs) {
+    const int tc = int((Q + runs - 1) / runs);
+    if (tc == last) continue;                 // the same runs as fewer of them
+    if (tc < 8 && last != 0) break;
+    last = tc;
+    for (int tr = 1; tr <= P; ++tr) {
+      const WhGeom g = wh_geom(1, tr, tc, stride, cg);
+      if (!wh_fits(g)) break;                 // taller tiles only stage more
+      const int64_t cost = (P + tr - 1) / tr * ((Q + tc - 1) / tc) * g.stage_units;
+      if (best_cost < 0 || cost < best_cost || (cost == best_cost && tr * tc > best.tr * best.tc))
+        best = g, best_cost = cost;
+    }
+  }
+  if (best.tr == P && best.tc == Q)
+    for (int ti = 2; ti <= max_images && wh_fits(wh_geom(ti, best.tr, best.tc, stride, cg)); ++ti)
+      best = wh_geom(ti, best.tr, best.tc, stride, cg);
+  return best;
 }
 
+// x unit of (tile image, halo row, column, chunk); a column's slot.
+RK_HOST_DEVICE int wh_col_slot(int col, const WhGeom& g, int stride) {
+  return stride == 1 ? col : (col & 1) * (g.xs / 2) + (col >> 1);
+}
+RK_HOST_DEVICE int wh_slot_col(int slot, const WhGeom& g, int stride) {
+  return stride == 1 ? slot : slot < g.xs / 2 ? 2 * slot : 2 * (slot - g.xs / 2) + 1;
+}
+RK_HOST_DEVICE int wh_x_unit(int img, int row, int col, int chunk, const WhGeom& g, int stride, int cg) {
+  return ((img * g.xr + row) * g.xs + wh_col_slot(col, g, stride)) * wh_pitch(cg) + chunk;
+}
+RK_HOST_DEVICE constexpr int wh_dy_unit(int k, int chunk, int cg) { return k * wh_dy_pitch(cg) + chunk; }
+// B's units advance by this from one K-block to the next (the kernel adds it to K-block 0's).
+RK_HOST_DEVICE constexpr int wh_b_kb_step(int cg) { return 16 * wh_dy_pitch(cg); }
+
+// The staging copies of one tile, 16 bytes each, in storage order (consecutive copies fill
+// consecutive units, so a quarter-warp's eight cover the banks at most twice): the x halo's
+// (wh_x_copy: every slot, zeros where `in` is false below), then dy's (wh_dy_copy: every K
+// pixel of the CTA's N part). Each holds its place in the tile; the kernel adds the tile's
+// origin and checks the image bounds.
+struct WhCopy { int img, row, col, chunk, unit; bool pad; };   // pad: zeros whatever the image
+RK_HOST_DEVICE constexpr int wh_x_copies_of(int x_units, int cg) { return x_units / wh_pitch(cg) * wh_chunks(cg); }
+RK_HOST_DEVICE int wh_x_copies(const WhGeom& g, int cg) { return wh_x_copies_of(g.x_units, cg); }
+RK_HOST_DEVICE int wh_dy_copies(const WhGeom& g, int cg) { return 16 * g.kblocks * wh_ntiles(cg); }
+RK_HOST_DEVICE WhCopy wh_x_copy(int i, const WhGeom& g, int stride, int cg) {
+  const int j = i / wh_chunks(cg), chunk = i % wh_chunks(cg);
+  const int rows = wh_div(j, g.by_xs), slot = j - rows * g.xs;
+  const int img = wh_div(rows, g.by_xr), col = wh_slot_col(slot, g, stride);
+  return {img, rows - img * g.xr, col, chunk, j * wh_pitch(cg) + chunk, col >= g.xc};
+}
+RK_HOST_DEVICE WhCopy wh_dy_copy(int i, const WhGeom& g, int cg) {
+  const int k = i / wh_ntiles(cg), chunk = i % wh_ntiles(cg);
+  const int rows = wh_div(k, g.by_tcp), col = k - rows * g.tcp, img = wh_div(rows, g.by_tr);
+  return {img, rows - img * g.tr, col, chunk, g.x_units + wh_dy_unit(k, chunk, cg),
+          col >= g.tc || k >= 8 * g.halves};
+}
+
+// The table of a tile's K halves: half h's first pixel's unit at tap (0, 0), chunk 0 (the
+// padding half of an odd count: unit 0, whose taps stay in the staged halo; its dy is zero).
+RK_HOST_DEVICE int wh_half_base(int h, const WhGeom& g, int stride, int cg) {
+  if (h >= g.halves) return 0;
+  const int rows = wh_div(8 * h, g.by_tcp), col = 8 * h - rows * g.tcp, img = wh_div(rows, g.by_tr);
+  return wh_x_unit(img, (rows - img * g.tr) * stride, col * stride, 0, g, stride, cg);
+}
 // ldmatrix.x4.trans (ldsm_trans_elem): the A registers a0..a3 (M half j % 2, K half j / 2) are
-// matrices 0..3 when lane l points at K pixel 8 (l / 16) + l % 8 of M half (l / 8) % 2.
-// The 16-byte unit lane `lane` points at for its M half's tap and x chunk (tap 9, a discarded
-// half, reads tap 8's rows), K-block kb of the staged tile.
-RK_HOST_DEVICE constexpr int wh_tap_unit(int tap, int chunk, int kb, int lane, int stride, int cg) {
-  const int k = 8 * (lane / 16) + lane % 8, t = tap < 9 ? tap : 8;
-  const int row = 2 * kb + k / 8, col = k % 8;                        // the dy pixel of the tile
-  return wh_x_unit(row * stride + t / 3, col * stride + t % 3, chunk, stride, cg);
+// matrices 0..3 when lane l points at pixel l % 8 of K half 2 kb + l / 16 for M half (l / 8) % 2.
+// A lane's unit from its K half's base, for tap `tap` (9, a discarded half, reads tap 8's rows)
+// and x chunk `chunk`: tap (r, s) is r rows down and s columns right, which at stride 2 is the
+// odd slots' half for s = 1 and the next even slot for s = 2.
+RK_HOST_DEVICE int wh_tap_off(int tap, int chunk, int lane, const WhGeom& g, int stride, int cg) {
+  const int t = tap < 9 ? tap : 8, s = t % 3;
+  const int slot = lane % 8 + (stride == 1 ? s : s == 1 ? g.xs / 2 : s / 2);
+  return ((t / 3) * g.xs + slot) * wh_pitch(cg) + chunk;
 }
-// A: the unit lane `lane` points at for block M tile m, K-block kb of the staged tile.
-RK_HOST_DEVICE constexpr int wh_a_unit(int m, int kb, int lane, int stride, int cg) {
+RK_HOST_DEVICE int wh_a_off(int m, int lane, const WhGeom& g, int stride, int cg) {
   const WhHalf h = wh_half(m, (lane / 8) % 2, cg);
-  return wh_tap_unit(h.tap, h.chunk, kb, lane, stride, cg);
+  return wh_tap_off(h.tap, h.chunk, lane, g, stride, cg);
 }
+// The K half lane `lane` reads in K-block kb (A and B alike: lanes 16-31 the second half for A;
+// B's x2 / x4 lanes (l / 8) % 2).
+RK_HOST_DEVICE constexpr int wh_a_half(int kb, int lane) { return 2 * kb + lane / 16; }
 // B: the CTA's n8 tiles two at a time (ldmatrix.x4: matrix (n8 tile 2 j + (l / 16) % 2, K half
 // (l / 8) % 2) for load j), the last alone when their count is odd (x2, lanes 0-15: its K
 // halves); b0, b1 of an n8 tile are its K halves. The unit within the stage's dy part.
@@ -235,10 +295,10 @@ RK_HOST_DEVICE constexpr bool wh_col_fresh(int w, int j, int cg) {
   return j == 0 || wh_warp_col(w, j, cg).chunk != wh_warp_col(w, j - 1, cg).chunk;
 }
 constexpr int kWhTapPairs = 5;                         // M tiles of a chunk: taps two at a time
-// A of tap pair t of chunk `chunk` (M tile 5 chunk + t), K-block kb: the unit lane `lane` points
-// at (as wh_a_unit; the discarded half of t = 4 reads tap 8's rows).
-RK_HOST_DEVICE constexpr int wh_col_a_unit(int chunk, int t, int kb, int lane, int stride, int cg) {
-  return wh_tap_unit(2 * t + (lane / 8) % 2, chunk, kb, lane, stride, cg);
+// A of tap pair t of chunk `chunk` (M tile 5 chunk + t): lane `lane`'s unit from its K half's
+// base (as wh_a_off; the discarded half of t = 4 reads tap 8's rows).
+RK_HOST_DEVICE int wh_col_a_off(int chunk, int t, int lane, const WhGeom& g, int stride, int cg) {
+  return wh_tap_off(2 * t + (lane / 8) % 2, chunk, lane, g, stride, cg);
 }
 // B: one ldmatrix.x2 a column, wh_ntile_b_unit of its n8 tile.
 // Accumulator element i of `lane` in (tap pair t, column col): dw[k][c][tap], or not a weight.
@@ -248,42 +308,39 @@ RK_HOST_DEVICE WhElem wh_col_elem(WhCol col, int t, int lane, int i, int cg) {
 }
 
 // The split and tile walk: blocks * nparts * splits CTAs, CTA (b * nparts + np) * splits + j;
-// split j takes the tiles [j T / splits, (j + 1) T / splits) of the T = N * ceil(P / 8) *
-// ceil(Q / 8) tiles, image-major.
-struct WhTile { int64_t n, p0, q0; };
-RK_HOST_DEVICE constexpr int64_t wh_tiles_p(int64_t P) { return (P + kWhTile - 1) / kWhTile; }
-RK_HOST_DEVICE constexpr int64_t wh_tiles(int64_t N, int64_t P, int64_t Q) {
-  return N * wh_tiles_p(P) * wh_tiles_p(Q);
+// split j takes the tiles [j T / splits, (j + 1) T / splits) of the T = ceil(N / ti) *
+// ceil(P / tr) * ceil(Q / tc) tiles, image-major.
+struct WhTile { int n, p0, q0; };   // can_implement keeps N below 2^31
+RK_HOST_DEVICE int64_t wh_tiles_p(int64_t P, const WhGeom& g) { return (P + g.tr - 1) / g.tr; }
+RK_HOST_DEVICE int64_t wh_tiles_q(int64_t Q, const WhGeom& g) { return (Q + g.tc - 1) / g.tc; }
+RK_HOST_DEVICE int64_t wh_tiles(int64_t N, int64_t P, int64_t Q, const WhGeom& g) {
+  return (N + g.ti - 1) / g.ti * wh_tiles_p(P, g) * wh_tiles_q(Q, g);
 }
-RK_HOST_DEVICE constexpr WhTile wh_tile(int64_t t, int64_t P, int64_t Q) {
-  const int64_t tq = t % wh_tiles_p(Q), tp = t / wh_tiles_p(Q) % wh_tiles_p(P);
-  return {t / (wh_tiles_p(Q) * wh_tiles_p(P)), tp * kWhTile, tq * kWhTile};
+RK_HOST_DEVICE WhTile wh_tile(int64_t t, int64_t P, int64_t Q, const WhGeom& g) {
+  const int64_t tq = t % wh_tiles_q(Q, g), tp = t / wh_tiles_q(Q, g) % wh_tiles_p(P, g);
+  return {int(t / (wh_tiles_q(Q, g) * wh_tiles_p(P, g)) * g.ti), int(tp * g.tr), int(tq * g.tc)};
 }
 // The tile after `tl` (image-major, as wh_tile numbers them): the kernel walks its split with
-// this, so that only the split's first tile costs wh_tile's three 64-bit divisions.
-RK_HOST_DEVICE constexpr WhTile wh_tile_next(WhTile tl, int64_t P, int64_t Q) {
-  if (tl.q0 + kWhTile < Q) return {tl.n, tl.p0, tl.q0 + kWhTile};
-  if (tl.p0 + kWhTile < P) return {tl.n, tl.p0 + kWhTile, 0};
-  return {tl.n + 1, 0, 0};
+// this, so that only the split's first tile costs wh_tile's divisions.
+RK_HOST_DEVICE WhTile wh_tile_next(WhTile tl, int P, int Q, const WhGeom& g) {
+  if (tl.q0 + g.tc < Q) return {tl.n, tl.p0, tl.q0 + g.tc};
+  if (tl.p0 + g.tr < P) return {tl.n, tl.p0 + g.tr, 0};
+  return {tl.n + g.ti, 0, 0};
 }
 RK_HOST_DEVICE constexpr int64_t wh_split_begin(int64_t j, int64_t splits, int64_t tiles) {
   return j * tiles / splits;
 }
 
-// The ring: as many stages (2 to 8) as fit kWhRingBytes, so that small tiles keep enough bytes in
-// flight (Little: ~32 KB an SM at the H200's latency): 8 at Cg <= 8, 7 / 3 at Cg = 16 (stride
-// 1 / 2), 4 / 2 at Cg = 32, down to 2 for the wider ones at stride 2.
-RK_HOST_DEVICE constexpr int wh_stages(int stride, int cg) {
-  const int64_t n = kWhRingBytes / (int64_t(wh_stage_units(stride, cg)) * 16);
-  return n < 2 ? 2 : n > 8 ? 8 : int(n);
-}
-// Shared memory: the ring of stages, or (reused after the last tile) the warps' accumulators for
+// Shared memory: the ring of g.stages stages (as many, 2 to 8, as fit kWhRingBytes, so that
+// small tiles keep enough bytes in flight: Little, ~32 KB an SM at the H200's latency), then the
+// table of K halves (an int each); or (reused after the last tile) the warps' accumulators for
 // the cross-warp sum when warps split K: [warp][M tile][n8 tile][lane][4] floats.
 RK_HOST_DEVICE constexpr int wh_red_floats(int cg) {
   return wh_kwarps(cg) == 1 ? 0 : kWhWarps * wh_warp_mtiles(cg) * wh_ntiles(cg) * 128;
 }
-RK_HOST_DEVICE constexpr int64_t wh_smem_bytes(int stride, int cg) {
-  const int64_t ring = int64_t(wh_stages(stride, cg)) * wh_stage_units(stride, cg) * 16;
+RK_HOST_DEVICE int wh_table_units(const WhGeom& g) { return (2 * g.kblocks + 3) / 4; }
+RK_HOST_DEVICE int64_t wh_smem_bytes(const WhGeom& g, int cg) {
+  const int64_t ring = (int64_t(g.stages) * g.stage_units + wh_table_units(g)) * 16;
   const int64_t red = int64_t(wh_red_floats(cg)) * 4;
   return ring > red ? ring : red;
 }

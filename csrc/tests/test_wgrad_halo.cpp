@@ -40,9 +40,12 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
   const rk::ConvProblem& q = p.problem;
   CHECK_EQ_STR(rk::wgrad_halo_can_implement(p), "");
   const rk::LaunchShape shape = rk::wgrad_halo_shape(p);
-  const int64_t splits = rk::wgrad_halo_splits(p), blocks = q.C / CB, tiles = rk::wh_tiles(q.N, q.P, q.Q);
+  const rk::WhGeom g = rk::wh_geometry(q.P, q.Q, stride, CG);
+  const int64_t splits = rk::wgrad_halo_splits(p), blocks = q.C / CB, tiles = rk::wh_tiles(q.N, q.P, q.Q, g);
   constexpr int NP = rk::wh_nparts(CG);
   CHECK(shape.grid_x == blocks * NP * splits && shape.splits == splits && splits <= tiles);
+  CHECK(shape.tile_rows == g.tr && shape.tile_cols == g.tc && shape.tile_images == g.ti && rk::wh_fits(g));
+  CHECK(shape.smem_bytes == rk::wh_smem_bytes(g, CG) && shape.smem_bytes <= 227 * 1024);
   CHECK(rk::wgrad_halo_workspace_elems(p) == splits * q.w_numel());
   const int64_t C = q.C;
 
@@ -51,8 +54,9 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
   for (size_t i = 0; i < dy.size(); ++i) dy[i] = float(int64_t(i * 5 + 1) % 3 - 1);
   std::vector<float> part(splits * q.w_numel(), kUnset);
   int64_t wrong = 0;
-  constexpr int STAGE = rk::wh_stage_units(2, CG) > rk::wh_stage_units(1, CG) ? rk::wh_stage_units(2, CG)
-                                                                              : rk::wh_stage_units(1, CG);
+  // The table of K halves, as each CTA writes it.
+  std::vector<int> table(2 * g.kblocks);
+  for (int h = 0; h < 2 * g.kblocks; ++h) table[h] = rk::wh_half_base(h, g, stride, CG);
   std::vector<float> accs(size_t(rk::kWhWarps) * MT * NT * 32 * 4);   // heap: 64 KB at Cg = 40
   constexpr int AN = rk::wh_warp_cols(CG) > 0 ? rk::wh_warp_cols(CG) : 1;   // columns (Cg = 14)
   std::vector<float> col_accs(size_t(rk::kWhWarps) * rk::kWhTapPairs * AN * 32 * 4);
@@ -63,29 +67,31 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
     auto& acc = *reinterpret_cast<float (*)[rk::kWhWarps][MT][NT][32][4]>(accs.data());
     auto& col_acc = *reinterpret_cast<float (*)[rk::kWhWarps][rk::kWhTapPairs][AN][32][4]>(col_accs.data());
     // The split's tiles as the kernel walks them: wh_tile once, then wh_tile_next.
-    rk::WhTile tl = rk::wh_tile(rk::wh_split_begin(split, splits, tiles), q.P, q.Q);
+    rk::WhTile tl = rk::wh_tile(rk::wh_split_begin(split, splits, tiles), q.P, q.Q, g);
     for (int64_t t = rk::wh_split_begin(split, splits, tiles); t < rk::wh_split_begin(split + 1, splits, tiles);
-         ++t, tl = rk::wh_tile_next(tl, q.P, q.Q)) {
-      const rk::WhTile want = rk::wh_tile(t, q.P, q.Q);
+         ++t, tl = rk::wh_tile_next(tl, int(q.P), int(q.Q), g)) {
+      const rk::WhTile want = rk::wh_tile(t, q.P, q.Q, g);
       wrong += want.n != tl.n || want.p0 != tl.p0 || want.q0 != tl.q0;
-      // Stage the tile: each copy is 8 channels (16 bytes) of one pixel.
-      std::vector<float> st(8 * STAGE, kUnset);
-      for (int i = 0; i < rk::wh_copies(stride, CG); ++i) {
-        const rk::WhCopy c = rk::wh_copy(i, stride, CG);
-        if (!rk::wh_copy_used(c, stride)) continue;
-        const int unit = rk::wh_copy_unit(c, stride, CG);
+      // Stage the tile: each copy is 8 channels (16 bytes) of one pixel; the kernel's bounds.
+      std::vector<float> st(8 * g.stage_units, kUnset);
+      auto put = [&](const rk::WhCopy& c, int64_t ch, bool in, auto value) {
         for (int e = 0; e < 8; ++e) {
-          float& dst = st[8 * unit + e];
+          float& dst = st[8 * c.unit + e];
           wrong += !std::isnan(dst);                     // staged twice
-          const int64_t ch = block * CB + 8 * (c.dy ? np * NT + c.chunk : c.chunk) + e;
-          if (c.dy) {
-            const int64_t pp = tl.p0 + c.row, qq = tl.q0 + c.col;
-            dst = pp < q.P && qq < q.Q ? dy[((tl.n * q.P + pp) * q.Q + qq) * C + ch] : 0.f;
-          } else {
-            const int64_t hh = tl.p0 * stride - q.pad_h + c.row, ww = tl.q0 * stride - q.pad_w + c.col;
-            dst = hh >= 0 && hh < q.H && ww >= 0 && ww < q.W ? x[((tl.n * q.H + hh) * q.W + ww) * C + ch] : 0.f;
-          }
+          dst = in ? value(ch + e) : 0.f;
         }
+      };
+      for (int i = 0; i < rk::wh_x_copies(g, CG); ++i) {
+        const rk::WhCopy c = rk::wh_x_copy(i, g, stride, CG);
+        const int64_t n = tl.n + c.img, hh = tl.p0 * stride - q.pad_h + c.row, ww = tl.q0 * stride - q.pad_w + c.col;
+        const bool in = !c.pad && n < q.N && hh >= 0 && hh < q.H && ww >= 0 && ww < q.W;
+        put(c, block * CB + 8 * c.chunk, in, [&](int64_t ch) { return x[((n * q.H + hh) * q.W + ww) * C + ch]; });
+      }
+      for (int i = 0; i < rk::wh_dy_copies(g, CG); ++i) {
+        const rk::WhCopy c = rk::wh_dy_copy(i, g, CG);
+        const int64_t n = tl.n + c.img, pp = tl.p0 + c.row, qq = tl.q0 + c.col;
+        const bool in = !c.pad && n < q.N && pp < q.P && qq < q.Q;
+        put(c, block * CB + 8 * (np * NT + c.chunk), in, [&](int64_t ch) { return dy[((n * q.P + pp) * q.Q + qq) * C + ch]; });
       }
       // ldmatrix.trans: register `reg` half e of `lane` is row / column ldsm_trans_elem of
       // matrix `reg`, whose rows' addresses lanes 8 reg .. 8 reg + 7 gave.
@@ -95,19 +101,20 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
         wrong += std::isnan(v);                          // a unit no copy staged
         return v;
       };
-      const int xu = rk::wh_x_units(stride, CG);
+      const int xu = g.x_units;
+      auto a_base = [&](int kb, int l) { return table[rk::wh_a_half(kb, l)]; };
       if constexpr (rk::wh_columns(CG)) {
         // Columns (Cg = 14): each warp's (chunk, n8 tile) pairs, padded by repeating the last;
         // A is reloaded only where the chunk changes (`a_chunk` is what the register holds).
         for (int warp = 0; warp < rk::kWhWarps; ++warp) {
-          for (int kb = 0; kb < 4; ++kb)
+          for (int kb = 0; kb < g.kblocks; ++kb)
             for (int tp = 0; tp < rk::kWhTapPairs; ++tp) {
               int a_chunk = -1;
               for (int j = 0; j < AN; ++j) {
                 const rk::WhCol col = rk::wh_warp_col(warp, j, CG);
                 if (rk::wh_col_fresh(warp, j, CG)) a_chunk = col.chunk;
                 auto a_half = [&](int lane, int reg, int e) {
-                  return ldsm([&](int l) { return rk::wh_col_a_unit(a_chunk, tp, kb, l, stride, CG); }, lane, reg, e);
+                  return ldsm([&](int l) { return a_base(kb, l) + rk::wh_col_a_off(a_chunk, tp, l, g, stride, CG); }, lane, reg, e);
                 };
                 auto b_half = [&](int lane, int reg, int e) {
                   return ldsm([&](int l) { return xu + rk::wh_ntile_b_unit(col.nt, kb, l, CG); }, lane, reg, e);
@@ -119,14 +126,13 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
         continue;
       }
       for (int warp = 0; warp < rk::kWhWarps; ++warp)
-        for (int i = 0; i < 4 / KW; ++i) {
-          const int kb = warp % KW + KW * i;
+        for (int kb = KW == 1 ? 0 : warp; kb < g.kblocks; kb += KW) {
           for (int mi = 0; mi < MT; ++mi) {
             const int m = rk::wh_warp_mtile(warp, mi, CG);
             if (m < 0) continue;
             for (int nt = 0; nt < NT; ++nt) {
               auto a_half = [&](int lane, int reg, int e) {
-                return ldsm([&](int l) { return rk::wh_a_unit(m, kb, l, stride, CG); }, lane, reg, e);
+                return ldsm([&](int l) { return a_base(kb, l) + rk::wh_a_off(m, l, g, stride, CG); }, lane, reg, e);
               };
               auto b_half = [&](int lane, int reg, int e) {
                 // Load nt / 2: x4 (n8 tile nt's are matrices 2 (nt % 2) + reg), or x2 (the odd last).
@@ -194,10 +200,11 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
 }
 
 // Wavefronts of every warp-wide shared-memory access of one tile (and of the epilogue), by kind,
-// and the minimum each kind could take.
+// and the minimum each kind could take, for the tiles of a P x Q grid.
 template <int CG>
-void check_conflicts(int stride) {
+void check_conflicts(int stride, int P, int Q) {
   constexpr int MT = rk::wh_warp_mtiles(CG), NT = rk::wh_ntiles(CG), KW = rk::wh_kwarps(CG);
+  const rk::WhGeom g = rk::wh_geometry(P, Q, stride, CG);
   struct Count { int wavefronts = 0, minimum = 0; };
   std::map<std::string, Count> out;
   auto add = [&](const std::string& kind, const std::vector<std::vector<int>>& lanes, int minimum) {
@@ -205,10 +212,11 @@ void check_conflicts(int stride) {
     out[kind].minimum += minimum;
   };
   auto unit_words = [](int unit) { return std::vector<int>{4 * unit, 4 * unit + 1, 4 * unit + 2, 4 * unit + 3}; };
-  const int xu = rk::wh_x_units(stride, CG);
+  auto base = [&](int kb, int lane) { return rk::wh_half_base(rk::wh_a_half(kb, lane), g, stride, CG); };
+  const int xu = g.x_units;
   if constexpr (rk::wh_columns(CG)) {                              // columns (Cg = 14)
     for (int warp = 0; warp < rk::kWhWarps; ++warp) {
-      for (int kb = 0; kb < 4; ++kb)
+      for (int kb = 0; kb < g.kblocks; ++kb)
         for (int j = 0; j < rk::wh_warp_cols(CG); ++j) {
           const rk::WhCol col = rk::wh_warp_col(warp, j, CG);
           std::vector<std::vector<int>> lanes;                     // B: ldmatrix.x2 a column
@@ -218,15 +226,14 @@ void check_conflicts(int stride) {
           for (int tp = 0; tp < rk::kWhTapPairs; ++tp) {           // A: once a chunk and tap pair
             lanes.clear();
             for (int lane = 0; lane < 32; ++lane)
-              lanes.push_back(unit_words(rk::wh_col_a_unit(col.chunk, tp, kb, lane, stride, CG)));
+              lanes.push_back(unit_words(base(kb, lane) + rk::wh_col_a_off(col.chunk, tp, lane, g, stride, CG)));
             add("A ldmatrix", lanes, 4);
           }
         }
     }
   }
   for (int warp = 0; warp < rk::kWhWarps && !rk::wh_columns(CG); ++warp)
-    for (int i = 0; i < 4 / KW; ++i) {
-      const int kb = warp % KW + KW * i;
+    for (int kb = KW == 1 ? 0 : warp; kb < g.kblocks; kb += KW) {
       for (int j = 0; j < rk::wh_b_loads(CG); ++j) {              // B: one ldmatrix a pair
         const bool x4 = rk::wh_b_pair(j, CG);
         std::vector<std::vector<int>> lanes;
@@ -238,19 +245,17 @@ void check_conflicts(int stride) {
         const int m = rk::wh_warp_mtile(warp, mi, CG);
         if (m < 0) continue;
         std::vector<std::vector<int>> lanes;
-        for (int lane = 0; lane < 32; ++lane) lanes.push_back(unit_words(rk::wh_a_unit(m, kb, lane, stride, CG)));
+        for (int lane = 0; lane < 32; ++lane) lanes.push_back(unit_words(base(kb, lane) + rk::wh_a_off(m, lane, g, stride, CG)));
         add("A ldmatrix", lanes, 4);
       }
     }
   // Staging copies: the x halo's loop, then dy's, a warp's lanes 32 consecutive copies of each.
   for (const bool dy : {false, true}) {
-    const int n = dy ? rk::wh_dy_copies(CG) : rk::wh_x_copies(stride, CG);
+    const int n = dy ? rk::wh_dy_copies(g, CG) : rk::wh_x_copies(g, CG);
     for (int first = 0; first < n; first += 32) {
       std::vector<std::vector<int>> lanes;
-      for (int i = first; i < std::min(first + 32, n); ++i) {
-        const rk::WhCopy c = dy ? rk::wh_dy_copy(i, CG) : rk::wh_x_copy(i, stride, CG);
-        if (rk::wh_copy_used(c, stride)) lanes.push_back(unit_words(rk::wh_copy_unit(c, stride, CG)));
-      }
+      for (int i = first; i < std::min(first + 32, n); ++i)
+        lanes.push_back(unit_words(dy ? rk::wh_dy_copy(i, g, CG).unit : rk::wh_x_copy(i, g, stride, CG).unit));
       add("staging copies", lanes, int((lanes.size() + 7) / 8));
     }
   }
@@ -265,8 +270,8 @@ void check_conflicts(int stride) {
         add("sum stores", lanes, 4);
       }
   for (const auto& [kind, c] : out) {
-    std::printf("  wgrad_halo Cg=%d stride %d %-16s %6d wavefronts (minimum %d)\n", CG, stride, kind.c_str(),
-                c.wavefronts, c.minimum);
+    std::printf("  wgrad_halo Cg=%d stride %d %dx%d %-16s %6d wavefronts (minimum %d)\n", CG, stride, P, Q,
+                kind.c_str(), c.wavefronts, c.minimum);
     // The staging copies' pitch (an odd count of 16-byte units) puts a quarter-warp's 8 copies
     // on 8 different bank quads only when they are 8 consecutive slots: at most twice there.
     if (kind == "staging copies") CHECK(c.wavefronts <= 2 * c.minimum);
@@ -297,8 +302,52 @@ void test_wgrad_halo() {
   p = wgrad_params(1, 8, 2, 8, 8, 1, 1, 4);
   p.y_stride[1] = 64, p.y_stride[3] = 1;
   CHECK_EQ_STR(rk::wgrad_halo_can_implement(p), "input or grad_output is not channels_last");
+  p = wgrad_params(1, 8, 2, 8, 8, 1, 1, 4);
+  p.problem.N = int64_t(1) << 31;                  // tiles number images in 32 bits
+  CHECK(rk::wgrad_halo_can_implement(p).find("a batch of 2^31 images") == 0);
+  // wh_div: n / d exactly for every n below 2^15 and every divisor up to 2048 (a stage is at most
+  // kWhStageUnits units, so no index or divisor of the maps is larger).
+  {
+    int64_t bad = 0;
+    for (int d = 1; d <= 2048; ++d) {
+      const rk::WhDiv v = rk::wh_make_div(d);
+      for (int n = 0; n < (1 << 15); ++n) bad += rk::wh_div(n, v) != n / d;
+    }
+    CHECK(bad == 0 && rk::kWhStageUnits < (1 << 15));
+  }
+  // The tiles of 32x4d's layers, derived by hand from the rule (of the column runs down to 8
+  // columns and the rows whose tile fits 1792 units, the fewest units staged over an image; ties:
+  // the larger tile; then whole images). Units: x rows x slots (tcp + 2, stride 2: 2 tcp + 2) x
+  // pitch, + 16 x K-blocks x dy pitch.
+  //   stage 1, 56 x 56, Cg 4: 14 rows of 56: 16 x 58 + 49 x 16 = 1712, 4 bands: 6848 (8 rows: 7 x
+  //     1028 = 7196; 15 rows: 1834, too many; 28 columns: 2 runs x 4 x 992 = 7936; 8: 7 x 1028);
+  //   stage 2, 28 x 28, Cg 8: the image: 30 x 34 + 56 x 16 = 1916, too many; 28 rows of 14: 30 x
+  //     18 + 28 x 16 = 988, 2 runs: 1976 (14 rows of 28: 2 x 992 = 1984);
+  //   stage 2 entry, 28 x 28 from 56, Cg 8: 14 rows of 14: 29 x 34 + 14 x 16 = 1210, x 4 = 4840
+  //     (7 rows of 28: 15 x 66 + 14 x 16 = 1214, x 4 = 4856; 20 rows of 14: 2 x 2 x 1714);
+  //   stage 3, 14 x 14, Cg 16: the image: 16 x 18 x 3 + 14 x 48 = 1536; two: 3072;
+  //   stage 3 entry, 14 x 14 from 28, Cg 16: 252 tr + 102 a band of 14; 5 rows: 3 x 1362 = 4086
+  //     (6: 3 x 1614; 4: 4 x 1110; 3: 5 x 858; 2: 7 x 606);
+  //   stage 4, 7 x 7, Cg 32: an image 9 x 10 x 5 = 450 + 7 halves; two: 900 + 7 K-blocks x 80 =
+  //     1460; three: 1350 + 11 x 80 = 2230, too many;
+  //   stage 4 entry, 7 x 7 from 14, Cg 32: 15 x 18 x 5 + 4 x 80 = 1670; two images: 3340.
+  struct Want { int p, stride, cg, ti, tr, tc, units; };
+  for (const Want& w : {Want{56, 1, 4, 1, 14, 56, 1712}, Want{28, 1, 8, 1, 28, 14, 988}, Want{28, 2, 8, 1, 14, 14, 1210},
+                        Want{14, 1, 16, 1, 14, 14, 1536}, Want{14, 2, 16, 1, 5, 14, 1362}, Want{7, 1, 32, 2, 7, 7, 1460},
+                        Want{7, 2, 32, 1, 7, 7, 1670}}) {
+    const rk::WhGeom g = rk::wh_geometry(w.p, w.p, w.stride, w.cg);
+    CHECK(g.ti == w.ti && g.tr == w.tr && g.tc == w.tc && g.stage_units == w.units);
+  }
+  // B's units are linear in the K-block (the kernel adds wh_b_kb_step to K-block 0's).
+  for (int kb = 0; kb < 8; ++kb)
+    for (int lane = 0; lane < 32; ++lane) {
+      for (int j = 0; j < rk::wh_b_loads(16); ++j)
+        CHECK(rk::wh_b_unit(j, kb, lane, 16) == rk::wh_b_unit(j, 0, lane, 16) + kb * rk::wh_b_kb_step(16));
+      for (int nt = 0; nt < rk::wh_ntiles(14); ++nt)
+        CHECK(rk::wh_ntile_b_unit(nt, kb, lane, 14) == rk::wh_ntile_b_unit(nt, 0, lane, 14) + kb * rk::wh_b_kb_step(14));
+    }
   // Each case: what it catches.
-  CHECK(emulate<4>(2, 4, 9, 11, 1, 1, 3) == 0);    // 32x4d stage 1 widths, partial tiles, 2 blocks
+  CHECK(emulate<4>(2, 4, 9, 11, 1, 1, 3) == 0);    // 32x4d stage 1 widths, two images a tile, 2 blocks
   CHECK(emulate<4>(1, 2, 12, 17, 2, 1, 2) == 0);   // stride 2, odd sizes
   CHECK(emulate<8>(2, 2, 8, 16, 1, 1, 1) == 0);    // stage 2 widths, exact tiles
   CHECK(emulate<8>(1, 2, 14, 14, 2, 1, 2) == 0);   // stage 2 entry: stride 2
@@ -313,6 +362,10 @@ void test_wgrad_halo() {
   CHECK(emulate<14>(2, 4, 9, 10, 1, 1, 3) == 0);   // the paper's Cg = 14: columns, partial tiles
   CHECK(emulate<14>(1, 8, 11, 12, 2, 1, 2) == 0);  // Cg = 14 at stride 2, two blocks
   CHECK(emulate<14>(1, 4, 7, 7, 1, 0, 1) == 0);    // Cg = 14, padding 0, one split
+  CHECK(emulate<8>(1, 1, 70, 12, 1, 1, 2) == 0);   // bands of rows (two), a partial last band
+  CHECK(emulate<16>(1, 1, 40, 30, 2, 1, 2) == 0);  // bands at stride 2
+  CHECK(emulate<64>(1, 1, 4, 70, 1, 1, 2) == 0);   // a row too wide for a stage: two column runs
+  CHECK(emulate<32>(3, 1, 7, 7, 1, 1, 2) == 0);    // two images a tile, an odd batch's last alone
   // The split count: one wave of 4 CTAs an SM, partials at most half the compulsory bytes but
   // never fewer CTAs than SMs, at most one split a tile.
   p = wgrad_params(64, 32, 32, 7, 7, 1, 1, 132);   // 32x4d stage 4: 32 blocks
@@ -324,14 +377,16 @@ void test_wgrad_halo() {
   CHECK(rk::wgrad_halo_splits(p) == 16);
   p = wgrad_params(1, 8, 2, 8, 8, 1, 1, 132);     // one image of one tile: one split
   CHECK(rk::wgrad_halo_splits(p) == 1);
-  for (int s : {1, 2}) {
-    check_conflicts<4>(s);
-    check_conflicts<8>(s);
-    check_conflicts<16>(s);
-    check_conflicts<24>(s);
-    check_conflicts<32>(s);
-    check_conflicts<40>(s);
-    check_conflicts<64>(s);
-    check_conflicts<14>(s);
-  }
+  // Bank conflicts on the tiles of each width's 32x4d-style grids (56, 28, 14, 7) and a ragged one.
+  for (int s : {1, 2})
+    for (int side : {56, 28, 14, 7, 19}) {
+      check_conflicts<4>(s, side, side);
+      check_conflicts<8>(s, side, side);
+      check_conflicts<16>(s, side, side);
+      check_conflicts<24>(s, side, side);
+      check_conflicts<32>(s, side, side);
+      check_conflicts<40>(s, side, side);
+      check_conflicts<64>(s, side, side);
+      check_conflicts<14>(s, side, side);
+    }
 }
