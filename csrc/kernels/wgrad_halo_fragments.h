@@ -130,46 +130,54 @@ struct WhGeom {
   int x_units, stage_units, stages;
   WhDiv by_xs, by_xr, by_tcp, by_tr;
 };
+// The parts of the layout the tile search needs (wh_geom: all of it).
+RK_HOST_DEVICE constexpr int wh_tcp(int tc) { return (tc + 7) / 8 * 8; }
+RK_HOST_DEVICE constexpr int wh_xs(int tc, int stride) { return stride == 1 ? wh_tcp(tc) + 2 : 2 * (wh_tcp(tc) + 1); }
+RK_HOST_DEVICE constexpr int wh_kblocks(int ti, int tr, int tc) { return (ti * tr * wh_tcp(tc) / 8 + 1) / 2; }
+RK_HOST_DEVICE constexpr int wh_x_units(int ti, int tr, int tc, int stride, int cg) {
+  return ti * ((tr - 1) * stride + 3) * wh_xs(tc, stride) * wh_pitch(cg);
+}
+RK_HOST_DEVICE constexpr int wh_stage_units(int ti, int tr, int tc, int stride, int cg) {
+  return wh_x_units(ti, tr, tc, stride, cg) + 16 * wh_kblocks(ti, tr, tc) * wh_dy_pitch(cg);
+}
 RK_HOST_DEVICE WhGeom wh_geom(int ti, int tr, int tc, int stride, int cg) {
   WhGeom g{};
-  g.ti = ti, g.tr = tr, g.tc = tc, g.tcp = (tc + 7) / 8 * 8;
-  g.xr = (tr - 1) * stride + 3, g.xc = (tc - 1) * stride + 3;
-  g.xs = stride == 1 ? g.tcp + 2 : 2 * (g.tcp + 1);
-  g.halves = ti * tr * g.tcp / 8, g.kblocks = (g.halves + 1) / 2;
-  g.x_units = ti * g.xr * g.xs * wh_pitch(cg);
-  g.stage_units = g.x_units + 16 * g.kblocks * wh_dy_pitch(cg);
+  g.ti = ti, g.tr = tr, g.tc = tc, g.tcp = wh_tcp(tc);
+  g.xr = (tr - 1) * stride + 3, g.xc = (tc - 1) * stride + 3, g.xs = wh_xs(tc, stride);
+  g.halves = ti * tr * g.tcp / 8, g.kblocks = wh_kblocks(ti, tr, tc);
+  g.x_units = wh_x_units(ti, tr, tc, stride, cg);
+  g.stage_units = wh_stage_units(ti, tr, tc, stride, cg);
   const int64_t n = kWhRingBytes / (int64_t(g.stage_units) * 16);
   g.stages = n < 2 ? 2 : n > 8 ? 8 : int(n);
   g.by_xs = wh_make_div(g.xs), g.by_xr = wh_make_div(g.xr);
   g.by_tcp = wh_make_div(g.tcp), g.by_tr = wh_make_div(tr);
   return g;
 }
-RK_HOST_DEVICE bool wh_fits(const WhGeom& g) { return g.stage_units <= kWhStageUnits; }
+RK_HOST_DEVICE constexpr bool wh_fits(int units) { return units <= kWhStageUnits; }
+RK_HOST_DEVICE bool wh_fits(const WhGeom& g) { return wh_fits(g.stage_units); }
 // The shape of a P x Q grid's tiles: of the column runs (Q split into equal runs, down to 8
 // columns) and rows whose tile fits a stage, the one whose tiles stage the fewest units over an
 // image (zeros included: the bytes from L2 and the copies' issue alike; ties: the larger tile);
 // then, where a tile takes the whole image, as many images as fit (at most max_images: the
 // kernel addresses a tile's images from its first in 32 bits).
 RK_HOST_DEVICE WhGeom wh_geometry(int64_t P, int64_t Q, int stride, int cg, int max_images = 8) {
-  WhGeom best = wh_geom(1, 1, Q < 8 ? int(Q) : 8, stride, cg);
-  int64_t best_cost = -1;
+  int ti = 1, tr = 1, tc = Q < 8 ? int(Q) : 8;
+  int64_t best = -1;
   for (int64_t runs = 1, last = 0; runs <= Q; ++runs) {
-    const int tc = int((Q + runs - 1) / runs);
-    if (tc == last) continue;                 // the same runs as fewer of them
-    if (tc < 8 && last != 0) break;
-    last = tc;
-    for (int tr = 1; tr <= P; ++tr) {
-      const WhGeom g = wh_geom(1, tr, tc, stride, cg);
-      if (!wh_fits(g)) break;                 // taller tiles only stage more
-      const int64_t cost = (P + tr - 1) / tr * ((Q + tc - 1) / tc) * g.stage_units;
-      if (best_cost < 0 || cost < best_cost || (cost == best_cost && tr * tc > best.tr * best.tc))
-        best = g, best_cost = cost;
+    const int c = int((Q + runs - 1) / runs);
+    if (c == last) continue;                  // the same runs as fewer of them
+    if (c < 8 && last != 0) break;
+    last = c;
+    for (int r = 1; r <= P; ++r) {
+      const int units = wh_stage_units(1, r, c, stride, cg);
+      if (!wh_fits(units)) break;             // taller tiles only stage more
+      const int64_t cost = (P + r - 1) / r * ((Q + c - 1) / c) * units;
+      if (best < 0 || cost < best || (cost == best && r * c > tr * tc)) tr = r, tc = c, best = cost;
     }
   }
-  if (best.tr == P && best.tc == Q)
-    for (int ti = 2; ti <= max_images && wh_fits(wh_geom(ti, best.tr, best.tc, stride, cg)); ++ti)
-      best = wh_geom(ti, best.tr, best.tc, stride, cg);
-  return best;
+  if (tr == P && tc == Q)
+    while (ti < max_images && wh_fits(wh_stage_units(ti + 1, tr, tc, stride, cg))) ++ti;
+  return wh_geom(ti, tr, tc, stride, cg);
 }
 
 // x unit of (tile image, halo row, column, chunk); a column's slot.

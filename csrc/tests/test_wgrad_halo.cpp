@@ -338,6 +338,14 @@ void test_wgrad_halo() {
     const rk::WhGeom g = rk::wh_geometry(w.p, w.p, w.stride, w.cg);
     CHECK(g.ti == w.ti && g.tr == w.tr && g.tc == w.tc && g.stage_units == w.units);
   }
+  // A column's A units are linear in its chunk (the kernel adds the chunk to chunk 0's offset).
+  for (int stride : {1, 2}) {
+    const rk::WhGeom g = rk::wh_geometry(56, 56, stride, 14);
+    for (int chunk = 0; chunk < rk::wh_chunks(14); ++chunk)
+      for (int tp = 0; tp < rk::kWhTapPairs; ++tp)
+        for (int lane = 0; lane < 32; ++lane)
+          CHECK(rk::wh_col_a_off(chunk, tp, lane, g, stride, 14) == rk::wh_col_a_off(0, tp, lane, g, stride, 14) + chunk);
+  }
   // B's units are linear in the K-block (the kernel adds wh_b_kb_step to K-block 0's).
   for (int kb = 0; kb < 8; ++kb)
     for (int lane = 0; lane < 32; ++lane) {
