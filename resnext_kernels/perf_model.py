@@ -1313,11 +1313,9 @@ def cuda_wgrad_halo(conv: Conv, gpu: GPU, shape: dict, resources: Resources,
     in_w = _in_bounds_1d(tiles_q, g["tc"], stride, conv.pad, g["xc"], conv.w) / tiles_q
     dy_px = conv.n * conv.p * conv.q / tiles                   # in-bounds dy pixels of a tile
     tile_bytes = (images * in_h * in_w * block + dy_px * block / nparts) * e   # dy: the CTA's N part
-    pitch, dy_pitch = chunks | 1, ntiles | 1
-    x_units = g["ti"] * g["xr"] * g["xs"] * pitch
-    x_copies, dy_copies = x_units // pitch * chunks, 16 * g["kblocks"] * ntiles
+    x_copies, dy_copies = g["ti"] * g["xr"] * g["xs"] * chunks, 16 * g["kblocks"] * ntiles
     copy_waves = (x_copies + dy_copies) / 8 * (1.0 if chunks == 1 else 2.0)
-    kb = g["kblocks"]
+    kb, stages = g["kblocks"], shape["stages"]
     if cg == 14:  # columns: each warp's columns (padded) x five tap pairs; B one x2 a column
         _, per_warp, a_per_kb = wgrad_halo_columns(cg)
         smem_kb = 4 * a_per_kb + 4 * per_warp * 2
@@ -1327,8 +1325,6 @@ def cuda_wgrad_halo(conv: Conv, gpu: GPU, shape: dict, resources: Resources,
         smem_kb = 4 * mtiles + b_waves
         mmas_kb = mtiles * ntiles
     warps_kb = 1 if kwarps == 4 else 4             # warps that run each K-block
-    stage_bytes = (x_units + 16 * kb * dy_pitch) * 16
-    stages = shape.get("stages") or max(2, min(8, (56 * 1024) // stage_bytes))
     work = CtaWork(
         l2_bytes=per_cta * tile_bytes,
         smem_wavefronts=per_cta * (kb * smem_kb + copy_waves),

@@ -21,18 +21,21 @@ from resnext_kernels.ops import NATIVE, TRITON  # noqa: E402
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def small_case(dtype, channels_last, cg):
+def small_case(dtype, channels_last, cg, size=(9, 7), stride=2):
     """Stride 2 and odd sizes in one small problem: 2 x C x 9 x 7, groups of `cg` channels
     (4: packed groups; 16: what the tensor-core rungs take; 14: four groups, C = 56, the halo
-    rungs' blocks that straddle 16-byte chunks), else C = 32."""
+    rungs' blocks that straddle 16-byte chunks), else C = 32. `size` and `stride` make others
+    (40 x 12 at stride 1: wgrad_halo's tiles are bands of rows there, not whole images)."""
     gen = torch.Generator().manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     c = 56 if cg == 14 else 32
-    x = torch.randn(2, c, 9, 7, generator=gen).to("cuda", dtype).contiguous(memory_format=fmt)
+    (h, wd), s = size, stride
+    x = torch.randn(2, c, h, wd, generator=gen).to("cuda", dtype).contiguous(memory_format=fmt)
     w = torch.randn(c, cg, 3, 3, generator=gen).to("cuda", dtype)
     b = torch.randn(c, generator=gen).to("cuda", dtype)
-    conv = dict(stride=(2, 2), padding=(1, 1), dilation=(1, 1), groups=c // cg)
-    dy = torch.randn(2, c, 5, 4, generator=gen).to("cuda", dtype).contiguous(memory_format=fmt)
+    conv = dict(stride=(s, s), padding=(1, 1), dilation=(1, 1), groups=c // cg)
+    p, q = (h - 1) // s + 1, (wd - 1) // s + 1
+    dy = torch.randn(2, c, p, q, generator=gen).to("cuda", dtype).contiguous(memory_format=fmt)
     return x, w, b, dy, conv
 
 
@@ -54,8 +57,9 @@ def main():
     dtype = DTYPES[args.dtype]
     failures = 0
     ran = set()
-    for channels_last, cg in ((True, 4), (False, 4), (True, 16), (False, 16), (True, 14)):
-        x, w, b, dy, conv = small_case(dtype, channels_last, cg)
+    for channels_last, cg, size, stride in ((True, 4, (9, 7), 2), (False, 4, (9, 7), 2), (True, 16, (9, 7), 2),
+                                            (False, 16, (9, 7), 2), (True, 14, (9, 7), 2), (True, 16, (40, 12), 1)):
+        x, w, b, dy, conv = small_case(dtype, channels_last, cg, size, stride)
         ref = reference.conv_f64(x, w, b, dy, **conv)
         cudnn = reference.conv_in_dtype(x, w, b, dy, **conv)
         runs = []
@@ -73,7 +77,7 @@ def main():
                     except RuntimeError as exc:  # a variant refusing a case it does not claim
                         if f"forced variant {v['name']} cannot run this problem" not in str(exc):
                             raise
-                        print(f"SKIP cuda:{v['name']} Cg={cg}: {str(exc).splitlines()[-1]}")
+                        print(f"SKIP cuda:{v['name']} Cg={cg} {size}: {str(exc).splitlines()[-1]}")
                     finally:
                         _native._C.set_forced_variant(v["direction"], "")
         if "triton" in args.backends:
@@ -84,10 +88,10 @@ def main():
         for name, direction, out in runs:
             try:
                 reference.check(direction, out, cudnn[direction], ref[direction])
-                print(f"PASS {name} {args.dtype} {layout} Cg={cg}")
+                print(f"PASS {name} {args.dtype} {layout} Cg={cg} {size}")
             except AssertionError as exc:
                 failures += 1
-                print(f"FAIL {name} {args.dtype} {layout} Cg={cg}: {exc}")
+                print(f"FAIL {name} {args.dtype} {layout} Cg={cg} {size}: {exc}")
     if "cuda" in args.backends and not _native.cuda_unavailable_reason():
         for v in _native._C.variants():
             if v["name"] not in ran:

@@ -105,8 +105,8 @@ RK_HOST_DEVICE constexpr WhHalf wh_half(int m, int half, int cg) {
   return kc < 9 * wh_chunks(cg) ? WhHalf{kc / wh_chunks(cg), kc % wh_chunks(cg)} : WhHalf{9, 0};
 }
 
-// Division by a divisor fixed at launch, for dividends below 2^15 (every index here is within
-// one stage, kWhStageUnits): n / d = (n * mul) >> shift, with s = ceil(log2 d),
+// Division by a divisor fixed at launch, for dividends and divisors below 2^15 (every index and
+// size here is within one stage, kWhStageUnits): n / d = (n * mul) >> shift, with s = ceil(log2 d),
 // mul = floor(2^(15 + s) / d) + 1 and shift = 15 + s. Exact: mul d = 2^(15 + s) + e with
 // 0 < e <= d, so n mul / 2^(15 + s) = n / d + n e / (d 2^(15 + s)), and n e / 2^(15 + s) <
 // d / 2^s <= 1 keeps the floor that of n / d; n mul < 2^15 (2^16 + 1) fits 32 bits.
@@ -120,7 +120,7 @@ RK_HOST_DEVICE int wh_div(int n, WhDiv v) { return int((uint32_t(n) * v.mul) >> 
 
 // A tile's shape and its staged layout, in 16-byte units. x: [image][row][slot][pitch] with xr
 // rows of xs slots (stride 1: column c in slot c; stride 2: even columns in slots 0 .. xs/2 - 1,
-// odd ones after); rows hold tcp + 2 (stride 1) or 2 tcp + 3 columns, so that a K half's taps
+// odd ones after); rows hold tcp + 2 slots (stride 1) or 2 tcp + 2, so that a K half's taps
 // stay in its row; columns past the tile's halo are zeros. dy: [K pixel][dy pitch], the K
 // pixels of all halves, the padding zeros.
 struct WhGeom {
@@ -200,8 +200,7 @@ RK_HOST_DEVICE constexpr int wh_b_kb_step(int cg) { return 16 * wh_dy_pitch(cg);
 // pixel of the CTA's N part). Each holds its place in the tile; the kernel adds the tile's
 // origin and checks the image bounds.
 struct WhCopy { int img, row, col, chunk, unit; bool pad; };   // pad: zeros whatever the image
-RK_HOST_DEVICE constexpr int wh_x_copies_of(int x_units, int cg) { return x_units / wh_pitch(cg) * wh_chunks(cg); }
-RK_HOST_DEVICE int wh_x_copies(const WhGeom& g, int cg) { return wh_x_copies_of(g.x_units, cg); }
+RK_HOST_DEVICE int wh_x_copies(const WhGeom& g, int cg) { return g.x_units / wh_pitch(cg) * wh_chunks(cg); }
 RK_HOST_DEVICE int wh_dy_copies(const WhGeom& g, int cg) { return 16 * g.kblocks * wh_ntiles(cg); }
 RK_HOST_DEVICE WhCopy wh_x_copy(int i, const WhGeom& g, int stride, int cg) {
   const int j = i / wh_chunks(cg), chunk = i % wh_chunks(cg);
@@ -237,8 +236,8 @@ RK_HOST_DEVICE int wh_a_off(int m, int lane, const WhGeom& g, int stride, int cg
   const WhHalf h = wh_half(m, (lane / 8) % 2, cg);
   return wh_tap_off(h.tap, h.chunk, lane, g, stride, cg);
 }
-// The K half lane `lane` reads in K-block kb (A and B alike: lanes 16-31 the second half for A;
-// B's x2 / x4 lanes (l / 8) % 2).
+// The K half whose row address lane `lane` gives A's ldmatrix in K-block kb (lanes 16-31: the
+// second).
 RK_HOST_DEVICE constexpr int wh_a_half(int kb, int lane) { return 2 * kb + lane / 16; }
 // B: the CTA's n8 tiles two at a time (ldmatrix.x4: matrix (n8 tile 2 j + (l / 16) % 2, K half
 // (l / 8) % 2) for load j), the last alone when their count is odd (x2, lanes 0-15: its K
