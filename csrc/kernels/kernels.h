@@ -82,7 +82,9 @@ int halo_pack_launch(const ConvParams& p, int dgrad_mode, void* out, void* strea
 // by wh_geometry), x halo and dy staged once per tile in a ring of cp.async stages,
 // ldmatrix.trans fragments, the nine taps' sums in registers, splits added by wgrad_reduce.cuh in
 // split order.
+struct WhGeom;
 std::string wgrad_halo_can_implement(const ConvParams& p);
+WhGeom wgrad_halo_geometry(const ConvParams& p);   // its tiles' shape (wgrad_halo_fragments.h)
 int64_t wgrad_halo_splits(const ConvParams& p);
 int64_t wgrad_halo_workspace_elems(const ConvParams& p);
 LaunchShape wgrad_halo_shape(const ConvParams& p);

@@ -246,23 +246,10 @@ wgrad_halo_kernel(ConvParams p, WhGeom g, int64_t splits, int64_t tiles) {
 
 int64_t blocks(const ConvProblem& q) { return q.C / wh_block(int(q.Cg())); }
 int64_t ctas_per_split(const ConvProblem& q) { return blocks(q) * wh_nparts(int(q.Cg())); }
-// The tiles' shape; several images a tile only as many as the copies address from the first in
-// 32 bits.
-WhGeom geometry(const ConvParams& p) {
-  const ConvProblem& q = p.problem;
-  int images = 1;
-  while (images < 8) {
-    const int64_t xs[4] = {images + 1, q.C, q.H, q.W}, ys[4] = {images + 1, q.K, q.P, q.Q};
-    if (!offsets_fit_int32(p.x_stride, xs, 4, 8.0) || !offsets_fit_int32(p.y_stride, ys, 4, 8.0)) break;
-    ++images;
-  }
-  return wh_geometry(q.P, q.Q, int(q.stride_h), int(q.Cg()), images);
-}
-
 template <typename T, int CG, int STRIDE>
 int launch_wgrad_halo(const ConvParams& p, cudaStream_t stream) {
   const ConvProblem& q = p.problem;
-  const WhGeom g = geometry(p);
+  const WhGeom g = wgrad_halo_geometry(p);
   const int64_t splits = wgrad_halo_splits(p), tiles = wh_tiles(q.N, q.P, q.Q, g);
   const int err = launch_with_smem(wgrad_halo_kernel<T, CG, STRIDE>, dim3(unsigned(ctas_per_split(q) * splits)),
                                    kWhThreads, wh_smem_bytes(g, CG), stream, p, g, splits, tiles);
@@ -290,6 +277,19 @@ int launch_wgrad_halo_dtype(const ConvParams& p, cudaStream_t stream) {
 
 }  // namespace
 
+// The tiles' shape: wh_geometry, with several images a tile only as many as the batch has and
+// as the copies address from the first in 32 bits.
+WhGeom wgrad_halo_geometry(const ConvParams& p) {
+  const ConvProblem& q = p.problem;
+  int images = 1;
+  while (images < 8 && images < q.N) {
+    const int64_t xs[4] = {images + 1, q.C, q.H, q.W}, ys[4] = {images + 1, q.K, q.P, q.Q};
+    if (!offsets_fit_int32(p.x_stride, xs, 4, 8.0) || !offsets_fit_int32(p.y_stride, ys, 4, 8.0)) break;
+    ++images;
+  }
+  return wh_geometry(q.P, q.Q, int(q.stride_h), int(q.Cg()), images);
+}
+
 // Splits of the tiles: wh_min_ctas CTAs an SM in one wave (rounded down: a wave's tail costs a
 // whole wave), but the partial sums (written, then read by the reduction) at most half the
 // compulsory bytes, yet never fewer CTAs than SMs; at most one split a tile. (The model's
@@ -303,7 +303,7 @@ int64_t wgrad_halo_splits(const ConvParams& p) {
   const int64_t cap = std::max<int64_t>(1, io_bytes / 2 / (q.w_numel() * 4 * 2));
   const int64_t fill = std::max<int64_t>(1, int64_t(p.num_sms) / ctas_per_split(q));
   const int64_t s = std::max(std::min(want, cap), fill);
-  return std::max<int64_t>(1, std::min({s, wh_tiles(q.N, q.P, q.Q, geometry(p)), int64_t(kWhMaxSplits)}));
+  return std::max<int64_t>(1, std::min({s, wh_tiles(q.N, q.P, q.Q, wgrad_halo_geometry(p)), int64_t(kWhMaxSplits)}));
 }
 
 std::string wgrad_halo_can_implement(const ConvParams& p) {
@@ -336,7 +336,7 @@ LaunchShape wgrad_halo_shape(const ConvParams& p) {
   s.splits = wgrad_halo_splits(p);
   s.grid_x = ctas_per_split(q) * s.splits;
   s.threads = kWhThreads;
-  const WhGeom g = geometry(p);
+  const WhGeom g = wgrad_halo_geometry(p);
   s.smem_bytes = wh_smem_bytes(g, cg);
   s.tile_pixels = int64_t(g.ti) * g.tr * g.tc;
   s.tile_images = g.ti;

@@ -8,6 +8,7 @@
 //   2. the shared-memory bank conflicts of every warp-wide access, counted through the same
 //      functions, against what the design intends (none).
 // What it cannot check is the hardware's fragment layouts and cp.async: the GPU.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -40,7 +41,10 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
   const rk::ConvProblem& q = p.problem;
   CHECK_EQ_STR(rk::wgrad_halo_can_implement(p), "");
   const rk::LaunchShape shape = rk::wgrad_halo_shape(p);
-  const rk::WhGeom g = rk::wh_geometry(q.P, q.Q, stride, CG);
+  const rk::WhGeom g = rk::wgrad_halo_geometry(p);
+  // The rule's shape, its images at most the batch's.
+  const rk::WhGeom rule = rk::wh_geometry(q.P, q.Q, stride, CG, int(std::min<int64_t>(8, q.N)));
+  CHECK(g.ti == rule.ti && g.tr == rule.tr && g.tc == rule.tc && g.ti <= q.N);
   const int64_t splits = rk::wgrad_halo_splits(p), blocks = q.C / CB, tiles = rk::wh_tiles(q.N, q.P, q.Q, g);
   constexpr int NP = rk::wh_nparts(CG);
   CHECK(shape.grid_x == blocks * NP * splits && shape.splits == splits && splits <= tiles);
@@ -75,6 +79,7 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
       // Stage the tile: each copy is 8 channels (16 bytes) of one pixel; the kernel's bounds.
       std::vector<float> st(8 * g.stage_units, kUnset);
       auto put = [&](const rk::WhCopy& c, int64_t ch, bool in, auto value) {
+        if (c.unit < 0 || c.unit >= g.stage_units) return void(++wrong);   // outside the stage
         for (int e = 0; e < 8; ++e) {
           float& dst = st[8 * c.unit + e];
           wrong += !std::isnan(dst);                     // staged twice
@@ -97,7 +102,9 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
       // matrix `reg`, whose rows' addresses lanes 8 reg .. 8 reg + 7 gave.
       auto ldsm = [&](auto row_unit, int lane, int reg, int e) {
         const rk::LdsmElem le = rk::ldsm_trans_elem(lane, reg, e);
-        const float v = st[8 * row_unit(8 * le.matrix + le.row) + le.col];
+        const int unit = row_unit(8 * le.matrix + le.row);
+        if (unit < 0 || unit >= g.stage_units) return ++wrong, 0.f;   // outside the stage
+        const float v = st[8 * unit + le.col];
         wrong += std::isnan(v);                          // a unit no copy staged
         return v;
       };
@@ -374,6 +381,7 @@ void test_wgrad_halo() {
   CHECK(emulate<16>(1, 1, 40, 30, 2, 1, 2) == 0);  // bands at stride 2
   CHECK(emulate<64>(1, 1, 4, 70, 1, 1, 2) == 0);   // a row too wide for a stage: two column runs
   CHECK(emulate<32>(3, 1, 7, 7, 1, 1, 2) == 0);    // two images a tile, an odd batch's last alone
+  CHECK(emulate<8>(5, 2, 9, 7, 2, 1, 2) == 0);     // five images a tile at stride 2 (K padding too)
   // The split count: one wave of 4 CTAs an SM, partials at most half the compulsory bytes but
   // never fewer CTAs than SMs, at most one split a tile.
   p = wgrad_params(64, 32, 32, 7, 7, 1, 1, 132);   // 32x4d stage 4: 32 blocks
