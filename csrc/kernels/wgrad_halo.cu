@@ -246,6 +246,7 @@ wgrad_halo_kernel(ConvParams p, WhGeom g, int64_t splits, int64_t tiles) {
 
 int64_t blocks(const ConvProblem& q) { return q.C / wh_block(int(q.Cg())); }
 int64_t ctas_per_split(const ConvProblem& q) { return blocks(q) * wh_nparts(int(q.Cg())); }
+
 template <typename T, int CG, int STRIDE>
 int launch_wgrad_halo(const ConvParams& p, cudaStream_t stream) {
   const ConvProblem& q = p.problem;
@@ -293,8 +294,9 @@ WhGeom wgrad_halo_geometry(const ConvParams& p) {
 // Splits of the tiles: wh_min_ctas CTAs an SM in one wave (rounded down: a wave's tail costs a
 // whole wave), but the partial sums (written, then read by the reduction) at most half the
 // compulsory bytes, yet never fewer CTAs than SMs; at most one split a tile. (The model's
-// sweep over the split count, benchmarks/NOTES.md, puts these within 10% of its best on every
-// 32x4d layer.)
+// sweep over the split count puts these within 5% of its best on every 32x4d layer but the
+// stage-4 entry, 15% off: 24 us against 21 at 8 splits, which the partials' cap forbids;
+// benchmarks/NOTES.md, tenth session.)
 int64_t wgrad_halo_splits(const ConvParams& p) {
   const ConvProblem& q = p.problem;
   if (!wh_serves(q.Cg())) return 1;
