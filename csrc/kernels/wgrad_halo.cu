@@ -247,11 +247,27 @@ wgrad_halo_kernel(ConvParams p, WhGeom g, int64_t splits, int64_t tiles) {
 int64_t blocks(const ConvProblem& q) { return q.C / wh_block(int(q.Cg())); }
 int64_t ctas_per_split(const ConvProblem& q) { return blocks(q) * wh_nparts(int(q.Cg())); }
 
+// Splits of the tiles: wh_min_ctas CTAs an SM in one wave (rounded down: a wave's tail costs a
+// whole wave), but the partial sums (written, then read by the reduction) at most half the
+// compulsory bytes, yet never fewer CTAs than SMs; at most one split a tile. (The model's
+// sweep over the split count puts these within 5% of its best on every 32x4d layer but the
+// stage-4 entry, 15% off: 24 us against 21 at 8 splits, which the partials' cap forbids;
+// benchmarks/NOTES.md, tenth session.) `tiles`: the problem's, from the geometry its caller has.
+int64_t splits_of(const ConvParams& p, int64_t tiles) {
+  const ConvProblem& q = p.problem;
+  const int64_t want = std::max<int64_t>(1, int64_t(p.num_sms) * wh_min_ctas(int(q.Cg())) / ctas_per_split(q));
+  const int64_t io_bytes = 2 * (q.N * q.C * q.H * q.W + q.N * q.K * q.P * q.Q);
+  const int64_t cap = std::max<int64_t>(1, io_bytes / 2 / (q.w_numel() * 4 * 2));
+  const int64_t fill = std::max<int64_t>(1, int64_t(p.num_sms) / ctas_per_split(q));
+  const int64_t s = std::max(std::min(want, cap), fill);
+  return std::max<int64_t>(1, std::min({s, tiles, int64_t(kWhMaxSplits)}));
+}
+
 template <typename T, int CG, int STRIDE>
 int launch_wgrad_halo(const ConvParams& p, cudaStream_t stream) {
   const ConvProblem& q = p.problem;
   const WhGeom g = wgrad_halo_geometry(p);
-  const int64_t splits = wgrad_halo_splits(p), tiles = wh_tiles(q.N, q.P, q.Q, g);
+  const int64_t tiles = wh_tiles(q.N, q.P, q.Q, g), splits = splits_of(p, tiles);
   const int err = launch_with_smem(wgrad_halo_kernel<T, CG, STRIDE>, dim3(unsigned(ctas_per_split(q) * splits)),
                                    kWhThreads, wh_smem_bytes(g, CG), stream, p, g, splits, tiles);
   return err != 0 ? err : launch_wgrad_reduce<T>(p, splits, stream);
@@ -291,21 +307,9 @@ WhGeom wgrad_halo_geometry(const ConvParams& p) {
   return wh_geometry(q.P, q.Q, int(q.stride_h), int(q.Cg()), images);
 }
 
-// Splits of the tiles: wh_min_ctas CTAs an SM in one wave (rounded down: a wave's tail costs a
-// whole wave), but the partial sums (written, then read by the reduction) at most half the
-// compulsory bytes, yet never fewer CTAs than SMs; at most one split a tile. (The model's
-// sweep over the split count puts these within 5% of its best on every 32x4d layer but the
-// stage-4 entry, 15% off: 24 us against 21 at 8 splits, which the partials' cap forbids;
-// benchmarks/NOTES.md, tenth session.)
 int64_t wgrad_halo_splits(const ConvParams& p) {
   const ConvProblem& q = p.problem;
-  if (!wh_serves(q.Cg())) return 1;
-  const int64_t want = std::max<int64_t>(1, int64_t(p.num_sms) * wh_min_ctas(int(q.Cg())) / ctas_per_split(q));
-  const int64_t io_bytes = 2 * (q.N * q.C * q.H * q.W + q.N * q.K * q.P * q.Q);
-  const int64_t cap = std::max<int64_t>(1, io_bytes / 2 / (q.w_numel() * 4 * 2));
-  const int64_t fill = std::max<int64_t>(1, int64_t(p.num_sms) / ctas_per_split(q));
-  const int64_t s = std::max(std::min(want, cap), fill);
-  return std::max<int64_t>(1, std::min({s, wh_tiles(q.N, q.P, q.Q, wgrad_halo_geometry(p)), int64_t(kWhMaxSplits)}));
+  return wh_serves(q.Cg()) ? splits_of(p, wh_tiles(q.N, q.P, q.Q, wgrad_halo_geometry(p))) : 1;
 }
 
 std::string wgrad_halo_can_implement(const ConvParams& p) {
@@ -335,10 +339,10 @@ LaunchShape wgrad_halo_shape(const ConvParams& p) {
   LaunchShape s;
   const int cg = int(q.Cg()), stride = int(q.stride_h);
   if (!wh_serves(cg) || (stride != 1 && stride != 2)) return s;
-  s.splits = wgrad_halo_splits(p);
+  const WhGeom g = wgrad_halo_geometry(p);
+  s.splits = splits_of(p, wh_tiles(q.N, q.P, q.Q, g));
   s.grid_x = ctas_per_split(q) * s.splits;
   s.threads = kWhThreads;
-  const WhGeom g = wgrad_halo_geometry(p);
   s.smem_bytes = wh_smem_bytes(g, cg);
   s.tile_pixels = int64_t(g.ti) * g.tr * g.tc;
   s.tile_images = g.ti;
