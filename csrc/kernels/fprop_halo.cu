@@ -183,9 +183,7 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w, boo
     const int h0 = int(tl.p0) * STRIDE - int(q.pad_h);
     const int w0 = int(tl.q0) * STRIDE - int(q.pad_w) + lc.col;   // this lane's pass-0 column
     const T* const slab = x + tl.n * p.x_stride[0] + tl.slab * SLAB + lc.part * 8;
-    const uint32_t x_second = !(PAIRS && paired) ? 0u
-                              : halo_split_pass(X_SPLIT, CG) >= 0 ? halo_split_mask(X_SPLIT, CG, PASSES)
-                                                                  : halo_second_passes(lc.col, COLS, X_SPLIT, CG);
+    const uint32_t x_second = !(PAIRS && paired) ? 0u : halo_second<X_SPLIT, CG, PASSES>(lc.col, COLS);
     const uint32_t cols_in = halo_pass_mask(w0, PC, src_w, lc.col, COLS, CG, x_second, X_SPLIT, tl.n + 1 < q.N);
     // Into the second image (paired tiles): an image on, the split's columns back (32-bit: a
     // pair's two images span under 2^31 elements, halo_can_implement); 0 otherwise.
@@ -198,13 +196,7 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w, boo
 #pragma unroll
       for (int v = 0; v < PASSES; ++v, src += x_pass) {
         if (v + 1 == PASSES && lc.col + v * PC >= COLS) continue;   // past the row (last pass)
-        // The pass that crosses into the second image: compile-time where the split is whole
-        // passes from every lane (halo_split_pass), else this lane's bit.
-        if constexpr (halo_split_pass(X_SPLIT, CG) >= 0) {
-          if (v == halo_split_pass(X_SPLIT, CG)) src += x_jump;
-        } else if (x_second >> v & 1u && !(v > 0 && x_second >> (v - 1) & 1u)) {
-          src += x_jump;
-        }
+        if (halo_enters_second<X_SPLIT, CG>(v, x_second)) src += x_jump;
         const bool on = in >> v & 1u;                              // else zeros
         cp_async16_at(dst + 4u * v * STEP, on ? src : slab, on ? 16 : 0);
       }
@@ -275,9 +267,7 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w, boo
     if (!IDLE_LANES || lc.active) {
       T* const out = y + tl.n * p.y_stride[0] + tl.slab * SLAB + lc.part * 8;
       const int qq0 = int(halo_dst_col(tl.q0 + lc.col, CLS, MODE));
-      const uint32_t y_second = !(PAIRS && paired) ? 0u
-                                : halo_split_pass(kHaloPairCols, CG) >= 0 ? halo_split_mask(kHaloPairCols, CG, SPASSES)
-                                : halo_second_passes(lc.col, kHaloTileQ, kHaloPairCols, CG);
+      const uint32_t y_second = !(PAIRS && paired) ? 0u : halo_second<kHaloPairCols, CG, SPASSES>(lc.col, kHaloTileQ);
       const uint32_t cols_out =
           halo_pass_mask(qq0, PC * DQ, out_w, lc.col, kHaloTileQ, CG, y_second, Y_SPLIT, tl.n + 1 < q.N);
       const int64_t y_pass = int64_t(PC * DQ) * ys_w;
@@ -290,11 +280,7 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w, boo
         const uint32_t* const src = osm + halo_out_word(pl * kHaloTileQ + lc.col, lc.part * 8, SLAB);
 #pragma unroll
         for (int v = 0; v < SPASSES; ++v, dst += y_pass) {
-          if constexpr (halo_split_pass(kHaloPairCols, CG) >= 0) {
-            if (v == halo_split_pass(kHaloPairCols, CG)) dst += y_jump;
-          } else if (y_second >> v & 1u && !(v > 0 && y_second >> (v - 1) & 1u)) {
-            dst += y_jump;
-          }
+          if (halo_enters_second<kHaloPairCols, CG>(v, y_second)) dst += y_jump;
           if (cols_out >> v & 1u) *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src + v * PC * OPW);
         }
       }

@@ -234,6 +234,24 @@ RK_HOST_DEVICE constexpr int halo_split_pass(int split, int cg) {
 RK_HOST_DEVICE constexpr uint32_t halo_split_mask(int split, int cg, int passes) {
   return ((1u << passes) - 1u) & ~((1u << halo_split_pass(split, cg)) - 1u);
 }
+// A lane's passes in the second image of a paired tile, on a row of `cols` columns in PASSES
+// passes split at column SPLIT: halo_split_mask where the split is whole passes (the same for
+// every lane), else the lane's own halo_second_passes. (The kernels test whether the tile is
+// paired beside the call, where they read the kernel argument: a bool passed in was held in a
+// register across the tile loop, and the register-bound kernels then changed.)
+template <int SPLIT, int CG, int PASSES>
+RK_HOST_DEVICE constexpr uint32_t halo_second(int col, int cols) {
+  if constexpr (halo_split_pass(SPLIT, CG) >= 0) return halo_split_mask(SPLIT, CG, PASSES);
+  else return halo_second_passes(col, cols, SPLIT, CG);
+}
+// Whether the lane's address moves into the second image in pass v (its first pass there): the
+// kernels add the image jump then, which is zero off paired tiles, so where the split is whole
+// passes it is pass halo_split_pass for every lane and tile.
+template <int SPLIT, int CG>
+RK_HOST_DEVICE constexpr bool halo_enters_second(int v, uint32_t second) {
+  if constexpr (halo_split_pass(SPLIT, CG) >= 0) return v == halo_split_pass(SPLIT, CG);
+  else return (second >> v & 1u) && !(v > 0 && (second >> (v - 1) & 1u));
+}
 
 // The tile list, slab-major (a CTA's contiguous run of it then spans one or two slabs, so it
 // packs their weights once each): tile t = ((slab * units + u) * tiles_p + tp) * tiles_q + tq,

@@ -32,6 +32,21 @@ rk::ConvParams halo_params(int64_t n, int64_t cg, int64_t groups, int64_t h, int
 
 // The problem in `mode` (rk::kHaloFprop, kHaloDgrad at stride 1, kHaloDgradPhases at stride 2),
 // emulated with the kernel's maps; returns the number of wrong or twice-written values.
+// The kernels' second-image mask of a paired tile's halo row (halo_second: a template on the
+// stride's split) for the emulation's runtime stride, and whether pass v jumps into it.
+template <int CG, int S>
+uint32_t x_second_at(int col) {
+  constexpr int cols = rk::halo_cols(S);
+  return rk::halo_second<rk::kHaloPairCols * S, CG, rk::halo_row_passes(cols, CG)>(col, cols);
+}
+template <int CG>
+uint32_t x_second(int s, int col) { return s == 1 ? x_second_at<CG, 1>(col) : x_second_at<CG, 2>(col); }
+template <int CG>
+bool x_enters_second(int s, int v, uint32_t second) {
+  return s == 1 ? rk::halo_enters_second<rk::kHaloPairCols, CG>(v, second)
+                : rk::halo_enters_second<2 * rk::kHaloPairCols, CG>(v, second);
+}
+
 template <int CG>
 int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride, int64_t pad,
                 bool relu, int num_sms, int mode = rk::kHaloFprop) {
@@ -58,6 +73,7 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
   }
   const rk::ConvProblem& q = p.problem;
   const int S = int(q.stride_h);
+  CHECK(S == 1 || S == 2);   // (the kernels' strides: x_second's dispatch)
   const bool paired = rk::halo_paired(q, mode);
   const int64_t C = q.C, slabs = C / SLAB, tiles = rk::halo_tiles(q.N, q.P, q.Q, slabs, paired);
   const int64_t grid = rk::halo_grid(tiles, num_sms, S, CG, mode);
@@ -150,26 +166,29 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
           const rk::HaloLaneCopy lc = rk::halo_lane_copy(lane, CG);
           if (!lc.active) continue;
           const int h0 = int(tl.p0) * S - int(q.pad_h), w0 = int(tl.q0) * S - int(q.pad_w) + lc.col;
-          const uint32_t second = paired ? rk::halo_second_passes(lc.col, cols, x_split, CG) : 0u;
-          // Where the split is whole passes the kernel takes a compile-time mask instead.
+          // The kernel's mask (compile-time where the split is whole passes: then the lane's own
+          // but for a last pass the lane skips).
+          const uint32_t second = paired ? x_second<CG>(S, lc.col) : 0u;
           if (paired && rk::halo_split_pass(x_split, CG) >= 0)
-            wrong += second != (rk::halo_split_mask(x_split, CG, passes) & ((1u << passes) - 1u) &
-                                ~(lc.col + (passes - 1) * PC >= cols ? 1u << (passes - 1) : 0u));
+            wrong += rk::halo_second_passes(lc.col, cols, x_split, CG) !=
+                     (second & ~(lc.col + (passes - 1) * PC >= cols ? 1u << (passes - 1) : 0u));
           const uint32_t cols_in =
               rk::halo_pass_mask(w0, PC, int(q.W), lc.col, cols, CG, second, x_split, tl.n + 1 < q.N);
           for (int row = warp; row < rk::halo_rows(S); row += rk::kHaloWarps) {
             const bool row_in = unsigned(h0 + row) < unsigned(q.H);
             const int base = rk::halo_word(0, lc.col, lc.part * COPY, S, CG) + row * rk::halo_row_words(S, CG);
+            int jumps = 0;   // the kernel's source pointer: moved into the second image once
             for (int v = 0; v < passes; ++v) {
               const int col = lc.col + v * PC;
               if (v + 1 == passes && col >= cols) continue;
+              jumps += x_enters_second<CG>(S, v, second);
               const int word = base + v * rk::halo_copy_step(S, CG);
               wrong += word != rk::halo_word(row, col, lc.part * COPY, S, CG);
               // The pixel by definition: halo column col of image n, or on a paired tile from
               // the split on, column col - split of image n + 1.
               const bool hi = paired && col >= x_split;
               const int64_t nn = tl.n + hi, hh = h0 + row, ww = w0 + v * PC - (hi ? x_split : 0);
-              wrong += hi != bool(second >> v & 1u);
+              wrong += hi != bool(second >> v & 1u) || (paired && jumps != int(hi));
               const bool want_in = nn < q.N && hh >= 0 && hh < q.H && ww >= 0 && ww < q.W;
               const bool in = row_in && (cols_in >> v & 1u) && want_in;   // (never read past x)
               wrong += (row_in && (cols_in >> v & 1u)) != want_in;         // the mask's meaning
@@ -244,23 +263,27 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
             const rk::HaloLaneCopy lc = rk::halo_lane_copy(lane, CG);
             if (!lc.active) continue;
             const int qq0 = int(rk::halo_dst_col(tl.q0 + lc.col, cls, mode)), y_split = rk::kHaloPairCols * dq;
-            const uint32_t second = paired ? rk::halo_second_passes(lc.col, rk::kHaloTileQ, rk::kHaloPairCols, CG) : 0u;
+            constexpr int SP = rk::halo_row_passes(rk::kHaloTileQ, CG);
+            const uint32_t second = paired ? rk::halo_second<rk::kHaloPairCols, CG, SP>(lc.col, rk::kHaloTileQ) : 0u;
             if (paired && rk::halo_split_pass(rk::kHaloPairCols, CG) >= 0)
-              wrong += second != (rk::halo_split_mask(rk::kHaloPairCols, CG, spasses) &
-                                  ~(lc.col + (spasses - 1) * PC >= rk::kHaloTileQ ? 1u << (spasses - 1) : 0u));
+              wrong += rk::halo_second_passes(lc.col, rk::kHaloTileQ, rk::kHaloPairCols, CG) !=
+                       (second & ~(lc.col + (spasses - 1) * PC >= rk::kHaloTileQ ? 1u << (spasses - 1) : 0u));
             const uint32_t cols_out = rk::halo_pass_mask(qq0, PC * dq, int(dst_w), lc.col, rk::kHaloTileQ, CG,
                                                          second, y_split, tl.n + 1 < q.N);
             for (int mt = 0; mt < 2; ++mt) {
               const int pl = 2 * warp + mt;
               const int64_t pp = rk::halo_dst_row(tl.p0 + pl, cls, mode);
               if (pp >= dst_h) break;
+              int jumps = 0;   // the kernel's destination pointer: moved into the second image once
               for (int v = 0; v < spasses; ++v) {
                 const int col = lc.col + v * PC;
+                jumps += rk::halo_enters_second<rk::kHaloPairCols, CG>(v, second);
                 // As the kernel moves on: qq0 by passes, less the split in a paired tile's
                 // second image; by definition: tile column col, or col - 8 of image n + 1.
                 const bool hi = second >> v & 1u;
                 const int64_t nn = tl.n + hi, qq = qq0 + v * PC * dq - (hi ? y_split : 0);
-                wrong += hi != (paired && col >= rk::kHaloPairCols && col < rk::kHaloTileQ);
+                if (col < rk::kHaloTileQ)   // (past the row the pass stores nothing: cols_out)
+                  wrong += hi != (paired && col >= rk::kHaloPairCols) || (paired && jumps != int(hi));
                 wrong += (cols_out >> v & 1u) != (col < rk::kHaloTileQ && qq < dst_w && nn < q.N);
                 if (!(cols_out >> v & 1u) || nn >= q.N) continue;   // (never written past y)
                 wrong += qq != rk::halo_dst_col(tl.q0 + col - (hi ? rk::kHaloPairCols : 0), cls, mode);
