@@ -196,9 +196,13 @@ def newest_profile(results: List[dict]) -> Optional[dict]:
 
 
 def model_gpu(args) -> pm.GPU:
-    """The GPU the predictions use: --gpu's, with --l2-gbs in place of its fitted L2->SM rate."""
+    """The GPU the predictions use: --gpu's, with --l2-gbs in place of its fitted L2->SM rate
+    and --launch-us in place of its assumed launch cost (measured ones: tune.json's
+    l2_read_bandwidth_gbs and graph_launch_us)."""
     gpu = pm.GPUS[args.gpu]
-    return dataclasses.replace(gpu, l2_to_sm_gbs=args.l2_gbs) if args.l2_gbs else gpu
+    if args.l2_gbs:
+        gpu = dataclasses.replace(gpu, l2_to_sm_gbs=args.l2_gbs)
+    return gpu if args.launch_us is None else dataclasses.replace(gpu, launch_us=args.launch_us)
 
 
 def model_rows(args, resources: pm.Resources, cudnn: Dict[tuple, float]) -> List[dict]:
@@ -324,6 +328,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--l2-gbs", type=float, default=None,
                     help="predict with this L2->SM rate instead of the GPU's fitted one "
                          "(the calibration keeps the fitted one)")
+    ap.add_argument("--launch-us", type=float, default=None,
+                    help="predict with this cost of a launch in a graph replay instead of the "
+                         "assumed 3 us (the calibration keeps the assumed one)")
     args = ap.parse_args(argv)
 
     results = load_results(args.results)
@@ -342,7 +349,8 @@ def main(argv=None) -> dict:
     print(f"Performance model: ResNeXt-50 {args.model}, batch {args.batch}, {args.dtype} channels_last, "
           f"{gpu.name} ({gpu.hbm_measured_gbs:.0f} GB/s measured copy, {gpu.hbm_datasheet_gbs:.0f} "
           f"datasheet, L2->SM {gpu.l2_to_sm_gbs:.0f} GB/s"
-          f"{' (--l2-gbs)' if args.l2_gbs else ' (fitted)'}). Predicted times are predictions; cuDNN and 'measured' are committed "
+          f"{' (--l2-gbs)' if args.l2_gbs else ' (fitted)'}, a launch {gpu.launch_us:g} us"
+          f"{' (--launch-us)' if args.launch_us is not None else ' (assumed)'}). Predicted times are predictions; cuDNN and 'measured' are committed "
           f"measurements; 'measured' is shown only where today's code was measured (older "
           f"code is compared with its own prediction in the calibration).")
     srcs = sorted({r["resource_source"] for r in rows})

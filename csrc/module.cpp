@@ -112,6 +112,10 @@ py::dict variant_shape(const std::string& name, const std::vector<int64_t>& inpu
   d["tile_images"] = s.tile_images;
   d["tile_rows"] = s.tile_rows;
   d["tile_cols"] = s.tile_cols;
+  d["halo_rows"] = s.halo_rows;
+  d["halo_cols"] = s.halo_cols;
+  d["halo_slots"] = s.halo_slots;
+  d["tile_ksteps"] = s.tile_ksteps;
   d["stages"] = s.stages;
   d["splits"] = s.splits;
   d["launches"] = s.launches;

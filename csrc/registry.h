@@ -31,6 +31,10 @@ struct LaunchShape {
   int64_t tile_images = 1;          // images a tile spans (the halo rungs' paired tiles: 2)
   int64_t tile_rows = 0;            // destination rows, columns of a tile (0: not row tiles)
   int64_t tile_cols = 0;
+  int64_t halo_rows = 0;            // source rows, columns of a tile image's halo (0: untold)
+  int64_t halo_cols = 0;
+  int64_t halo_slots = 0;           // pixel slots a staged halo row takes (padding included)
+  int64_t tile_ksteps = 0;          // MMA K steps a tile (0: untold)
   int stages = 0;                   // shared-memory stages of its ring (0: no ring)
   int64_t splits = 1;               // wgrad: partial sums per weight element
   int launches = 1;                 // kernels per call (wgrad: + the reduction)

@@ -79,7 +79,8 @@ _HOPPER_SOURCES = {
                     "direction at the same rate (one budget for both put a device copy at 3.0 "
                     "TB/s against the 4.3 measured) and the loads' rate was refitted (2.75-2.8 "
                     "fit best: 376 of 468 rows). Not known to be a hardware ceiling: "
-                    "layers.l2_read_bandwidth_gbs measures one",
+                    "layers.l2_read_bandwidth_gbs measures one (tune.json's "
+                    "l2_read_bandwidth_gbs; one kernel since 2026-12-03, no launch gaps)",
     "mma_sync_tflops": "assumed ~65% of wgmma (shared/PERF.md: 600-660, to check on a GPU)",
     "wgmma_tflops": "measured ~790 through PyTorch's bf16 matmul on the H200s lent here "
                     "(shared/PERF.md); datasheet 989 dense",
@@ -89,7 +90,8 @@ _HOPPER_SOURCES = {
     "l1_hit_latency_us": "assumed 0.1 us (about 200 cycles: a loaded L1 hit, several times the "
                          "unloaded ~35; to check on a GPU)",
     "launch_us": "assumed: ~3 us fixed per kernel in a graph replay (the smallest measured "
-                 "kernels of H200 run 3 leave about that unexplained)",
+                 "kernels of H200 run 3 leave about that unexplained); "
+                 "layers.graph_launch_us measures it (tune.json's graph_launch_us)",
 }
 GPUS: Dict[str, GPU] = {
     "H200": GPU("H200", sms=132, clock_ghz=1.98, hbm_datasheet_gbs=4800.0, hbm_measured_gbs=4300.0,
@@ -1256,18 +1258,6 @@ WGRAD_HALO_TILE_SASS = 135     # the tile loop less its staging and K-block loop
 WGRAD_HALO_SASS_TOLERANCE = 0.25
 
 
-def wgrad_halo_geometry(conv: Conv, shape: dict) -> dict:
-    """wgrad_halo's tile layout (wgrad_halo_fragments.h, wh_geom) from the launch shape's tile
-    images, rows and columns: K pixels a row, x rows / columns / slots, K-blocks, units."""
-    ti, tr, tc, st = shape["tile_images"], shape["tile_rows"], shape["tile_cols"], conv.stride
-    tcp = -(-tc // 8) * 8
-    xr, xc = (tr - 1) * st + 3, (tc - 1) * st + 3
-    xs = tcp + 2 if st == 1 else 2 * (tcp + 1)
-    halves = ti * tr * tcp // 8
-    return dict(ti=ti, tr=tr, tc=tc, tcp=tcp, xr=xr, xc=xc, xs=xs, halves=halves,
-                kblocks=(halves + 1) // 2)
-
-
 def _wgrad_halo_tiling(cg: int) -> Tuple[int, int, int, int]:
     """(M tiles of a block, CTAs sharing its N, n8 tiles a CTA, warps splitting K) of wgrad_halo
     (wgrad_halo_fragments.h: wh_mtiles, wh_nparts, wh_ntiles, wh_kwarps)."""
@@ -1303,19 +1293,22 @@ def cuda_wgrad_halo(conv: Conv, gpu: GPU, shape: dict, resources: Resources,
     e = conv.elem_size
     cg, block, stride = conv.cg, shape["tile_channels"], conv.stride
     mtiles, nparts, ntiles, kwarps = _wgrad_halo_tiling(cg)
-    g = wgrad_halo_geometry(conv, shape)
+    # The tile (wh_geom): ti images x tr rows x tc columns of dy; a tile image's x halo of xr rows
+    # and xc columns staged in rows of xs slots; kb K-blocks of 16 pixels (rows padded to 8).
+    ti, tr, tc = shape["tile_images"], shape["tile_rows"], shape["tile_cols"]
+    xr, xc, xs, kb = shape["halo_rows"], shape["halo_cols"], shape["halo_slots"], shape["tile_ksteps"]
     splits, chunks = shape["splits"], block // 8
-    tiles_p, tiles_q, groups = -(-conv.p // g["tr"]), -(-conv.q // g["tc"]), -(-conv.n // g["ti"])
+    tiles_p, tiles_q, groups = -(-conv.p // tr), -(-conv.q // tc), -(-conv.n // ti)
     tiles = groups * tiles_p * tiles_q
     per_cta = tiles / splits                       # every block walks all tiles, split `splits` ways
     images = conv.n / groups                       # images a tile holds, on average
-    in_h = _in_bounds_1d(tiles_p, g["tr"], stride, conv.pad, g["xr"], conv.h) / tiles_p
-    in_w = _in_bounds_1d(tiles_q, g["tc"], stride, conv.pad, g["xc"], conv.w) / tiles_q
+    in_h = _in_bounds_1d(tiles_p, tr, stride, conv.pad, xr, conv.h) / tiles_p
+    in_w = _in_bounds_1d(tiles_q, tc, stride, conv.pad, xc, conv.w) / tiles_q
     dy_px = conv.n * conv.p * conv.q / tiles                   # in-bounds dy pixels of a tile
     tile_bytes = (images * in_h * in_w * block + dy_px * block / nparts) * e   # dy: the CTA's N part
-    x_copies, dy_copies = g["ti"] * g["xr"] * g["xs"] * chunks, 16 * g["kblocks"] * ntiles
+    x_copies, dy_copies = ti * xr * xs * chunks, 16 * kb * ntiles
     copy_waves = (x_copies + dy_copies) / 8 * (1.0 if chunks == 1 else 2.0)
-    kb, stages = g["kblocks"], shape["stages"]
+    stages = shape["stages"]
     if cg == 14:  # columns: each warp's columns (padded) x five tap pairs; B one x2 a column
         _, per_warp, a_per_kb = wgrad_halo_columns(cg)
         smem_kb = 4 * a_per_kb + 4 * per_warp * 2

@@ -307,20 +307,25 @@ def test_cli_prints_the_table_and_the_calibration_holds(tmp_path):
     assert data["totals"]["fprop"]["cudnn_us"] == pytest.approx(794.3, abs=1)
 
 
-def test_cli_l2_rate_override_only_speeds_up_predictions(tmp_path):
-    """--l2-gbs replaces the fitted L2->SM rate in the predictions (a faster L2 never makes one
-    slower) and leaves the calibration, which uses the fitted rate, as it was."""
-    files = [tmp_path / "fitted.json", tmp_path / "fast.json"]
-    for path, extra in zip(files, ([], ["--l2-gbs", "6000"])):
+def test_cli_l2_rate_and_launch_overrides_only_speed_up_predictions(tmp_path):
+    """--l2-gbs and --launch-us replace the fitted L2->SM rate and the assumed launch cost in the
+    predictions (a faster L2 or launch never makes one slower; a launch 2 us cheaper takes 2 us
+    off each launch of every variant that runs) and leave the calibration, which keeps the
+    model's own constants, as it was."""
+    files = [tmp_path / "fitted.json", tmp_path / "fast.json", tmp_path / "launch.json"]
+    for path, extra in zip(files, ([], ["--l2-gbs", "6000"], ["--launch-us", "1"])):
         proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "perf_model.py"),
                                "--json", str(path)] + extra, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
-    fitted, fast = (json.loads(p.read_text()) for p in files)
-    assert fitted["calibration"]["within"] == fast["calibration"]["within"]
-    pairs = list(zip(fitted["rows"], fast["rows"]))
-    assert all(a["variant"] == b["variant"] and b["predicted_us"] <= a["predicted_us"] + 1e-9
-               for a, b in pairs if a["predicted_us"] is not None)
-    assert any(b["predicted_us"] < a["predicted_us"] for a, b in pairs if a["predicted_us"] is not None)
+    fitted, fast, launch = (json.loads(p.read_text()) for p in files)
+    assert fitted["calibration"]["within"] == fast["calibration"]["within"] == launch["calibration"]["within"]
+    for other in (fast, launch):
+        pairs = list(zip(fitted["rows"], other["rows"]))
+        assert all(a["variant"] == b["variant"] and b["predicted_us"] <= a["predicted_us"] + 1e-9
+                   for a, b in pairs if a["predicted_us"] is not None)
+        assert any(b["predicted_us"] < a["predicted_us"] for a, b in pairs if a["predicted_us"] is not None)
+    halo = [(a, b) for a, b in zip(fitted["rows"], launch["rows"]) if a["variant"] == "cuda:wgrad_halo"]
+    assert halo and all(a["predicted_us"] - b["predicted_us"] == pytest.approx(2 * 2) for a, b in halo)
 
 
 @needs_cuda_build
@@ -375,40 +380,49 @@ def test_dgrad_halo_phases_by_hand():
 
 @needs_cuda_build
 def test_wgrad_halo_shape_by_hand():
-    """wgrad_halo at 32x4d stage 1: blocks of 8 channels (two groups of Cg = 4): 16 blocks; one
-    wave of 4 CTAs on each of 132 SMs: 528 / 16 = 33 splits. A tile is 14 rows of 56 (the bands
+    """wgrad_halo at 32x4d stage 1: blocks of 8 channels (two groups of Cg = 4): 16 blocks, 256
+    tiles; 16 splits, so the busiest SM walks 2 x 16 tiles (8 splits: one CTA alone on 32; 33
+    splits: 4 x 8, more partials; csrc/tests/test_wgrad_halo.cpp derives the count). A tile is 14 rows of 56 (the bands
     staging the fewest units, csrc/tests/test_wgrad_halo.cpp derives it): a stage is the 16 x 58
     x halo and 49 K-blocks of 16 dy pixels, 16 bytes each: 1712 units, 2 of them in the 56 KB
     ring, then the table of 98 K halves (25 units)."""
     gpu = pm.GPUS["H200"]
     s = pm.cuda_shape("wgrad_halo", STAGE1, gpu)
-    assert s["can_implement"] == "" and (s["splits"], s["grid_x"]) == (33, 16 * 33)
+    assert s["can_implement"] == "" and (s["splits"], s["grid_x"]) == (16, 16 * 16)
     assert (s["tile_images"], s["tile_rows"], s["tile_cols"], s["stages"]) == (1, 14, 56, 2)
     assert s["smem_bytes"] == (2 * 1712 + 25) * 16 and s["halo_pixels"] == 16 * 58
-    assert s["workspace_elems"] == 33 * STAGE1.w_elems() and s["launches"] == 2
+    assert (s["halo_rows"], s["halo_cols"], s["halo_slots"], s["tile_ksteps"]) == (16, 58, 58, 49)
+    assert s["workspace_elems"] == 16 * STAGE1.w_elems() and s["launches"] == 2
     pred = pm.cuda_variant("wgrad_halo", STAGE1, "wgrad", gpu, shape=s)
     # Issued: per tile (64 images x 4 bands of them) and block, 49 K-blocks x 5 M tiles x 1 n8
     # tile of m16n8k16.
     assert pred.mma_flops_issued == pytest.approx(256 * 16 * 49 * 5 * 4096)
     assert pred.launches == 2 and pred.mma_flops_useful == STAGE1.flops()
     # x crosses L2 as the bands' in-bounds halos (4 bands of 16 rows less the two padding rows,
-    # 56 columns), dy once; then the reduction reads the 33 splits' fp32 partials.
+    # 56 columns), dy once; then the reduction reads the 16 splits' fp32 partials.
     x_rows = 4 * 16 - 2
-    assert pred.l2_bytes == pytest.approx(64 * (x_rows * 56 + 56 * 56) * 128 * 2 + 33 * STAGE1.w_elems() * 4)
+    assert pred.l2_bytes == pytest.approx(64 * (x_rows * 56 + 56 * 56) * 128 * 2 + 16 * STAGE1.w_elems() * 4)
 
 
 @needs_cuda_build
 def test_wgrad_halo_stage4_two_images_by_hand():
     """32x4d stage 4 (7 x 7, Cg = 32): two images a tile (csrc/tests/test_wgrad_halo.cpp derives
     it), 7 K halves an image: 7 K-blocks a tile, 32 tiles a block at batch 64 and 32 at 63 (its
-    last holds one image); warps split M (18 M tiles x 4 n8 tiles a K-block)."""
+    last holds one image); warps split M (18 M tiles x 4 n8 tiles a K-block). An image's halo
+    is 9 x 9, staged in rows of 8 + 2 slots. Its entry (stride 2, 14 x 14 to 7 x 7) takes one
+    image a tile: a 15 x 15 halo in rows of two runs of 8 + 1 slots (even columns, then odd),
+    7 K halves in 4 K-blocks."""
     gpu = pm.GPUS["H200"]
     for n, tiles in ((64, 32), (63, 32)):
         conv = pm.Conv(n, 1024, 7, 7, 1024, 32)
         s = pm.cuda_shape("wgrad_halo", conv, gpu)
         assert (s["tile_images"], s["tile_rows"], s["tile_cols"]) == (2, 7, 7)
+        assert (s["halo_rows"], s["halo_cols"], s["halo_slots"], s["tile_ksteps"]) == (9, 9, 10, 7)
         pred = pm.cuda_variant("wgrad_halo", conv, "wgrad", gpu, shape=s)
         assert pred.mma_flops_issued == pytest.approx(tiles * 32 * 7 * 18 * 4 * 4096)
+    entry = pm.cuda_shape("wgrad_halo", pm.Conv(64, 1024, 14, 14, 1024, 32, stride=2), gpu)
+    assert (entry["tile_images"], entry["tile_rows"], entry["tile_cols"]) == (1, 7, 7)
+    assert (entry["halo_rows"], entry["halo_cols"], entry["halo_slots"], entry["tile_ksteps"]) == (15, 15, 18, 4)
 
 
 def test_wgrad_halo_columns_by_hand():

@@ -247,20 +247,32 @@ wgrad_halo_kernel(ConvParams p, WhGeom g, int64_t splits, int64_t tiles) {
 int64_t blocks(const ConvProblem& q) { return q.C / wh_block(int(q.Cg())); }
 int64_t ctas_per_split(const ConvProblem& q) { return blocks(q) * wh_nparts(int(q.Cg())); }
 
-// Splits of the tiles: wh_min_ctas CTAs an SM in one wave (rounded down: a wave's tail costs a
-// whole wave), but the partial sums (written, then read by the reduction) at most half the
-// compulsory bytes, yet never fewer CTAs than SMs; at most one split a tile. (The model's
-// sweep over the split count puts these within 5% of its best on every 32x4d layer but the
-// stage-4 entry, 15% off: 24 us against 21 at 8 splits, which the partials' cap forbids;
-// benchmarks/NOTES.md, tenth session.) `tiles`: the problem's, from the geometry its caller has.
+// Splits of the tiles. A split's CTAs walk ceil(tiles / splits) tiles each, and the SM that
+// holds the most CTAs of the launch (one wave, at most wh_min_ctas an SM) runs that many walks
+// side by side: the count minimises that SM's tiles, then prefers two or more CTAs an SM (one
+// CTA walking alone waits on each tile's loads), then fewer splits (fewer partials to write and
+// read back); at most one split a tile, and the partials (written, then read by the reduction)
+// at most the compulsory bytes. (The model's sweep over the split count puts this within 2% of
+// its best on every layer of 32x4d and 64x4d; benchmarks/NOTES.md, eleventh session.) `tiles`:
+// the problem's, from the geometry its caller has.
 int64_t splits_of(const ConvParams& p, int64_t tiles) {
   const ConvProblem& q = p.problem;
-  const int64_t want = std::max<int64_t>(1, int64_t(p.num_sms) * wh_min_ctas(int(q.Cg())) / ctas_per_split(q));
+  const int64_t sms = std::max(1, p.num_sms), per_split = ctas_per_split(q);
   const int64_t io_bytes = 2 * (q.N * q.C * q.H * q.W + q.N * q.K * q.P * q.Q);
-  const int64_t cap = std::max<int64_t>(1, io_bytes / 2 / (q.w_numel() * 4 * 2));
-  const int64_t fill = std::max<int64_t>(1, int64_t(p.num_sms) / ctas_per_split(q));
-  const int64_t s = std::max(std::min(want, cap), fill);
-  return std::max<int64_t>(1, std::min({s, tiles, int64_t(kWhMaxSplits)}));
+  const int64_t cap = io_bytes / (q.w_numel() * 4 * 2);
+  const int64_t most = std::min({tiles, cap, int64_t(kWhMaxSplits)});
+  int64_t best = 1, best_load = -1;
+  bool best_alone = true;
+  for (int64_t s = 1; s <= most; ++s) {
+    const int64_t per_sm = ceil_div(per_split * s, sms);
+    if (per_sm > wh_min_ctas(int(q.Cg()))) break;    // past one wave
+    const int64_t load = per_sm * ceil_div(tiles, s);
+    const bool alone = per_sm < 2;
+    if (best_load < 0 || load < best_load || (load == best_load && best_alone && !alone)) {
+      best = s, best_load = load, best_alone = alone;
+    }
+  }
+  return best;
 }
 
 template <typename T, int CG, int STRIDE>
@@ -352,6 +364,10 @@ LaunchShape wgrad_halo_shape(const ConvParams& p) {
   s.tile_channels = wh_block(cg);
   s.red_channels = wh_block(cg);
   s.halo_pixels = int64_t(g.ti) * g.xr * g.xc;
+  s.halo_rows = g.xr;
+  s.halo_cols = g.xc;
+  s.halo_slots = g.xs;
+  s.tile_ksteps = g.kblocks;
   s.groups_per_block = std::max(1, wh_block(cg) / cg);
   s.launches = 2;  // the split kernel, then wgrad_reduce
   return s;

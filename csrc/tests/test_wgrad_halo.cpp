@@ -382,16 +382,23 @@ void test_wgrad_halo() {
   CHECK(emulate<64>(1, 1, 4, 70, 1, 1, 2) == 0);   // a row too wide for a stage: two column runs
   CHECK(emulate<32>(3, 1, 7, 7, 1, 1, 2) == 0);    // two images a tile, an odd batch's last alone
   CHECK(emulate<8>(5, 2, 9, 7, 2, 1, 2) == 0);     // five images a tile at stride 2 (K padding too)
-  // The split count: one wave of 4 CTAs an SM, partials at most half the compulsory bytes but
-  // never fewer CTAs than SMs, at most one split a tile.
-  p = wgrad_params(64, 32, 32, 7, 7, 1, 1, 132);   // 32x4d stage 4: 32 blocks
-  const int64_t io = 2 * (64 * 1024 * 49 * 2), cap = io / 2 / (p.problem.w_numel() * 8);
-  CHECK(cap == 2 && rk::wgrad_halo_splits(p) == 132 / 32);
-  p = wgrad_params(64, 4, 32, 56, 56, 1, 1, 132); // stage 1: 16 blocks, 132 * 4 / 16 = 33 splits
-  CHECK(rk::wgrad_halo_splits(p) == 33);
-  p = wgrad_params(64, 8, 32, 56, 56, 2, 1, 132); // stage 2 entry: 32 blocks, 528 / 32 = 16.5 -> 16
-  CHECK(rk::wgrad_halo_splits(p) == 16);
-  p = wgrad_params(1, 8, 2, 8, 8, 1, 1, 132);     // one image of one tile: one split
+  // The split count, by hand: the SM holding the most CTAs (one wave) walks the fewest tiles,
+  // then two or more CTAs an SM, then fewer splits; partials at most the compulsory bytes.
+  p = wgrad_params(64, 32, 32, 7, 7, 1, 1, 132);   // 32x4d stage 4: 32 blocks, 32 two-image tiles
+  int64_t io = 2 * (64 * 1024 * 49 * 2), cap = io / (p.problem.w_numel() * 8);
+  CHECK(cap == 5);                                  // 4 splits: 128 CTAs alone, 8 tiles; 5: 2 x 7
+  CHECK(rk::wgrad_halo_splits(p) == 4);
+  p = wgrad_params(64, 32, 32, 14, 14, 2, 1, 132); // stage 4 entry: 64 one-image 7 x 7 tiles
+  io = 2 * (64 * 1024 * 196 + 64 * 1024 * 49), cap = io / (p.problem.w_numel() * 8);
+  CHECK(cap == 13);                                 // 4 splits: 1 x 16 alone; 8: 2 x 8, not alone
+  CHECK(rk::wgrad_halo_splits(p) == 8);
+  p = wgrad_params(64, 4, 32, 56, 56, 1, 1, 132);  // stage 1: 16 blocks, 256 tiles (4 bands)
+  CHECK(rk::wgrad_halo_splits(p) == 16);            // 8: 1 x 32 alone; 16: 2 x 16; 33: 4 x 8
+  p = wgrad_params(64, 8, 32, 56, 56, 2, 1, 132);  // stage 2 entry: 32 blocks, 256 14 x 14 tiles
+  CHECK(rk::wgrad_halo_splits(p) == 8);             // 4: 1 x 64 alone; 8: 2 x 32; 16: 4 x 16
+  p = wgrad_params(64, 32, 32, 3, 3, 1, 1, 132);   // weights as large as x and dy: one split
+  CHECK(2 * (64 * 1024 * 9 * 2) / (p.problem.w_numel() * 8) == 1 && rk::wgrad_halo_splits(p) == 1);
+  p = wgrad_params(1, 8, 2, 8, 8, 1, 1, 132);      // one image of one tile: one split
   CHECK(rk::wgrad_halo_splits(p) == 1);
   // Bank conflicts on the tiles of each width's 32x4d-style grids (56, 28, 14, 7) and a ragged one.
   for (int s : {1, 2})
