@@ -205,35 +205,62 @@ def copy_bandwidth_gbs(device: torch.device, mb: int = 4096, reps: int = 50) -> 
     return 2 * n * 4 / (ms * 1e-3) / 1e9
 
 
-def l2_read_bandwidth_gbs(device: torch.device, mb: int = 24, sums: int = 20, reps: int = 20) -> Optional[float]:
-    """What the SMs pull out of L2: GB/s of `sums` back-to-back reductions of an L2-resident
-    `mb` MB buffer, replayed as one CUDA graph (a lower bound: PyTorch's sum kernel, and the
-    gaps between kernels). The performance model's fitted L2->SM rate (2.8 TB/s of loads, from
-    the Triton kernels) is either this ceiling or the kernels' own limit; this measurement tells
-    which.
+def l2_read_bandwidth_gbs(device: torch.device, mb: int = 24, reads: int = 32, reps: int = 20) -> Optional[float]:
+    """What the SMs pull out of L2: GB/s of one reduction that reads an L2-resident `mb` MB
+    buffer `reads` times (`l2_reads`), replayed as a CUDA graph (a lower bound: PyTorch's sum
+    kernel). One kernel for all the reads, so that no launch gap counts as L2 time: twenty
+    separate sums of 24 MB, each ~5 us at 5 TB/s, would have lost a third of their time to
+    ~2-3 us gaps. The performance model's fitted L2->SM rate (2.8 TB/s of loads, from the Triton
+    kernels) is either this ceiling or the kernels' own limit; this measurement tells which.
     None on the CPU."""
     if device.type != "cuda":
         return None
     try:
-        return _l2_read(device, mb, sums, reps)
+        return _l2_read(device, mb, reads, reps)
     except Exception:  # a measurement that cannot run is recorded as missing, never fatal
         return None
 
 
-def _l2_read(device: torch.device, mb: int, sums: int, reps: int) -> float:
-    x = torch.empty(mb * (1 << 20) // 4, dtype=torch.float32, device=device).normal_()
-    out = torch.empty((), dtype=torch.float32, device=device)
+def l2_reads(x: torch.Tensor, reads: int, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """`reads` sums of the 1-D `x`, each reading all of it, in one reduction (rows of a stride-0
+    view: nothing is copied, and each row's sum is over contiguous memory, so the reads come
+    from L2 while x fits there, not from registers or L1)."""
+    return torch.sum(x.expand(reads, x.numel()), dim=1, out=out)
 
-    def run():
-        for _ in range(sums):
-            torch.sum(x, dim=0, out=out)
-    run()
+
+def _l2_read(device: torch.device, mb: int, reads: int, reps: int) -> float:
+    x = torch.empty(mb * (1 << 20) // 4, dtype=torch.float32, device=device).normal_()
+    out = torch.empty(reads, dtype=torch.float32, device=device)
+    l2_reads(x, reads, out)
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        run()
+        l2_reads(x, reads, out)
     ms = _events_median_ms(graph.replay, reps)
-    return sums * x.numel() * 4 / (ms * 1e-3) / 1e9
+    return reads * x.numel() * 4 / (ms * 1e-3) / 1e9
+
+
+def graph_launch_us(device: torch.device, kernels: int = 200, reps: int = 20) -> Optional[float]:
+    """Microseconds one small kernel adds to a CUDA-graph replay: `kernels` dependent in-place
+    adds on a one-element tensor captured as one graph, the replay's median over `kernels`. The
+    performance model's launch cost (`GPU.launch_us`, assumed 3 us) is this figure; with the L2
+    rate it decides how close to the roofline the small layers can come. None on the CPU."""
+    if device.type != "cuda":
+        return None
+    try:
+        t = torch.zeros(1, device=device)
+
+        def run():
+            for _ in range(kernels):
+                t.add_(1.0)
+        run()
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            run()
+        return _events_median_ms(graph.replay, reps) * 1e3 / kernels
+    except Exception:  # recorded as missing, never fatal
+        return None
 
 
 def datasheet_bandwidth_gbs(gpu_name: Optional[str]) -> Optional[float]:

@@ -15,8 +15,9 @@ first launches each variant once at batch 1 (the same specialisation: strides, a
 which fills Triton's on-disk cache; the timing pass then only loads them.
 
 JSON schema "resnext_kernels.tune/1": env (envinfo.collect), options, copy_bandwidth_gbs (a
-several-GB copy, read + write), datasheet_bandwidth_gbs, l2_read_bandwidth_gbs (reductions of an
-L2-resident buffer), rows:
+several-GB copy, read + write), datasheet_bandwidth_gbs, l2_read_bandwidth_gbs (one reduction
+reading an L2-resident buffer many times), graph_launch_us (a small kernel's cost in a graph
+replay), rows:
 one per (model, layer, direction, kernel variant): layer sizes, variant ("cudnn" or
 "<config> <layout>"), median_ms, p20_ms, p80_ms, gbs, roofline_pct, vs_cudnn, or error.
 """
@@ -148,9 +149,10 @@ def main(argv=None) -> dict:
     timer = L.CudaTimer(torch.device("cuda"))
     bandwidth = L.copy_bandwidth_gbs(torch.device("cuda"))
     l2_read = L.l2_read_bandwidth_gbs(torch.device("cuda"))
+    launch_us = L.graph_launch_us(torch.device("cuda"))
     print(f"copy bandwidth {bandwidth:.0f} GB/s (datasheet "
           f"{L.datasheet_bandwidth_gbs(torch.cuda.get_device_name()) or '?'}); L2 read "
-          f"{l2_read or 0:.0f} GB/s", flush=True)
+          f"{l2_read or 0:.0f} GB/s; a kernel in a graph replay {launch_us or 0:.2f} us", flush=True)
     dtype = L.DTYPES[args.dtype]
     rows = []
     groups = itertools.groupby(items, key=lambda item: (item[0], item[1]))
@@ -180,7 +182,7 @@ def main(argv=None) -> dict:
     results = dict(schema=SCHEMA, env=envinfo.collect(), options=vars(args),
                    copy_bandwidth_gbs=bandwidth,
                    datasheet_bandwidth_gbs=L.datasheet_bandwidth_gbs(torch.cuda.get_device_name()),
-                   l2_read_bandwidth_gbs=l2_read, rows=rows, seconds=round(time.time() - t0, 1))
+                   l2_read_bandwidth_gbs=l2_read, graph_launch_us=launch_us, rows=rows, seconds=round(time.time() - t0, 1))
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
     print(f"wrote {args.out} ({len(rows)} rows, {time.time() - t0:.0f} s)")

@@ -209,13 +209,39 @@ def bench_ratios(path: str) -> List[str]:
     return lines
 
 
+def _model_gpu(device_name: Optional[str]):
+    """The performance model's description of the GPU named `device_name` (None if it has none),
+    read from resnext_kernels/perf_model.py by path: it needs only the standard library, while
+    importing the package would load torch and the extension."""
+    model = sys.modules.get("_rk_perf_model")
+    if model is None:
+        path = os.path.join(ROOT, "resnext_kernels", "perf_model.py")
+        spec = importlib.util.spec_from_file_location("_rk_perf_model", path)
+        model = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = model     # (its dataclasses look their module up there)
+        spec.loader.exec_module(model)
+    key = model.gpu_key(device_name)
+    return model.GPUS.get(key) if key else None
+
+
 def tune_best(path: str) -> List[str]:
-    """Per layer and direction of a tune JSON: cuDNN's time and the fastest Triton variant."""
+    """The device's measured rates of a tune JSON (copy and L2 read bandwidth, a kernel's cost in
+    a graph replay: the performance model's constants), then per layer and direction cuDNN's
+    time and the fastest Triton variant."""
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        rows = json.load(f)["rows"]
+        data = json.load(f)
+    rows = data["rows"]
+    rates = [f"{label} {data[key]:{fmt}} {unit}" for key, label, fmt, unit in (
+        ("copy_bandwidth_gbs", "copy", ".0f", "GB/s"), ("l2_read_bandwidth_gbs", "L2 read", ".0f", "GB/s"),
+        ("graph_launch_us", "a kernel in a graph replay", ".2f", "us")) if data.get(key) is not None]
     lines = []
+    if rates:
+        gpu = _model_gpu(data.get("env", {}).get("gpu"))
+        assumed = (f" (the model's {gpu.name}: copy {gpu.hbm_measured_gbs:.0f} GB/s, L2 loads "
+                   f"{gpu.l2_to_sm_gbs:.0f} GB/s fitted, a launch {gpu.launch_us:g} us assumed)") if gpu else ""
+        lines.append("measured: " + ", ".join(rates) + assumed)
     keys = list(dict.fromkeys((r["model"], r["layer"], r["direction"]) for r in rows))
     for key in keys:
         mine = [r for r in rows if (r["model"], r["layer"], r["direction"]) == key and "median_ms" in r]

@@ -170,3 +170,19 @@ def test_plain_conv2d_is_the_unconverted_model():
     model = bench_cardinality.plain_conv2d(resnext50(4, 24))
     assert not any(isinstance(m, GroupedConv2d) for m in model.modules())
     assert sum(isinstance(m, torch.nn.Conv2d) and m.groups == 4 for m in model.modules()) == 16
+
+
+def test_the_l2_reads_are_one_reduction_over_the_buffer_read_again():
+    """layers.l2_reads (the L2 rate's kernel): every row of its stride-0 view sums all of x, and
+    nothing is copied (the view's rows share x's memory)."""
+    x = torch.arange(1000, dtype=torch.float32)
+    view = x.expand(7, x.numel())
+    assert view.stride() == (0, 1) and view.data_ptr() == x.data_ptr()
+    out = torch.empty(7)
+    L.l2_reads(x, 7, out)
+    assert torch.equal(out, torch.full((7,), 999 * 1000 / 2))
+
+
+def test_device_rates_are_missing_not_made_up_on_the_cpu():
+    cpu = torch.device("cpu")
+    assert L.l2_read_bandwidth_gbs(cpu) is None and L.graph_launch_us(cpu) is None

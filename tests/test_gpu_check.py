@@ -85,6 +85,22 @@ def test_summary_names_the_fastest_triton_variant(tmp_path):
     text = gpu_check.write_summary(str(tmp_path), {}, [])
     assert ("32x4d stage1 fprop: cuDNN 0.1000 ms, best M128w4s3 tile 0.0800 ms "
             "(50% of roofline)") in text
+    assert "measured:" not in text                  # an older tune.json without the rates
+
+
+def test_summary_shows_the_models_measured_constants(tmp_path):
+    from cases import fake_tune_rows
+
+    data = dict(rows=fake_tune_rows(), copy_bandwidth_gbs=4312.4, l2_read_bandwidth_gbs=6020.6,
+                graph_launch_us=1.834, env=dict(gpu="NVIDIA H200"))
+    (tmp_path / "tune.json").write_text(json.dumps(data))
+    text = gpu_check.write_summary(str(tmp_path), {}, [])
+    assert ("- measured: copy 4312 GB/s, L2 read 6021 GB/s, a kernel in a graph replay 1.83 us "
+            "(the model's H200: copy 4300 GB/s, L2 loads 2800 GB/s fitted, a launch 3 us assumed)") in text
+    data.update(env=dict(gpu="NVIDIA A100-SXM4-80GB"), l2_read_bandwidth_gbs=None)
+    (tmp_path / "tune.json").write_text(json.dumps(data))
+    text = gpu_check.write_summary(str(tmp_path), {}, [])   # a GPU the model does not describe
+    assert "- measured: copy 4312 GB/s, a kernel in a graph replay 1.83 us\n" in text
 
 
 def test_output_limits_bundle_and_trim(tmp_path):
