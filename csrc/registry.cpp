@@ -122,10 +122,11 @@ const std::vector<KernelVariant>& registry() {
        "staged once in shared memory (16-byte cp.async, zero-filled), "
        "ldmatrix A fragments, K = (tap, channel) within a group on mma.sync, persistent CTAs "
        "with two halo buffers, weights packed by each CTA for its slab (or copied from the op "
-       "pack_weight's buffer: a training step's forward pass, a frozen module), fused bias/ReLU and "
+       "pack_weight's buffer: a training step's forward pass, a frozen module; or packed by the call "
+       "first where packing in the CTAs would starve the grid, as at 7x7), fused bias/ReLU and "
        "16-byte stores; bf16/fp16 channels_last, Kg = Cg in {4, 8, 14, 16, 24, 32, 40, 64}, stride "
        "1 or 2", false,
-       fprop_halo_can_implement, no_workspace, fprop_halo_launch, fprop_halo_shape},
+       fprop_halo_can_implement, fprop_halo_workspace_elems, fprop_halo_launch, fprop_halo_shape},
       {"dgrad_direct", Direction::kDgrad, 1,
        "one thread per input-gradient element, gathering the taps that reach it", true,
        dgrad_direct_can_implement, no_workspace, dgrad_direct_launch, dgrad_direct_shape},

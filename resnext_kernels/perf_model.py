@@ -1145,7 +1145,7 @@ def halo_row_sass(model: Tuple[float, float], passes: int) -> float:
 
 
 def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Resources,
-              dtype: str = "bf16", prepacked: bool = False) -> Prediction:
+              dtype: str = "bf16", prepacked: bool = False, packs_in_call: bool = False) -> Prediction:
     """fprop_halo (csrc/kernels/fprop_halo.cu, halo_fragments.h): persistent CTAs walk contiguous
     runs of the 8x16-pixel tiles (two images a tile on grids at most 8 columns wide whose halos
     meet only in padding: the shape's tile_images), packing each slab's weights as they start it; each tile's halo
@@ -1157,7 +1157,9 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     convolution of dy over its own taps on the ceil(H/2) x ceil(W/2) grid, run in turn on one
     staged halo, each storing every other dx pixel. `prepacked`: the weight packed before the
     launch (pack_weight), each slab's words copied in 16-byte pieces with a tile's halo, instead
-    of packed by each CTA."""
+    of packed by each CTA; `packs_in_call`: packed so by the call itself, one launch more
+    (halo_packs_in_call: an fprop call given no packed weight where packing in the CTAs would
+    starve the grid; the shape says so with two launches)."""
     if direction == "wgrad":
         return cuda_wgrad_halo(conv, gpu, shape, resources, dtype)
     e = conv.elem_size
@@ -1238,7 +1240,8 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
                                        f"{'true' if prepacked else 'false'}>", dtype, 128)
     main = Launch("fprop_halo", shape["grid_x"], shape["threads"], regs, shape["smem_bytes"], work,
                   dram_bytes=compulsory, mma_useful_flops=useful, resource_source=source)
-    return simulate(gpu, f"cuda:{direction}_halo", direction, [main])
+    packing = [small_kernel("halo_pack", conv.w_elems() * e, shape["workspace_elems"] * 4)] if packs_in_call else []
+    return simulate(gpu, f"cuda:{direction}_halo", direction, packing + [main])
 
 
 # Warp instructions of wgrad_halo's loops (wgrad_halo_kernel<bf16, Cg, stride>, sm_90 SASS):
@@ -1359,7 +1362,9 @@ def cuda_variant(name: str, conv: Conv, direction: str, gpu: GPU, resources: Res
         return Prediction(f"cuda:{name}", direction, math.inf, "refused: " + shape["can_implement"],
                           {}, 0, 0, 0, 0, 0, 0, 0, "", 0, 0, 0, 0, "registry")
     if family == "halo" and direction != "wgrad":
-        return cuda_halo(conv, direction, gpu, shape, resources, dtype, prepacked=prepacked)
+        in_call = direction == "fprop" and not prepacked and shape["launches"] == 2
+        return cuda_halo(conv, direction, gpu, shape, resources, dtype, prepacked=prepacked or in_call,
+                         packs_in_call=in_call)
     return CUDA_MODELS[family](conv, direction, gpu, shape, resources, dtype)
 
 

@@ -329,6 +329,27 @@ def test_cli_l2_rate_and_launch_overrides_only_speed_up_predictions(tmp_path):
 
 
 @needs_cuda_build
+def test_fprop_halo_packs_in_the_call_at_stage4():
+    """fprop given no packed weight at 32x4d stage 4: packing in each CTA would hold the grid to
+    132 CTAs against the pre-packed kernel's 396 (csrc/tests/test_halo.cpp derives both), so the
+    call packs the weight first into its workspace: two launches, the pre-packed grid. The model
+    prices it as the frozen module's kernel (the same kernel on a kept buffer) plus the packing
+    launch; stage 3 (half the grid, not a third) keeps packing in its CTAs."""
+    gpu = pm.GPUS["H200"]
+    conv = pm.Conv(64, 1024, 7, 7, 1024, 32)
+    s = pm.cuda_shape("fprop_halo", conv, gpu)
+    assert (s["launches"], s["grid_x"]) == (2, 396) and s["workspace_elems"] > 0
+    call = pm.cuda_variant("fprop_halo", conv, "fprop", gpu)
+    frozen = pm.cuda_variant("fprop_halo", conv, "fprop", gpu, frozen=True)
+    pack = pm.simulate(gpu, "pack", "fprop", [pm.small_kernel("halo_pack", conv.w_elems() * 2,
+                                                              s["workspace_elems"] * 4)])
+    assert (call.launches, frozen.launches) == (2, 1)
+    assert call.time_us == pytest.approx(frozen.time_us + pack.time_us)
+    stage3 = pm.cuda_shape("fprop_halo", pm.Conv(64, 512, 14, 14, 512, 32), gpu)
+    assert (stage3["launches"], stage3["grid_x"], stage3["workspace_elems"]) == (1, 264, 0)
+
+
+@needs_cuda_build
 def test_halo_paired_tiles_by_hand():
     """The halo rungs put two images in a tile where the grid is at most 8 columns wide (32x4d's
     stage 4, 7x7): 32 slabs x 32 pairs = 1024 tiles at batch 64 (2048 of 128 pixels for 49

@@ -6,8 +6,9 @@
 // tiles, each packing its slab's weights into shared memory in exactly the B registers' order
 // or, given the weight packed before the launch in that order (ConvParams::packed, made by
 // halo_pack_launch: the op pack_weight, once a training step for fprop and dgrad, once for a
-// frozen module), copying them with 16-byte copies beside a tile's halo; bias and ReLU fused,
-// 16-byte stores; one launch. On grids at most 8 columns wide (32x4d's stage 4, 7x7) a tile
+// frozen module, or by the call itself where packing in the CTAs would starve the grid:
+// halo_packs_in_call), copying them with 16-byte copies beside a tile's halo; bias and ReLU
+// fused, 16-byte stores; one launch (two where the call packs). On grids at most 8 columns wide (32x4d's stage 4, 7x7) a tile
 // holds two images side by side (paired tiles, halo_paired), so that its 128 pixels are not
 // mostly padding. Index maps, shared-memory layout and the tiling: halo_fragments.h.
 //
@@ -16,9 +17,10 @@
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:fprop_halo`, registers from the
 // cubin, instruction counts from its SASS; H200, ResNeXt-50 32x4d, batch 64, bf16), us, bound
 // by issue, L2 at the stride-2 entries, latency at stages 3-4: stage1 33, stage2.entry 43,
-// stage2 21, stage3.entry 23, stage3 15, stage4.entry 17, stage4 17: 0.35 ms over the 16
-// layers, 56% of the 0.196 ms roofline (cuDNN measured 0.79 ms; before paired tiles, 2026-12-03,
-// stage 4 computed 128 pixels a tile for 49: 25 and 20 us, 0.36 ms). The halo is staged and the
+// stage2 21, stage3.entry 23, stage3 15, stage4.entry 17, stage4 12 (the call packing the
+// weight first: 17 packing in the CTAs): 0.34 ms over the 16 layers, 57% of the 0.196 ms
+// roofline (cuDNN measured 0.79 ms; before paired tiles, 2026-12-03, stage 4 computed 128
+// pixels a tile for 49: 25 and 20 us, 0.36 ms). The halo is staged and the
 // output stored a row a warp at a time (halo_lane_copy), about 14 instructions a 16-byte copy
 // and at the minimum of shared-memory wavefronts at stride 1; the slab's weights are packed at
 // 29-146 instructions a word (halo_pack_slab); all counted in the SASS (2026-12-03: before, 38
@@ -529,10 +531,44 @@ std::string fprop_halo_can_implement(const ConvParams& p) {
   return why.empty() ? halo_weight_offsets_reason(p) : why;
 }
 
-LaunchShape fprop_halo_shape(const ConvParams& p) { return halo_shape(p, kHaloFprop); }
+// An fprop call given no packed weight packs it first itself (halo_pack_launch into the call's
+// workspace, one launch more) and runs the pre-packed kernel where packing in each CTA would
+// hold the grid under 40% of the pre-packed kernel's (halo_grid keeps a CTA's run of tiles long
+// enough to pay for its packing, and at 7x7 there are too few tiles for that). By the model
+// (benchmarks/NOTES.md, eleventh session): 32x4d's stage 4 (132 CTAs against 396: a third)
+// 17.0 -> 12.8 us; its stage 3 (264 against 528: half) and stage-4 entry (132 and 132: one CTA
+// an SM by shared memory either way) gain nothing against the extra launch and keep packing in
+// their CTAs.
+bool halo_packs_in_call(const ConvParams& p) {
+  const ConvProblem& q = p.problem;
+  const int cg = int(q.Cg()), stride = int(q.stride_h);
+  if (p.packed != nullptr || p.direction != Direction::kFprop || !halo_serves(cg) || (stride != 1 && stride != 2))
+    return false;
+  const int64_t tiles = halo_tiles(q.N, q.P, q.Q, q.C / halo_slab(cg), halo_paired(q, kHaloFprop));
+  return 2 * halo_grid(tiles, p.num_sms, stride, cg, kHaloFprop, true) >
+         5 * halo_grid(tiles, p.num_sms, stride, cg, kHaloFprop, false);
+}
+
+int64_t fprop_halo_workspace_elems(const ConvParams& p) {   // fp32 elements: the packed words
+  return halo_packs_in_call(p) ? halo_packed_words(p.problem.K, int(p.problem.Cg())) : 0;
+}
+
+LaunchShape fprop_halo_shape(const ConvParams& p) {
+  if (!halo_packs_in_call(p)) return halo_shape(p, kHaloFprop);
+  ConvParams packed = p;
+  packed.packed = p.x;          // (only compared with null)
+  LaunchShape s = halo_shape(packed, kHaloFprop);
+  s.launches = 2;               // halo_pack_launch, then the pre-packed kernel
+  return s;
+}
 
 int fprop_halo_launch(const ConvParams& p, void* stream) {
-  return launch_halo_any(p, stream, kHaloFprop, p.problem.P, p.problem.Q);
+  if (!halo_packs_in_call(p)) return launch_halo_any(p, stream, kHaloFprop, p.problem.P, p.problem.Q);
+  const int err = halo_pack_launch(p, -1, p.workspace, stream);
+  if (err != 0) return err;
+  ConvParams packed = p;
+  packed.packed = p.workspace;
+  return launch_halo_any(packed, stream, kHaloFprop, p.problem.P, p.problem.Q);
 }
 
 // dgrad as the kernel runs it (halo_weight_source): dy the source, dx the destination. Stride 1:

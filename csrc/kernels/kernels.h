@@ -64,6 +64,10 @@ struct LaunchShape;
 std::string fprop_halo_can_implement(const ConvParams& p);
 LaunchShape fprop_halo_shape(const ConvParams& p);
 int fprop_halo_launch(const ConvParams& p, void* stream);
+// Whether an fprop call without a packed weight packs it itself before the launch (into the
+// workspace: fprop_halo_workspace_elems, 0 otherwise) rather than in each CTA.
+bool halo_packs_in_call(const ConvParams& p);
+int64_t fprop_halo_workspace_elems(const ConvParams& p);
 // Rung 4 of dgrad, "halo": fprop_halo on dy with the weight transposed per group as it is packed
 // (halo_weight_source): at stride 1 rotated by 180 degrees, at stride 2 (padding 1) by phase
 // class, the four classes run on one staged dy halo; `halo_dgrad_as_fprop` is the problem as the

@@ -30,8 +30,6 @@ rk::ConvParams halo_params(int64_t n, int64_t cg, int64_t groups, int64_t h, int
   return channels_last_params(n, cg, groups, h, w, stride, pad, rk::Direction::kFprop);
 }
 
-// The problem in `mode` (rk::kHaloFprop, kHaloDgrad at stride 1, kHaloDgradPhases at stride 2),
-// emulated with the kernel's maps; returns the number of wrong or twice-written values.
 // The kernels' second-image mask of a paired tile's halo row (halo_second: a template on the
 // stride's split) for the emulation's runtime stride, and whether pass v jumps into it.
 template <int CG, int S>
@@ -47,6 +45,8 @@ bool x_enters_second(int s, int v, uint32_t second) {
                 : rk::halo_enters_second<2 * rk::kHaloPairCols, CG>(v, second);
 }
 
+// The problem in `mode` (rk::kHaloFprop, kHaloDgrad at stride 1, kHaloDgradPhases at stride 2),
+// emulated with the kernel's maps; returns the number of wrong or twice-written values.
 template <int CG>
 int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride, int64_t pad,
                 bool relu, int num_sms, int mode = rk::kHaloFprop) {
@@ -76,7 +76,8 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
   CHECK(S == 1 || S == 2);   // (the kernels' strides: x_second's dispatch)
   const bool paired = rk::halo_paired(q, mode);
   const int64_t C = q.C, slabs = C / SLAB, tiles = rk::halo_tiles(q.N, q.P, q.Q, slabs, paired);
-  const int64_t grid = rk::halo_grid(tiles, num_sms, S, CG, mode);
+  // The launch's grid: the pre-packed kernel's where an fprop call packs the weight first.
+  const int64_t grid = rk::halo_grid(tiles, num_sms, S, CG, mode, !dgrad && rk::halo_packs_in_call(p));
   if (!dgrad) CHECK(rk::fprop_halo_shape(p).grid_x == grid && rk::fprop_halo_shape(p).tile_images == 1 + paired);
 
   // Small integers: every product and sum is exact in fp32 and in bf16 storage.
@@ -430,7 +431,40 @@ void check_halo_width() {
 
 }  // namespace
 
+// Where an fprop call without a packed weight packs it itself first (halo_packs_in_call), on
+// 32x4d's layers at batch 64 on 132 SMs, by hand: the grids of packing in each CTA and of the
+// pre-packed kernel (halo_grid: CTAs an SM by shared memory, fewer where a CTA's run of tiles
+// would be shorter than halo_min_run) and the rule (the first under 40% of the second).
+void test_packing_in_the_call() {
+  struct Layer { int64_t cg, hw, stride, in_ctas, prepacked; bool in_call; };
+  const Layer layers[] = {
+      {32, 7, 1, 132, 396, true},     // stage 4: 32 slabs x 32 image pairs; a third
+      {32, 14, 2, 132, 132, false},   // its entry: one CTA an SM by shared memory either way
+      {16, 14, 1, 264, 528, false},   // stage 3: half
+      {4, 56, 1, 528, 528, false},    // stage 1
+  };
+  for (const Layer& l : layers) {
+    rk::ConvParams p = halo_params(64, l.cg, 32, l.hw, l.hw, l.stride, 1);
+    p.num_sms = 132;
+    const rk::ConvProblem& q = p.problem;
+    const int64_t tiles = rk::halo_tiles(q.N, q.P, q.Q, q.C / rk::halo_slab(int(l.cg)), rk::halo_paired(q, rk::kHaloFprop));
+    CHECK(rk::halo_grid(tiles, 132, int(l.stride), int(l.cg), rk::kHaloFprop, false) == l.in_ctas);
+    CHECK(rk::halo_grid(tiles, 132, int(l.stride), int(l.cg), rk::kHaloFprop, true) == l.prepacked);
+    CHECK(rk::halo_packs_in_call(p) == l.in_call);
+    const rk::LaunchShape s = rk::fprop_halo_shape(p);
+    CHECK(s.launches == (l.in_call ? 2 : 1) && s.grid_x == (l.in_call ? l.prepacked : l.in_ctas));
+    CHECK(rk::fprop_halo_workspace_elems(p) == (l.in_call ? rk::halo_packed_words(q.K, int(l.cg)) : 0));
+    if (!l.in_call) continue;
+    p.packed = p.x;                                // given a packed weight: nothing to pack
+    CHECK(!rk::halo_packs_in_call(p) && rk::fprop_halo_workspace_elems(p) == 0 && rk::fprop_halo_shape(p).launches == 1);
+    p.packed = nullptr;
+    p.direction = rk::Direction::kDgrad;          // dgrad reads the forward pass's buffer
+    CHECK(!rk::halo_packs_in_call(p));
+  }
+}
+
 void test_fprop_halo() {
+  test_packing_in_the_call();
   // What it refuses, with the reason (the lower rungs run those).
   rk::ConvParams p = halo_params(1, 4, 8, 8, 8, 1, 1);
   CHECK_EQ_STR(rk::fprop_halo_can_implement(p), "");
