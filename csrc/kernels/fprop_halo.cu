@@ -8,9 +8,9 @@
 // halo_pack_launch: the op pack_weight, once a training step for fprop and dgrad, once for a
 // frozen module, or by the call itself where packing in the CTAs would starve the grid:
 // halo_packs_in_call), copying them with 16-byte copies beside a tile's halo; bias and ReLU
-// fused, 16-byte stores; one launch (two where the call packs). On grids at most 8 columns wide (32x4d's stage 4, 7x7) a tile
-// holds two images side by side (paired tiles, halo_paired), so that its 128 pixels are not
-// mostly padding. Index maps, shared-memory layout and the tiling: halo_fragments.h.
+// fused, 16-byte stores; one launch (two where the call packs). On grids at most 8 columns wide
+// (32x4d's stage 4, 7x7) a tile holds two images side by side (paired tiles, halo_paired), so
+// that its 128 pixels are not mostly padding. Index maps, shared-memory layout and the tiling: halo_fragments.h.
 //
 //   y[n, g*Kg + k, p, q] = act(bias + sum_{tap, c} x[n, g*Cg + c, p*s - pad + r, q*s - pad + t] * w[.., c, r, t])
 //
@@ -536,7 +536,7 @@ std::string fprop_halo_can_implement(const ConvParams& p) {
 // hold the grid under 40% of the pre-packed kernel's (halo_grid keeps a CTA's run of tiles long
 // enough to pay for its packing, and at 7x7 there are too few tiles for that). By the model
 // (benchmarks/NOTES.md, eleventh session): 32x4d's stage 4 (132 CTAs against 396: a third)
-// 17.0 -> 12.8 us; its stage 3 (264 against 528: half) and stage-4 entry (132 and 132: one CTA
+// 17.0 -> 11.9 us; its stage 3 (264 against 528: half) and stage-4 entry (132 and 132: one CTA
 // an SM by shared memory either way) gain nothing against the extra launch and keep packing in
 // their CTAs.
 bool halo_packs_in_call(const ConvParams& p) {

@@ -432,9 +432,10 @@ void check_halo_width() {
 }  // namespace
 
 // Where an fprop call without a packed weight packs it itself first (halo_packs_in_call), on
-// 32x4d's layers at batch 64 on 132 SMs, by hand: the grids of packing in each CTA and of the
-// pre-packed kernel (halo_grid: CTAs an SM by shared memory, fewer where a CTA's run of tiles
-// would be shorter than halo_min_run) and the rule (the first under 40% of the second).
+// 32x4d's layers at batch 64 on 132 SMs: the grids of the pre-packed kernel (the CTAs an SM by
+// shared memory: 3 at stage 4's 57 KB, 4 at stages 1 and 3, one at the stride-2 entry's 121 KB) and of
+// packing in each CTA (fewer where a CTA's run of tiles would be shorter than halo_min_run: one
+// an SM at stage 4, two at stage 3), and the rule (the second under 40% of the first).
 void test_packing_in_the_call() {
   struct Layer { int64_t cg, hw, stride, in_ctas, prepacked; bool in_call; };
   const Layer layers[] = {
