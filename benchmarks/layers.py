@@ -103,6 +103,20 @@ def _quantiles(times: List[float], method: str = "eager") -> Timing:
     return Timing(statistics.median(times), pick(0.2), pick(0.8), len(times), method)
 
 
+def capture_graph(fn: Callable[[], object]) -> "torch.cuda.CUDAGraph":
+    """`fn` captured as a CUDA graph, after one warm-up call on a side stream (allocations and
+    lazy initialisation happen outside the capture)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph
+
+
 class CudaTimer:
     """CUDA events around each repetition, L2 flushed before each (a write of twice its size).
 
@@ -118,17 +132,6 @@ class CudaTimer:
         self.flush = torch.empty(2 * l2 // 4, dtype=torch.float32, device=device)
         self.graphs = graphs
 
-    def _capture(self, fn: Callable[[], object]):
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            fn()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            fn()
-        return graph
-
     def __call__(self, fn: Callable[[], object], reps: int, warmup: int = 3) -> Timing:
         for _ in range(warmup):
             fn()
@@ -136,7 +139,7 @@ class CudaTimer:
         method = "eager"
         if self.graphs:
             try:
-                graph = self._capture(fn)
+                graph = capture_graph(fn)
                 fn, method = graph.replay, "cuda_graph"
             except Exception:
                 torch.cuda.synchronize()
@@ -231,12 +234,7 @@ def l2_reads(x: torch.Tensor, reads: int, out: Optional[torch.Tensor] = None) ->
 def _l2_read(device: torch.device, mb: int, reads: int, reps: int) -> float:
     x = torch.empty(mb * (1 << 20) // 4, dtype=torch.float32, device=device).normal_()
     out = torch.empty(reads, dtype=torch.float32, device=device)
-    l2_reads(x, reads, out)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        l2_reads(x, reads, out)
-    ms = _events_median_ms(graph.replay, reps)
+    ms = _events_median_ms(capture_graph(lambda: l2_reads(x, reads, out)).replay, reps)
     return reads * x.numel() * 4 / (ms * 1e-3) / 1e9
 
 
@@ -253,12 +251,7 @@ def graph_launch_us(device: torch.device, kernels: int = 200, reps: int = 20) ->
         def run():
             for _ in range(kernels):
                 t.add_(1.0)
-        run()
-        torch.cuda.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            run()
-        return _events_median_ms(graph.replay, reps) * 1e3 / kernels
+        return _events_median_ms(capture_graph(run).replay, reps) * 1e3 / kernels
     except Exception:  # recorded as missing, never fatal
         return None
 

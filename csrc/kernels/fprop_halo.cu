@@ -64,8 +64,9 @@ namespace rk {
 
 namespace {
 
-// The launch shape of the problem as the kernel sees it (defined with the registry entries below).
-LaunchShape halo_shape(const ConvParams& p, int mode);
+// The launch shape of the problem as the kernel sees it, on a weight packed before the launch or
+// packed by each CTA (defined with the registry entries below).
+LaunchShape halo_shape(const ConvParams& p, int mode, bool prepacked);
 
 // Packs slab `slab`'s weights into shared memory in the B registers' order
 // (wpack[gemm group][kstep][ntile][lane][2], halo_weight_word; a word two elements,
@@ -348,7 +349,7 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w, boo
 // `p` as fprop sees it (dgrad: halo_dgrad_as_fprop), the destination's size, the mode.
 template <typename T, int CG, int STRIDE, int MODE, bool PACKED>
 int launch_halo_kernel(const ConvParams& p, cudaStream_t stream, int64_t dst_h, int64_t dst_w) {
-  const LaunchShape s = halo_shape(p, MODE);
+  const LaunchShape s = halo_shape(p, MODE, PACKED);
   // The persistent grid: the shape's CTAs per SM (shared memory, H100/H200), or fewer where the
   // compiled kernel's registers or this GPU's shared memory hold fewer (an extra CTA per SM
   // would run as a second wave). The shared-memory opt-in and the occupancy query are made once
@@ -477,13 +478,13 @@ std::string halo_can_implement(const ConvParams& p, int mode, const char* tensor
   return "";
 }
 
-LaunchShape halo_shape(const ConvParams& p, int mode) {
+LaunchShape halo_shape(const ConvParams& p, int mode, bool prepacked) {
   const ConvProblem& q = p.problem;
   LaunchShape s;
   const int cg = int(q.Cg()), stride = int(q.stride_h);
   if (!halo_serves(cg) || (stride != 1 && stride != 2)) return s;
   const int64_t tiles = halo_tiles(q.N, q.P, q.Q, q.C / halo_slab(cg), halo_paired(q, mode));
-  s.grid_x = halo_grid(tiles, p.num_sms, stride, cg, mode, p.packed != nullptr);
+  s.grid_x = halo_grid(tiles, p.num_sms, stride, cg, mode, prepacked);
   s.threads = kHaloThreads;
   s.smem_bytes = halo_smem_bytes(stride, cg, mode);
   s.tile_pixels = kHaloTileP * kHaloTileQ * halo_classes(mode);   // destination pixels a tile
@@ -492,7 +493,7 @@ LaunchShape halo_shape(const ConvParams& p, int mode) {
   s.halo_pixels = int64_t(halo_rows(stride)) * halo_cols(stride);
   s.groups_per_block = halo_slab_groups(cg);
   s.tile_images = halo_paired(q, mode) ? 2 : 1;
-  s.launches = 1;  // the weights are packed by each CTA, or before the launch (p.packed)
+  s.launches = 1;  // the weights are packed by each CTA, or before the launch
   return s;
 }
 
@@ -540,13 +541,9 @@ std::string fprop_halo_can_implement(const ConvParams& p) {
 // an SM by shared memory either way) gain nothing against the extra launch and keep packing in
 // their CTAs.
 bool halo_packs_in_call(const ConvParams& p) {
-  const ConvProblem& q = p.problem;
-  const int cg = int(q.Cg()), stride = int(q.stride_h);
-  if (p.packed != nullptr || p.direction != Direction::kFprop || !halo_serves(cg) || (stride != 1 && stride != 2))
-    return false;
-  const int64_t tiles = halo_tiles(q.N, q.P, q.Q, q.C / halo_slab(cg), halo_paired(q, kHaloFprop));
-  return 2 * halo_grid(tiles, p.num_sms, stride, cg, kHaloFprop, true) >
-         5 * halo_grid(tiles, p.num_sms, stride, cg, kHaloFprop, false);
+  if (p.packed != nullptr || p.direction != Direction::kFprop) return false;
+  // (Both grids are 0 where the kernel has no shape: nothing it serves.)
+  return 2 * halo_shape(p, kHaloFprop, true).grid_x > 5 * halo_shape(p, kHaloFprop, false).grid_x;
 }
 
 int64_t fprop_halo_workspace_elems(const ConvParams& p) {   // fp32 elements: the packed words
@@ -554,11 +551,9 @@ int64_t fprop_halo_workspace_elems(const ConvParams& p) {   // fp32 elements: th
 }
 
 LaunchShape fprop_halo_shape(const ConvParams& p) {
-  if (!halo_packs_in_call(p)) return halo_shape(p, kHaloFprop);
-  ConvParams packed = p;
-  packed.packed = p.x;          // (only compared with null)
-  LaunchShape s = halo_shape(packed, kHaloFprop);
-  s.launches = 2;               // halo_pack_launch, then the pre-packed kernel
+  const bool in_call = halo_packs_in_call(p);
+  LaunchShape s = halo_shape(p, kHaloFprop, in_call || p.packed != nullptr);
+  if (in_call) s.launches = 2;  // halo_pack_launch, then the pre-packed kernel
   return s;
 }
 
@@ -608,7 +603,7 @@ std::string dgrad_halo_can_implement(const ConvParams& p) {
 }
 
 LaunchShape dgrad_halo_shape(const ConvParams& p) {
-  return halo_shape(halo_dgrad_as_fprop(p), halo_dgrad_mode(p));
+  return halo_shape(halo_dgrad_as_fprop(p), halo_dgrad_mode(p), p.packed != nullptr);
 }
 
 int dgrad_halo_launch(const ConvParams& p, void* stream) {
