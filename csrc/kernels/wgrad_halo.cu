@@ -17,11 +17,12 @@
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:wgrad_halo`, registers from the
 // cubin, the loops' instructions counted in its sm_90 SASS; H200, ResNeXt-50 32x4d, batch 64,
-// bf16), us, bound by L2 loads at stages 1-3 (x and dy both load: (x + dy) / 2.8 TB/s is 65% of
-// the DRAM roofline at best), by issue at stage 2 and the stage-4 entry and by latency at stage
-// 4 (two stages of a ring, 8 tiles a CTA): stage1 45, stage2.entry 54, stage2 26, stage3.entry
-// 32, stage3 17, stage4.entry 24, stage4 16: 0.44 ms over the 16 layers, 45% of the 0.196 ms
-// roofline (cuDNN measured 0.86 ms: 138 / 54 / 47 / 36 / 30 / 24 / 20). The 8x8 tiles before
+// bf16), us, bound by L2 loads at stages 1-3 and the stage-4 entry (x and dy both load: (x + dy)
+// / 2.8 TB/s is 65% of the DRAM roofline at best), by issue at stage 2 and by latency at stage 4
+// (two stages of a ring, 8 tiles a CTA): stage1 45, stage2.entry 53, stage2 26, stage3.entry 31,
+// stage3 16, stage4.entry 21, stage4 16: 0.43 ms over the 16 layers, 45% of the 0.196 ms
+// roofline (cuDNN measured 0.86 ms: 138 / 54 / 47 / 36 / 30 / 24 / 20; with the split count of
+// before 2026-12-03's eleventh session, 0.44 ms, the stage-4 entry 24). The 8x8 tiles before
 // (2026-12-03) were predicted at 0.52 ms: 1.56 x halo re-reads, 77% of the K on 28-, 14- and
 // 7-wide grids, and 116 instructions a warp a 64-pixel tile at Cg = 4; a K-block (16 pixels) is
 // now 26 for its 5 MMAs, a copy 31-48. 8x14d's stage 1 (Cg = 14, columns, 8x8 tiles by the
