@@ -41,6 +41,10 @@ struct ConvParams {
 
   // Number of streaming multiprocessors of the device, for split and wave sizing.
   int num_sms = 132;
+
+  // The device's compute capability, major * 10 + minor (90: Hopper): from 90 on, thread-block
+  // clusters (wgrad_halo reduces its splits in one).
+  int sm_version = 90;
 };
 
 // Strides of a dense tensor of logical size (A, B, C, D): channels_last (B innermost) or

@@ -8,6 +8,7 @@
 
 #include "backend.h"
 #include "conv_problem.h"
+#include "kernels/kernels.h"
 #include "registry.h"
 #include "selection.h"
 
@@ -89,12 +90,13 @@ py::dict variant_shape(const std::string& name, const std::vector<int64_t>& inpu
                        const std::vector<int64_t>& weight, const std::vector<int64_t>& stride,
                        const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation,
                        int64_t groups, const std::string& dtype, bool channels_last, int num_sms,
-                       bool packed) {
+                       bool packed, int sm_version) {
   const rk::KernelVariant* v = rk::find_variant(name);
   if (!v) throw std::invalid_argument("unknown CUDA variant '" + name + "'");
   rk::ConvParams p = dense_params(input, weight, stride, padding, dilation, groups, dtype, channels_last);
   p.direction = v->direction;
   p.num_sms = num_sms;
+  p.sm_version = sm_version;
   // The halo rungs' grid with the weight pre-packed (p.packed is only compared with null here).
   if (packed) p.packed = p.x;
   const rk::LaunchShape s = v->shape(p);
@@ -119,6 +121,7 @@ py::dict variant_shape(const std::string& name, const std::vector<int64_t>& inpu
   d["stages"] = s.stages;
   d["splits"] = s.splits;
   d["launches"] = s.launches;
+  d["cluster"] = s.cluster;
   d["workspace_elems"] = v->workspace_elems(p);
   return d;
 }
@@ -133,7 +136,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("variant_shape", &variant_shape, "Launch shape of a CUDA variant for a problem (no GPU).",
         py::arg("name"), py::arg("input"), py::arg("weight"), py::arg("stride"), py::arg("padding"),
         py::arg("dilation"), py::arg("groups"), py::arg("dtype"), py::arg("channels_last"),
-        py::arg("num_sms"), py::arg("packed") = false);
+        py::arg("num_sms"), py::arg("packed") = false, py::arg("sm_version") = 90);
   m.def("pack_weight_plan", &pack_weight_plan,
         "pack_weight's buffer for a dense forward problem: (fprop's elements, all, made).");
   m.def("set_forced_variant", &rk::set_forced_variant);
@@ -142,4 +145,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("autotune_enabled", &rk::autotune_enabled);
   m.def("last_variant", &rk::last_variant);
   m.def("clear_autotune_cache", &rk::clear_autotune_cache);
+#ifdef RK_WITH_CUDA
+  m.def("_set_wgrad_halo_cluster_reduction", &rk::wgrad_halo_set_cluster_reduction,
+        "Test hook: false sends wgrad_halo's cluster launches down its two-launch path (the same "
+        "split count, the same bits); returns the previous setting.");
+#endif
 }

@@ -41,6 +41,13 @@ int sm_count(const at::Tensor& t) {
   return n > 0 ? n : 1;
 }
 
+int sm_version(const at::Tensor& t) {
+  int major = 0, minor = 0;
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, t.get_device());
+  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, t.get_device());
+  return 10 * major + minor;
+}
+
 float time_variant(const KernelVariant* v, const ConvParams& p, cudaStream_t stream) {
   constexpr int kReps = 3;
   cudaEvent_t start, stop;
@@ -106,6 +113,7 @@ ConvParams base_params(const ConvProblem& problem, Direction d, const at::Tensor
   p.dtype = dtype_of(like);
   p.allow_tf32 = at::globalContext().allowTF32CuDNN();
   p.num_sms = sm_count(like);
+  p.sm_version = sm_version(like);
   return p;
 }
 

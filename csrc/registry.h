@@ -38,6 +38,7 @@ struct LaunchShape {
   int stages = 0;                   // shared-memory stages of its ring (0: no ring)
   int64_t splits = 1;               // wgrad: partial sums per weight element
   int launches = 1;                 // kernels per call (wgrad: + the reduction)
+  int cluster = 1;                  // CTAs of a thread-block cluster (wgrad_halo: the splits)
 };
 
 struct KernelVariant {

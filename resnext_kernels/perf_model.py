@@ -57,6 +57,7 @@ class GPU:
     launch_us: float               # fixed cost of one kernel inside a CUDA-graph replay
     l1_smem_per_sm: int = 256 * 1024   # L1 and shared memory together (what smem leaves is L1)
     l1_hit_latency_us: float = 0.1     # a plain load that hits L1, under load
+    sm_version: int = 90               # compute capability x 10 (90 on: thread-block clusters)
     sources: Dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -876,7 +877,7 @@ def cuda_shape(name: str, conv: Conv, gpu: GPU, dtype: str = "bf16", channels_la
         raise RuntimeError("the CUDA variants' shapes need the extension built with CUDA")
     return dict(_C.variant_shape(name, [conv.n, conv.c, conv.h, conv.w], [conv.k, conv.cg, 3, 3],
                                  [conv.stride] * 2, [conv.pad] * 2, [conv.dil] * 2, conv.groups,
-                                 dtype, channels_last, gpu.sms, packed))
+                                 dtype, channels_last, gpu.sms, packed, gpu.sm_version))
 
 
 def _direct_lines(conv: Conv, direction: str) -> Tuple[float, float]:
@@ -1252,13 +1253,27 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
 # term follows the code.
 CUDA_WGRAD_HALO_KB_SASS = {
     (4, 1): 26, (4, 2): 26, (8, 1): 26, (8, 2): 26, (14, 1): 177, (14, 2): 177,
-    (16, 1): 41, (16, 2): 44, (24, 1): 40, (24, 2): 40, (32, 1): 51, (32, 2): 51,
-    (40, 1): 67, (40, 2): 67, (64, 1): 72, (64, 2): 72,
+    (16, 1): 41, (16, 2): 44, (24, 1): 41, (24, 2): 41, (32, 1): 53, (32, 2): 53,
+    (40, 1): 68, (40, 2): 68, (64, 1): 65, (64, 2): 65,
 }
 WGRAD_HALO_X_COPY_SASS = 37     # a pass of the x staging loop (31-43 in the SASS)
 WGRAD_HALO_DY_COPY_SASS = 41    # a pass of the dy staging loop (38-48)
 WGRAD_HALO_TILE_SASS = 135     # the tile loop less its staging and K-block loops (106-144)
+# The cluster reduction's loop, by Cg: one accumulator tile a warp (every split's load
+# predicated, the weight's decode and its store), recounted like the others.
+WGRAD_HALO_CLUSTER_TILE_SASS = {4: 184, 8: 184, 14: 167, 16: 130, 24: 128, 32: 132, 40: 130, 64: 132}
 WGRAD_HALO_SASS_TOLERANCE = 0.25
+# The cluster reduction's serial part: the cluster barrier after the sums (a release: the
+# CTA's memory operations drain) and the loads from the cluster's shared memory, assumed a
+# global load's round trip each (the distributed shared memory's latency is below that of L2).
+WGRAD_HALO_CLUSTER_ROUND_TRIPS = 2
+
+
+def wgrad_halo_frag_tiles(cg: int) -> int:
+    """Accumulator tiles of a wgrad_halo CTA, the cluster reduction's units
+    (wgrad_halo_fragments.h, wh_frag_tiles): (M tile, n8 tile) pairs, or columns x tap pairs."""
+    mtiles, _, ntiles, _ = _wgrad_halo_tiling(cg)
+    return wgrad_halo_columns(cg)[0] * 5 if cg == 14 else mtiles * ntiles
 
 
 def _wgrad_halo_tiling(cg: int) -> Tuple[int, int, int, int]:
@@ -1290,7 +1305,9 @@ def cuda_wgrad_halo(conv: Conv, gpu: GPU, shape: dict, resources: Resources,
     and a split of the tiles (ti images x tr rows x tc columns of dy, the launch shape's); each
     tile's x halo and dy pixels are copied once from L2 into a ring of shared-memory stages,
     ldmatrix.trans feeds mma.sync with K = pixels (rows padded to 8), the sums stay in registers
-    for the split, and wgrad_reduce adds the splits. Shared-memory wavefronts per K-block as
+    for the split, and the splits are added in split order: by the CTAs of a thread-block
+    cluster through their shared memory where the shape says one launch (sm_90: no partials,
+    no second launch), else by wgrad_reduce from partials. Shared-memory wavefronts per K-block as
     counted by csrc/tests/test_wgrad_halo.cpp through the kernel's own maps (no conflicts; the
     copies at most twice their minimum where a pixel is several chunks)."""
     e = conv.elem_size
@@ -1321,22 +1338,30 @@ def cuda_wgrad_halo(conv: Conv, gpu: GPU, shape: dict, resources: Resources,
         smem_kb = 4 * mtiles + b_waves
         mmas_kb = mtiles * ntiles
     warps_kb = 1 if kwarps == 4 else 4             # warps that run each K-block
+    # The cluster reduction (one launch): a CTA's share of the accumulator tiles, each a pass of
+    # its loop for each warp, 4 stores and 4 loads of a wavefront each a tile; two round trips.
+    cluster = shape["launches"] == 1
+    red_tiles = wgrad_halo_frag_tiles(cg) / splits if cluster else 0.0
     work = CtaWork(
         l2_bytes=per_cta * tile_bytes,
-        smem_wavefronts=per_cta * (kb * smem_kb + copy_waves),
+        smem_wavefronts=per_cta * (kb * smem_kb + copy_waves) + 8 * red_tiles,
         # Warp instructions: the K-block loop once a K-block for each warp that runs it, a pass of
         # a staging loop for every 128 copies, and the tile loop's own, each warp.
         issue=per_cta * (kb * warps_kb * CUDA_WGRAD_HALO_KB_SASS[(cg, stride)]
                          + 4 * (x_copies / 128 * WGRAD_HALO_X_COPY_SASS
-                                + dy_copies / 128 * WGRAD_HALO_DY_COPY_SASS + WGRAD_HALO_TILE_SASS)),
+                                + dy_copies / 128 * WGRAD_HALO_DY_COPY_SASS + WGRAD_HALO_TILE_SASS))
+        + 4 * red_tiles * WGRAD_HALO_CLUSTER_TILE_SASS[cg],
         mma_flops=per_cta * kb * mmas_kb * 4096.0,
-        chain_us=per_cta * gpu.mem_latency_us / (stages - 1),
+        chain_us=(per_cta / (stages - 1) + (WGRAD_HALO_CLUSTER_ROUND_TRIPS if cluster else 0))
+        * gpu.mem_latency_us,
         in_flight_bytes=(stages - 1) * tile_bytes)
     regs, source = resources.cuda_regs(f"wgrad_halo_kernel<{{T}}, {cg}, {stride}>", dtype, 128)
-    partials = splits * conv.w_elems() * 4
+    partials = 0 if cluster else splits * conv.w_elems() * 4
     main = Launch("wgrad_halo", shape["grid_x"], shape["threads"], regs, shape["smem_bytes"], work,
-                  dram_bytes=conv.min_bytes() - conv.w_elems() * e + partials,
+                  dram_bytes=conv.min_bytes() - (0 if cluster else conv.w_elems() * e) + partials,
                   mma_useful_flops=conv.flops(), resource_source=source)
+    if cluster:   # the weights are stored by the reduction: the compulsory bytes hold them
+        return simulate(gpu, "cuda:wgrad_halo", "wgrad", [main])
     reduce = small_kernel("wgrad_reduce", partials, conv.w_elems() * e)
     return simulate(gpu, "cuda:wgrad_halo", "wgrad", [main, reduce])
 

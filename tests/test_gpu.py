@@ -129,6 +129,42 @@ def test_fprop_halo_packing_its_weight_in_the_call(dtype, forced_variants):
     reference.check("fprop", in_call, o.aten["fprop"], o.ref["fprop"])
 
 
+@pytest.mark.parametrize("case", [Case(64, 56, 56, 4, 4, 32, 1, 1, "stage 1, batch 64"),
+                                  Case(64, 14, 14, 32, 32, 32, 2, 1, "stage 4 entry, batch 64"),
+                                  Case(16, 7, 7, 32, 32, 32, 1, 1, "stage 4, batch 16")],
+                         ids=lambda c: c.why)
+def test_wgrad_halo_cluster_reduction(case, forced_variants):
+    """From sm_90 wgrad_halo adds its splits inside the launch, in a thread-block cluster of each
+    block's splits: bit for bit what its two-launch path (partials, then wgrad_reduce, the same
+    split count) gives, against the reference, and the same again replayed from a CUDA graph."""
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("thread-block clusters need sm_90")
+    o = make_operands(case, "channels_last", torch.bfloat16, "cuda", seed=9)
+    args = case.conv_args
+    conv = (list(args["stride"]), list(args["padding"]), list(args["dilation"]), args["groups"])
+    shape = _native._C.variant_shape("wgrad_halo", list(o.x.shape), list(o.w.shape), *conv, "bf16", True,
+                                     torch.cuda.get_device_properties(0).multi_processor_count)
+    assert shape["launches"] == 1 and shape["cluster"] == shape["splits"] > 1
+    forced_variants("wgrad", "wgrad_halo")
+    _poison_allocator()
+    in_cluster = NATIVE.wgrad(o.dy, o.x, list(o.w.shape), *conv)
+    previous = _native._C._set_wgrad_halo_cluster_reduction(False)
+    try:
+        _poison_allocator()
+        two_launches = NATIVE.wgrad(o.dy, o.x, list(o.w.shape), *conv)
+    finally:
+        _native._C._set_wgrad_halo_cluster_reduction(previous)
+    torch.cuda.synchronize()
+    assert torch.equal(in_cluster, two_launches)
+    reference.check("wgrad", in_cluster, o.aten["wgrad"], o.ref["wgrad"])
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        replayed = NATIVE.wgrad(o.dy, o.x, list(o.w.shape), *conv)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(replayed, in_cluster)
+
+
 @pytest.mark.parametrize("mode", ["bf16", "fp32"])
 @pytest.mark.parametrize("case", RESNEXT50_LAYERS, ids=lambda c: c.why)
 @pytest.mark.parametrize("variant", ALL_CUDA_VARIANTS, ids=lambda v: v[1])

@@ -3,6 +3,7 @@ on the CPU: hand-computed bytes, FLOPs, occupancy and bank conflicts; the CUDA r
 shapes; a brute-force count of the addresses a kernel's staging loop reads; the profile step's
 parser; the CLI's calibration on the committed measurements."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -325,7 +326,7 @@ def test_cli_l2_rate_and_launch_overrides_only_speed_up_predictions(tmp_path):
                    for a, b in pairs if a["predicted_us"] is not None)
         assert any(b["predicted_us"] < a["predicted_us"] for a, b in pairs if a["predicted_us"] is not None)
     halo = [(a, b) for a, b in zip(fitted["rows"], launch["rows"]) if a["variant"] == "cuda:wgrad_halo"]
-    assert halo and all(a["predicted_us"] - b["predicted_us"] == pytest.approx(2 * 2) for a, b in halo)
+    assert halo and all(a["predicted_us"] - b["predicted_us"] == pytest.approx(2) for a, b in halo)   # one launch
 
 
 @needs_cuda_build
@@ -402,26 +403,38 @@ def test_dgrad_halo_phases_by_hand():
 @needs_cuda_build
 def test_wgrad_halo_shape_by_hand():
     """wgrad_halo at 32x4d stage 1: blocks of 8 channels (two groups of Cg = 4): 16 blocks, 256
-    tiles; 16 splits, so the busiest SM walks 2 x 16 tiles (8 splits: one CTA alone on 32; 33
-    splits: 4 x 8, more partials; csrc/tests/test_wgrad_halo.cpp derives the count). A tile is 14 rows of 56 (the bands
-    staging the fewest units, csrc/tests/test_wgrad_halo.cpp derives it): a stage is the 16 x 58
-    x halo and 49 K-blocks of 16 dy pixels, 16 bytes each: 1712 units, 2 of them in the 56 KB
-    ring, then the table of 98 K halves (25 units)."""
+    tiles. On the H200 (sm_90) each block's splits are a thread-block cluster, at most 8: 8
+    splits, one CTA an SM walking 32 tiles, one launch, no partials through L2. Without clusters
+    (sm_80) 16 splits, so the busiest SM walks 2 x 16 tiles (8 splits: one CTA alone on 32; 33
+    splits: 4 x 8, more partials), and wgrad_reduce after it; csrc/tests/test_wgrad_halo.cpp
+    derives both counts. A tile is 14 rows of 56 (the bands staging the fewest units,
+    csrc/tests/test_wgrad_halo.cpp derives it): a stage is the 16 x 58 x halo and 49 K-blocks of
+    16 dy pixels, 16 bytes each: 1712 units, 2 of them in the 56 KB ring, then the table of 98 K
+    halves (25 units)."""
     gpu = pm.GPUS["H200"]
     s = pm.cuda_shape("wgrad_halo", STAGE1, gpu)
-    assert s["can_implement"] == "" and (s["splits"], s["grid_x"]) == (16, 16 * 16)
+    assert s["can_implement"] == "" and (s["splits"], s["grid_x"], s["cluster"]) == (8, 16 * 8, 8)
     assert (s["tile_images"], s["tile_rows"], s["tile_cols"], s["stages"]) == (1, 14, 56, 2)
     assert s["smem_bytes"] == (2 * 1712 + 25) * 16 and s["halo_pixels"] == 16 * 58
     assert (s["halo_rows"], s["halo_cols"], s["halo_slots"], s["tile_ksteps"]) == (16, 58, 58, 49)
-    assert s["workspace_elems"] == 16 * STAGE1.w_elems() and s["launches"] == 2
+    assert s["workspace_elems"] == 8 * STAGE1.w_elems() and s["launches"] == 1
     pred = pm.cuda_variant("wgrad_halo", STAGE1, "wgrad", gpu, shape=s)
     # Issued: per tile (64 images x 4 bands of them) and block, 49 K-blocks x 5 M tiles x 1 n8
     # tile of m16n8k16.
     assert pred.mma_flops_issued == pytest.approx(256 * 16 * 49 * 5 * 4096)
-    assert pred.launches == 2 and pred.mma_flops_useful == STAGE1.flops()
+    assert pred.launches == 1 and pred.mma_flops_useful == STAGE1.flops()
     # x crosses L2 as the bands' in-bounds halos (4 bands of 16 rows less the two padding rows,
-    # 56 columns), dy once; then the reduction reads the 16 splits' fp32 partials.
+    # 56 columns), dy once; DRAM: the compulsory bytes (the weights stored by the cluster).
     x_rows = 4 * 16 - 2
+    assert pred.l2_bytes == pytest.approx(64 * (x_rows * 56 + 56 * 56) * 128 * 2)
+    assert pred.dram_bytes == pytest.approx(STAGE1.min_bytes())
+    old = dataclasses.replace(gpu, sm_version=80)
+    s80 = pm.cuda_shape("wgrad_halo", STAGE1, old)
+    assert (s80["splits"], s80["grid_x"], s80["cluster"], s80["launches"]) == (16, 16 * 16, 1, 2)
+    assert s80["workspace_elems"] == 16 * STAGE1.w_elems()
+    pred = pm.cuda_variant("wgrad_halo", STAGE1, "wgrad", old, shape=s80)
+    assert pred.launches == 2
+    # Then the reduction reads the 16 splits' fp32 partials.
     assert pred.l2_bytes == pytest.approx(64 * (x_rows * 56 + 56 * 56) * 128 * 2 + 16 * STAGE1.w_elems() * 4)
 
 

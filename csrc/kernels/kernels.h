@@ -84,12 +84,17 @@ int halo_pack_launch(const ConvParams& p, int dgrad_mode, void* out, void* strea
 // Rung 4 of wgrad, "halo" (wgrad_halo.cu; index maps in wgrad_halo_fragments.h): a block of
 // channels and a split of the dy tiles per CTA (bands of rows or whole images, shaped per problem
 // by wh_geometry), x halo and dy staged once per tile in a ring of cp.async stages,
-// ldmatrix.trans fragments, the nine taps' sums in registers, splits added by wgrad_reduce.cuh in
-// split order.
+// ldmatrix.trans fragments, the nine taps' sums in registers, splits added in split order: in
+// a thread-block cluster of the block's splits where the device has clusters
+// (wgrad_halo_clusters: one launch), else by wgrad_reduce.cuh (two).
 struct WhGeom;
 std::string wgrad_halo_can_implement(const ConvParams& p);
 WhGeom wgrad_halo_geometry(const ConvParams& p);   // its tiles' shape (wgrad_halo_fragments.h)
+bool wgrad_halo_clusters(const ConvParams& p);     // splits added in a cluster (sm_90 on, where the cap of 8 costs nothing)
 int64_t wgrad_halo_splits(const ConvParams& p);
+// A test hook: with false, launches that would reduce in a cluster take the two-launch path
+// with the same split count (the same bits); returns the previous setting. Default true.
+bool wgrad_halo_set_cluster_reduction(bool enabled);
 int64_t wgrad_halo_workspace_elems(const ConvParams& p);
 LaunchShape wgrad_halo_shape(const ConvParams& p);
 int wgrad_halo_launch(const ConvParams& p, void* stream);

@@ -9,26 +9,31 @@
 // holds). K is the tile's pixels, rows padded to 8; a table of its K halves, written once per
 // CTA, gives each lane its row address, and the K-block loop adds offsets fixed for the launch.
 // The nine taps' partial weight gradients stay in registers over the whole split; the warps'
-// sums are added in warp order, the split's partials written once, and the splits added in
-// split order by wgrad_reduce.cuh (bitwise deterministic). Index maps, layouts and the tiling:
-// wgrad_halo_fragments.h, emulated warp by warp on the CPU (csrc/tests/test_wgrad_halo.cpp).
+// sums are added in warp order. On sm_90 and later a block's splits are one thread-block
+// cluster (at most 8 CTAs): each CTA leaves its split's sums in its shared memory, and each
+// adds a share of them over the cluster's CTAs in split order (distributed shared memory) and
+// stores those weights: one launch, no partials through L2. Elsewhere (sm_80, or a device that
+// cannot schedule the clusters) the split's partials are written once and wgrad_reduce.cuh adds
+// them in split order: the same sums in the same order, so the same bits either way (bitwise
+// deterministic). Index maps, layouts, the tiling and both reductions: wgrad_halo_fragments.h,
+// emulated warp by warp on the CPU (csrc/tests/test_wgrad_halo.cpp).
 //
 //   dw[g*Kg + k, c, r, s] = sum_{n, p, q} dy[n, g*Kg + k, p, q] * x[n, g*Cg + c, p*st - pad + r, q*st - pad + s]
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:wgrad_halo`, registers from the
 // cubin, the loops' instructions counted in its sm_90 SASS; H200, ResNeXt-50 32x4d, batch 64,
-// bf16), us, bound by L2 loads at stages 1-3 and the stage-4 entry (x and dy both load: (x + dy)
-// / 2.8 TB/s is 65% of the DRAM roofline at best), by issue at stage 2 and by latency at stage 4
-// (two stages of a ring, 8 tiles a CTA): stage1 45, stage2.entry 53, stage2 26, stage3.entry 31,
-// stage3 16, stage4.entry 21, stage4 16: 0.43 ms over the 16 layers, 45% of the 0.196 ms
-// roofline (cuDNN measured 0.86 ms: 138 / 54 / 47 / 36 / 30 / 24 / 20; with the split count of
-// before 2026-12-03's eleventh session, 0.44 ms, the stage-4 entry 24). The 8x8 tiles before
-// (2026-12-03) were predicted at 0.52 ms: 1.56 x halo re-reads, 77% of the K on 28-, 14- and
-// 7-wide grids, and 116 instructions a warp a 64-pixel tile at Cg = 4; a K-block (16 pixels) is
-// now 26 for its 5 MMAs, a copy 31-48. 8x14d's stage 1 (Cg = 14, columns, 8x8 tiles by the
-// rule): 66 us (Triton 77). The second launch (wgrad_reduce) costs 3 us a layer; a last-CTA
-// reduction inside this launch was tried and dropped (one CTA reading a block's partials is
-// latency-bound: 4.6 us at Cg = 16-32).
+// bf16), us, bound by L2 loads at stage 1 and the stage-2 entry (x and dy both load: (x + dy)
+// / 2.8 TB/s is 65% of the DRAM roofline at best), by latency at the stage-3 entry, by issue
+// elsewhere: stage1 42, stage2.entry 50, stage2 23, stage3.entry 29, stage3 13, stage4.entry 17,
+// stage4 12: 0.38 ms over the 16 layers, 51% of the 0.196 ms roofline (cuDNN measured 0.86 ms:
+// 138 / 54 / 47 / 36 / 30 / 24 / 20). With wgrad_reduce's launch and partials (before
+// 2026-12-03's twelfth session) 0.43 ms; with the split count before the eleventh, 0.44 ms. The
+// 8x8 tiles before (2026-12-03) were predicted at 0.52 ms: 1.56 x halo re-reads, 77% of the K on
+// 28-, 14- and 7-wide grids, and 116 instructions a warp a 64-pixel tile at Cg = 4; a K-block
+// (16 pixels) is now 26 for its 5 MMAs, a copy 31-48. 8x14d's stage 1 (Cg = 14, columns, 8x8
+// tiles by the rule): 66 us (Triton 77). A last-CTA reduction inside the launch (partials in
+// L2, one CTA of a block adding them) was tried before the clusters and dropped: latency-bound,
+// 4.6 us at Cg = 16-32; the cluster spreads the adding over the block's CTAs, a share each.
 // Unverified on a GPU: forced only until the GPU check passes it.
 //
 // Serves bf16/fp16, channels_last x and dy, Kg == Cg in {4, 8, 14, 16, 24, 32, 40, 64} (Cg = 4: an
@@ -36,8 +41,13 @@
 // share a group), stride 1 or 2, dilation 1, 16-byte aligned pixels; can_implement refuses the
 // rest (the lower rungs run).
 #include <algorithm>
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 #include "async_copy.cuh"
+#include "cluster.cuh"
 #include "common.cuh"
 #include "kernels.h"
 #include "mma_ops.cuh"
@@ -64,7 +74,7 @@ __device__ __forceinline__ void cp_async_wait_stages(int stages) {
 
 template <typename T, int CG, int STRIDE>
 __global__ void __launch_bounds__(kWhThreads, wh_min_ctas(CG))
-wgrad_halo_kernel(ConvParams p, WhGeom g, int64_t splits, int64_t tiles) {
+wgrad_halo_kernel(ConvParams p, WhGeom g, int64_t splits, int64_t tiles, bool cluster) {
   constexpr int CB = wh_block(CG), MT = wh_warp_mtiles(CG);
   constexpr int NT = wh_ntiles(CG), KW = wh_kwarps(CG);
   extern __shared__ uint4 smem[];                       // 16-byte units
@@ -142,6 +152,7 @@ wgrad_halo_kernel(ConvParams p, WhGeom g, int64_t splits, int64_t tiles) {
   for (int j = 0; j < BO; ++j)
     b_off[j] = 16u * uint32_t(g.x_units + (COLS ? wh_ntile_b_unit(col[j].nt, 0, lane, CG) : wh_b_unit(j, 0, lane, CG)));
   constexpr uint32_t B_STEP = 16u * wh_b_kb_step(CG);
+  const int owned = wh_warp_mtile_count(warp, CG);   // M tiles this warp owns (at most MT)
   const int ns = g.stages;
   WhTile next = wh_tile(t_begin, q.P, q.Q, g);  // the next tile to stage, walked in order
   for (int s = 0; s < ns - 1; ++s) {
@@ -192,7 +203,7 @@ wgrad_halo_kernel(ConvParams p, WhGeom g, int64_t splits, int64_t tiles) {
         }
 #pragma unroll
         for (int mi = 0; mi < MT; ++mi) {
-          if (wh_warp_mtile(warp, mi, CG) < 0) continue;   // warps splitting M may own one tile fewer
+          if (mi >= owned) continue;         // warps splitting M may own one tile fewer
           uint32_t a[4];
           ldsm_x4_trans_at(a, a_base + a_off[mi]);
 #pragma unroll
@@ -202,47 +213,87 @@ wgrad_halo_kernel(ConvParams p, WhGeom g, int64_t splits, int64_t tiles) {
     }
   }
   cp_async_wait<0>();
-  __syncthreads();                       // the ring is free: the cross-warp sums reuse it
+  __syncthreads();                       // the ring is free: the sums below reuse it
 
-  // The split's partial sums of the block's weights, [split][K][Cg][3][3], each written once.
+  // The split's sums: in a cluster, to this CTA's shared memory in fragment order (wh_slot; the
+  // cluster adds them below); else to its partials in the workspace, [split][K][Cg][3][3], each
+  // written once (wgrad_reduce adds them).
   float* const part = p.workspace + split * q.w_numel();
+  float* const out = reinterpret_cast<float*>(smem) + wh_red_floats(CG);
   auto put = [&](const WhElem& e, float v) {
     if (e.ok) part[((block * CB + e.k) * CG + e.c) * 9 + e.tap] = v;
   };
   auto store = [&](int m, int nt, int ln, int i, float v) { put(wh_elem(m, int(np), nt, ln, i, CG), v); };
+  auto keep = [&](int tile, const float (&a)[4]) {   // a lane's four: one 16-byte store
+    *reinterpret_cast<float4*>(out + wh_slot(tile, lane, 0)) = make_float4(a[0], a[1], a[2], a[3]);
+  };
   if constexpr (COLS) {
 #pragma unroll
     for (int tp = 0; tp < AM; ++tp)
 #pragma unroll
-      for (int j = 0; j < AN; ++j)
+      for (int j = 0; j < AN; ++j) {
+        if (!wh_col_stored(warp, j, CG)) continue;
+        if (cluster) {
+          keep(wh_col_tile(warp, j, tp, CG), acc[tp][j]);
+        } else {
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
-          if (wh_col_stored(warp, j, CG)) put(wh_col_elem(col[j], tp, lane, i, CG), acc[tp][j][i]);
+          for (int i = 0; i < 4; ++i) put(wh_col_elem(col[j], tp, lane, i, CG), acc[tp][j][i]);
+        }
+      }
   } else if constexpr (KW == 1) {
 #pragma unroll
     for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
+      for (int nt = 0; nt < NT; ++nt) {
+        if (mi >= owned) continue;
+        const int m = wh_warp_mtile(warp, mi, CG);
+        if (cluster) {
+          keep(wh_mn_tile(m, nt, CG), acc[mi][nt]);
+        } else {
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
-          if (wh_warp_mtile(warp, mi, CG) >= 0) store(wh_warp_mtile(warp, mi, CG), nt, lane, i, acc[mi][nt][i]);
+          for (int i = 0; i < 4; ++i) store(m, nt, lane, i, acc[mi][nt][i]);
+        }
+      }
   } else {
-    constexpr int PER_WARP = MT * NT * 128;
+    constexpr int PER_WARP = MT * NT * 128;   // = wh_out_slots: slot idx is (M tile, n8 tile, lane, i)
     float* const red = reinterpret_cast<float*>(smem);
 #pragma unroll
     for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt)      // a lane's four as one 16-byte store: conflict-free
-        *reinterpret_cast<float4*>(red + warp * PER_WARP + (mi * NT + nt) * 128 + lane * 4) =
+        *reinterpret_cast<float4*>(red + warp * PER_WARP + wh_slot(wh_mn_tile(mi, nt, CG), lane, 0)) =
             make_float4(acc[mi][nt][0], acc[mi][nt][1], acc[mi][nt][2], acc[mi][nt][3]);
     __syncthreads();
     for (int idx = threadIdx.x; idx < PER_WARP; idx += kWhThreads) {
       float v = 0.f;
 #pragma unroll
       for (int w = 0; w < kWhWarps; ++w) v += red[w * PER_WARP + idx];   // warp order
-      store(idx / (NT * 128), idx / 128 % NT, idx / 4 % 32, idx % 4, v);
+      if (cluster) out[idx] = v;
+      else store(idx / (NT * 128), idx / 128 % NT, idx / 4 % 32, idx % 4, v);
     }
   }
+  if (!cluster) return;
+  if (!cluster_target()) __trap();       // never launched so (clusters_fit): an error, not zeros
+
+  // The cluster's reduction: this CTA (rank `split`) adds its accumulator tiles over the
+  // cluster's CTAs in rank order, thread t slot t of each, and stores those weights.
+  cluster_sync();                        // every CTA's sums are in its shared memory
+  uint32_t remote[kWhClusterSplits];     // `out` in each CTA of the cluster
+#pragma unroll
+  for (int j = 0; j < kWhClusterSplits; ++j) remote[j] = cluster_map_shared(shared_address(out), j < splits ? j : 0);
+  const int ln = int(threadIdx.x) / 4, i = int(threadIdx.x) % 4;
+  const int end = wh_cluster_tile0(int(split) + 1, int(splits), CG);
+  for (int tile = wh_cluster_tile0(int(split), int(splits), CG); tile < end; ++tile) {
+    const WhElem e = wh_tile_elem(tile, int(np), ln, i, CG);
+    if (!e.ok) continue;
+    const uint32_t off = 4u * uint32_t(wh_slot(tile, ln, i));
+    float v = 0.f;
+#pragma unroll
+    for (int j = 0; j < kWhClusterSplits; ++j)
+      if (j < splits) v += ld_shared_cluster_f32(remote[j] + off);
+    store_weight<T>(p, block * CB + e.k, e.c, e.tap, v);
+  }
+  cluster_sync_relaxed();                // no CTA leaves while another reads its shared memory
 }
 
 int64_t blocks(const ConvProblem& q) { return q.C / wh_block(int(q.Cg())); }
@@ -251,38 +302,90 @@ int64_t ctas_per_split(const ConvProblem& q) { return blocks(q) * wh_nparts(int(
 // Splits of the tiles. A split's CTAs walk ceil(tiles / splits) tiles each, and the SM that
 // holds the most CTAs of the launch (one wave, at most wh_min_ctas an SM) runs that many walks
 // side by side: the count minimises that SM's tiles, then prefers two or more CTAs an SM (one
-// CTA walking alone waits on each tile's loads), then fewer splits (fewer partials to write and
-// read back); at most one split a tile, and the partials (written, then read by the reduction)
-// at most the compulsory bytes. (The model's sweep over the split count puts this within 2% of
-// its best on every layer of 32x4d and 64x4d; benchmarks/NOTES.md, eleventh session.) `tiles`:
-// the problem's, from the geometry its caller has.
-int64_t splits_of(const ConvParams& p, int64_t tiles) {
+// CTA walking alone waits on each tile's loads), then fewer splits (less to add); at most one
+// split a tile, and at most `most`. (The model's sweep over the split count puts this within 2%
+// of its best on every layer of 32x4d and 64x4d; benchmarks/NOTES.md, eleventh session.)
+struct SplitChoice { int64_t splits = 1, load = -1; bool alone = true; };
+SplitChoice best_splits(const ConvParams& p, int64_t tiles, int64_t most) {
   const ConvProblem& q = p.problem;
   const int64_t sms = std::max(1, p.num_sms), per_split = ctas_per_split(q);
-  const int64_t io_bytes = 2 * (q.N * q.C * q.H * q.W + q.N * q.K * q.P * q.Q);
-  const int64_t cap = io_bytes / (q.w_numel() * 4 * 2);
-  const int64_t most = std::min({tiles, cap, int64_t(kWhMaxSplits)});
-  int64_t best = 1, best_load = -1;
-  bool best_alone = true;
-  for (int64_t s = 1; s <= most; ++s) {
+  SplitChoice best;
+  for (int64_t s = 1; s <= std::max<int64_t>(1, std::min(tiles, most)); ++s) {
     const int64_t per_sm = ceil_div(per_split * s, sms);
     if (per_sm > wh_min_ctas(int(q.Cg()))) break;    // past one wave
     const int64_t load = per_sm * ceil_div(tiles, s);
     const bool alone = per_sm < 2;
-    if (best_load < 0 || load < best_load || (load == best_load && best_alone && !alone)) {
-      best = s, best_load = load, best_alone = alone;
-    }
+    if (best.load < 0 || load < best.load || (load == best.load && best.alone && !alone)) best = {s, load, alone};
   }
   return best;
+}
+
+// The split count, and whether the splits add up in a cluster (sm_90 on: at most
+// kWhClusterSplits, no partials, one launch) or through partials and wgrad_reduce (at most
+// kWhMaxSplits, the partials, written and read back, at most the compulsory bytes). The cluster
+// where its cap costs no tile walk on the busiest SM; else (few blocks: 8x14d's two at 56x56)
+// the partials. `tiles`: the problem's, from the geometry its caller has.
+struct WhSplit { int64_t splits; bool cluster; };
+WhSplit split_of(const ConvParams& p, int64_t tiles) {
+  const ConvProblem& q = p.problem;
+  const int64_t io_bytes = 2 * (q.N * q.C * q.H * q.W + q.N * q.K * q.P * q.Q);
+  const SplitChoice partials = best_splits(p, tiles, std::min(io_bytes / (q.w_numel() * 4 * 2), int64_t(kWhMaxSplits)));
+  if (p.sm_version >= 90) {
+    const SplitChoice cluster = best_splits(p, tiles, kWhClusterSplits);
+    if (cluster.load <= partials.load) return {cluster.splits, true};
+  }
+  return {partials.splits, false};
+}
+
+std::atomic<bool> cluster_reduction{true};
+
+// Whether `kernel` was built for clusters (its PTX for sm_90 or later: code built for sm_80 and
+// run by JIT on a newer device has no cluster reduction) and the device schedules `config`'s
+// clusters of it at all (a cluster's CTAs must fit one GPC together); asked once per kernel,
+// cluster size and shared memory on each device.
+bool clusters_fit(const void* kernel, const cudaLaunchConfig_t& config) {
+  static std::mutex mutex;
+  static std::map<std::tuple<const void*, unsigned, size_t, int>, bool> known;
+  int device = 0;
+  cudaGetDevice(&device);
+  const auto key = std::make_tuple(kernel, config.attrs[0].val.clusterDim.x, config.dynamicSmemBytes, device);
+  const std::lock_guard<std::mutex> lock(mutex);
+  const auto it = known.find(key);
+  if (it != known.end()) return it->second;
+  cudaFuncAttributes attr{};
+  int clusters = 0;
+  const bool fit = cudaFuncGetAttributes(&attr, kernel) == cudaSuccess && attr.ptxVersion >= 90 &&
+                   cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) == cudaSuccess && clusters > 0;
+  cudaGetLastError();                   // a refusal is an answer, not the next launch's error
+  return known[key] = fit;
 }
 
 template <typename T, int CG, int STRIDE>
 int launch_wgrad_halo(const ConvParams& p, cudaStream_t stream) {
   const ConvProblem& q = p.problem;
   const WhGeom g = wgrad_halo_geometry(p);
-  const int64_t tiles = wh_tiles(q.N, q.P, q.Q, g), splits = splits_of(p, tiles);
-  const int err = launch_with_smem(wgrad_halo_kernel<T, CG, STRIDE>, dim3(unsigned(ctas_per_split(q) * splits)),
-                                   kWhThreads, wh_smem_bytes(g, CG), stream, p, g, splits, tiles);
+  const int64_t tiles = wh_tiles(q.N, q.P, q.Q, g);
+  const WhSplit split = split_of(p, tiles);
+  const int64_t splits = split.splits;
+  const auto kernel = wgrad_halo_kernel<T, CG, STRIDE>;
+  const dim3 grid(unsigned(ctas_per_split(q) * splits));
+  const int64_t smem = wh_smem_bytes(g, CG);
+  if (split.cluster && cluster_reduction.load()) {
+    // One launch: each (block, N part)'s splits are a cluster, which adds them.
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+    if (err != cudaSuccess) return int(err);
+    cudaLaunchAttribute cluster{};
+    cluster.id = cudaLaunchAttributeClusterDimension;
+    cluster.val.clusterDim.x = unsigned(splits), cluster.val.clusterDim.y = 1, cluster.val.clusterDim.z = 1;
+    cudaLaunchConfig_t config{};
+    config.gridDim = grid, config.blockDim = dim3(kWhThreads), config.dynamicSmemBytes = size_t(smem);
+    config.stream = stream, config.attrs = &cluster, config.numAttrs = 1;
+    if (clusters_fit(reinterpret_cast<const void*>(kernel), config)) {
+      err = cudaLaunchKernelEx(&config, kernel, p, g, splits, tiles, true);
+      return int(err != cudaSuccess ? err : cudaGetLastError());
+    }
+  }
+  const int err = launch_with_smem(kernel, grid, kWhThreads, smem, stream, p, g, splits, tiles, false);
   return err != 0 ? err : launch_wgrad_reduce<T>(p, splits, stream);
 }
 
@@ -320,9 +423,16 @@ WhGeom wgrad_halo_geometry(const ConvParams& p) {
   return wh_geometry(q.P, q.Q, int(q.stride_h), int(q.Cg()), images);
 }
 
+bool wgrad_halo_clusters(const ConvParams& p) {
+  const ConvProblem& q = p.problem;
+  return wh_serves(q.Cg()) && split_of(p, wh_tiles(q.N, q.P, q.Q, wgrad_halo_geometry(p))).cluster;
+}
+
+bool wgrad_halo_set_cluster_reduction(bool enabled) { return cluster_reduction.exchange(enabled); }
+
 int64_t wgrad_halo_splits(const ConvParams& p) {
   const ConvProblem& q = p.problem;
-  return wh_serves(q.Cg()) ? splits_of(p, wh_tiles(q.N, q.P, q.Q, wgrad_halo_geometry(p))) : 1;
+  return wh_serves(q.Cg()) ? split_of(p, wh_tiles(q.N, q.P, q.Q, wgrad_halo_geometry(p))).splits : 1;
 }
 
 std::string wgrad_halo_can_implement(const ConvParams& p) {
@@ -343,6 +453,8 @@ std::string wgrad_halo_can_implement(const ConvParams& p) {
   return layout.empty() ? halo_offsets_reason(p) : layout;
 }
 
+// The partials of the two-launch path; kept in a cluster's launch too, for a device that
+// cannot schedule its clusters (clusters_fit) or the test hook.
 int64_t wgrad_halo_workspace_elems(const ConvParams& p) {
   return wgrad_halo_splits(p) * p.problem.w_numel();
 }
@@ -353,7 +465,8 @@ LaunchShape wgrad_halo_shape(const ConvParams& p) {
   const int cg = int(q.Cg()), stride = int(q.stride_h);
   if (!wh_serves(cg) || (stride != 1 && stride != 2)) return s;
   const WhGeom g = wgrad_halo_geometry(p);
-  s.splits = splits_of(p, wh_tiles(q.N, q.P, q.Q, g));
+  const WhSplit split = split_of(p, wh_tiles(q.N, q.P, q.Q, g));
+  s.splits = split.splits;
   s.grid_x = ctas_per_split(q) * s.splits;
   s.threads = kWhThreads;
   s.smem_bytes = wh_smem_bytes(g, cg);
@@ -370,7 +483,8 @@ LaunchShape wgrad_halo_shape(const ConvParams& p) {
   s.halo_slots = g.xs;
   s.tile_ksteps = g.kblocks;
   s.groups_per_block = std::max(1, wh_block(cg) / cg);
-  s.launches = 2;  // the split kernel, then wgrad_reduce
+  s.cluster = split.cluster ? int(s.splits) : 1;
+  s.launches = split.cluster ? 1 : 2;  // the split kernel (then wgrad_reduce)
   return s;
 }
 

@@ -33,8 +33,10 @@
 // fourth K-block of a tile and all the M x N tiles (KW = 4 warps split K, their sums added in
 // warp order at the end); else each warp owns a contiguous quarter of the M tiles and all K
 // (KW = 1).
-// Splits: partial sums [split][K][Cg][3][3] in the workspace, added in split order by
-// wgrad_reduce.cuh's kernel (bitwise deterministic).
+// Splits: on devices with thread-block clusters (sm_90 on) a block's splits are one cluster,
+// which adds them in its CTAs' shared memory ("Cluster reduction" below); elsewhere partial
+// sums [split][K][Cg][3][3] in the workspace, added in split order by wgrad_reduce.cuh's kernel.
+// The same sums in the same order either way (bitwise deterministic, and bitwise equal).
 //
 // Columns (Cg = 14, the paper's 8x14d): a group is not a whole number of 16-byte chunks, so a
 // block is four groups (CB = 56, seven chunks) and chunks 1, 3 and 5 straddle two groups. Of the
@@ -96,6 +98,11 @@ RK_HOST_DEVICE constexpr int wh_warp_mtile(int w, int i, int cg) {
   if (wh_kwarps(cg) == 4) return i;
   const int first = w * wh_mtiles(cg) / kWhWarps, end = (w + 1) * wh_mtiles(cg) / kWhWarps;
   return first + i < end ? first + i : -1;
+}
+// How many M tiles warp w owns: its tile i is real when i is below it (the kernel compares with
+// this, computed once, rather than recompute wh_warp_mtile in the K-block loop).
+RK_HOST_DEVICE constexpr int wh_warp_mtile_count(int w, int cg) {
+  return wh_kwarps(cg) == 4 ? wh_mtiles(cg) : (w + 1) * wh_mtiles(cg) / kWhWarps - w * wh_mtiles(cg) / kWhWarps;
 }
 // The (tap, chunk) of half `half` (rows 8 half .. 8 half + 7) of block M tile m: the (2m + half)th
 // (tap, chunk) pair; past the last (an odd count), `tap` says 9 and the loads read tap 8's rows.
@@ -338,18 +345,47 @@ RK_HOST_DEVICE constexpr int64_t wh_split_begin(int64_t j, int64_t splits, int64
   return j * tiles / splits;
 }
 
+// Cluster reduction (ConvParams::sm_version 90 on): the splits of a (block, N part) are one
+// cluster of `splits` CTAs, at most kWhClusterSplits (the portable cluster size), CTA rank j
+// split j. After its tiles each CTA leaves its split's sums in its own shared memory in
+// fragment order: accumulator tile `tile` (wh_mn_tile: M tile and n8 tile; wh_col_tile: column
+// and tap pair) takes slots 128 tile .. 128 tile + 127, element i of `lane` slot wh_slot (a
+// lane's four are one 16-byte store). Then CTA j adds the accumulator tiles [wh_cluster_tile0(j),
+// wh_cluster_tile0(j + 1)) of every CTA of the cluster in rank order, starting from zero, thread
+// t the slot t of each (so its lane and element are fixed: wh_tile_elem says which weight it
+// holds; discarded products are skipped), and stores the weights. That is wgrad_reduce's order
+// on the same sums: no workspace, no second launch, the same bits.
+constexpr int kWhClusterSplits = 8;
+RK_HOST_DEVICE constexpr int wh_frag_tiles(int cg) {
+  return wh_columns(cg) ? wh_cols(cg) * kWhTapPairs : wh_mtiles(cg) * wh_ntiles(cg);
+}
+RK_HOST_DEVICE constexpr int wh_out_slots(int cg) { return 128 * wh_frag_tiles(cg); }
+RK_HOST_DEVICE constexpr int wh_mn_tile(int m, int nt, int cg) { return m * wh_ntiles(cg) + nt; }
+RK_HOST_DEVICE constexpr int wh_col_tile(int w, int j, int tp, int cg) {
+  return (wh_warp_col0(w, cg) + j) * kWhTapPairs + tp;
+}
+RK_HOST_DEVICE constexpr int wh_slot(int tile, int lane, int i) { return (tile * 32 + lane) * 4 + i; }
+RK_HOST_DEVICE WhElem wh_tile_elem(int tile, int np, int lane, int i, int cg) {
+  if (wh_columns(cg)) return wh_col_elem(wh_col(tile / kWhTapPairs, cg), tile % kWhTapPairs, lane, i, cg);
+  return wh_elem(tile / wh_ntiles(cg), np, tile % wh_ntiles(cg), lane, i, cg);
+}
+RK_HOST_DEVICE constexpr int wh_cluster_tile0(int rank, int splits, int cg) {
+  return rank * wh_frag_tiles(cg) / splits;
+}
+
 // Shared memory: the ring of g.stages stages (as many, 2 to 8, as fit kWhRingBytes, so that
 // small tiles keep enough bytes in flight: Little, ~32 KB an SM at the H200's latency), then the
 // table of K halves (an int each); or (reused after the last tile) the warps' accumulators for
-// the cross-warp sum when warps split K: [warp][M tile][n8 tile][lane][4] floats.
+// the cross-warp sum when warps split K: [warp][M tile][n8 tile][lane][4] floats, then the
+// split's sums in fragment order (wh_out_slots floats, the cluster reduction's).
 RK_HOST_DEVICE constexpr int wh_red_floats(int cg) {
   return wh_kwarps(cg) == 1 ? 0 : kWhWarps * wh_warp_mtiles(cg) * wh_ntiles(cg) * 128;
 }
 RK_HOST_DEVICE int wh_table_units(const WhGeom& g) { return (2 * g.kblocks + 3) / 4; }
 RK_HOST_DEVICE int64_t wh_smem_bytes(const WhGeom& g, int cg) {
   const int64_t ring = (int64_t(g.stages) * g.stage_units + wh_table_units(g)) * 16;
-  const int64_t red = int64_t(wh_red_floats(cg)) * 4;
-  return ring > red ? ring : red;
+  const int64_t sums = (int64_t(wh_red_floats(cg)) + wh_out_slots(cg)) * 4;
+  return ring > sums ? ring : sums;
 }
 
 }  // namespace rk

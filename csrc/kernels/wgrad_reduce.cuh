@@ -9,6 +9,12 @@
 
 namespace rk {
 
+// Stores weight gradient element (k, c, tap) in the weight's dtype and layout.
+template <typename T>
+__device__ __forceinline__ void store_weight(const ConvParams& p, int64_t k, int64_t c, int tap, float v) {
+  static_cast<T*>(p.w)[offset4(p.w_stride, k, c, tap / 3, tap % 3)] = from_float<T>(v);
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kDirectThreads)
 wgrad_reduce_kernel(ConvParams p, int64_t elems, int64_t splits) {
@@ -17,8 +23,7 @@ wgrad_reduce_kernel(ConvParams p, int64_t elems, int64_t splits) {
   float acc = 0.f;
   for (int64_t j = 0; j < splits; ++j) acc += p.workspace[j * elems + e];
   const int64_t Cg = p.problem.Cg();
-  const int64_t s = e % 3, r = (e / 3) % 3, c = (e / 9) % Cg, k = e / (9 * Cg);
-  static_cast<T*>(p.w)[offset4(p.w_stride, k, c, r, s)] = from_float<T>(acc);
+  store_weight<T>(p, e / (9 * Cg), (e / 9) % Cg, int(e % 9), acc);
 }
 
 // Launches wgrad_reduce_kernel for `p` after a partial kernel filled `splits` partials.

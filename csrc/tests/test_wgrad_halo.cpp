@@ -4,13 +4,16 @@
 //      and splits, the tile walk, the staging copies (zeros outside the images), ldmatrix.trans
 //      as the PTX ISA defines it (ldsm_trans_elem), the m16n8k16 products, the warps' sums in
 //      warp order, the partial sums (every weight of a split written exactly once) and their
-//      reduction in split order;
+//      reduction in split order; and the cluster reduction that replaces it from sm_90 on (each
+//      CTA's sums in fragment order, every slot written once, each cluster rank's share added
+//      over the cluster in rank order): bitwise equal to the partials' sums and the direct sum;
 //   2. the shared-memory bank conflicts of every warp-wide access, counted through the same
 //      functions, against what the design intends (none).
 // What it cannot check is the hardware's fragment layouts and cp.async: the GPU.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -25,19 +28,21 @@ namespace {
 const float kUnset = NAN;
 
 rk::ConvParams wgrad_params(int64_t n, int64_t cg, int64_t groups, int64_t h, int64_t w,
-                            int64_t stride, int64_t pad, int num_sms) {
+                            int64_t stride, int64_t pad, int num_sms, int sm_version = 90) {
   rk::ConvParams p = channels_last_params(n, cg, groups, h, w, stride, pad, rk::Direction::kWgrad);
   p.num_sms = num_sms;
+  p.sm_version = sm_version;
   return p;
 }
 
 // The problem emulated with the kernel's maps; returns the number of wrong or twice-written
 // values.
 template <int CG>
-int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int64_t pad, int num_sms) {
+int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int64_t pad, int num_sms,
+                int sm_version = 90) {
   constexpr int CB = rk::wh_block(CG), MT = rk::wh_warp_mtiles(CG), NT = rk::wh_ntiles(CG);
   constexpr int KW = rk::wh_kwarps(CG);
-  const rk::ConvParams p = wgrad_params(n, CG, groups, h, w, stride, pad, num_sms);
+  const rk::ConvParams p = wgrad_params(n, CG, groups, h, w, stride, pad, num_sms, sm_version);
   const rk::ConvProblem& q = p.problem;
   CHECK_EQ_STR(rk::wgrad_halo_can_implement(p), "");
   const rk::LaunchShape shape = rk::wgrad_halo_shape(p);
@@ -51,13 +56,27 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
   CHECK(shape.tile_rows == g.tr && shape.tile_cols == g.tc && shape.tile_images == g.ti && rk::wh_fits(g));
   CHECK(shape.smem_bytes == rk::wh_smem_bytes(g, CG) && shape.smem_bytes <= 227 * 1024);
   CHECK(rk::wgrad_halo_workspace_elems(p) == splits * q.w_numel());
+  const bool cluster = rk::wgrad_halo_clusters(p);
+  CHECK((!cluster || sm_version >= 90) && shape.cluster == (cluster ? splits : 1) && shape.launches == (cluster ? 1 : 2));
+  CHECK(!cluster || splits <= rk::kWhClusterSplits);
+  const int slots = rk::wh_out_slots(CG);   // a CTA's sums in fragment order, after the warps' sums
+  CHECK(rk::wh_cluster_tile0(0, int(splits), CG) == 0 && rk::wh_cluster_tile0(int(splits), int(splits), CG) * 128 == slots);
+  CHECK(4 * (rk::wh_red_floats(CG) + int64_t(slots)) <= shape.smem_bytes && rk::wh_red_floats(CG) % 4 == 0);
   const int64_t C = q.C;
 
   std::vector<float> x(q.N * q.H * q.W * C), dy(q.N * q.P * q.Q * C);
   for (size_t i = 0; i < x.size(); ++i) x[i] = float(int64_t(i * 7 + 3) % 5 - 2);
   for (size_t i = 0; i < dy.size(); ++i) dy[i] = float(int64_t(i * 5 + 1) % 3 - 1);
   std::vector<float> part(splits * q.w_numel(), kUnset);
+  std::vector<float> outs(shape.grid_x * slots, kUnset);   // each CTA's shared-memory sums
   int64_t wrong = 0;
+  auto keep = [&](int64_t cta, int tile, int lane, int i, float v) {
+    const int slot = rk::wh_slot(tile, lane, i);
+    if (slot < 0 || slot >= slots) return void(++wrong);
+    float& dst = outs[cta * slots + slot];
+    wrong += !std::isnan(dst);                       // written twice
+    dst = v;
+  };
   // The table of K halves, as each CTA writes it.
   std::vector<int> table(2 * g.kblocks);
   for (int h = 0; h < 2 * g.kblocks; ++h) table[h] = rk::wh_half_base(h, g, stride, CG);
@@ -159,7 +178,9 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
             for (int lane = 0; lane < 32; ++lane)
               for (int i = 0; i < 4; ++i) {
                 const rk::WhElem e = rk::wh_col_elem(rk::wh_warp_col(warp, j, CG), tp, lane, i, CG);
-                if (!rk::wh_col_stored(warp, j, CG) || !e.ok) continue;
+                if (!rk::wh_col_stored(warp, j, CG)) continue;
+                keep(cta, rk::wh_col_tile(warp, j, tp, CG), lane, i, col_acc[warp][tp][j][lane][i]);
+                if (!e.ok) continue;
                 float& dst = part[split * q.w_numel() + ((block * CB + e.k) * CG + e.c) * 9 + e.tap];
                 wrong += !std::isnan(dst);               // written twice
                 dst = col_acc[warp][tp][j][lane][i];
@@ -178,6 +199,7 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
               if (m < 0) continue;
               float v = 0.f;
               for (int kw = 0; kw < KW; ++kw) v += acc[KW == 1 ? wm : kw][mi][nt][lane][i];
+              keep(cta, rk::wh_mn_tile(m, nt, CG), lane, i, v);
               const rk::WhElem e = rk::wh_elem(m, int(np), nt, lane, i, CG);
               if (!e.ok) continue;
               float& dst = part[split * q.w_numel() + ((block * CB + e.k) * CG + e.c) * 9 + e.tap];
@@ -185,7 +207,27 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
               dst = v;
             }
   }
-  // wgrad_reduce: splits in order; against the direct sum.
+  // The cluster reduction: cluster (block, N part) is CTAs [cl splits, (cl + 1) splits), rank
+  // j split j; rank r adds its accumulator tiles over the ranks in order, thread t slot t of
+  // each, and stores the weights they hold.
+  std::vector<float> dw(q.w_numel(), kUnset);
+  for (int64_t cl = 0; cl < shape.grid_x / splits; ++cl)
+    for (int rank = 0; rank < int(splits); ++rank)
+      for (int tile = rk::wh_cluster_tile0(rank, int(splits), CG); tile < rk::wh_cluster_tile0(rank + 1, int(splits), CG); ++tile)
+        for (int t = 0; t < rk::kWhThreads; ++t) {
+          const rk::WhElem e = rk::wh_tile_elem(tile, int(cl % NP), t / 4, t % 4, CG);
+          if (!e.ok) continue;
+          float v = 0.f;
+          for (int64_t j = 0; j < splits; ++j) {
+            const float o = outs[(cl * splits + j) * slots + rk::wh_slot(tile, t / 4, t % 4)];
+            wrong += std::isnan(o);                      // a slot no warp wrote
+            v += o;
+          }
+          float& dst = dw[((cl / NP * CB + e.k) * CG + e.c) * 9 + e.tap];
+          wrong += !std::isnan(dst);                     // stored twice
+          dst = v;
+        }
+  // wgrad_reduce: splits in order; against the direct sum, and the cluster's bits against it.
   for (int64_t k = 0; k < C; ++k)
     for (int64_t c = 0; c < CG; ++c)
       for (int r = 0; r < 3; ++r)
@@ -202,6 +244,8 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
                   ref += dy[((b * q.P + pp) * q.Q + qq) * C + k] * x[((b * q.H + hh) * q.W + ww) * C + xc];
               }
           wrong += !(got == ref);                        // NaN (never written) included
+          const float by_cluster = dw[(k * CG + c) * 9 + r * 3 + s];
+          wrong += std::memcmp(&by_cluster, &got, sizeof got) != 0;
         }
   return wrong;
 }
@@ -276,6 +320,45 @@ void check_conflicts(int stride, int P, int Q) {
         }
         add("sum stores", lanes, 4);
       }
+  // The cluster reduction: the split's sums into fragment order (a lane's four as a 16-byte
+  // store; warps splitting K: the thread of slot idx one word), then a reducer's 32 slots read.
+  const int out0 = rk::wh_red_floats(CG);
+  if (KW > 1) {
+    for (int first = 0; first < rk::wh_out_slots(CG); first += 32) {
+      std::vector<std::vector<int>> lanes;
+      for (int lane = 0; lane < 32; ++lane) lanes.push_back({out0 + first + lane});
+      add("cluster sum stores", lanes, 1);
+    }
+  } else {
+    auto store4 = [&](int tile) {
+      std::vector<std::vector<int>> lanes;
+      for (int lane = 0; lane < 32; ++lane) {
+        const int w0 = out0 + rk::wh_slot(tile, lane, 0);
+        lanes.push_back({w0, w0 + 1, w0 + 2, w0 + 3});
+      }
+      add("cluster sum stores", lanes, 4);
+    };
+    for (int warp = 0; warp < rk::kWhWarps; ++warp) {
+      if constexpr (rk::wh_columns(CG)) {      // the warp's stored columns, each tap pair
+        for (int j = 0; j < rk::wh_warp_cols(CG); ++j)
+          for (int tp = 0; tp < rk::kWhTapPairs && rk::wh_col_stored(warp, j, CG); ++tp)
+            store4(rk::wh_col_tile(warp, j, tp, CG));
+      } else {                                 // the warp's M tiles, each n8 tile
+        for (int mi = 0; mi < MT; ++mi)
+          for (int nt = 0; nt < NT && rk::wh_warp_mtile(warp, mi, CG) >= 0; ++nt)
+            store4(rk::wh_mn_tile(rk::wh_warp_mtile(warp, mi, CG), nt, CG));
+      }
+    }
+  }
+  for (int tile = 0; tile < rk::wh_frag_tiles(CG); ++tile)   // a reducer warp's reads of a tile
+    for (int warp = 0; warp < rk::kWhWarps; ++warp) {
+      std::vector<std::vector<int>> lanes;
+      for (int lane = 0; lane < 32; ++lane) {
+        const int t = 32 * warp + lane;
+        lanes.push_back({out0 + rk::wh_slot(tile, t / 4, t % 4)});
+      }
+      add("cluster reads", lanes, 1);
+    }
   for (const auto& [kind, c] : out) {
     std::printf("  wgrad_halo Cg=%d stride %d %dx%d %-16s %6d wavefronts (minimum %d)\n", CG, stride, P, Q,
                 kind.c_str(), c.wavefronts, c.minimum);
@@ -353,6 +436,11 @@ void test_wgrad_halo() {
         for (int lane = 0; lane < 32; ++lane)
           CHECK(rk::wh_col_a_off(chunk, tp, lane, g, stride, 14) == rk::wh_col_a_off(0, tp, lane, g, stride, 14) + chunk);
   }
+  // A warp's M tile i is real exactly when i is below its count (the kernel compares with that).
+  for (int cg : {4, 8, 14, 16, 24, 32, 40, 64})
+    for (int w = 0; w < rk::kWhWarps; ++w)
+      for (int i = 0; i < rk::wh_warp_mtiles(cg); ++i)
+        CHECK((i < rk::wh_warp_mtile_count(w, cg)) == (rk::wh_warp_mtile(w, i, cg) >= 0));
   // B's units are linear in the K-block (the kernel adds wh_b_kb_step to K-block 0's).
   for (int kb = 0; kb < 8; ++kb)
     for (int lane = 0; lane < 32; ++lane) {
@@ -382,24 +470,49 @@ void test_wgrad_halo() {
   CHECK(emulate<64>(1, 1, 4, 70, 1, 1, 2) == 0);   // a row too wide for a stage: two column runs
   CHECK(emulate<32>(3, 1, 7, 7, 1, 1, 2) == 0);    // two images a tile, an odd batch's last alone
   CHECK(emulate<8>(5, 2, 9, 7, 2, 1, 2) == 0);     // five images a tile at stride 2 (K padding too)
+  CHECK(emulate<4>(2, 4, 9, 11, 1, 1, 3, 80) == 0);   // sm_80: the partials and wgrad_reduce alone
+  CHECK(emulate<32>(1, 2, 13, 14, 2, 1, 3, 80) == 0);
+  CHECK(emulate<16>(4, 2, 8, 8, 1, 1, 1) == 0);    // a cluster of 4 splits at one SM (one tile an image)
   // The split count, by hand: the SM holding the most CTAs (one wave) walks the fewest tiles,
-  // then two or more CTAs an SM, then fewer splits; partials at most the compulsory bytes.
-  p = wgrad_params(64, 32, 32, 7, 7, 1, 1, 132);   // 32x4d stage 4: 32 blocks, 32 two-image tiles
+  // then two or more CTAs an SM, then fewer splits. Without clusters (sm_80) the partials at
+  // most the compulsory bytes:
+  p = wgrad_params(64, 32, 32, 7, 7, 1, 1, 132, 80);   // 32x4d stage 4: 32 blocks, 32 two-image tiles
   int64_t io = 2 * (64 * 1024 * 49 * 2), cap = io / (p.problem.w_numel() * 8);
   CHECK(cap == 5);                                  // 4 splits: 128 CTAs alone, 8 tiles; 5: 2 x 7
   CHECK(rk::wgrad_halo_splits(p) == 4);
-  p = wgrad_params(64, 32, 32, 14, 14, 2, 1, 132); // stage 4 entry: 64 one-image 7 x 7 tiles
+  p = wgrad_params(64, 32, 32, 14, 14, 2, 1, 132, 80); // stage 4 entry: 64 one-image 7 x 7 tiles
   io = 2 * (64 * 1024 * 196 + 64 * 1024 * 49), cap = io / (p.problem.w_numel() * 8);
   CHECK(cap == 13);                                 // 4 splits: 1 x 16 alone; 8: 2 x 8, not alone
   CHECK(rk::wgrad_halo_splits(p) == 8);
-  p = wgrad_params(64, 4, 32, 56, 56, 1, 1, 132);  // stage 1: 16 blocks, 256 tiles (4 bands)
+  p = wgrad_params(64, 4, 32, 56, 56, 1, 1, 132, 80);  // stage 1: 16 blocks, 256 tiles (4 bands)
   CHECK(rk::wgrad_halo_splits(p) == 16);            // 8: 1 x 32 alone; 16: 2 x 16; 33: 4 x 8
-  p = wgrad_params(64, 8, 32, 56, 56, 2, 1, 132);  // stage 2 entry: 32 blocks, 256 14 x 14 tiles
+  p = wgrad_params(64, 8, 32, 56, 56, 2, 1, 132, 80);  // stage 2 entry: 32 blocks, 256 14 x 14 tiles
   CHECK(rk::wgrad_halo_splits(p) == 8);             // 4: 1 x 64 alone; 8: 2 x 32; 16: 4 x 16
-  p = wgrad_params(64, 32, 32, 3, 3, 1, 1, 132);   // weights as large as x and dy: one split
+  p = wgrad_params(64, 32, 32, 3, 3, 1, 1, 132, 80);   // weights as large as x and dy: one split
   CHECK(2 * (64 * 1024 * 9 * 2) / (p.problem.w_numel() * 8) == 1 && rk::wgrad_halo_splits(p) == 1);
-  p = wgrad_params(1, 8, 2, 8, 8, 1, 1, 132);      // one image of one tile: one split
+  p = wgrad_params(1, 8, 2, 8, 8, 1, 1, 132, 80);      // one image of one tile: one split
   CHECK(rk::wgrad_halo_splits(p) == 1);
+  // From sm_90 the splits add up in a cluster, at most 8 of them, no cap by the partials (there
+  // are none), wherever the cap of 8 costs the busiest SM no tile walk:
+  // (The loads below: the busiest SM's CTAs x tiles a CTA, the partials' best in brackets.)
+  p = wgrad_params(64, 32, 32, 7, 7, 1, 1, 132);   // stage 4: 8: 2 x 4, not alone (4: 1 x 8)
+  CHECK(rk::wgrad_halo_splits(p) == 8 && rk::wgrad_halo_clusters(p));
+  p = wgrad_params(64, 32, 32, 14, 14, 2, 1, 132); // stage 4 entry: 8: 2 x 8 (the same 8)
+  CHECK(rk::wgrad_halo_splits(p) == 8 && rk::wgrad_halo_clusters(p));
+  p = wgrad_params(64, 4, 32, 56, 56, 1, 1, 132);  // stage 1: 8: 1 x 32, alone (16: 2 x 16)
+  CHECK(rk::wgrad_halo_splits(p) == 8 && rk::wgrad_halo_clusters(p));
+  p = wgrad_params(64, 16, 32, 14, 14, 1, 1, 132); // stage 3: 32 blocks, 64 one-image tiles: 2 x 8 (16: 4 x 4)
+  CHECK(rk::wgrad_halo_splits(p) == 8 && rk::wgrad_halo_clusters(p));
+  p = wgrad_params(64, 32, 32, 3, 3, 1, 1, 132);   // 3 x 3: four images a tile, 16 tiles: 2 x 2 (1: 1 x 16)
+  CHECK(rk::wgrad_halo_geometry(p).ti == 4 && rk::wgrad_halo_splits(p) == 8);
+  CHECK(rk::wgrad_halo_clusters(p));
+  // 8x14d stage 1: 2 blocks of four groups, 3136 8 x 8 tiles: 8 splits leave one CTA on each of
+  // 16 SMs walking 392 tiles; 64 (partials, cap 796) one on each of 128 walking 49: partials.
+  p = wgrad_params(64, 14, 8, 56, 56, 1, 1, 132);
+  CHECK(rk::wgrad_halo_splits(p) == 64 && !rk::wgrad_halo_clusters(p));
+  CHECK(rk::wgrad_halo_shape(p).launches == 2 && rk::wgrad_halo_shape(p).cluster == 1);
+  p = wgrad_params(1, 8, 2, 8, 8, 1, 1, 132);      // one tile: a cluster of one
+  CHECK(rk::wgrad_halo_splits(p) == 1 && rk::wgrad_halo_shape(p).cluster == 1 && rk::wgrad_halo_shape(p).launches == 1);
   // Bank conflicts on the tiles of each width's 32x4d-style grids (56, 28, 14, 7) and a ragged one.
   for (int s : {1, 2})
     for (int side : {56, 28, 14, 7, 19}) {
