@@ -149,5 +149,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("_set_wgrad_halo_cluster_reduction", &rk::wgrad_halo_set_cluster_reduction,
         "Test hook: false sends wgrad_halo's cluster launches down its two-launch path (the same "
         "split count, the same bits); returns the previous setting.");
+  m.def("_wgrad_halo_cluster_launches", &rk::wgrad_halo_cluster_launches,
+        "Test hook: how many wgrad_halo launches ran in a thread-block cluster so far.");
 #endif
 }

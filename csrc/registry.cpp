@@ -160,7 +160,7 @@ const std::vector<KernelVariant>& registry() {
        "two 7x7 images; shaped per problem): x halo and dy staged once per tile "
        "(a ring of 2-8 16-byte cp.async stages), ldmatrix.trans fragments, K = pixels on "
        "mma.sync, the nine taps' sums in registers (at Cg = 14 only the (chunk, n8 tile) "
-       "pairs that share a group); fixed-order reduction of the splits (sm_90, where 8 "
+       "pairs that share a group); fixed-order reduction of the splits (sm_90, where 16 "
        "splits or fewer serve: in a thread-block cluster of a block's splits, through their "
        "shared memory, in the same launch); bf16/fp16 "
        "channels_last, Kg = Cg in {4, 8, 14, 16, 24, 32, 40, 64}, stride 1 or 2", false,

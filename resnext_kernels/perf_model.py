@@ -1259,9 +1259,11 @@ CUDA_WGRAD_HALO_KB_SASS = {
 WGRAD_HALO_X_COPY_SASS = 37     # a pass of the x staging loop (31-43 in the SASS)
 WGRAD_HALO_DY_COPY_SASS = 41    # a pass of the dy staging loop (38-48)
 WGRAD_HALO_TILE_SASS = 135     # the tile loop less its staging and K-block loops (106-144)
-# The cluster reduction's loop, by Cg: one accumulator tile a warp (every split's load
-# predicated, the weight's decode and its store), recounted like the others.
-WGRAD_HALO_CLUSTER_TILE_SASS = {4: 184, 8: 184, 14: 167, 16: 130, 24: 128, 32: 132, 40: 130, 64: 132}
+# The cluster reduction's loops, by Cg: one accumulator tile a warp (the splits' loads unrolled
+# and predicated, the weight's decode and its store), up to 8 splits and up to 16, recounted
+# like the others.
+WGRAD_HALO_CLUSTER_TILE_SASS = {4: (138, 184), 8: (138, 184), 14: (168, 211), 16: (130, 175),
+                                24: (128, 173), 32: (132, 177), 40: (130, 175), 64: (132, 177)}
 WGRAD_HALO_SASS_TOLERANCE = 0.25
 # The cluster reduction's serial part: the cluster barrier after the sums (a release: the
 # CTA's memory operations drain) and the loads from the cluster's shared memory, assumed a
@@ -1338,19 +1340,21 @@ def cuda_wgrad_halo(conv: Conv, gpu: GPU, shape: dict, resources: Resources,
         smem_kb = 4 * mtiles + b_waves
         mmas_kb = mtiles * ntiles
     warps_kb = 1 if kwarps == 4 else 4             # warps that run each K-block
-    # The cluster reduction (one launch): a CTA's share of the accumulator tiles, each a pass of
-    # its loop for each warp, 4 stores and 4 loads of a wavefront each a tile; two round trips.
+    # The cluster reduction (one launch): a CTA stores each of its accumulator tiles (4
+    # wavefronts: a lane's four as 16 bytes) and adds its share of them over the cluster, a pass
+    # of the loop for each warp and tile, a wavefront a split (the loads of all the shares: 4
+    # wavefronts a tile again); two round trips.
     cluster = shape["launches"] == 1
     red_tiles = wgrad_halo_frag_tiles(cg) / splits if cluster else 0.0
     work = CtaWork(
         l2_bytes=per_cta * tile_bytes,
-        smem_wavefronts=per_cta * (kb * smem_kb + copy_waves) + 8 * red_tiles,
+        smem_wavefronts=per_cta * (kb * smem_kb + copy_waves) + 8 * red_tiles * splits,
         # Warp instructions: the K-block loop once a K-block for each warp that runs it, a pass of
         # a staging loop for every 128 copies, and the tile loop's own, each warp.
         issue=per_cta * (kb * warps_kb * CUDA_WGRAD_HALO_KB_SASS[(cg, stride)]
                          + 4 * (x_copies / 128 * WGRAD_HALO_X_COPY_SASS
                                 + dy_copies / 128 * WGRAD_HALO_DY_COPY_SASS + WGRAD_HALO_TILE_SASS))
-        + 4 * red_tiles * WGRAD_HALO_CLUSTER_TILE_SASS[cg],
+        + 4 * red_tiles * WGRAD_HALO_CLUSTER_TILE_SASS[cg][splits > 8],
         mma_flops=per_cta * kb * mmas_kb * 4096.0,
         chain_us=(per_cta / (stages - 1) + (WGRAD_HALO_CLUSTER_ROUND_TRIPS if cluster else 0))
         * gpu.mem_latency_us,

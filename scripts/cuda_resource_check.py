@@ -8,7 +8,7 @@ It also recounts, in the sm_90 SASS, the loops whose instruction counts the perf
 uses (perf_model.CUDA_WGRAD_HALO_KB_SASS: wgrad_halo's K-block loop, bf16, within 5%; its
 WGRAD_HALO_X_COPY_SASS, WGRAD_HALO_DY_COPY_SASS, WGRAD_HALO_TILE_SASS and
 WGRAD_HALO_CLUSTER_TILE_SASS: a pass of each staging loop, the tile loop's own instructions and
-an accumulator tile of the cluster reduction's loop, within 25%;
+an accumulator tile of each of the cluster reduction's two loops, within 25%;
 HALO_STAGE_ROW_SASS and HALO_STORE_ROW_SASS: a row of fprop_halo's staging and store loops,
 within 20%; HALO_PACK_WORD_SASS: its weight packing, a word, within 25%) and fails when one is
 off, so that the model's issue term follows the code.
@@ -104,13 +104,14 @@ def wgrad_halo_loops(sass: str):
     if len(copies) != 2 or kb is tile:
         return None
     x, dy = sorted(copies)
-    # The cluster reduction's loop: MMA-free, loading from the cluster's shared memory (generic
-    # loads, LD) and storing the weights (STG).
-    cluster = [s for s in spans if not any("HMMA" in t for t in s[2])
-               and any(re.search(r"\bLD\.E\b", t) for t in s[2]) and any(re.search(r"\bSTG\b", t) for t in s[2])]
+    # The cluster reduction's two loops (up to 8 splits, up to 16): MMA-free, loading from the
+    # cluster's shared memory (generic loads, LD) and storing the weights (STG).
+    cluster = sorted(len(s[2]) for s in spans if not any("HMMA" in t for t in s[2])
+                     and any(re.search(r"\bLD\.E\b", t) for t in s[2]) and any(re.search(r"\bSTG\b", t) for t in s[2]))
     return {"kb": len(kb[2]), "x": len(x[2]), "dy": len(dy[2]),
             "tile": len(tile[2]) - len(kb[2]) - len(x[2]) - len(dy[2]),
-            "cluster": min(len(c[2]) for c in cluster) if cluster else None}
+            "cluster8": cluster[0] if len(cluster) == 2 else None,
+            "cluster16": cluster[1] if len(cluster) == 2 else None}
 
 
 def check_model_sass(tool: str, path: str, rows, demangled) -> int:
@@ -149,8 +150,10 @@ def check_model_sass(tool: str, path: str, rows, demangled) -> int:
         what = f"wgrad_halo, bf16 sm_90, Cg = {cg}, stride {stride}"
         report(f"{what}: K-block loop", got and got["kb"], model, SASS_TOLERANCE)
         for part, want in (("x", pm.WGRAD_HALO_X_COPY_SASS), ("dy", pm.WGRAD_HALO_DY_COPY_SASS),
-                           ("tile", pm.WGRAD_HALO_TILE_SASS), ("cluster", pm.WGRAD_HALO_CLUSTER_TILE_SASS[cg])):
-            name = {"tile": "tile loop", "cluster": "cluster reduction loop"}.get(part, part + " staging loop")
+                           ("tile", pm.WGRAD_HALO_TILE_SASS), ("cluster8", pm.WGRAD_HALO_CLUSTER_TILE_SASS[cg][0]),
+                           ("cluster16", pm.WGRAD_HALO_CLUSTER_TILE_SASS[cg][1])):
+            name = {"tile": "tile loop", "cluster8": "cluster reduction loop (8 splits)",
+                    "cluster16": "cluster reduction loop (16 splits)"}.get(part, part + " staging loop")
             report(f"{what}: {name}", got and got[part], want, pm.WGRAD_HALO_SASS_TOLERANCE)
     halo = sorted(k for k in found if k[0] == "fprop_halo")
 

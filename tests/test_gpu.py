@@ -147,7 +147,11 @@ def test_wgrad_halo_cluster_reduction(case, forced_variants):
     assert shape["launches"] == 1 and shape["cluster"] == shape["splits"] > 1
     forced_variants("wgrad", "wgrad_halo")
     _poison_allocator()
+    launched = _native._C._wgrad_halo_cluster_launches()
     in_cluster = NATIVE.wgrad(o.dy, o.x, list(o.w.shape), *conv)
+    # The device scheduled the cluster (stage 1's 16 CTAs are a non-portable size): else the
+    # launch would have taken the two-launch path and the comparison below would be void.
+    assert _native._C._wgrad_halo_cluster_launches() == launched + 1
     previous = _native._C._set_wgrad_halo_cluster_reduction(False)
     try:
         _poison_allocator()

@@ -403,21 +403,20 @@ def test_dgrad_halo_phases_by_hand():
 @needs_cuda_build
 def test_wgrad_halo_shape_by_hand():
     """wgrad_halo at 32x4d stage 1: blocks of 8 channels (two groups of Cg = 4): 16 blocks, 256
-    tiles. On the H200 (sm_90) each block's splits are a thread-block cluster, at most 8: 8
-    splits, one CTA an SM walking 32 tiles, one launch, no partials through L2. Without clusters
-    (sm_80) 16 splits, so the busiest SM walks 2 x 16 tiles (8 splits: one CTA alone on 32; 33
-    splits: 4 x 8, more partials), and wgrad_reduce after it; csrc/tests/test_wgrad_halo.cpp
-    derives both counts. A tile is 14 rows of 56 (the bands staging the fewest units,
+    tiles; 16 splits, so the busiest SM walks 2 x 16 tiles (8 splits: one CTA alone on 32; 33
+    splits: 4 x 8, more partials). On the H200 (sm_90) each block's 16 splits are a thread-block
+    cluster (a non-portable size): one launch, no partials through L2. Without clusters (sm_80)
+    wgrad_reduce adds the partials after it. csrc/tests/test_wgrad_halo.cpp derives both. A tile is 14 rows of 56 (the bands staging the fewest units,
     csrc/tests/test_wgrad_halo.cpp derives it): a stage is the 16 x 58 x halo and 49 K-blocks of
     16 dy pixels, 16 bytes each: 1712 units, 2 of them in the 56 KB ring, then the table of 98 K
     halves (25 units)."""
     gpu = pm.GPUS["H200"]
     s = pm.cuda_shape("wgrad_halo", STAGE1, gpu)
-    assert s["can_implement"] == "" and (s["splits"], s["grid_x"], s["cluster"]) == (8, 16 * 8, 8)
+    assert s["can_implement"] == "" and (s["splits"], s["grid_x"], s["cluster"]) == (16, 16 * 16, 16)
     assert (s["tile_images"], s["tile_rows"], s["tile_cols"], s["stages"]) == (1, 14, 56, 2)
     assert s["smem_bytes"] == (2 * 1712 + 25) * 16 and s["halo_pixels"] == 16 * 58
     assert (s["halo_rows"], s["halo_cols"], s["halo_slots"], s["tile_ksteps"]) == (16, 58, 58, 49)
-    assert s["workspace_elems"] == 8 * STAGE1.w_elems() and s["launches"] == 1
+    assert s["workspace_elems"] == 16 * STAGE1.w_elems() and s["launches"] == 1
     pred = pm.cuda_variant("wgrad_halo", STAGE1, "wgrad", gpu, shape=s)
     # Issued: per tile (64 images x 4 bands of them) and block, 49 K-blocks x 5 M tiles x 1 n8
     # tile of m16n8k16.

@@ -90,11 +90,12 @@ int halo_pack_launch(const ConvParams& p, int dgrad_mode, void* out, void* strea
 struct WhGeom;
 std::string wgrad_halo_can_implement(const ConvParams& p);
 WhGeom wgrad_halo_geometry(const ConvParams& p);   // its tiles' shape (wgrad_halo_fragments.h)
-bool wgrad_halo_clusters(const ConvParams& p);     // splits added in a cluster (sm_90 on, where the cap of 8 costs nothing)
+bool wgrad_halo_clusters(const ConvParams& p);     // splits added in a cluster (sm_90 on, where the cap of 16 costs nothing)
 int64_t wgrad_halo_splits(const ConvParams& p);
 // A test hook: with false, launches that would reduce in a cluster take the two-launch path
 // with the same split count (the same bits); returns the previous setting. Default true.
 bool wgrad_halo_set_cluster_reduction(bool enabled);
+int64_t wgrad_halo_cluster_launches();   // launches made in a cluster so far (for tests)
 int64_t wgrad_halo_workspace_elems(const ConvParams& p);
 LaunchShape wgrad_halo_shape(const ConvParams& p);
 int wgrad_halo_launch(const ConvParams& p, void* stream);

@@ -10,7 +10,7 @@
 // CTA, gives each lane its row address, and the K-block loop adds offsets fixed for the launch.
 // The nine taps' partial weight gradients stay in registers over the whole split; the warps'
 // sums are added in warp order. On sm_90 and later a block's splits are one thread-block
-// cluster (at most 8 CTAs): each CTA leaves its split's sums in its shared memory, and each
+// cluster (at most 16 CTAs): each CTA leaves its split's sums in its shared memory, and each
 // adds a share of them over the cluster's CTAs in split order (distributed shared memory) and
 // stores those weights: one launch, no partials through L2. Elsewhere (sm_80, or a device that
 // cannot schedule the clusters) the split's partials are written once and wgrad_reduce.cuh adds
@@ -45,6 +45,7 @@
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <type_traits>
 
 #include "async_copy.cuh"
 #include "cluster.cuh"
@@ -276,23 +277,29 @@ wgrad_halo_kernel(ConvParams p, WhGeom g, int64_t splits, int64_t tiles, bool cl
   if (!cluster_target()) __trap();       // never launched so (clusters_fit): an error, not zeros
 
   // The cluster's reduction: this CTA (rank `split`) adds its accumulator tiles over the
-  // cluster's CTAs in rank order, thread t slot t of each, and stores those weights.
+  // cluster's CTAs in rank order, thread t slot t of each, and stores those weights. The loads
+  // are unrolled over a portable cluster's 8 splits, or over 16 past it (their loop apart, so
+  // that the common one predicates off no more than it needs).
   cluster_sync();                        // every CTA's sums are in its shared memory
   uint32_t remote[kWhClusterSplits];     // `out` in each CTA of the cluster
 #pragma unroll
   for (int j = 0; j < kWhClusterSplits; ++j) remote[j] = cluster_map_shared(shared_address(out), j < splits ? j : 0);
   const int ln = int(threadIdx.x) / 4, i = int(threadIdx.x) % 4;
-  const int end = wh_cluster_tile0(int(split) + 1, int(splits), CG);
-  for (int tile = wh_cluster_tile0(int(split), int(splits), CG); tile < end; ++tile) {
-    const WhElem e = wh_tile_elem(tile, int(np), ln, i, CG);
-    if (!e.ok) continue;
-    const uint32_t off = 4u * uint32_t(wh_slot(tile, ln, i));
-    float v = 0.f;
+  const int first = wh_cluster_tile0(int(split), int(splits), CG), end = wh_cluster_tile0(int(split) + 1, int(splits), CG);
+  auto add_up = [&](auto most) {
+    for (int tile = first; tile < end; ++tile) {
+      const WhElem e = wh_tile_elem(tile, int(np), ln, i, CG);
+      if (!e.ok) continue;
+      const uint32_t off = 4u * uint32_t(wh_slot(tile, ln, i));
+      float v = 0.f;
 #pragma unroll
-    for (int j = 0; j < kWhClusterSplits; ++j)
-      if (j < splits) v += ld_shared_cluster_f32(remote[j] + off);
-    store_weight<T>(p, block * CB + e.k, e.c, e.tap, v);
-  }
+      for (int j = 0; j < decltype(most)::value; ++j)
+        if (j < splits) v += ld_shared_cluster_f32(remote[j] + off);
+      store_weight<T>(p, block * CB + e.k, e.c, e.tap, v);
+    }
+  };
+  if (splits <= kWhPortableCluster) add_up(std::integral_constant<int, kWhPortableCluster>{});
+  else add_up(std::integral_constant<int, kWhClusterSplits>{});
   cluster_sync_relaxed();                // no CTA leaves while another reads its shared memory
 }
 
@@ -321,7 +328,7 @@ SplitChoice best_splits(const ConvParams& p, int64_t tiles, int64_t most) {
 }
 
 // The split count, and whether the splits add up in a cluster (sm_90 on: at most
-// kWhClusterSplits, no partials, one launch) or through partials and wgrad_reduce (at most
+// kWhClusterSplits, 16, no partials, one launch) or through partials and wgrad_reduce (at most
 // kWhMaxSplits, the partials, written and read back, at most the compulsory bytes). The cluster
 // where its cap costs no tile walk on the busiest SM; else (few blocks: 8x14d's two at 56x56)
 // the partials. `tiles`: the problem's, from the geometry its caller has.
@@ -338,11 +345,13 @@ WhSplit split_of(const ConvParams& p, int64_t tiles) {
 }
 
 std::atomic<bool> cluster_reduction{true};
+std::atomic<int64_t> cluster_launches{0};
 
 // Whether `kernel` was built for clusters (its PTX for sm_90 or later: code built for sm_80 and
 // run by JIT on a newer device has no cluster reduction) and the device schedules `config`'s
 // clusters of it at all (a cluster's CTAs must fit one GPC together); asked once per kernel,
-// cluster size and shared memory on each device.
+// cluster size and shared memory on each device (a query that fails, say inside a stream
+// capture that forbids it, answers no for this call only).
 bool clusters_fit(const void* kernel, const cudaLaunchConfig_t& config) {
   static std::mutex mutex;
   static std::map<std::tuple<const void*, unsigned, size_t, int>, bool> known;
@@ -354,10 +363,12 @@ bool clusters_fit(const void* kernel, const cudaLaunchConfig_t& config) {
   if (it != known.end()) return it->second;
   cudaFuncAttributes attr{};
   int clusters = 0;
-  const bool fit = cudaFuncGetAttributes(&attr, kernel) == cudaSuccess && attr.ptxVersion >= 90 &&
-                   cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) == cudaSuccess && clusters > 0;
-  cudaGetLastError();                   // a refusal is an answer, not the next launch's error
-  return known[key] = fit;
+  if (cudaFuncGetAttributes(&attr, kernel) != cudaSuccess ||
+      (attr.ptxVersion >= 90 && cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) != cudaSuccess)) {
+    cudaGetLastError();                 // a failed query is no launch's error
+    return false;
+  }
+  return known[key] = attr.ptxVersion >= 90 && clusters > 0;
 }
 
 template <typename T, int CG, int STRIDE>
@@ -373,6 +384,8 @@ int launch_wgrad_halo(const ConvParams& p, cudaStream_t stream) {
   if (split.cluster && cluster_reduction.load()) {
     // One launch: each (block, N part)'s splits are a cluster, which adds them.
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+    if (err == cudaSuccess && splits > kWhPortableCluster)
+      err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
     if (err != cudaSuccess) return int(err);
     cudaLaunchAttribute cluster{};
     cluster.id = cudaLaunchAttributeClusterDimension;
@@ -382,6 +395,7 @@ int launch_wgrad_halo(const ConvParams& p, cudaStream_t stream) {
     config.stream = stream, config.attrs = &cluster, config.numAttrs = 1;
     if (clusters_fit(reinterpret_cast<const void*>(kernel), config)) {
       err = cudaLaunchKernelEx(&config, kernel, p, g, splits, tiles, true);
+      if (err == cudaSuccess) ++cluster_launches;
       return int(err != cudaSuccess ? err : cudaGetLastError());
     }
   }
@@ -423,17 +437,20 @@ WhGeom wgrad_halo_geometry(const ConvParams& p) {
   return wh_geometry(q.P, q.Q, int(q.stride_h), int(q.Cg()), images);
 }
 
-bool wgrad_halo_clusters(const ConvParams& p) {
+namespace {
+WhSplit problem_split(const ConvParams& p) {
   const ConvProblem& q = p.problem;
-  return wh_serves(q.Cg()) && split_of(p, wh_tiles(q.N, q.P, q.Q, wgrad_halo_geometry(p))).cluster;
+  return wh_serves(q.Cg()) ? split_of(p, wh_tiles(q.N, q.P, q.Q, wgrad_halo_geometry(p))) : WhSplit{1, false};
 }
+}  // namespace
+
+bool wgrad_halo_clusters(const ConvParams& p) { return problem_split(p).cluster; }
 
 bool wgrad_halo_set_cluster_reduction(bool enabled) { return cluster_reduction.exchange(enabled); }
 
-int64_t wgrad_halo_splits(const ConvParams& p) {
-  const ConvProblem& q = p.problem;
-  return wh_serves(q.Cg()) ? split_of(p, wh_tiles(q.N, q.P, q.Q, wgrad_halo_geometry(p))).splits : 1;
-}
+int64_t wgrad_halo_cluster_launches() { return cluster_launches.load(); }
+
+int64_t wgrad_halo_splits(const ConvParams& p) { return problem_split(p).splits; }
 
 std::string wgrad_halo_can_implement(const ConvParams& p) {
   if (p.direction != Direction::kWgrad) return "not a wgrad problem";

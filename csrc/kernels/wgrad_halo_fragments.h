@@ -346,8 +346,8 @@ RK_HOST_DEVICE constexpr int64_t wh_split_begin(int64_t j, int64_t splits, int64
 }
 
 // Cluster reduction (ConvParams::sm_version 90 on): the splits of a (block, N part) are one
-// cluster of `splits` CTAs, at most kWhClusterSplits (the portable cluster size), CTA rank j
-// split j. After its tiles each CTA leaves its split's sums in its own shared memory in
+// cluster of `splits` CTAs, at most kWhClusterSplits (Hopper's largest cluster; past
+// kWhPortableCluster the launch opts in to a non-portable size), CTA rank j split j. After its tiles each CTA leaves its split's sums in its own shared memory in
 // fragment order: accumulator tile `tile` (wh_mn_tile: M tile and n8 tile; wh_col_tile: column
 // and tap pair) takes slots 128 tile .. 128 tile + 127, element i of `lane` slot wh_slot (a
 // lane's four are one 16-byte store). Then CTA j adds the accumulator tiles [wh_cluster_tile0(j),
@@ -355,7 +355,7 @@ RK_HOST_DEVICE constexpr int64_t wh_split_begin(int64_t j, int64_t splits, int64
 // t the slot t of each (so its lane and element are fixed: wh_tile_elem says which weight it
 // holds; discarded products are skipped), and stores the weights. That is wgrad_reduce's order
 // on the same sums: no workspace, no second launch, the same bits.
-constexpr int kWhClusterSplits = 8;
+constexpr int kWhClusterSplits = 16, kWhPortableCluster = 8;
 RK_HOST_DEVICE constexpr int wh_frag_tiles(int cg) {
   return wh_columns(cg) ? wh_cols(cg) * kWhTapPairs : wh_mtiles(cg) * wh_ntiles(cg);
 }

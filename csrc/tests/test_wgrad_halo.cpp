@@ -473,6 +473,8 @@ void test_wgrad_halo() {
   CHECK(emulate<4>(2, 4, 9, 11, 1, 1, 3, 80) == 0);   // sm_80: the partials and wgrad_reduce alone
   CHECK(emulate<32>(1, 2, 13, 14, 2, 1, 3, 80) == 0);
   CHECK(emulate<16>(4, 2, 8, 8, 1, 1, 1) == 0);    // a cluster of 4 splits at one SM (one tile an image)
+  CHECK(rk::wgrad_halo_splits(wgrad_params(16, 16, 1, 14, 14, 1, 1, 16)) == 16);
+  CHECK(emulate<16>(16, 1, 14, 14, 1, 1, 16) == 0);  // a cluster of 16 (non-portable), one tile a CTA
   // The split count, by hand: the SM holding the most CTAs (one wave) walks the fewest tiles,
   // then two or more CTAs an SM, then fewer splits. Without clusters (sm_80) the partials at
   // most the compulsory bytes:
@@ -492,22 +494,24 @@ void test_wgrad_halo() {
   CHECK(2 * (64 * 1024 * 9 * 2) / (p.problem.w_numel() * 8) == 1 && rk::wgrad_halo_splits(p) == 1);
   p = wgrad_params(1, 8, 2, 8, 8, 1, 1, 132, 80);      // one image of one tile: one split
   CHECK(rk::wgrad_halo_splits(p) == 1);
-  // From sm_90 the splits add up in a cluster, at most 8 of them, no cap by the partials (there
-  // are none), wherever the cap of 8 costs the busiest SM no tile walk:
+  // From sm_90 the splits add up in a cluster, at most 16 of them, no cap by the partials (there
+  // are none), wherever the cap of 16 costs the busiest SM no tile walk:
   // (The loads below: the busiest SM's CTAs x tiles a CTA, the partials' best in brackets.)
-  p = wgrad_params(64, 32, 32, 7, 7, 1, 1, 132);   // stage 4: 8: 2 x 4, not alone (4: 1 x 8)
+  p = wgrad_params(64, 32, 32, 7, 7, 1, 1, 132);   // stage 4: 8: 2 x 4, not alone (4: 1 x 8; 12: 3 x 3)
   CHECK(rk::wgrad_halo_splits(p) == 8 && rk::wgrad_halo_clusters(p));
   p = wgrad_params(64, 32, 32, 14, 14, 2, 1, 132); // stage 4 entry: 8: 2 x 8 (the same 8)
   CHECK(rk::wgrad_halo_splits(p) == 8 && rk::wgrad_halo_clusters(p));
-  p = wgrad_params(64, 4, 32, 56, 56, 1, 1, 132);  // stage 1: 8: 1 x 32, alone (16: 2 x 16)
+  p = wgrad_params(64, 4, 32, 56, 56, 1, 1, 132);  // stage 1: 16: 2 x 16 (8: 1 x 32, alone)
+  CHECK(rk::wgrad_halo_splits(p) == 16 && rk::wgrad_halo_clusters(p));   // past 8: non-portable
+  p = wgrad_params(64, 8, 32, 56, 56, 2, 1, 132);  // stage 2 entry: 8: 2 x 32 (16: 4 x 16, more to add)
   CHECK(rk::wgrad_halo_splits(p) == 8 && rk::wgrad_halo_clusters(p));
   p = wgrad_params(64, 16, 32, 14, 14, 1, 1, 132); // stage 3: 32 blocks, 64 one-image tiles: 2 x 8 (16: 4 x 4)
   CHECK(rk::wgrad_halo_splits(p) == 8 && rk::wgrad_halo_clusters(p));
   p = wgrad_params(64, 32, 32, 3, 3, 1, 1, 132);   // 3 x 3: four images a tile, 16 tiles: 2 x 2 (1: 1 x 16)
   CHECK(rk::wgrad_halo_geometry(p).ti == 4 && rk::wgrad_halo_splits(p) == 8);
   CHECK(rk::wgrad_halo_clusters(p));
-  // 8x14d stage 1: 2 blocks of four groups, 3136 8 x 8 tiles: 8 splits leave one CTA on each of
-  // 16 SMs walking 392 tiles; 64 (partials, cap 796) one on each of 128 walking 49: partials.
+  // 8x14d stage 1: 2 blocks of four groups, 3136 8 x 8 tiles: 16 splits leave one CTA on each
+  // of 32 SMs walking 196 tiles; 64 (partials, cap 796) one on each of 128 walking 49: partials.
   p = wgrad_params(64, 14, 8, 56, 56, 1, 1, 132);
   CHECK(rk::wgrad_halo_splits(p) == 64 && !rk::wgrad_halo_clusters(p));
   CHECK(rk::wgrad_halo_shape(p).launches == 2 && rk::wgrad_halo_shape(p).cluster == 1);
