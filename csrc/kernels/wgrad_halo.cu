@@ -25,7 +25,7 @@
 // bf16), us, bound by L2 loads at stage 1 and the stage-2 entry (x and dy both load: (x + dy)
 // / 2.8 TB/s is 65% of the DRAM roofline at best), by latency at the stage-3 entry, by issue
 // elsewhere: stage1 42, stage2.entry 50, stage2 23, stage3.entry 29, stage3 13, stage4.entry 17,
-// stage4 12: 0.38 ms over the 16 layers, 51% of the 0.196 ms roofline (cuDNN measured 0.86 ms:
+// stage4 12: 0.38 ms over the 16 layers, 52% of the 0.196 ms roofline (cuDNN measured 0.86 ms:
 // 138 / 54 / 47 / 36 / 30 / 24 / 20). With wgrad_reduce's launch and partials (before
 // 2026-12-03's twelfth session) 0.43 ms; with the split count before the eleventh, 0.44 ms. The
 // 8x8 tiles before (2026-12-03) were predicted at 0.52 ms: 1.56 x halo re-reads, 77% of the K on

@@ -6,7 +6,9 @@
 //      warp order, the partial sums (every weight of a split written exactly once) and their
 //      reduction in split order; and the cluster reduction that replaces it from sm_90 on (each
 //      CTA's sums in fragment order, every slot written once, each cluster rank's share added
-//      over the cluster in rank order): bitwise equal to the partials' sums and the direct sum;
+//      over the cluster in rank order): equal to the partials' sums and the direct sum (small
+//      integers add exactly in any order: that the two orders match bit for bit on real data
+//      is tests/test_gpu.py's to check);
 //   2. the shared-memory bank conflicts of every warp-wide access, counted through the same
 //      functions, against what the design intends (none).
 // What it cannot check is the hardware's fragment layouts and cp.async: the GPU.
