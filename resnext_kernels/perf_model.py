@@ -1248,17 +1248,22 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
 # Warp instructions of wgrad_halo's loops (wgrad_halo_kernel<bf16, Cg, stride>, sm_90 SASS):
 # its K-block loop (the smallest loop holding its MMAs: one K-block of a warp), by (Cg, stride);
 # a pass of its x and dy staging loops (one copy a thread); and the tile loop's own instructions
-# beyond those loops (the wait, barrier, tile walk, loop setup). scripts/cuda_resource_check.py
+# beyond those loops (the wait, barrier, tile walk, loop setup; Cg = 64 is built for stride 1
+# only). scripts/cuda_resource_check.py
 # recounts them from the build (the K-block loop within 5%, the others within 25%), so the issue
 # term follows the code.
 CUDA_WGRAD_HALO_KB_SASS = {
     (4, 1): 26, (4, 2): 26, (8, 1): 26, (8, 2): 26, (14, 1): 177, (14, 2): 177,
     (16, 1): 41, (16, 2): 44, (24, 1): 41, (24, 2): 41, (32, 1): 53, (32, 2): 53,
-    (40, 1): 68, (40, 2): 68, (64, 1): 65, (64, 2): 65,
+    (40, 1): 68, (40, 2): 68, (64, 1): 65,
 }
-WGRAD_HALO_X_COPY_SASS = 37     # a pass of the x staging loop (31-43 in the SASS)
-WGRAD_HALO_DY_COPY_SASS = 41    # a pass of the dy staging loop (38-48)
-WGRAD_HALO_TILE_SASS = 135     # the tile loop less its staging and K-block loops (106-144)
+# The staging loops (wgrad_halo_fragments.h, wh_walk_rows: a thread walks rows of copies): a
+# pass of the inner loop (one copy: 12 in the SASS) and, once an image of the tile, the outer
+# loop's own instructions (the inner loop's bounds and invariants), x's (28-41) and dy's (22-32).
+WGRAD_HALO_WALK_PASS_SASS = 12
+WGRAD_HALO_X_IMAGE_SASS = 36
+WGRAD_HALO_DY_IMAGE_SASS = 28
+WGRAD_HALO_TILE_SASS = 127     # the tile loop less its staging and K-block loops (123-132)
 # The cluster reduction's loops, by Cg: one accumulator tile a warp (the splits' loads unrolled
 # and predicated, the weight's decode and its store), up to 8 splits and up to 16, recounted
 # like the others.
@@ -1299,6 +1304,49 @@ def wgrad_halo_columns(cg: int, warps: int = 4) -> Tuple[int, int, int]:
             for n in range(8 * a // cg * cg // 8, ((8 * a + 7) // cg * cg + cg - 1) // 8 + 1)]
     shares = [cols[w * len(cols) // warps:(w + 1) * len(cols) // warps] for w in range(warps)]
     return len(cols), -(-len(cols) // warps), sum(5 * len({a for a, _ in s}) for s in shares)
+
+
+def wgrad_halo_walk(per_row: int, image_rows: int, images: int, full: int, last_rows, step: int,
+                    threads: int = 128, warps: int = 4) -> Tuple[int, int]:
+    """A staging part's loops as wgrad_halo's warps run them (wgrad_halo_fragments.h: wh_walk,
+    wh_place, wh_walk_rows): thread t copies position t % per_row of rows t // per_row, + step,
+    ... (threads from step * per_row on idle), image after image; the first `full` images have
+    image_rows rows, a last one last_rows(position) (dy's padding rows). Returns (outer-loop
+    iterations, inner-loop passes), summed over the warps: every warp runs the image loop (dy's
+    padding row counted for every warp, though only the lanes of its first 8 columns run it),
+    and a warp's passes in an image are its busiest lane's rows there."""
+    outer, inner = warps * images, 0
+    for w in range(warps):
+        for img in range(images):
+            lo = img * image_rows
+            most = 0
+            for t in range(w * threads // warps, (w + 1) * threads // warps):
+                if t >= step * per_row:
+                    continue
+                row0, pos = divmod(t, per_row)
+                hi = lo + (image_rows if img < full else last_rows(pos))
+                first = row0 if row0 >= lo else row0 + -(-(lo - row0) // step) * step
+                most = max(most, 0 if first >= hi else -(-(hi - first) // step))
+            inner += most
+    return outer, inner
+
+
+def wgrad_halo_staging_sass(cg: int, shape: dict) -> float:
+    """Warp instructions of one tile's staging loops, all four warps: the x halo's ti images of
+    xr rows of xs * chunks copies, then dy's K rows of tcp * ntiles copies (16 kb pixels: the
+    padding half's row after the images), each walked as wgrad_halo_walk says."""
+    _, _, ntiles, _ = _wgrad_halo_tiling(cg)
+    chunks = shape["tile_channels"] // 8
+    ti, tr, tcp = shape["tile_images"], shape["tile_rows"], -(-shape["tile_cols"] // 8) * 8
+    xr, xs, pixels = shape["halo_rows"], shape["halo_slots"], 16 * shape["tile_ksteps"]
+
+    def last(pos: int) -> int:   # a K column's rows after the images
+        return -(-(pixels - pos // ntiles) // tcp) - ti * tr
+
+    x = wgrad_halo_walk(xs * chunks, xr, ti, ti, lambda pos: xr, 128 // (xs * chunks))
+    dy = wgrad_halo_walk(tcp * ntiles, tr, ti + (last(0) > 0), ti, last, 128 // (tcp * ntiles))
+    return (x[0] * WGRAD_HALO_X_IMAGE_SASS + dy[0] * WGRAD_HALO_DY_IMAGE_SASS
+            + (x[1] + dy[1]) * WGRAD_HALO_WALK_PASS_SASS)
 
 
 def cuda_wgrad_halo(conv: Conv, gpu: GPU, shape: dict, resources: Resources,
@@ -1349,11 +1397,10 @@ def cuda_wgrad_halo(conv: Conv, gpu: GPU, shape: dict, resources: Resources,
     work = CtaWork(
         l2_bytes=per_cta * tile_bytes,
         smem_wavefronts=per_cta * (kb * smem_kb + copy_waves) + 8 * red_tiles * splits,
-        # Warp instructions: the K-block loop once a K-block for each warp that runs it, a pass of
-        # a staging loop for every 128 copies, and the tile loop's own, each warp.
+        # Warp instructions: the K-block loop once a K-block for each warp that runs it, the
+        # staging loops as the warps run them, and the tile loop's own, each warp.
         issue=per_cta * (kb * warps_kb * CUDA_WGRAD_HALO_KB_SASS[(cg, stride)]
-                         + 4 * (x_copies / 128 * WGRAD_HALO_X_COPY_SASS
-                                + dy_copies / 128 * WGRAD_HALO_DY_COPY_SASS + WGRAD_HALO_TILE_SASS))
+                         + wgrad_halo_staging_sass(cg, shape) + 4 * WGRAD_HALO_TILE_SASS)
         + 4 * red_tiles * WGRAD_HALO_CLUSTER_TILE_SASS[cg][splits > 8],
         mma_flops=per_cta * kb * mmas_kb * 4096.0,
         chain_us=(per_cta / (stages - 1) + (WGRAD_HALO_CLUSTER_ROUND_TRIPS if cluster else 0))

@@ -6,9 +6,9 @@ none of the kernels has a local array that would need one.
 
 It also recounts, in the sm_90 SASS, the loops whose instruction counts the performance model
 uses (perf_model.CUDA_WGRAD_HALO_KB_SASS: wgrad_halo's K-block loop, bf16, within 5%; its
-WGRAD_HALO_X_COPY_SASS, WGRAD_HALO_DY_COPY_SASS, WGRAD_HALO_TILE_SASS and
-WGRAD_HALO_CLUSTER_TILE_SASS: a pass of each staging loop, the tile loop's own instructions and
-an accumulator tile of each of the cluster reduction's two loops, within 25%;
+WGRAD_HALO_WALK_PASS_SASS, WGRAD_HALO_X_IMAGE_SASS, WGRAD_HALO_DY_IMAGE_SASS, WGRAD_HALO_TILE_SASS and
+WGRAD_HALO_CLUSTER_TILE_SASS: a pass and an image of each staging walk, the tile loop's own
+instructions and an accumulator tile of each of the cluster reduction's two loops, within 25%;
 HALO_STAGE_ROW_SASS and HALO_STORE_ROW_SASS: a row of fprop_halo's staging and store loops,
 within 20%; HALO_PACK_WORD_SASS: its weight packing, a word, within 25%) and fails when one is
 off, so that the model's issue term follows the code.
@@ -91,9 +91,11 @@ def pack_word_size(bodies) -> float | None:
 
 
 def wgrad_halo_loops(sass: str):
-    """wgrad_halo's loops in one kernel's SASS: the K-block loop (the smallest holding MMAs), the
-    x and dy staging loops inside the tile loop (one copy each, in that order) and the tile loop's
-    own instructions (the largest holding MMAs, less those three); None if not so shaped."""
+    """wgrad_halo's loops in one kernel's SASS: the K-block loop (the smallest holding MMAs); the
+    staging walks inside the tile loop, x's then dy's, each an image loop holding a pass loop
+    (`x_pass`: the inner loop; `x_image`: the outer less the inner); the tile loop's own
+    instructions (the largest holding MMAs, less the K-block loop and the walks); None if not so
+    shaped."""
     spans = sass_loops.spans(sass)
     mma = [s for s in spans if any("HMMA" in t for t in s[2])]
     if not mma:
@@ -101,17 +103,26 @@ def wgrad_halo_loops(sass: str):
     kb, tile = min(mma, key=lambda s: len(s[2])), max(mma, key=lambda s: len(s[2]))
     copies = [s for s in spans if tile[0] <= s[0] and s[1] < tile[1]
               and sum("LDGSTS" in t for t in s[2]) == 1]
-    if len(copies) != 2 or kb is tile:
+
+    def inside(a, b) -> bool:
+        return a is not b and b[0] <= a[0] and a[1] <= b[1]
+
+    inner = sorted(s for s in copies if any(inside(s, o) for o in copies))
+    outer = sorted(s for s in copies if any(inside(o, s) for o in copies))
+    if len(inner) != 2 or len(outer) != 2 or len(copies) != 4 or kb is tile:
         return None
-    x, dy = sorted(copies)
     # The cluster reduction's two loops (up to 8 splits, up to 16): MMA-free, loading from the
     # cluster's shared memory (generic loads, LD) and storing the weights (STG).
     cluster = sorted(len(s[2]) for s in spans if not any("HMMA" in t for t in s[2])
                      and any(re.search(r"\bLD\.E\b", t) for t in s[2]) and any(re.search(r"\bSTG\b", t) for t in s[2]))
-    return {"kb": len(kb[2]), "x": len(x[2]), "dy": len(dy[2]),
-            "tile": len(tile[2]) - len(kb[2]) - len(x[2]) - len(dy[2]),
-            "cluster8": cluster[0] if len(cluster) == 2 else None,
-            "cluster16": cluster[1] if len(cluster) == 2 else None}
+    found = {"kb": len(kb[2]),
+             "tile": len(tile[2]) - len(kb[2]) - sum(len(s[2]) for s in outer),
+             "cluster8": cluster[0] if len(cluster) == 2 else None,
+             "cluster16": cluster[1] if len(cluster) == 2 else None}
+    for part, i in (("x", 0), ("dy", 1)):
+        found[f"{part}_pass"] = len(inner[i][2])
+        found[f"{part}_image"] = len(outer[i][2]) - len(inner[i][2])
+    return found
 
 
 def check_model_sass(tool: str, path: str, rows, demangled) -> int:
@@ -149,11 +160,15 @@ def check_model_sass(tool: str, path: str, rows, demangled) -> int:
         got = wgrad_halo_loops(texts.get(("wgrad_halo", cg, stride), ""))
         what = f"wgrad_halo, bf16 sm_90, Cg = {cg}, stride {stride}"
         report(f"{what}: K-block loop", got and got["kb"], model, SASS_TOLERANCE)
-        for part, want in (("x", pm.WGRAD_HALO_X_COPY_SASS), ("dy", pm.WGRAD_HALO_DY_COPY_SASS),
+        for part, want in (("x_pass", pm.WGRAD_HALO_WALK_PASS_SASS), ("dy_pass", pm.WGRAD_HALO_WALK_PASS_SASS),
+                           ("x_image", pm.WGRAD_HALO_X_IMAGE_SASS), ("dy_image", pm.WGRAD_HALO_DY_IMAGE_SASS),
                            ("tile", pm.WGRAD_HALO_TILE_SASS), ("cluster8", pm.WGRAD_HALO_CLUSTER_TILE_SASS[cg][0]),
                            ("cluster16", pm.WGRAD_HALO_CLUSTER_TILE_SASS[cg][1])):
             name = {"tile": "tile loop", "cluster8": "cluster reduction loop (8 splits)",
-                    "cluster16": "cluster reduction loop (16 splits)"}.get(part, part + " staging loop")
+                    "cluster16": "cluster reduction loop (16 splits)",
+                    "x_pass": "x staging walk, a pass", "dy_pass": "dy staging walk, a pass",
+                    "x_image": "x staging walk, an image", "dy_image": "dy staging walk, an image",
+                    }[part]
             report(f"{what}: {name}", got and got[part], want, pm.WGRAD_HALO_SASS_TOLERANCE)
     halo = sorted(k for k in found if k[0] == "fprop_halo")
 

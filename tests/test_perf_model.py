@@ -458,6 +458,29 @@ def test_wgrad_halo_stage4_two_images_by_hand():
     assert (entry["halo_rows"], entry["halo_cols"], entry["halo_slots"], entry["tile_ksteps"]) == (15, 15, 18, 4)
 
 
+def test_wgrad_halo_staging_walk_by_hand():
+    """wgrad_halo's staging walks (wgrad_halo_fragments.h, wh_walk_rows), as the model counts
+    their loops. 32x4d stage 1 (a 14 x 56 tile, Cg = 4): the x halo's 16 rows of 58 slots, two
+    rows a pass (threads 0-57 rows 0, 2, ..., 14; 58-115 rows 1, ..., 15; 116-127 idle): every
+    warp makes 8 passes in its one image; dy's 14 K rows of 56 pixels, two a pass: 7 each, the
+    last warp's lanes from 112 on idle. Stage 4 (two 7 x 7 images, Cg = 32): 9-row images of 40
+    copies a row, three rows a pass from rows 0, 1 and 2 (threads 120-127 idle): in image 0 rows
+    0-8 take 3 passes; image 1's rows continue 9 on from where image 0's stopped (rows 9, 10, 11
+    are its 0, 1, 2): 3 passes again."""
+    assert pm.wgrad_halo_walk(58, 16, 1, 1, lambda pos: 16, 2) == (4, 32)
+    assert pm.wgrad_halo_walk(56, 14, 1, 1, lambda pos: 14, 2) == (4, 28)
+    assert pm.wgrad_halo_walk(40, 9, 2, 2, lambda pos: 9, 3) == (8, 24)
+    # A padding row after a single 7 x 7 image at Cg = 8 (8 pixels a K row, 16 rows a pass, row r
+    # threads 8r-8r+7): the image's rows 0-6 are warps 0 and 1's (threads 0-55), one pass each;
+    # warps 2 and 3 hold rows 8-15, past every row; the padding row 7 (threads 56-63) is warp 1's
+    # second pass. Every warp runs the image loop twice.
+    assert pm.wgrad_halo_walk(8, 7, 2, 1, lambda pos: 1, 16) == (8, 3)
+    shape = {"tile_channels": 8, "tile_images": 1, "tile_rows": 14, "tile_cols": 56, "halo_rows": 16,
+             "halo_slots": 58, "tile_ksteps": 49}
+    assert pm.wgrad_halo_staging_sass(4, shape) == pytest.approx(
+        4 * pm.WGRAD_HALO_X_IMAGE_SASS + 4 * pm.WGRAD_HALO_DY_IMAGE_SASS + (32 + 28) * pm.WGRAD_HALO_WALK_PASS_SASS)
+
+
 def test_wgrad_halo_columns_by_hand():
     """Cg = 14's columns: a block of four groups (56 channels, chunks of 8) pairs x chunk a with
     the n8 tiles of the groups it touches: chunks 0..6 meet tiles 0-1, 0-3, 1-3, 1-5, 3-5, 3-6,
@@ -488,7 +511,8 @@ def test_wgrad_halo_cg14_shape_and_work_by_hand():
 @pytest.mark.parametrize("name", ["fprop_halo", "dgrad_halo", "wgrad_halo"])
 def test_halo_rungs_fit_where_they_claim(name):
     """Every width and stride a halo rung claims fits an H200 CTA (227 KB of shared memory,
-    128 threads) and launches at least one CTA; all three claim all the paper's widths."""
+    128 threads) and launches at least one CTA; all three claim all the paper's widths (which
+    have Cg = 64 at stride 1 only: 1x64d's stage 1)."""
     gpu = pm.GPUS["H200"]
     direction = name.split("_")[0]
     for cg in (4, 8, 14, 16, 24, 32, 40, 64):
@@ -496,7 +520,8 @@ def test_halo_rungs_fit_where_they_claim(name):
             conv = pm.Conv(2, cg * 8, 14, 14, cg * 8, 8, stride=stride)   # 8 groups: whole slabs
             s = pm.cuda_shape(name, conv, gpu)
             if s["can_implement"]:
-                # fprop_halo at Cg = 64, stride 2 is the one known refusal (shared memory).
-                assert (name, cg, stride) == ("fprop_halo", 64, 2), (name, cg, stride, s["can_implement"])
+                # Cg = 64 at stride 2 is the one known refusal: fprop_halo's for shared memory,
+                # wgrad_halo's for its staging walk (a halo row of 144 copies, 128 threads).
+                assert (cg, stride) == (64, 2) and name != "dgrad_halo", (name, cg, stride, s["can_implement"])
                 continue
             assert 0 < s["smem_bytes"] <= 227 * 1024 and s["threads"] == 128 and s["grid_x"] >= 1

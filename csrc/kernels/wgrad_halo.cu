@@ -4,7 +4,8 @@
 // of the bands of whole rows (column runs where a row is too wide for a stage) the one staging
 // the fewest units, whole images where one fits, two 7x7 images at 32x4d's stage 4. Each tile's
 // x halo and dy pixels are staged in shared memory once, by 16-byte asynchronous copies into a
-// ring of 2-8 stages, and all nine taps read them there through ldmatrix.trans (a staged
+// ring of 2-8 stages (each thread a fixed place in a row of copies, walking the rows: a copy is
+// 12 instructions), and all nine taps read them there through ldmatrix.trans (a staged
 // pixel's 8 channels are a matrix row; .trans gives the pixel pairs an m16n8k16 register
 // holds). K is the tile's pixels, rows padded to 8; a table of its K halves, written once per
 // CTA, gives each lane its row address, and the K-block loop adds offsets fixed for the launch.
@@ -22,24 +23,26 @@
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:wgrad_halo`, registers from the
 // cubin, the loops' instructions counted in its sm_90 SASS; H200, ResNeXt-50 32x4d, batch 64,
-// bf16), us, bound by L2 loads at stage 1 and the stage-2 entry (x and dy both load: (x + dy)
-// / 2.8 TB/s is 65% of the DRAM roofline at best), by latency at the stage-3 entry, by issue
-// elsewhere: stage1 42, stage2.entry 50, stage2 23, stage3.entry 29, stage3 13, stage4.entry 17,
-// stage4 12: 0.38 ms over the 16 layers, 52% of the 0.196 ms roofline (cuDNN measured 0.86 ms:
-// 138 / 54 / 47 / 36 / 30 / 24 / 20). With wgrad_reduce's launch and partials (before
-// 2026-12-03's twelfth session) 0.43 ms; with the split count before the eleventh, 0.44 ms. The
-// 8x8 tiles before (2026-12-03) were predicted at 0.52 ms: 1.56 x halo re-reads, 77% of the K on
-// 28-, 14- and 7-wide grids, and 116 instructions a warp a 64-pixel tile at Cg = 4; a K-block
-// (16 pixels) is now 26 for its 5 MMAs, a copy 31-48. 8x14d's stage 1 (Cg = 14, columns, 8x8
-// tiles by the rule): 66 us (Triton 77). A last-CTA reduction inside the launch (partials in
-// L2, one CTA of a block adding them) was tried before the clusters and dropped: latency-bound,
-// 4.6 us at Cg = 16-32; the cluster spreads the adding over the block's CTAs, a share each.
+// bf16), us, bound by L2 loads at stages 1-2 (x and dy both load: (x + dy) / 2.8 TB/s is 65% of
+// the DRAM roofline at best), by latency at stage 3 and its entry, by issue at stage 4: stage1
+// 42, stage2.entry 50, stage2 22, stage3.entry 29, stage3 13, stage4.entry 15, stage4 11: 0.37 ms
+// over the 16 layers, 53% of the 0.196 ms roofline (cuDNN measured 0.86 ms: 138 / 54 / 47 / 36 /
+// 30 / 24 / 20); with a 5 TB/s L2 and 1.5 us launches 0.28 ms (70%). Before (2026-12-03,
+// thirteenth session) each staging copy decoded its index (37-41 instructions a copy): 0.38 ms;
+// with wgrad_reduce's launch and partials (before the twelfth) 0.43 ms; with the split count
+// before the eleventh, 0.44 ms. The 8x8 tiles before (2026-12-03) were predicted at 0.52 ms:
+// 1.56 x halo re-reads, 77% of the K on 28-, 14- and 7-wide grids, and 116 instructions a warp a
+// 64-pixel tile at Cg = 4; a K-block (16 pixels) is now 26 for its 5 MMAs. 8x14d's stage 1
+// (Cg = 14, columns, 8x8 tiles by the rule): 59 us (Triton 77). A last-CTA reduction inside the
+// launch (partials in L2, one CTA of a block adding them) was tried before the clusters and
+// dropped: latency-bound, 4.6 us at Cg = 16-32; the cluster spreads the adding over the block's
+// CTAs, a share each.
 // Unverified on a GPU: forced only until the GPU check passes it.
 //
 // Serves bf16/fp16, channels_last x and dy, Kg == Cg in {4, 8, 14, 16, 24, 32, 40, 64} (Cg = 4: an
 // even number of groups; Cg = 14: a multiple of four, the block's (chunk, n8 tile) columns that
-// share a group), stride 1 or 2, dilation 1, 16-byte aligned pixels; can_implement refuses the
-// rest (the lower rungs run).
+// share a group), stride 1 or 2 (Cg = 64: 1), dilation 1, 16-byte aligned pixels; can_implement
+// refuses the rest (the lower rungs run).
 #include <algorithm>
 #include <atomic>
 #include <map>
@@ -95,32 +98,48 @@ wgrad_halo_kernel(ConvParams p, WhGeom g, int64_t splits, int64_t tiles, bool cl
 
   // Issues tile tl's copies into stage `slot`: the x halo, then dy (zeros outside the images).
   // Offsets from the tile's first image are 32-bit (halo_offsets_reason and wh_geometry's
-  // max_images check they fit).
+  // max_images check they fit). The rows are walked (wh_x_walk, wh_dy_walk, wh_walk_rows): this
+  // thread's position in a row and its row-0 copy are fixed for the launch, a tile adds its
+  // column's bounds and source, and a pass moves them a step of rows.
   const int xs_n = int(p.x_stride[0]), xs_h = int(p.x_stride[2]), xs_w = int(p.x_stride[3]);
   const int ys_n = int(p.y_stride[0]), ys_h = int(p.y_stride[2]), ys_w = int(p.y_stride[3]);
   const int x_h = int(q.H), x_w = int(q.W), y_h = int(q.P), y_w = int(q.Q), images = int(q.N);
   const uint32_t smem_s = shared_address(smem);
-  const int x_copies = wh_x_copies(g, CG), dy_copies = wh_dy_copies(g, CG);
+  const WhWalk xw = wh_x_walk(g, CG), dw = wh_dy_walk(g, CG);
+  const WhPlace xp = wh_place(threadIdx.x, xw), dp = wh_place(threadIdx.x, dw);
+  const WhCopy x0 = wh_x_copy(xp.pos, g, STRIDE, CG), d0 = wh_dy_copy(dp.pos, g, CG);
+  const int dy_rows = wh_dy_rows(d0.col, g);
+  const int x_row_units = wh_x_row_units(g, CG), dy_row_units = wh_dy_row_units(g, CG);
+  const uint32_t x_pass_bytes = 16u * uint32_t(xw.step * x_row_units), dy_pass_bytes = 16u * uint32_t(dw.step * dy_row_units);
+  const int x_pass = xw.step * xs_h, x_next_image = xs_n - g.xr * xs_h;     // elements
+  const int dy_pass = dw.step * ys_h, dy_next_image = ys_n - g.tr * ys_h;
+  const WhRows x_rows = wh_x_rows(g, xw), dy_rows_of = wh_dy_rows_of(g, dw, dy_rows);
   auto stage = [&](const WhTile& tl, int slot) {
     const int h0 = tl.p0 * STRIDE - int(q.pad_h), w0 = tl.q0 * STRIDE - int(q.pad_w), n_left = images - tl.n;
     const T* const x_tile = x + int64_t(tl.n) * p.x_stride[0];
     const T* const dy_tile = dy + int64_t(tl.n) * p.y_stride[0];
     const uint32_t dst = smem_s + 16u * uint32_t(slot * g.stage_units);
-#pragma unroll 1
-    for (int i = threadIdx.x; i < x_copies; i += kWhThreads) {
-      const WhCopy c = wh_x_copy(i, g, STRIDE, CG);
-      const int h = h0 + c.row, w = w0 + c.col;
-      const bool in = !c.pad && unsigned(h) < unsigned(x_h) && unsigned(w) < unsigned(x_w) && c.img < n_left;
-      const T* src = x_tile + (c.img * xs_n + h * xs_h + w * xs_w + c.chunk * 8);
-      cp_async16_at(dst + 16u * c.unit, in ? src : x, in ? 16 : 0);
+    {
+      // From this thread's first row (an idle thread: past the last); rows h of the tensor.
+      const int w = w0 + x0.col, first = xp.active ? xp.row0 : g.ti * g.xr;
+      const bool col_in = !x0.pad && unsigned(w) < unsigned(x_w);
+      wh_walk_rows(x_rows, h0, first, x_tile + ((h0 + first) * xs_h + w * xs_w + x0.chunk * 8), x_pass, x_next_image,
+                   dst + 16u * uint32_t(x0.unit + first * x_row_units), x_pass_bytes,
+                   [&](int img, int h, const T* src, uint32_t to) {
+                     const bool in = col_in && img < n_left && unsigned(h) < unsigned(x_h);
+                     cp_async16_at(to, in ? src : x_tile, in ? 16 : 0);
+                   });
     }
-#pragma unroll 1
-    for (int i = threadIdx.x; i < dy_copies; i += kWhThreads) {
-      const WhCopy c = wh_dy_copy(i, g, CG);
-      const int pp = tl.p0 + c.row, qq = tl.q0 + c.col;
-      const bool in = !c.pad && pp < y_h && qq < y_w && c.img < n_left;
-      const T* src = dy_tile + (c.img * ys_n + pp * ys_h + qq * ys_w + c.chunk * 8);
-      cp_async16_at(dst + 16u * c.unit, in ? src : dy, in ? 16 : 0);
+    {
+      // K rows pp of the tensor; after the last image the padding rows.
+      const int qq = tl.q0 + d0.col, first = dp.active ? dp.row0 : dy_rows;
+      const bool col_in = !d0.pad && qq < y_w;
+      wh_walk_rows(dy_rows_of, tl.p0, first, dy_tile + ((tl.p0 + first) * ys_h + qq * ys_w + d0.chunk * 8), dy_pass,
+                   dy_next_image, dst + 16u * uint32_t(d0.unit + first * dy_row_units), dy_pass_bytes,
+                   [&](int img, int pp, const T* src, uint32_t to) {
+                     const bool in = col_in && img < g.ti && img < n_left && pp < y_h;
+                     cp_async16_at(to, in ? src : dy_tile, in ? 16 : 0);
+                   });
     }
   };
 
@@ -405,7 +424,9 @@ int launch_wgrad_halo(const ConvParams& p, cudaStream_t stream) {
 
 template <typename T, int CG>
 int launch_wgrad_halo_stride(const ConvParams& p, cudaStream_t stream) {
-  return p.problem.stride_h == 1 ? launch_wgrad_halo<T, CG, 1>(p, stream) : launch_wgrad_halo<T, CG, 2>(p, stream);
+  if (p.problem.stride_h == 1) return launch_wgrad_halo<T, CG, 1>(p, stream);
+  if constexpr (!wh_rows_fit(8, 2, CG)) return int(cudaErrorInvalidValue);   // refused: Cg = 64
+  else return launch_wgrad_halo<T, CG, 2>(p, stream);
 }
 
 template <typename T>
@@ -464,6 +485,8 @@ std::string wgrad_halo_can_implement(const ConvParams& p) {
     return q.Cg() == 4 ? "Cg = 4 with an odd number of groups (blocks are two groups)"
                        : "Cg = 14 with groups not a multiple of 4 (blocks are four groups)";
   if (q.stride_h != q.stride_w || (q.stride_h != 1 && q.stride_h != 2)) return "stride other than 1 or 2";
+  if (!wh_rows_fit(8, int(q.stride_h), int(q.Cg())))
+    return "Cg = 64 at stride 2 (a halo row of 18 pixels is 144 16-byte copies, more than its 128 threads)";
   if (q.dil_h != 1 || q.dil_w != 1) return "dilation other than 1";
   if (q.N >= (int64_t(1) << 31)) return "a batch of 2^31 images or more (tiles number them in 32 bits)";
   const std::string layout = halo_layout_reason(p, "input or grad_output");

@@ -162,9 +162,17 @@ RK_HOST_DEVICE WhGeom wh_geom(int ti, int tr, int tc, int stride, int cg) {
 }
 RK_HOST_DEVICE constexpr bool wh_fits(int units) { return units <= kWhStageUnits; }
 RK_HOST_DEVICE bool wh_fits(const WhGeom& g) { return wh_fits(g.stage_units); }
+// Whether tc-column tiles' rows of copies (an x halo row: xs slots of `chunks` copies; a K row:
+// tcp pixels of the N part's chunks) fit the CTA's threads, as the staging walks them (below:
+// wh_walk). Every width and stride served has them at 8 columns but Cg = 64 at stride 2 (18
+// slots of 8 chunks: 144), which can_implement refuses.
+RK_HOST_DEVICE constexpr bool wh_rows_fit(int tc, int stride, int cg) {
+  return wh_xs(tc, stride) * wh_chunks(cg) <= kWhThreads && wh_tcp(tc) * wh_ntiles(cg) <= kWhThreads;
+}
 // The shape of a P x Q grid's tiles: of the column runs (Q split into equal runs, down to 8
-// columns) and rows whose tile fits a stage, the one whose tiles stage the fewest units over an
-// image (zeros included: the bytes from L2 and the copies' issue alike; ties: the larger tile);
+// columns) whose rows of copies fit the threads (wh_rows_fit) and rows whose tile fits a stage,
+// the one whose tiles stage the fewest units over an image (zeros included: the bytes from L2
+// and the copies' issue alike; ties: the larger tile);
 // then, where a tile takes the whole image, as many images as fit (at most max_images: the
 // kernel addresses a tile's images from its first in 32 bits).
 RK_HOST_DEVICE WhGeom wh_geometry(int64_t P, int64_t Q, int stride, int cg, int max_images = 8) {
@@ -175,6 +183,7 @@ RK_HOST_DEVICE WhGeom wh_geometry(int64_t P, int64_t Q, int stride, int cg, int 
     if (c == last) continue;                  // the same runs as fewer of them
     if (c < 8 && last != 0) break;
     last = c;
+    if (!wh_rows_fit(c, stride, cg)) continue;  // narrower runs may
     for (int r = 1; r <= P; ++r) {
       const int units = wh_stage_units(1, r, c, stride, cg);
       if (!wh_fits(units)) break;             // taller tiles only stage more
@@ -220,6 +229,56 @@ RK_HOST_DEVICE WhCopy wh_dy_copy(int i, const WhGeom& g, int cg) {
   const int rows = wh_div(k, g.by_tcp), col = k - rows * g.tcp, img = wh_div(rows, g.by_tr);
   return {img, rows - img * g.tr, col, chunk, g.x_units + wh_dy_unit(k, chunk, cg),
           col >= g.tc || k >= 8 * g.halves};
+}
+
+// Staging by rows. A stage's x halo is ti * xr rows of xs * chunks copies (a halo row's slots,
+// each its pixel's chunks), its dy part rows of tcp * ntiles copies (a K row's pixels, each its N
+// part's chunks), 16 kblocks / tcp of them rounded up (the padding half of an odd count of halves
+// is the first 8 pixels of one more row). Copy i of either is position i % per_row of row
+// i / per_row; a row is at most the CTA's threads (wh_rows_fit), so thread t keeps one position
+// for the launch, t % per_row, and walks the rows t / per_row, t / per_row + step, ... (step =
+// kWhThreads / per_row rows a pass; threads from step * per_row on idle): its row-0 copy
+// (wh_x_copy / wh_dy_copy of the position: column, chunk, unit, column padding) is decoded once,
+// its column's bounds and source once a tile, and a pass moves its source step rows and its unit
+// step rows' units (wh_walk_rows); the images of a tile are walked one after another (a row past
+// an image's is that many rows into the next: no division), and dy's rows past the last image
+// are the padding half's zeros. A pass of a warp's lanes is 32 consecutive copies but where the
+// idle threads begin.
+struct WhWalk { int per_row, rows, step; };
+RK_HOST_DEVICE WhWalk wh_walk(int per_row, int rows) { return {per_row, rows, kWhThreads / per_row}; }
+RK_HOST_DEVICE WhWalk wh_x_walk(const WhGeom& g, int cg) { return wh_walk(g.xs * wh_chunks(cg), g.ti * g.xr); }
+RK_HOST_DEVICE WhWalk wh_dy_walk(const WhGeom& g, int cg) {
+  return wh_walk(g.tcp * wh_ntiles(cg), (16 * g.kblocks + g.tcp - 1) / g.tcp);
+}
+struct WhPlace { int row0, pos; bool active; };   // thread t's first row and its position
+RK_HOST_DEVICE WhPlace wh_place(int t, const WhWalk& w) { return {t / w.per_row, t % w.per_row, t < w.step * w.per_row}; }
+// The rows holding dy K pixel column `col` (a K row's last copies may be past the padding half).
+RK_HOST_DEVICE int wh_dy_rows(int col, const WhGeom& g) { return (16 * g.kblocks - col + g.tcp - 1) / g.tcp; }
+// A row's units: a pass adds step of them to a thread's unit (wh_x_copy's and wh_dy_copy's unit
+// of copy i is that of its position plus i / per_row rows').
+RK_HOST_DEVICE int wh_x_row_units(const WhGeom& g, int cg) { return g.xs * wh_pitch(cg); }
+RK_HOST_DEVICE int wh_dy_row_units(const WhGeom& g, int cg) { return g.tcp * wh_dy_pitch(cg); }
+
+// A thread's walk over one part of a stage, the kernel's loops (the emulation runs them too):
+// `images` images, the first `full` of image_rows rows, a last one (dy's padding rows) of
+// last_rows; the thread's first row `row` counted from `origin` (the tile's first row in the
+// tensor: copy gets rows as the tensor numbers them), idle past the last; `step` rows a pass.
+// copy(image, row, src, to) for each of its copies, src and to moved along from the first's: by
+// `pass` and `to_pass` a pass, src by `next_image` from an image's row to the next image's.
+struct WhRows { int image_rows, images, full, last_rows, step; };
+RK_HOST_DEVICE WhRows wh_x_rows(const WhGeom& g, const WhWalk& w) { return {g.xr, g.ti, g.ti, g.xr, w.step}; }
+RK_HOST_DEVICE WhRows wh_dy_rows_of(const WhGeom& g, const WhWalk& w, int dy_rows) {
+  return {g.tr, g.ti + (dy_rows > g.ti * g.tr), g.ti, dy_rows - g.ti * g.tr, w.step};
+}
+template <typename Src, typename Copy>
+RK_HOST_DEVICE void wh_walk_rows(const WhRows& r, int origin, int row, Src src, int pass, int next_image,
+                                 uint32_t to, uint32_t to_pass, Copy&& copy) {
+  row += origin;
+  for (int img = 0; img < r.images; ++img, row -= r.image_rows, src += next_image) {
+    const int end = origin + (img < r.full ? r.image_rows : r.last_rows);
+#pragma unroll 1
+    for (; row < end; row += r.step, src += pass, to += to_pass) copy(img, row, src, to);
+  }
 }
 
 // The table of a tile's K halves: half h's first pixel's unit at tap (0, 0), chunk 0 (the

@@ -81,8 +81,12 @@ inline rk::ConvParams channels_last_params(int64_t n, int64_t cg, int64_t groups
 // Wavefronts of one warp-wide shared-memory access of `bytes` per lane: the warp is served in
 // phases of 128 bytes (all 32 lanes for 4 bytes, half-warps for 8, quarter-warps for 16), and
 // within a phase a bank serves one distinct word per wavefront (equal words are broadcast).
+// Lanes that do not access (an empty list) leave their place in their phase.
 inline int wavefronts(const std::vector<std::vector<int>>& lane_words) {
-  const size_t per_phase = 128 / (4 * (lane_words.empty() ? 1 : std::max<size_t>(1, lane_words[0].size())));
+  size_t words = 1;
+  for (const auto& lane : lane_words)
+    if (!lane.empty()) { words = lane.size(); break; }
+  const size_t per_phase = 128 / (4 * words);
   int total = 0;
   for (size_t first = 0; first < lane_words.size(); first += per_phase) {
     std::map<int, std::set<int>> banks;

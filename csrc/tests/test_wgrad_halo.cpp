@@ -16,7 +16,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "../conv_problem.h"
@@ -35,6 +37,55 @@ rk::ConvParams wgrad_params(int64_t n, int64_t cg, int64_t groups, int64_t h, in
   p.num_sms = num_sms;
   p.sm_version = sm_version;
   return p;
+}
+
+// One tile's staging copies as the kernel's threads issue them, by the kernel's walk
+// (wh_x_walk, wh_dy_walk, wh_walk_rows: a thread's position and row-0 copy fixed, its source and
+// unit moved a pass at a time, image after image). Each copy: its thread, part (0 x, 1 dy), the
+// loop's image and pass (a warp's lanes run a pass together), its unit, and its source element
+// (-1: zeros). x_base / dy_base: the CTA's first channel in x and dy.
+struct StagedCopy { int thread, part, image, pass, unit; int64_t src; };
+template <int CG>
+std::vector<StagedCopy> staging(const rk::ConvParams& p, const rk::WhGeom& g, int stride, const rk::WhTile& tl,
+                                int64_t x_base, int64_t dy_base) {
+  const rk::ConvProblem& q = p.problem;
+  const int64_t xs_n = p.x_stride[0], xs_h = p.x_stride[2], xs_w = p.x_stride[3];
+  const int64_t ys_n = p.y_stride[0], ys_h = p.y_stride[2], ys_w = p.y_stride[3];
+  const int h0 = tl.p0 * stride - int(q.pad_h), w0 = tl.q0 * stride - int(q.pad_w), n_left = int(q.N) - tl.n;
+  const int64_t x_tile = x_base + tl.n * xs_n, dy_tile = dy_base + tl.n * ys_n;
+  const rk::WhWalk xw = rk::wh_x_walk(g, CG), dw = rk::wh_dy_walk(g, CG);
+  const int x_row_units = rk::wh_x_row_units(g, CG), dy_row_units = rk::wh_dy_row_units(g, CG);
+  std::vector<StagedCopy> out;
+  for (int t = 0; t < rk::kWhThreads; ++t) {
+    const rk::WhPlace xp = rk::wh_place(t, xw), dp = rk::wh_place(t, dw);
+    const rk::WhCopy x0 = rk::wh_x_copy(xp.pos, g, stride, CG), d0 = rk::wh_dy_copy(dp.pos, g, CG);
+    const int dy_rows = rk::wh_dy_rows(d0.col, g);
+    // The pass of a copy: its place among the thread's copies in the image.
+    std::map<int, int> passes;
+    auto record = [&](int part, int img, int64_t src, int to) { out.push_back({t, part, img, passes[2 * img + part]++, to, src}); };
+    {
+      const int w = w0 + x0.col, first = xp.active ? xp.row0 : g.ti * g.xr;
+      const bool col_in = !x0.pad && unsigned(w) < unsigned(q.W);
+      rk::wh_walk_rows(rk::wh_x_rows(g, xw), h0, first, x_tile + ((h0 + first) * xs_h + w * xs_w + x0.chunk * 8),
+                       int(xw.step * xs_h), int(xs_n - g.xr * xs_h), uint32_t(x0.unit + first * x_row_units),
+                       uint32_t(xw.step * x_row_units), [&](int img, int h, int64_t src, uint32_t to) {
+                         const bool in = col_in && img < n_left && unsigned(h) < unsigned(q.H);
+                         record(0, img, in ? src : -1, int(to));
+                       });
+    }
+    {
+      const int qq = tl.q0 + d0.col, first = dp.active ? dp.row0 : dy_rows;
+      const bool col_in = !d0.pad && qq < q.Q;
+      rk::wh_walk_rows(rk::wh_dy_rows_of(g, dw, dy_rows), tl.p0, first,
+                       dy_tile + ((tl.p0 + first) * ys_h + qq * ys_w + d0.chunk * 8), int(dw.step * ys_h),
+                       int(ys_n - g.tr * ys_h), uint32_t(d0.unit + first * dy_row_units), uint32_t(dw.step * dy_row_units),
+                       [&](int img, int pp, int64_t src, uint32_t to) {
+                         const bool in = col_in && img < g.ti && img < n_left && pp < q.P;
+                         record(1, img, in ? src : -1, int(to));
+                       });
+    }
+  }
+  return out;
 }
 
 // The problem emulated with the kernel's maps; returns the number of wrong or twice-written
@@ -99,25 +150,27 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
       wrong += want.n != tl.n || want.p0 != tl.p0 || want.q0 != tl.q0;
       // Stage the tile: each copy is 8 channels (16 bytes) of one pixel; the kernel's bounds.
       std::vector<float> st(8 * g.stage_units, kUnset);
-      auto put = [&](const rk::WhCopy& c, int64_t ch, bool in, auto value) {
-        if (c.unit < 0 || c.unit >= g.stage_units) return void(++wrong);   // outside the stage
+      // The kernel's copies: each 8 channels (16 bytes) of one pixel, or zeros; x and dy are
+      // [N][H][W][C] (the strides the copies use).
+      const std::vector<StagedCopy> copies = staging<CG>(p, g, stride, tl, block * CB, block * CB + np * NT * 8);
+      // The copies are the definition's (wh_x_copy, wh_dy_copy: every unit of the stage but the
+      // pitches' padding), each once.
+      std::vector<int> units, defined;
+      for (int i = 0; i < rk::wh_x_copies(g, CG); ++i) defined.push_back(rk::wh_x_copy(i, g, stride, CG).unit);
+      for (int i = 0; i < rk::wh_dy_copies(g, CG); ++i) defined.push_back(rk::wh_dy_copy(i, g, CG).unit);
+      for (const StagedCopy& c : copies) units.push_back(c.unit);
+      std::sort(units.begin(), units.end());
+      std::sort(defined.begin(), defined.end());
+      wrong += units != defined;
+      for (const StagedCopy& c : copies) {
+        const std::vector<float>& src = c.part == 0 ? x : dy;
+        if (c.unit < 0 || c.unit >= g.stage_units) { ++wrong; continue; }              // outside the stage
+        if (c.src >= 0 && c.src + 8 > int64_t(src.size())) { ++wrong; continue; }     // outside the tensor
         for (int e = 0; e < 8; ++e) {
           float& dst = st[8 * c.unit + e];
           wrong += !std::isnan(dst);                     // staged twice
-          dst = in ? value(ch + e) : 0.f;
+          dst = c.src >= 0 ? src[c.src + e] : 0.f;
         }
-      };
-      for (int i = 0; i < rk::wh_x_copies(g, CG); ++i) {
-        const rk::WhCopy c = rk::wh_x_copy(i, g, stride, CG);
-        const int64_t n = tl.n + c.img, hh = tl.p0 * stride - q.pad_h + c.row, ww = tl.q0 * stride - q.pad_w + c.col;
-        const bool in = !c.pad && n < q.N && hh >= 0 && hh < q.H && ww >= 0 && ww < q.W;
-        put(c, block * CB + 8 * c.chunk, in, [&](int64_t ch) { return x[((n * q.H + hh) * q.W + ww) * C + ch]; });
-      }
-      for (int i = 0; i < rk::wh_dy_copies(g, CG); ++i) {
-        const rk::WhCopy c = rk::wh_dy_copy(i, g, CG);
-        const int64_t n = tl.n + c.img, pp = tl.p0 + c.row, qq = tl.q0 + c.col;
-        const bool in = !c.pad && n < q.N && pp < q.P && qq < q.Q;
-        put(c, block * CB + 8 * (np * NT + c.chunk), in, [&](int64_t ch) { return dy[((n * q.P + pp) * q.Q + qq) * C + ch]; });
       }
       // ldmatrix.trans: register `reg` half e of `lane` is row / column ldsm_trans_elem of
       // matrix `reg`, whose rows' addresses lanes 8 reg .. 8 reg + 7 gave.
@@ -302,14 +355,18 @@ void check_conflicts(int stride, int P, int Q) {
         add("A ldmatrix", lanes, 4);
       }
     }
-  // Staging copies: the x halo's loop, then dy's, a warp's lanes 32 consecutive copies of each.
-  for (const bool dy : {false, true}) {
-    const int n = dy ? rk::wh_dy_copies(g, CG) : rk::wh_x_copies(g, CG);
-    for (int first = 0; first < n; first += 32) {
-      std::vector<std::vector<int>> lanes;
-      for (int i = first; i < std::min(first + 32, n); ++i)
-        lanes.push_back(unit_words(dy ? rk::wh_dy_copy(i, g, CG).unit : rk::wh_x_copy(i, g, stride, CG).unit));
-      add("staging copies", lanes, int((lanes.size() + 7) / 8));
+  // Staging copies: each pass of a warp (its lanes that copy in it), the x halo's loop, then dy's.
+  {
+    const rk::ConvParams sp = wgrad_params(g.ti, CG, 1, (P - 1) * stride + 1, (Q - 1) * stride + 1, stride, 1, 132);
+    std::map<std::tuple<int, int, int, int>, std::vector<std::vector<int>>> passes;   // (part, warp, image, pass)
+    for (const StagedCopy& c : staging<CG>(sp, g, stride, rk::WhTile{0, 0, 0}, 0, 0)) {
+      auto& lanes = passes[{c.part, c.thread / 32, c.image, c.pass}];
+      lanes.resize(32);
+      lanes[c.thread % 32] = unit_words(c.unit);
+    }
+    for (const auto& [key, lanes] : passes) {
+      const auto active = std::count_if(lanes.begin(), lanes.end(), [](const std::vector<int>& l) { return !l.empty(); });
+      add("staging copies", lanes, int((active + 7) / 8));
     }
   }
   if (KW > 1)                                                       // the warps' sums: float4 stores
@@ -451,6 +508,38 @@ void test_wgrad_halo() {
       for (int nt = 0; nt < rk::wh_ntiles(14); ++nt)
         CHECK(rk::wh_ntile_b_unit(nt, kb, lane, 14) == rk::wh_ntile_b_unit(nt, 0, lane, 14) + kb * rk::wh_b_kb_step(14));
     }
+  // The walks, by hand: 32x4d's stage 1 (14 x 56 tiles, Cg = 4): 58 slots of one chunk a halo
+  // row, two rows a pass; 56 K pixels a dy row, two a pass; 49 K-blocks = 14 rows of 56, no
+  // padding row. Stage 4 (two 7 x 7 images, Cg = 32): 10 slots of 4 chunks = 40, 3 rows a pass;
+  // 8 x 4 = 32 a dy row, 4 rows a pass, 7 K-blocks = 14 rows of 8.
+  {
+    const rk::WhGeom s1 = rk::wh_geom(1, 14, 56, 1, 4), s4 = rk::wh_geom(2, 7, 7, 1, 32);
+    const rk::WhWalk x1 = rk::wh_x_walk(s1, 4), d1 = rk::wh_dy_walk(s1, 4);
+    const rk::WhWalk x4 = rk::wh_x_walk(s4, 32), d4 = rk::wh_dy_walk(s4, 32);
+    CHECK(x1.per_row == 58 && x1.rows == 16 && x1.step == 2 && d1.per_row == 56 && d1.rows == 14 && d1.step == 2);
+    CHECK(x4.per_row == 40 && x4.rows == 18 && x4.step == 3 && d4.per_row == 32 && d4.rows == 14 && d4.step == 4);
+    // Thread 117 of stage 1's x walk: idle (two rows of 58 are threads 0-115); thread 70: row 1,
+    // slot 12. dy's padding row: 7 x 7 one image, Cg = 8: 7 rows of 8 = 56 pixels, 4 K-blocks =
+    // 64: an eighth row of 8 columns, so 8 rows for every column.
+    CHECK(!rk::wh_place(117, x1).active && rk::wh_place(70, x1).row0 == 1 && rk::wh_place(70, x1).pos == 12);
+    const rk::WhGeom s7 = rk::wh_geom(1, 7, 7, 1, 8);
+    CHECK(rk::wh_dy_walk(s7, 8).rows == 8 && rk::wh_dy_rows(0, s7) == 8 && rk::wh_dy_rows(7, s7) == 8);
+  }
+  // Rows that fit the threads: Cg = 64 at stride 2 cannot (18 slots of 8 chunks at the narrowest,
+  // 144 copies; refused), Cg = 40 at stride 2 only at 8 columns (16: 34 slots x 5 = 170), Cg = 14's
+  // dy rows at most 16 columns (24: 24 x 7 = 168); every tile the rule picks has them.
+  CHECK(!rk::wh_rows_fit(8, 2, 64) && rk::wh_rows_fit(8, 1, 64) && rk::wh_rows_fit(8, 2, 40) && !rk::wh_rows_fit(16, 2, 40));
+  CHECK(rk::wh_rows_fit(16, 1, 14) && !rk::wh_rows_fit(24, 1, 14));
+  CHECK_EQ_STR(rk::wgrad_halo_can_implement(wgrad_params(1, 64, 1, 9, 9, 2, 1, 4)),
+               "Cg = 64 at stride 2 (a halo row of 18 pixels is 144 16-byte copies, more than its 128 threads)");
+  for (int cg : {4, 8, 14, 16, 24, 32, 40, 64})
+    for (int stride : {1, 2})
+      for (int side : {1, 5, 7, 14, 28, 56, 112, 224, 300}) {
+        if (!rk::wh_rows_fit(8, stride, cg)) continue;
+        const rk::WhGeom g = rk::wh_geometry(side, side + 3, stride, cg);
+        CHECK(rk::wh_fits(g) && rk::wh_rows_fit(g.tc, stride, cg));
+      }
+  CHECK(emulate<40>(1, 1, 3, 40, 1, 1, 2) == 0);   // wide rows: runs narrow enough for the threads
   // Each case: what it catches.
   CHECK(emulate<4>(2, 4, 9, 11, 1, 1, 3) == 0);    // 32x4d stage 1 widths, two images a tile, 2 blocks
   CHECK(emulate<4>(1, 2, 12, 17, 2, 1, 2) == 0);   // stride 2, odd sizes
@@ -472,6 +561,7 @@ void test_wgrad_halo() {
   CHECK(emulate<64>(1, 1, 4, 70, 1, 1, 2) == 0);   // a row too wide for a stage: two column runs
   CHECK(emulate<32>(3, 1, 7, 7, 1, 1, 2) == 0);    // two images a tile, an odd batch's last alone
   CHECK(emulate<8>(5, 2, 9, 7, 2, 1, 2) == 0);     // five images a tile at stride 2 (K padding too)
+  CHECK(emulate<8>(3, 1, 6, 6, 1, 1, 1) == 0);     // a staging pass of 12 rows over 8-row images
   CHECK(emulate<4>(2, 4, 9, 11, 1, 1, 3, 80) == 0);   // sm_80: the partials and wgrad_reduce alone
   CHECK(emulate<32>(1, 2, 13, 14, 2, 1, 3, 80) == 0);
   CHECK(emulate<16>(4, 2, 8, 8, 1, 1, 1) == 0);    // a cluster of 4 splits at one SM (one tile an image)
