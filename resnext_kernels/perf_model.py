@@ -1264,11 +1264,11 @@ WGRAD_HALO_WALK_PASS_SASS = 12
 WGRAD_HALO_X_IMAGE_SASS = 36
 WGRAD_HALO_DY_IMAGE_SASS = 28
 WGRAD_HALO_TILE_SASS = 127     # the tile loop less its staging and K-block loops (123-132)
-# The cluster reduction's loops, by Cg: one accumulator tile a warp (the splits' loads unrolled
-# and predicated, the weight's decode and its store), up to 8 splits and up to 16, recounted
-# like the others.
-WGRAD_HALO_CLUSTER_TILE_SASS = {4: (138, 184), 8: (138, 184), 14: (168, 211), 16: (130, 175),
-                                24: (128, 173), 32: (132, 177), 40: (130, 175), 64: (132, 177)}
+# The cluster reduction's loops, by Cg: one accumulator tile, which one warp adds (each lane its
+# four sums: the splits' 16-byte loads unrolled and predicated, four weights' decode and
+# stores), up to 8 splits and up to 16, recounted like the others.
+WGRAD_HALO_CLUSTER_TILE_SASS = {4: (174, 238), 8: (141, 208), 14: (377, 440), 16: (157, 221),
+                                24: (325, 426), 32: (161, 227), 40: (322, 427), 64: (196, 264)}
 WGRAD_HALO_SASS_TOLERANCE = 0.25
 # The cluster reduction's serial part: the cluster barrier after the sums (a release: the
 # CTA's memory operations drain) and the loads from the cluster's shared memory, assumed a
@@ -1389,9 +1389,9 @@ def cuda_wgrad_halo(conv: Conv, gpu: GPU, shape: dict, resources: Resources,
         mmas_kb = mtiles * ntiles
     warps_kb = 1 if kwarps == 4 else 4             # warps that run each K-block
     # The cluster reduction (one launch): a CTA stores each of its accumulator tiles (4
-    # wavefronts: a lane's four as 16 bytes) and adds its share of them over the cluster, a pass
-    # of the loop for each warp and tile, a wavefront a split (the loads of all the shares: 4
-    # wavefronts a tile again); two round trips.
+    # wavefronts: a lane's four as 16 bytes) and adds its share of them over the cluster, a warp
+    # a tile, 4 wavefronts a split (16 bytes a lane; the loads of all the shares: 4 wavefronts a
+    # tile again); two round trips.
     cluster = shape["launches"] == 1
     red_tiles = wgrad_halo_frag_tiles(cg) / splits if cluster else 0.0
     work = CtaWork(
@@ -1401,7 +1401,7 @@ def cuda_wgrad_halo(conv: Conv, gpu: GPU, shape: dict, resources: Resources,
         # staging loops as the warps run them, and the tile loop's own, each warp.
         issue=per_cta * (kb * warps_kb * CUDA_WGRAD_HALO_KB_SASS[(cg, stride)]
                          + wgrad_halo_staging_sass(cg, shape) + 4 * WGRAD_HALO_TILE_SASS)
-        + 4 * red_tiles * WGRAD_HALO_CLUSTER_TILE_SASS[cg][splits > 8],
+        + red_tiles * WGRAD_HALO_CLUSTER_TILE_SASS[cg][splits > 8],
         mma_flops=per_cta * kb * mmas_kb * 4096.0,
         chain_us=(per_cta / (stages - 1) + (WGRAD_HALO_CLUSTER_ROUND_TRIPS if cluster else 0))
         * gpu.mem_latency_us,

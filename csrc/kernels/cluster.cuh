@@ -35,23 +35,16 @@ __device__ __forceinline__ void cluster_sync_relaxed() {
 #endif
 }
 
-// The shared::cluster address of shared-space address `addr` of this CTA's layout in the
-// cluster's CTA `rank`.
-__device__ __forceinline__ uint32_t cluster_map_shared(uint32_t addr, uint32_t rank) {
-  uint32_t remote = 0;
+// The generic address, in the cluster's CTA `rank`, of what `p` (this CTA's shared memory)
+// addresses: loads through it read that CTA's shared memory (distributed shared memory) as plain
+// generic loads, with no window lookup a load.
+template <typename T>
+__device__ __forceinline__ const T* cluster_map(const T* p, uint32_t rank) {
+  uint64_t remote = 0;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(addr), "r"(rank));
+  asm("mapa.u64 %0, %1, %2;\n" : "=l"(remote) : "l"(reinterpret_cast<uint64_t>(p)), "r"(rank));
 #endif
-  return remote;
-}
-
-// The fp32 at shared::cluster address `addr` (cluster_map_shared).
-__device__ __forceinline__ float ld_shared_cluster_f32(uint32_t addr) {
-  float v = 0.f;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(v) : "r"(addr) : "memory");
-#endif
-  return v;
+  return reinterpret_cast<const T*>(remote);
 }
 
 }  // namespace rk

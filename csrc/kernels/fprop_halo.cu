@@ -517,12 +517,11 @@ std::string halo_layout_reason(const ConvParams& p, const char* tensors) {
   return "";
 }
 
-// The packing addresses the weight, and numbers its groups, in 32 bits (halo_pack_slab).
-static std::string halo_weight_offsets_reason(const ConvParams& p) {
+std::string halo_weight_offsets_reason(const ConvParams& p) {
   const ConvProblem& q = p.problem;
   const int64_t size[4] = {q.K, q.Cg(), q.R, q.S};
   return offsets_fit_int32(p.w_stride, size, 4, 1.0)
-             ? "" : "the weight spans 2^31 elements or more (packed with 32-bit offsets)";
+             ? "" : "the weight spans 2^31 elements or more (addressed with 32-bit offsets)";
 }
 
 std::string fprop_halo_can_implement(const ConvParams& p) {

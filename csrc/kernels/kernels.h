@@ -56,6 +56,9 @@ SmemTile fprop_smem_tile(const ConvParams& p);
 std::string halo_layout_reason(const ConvParams& p, const char* tensors);
 // Why the halo rungs' 32-bit in-image copy offsets cannot address x's or y's images ("" if they can).
 std::string halo_offsets_reason(const ConvParams& p);
+// Why 32-bit offsets cannot address the weight (the halo rungs' packing, wgrad_halo's cluster
+// stores; "" if they can).
+std::string halo_weight_offsets_reason(const ConvParams& p);
 // Rung 4 of fprop, "halo" (fprop_halo.cu; index maps in halo_fragments.h): the halo of an 8x16
 // pixel tile staged once in shared memory by 16-byte asynchronous copies, K = (tap, channel)
 // inside a group on mma.sync with ldmatrix A fragments, persistent CTAs with two halo buffers,

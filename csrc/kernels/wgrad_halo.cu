@@ -23,20 +23,21 @@
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:wgrad_halo`, registers from the
 // cubin, the loops' instructions counted in its sm_90 SASS; H200, ResNeXt-50 32x4d, batch 64,
-// bf16), us, bound by L2 loads at stages 1-2 (x and dy both load: (x + dy) / 2.8 TB/s is 65% of
-// the DRAM roofline at best), by latency at stage 3 and its entry, by issue at stage 4: stage1
-// 42, stage2.entry 50, stage2 22, stage3.entry 29, stage3 13, stage4.entry 15, stage4 11: 0.37 ms
-// over the 16 layers, 53% of the 0.196 ms roofline (cuDNN measured 0.86 ms: 138 / 54 / 47 / 36 /
-// 30 / 24 / 20); with a 5 TB/s L2 and 1.5 us launches 0.28 ms (70%). Before (2026-12-03,
-// thirteenth session) each staging copy decoded its index (37-41 instructions a copy): 0.38 ms;
-// with wgrad_reduce's launch and partials (before the twelfth) 0.43 ms; with the split count
-// before the eleventh, 0.44 ms. The 8x8 tiles before (2026-12-03) were predicted at 0.52 ms:
-// 1.56 x halo re-reads, 77% of the K on 28-, 14- and 7-wide grids, and 116 instructions a warp a
-// 64-pixel tile at Cg = 4; a K-block (16 pixels) is now 26 for its 5 MMAs. 8x14d's stage 1
-// (Cg = 14, columns, 8x8 tiles by the rule): 59 us (Triton 77). A last-CTA reduction inside the
-// launch (partials in L2, one CTA of a block adding them) was tried before the clusters and
-// dropped: latency-bound, 4.6 us at Cg = 16-32; the cluster spreads the adding over the block's
-// CTAs, a share each.
+// bf16), us, bound by L2 loads at stages 1-2 and the stage-4 entry (x and dy both load: (x + dy)
+// / 2.8 TB/s is 65% of the DRAM roofline at best), by latency at stage 3 and its entry, by issue
+// at stage 4: stage1 42, stage2.entry 50, stage2 22, stage3.entry 29, stage3 13, stage4.entry
+// 14.5, stage4 9.7: 0.37 ms over the 16 layers, 53% of the 0.196 ms roofline (cuDNN measured
+// 0.86 ms: 138 / 54 / 47 / 36 / 30 / 24 / 20); with a 5 TB/s L2 and 1.5 us launches 0.28 ms
+// (71%). Before (2026-12-03, thirteenth session) each staging copy decoded its index (37-41
+// instructions a copy) and the cluster's adding took a thread a slot (528 instructions a tile at
+// Cg = 32, now 161): 0.38 ms; with wgrad_reduce's launch and partials (before the twelfth)
+// 0.43 ms; with the split count before the eleventh, 0.44 ms. The 8x8 tiles before (2026-12-03)
+// were predicted at 0.52 ms: 1.56 x halo re-reads, 77% of the K on 28-, 14- and 7-wide grids,
+// and 116 instructions a warp a 64-pixel tile at Cg = 4; a K-block (16 pixels) is now 26 for its
+// 5 MMAs. 8x14d's stage 1 (Cg = 14, columns, 8x8 tiles by the rule): 59 us (Triton 77). A
+// last-CTA reduction inside the launch (partials in L2, one CTA of a block adding them) was
+// tried before the clusters and dropped: latency-bound, 4.6 us at Cg = 16-32; the cluster
+// spreads the adding over the block's CTAs, a share each.
 // Unverified on a GPU: forced only until the GPU check passes it.
 //
 // Serves bf16/fp16, channels_last x and dy, Kg == Cg in {4, 8, 14, 16, 24, 32, 40, 64} (Cg = 4: an
@@ -295,29 +296,39 @@ wgrad_halo_kernel(ConvParams p, WhGeom g, int64_t splits, int64_t tiles, bool cl
   if (!cluster) return;
   if (!cluster_target()) __trap();       // never launched so (clusters_fit): an error, not zeros
 
-  // The cluster's reduction: this CTA (rank `split`) adds its accumulator tiles over the
-  // cluster's CTAs in rank order, thread t slot t of each, and stores those weights. The loads
-  // are unrolled over a portable cluster's 8 splits, or over 16 past it (their loop apart, so
-  // that the common one predicates off no more than it needs).
+  // The cluster's reduction: this CTA (rank `split`) adds its share of the accumulator tiles
+  // over the cluster's CTAs in rank order, warp w the tiles w, w + 4, ... of it, each lane its
+  // four sums (a 16-byte load from each CTA), and stores those weights. The loads are unrolled
+  // over a portable cluster's 8 splits, or over 16 past it (their loop apart, so that the common
+  // one predicates off no more than it needs).
   cluster_sync();                        // every CTA's sums are in its shared memory
-  uint32_t remote[kWhClusterSplits];     // `out` in each CTA of the cluster
+  const int n = int(splits);
+  const float* remote[kWhClusterSplits];   // `out` in each CTA of the cluster
 #pragma unroll
-  for (int j = 0; j < kWhClusterSplits; ++j) remote[j] = cluster_map_shared(shared_address(out), j < splits ? j : 0);
-  const int ln = int(threadIdx.x) / 4, i = int(threadIdx.x) % 4;
-  const int first = wh_cluster_tile0(int(split), int(splits), CG), end = wh_cluster_tile0(int(split) + 1, int(splits), CG);
+  for (int j = 0; j < kWhClusterSplits; ++j) remote[j] = cluster_map(out, j < n ? j : 0);
+  // The weights in 32-bit offsets from the block's first (halo_weight_offsets_reason).
+  T* const weights = static_cast<T*>(p.w) + block * CB * p.w_stride[0];
+  const int ws_k = int(p.w_stride[0]), ws_c = int(p.w_stride[1]), ws_r = int(p.w_stride[2]), ws_s = int(p.w_stride[3]);
+  const int first = wh_cluster_tile0(int(split), n, CG), end = wh_cluster_tile0(int(split) + 1, n, CG);
   auto add_up = [&](auto most) {
-    for (int tile = first; tile < end; ++tile) {
-      const WhElem e = wh_tile_elem(tile, int(np), ln, i, CG);
-      if (!e.ok) continue;
-      const uint32_t off = 4u * uint32_t(wh_slot(tile, ln, i));
-      float v = 0.f;
+    for (int tile = first + warp; tile < end; tile += kWhWarps) {
+      const int slot = wh_slot(tile, lane, 0);
+      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
       for (int j = 0; j < decltype(most)::value; ++j)
-        if (j < splits) v += ld_shared_cluster_f32(remote[j] + off);
-      store_weight<T>(p, block * CB + e.k, e.c, e.tap, v);
+        if (j < n) {
+          const float4 r = *reinterpret_cast<const float4*>(remote[j] + slot);
+          v.x += r.x, v.y += r.y, v.z += r.z, v.w += r.w;
+        }
+      const float sums[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const WhElem e = wh_tile_elem(tile, int(np), lane, i, CG);
+        if (e.ok) weights[e.k * ws_k + e.c * ws_c + e.tap / 3 * ws_r + e.tap % 3 * ws_s] = from_float<T>(sums[i]);
+      }
     }
   };
-  if (splits <= kWhPortableCluster) add_up(std::integral_constant<int, kWhPortableCluster>{});
+  if (n <= kWhPortableCluster) add_up(std::integral_constant<int, kWhPortableCluster>{});
   else add_up(std::integral_constant<int, kWhClusterSplits>{});
   cluster_sync_relaxed();                // no CTA leaves while another reads its shared memory
 }
@@ -489,8 +500,9 @@ std::string wgrad_halo_can_implement(const ConvParams& p) {
     return "Cg = 64 at stride 2 (a halo row of 18 pixels is 144 16-byte copies, more than its 128 threads)";
   if (q.dil_h != 1 || q.dil_w != 1) return "dilation other than 1";
   if (q.N >= (int64_t(1) << 31)) return "a batch of 2^31 images or more (tiles number them in 32 bits)";
-  const std::string layout = halo_layout_reason(p, "input or grad_output");
-  return layout.empty() ? halo_offsets_reason(p) : layout;
+  std::string why = halo_layout_reason(p, "input or grad_output");
+  if (why.empty()) why = halo_offsets_reason(p);
+  return why.empty() ? halo_weight_offsets_reason(p) : why;   // the cluster's weight stores
 }
 
 // The partials of the two-launch path; kept in a cluster's launch too, for a device that

@@ -107,9 +107,11 @@ RK_HOST_DEVICE constexpr int wh_warp_mtile_count(int w, int cg) {
 // The (tap, chunk) of half `half` (rows 8 half .. 8 half + 7) of block M tile m: the (2m + half)th
 // (tap, chunk) pair; past the last (an odd count), `tap` says 9 and the loads read tap 8's rows.
 struct WhHalf { int tap, chunk; };
+// (Unsigned: the indices are never negative, and the divisions then need no sign fix-ups; the
+// cluster reduction decodes its weights with these, wh_tile_elem.)
 RK_HOST_DEVICE constexpr WhHalf wh_half(int m, int half, int cg) {
-  const int kc = 2 * m + half;
-  return kc < 9 * wh_chunks(cg) ? WhHalf{kc / wh_chunks(cg), kc % wh_chunks(cg)} : WhHalf{9, 0};
+  const unsigned kc = unsigned(2 * m + half), chunks = unsigned(wh_chunks(cg));
+  return kc < 9 * chunks ? WhHalf{int(kc / chunks), int(kc % chunks)} : WhHalf{9, 0};
 }
 
 // Division by a divisor fixed at launch, for dividends and divisors below 2^15 (every index and
@@ -328,7 +330,7 @@ RK_HOST_DEVICE constexpr int wh_b_matrix(int nt, int reg, int cg) {
 // group's k: ok false).
 struct WhElem { bool ok; int k, c, tap; };
 RK_HOST_DEVICE constexpr WhElem wh_make_elem(int tap, int c, int k, int cg) {
-  return {tap < 9 && c / cg == k / cg, k, c % cg, tap};
+  return {tap < 9 && unsigned(c) / unsigned(cg) == unsigned(k) / unsigned(cg), k, int(unsigned(c) % unsigned(cg)), tap};
 }
 RK_HOST_DEVICE WhElem wh_elem(int m, int np, int nt, int lane, int i, int cg) {
   const FragCoord f = mma_c_coord(lane, i);
@@ -410,10 +412,11 @@ RK_HOST_DEVICE constexpr int64_t wh_split_begin(int64_t j, int64_t splits, int64
 // fragment order: accumulator tile `tile` (wh_mn_tile: M tile and n8 tile; wh_col_tile: column
 // and tap pair) takes slots 128 tile .. 128 tile + 127, element i of `lane` slot wh_slot (a
 // lane's four are one 16-byte store). Then CTA j adds the accumulator tiles [wh_cluster_tile0(j),
-// wh_cluster_tile0(j + 1)) of every CTA of the cluster in rank order, starting from zero, thread
-// t the slot t of each (so its lane and element are fixed: wh_tile_elem says which weight it
-// holds; discarded products are skipped), and stores the weights. That is wgrad_reduce's order
-// on the same sums: no workspace, no second launch, the same bits.
+// wh_cluster_tile0(j + 1)) of every CTA of the cluster in rank order, starting from zero, warp w
+// the tiles w, w + 4, ... of that share, each lane its own four slots of the tile (one 16-byte
+// load from each CTA; wh_tile_elem says which weights they hold; discarded products are
+// skipped), and stores the weights. That is wgrad_reduce's order on the same sums: no
+// workspace, no second launch, the same bits.
 constexpr int kWhClusterSplits = 16, kWhPortableCluster = 8;
 RK_HOST_DEVICE constexpr int wh_frag_tiles(int cg) {
   return wh_columns(cg) ? wh_cols(cg) * kWhTapPairs : wh_mtiles(cg) * wh_ntiles(cg);
@@ -425,8 +428,9 @@ RK_HOST_DEVICE constexpr int wh_col_tile(int w, int j, int tp, int cg) {
 }
 RK_HOST_DEVICE constexpr int wh_slot(int tile, int lane, int i) { return (tile * 32 + lane) * 4 + i; }
 RK_HOST_DEVICE WhElem wh_tile_elem(int tile, int np, int lane, int i, int cg) {
-  if (wh_columns(cg)) return wh_col_elem(wh_col(tile / kWhTapPairs, cg), tile % kWhTapPairs, lane, i, cg);
-  return wh_elem(tile / wh_ntiles(cg), np, tile % wh_ntiles(cg), lane, i, cg);
+  const unsigned t = unsigned(tile), nt = unsigned(wh_ntiles(cg)), pairs = unsigned(kWhTapPairs);
+  if (wh_columns(cg)) return wh_col_elem(wh_col(int(t / pairs), cg), int(t % pairs), lane, i, cg);
+  return wh_elem(int(t / nt), np, int(t % nt), lane, i, cg);
 }
 RK_HOST_DEVICE constexpr int wh_cluster_tile0(int rank, int splits, int cg) {
   return rank * wh_frag_tiles(cg) / splits;

@@ -491,9 +491,9 @@ void test_fprop_halo() {
   CHECK(rk::dgrad_halo_can_implement(p).find("spans 2^31 elements") != std::string::npos);
   p = halo_params(1, 8, 4, 8, 8, 1, 1);
   p.w_stride[0] = int64_t(1) << 28;            // the weight's 32 rows 2^28 elements apart
-  CHECK_EQ_STR(rk::fprop_halo_can_implement(p), "the weight spans 2^31 elements or more (packed with 32-bit offsets)");
+  CHECK_EQ_STR(rk::fprop_halo_can_implement(p), "the weight spans 2^31 elements or more (addressed with 32-bit offsets)");
   p.direction = rk::Direction::kDgrad;
-  CHECK_EQ_STR(rk::dgrad_halo_can_implement(p), "the weight spans 2^31 elements or more (packed with 32-bit offsets)");
+  CHECK_EQ_STR(rk::dgrad_halo_can_implement(p), "the weight spans 2^31 elements or more (addressed with 32-bit offsets)");
   p = halo_params(2, 8, 4, 7, 7, 1, 1);        // paired tiles address two images in 32 bits
   const int64_t last = 6 * p.x_stride[2] + 6 * p.x_stride[3] + 31 + 8;   // past image 1's last copy
   p.x_stride[0] = ((int64_t(1) << 31) - last + 7) / 8 * 8;   // the first 16-byte multiple that reaches 2^31

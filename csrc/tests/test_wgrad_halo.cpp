@@ -263,25 +263,30 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int stride, int
             }
   }
   // The cluster reduction: cluster (block, N part) is CTAs [cl splits, (cl + 1) splits), rank
-  // j split j; rank r adds its accumulator tiles over the ranks in order, thread t slot t of
-  // each, and stores the weights they hold.
+  // j split j; rank r adds its share of the accumulator tiles over the ranks in order, warp w
+  // the tiles w, w + 4, ... of the share, each lane its four sums, and stores the weights they
+  // hold.
   std::vector<float> dw(q.w_numel(), kUnset);
   for (int64_t cl = 0; cl < shape.grid_x / splits; ++cl)
-    for (int rank = 0; rank < int(splits); ++rank)
-      for (int tile = rk::wh_cluster_tile0(rank, int(splits), CG); tile < rk::wh_cluster_tile0(rank + 1, int(splits), CG); ++tile)
-        for (int t = 0; t < rk::kWhThreads; ++t) {
-          const rk::WhElem e = rk::wh_tile_elem(tile, int(cl % NP), t / 4, t % 4, CG);
-          if (!e.ok) continue;
-          float v = 0.f;
-          for (int64_t j = 0; j < splits; ++j) {
-            const float o = outs[(cl * splits + j) * slots + rk::wh_slot(tile, t / 4, t % 4)];
-            wrong += std::isnan(o);                      // a slot no warp wrote
-            v += o;
-          }
-          float& dst = dw[((cl / NP * CB + e.k) * CG + e.c) * 9 + e.tap];
-          wrong += !std::isnan(dst);                     // stored twice
-          dst = v;
-        }
+    for (int rank = 0; rank < int(splits); ++rank) {
+      const int first = rk::wh_cluster_tile0(rank, int(splits), CG), end = rk::wh_cluster_tile0(rank + 1, int(splits), CG);
+      for (int warp = 0; warp < rk::kWhWarps; ++warp)
+        for (int tile = first + warp; tile < end; tile += rk::kWhWarps)
+          for (int lane = 0; lane < 32; ++lane)
+            for (int i = 0; i < 4; ++i) {
+              const rk::WhElem e = rk::wh_tile_elem(tile, int(cl % NP), lane, i, CG);
+              if (!e.ok) continue;
+              float v = 0.f;
+              for (int64_t j = 0; j < splits; ++j) {
+                const float o = outs[(cl * splits + j) * slots + rk::wh_slot(tile, lane, i)];
+                wrong += std::isnan(o);                  // a slot no warp wrote
+                v += o;
+              }
+              float& dst = dw[((cl / NP * CB + e.k) * CG + e.c) * 9 + e.tap];
+              wrong += !std::isnan(dst);                 // stored twice
+              dst = v;
+            }
+    }
   // wgrad_reduce: splits in order; against the direct sum, and the cluster's bits against it.
   for (int64_t k = 0; k < C; ++k)
     for (int64_t c = 0; c < CG; ++c)
@@ -409,15 +414,14 @@ void check_conflicts(int stride, int P, int Q) {
       }
     }
   }
-  for (int tile = 0; tile < rk::wh_frag_tiles(CG); ++tile)   // a reducer warp's reads of a tile
-    for (int warp = 0; warp < rk::kWhWarps; ++warp) {
-      std::vector<std::vector<int>> lanes;
-      for (int lane = 0; lane < 32; ++lane) {
-        const int t = 32 * warp + lane;
-        lanes.push_back({out0 + rk::wh_slot(tile, t / 4, t % 4)});
-      }
-      add("cluster reads", lanes, 1);
+  for (int tile = 0; tile < rk::wh_frag_tiles(CG); ++tile) {   // a reducer warp's reads of a tile
+    std::vector<std::vector<int>> lanes;
+    for (int lane = 0; lane < 32; ++lane) {
+      const int w0 = out0 + rk::wh_slot(tile, lane, 0);
+      lanes.push_back({w0, w0 + 1, w0 + 2, w0 + 3});
     }
+    add("cluster reads", lanes, 4);
+  }
   for (const auto& [kind, c] : out) {
     std::printf("  wgrad_halo Cg=%d stride %d %dx%d %-16s %6d wavefronts (minimum %d)\n", CG, stride, P, Q,
                 kind.c_str(), c.wavefronts, c.minimum);
