@@ -1246,12 +1246,11 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
 
 
 # Warp instructions of wgrad_halo's loops (wgrad_halo_kernel<bf16, Cg, stride>, sm_90 SASS):
-# its K-block loop (the smallest loop holding its MMAs: one K-block of a warp), by (Cg, stride);
-# a pass of its x and dy staging loops (one copy a thread); and the tile loop's own instructions
-# beyond those loops (the wait, barrier, tile walk, loop setup; Cg = 64 is built for stride 1
-# only). scripts/cuda_resource_check.py
-# recounts them from the build (the K-block loop within 5%, the others within 25%), so the issue
-# term follows the code.
+# its K-block loop (the smallest loop holding its MMAs: one K-block of a warp), by (Cg, stride;
+# Cg = 64 is built for stride 1 only); its staging walks; the tile loop's own instructions
+# beyond those loops (the wait, barrier, tile walk, loop setup); the cluster reduction's.
+# scripts/cuda_resource_check.py recounts them from the build (the K-block loop within 5%, the
+# others within 25%), so the issue term follows the code.
 CUDA_WGRAD_HALO_KB_SASS = {
     (4, 1): 26, (4, 2): 26, (8, 1): 26, (8, 2): 26, (14, 1): 177, (14, 2): 177,
     (16, 1): 41, (16, 2): 44, (24, 1): 41, (24, 2): 41, (32, 1): 53, (32, 2): 53,

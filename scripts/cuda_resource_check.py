@@ -6,9 +6,10 @@ none of the kernels has a local array that would need one.
 
 It also recounts, in the sm_90 SASS, the loops whose instruction counts the performance model
 uses (perf_model.CUDA_WGRAD_HALO_KB_SASS: wgrad_halo's K-block loop, bf16, within 5%; its
-WGRAD_HALO_WALK_PASS_SASS, WGRAD_HALO_X_IMAGE_SASS, WGRAD_HALO_DY_IMAGE_SASS, WGRAD_HALO_TILE_SASS and
-WGRAD_HALO_CLUSTER_TILE_SASS: a pass and an image of each staging walk, the tile loop's own
-instructions and an accumulator tile of each of the cluster reduction's two loops, within 25%;
+WGRAD_HALO_WALK_PASS_SASS, WGRAD_HALO_X_IMAGE_SASS, WGRAD_HALO_DY_IMAGE_SASS,
+WGRAD_HALO_TILE_SASS and WGRAD_HALO_CLUSTER_TILE_SASS: a pass and an image of each staging walk,
+the tile loop's own instructions and an accumulator tile of each of the cluster reduction's two
+loops, within 25%;
 HALO_STAGE_ROW_SASS and HALO_STORE_ROW_SASS: a row of fprop_halo's staging and store loops,
 within 20%; HALO_PACK_WORD_SASS: its weight packing, a word, within 25%) and fails when one is
 off, so that the model's issue term follows the code.
