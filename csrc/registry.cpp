@@ -163,7 +163,7 @@ const std::vector<KernelVariant>& registry() {
        "pairs that share a group); fixed-order reduction of the splits (sm_90, where 16 "
        "splits or fewer serve: in a thread-block cluster of a block's splits, through their "
        "shared memory, in the same launch); bf16/fp16 "
-       "channels_last, Kg = Cg in {4, 8, 14, 16, 24, 32, 40, 64}, stride 1 or 2", false,
+       "channels_last, Kg = Cg in {4, 8, 14, 16, 24, 32, 40, 64}, stride 1 or 2 (Cg = 64: 1)", false,
        wgrad_halo_can_implement, wgrad_halo_workspace_elems, wgrad_halo_launch, wgrad_halo_shape},
 #endif
   };
