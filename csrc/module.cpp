@@ -118,6 +118,8 @@ py::dict variant_shape(const std::string& name, const std::vector<int64_t>& inpu
   d["halo_cols"] = s.halo_cols;
   d["halo_slots"] = s.halo_slots;
   d["tile_ksteps"] = s.tile_ksteps;
+  d["a_loads"] = s.a_loads;
+  d["a_loads_x2"] = s.a_loads_x2;
   d["stages"] = s.stages;
   d["splits"] = s.splits;
   d["launches"] = s.launches;

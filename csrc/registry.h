@@ -35,6 +35,8 @@ struct LaunchShape {
   int64_t halo_cols = 0;
   int64_t halo_slots = 0;           // pixel slots a staged halo row takes (padding included)
   int64_t tile_ksteps = 0;          // MMA K steps a tile (0: untold)
+  int64_t a_loads = 0;              // fprop_halo: A ldmatrix a warp and GEMM group a tile, and
+  int64_t a_loads_x2 = 0;           //   of them the .x2 (halo_a_schedule; 0: untold)
   int stages = 0;                   // shared-memory stages of its ring (0: no ring)
   int64_t splits = 1;               // wgrad: partial sums per weight element
   int launches = 1;                 // kernels per call (wgrad: + the reduction)

@@ -1082,7 +1082,8 @@ def halo_kn_pairs(cg: int, gw: int, class_taps: Sequence[int]) -> int:
                         total += 1
                         break
     return total
-HALO_PACK_UNROLL = 8             # packed words a thread loads at once (kHaloPackUnroll)
+HALO_PACK_UNROLL = 8             # packed words a thread loads at once (halo_pack_unroll)
+HALO_PHASES_PACK_UNROLL = 4      # the same for dgrad's phase classes
 # Warp instructions of fprop_halo's staging loop for one halo row and of its store loop for one
 # tile row, in passes of 32 lanes (halo_fragments.h, halo_lane_copy: 32 / (slab / 8) pixels a
 # pass): a fixed part plus a part per pass, fitted to the sm_90 SASS of the 62 bf16 kernels
@@ -1094,13 +1095,14 @@ HALO_PACK_UNROLL = 8             # packed words a thread loads at once (kHaloPac
 # instructions and of the store loop 28-32, for 32 copies.
 # Warp instructions a packed weight word costs fprop_halo's slab packing (halo_pack_slab: each
 # thread a word a pass, eight passes' loads at once), by (Cg, dgrad's phase classes), in the
-# sm_90 SASS of the bf16 kernels (2026-12-03: the pack loops' instructions per word; 29-146).
+# sm_90 SASS of the bf16 kernels (2026-12-03: the pack loops' instructions per word; 29-146;
+# Cg = 8 without the phases 35 -> 28 when the K order of taps became column by column).
 # Until then the packing evaluated each word's index maps in 64-bit arithmetic at run time:
 # 235-262 instructions a word, 785-975 for the phase classes, where the model had assumed ~60
 # and so predicted stages 3-4 and the stride-2 dgrad entries far too fast. Recounted in CI
 # within 25% for each kernel.
 HALO_PACK_WORD_SASS = {
-    (4, False): 50, (4, True): 77, (8, False): 35, (8, True): 66, (14, False): 145, (14, True): 112,
+    (4, False): 50, (4, True): 77, (8, False): 28, (8, True): 66, (14, False): 145, (14, True): 112,
     (16, False): 45, (16, True): 29, (24, False): 131, (24, True): 111, (32, False): 85,
     (32, True): 59, (40, False): 131, (40, True): 104, (64, False): 83, (64, True): 59,
 }
@@ -1112,9 +1114,11 @@ HALO_PREPACKED_WORD_SASS = 2.0
 
 def halo_pack_rounds(class_ksteps: Sequence[int], ntiles: int, gemm_groups: int) -> int:
     """Load round trips of a thread packing a slab (halo_pack_slab): per GEMM group and class,
-    its half of the class's (k-step, n8 tile) pairs, HALO_PACK_UNROLL at once."""
+    its half of the class's (k-step, n8 tile) pairs, HALO_PACK_UNROLL at once (the four phase
+    classes HALO_PHASES_PACK_UNROLL)."""
     half_pairs = [-(-k * ntiles // 2) for k in class_ksteps]
-    return gemm_groups * sum(-(-h // HALO_PACK_UNROLL) for h in half_pairs)
+    unroll = HALO_PHASES_PACK_UNROLL if len(class_ksteps) == 4 else HALO_PACK_UNROLL
+    return gemm_groups * sum(-(-h // unroll) for h in half_pairs)
 
 
 HALO_STAGE_ROW_SASS = (25, 6.3)
@@ -1209,27 +1213,36 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     pack_rounds = (packs - 1) / packs if prepacked else halo_pack_rounds(class_ksteps, ntiles, gg)
     pack_word_issue = HALO_PREPACKED_WORD_SASS if prepacked else HALO_PACK_WORD_SASS[(cg, phases)]
     weight_bytes = words * 4 if prepacked else slab * cg * 9 * e
-    # Shared-memory wavefronts a tile (csrc/tests/test_halo.cpp's counts): A one conflict-free
-    # ldmatrix.x4 (4) per warp, m16 tile, k-step and GEMM group; B 2 per n8 tile; the epilogue's
-    # pair stores and 16-byte output loads per class (all at the minimum); the staging copies
-    # 1.1x the minimum at stride 1 (a row's last pass), 2x at stride 2 (up to 1.94x counted).
+    # Shared-memory wavefronts a tile (csrc/tests/test_halo.cpp's counts): A per warp and GEMM
+    # group the schedule's conflict-free ldmatrix (halo_a_schedule, the shape's a_loads: an .x4
+    # 4, an .x2 2; each pair of halo row, shift and chunk once for both m16 tiles); B 2 per n8
+    # tile; the epilogue's pair stores and 16-byte output loads per class (all at the minimum);
+    # the staging copies 1.1x the minimum at stride 1 (a row's last pass), 2x at stride 2 (up
+    # to 1.94x counted).
+    a_loads, a_x2 = shape["a_loads"], shape["a_loads_x2"]
+    a_moves = 2 * 2 * ksteps if chunks == 1 and conv.stride == 1 and not phases else 0   # couples
     copy_conflicts = 1.1 if conv.stride == 1 else 2.0
-    smem = (32 * ksteps * gg + 8 * kn * gg + classes * 4 * gg * 2 * ntiles * 2
+    smem = (4 * gg * (4 * a_loads - 2 * a_x2) + 8 * kn * gg + classes * 4 * gg * 2 * ntiles * 2
             + copy_conflicts * copies * 16 / 128 + classes * 128 * slab * 2 / 128)
     mma = 4 * 2 * kn * gg * 2.0 * 16 * 8 * 16
     work = CtaWork(
         l2_bytes=per_cta * halo_bytes + packs * weight_bytes,
         l2_store_bytes=per_cta * out_bytes,
         smem_wavefronts=per_cta * smem + packs * words / 32,
-        # Warp instructions, counted in fprop_halo's SASS (sm_90, 2026-12-02: the region from
-        # the first ldmatrix to the last mma has 217 at Cg = 4, 216 at Cg = 8, 232 at Cg = 16,
-        # 320 at Cg = 32, where this counts 211, 211, 253, 372): per warp, k-step and GEMM group
-        # 2 ldmatrix and ~3 for their addresses, per n8 tile a B load and 2 mma, per GEMM group
-        # and n8 tile 8 bias loads, all x1.1; per class the epilogue (~32 per GEMM group and n8
-        # tile); the staging loop a halo row and the store loop a tile row per class, in passes
-        # of 32 lanes, as counted in the SASS (HALO_STAGE_ROW_SASS, HALO_STORE_ROW_SASS); the
-        # packing a word as counted (HALO_PACK_WORD_SASS).
-        issue=per_cta * (4 * (1.1 * (5 * ksteps * gg + 3 * kn * gg + 8 * gg * ntiles)
+        # Warp instructions, counted in fprop_halo's SASS (sm_90, bf16, stride 1; 2026-12-03,
+        # fourteenth session: the region from the first ldmatrix to the last mma has 215-227 at
+        # Cg = 4 and 8, 156-179 at 16, 267-288 at 32, where this counts 216, 216, 180, 299;
+        # 128-177 at stride 2, Cg = 4 and 8: 145): per warp and GEMM group the schedule's A
+        # loads (halo_a_schedule: an ldmatrix each, the lane's part and the offset folded into
+        # its address) and, with couples (a tap one chunk, stride 1, nine taps: halo_a_quads),
+        # ~2 moves an operand into the mma's registers; per n8 tile and k-step a B load and 2
+        # mma, per GEMM group and n8 tile 8 bias loads, all x1.1; per class the epilogue (~32
+        # per GEMM group and n8 tile); the staging loop a halo row and the store loop a tile row
+        # per class, in passes of 32 lanes, as counted in the SASS (HALO_STAGE_ROW_SASS,
+        # HALO_STORE_ROW_SASS); the packing a word as counted (HALO_PACK_WORD_SASS). (Before
+        # the A pairs were shared the region had 202-222, 243-248 and 311-318 and the model
+        # took 2 ldmatrix and 3 address instructions a k-step.)
+        issue=per_cta * (4 * (1.1 * ((a_loads + a_moves) * gg + 3 * kn * gg + 8 * gg * ntiles)
                               + classes * 32 * gg * ntiles)
                          + rows * halo_row_sass(HALO_STAGE_ROW_SASS, halo_row_passes(cols, slab))
                          + classes * 8 * halo_row_sass(HALO_STORE_ROW_SASS, halo_row_passes(16, slab)))

@@ -362,6 +362,13 @@ def test_halo_paired_tiles_by_hand():
     assert s["can_implement"] == "" and s["tile_images"] == 2
     pred = pm.cuda_variant("fprop_halo", stage4, "fprop", gpu, shape=s, frozen=True)
     tiles, ksteps, ntiles = 1024, 9 * 4 // 2, 4
+    # A: a warp's two tile rows read halo rows 0-3 at stride 1, two .x4 (rows 0-1, 2-3) for each
+    # of 3 column shifts x 4 chunks, where each of 2 x 18 (k-step, m16 tile) loaded its own.
+    assert (s["a_loads"], s["a_loads_x2"]) == (2 * 3 * 4, 0)
+    entry = pm.cuda_shape("fprop_halo", pm.Conv(64, 256, 56, 56, 256, 32, stride=2), gpu)
+    # At stride 2, Cg = 8 (a tap one chunk, a k-step two taps), no operand repeats: an .x4 for
+    # each of 2 x 5, but the .x2 of tap 8 beside K padding in each tile.
+    assert (entry["a_loads"], entry["a_loads_x2"]) == (2 * 5, 2)
     assert pred.mma_flops_issued == pytest.approx(tiles * 4 * 2 * ksteps * ntiles * 4096)
     x_bytes = 64 * 7 * 7 * 1024 * 2
     weights = pred.grid * 2 * 32 * ksteps * ntiles * 64 * 4   # each CTA: at most two slabs' packs
@@ -394,6 +401,10 @@ def test_dgrad_halo_phases_by_hand():
     # Issued: per tile and group, 4 warps x 2 m16 tiles x 5 k-steps of m16n8k16 (4096 FLOPs).
     assert pred.mma_flops_issued == pytest.approx(tiles * 4 * 8 * 5 * 4096)
     assert pred.mma_flops_useful == entry.flops() and pred.launches == 1
+    # A (halo_a_schedule): the classes' taps' rows ({1} or {1, 2}) put no operand of tile 1 on
+    # tile 0's rows, so each (k-step, m16 tile) loads its own, 10 a GEMM group, but class 0's
+    # one tap beside K padding is an .x2 in each tile.
+    assert (s["a_loads"], s["a_loads_x2"]) == (10, 2)
     # dx written once, dy and w read once: the compulsory bytes.
     assert pred.dram_bytes == pytest.approx(entry.min_bytes())
     padded = pm.Conv(64, 256, 56, 56, 256, 32, stride=2, pad=0)

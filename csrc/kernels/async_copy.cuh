@@ -45,6 +45,11 @@ __device__ __forceinline__ void ldsm_x4_at(uint32_t (&r)[4], uint32_t row) {
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(row));
 #endif
 }
+__device__ __forceinline__ void ldsm_x2_at(uint32_t& r0, uint32_t& r1, uint32_t row) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(row));
+#endif
+}
 __device__ __forceinline__ void ldsm_x4_trans_at(uint32_t (&r)[4], uint32_t row) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"

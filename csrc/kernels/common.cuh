@@ -6,6 +6,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 
 #include "../conv_params.h"
 
@@ -78,6 +80,15 @@ int launch_with_smem(void (*kernel)(Params...), dim3 grid, int threads, int64_t 
   if (err != cudaSuccess) return int(err);
   kernel<<<grid, threads, size_t(smem), stream>>>(args...);
   return int(cudaGetLastError());
+}
+
+// f(std::integral_constant<int, 0>{}), ..., f(std::integral_constant<int, N - 1>{}) in turn: a
+// loop whose index is a compile-time constant in the body (for `if constexpr` and constant
+// register-array indices).
+template <int N, typename F> __device__ __forceinline__ void for_constexpr(F&& f) {
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    (f(std::integral_constant<int, I>{}), ...);
+  }(std::make_integer_sequence<int, N>{});
 }
 
 // Calls `f.template operator()<T>()` with T the storage type of `dtype`.

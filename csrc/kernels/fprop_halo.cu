@@ -17,23 +17,25 @@
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:fprop_halo`, registers from the
 // cubin, instruction counts from its SASS; H200, ResNeXt-50 32x4d, batch 64, bf16), us, bound
 // by issue, L2 at the stride-2 entries, latency at stages 3-4: stage1 33, stage2.entry 43,
-// stage2 21, stage3.entry 23, stage3 15, stage4.entry 17, stage4 12 (the call packing the
-// weight first: 17 packing in the CTAs): 0.34 ms over the 16 layers, 57% of the 0.196 ms
+// stage2 21, stage3.entry 23, stage3 15, stage4.entry 17, stage4 11 (the call packing the
+// weight first: 17 packing in the CTAs): 0.34 ms over the 16 layers, 58% of the 0.196 ms
 // roofline (cuDNN measured 0.79 ms; before paired tiles, 2026-12-03, stage 4 computed 128
 // pixels a tile for 49: 25 and 20 us, 0.36 ms). The halo is staged and the
 // output stored a row a warp at a time (halo_lane_copy), about 14 instructions a 16-byte copy
 // and at the minimum of shared-memory wavefronts at stride 1; the slab's weights are packed at
-// 29-146 instructions a word (halo_pack_slab); all counted in the SASS (2026-12-03: before, 38
+// 25-146 instructions a word (halo_pack_slab); all counted in the SASS (2026-12-03: before, 38
 // and 30 instructions a copy, twice the wavefronts, and 235-262 a packed word, 785-975 for
-// dgrad's phases, which the model had not counted: 0.47 ms fprop, 0.66 dgrad, had it). Also:
-// the A fragments' nine reads of the halo are 62% of a tile's shared-memory wavefronts at
-// Cg = 4; the stride-2 entries re-read 1.41x the source from L2; 8x16 tiles leave 23% of a
-// 14x14 image idle; each launch's fixed 3 us (16 of them are 48 us). On a weight packed before
-// the launch (a frozen module's kept pack_weight buffer; a training step's forward pass, which
-// launches pack_weight for fprop and dgrad, ~3 us a layer more): stage1 31, stage2.entry 43,
-// stage2 19, stage3.entry 23, stage3 12, stage4.entry 13, stage4 9: 0.31 ms (64%), bound by
-// shared memory at stride 1 (the packing was 4-8 round trips and 29-146 instructions a word in
-// every CTA).
+// dgrad's phases, which the model had not counted: 0.47 ms fprop, 0.66 dgrad, had it). A
+// warp's two tile rows share the A fragments they both read (halo_a_schedule: at stride 1 two
+// thirds of the ldmatrix); still, the A reads of the halo are 50% of a tile's shared-memory
+// wavefronts at Cg = 4 (62% before). Also: the stride-2 entries re-read 1.41x the source from
+// L2; 8x16 tiles leave 23% of a 14x14 image idle; each launch's fixed 3 us (16 of them are
+// 48 us). On a weight packed before the launch (a frozen module's kept pack_weight buffer; a
+// training step's forward pass, which launches pack_weight for fprop and dgrad, ~3 us a layer
+// more): stage1 31, stage2.entry 43, stage2 19, stage3.entry 23, stage3 11, stage4.entry 13,
+// stage4 8: 0.30 ms (65%), bound by issue at stride 1, shared memory a close second at stages
+// 1-2 (the packing was 4-8 round trips and 29-146 instructions a word in every CTA; before the
+// A fragments were shared, 0.31 ms, bound by shared memory).
 // Unverified on a GPU: forced only until the GPU check passes it.
 //
 // Serves bf16/fp16, channels_last x and y, Kg == Cg in {4, 8, 14, 16, 24, 32, 40, 64}, stride 1 or
@@ -47,8 +49,8 @@
 // that grid and runs the four in turn, each storing every other dx pixel of its parity (the
 // same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way, on the
 // weight the forward pass packed (as a training step runs it): stage1 31, stage2.entry 40,
-// stage2 19, stage3.entry 21, stage3 12, stage4.entry 13 (four epilogues a tile), stage4 9 us:
-// 0.30 ms, 65% (packing in its CTAs, 0.35 ms; cuDNN measured 112 / 174 / 68 / 96 / 31 / 56 / 21:
+// stage2 19, stage3.entry 21, stage3 11, stage4.entry 12 (four epilogues a tile), stage4 8 us:
+// 0.29 ms, 67% (packing in its CTAs, 0.35 ms; cuDNN measured 112 / 174 / 68 / 96 / 31 / 56 / 21:
 // 1.06 ms).
 #include <algorithm>
 #include <atomic>
@@ -74,9 +76,12 @@ LaunchShape halo_shape(const ConvParams& p, int mode, bool prepacked);
 // halo_cta_tiles). A thread's lane and register are fixed (halo_pack_half: each half of the CTA
 // takes every other (k-step, n8 tile) pair), each class runs with its index a compile-time
 // constant (its tap set and first k-step constants), a thread's pairs a compile-time count
-// unrolled kHaloPackUnroll at a time (their loads in flight together), and the weight is
+// unrolled halo_pack_unroll at a time (their loads in flight together), and the weight is
 // addressed in 32 bits (halo_weight_offsets_reason): 29-146 instructions a word in the SASS.
-constexpr int kHaloPackUnroll = 8;   // (k-step, n8 tile) pairs whose loads a thread issues at once
+// (k-step, n8 tile) pairs whose loads a thread issues at once: 8, or 4 for dgrad's phase
+// classes, whose kernel at Cg = 24 spilled 8 bytes (at its 128 registers) with 8 once the A
+// loads followed halo_a_schedule (2026-12-03).
+constexpr int halo_pack_unroll(int mode) { return mode == kHaloDgradPhases ? 4 : 8; }
 template <typename T, int CG, int MODE>
 __device__ __forceinline__ void halo_pack_slab(const ConvParams& p, int64_t slab, uint32_t* wsm) {
   constexpr int GG = halo_gemm_groups(CG), NT = halo_ntiles(CG);
@@ -89,7 +94,7 @@ __device__ __forceinline__ void halo_pack_slab(const ConvParams& p, int64_t slab
     constexpr int J0 = halo_class_kstep0(CG, MODE, CLS), PAIRS = halo_class_ksteps(CG, MODE, CLS) * NT;
     const int group0 = (int(slab) * GG + gl) * (halo_gw(CG) / CG);    // the GEMM group's first
     const int parity = (half + J0 * NT) % 2;                       // of (J0 + jj) NT + nt
-#pragma unroll kHaloPackUnroll
+#pragma unroll halo_pack_unroll(MODE)
     for (int k = 0; k < (PAIRS + 1) / 2; ++k) {       // a compile-time count: no remainder loop
       const int pr = 2 * k + parity, jj = pr / NT, nt = pr % NT;
       if (PAIRS % 2 != 0 && pr >= PAIRS) break;
@@ -145,20 +150,18 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w, boo
   extern __shared__ uint4 smem4[];
   uint32_t* const smem = reinterpret_cast<uint32_t*>(smem4);
   uint32_t* const wsm = smem + 2 * STAGE;
-  uint32_t* const zero = wsm + WWORDS;                            // the K-padding row
-  uint32_t* const osm = zero + 4;
+  uint32_t* const osm = wsm + WWORDS;
   const ConvProblem& q = p.problem;
   const T* __restrict__ x = static_cast<const T*>(p.x);
   T* __restrict__ y = static_cast<T*>(p.y);
   const T* __restrict__ bias = static_cast<const T*>(p.bias);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, khalf = lane / 16;
-  // Shared-space addresses, computed once: this lane's ldmatrix row in m16 tile 0 at tap 0,
-  // channel 0 of each halo buffer (tile 1's is a compile-time row step further), the zero row.
-  // The loop then adds a compile-time tap offset (one of two, by half-warp) and nothing else.
-  constexpr uint32_t ROW_STEP = 4u * (halo_pixel_base(1, 0, STRIDE, CG) - halo_pixel_base(0, 0, STRIDE, CG));
-  const uint32_t zero_s = shared_address(zero);
+  // The shared-space address, computed once, of this lane's ldmatrix row in m16 tile 0 at tap
+  // 0, channel 0 of the first halo buffer. The loop then adds the buffer, the GEMM group, the
+  // half-warp's part (lanes 16-31: a chunk on for quads, `stride` halo rows on for couples;
+  // halo_a_quads) and a compile-time pair offset.
+  constexpr uint32_t STEP_LO = 4u * (halo_pixel_base(1, 0, STRIDE, CG) - halo_pixel_base(0, 0, STRIDE, CG));
   const uint32_t row_s = shared_address(smem) + 4u * halo_pixel_base(2 * warp, halo_a_col(lane), STRIDE, CG);
-  if (threadIdx.x < 4) zero[threadIdx.x] = 0u;                     // before the first barrier
 
   // Issues the asynchronous copies of tile tl's halo into buffer `buf` (zeros outside the image),
   // a row a warp at a time, in passes of 32 16-byte chunks (halo_lane_copy: this lane's chunk
@@ -208,35 +211,72 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w, boo
 
   // One class's GEMM on the staged halo, then its epilogue: bias, ReLU, the dtype, staged
   // [pixel][channel] in osm for 16-byte stores to the class's destination pixels.
-  auto run_class = [&](auto cls_constant, uint32_t a_row, const HaloTile& tl) {
+  auto run_class = [&](auto cls_constant, uint32_t a_buf, const HaloTile& tl) {
     constexpr int CLS = decltype(cls_constant)::value, MASK = halo_class_mask(MODE, CLS);
     constexpr int J0 = halo_class_kstep0(CG, MODE, CLS), KS = halo_class_ksteps(CG, MODE, CLS);
+    constexpr HaloASchedule SCHED = halo_a_schedule(CG, STRIDE, MASK);
+    constexpr int PAD = halo_a_pairs(CG, STRIDE);
+    static_assert(SCHED.operands == 2 * KS, "an A operand per k-step and m16 tile");
     float acc[GG][2][NT][4] = {};
 #pragma unroll
-    for (int j = 0; j < KS; ++j) {
+    for (int gl = 0; gl < GG; ++gl) {
+      // The GEMM group's A registers (halo_a_schedule; every index a compile-time constant, so
+      // they stay registers): couples fill pairs, pr[PAD] the zero pair of K padding; quads
+      // fill q[i] for the operand i that loads them. B: each k-step's (`first`) until its
+      // second operand.
+      uint32_t pr[PAD + 1][2], q[2 * KS][4], b[KS][NT][2];
+      pr[PAD][0] = pr[PAD][1] = 0u;
+      const uint32_t group_s = a_buf + 2u * uint32_t(gl * GW);     // (channel gl * GW, bytes)
+      for_constexpr<2 * KS>([&](auto i_constant) {
+        constexpr int I = decltype(i_constant)::value;
+        constexpr HaloAOperand O = SCHED.op[I];
+        if constexpr (O.first) {                                  // the k-step's B, for both tiles
 #pragma unroll
-      for (int gl = 0; gl < GG; ++gl) {
-        uint32_t b[NT][2] = {};
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-          if (!halo_kn_meet(j, nt, CG, MODE, CLS)) continue;    // a zero block: no load, no mma
-          const uint2 v = *reinterpret_cast<const uint2*>(wsm + halo_weight_word(gl, J0 + j, nt, lane, 0, CG, MODE));
-          b[nt][0] = v.x;
-          b[nt][1] = v.y;
+          for (int nt = 0; nt < NT; ++nt) {
+            if (!halo_kn_meet(O.j, nt, CG, MODE, CLS)) continue;  // a zero block: no load, no mma
+            const uint32_t* const w = wsm + halo_weight_word(gl, J0 + O.j, nt, lane, 0, CG, MODE);
+            const uint2 v = *reinterpret_cast<const uint2*>(w);
+            b[O.j][nt][0] = v.x;
+            b[O.j][nt][1] = v.y;
+          }
         }
-        // The tap/chunk offset of this half-warp's K chunk (compile-time for each half; -1: K
-        // padding, whose rows are the zero row in both m16 tiles).
-        const int off = khalf ? halo_a_offset(j, 1, gl, CG, STRIDE, MASK) : halo_a_offset(j, 0, gl, CG, STRIDE, MASK);
-        const uint32_t addr = off < 0 ? zero_s : a_row + 4u * uint32_t(off), step = off < 0 ? 0u : ROW_STEP;
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          uint32_t a[4];
-          ldsm_x4_at(a, addr + mt * step);
-#pragma unroll
-          for (int nt = 0; nt < NT; ++nt)
-            if (halo_kn_meet(j, nt, CG, MODE, CLS)) MmaOp<T>::run(acc[gl][mt][nt], a, b[nt][0], b[nt][1]);
+        if constexpr (halo_a_quads(CG, STRIDE, MASK)) {
+          // The operand's quad, K half 1's rows for lanes 16-31: one chunk on (the lane's own
+          // constant, 16 bytes) or, where the quad straddles two taps, a selected offset.
+          constexpr int P0 = O.a0, P1 = O.a1 == PAD ? O.a0 : O.a1;
+          constexpr int OFF0 = halo_a_pair_offset(P0, 0, CG, STRIDE), OFF1 = halo_a_pair_offset(P1, 0, CG, STRIDE);
+          const uint32_t at = OFF1 == OFF0 + 4 ? group_s + 16u * khalf + 4u * OFF0
+                                               : group_s + 4u * uint32_t(khalf ? OFF1 : OFF0);
+          if constexpr (O.load[0] >= 0 && O.x2[0]) {
+            ldsm_x2_at(q[I][0], q[I][1], at);
+            q[I][2] = q[I][3] = 0u;
+          } else if constexpr (O.load[0] >= 0) {
+            ldsm_x4_at(q[I], at);
+          }
+        } else {
+          // The new couples: the lane's base (lanes 16-31 `stride` rows lower) plus a
+          // compile-time offset (halo_a_couple: an .x4 loads a pair and the one below it).
+          for_constexpr<2>([&](auto k_constant) {
+            constexpr int K = decltype(k_constant)::value, P = O.load[K], UP = STRIDE * 3 * halo_tap_chunks(CG);
+            constexpr bool X2 = O.x2[K];
+            const uint32_t at = group_s + STEP_LO * khalf + 4u * uint32_t(halo_a_pair_offset(P, 0, CG, STRIDE));
+            if constexpr (P >= 0 && X2) {
+              ldsm_x2_at(pr[P][0], pr[P][1], at);
+            } else if constexpr (P >= 0) {
+              uint32_t r[4];
+              ldsm_x4_at(r, at);
+              pr[P][0] = r[0], pr[P][1] = r[1], pr[P + UP][0] = r[2], pr[P + UP][1] = r[3];
+            }
+          });
         }
-      }
+        if constexpr (!halo_a_quads(CG, STRIDE, MASK))   // (the moves ptxas makes into the mma's operand)
+          q[I][0] = pr[O.a0][0], q[I][1] = pr[O.a0][1], q[I][2] = pr[O.a1][0], q[I][3] = pr[O.a1][1];
+        constexpr int SRC = halo_a_quads(CG, STRIDE, MASK) ? O.src : I;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+          if (halo_kn_meet(O.j, nt, CG, MODE, CLS))
+            MmaOp<T>::run(acc[gl][O.mt][nt], q[SRC], b[O.j][nt][0], b[O.j][nt][1]);
+      });
     }
 #pragma unroll
     for (int gl = 0; gl < GG; ++gl)
@@ -334,12 +374,12 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w, boo
       slab_loaded = tl.slab;
       __syncthreads();
     }
-    const uint32_t a_row = row_s + 4u * STAGE * buf;
-    run_class(std::integral_constant<int, 0>{}, a_row, tl);
+    const uint32_t a_buf = row_s + 4u * STAGE * buf;
+    run_class(std::integral_constant<int, 0>{}, a_buf, tl);
     if constexpr (halo_classes(MODE) == 4) {   // the phase classes, all on this one staged halo
-      run_class(std::integral_constant<int, 1>{}, a_row, tl);
-      run_class(std::integral_constant<int, 2>{}, a_row, tl);
-      run_class(std::integral_constant<int, 3>{}, a_row, tl);
+      run_class(std::integral_constant<int, 1>{}, a_buf, tl);
+      run_class(std::integral_constant<int, 2>{}, a_buf, tl);
+      run_class(std::integral_constant<int, 3>{}, a_buf, tl);
     }
     tl = next;
   }
@@ -493,6 +533,11 @@ LaunchShape halo_shape(const ConvParams& p, int mode, bool prepacked) {
   s.halo_pixels = int64_t(halo_rows(stride)) * halo_cols(stride);
   s.groups_per_block = halo_slab_groups(cg);
   s.tile_images = halo_paired(q, mode) ? 2 : 1;
+  for (int cls = 0; cls < halo_classes(mode); ++cls) {
+    const HaloASchedule a = halo_a_schedule(cg, stride, halo_class_mask(mode, cls));
+    s.a_loads += a.loads;
+    s.a_loads_x2 += a.x2;
+  }
   s.launches = 1;  // the weights are packed by each CTA, or before the launch
   return s;
 }

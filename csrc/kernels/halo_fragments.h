@@ -17,10 +17,11 @@
 // computes tile rows 2w and 2w + 1, one m16 tile each (16 consecutive output columns). The
 // tile's input halo, (8 - 1) * stride + 3 rows by (16 - 1) * stride + 3 columns of SLAB
 // channels, is staged in shared memory once, with 16-byte copies (zeros outside the image), and
-// all nine taps read it there: each A fragment is one ldmatrix.x4, whose matrix rows are 8
-// channels (16 bytes) of one tap-shifted pixel. Persistent CTAs walk contiguous runs of the tile
-// list (slab-major) with two halo buffers: the next tile's halo loads while this one computes;
-// each CTA packs the weights of its run's slab (one or two) into shared memory itself.
+// all nine taps read it there through ldmatrix, whose matrix rows are 8 channels (16 bytes) of
+// one tap-shifted pixel, a block read by both of a warp's tile rows loaded once for both
+// (halo_a_schedule). Persistent CTAs walk contiguous runs of the tile list (slab-major) with two
+// halo buffers: the next tile's halo loads while this one computes; each CTA packs the weights
+// of its run's slab (one or two) into shared memory itself.
 //
 // Shared-memory layout (32-bit words; a word is two adjacent channels):
 //   halo    [row][column slot][halo_pixel_words]  stride 2 stores even columns, then odd ones,
@@ -28,7 +29,6 @@
 //           the input) sit one pixel apart; a pixel is an odd number of 16-byte units, so those
 //           8 rows cover the 32 banks once
 //   weights [gemm group][kstep][ntile][lane][2]   exactly the B registers, in lane order
-//   zero    4 words of zeros: the rows of K padding
 //   out     [pixel][halo_out_pixel_words]         the epilogue's staging for 16-byte stores
 // The pitches make every A and B load and every epilogue store conflict-free (csrc/tests/
 // test_halo.cpp counts them).
@@ -89,10 +89,13 @@ RK_HOST_DEVICE constexpr int halo_mask_taps(int mask) {
   for (int b = 0; b < 9; ++b) n += mask >> b & 1;
   return n;
 }
-// The stencil tap of the i-th set bit (the K order of a class: its taps in stencil order).
+// The K order of a class's taps: column by column (s, then r), so that the taps (r, s) and
+// (r + 1, s) that a warp's two tile rows share halo rows through (halo_a_schedule) are next to
+// each other in K. The stencil tap 3 r + s of the i-th of `mask`'s in that order.
+RK_HOST_DEVICE constexpr int halo_k_tap(int n) { return 3 * (n % 3) + n / 3; }   // n-th tap of all 9
 RK_HOST_DEVICE constexpr int halo_mask_tap(int mask, int i) {
-  for (int b = 0; b < 9; ++b)
-    if ((mask >> b & 1) && i-- == 0) return b;
+  for (int n = 0; n < 9; ++n)
+    if ((mask >> halo_k_tap(n) & 1) && i-- == 0) return halo_k_tap(n);
   return -1;
 }
 // The kernel row and column of the original weight behind stencil tap (r', s') of class cls:
@@ -326,20 +329,22 @@ RK_HOST_DEVICE constexpr bool halo_kn_meet(int j, int nt, int cg, int mode, int 
   const int n_lo = (8 * nt) / cg, n_hi = (8 * nt + 7) / cg;
   for (int h = 0; h < 2; ++h) {
     const int kc = 2 * j + h;
-    if (kc >= taps * chunks) continue;                     // K padding: the zero row
+    if (kc >= taps * chunks) continue;                     // K padding: zeros
     const int c = kc % chunks, k_lo = (8 * c) / cg, k_hi = (8 * c + 7) / cg;
     if (k_lo <= n_hi && n_lo <= k_hi) return true;
   }
   return false;
 }
 
-// A: one ldmatrix.x4 per m16 tile and k-step. Matrix i is A register i (rows 8 (i % 2) .. + 7,
-// K chunk i / 2 of the k-step; ldsm_elem), so lane l points at output column
-// halo_a_col(l) = l % 8 + 8 ((l / 8) % 2) of its m16 tile and K chunk 2 j + l / 16.
+// A, by definition one 16 x 16 block per m16 tile and k-step, as an ldmatrix.x4 would load it:
+// matrix i is A register i (rows 8 (i % 2) .. + 7, K chunk i / 2 of the k-step; ldsm_elem), so
+// lane l points at output column halo_a_col(l) = l % 8 + 8 ((l / 8) % 2) of its m16 tile and K
+// chunk 2 j + l / 16. (The kernel loads the blocks by pairs, halo_a_schedule below.)
 RK_HOST_DEVICE constexpr int halo_a_col(int lane) { return lane % 8 + 8 * ((lane / 8) % 2); }
 // The word where lane `lane`'s row starts for k-step j (within its class, tap set `mask`), tile
-// row pl, GEMM group gl; -1 for a chunk of K padding (the zero row). The definition; the kernel
-// adds the two parts below.
+// row pl, GEMM group gl; -1 for a chunk of K padding (zeros). The definition; the kernel adds
+// two parts: the lane's pixel (halo_pixel_base, once per kernel) and a pair's offset
+// (halo_a_pair_offset, a compile-time constant for each half of the warp).
 RK_HOST_DEVICE constexpr int halo_a_row_word(int pl, int lane, int j, int gl, int cg, int stride,
                                              int mask = 0x1FF) {
   const int kc = 2 * j + lane / 16, ti = kc / halo_tap_chunks(cg);
@@ -347,22 +352,136 @@ RK_HOST_DEVICE constexpr int halo_a_row_word(int pl, int lane, int j, int gl, in
   const int tap = halo_mask_tap(mask, ti), chan = gl * halo_gw(cg) + 8 * (kc % halo_tap_chunks(cg));
   return halo_word(pl * stride + tap / 3, halo_a_col(lane) * stride + tap % 3, chan, stride, cg);
 }
-// The kernel's two parts of it, so that nothing is divided in its loop: the lane's pixel (once
-// per kernel), plus the tap and chunk offset of K chunk 2 j + half (a compile-time constant in
-// the unrolled loop for each half of the warp).
 RK_HOST_DEVICE constexpr int halo_pixel_base(int pl, int ql, int stride, int cg) {
   return halo_word(pl * stride, ql * stride, 0, stride, cg);
 }
+// The word of tap `tap` (3 row + column shift; rows past the stencil's too) from a pixel's.
 RK_HOST_DEVICE constexpr int halo_tap_offset(int tap, int stride, int cg) {
   // column shift s = tap % 3 from an even column (stride 2): s = 1 lands in the odd half.
   const int s = tap % 3, slots = stride == 1 ? s : (s == 1 ? halo_half_cols(stride) : s / 2);
   return (tap / 3) * halo_row_words(stride, cg) + slots * halo_pixel_words(cg);
 }
-RK_HOST_DEVICE constexpr int halo_a_offset(int j, int half, int gl, int cg, int stride, int mask = 0x1FF) {
-  const int kc = 2 * j + half, ti = kc / halo_tap_chunks(cg);
-  if (ti >= halo_mask_taps(mask)) return -1;
-  return halo_tap_offset(halo_mask_tap(mask, ti), stride, cg) +
-         (gl * halo_gw(cg) + 8 * (kc % halo_tap_chunks(cg))) / 2;
+
+// A fragments shared by a warp's two tile rows. Tile row 2w + 1 is `stride` halo rows below
+// 2w, so tap (r, s) of m16 tile 1 reads the halo rows that tap (r + stride, s) of tile 0 would.
+// An A operand is two register pairs (a0 a1: K half 0, a2 a3: K half 1), each the 16 x 8 block
+// of one halo row (relative to the warp's first), column shift and 8-channel K chunk: a "pair".
+// Tile mt's pair for K half h of k-step j is row mt * stride + r of its tap; the pairs of a
+// class and GEMM group are numbered (row * 3 + shift) * chunks + chunk, and the number
+// halo_a_pairs (one past the last) names the zero pair of K padding (zero registers, no load).
+// At stride 1 a warp's 6 row taps read 4 distinct halo rows (two thirds of the pairs), at
+// stride 2 5 of 6; across the phase classes' sparse rows none repeats.
+RK_HOST_DEVICE constexpr int halo_a_pairs(int cg, int stride) {
+  return (stride + 3) * 3 * halo_tap_chunks(cg);
+}
+RK_HOST_DEVICE constexpr int halo_a_pair(int j, int half, int mt, int cg, int stride, int mask = 0x1FF) {
+  const int chunks = halo_tap_chunks(cg), kc = 2 * j + half, ti = kc / chunks;
+  if (ti >= halo_mask_taps(mask)) return halo_a_pairs(cg, stride);
+  const int tap = halo_mask_tap(mask, ti);
+  return ((mt * stride + tap / 3) * 3 + tap % 3) * chunks + kc % chunks;
+}
+// A pair's first word from the lane's pixel base (halo_pixel_base of its first tile row): the
+// row and shift as halo_tap_offset's tap 3 row + shift, plus the chunk of GEMM group gl.
+RK_HOST_DEVICE constexpr int halo_a_pair_offset(int pair, int gl, int cg, int stride) {
+  const int chunks = halo_tap_chunks(cg);
+  return halo_tap_offset(pair / chunks, stride, cg) + (gl * halo_gw(cg) + 8 * (pair % chunks)) / 2;
+}
+// How the pairs are loaded. An ldmatrix loads one operand whole, its "quad" (lanes 0-15 K
+// half 0's pair, lanes 16-31 K half 1's), and an operand of tile 1 whose quad tile 0 loaded
+// takes its registers: with an even number of chunks a tap a quad is one tap's chunk pair, and
+// tile 1 at tap (r, s) reads tile 0's quad at (r + stride, s); with an odd number (Cg = 14, 24,
+// 40) quads straddle taps and repeat only at stride 2 (tap (r + 2, s) is two taps on in K).
+// Where a tap is one chunk (Cg = 4, 8) a k-step's two K halves are two taps and no quad
+// repeats; there, at stride 1 with all nine taps (fprop, and dgrad at stride 1), an ldmatrix
+// loads two pairs `stride` halo rows apart, the same shift and chunk ("couples": lanes 0-15
+// point at the lower pair's rows, lanes 16-31 `stride` rows further, a per-lane constant, so
+// that every load is the lane's base plus a compile-time offset), each pair once, and ptxas
+// moves the registers into each mma's operand (about as many instructions as the loads and
+// their addresses saved, for 40% fewer wavefronts; with the phase classes' sparse rows or at
+// stride 2 the saving would not pay the moves).
+RK_HOST_DEVICE constexpr bool halo_a_quads(int cg, int stride, int mask) {
+  return !(halo_tap_chunks(cg) == 1 && stride == 1 && mask == 0x1FF);
+}
+// The couples (where halo_a_quads is false): the rows a class's operands read (its taps' rows
+// r and r + stride), in ascending order, taken into couples (r, r + stride), an .x4, where both
+// are read and the upper is not yet taken, else alone, an .x2. By the pair's row: 1 the lower
+// of an .x4, 2 its upper, 0 an .x2 (-1: not read). At stride 1 rows 0-3 are two couples (at
+// stride 2 they would be (0, 2), (1, 3) and 4 alone).
+RK_HOST_DEVICE constexpr int halo_a_couple(int row, int stride, int mask = 0x1FF) {
+  int role[5] = {-1, -1, -1, -1, -1};
+  for (int b = 0; b < 9; ++b)
+    if (mask >> b & 1) role[b / 3] = role[b / 3 + stride] = 0;
+  for (int r = 0; r + stride < 5; ++r)
+    if (role[r] == 0 && role[r + stride] == 0) role[r] = 1, role[r + stride] = 2;
+  return row < 5 ? role[row] : -1;
+}
+// The schedule of a class's A loads, the same for every GEMM group. Its operands in k-step
+// order, tile 0 then tile 1; or, with quads of one tap (an even number of chunks a tap),
+// ordered by (column shift, chunk pair, halo row, tile), so that tile 1's operand at tap
+// (r, s) comes right after tile 0's at (r + stride, s) whose quad it takes, and what waits
+// between a k-step's two operands is its B registers (`first`: the operand that loads them),
+// not A's. Before operand i, the ldmatrix that no earlier one did:
+//   couples: the pairs it needs that no earlier load brought, one or two loads: `load[k]` the
+//            lower pair of a couple or a pair alone (-1: none), `x2[k]` alone;
+//   quads:   its quad, unless operand `src` < i loaded the same (load[0] = a0, else -1; x2[0]
+//            where K half 1 is padding: an .x2 of a0, zeros in a2 a3).
+constexpr int kHaloMaxKsteps = 36;                     // Cg = 64: 9 taps x 8 chunks / 2
+struct HaloAOperand { int j, mt, a0, a1, load[2]; bool x2[2]; int src; bool first; };
+struct HaloASchedule {
+  int operands, loads, x2;                             // operands = 2 x k-steps; ldmatrix: x4 + x2
+  HaloAOperand op[2 * kHaloMaxKsteps];
+};
+RK_HOST_DEVICE constexpr HaloASchedule halo_a_schedule(int cg, int stride, int mask = 0x1FF) {
+  HaloASchedule s{};
+  const int chunks = halo_tap_chunks(cg), pad = halo_a_pairs(cg, stride), row_pairs = 3 * chunks;
+  const bool quads = halo_a_quads(cg, stride, mask), by_rows = quads && chunks % 2 == 0;
+  s.operands = 2 * ((halo_mask_taps(mask) * chunks + 1) / 2);
+  int key[2 * kHaloMaxKsteps] = {};
+  for (int i = 0; i < s.operands; ++i) {
+    const int j = i / 2, mt = i % 2, a0 = halo_a_pair(j, 0, mt, cg, stride, mask);
+    s.op[i] = {j, mt, a0, halo_a_pair(j, 1, mt, cg, stride, mask), {-1, -1}, {false, false}, i, false};
+    const int row = a0 / row_pairs, shift = a0 / chunks % 3, cp = a0 % chunks / 2;
+    key[i] = by_rows ? ((shift * chunks + cp) * (stride + 3) + row) * 2 + mt : i;
+  }
+  for (int i = 1; i < s.operands; ++i)                 // insertion sort by key (keys distinct)
+    for (int k = i; k > 0 && key[k - 1] > key[k]; --k) {
+      const int kk = key[k];
+      key[k] = key[k - 1], key[k - 1] = kk;
+      const HaloAOperand o = s.op[k];
+      s.op[k] = s.op[k - 1], s.op[k - 1] = o;
+    }
+  bool loaded[5 * 3 * 8 + 1] = {};                     // (stride 2's 5 rows) x 3 x (64 / 8), padding
+  bool b_loaded[kHaloMaxKsteps] = {};
+  loaded[pad] = true;
+  for (int i = 0; i < s.operands; ++i) {
+    HaloAOperand& o = s.op[i];
+    o.src = i;
+    o.first = !b_loaded[o.j];
+    b_loaded[o.j] = true;
+    if (quads) {
+      for (int k = 0; k < i; ++k)
+        if (s.op[k].load[0] >= 0 && s.op[k].a0 == o.a0 && s.op[k].a1 == o.a1) o.src = k;
+      if (o.src == i) o.load[0] = o.a0, o.x2[0] = o.a1 == pad;
+    } else {
+      const int need[2] = {o.a0, o.a1};
+      int n = 0;
+      for (int pr : need) {
+        if (loaded[pr]) continue;
+        const int role = halo_a_couple(pr / row_pairs, stride, mask);
+        const int lower = role == 2 ? pr - stride * row_pairs : pr;
+        if (role < 0 || (role == 1 && lower + stride * row_pairs >= pad))
+          return {-1, 0, 0, {}};                       // a row no couple holds (never: checked)
+        o.load[n] = lower;
+        o.x2[n] = role == 0;
+        loaded[lower] = true;
+        if (role != 0) loaded[lower + stride * row_pairs] = true;
+        ++n;
+      }
+    }
+    s.loads += (o.load[0] >= 0) + (o.load[1] >= 0);
+    s.x2 += o.x2[0] + o.x2[1];
+  }
+  return s;
 }
 
 // B, packed: the word of register `reg` of `lane` for k-step j (of all classes) and n8 tile
@@ -411,8 +530,8 @@ RK_HOST_DEVICE constexpr HaloWeightElem halo_class_weight_elem(int cls, int jj, 
   const int ti = kk / halo_gw(cg), ch = kk % halo_gw(cg);
   if (ti >= halo_mask_taps(mask) || ch / cg != n / cg) return {false, 0, 0, 0, cls, 0};
   int tap = 0;
-  for (int b = 0, i = 0; b < 9; ++b)
-    if (mask >> b & 1) tap = i++ == ti ? b : tap;
+  for (int n = 0, i = 0; n < 9; ++n)
+    if (mask >> halo_k_tap(n) & 1) tap = i++ == ti ? halo_k_tap(n) : tap;
   return {true, n % cg, ch % cg, tap, cls, n / cg};
 }
 RK_HOST_DEVICE constexpr HaloWeightElem halo_weight_elem(int j, int nt, int lane, int reg, int e, int cg,
@@ -448,10 +567,9 @@ RK_HOST_DEVICE constexpr int halo_out_word(int pixel, int chan, int slab) {
   return pixel * halo_out_pixel_words(slab) + chan / 2;
 }
 
-// Shared memory of one CTA (bytes): two halo stages, the slab's weights, the zero row, the
-// output staging.
+// Shared memory of one CTA (bytes): two halo stages, the slab's weights, the output staging.
 RK_HOST_DEVICE constexpr int64_t halo_smem_bytes(int stride, int cg, int mode = kHaloFprop) {
-  return 4 * (2 * int64_t(halo_stage_words(stride, cg)) + halo_slab_weight_words(cg, mode) + 4 +
+  return 4 * (2 * int64_t(halo_stage_words(stride, cg)) + halo_slab_weight_words(cg, mode) +
               int64_t(kHaloTileP * kHaloTileQ) * halo_out_pixel_words(halo_slab(cg)));
 }
 // Persistent CTAs one SM holds, as the launcher sizes its grid (shared memory bound, capped).

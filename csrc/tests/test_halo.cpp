@@ -7,6 +7,7 @@
 //   2. the shared-memory bank conflicts of every warp-wide access, counted through the same
 //      functions, against what the design intends.
 // What it cannot check is the hardware's fragment layout (mma_fragments.h) and cp.async: the GPU.
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -207,8 +208,93 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
         std::vector<float> out(2 * rk::kHaloTileP * rk::kHaloTileQ * rk::halo_out_pixel_words(SLAB), kUnset);
         std::vector<int> owner(out.size() / 2, -1);   // the warp that wrote a word (a __syncwarp
                                                       // orders it only for that warp's stores)
+        const rk::HaloASchedule sched = rk::halo_a_schedule(CG, S, mask);
+        const int pad = rk::halo_a_pairs(CG, S), ops = 2 * rk::halo_class_ksteps(CG, mode, cls);
+        wrong += sched.operands != ops;
+        // Where each (k-step, tile) operand is in the schedule (each once), and the operand
+        // whose `first` loads a k-step's B (the first of its two).
+        std::vector<int> position(ops, -1), b_at(ops / 2, -1);
+        for (int i = 0; i < sched.operands; ++i) {
+          const rk::HaloAOperand& o = sched.op[i];
+          if (o.j < 0 || o.j >= ops / 2 || o.mt < 0 || o.mt > 1 || position[2 * o.j + o.mt] >= 0) {
+            ++wrong;
+            continue;
+          }
+          position[2 * o.j + o.mt] = i;
+          if (o.first) wrong += b_at[o.j] >= 0, b_at[o.j] = i;
+        }
+        for (const int at : position) wrong += at < 0;
+        for (const int at : b_at) wrong += at < 0;
+        using Regs = std::array<std::array<std::array<float, 2>, 4>, 32>;   // [lane][register][half]
+        Regs unset;
+        for (auto& lane : unset) for (auto& r : lane) r = {kUnset, kUnset};
         for (int warp = 0; warp < rk::kHaloWarps; ++warp)
-          for (int gl = 0; gl < GG; ++gl)
+          for (int gl = 0; gl < GG; ++gl) {
+            // The A registers as the schedule's ldmatrix load them (NaN: never loaded). Couples:
+            // pairs[pr] (registers 0-1), each loaded once, before an operand that names it.
+            // Quads: quad[i] of the operand i that loads it, whole. A giving lane's row is the
+            // kernel's address (its base, its half-warp's part, the compile-time offset, the
+            // GEMM group's channels), which must be the definition's word for what it gives.
+            std::vector<Regs> pairs(pad + 1, unset), quad(ops, unset);
+            std::vector<int> loaded_at(pad + 1, -1);
+            for (auto& lane : pairs[pad]) lane = {{{0.f, 0.f}, {0.f, 0.f}, {0.f, 0.f}, {0.f, 0.f}}};   // zero pair
+            loaded_at[pad] = 0;
+            const int up = S * 3 * rk::halo_tap_chunks(CG);    // a couple's upper pair: S rows on
+            auto load = [&](int matrices, auto word_of, Regs& lo, Regs* hi) {
+              for (int lane = 0; lane < 32; ++lane)
+                for (int reg = 0; reg < matrices; ++reg)
+                  for (int e = 0; e < 2; ++e) {
+                    const rk::LdsmElem le = rk::ldsm_elem(lane, reg, e);
+                    const int giver = 8 * le.matrix + le.row, wi = word_of(giver, reg / 2);
+                    wrong += giver / 16 != reg / 2;              // (an .x2's givers are lanes 0-15)
+                    const float v = halo[2 * wi + le.col];
+                    wrong += std::isnan(v);                     // a word no chunk staged
+                    (hi && reg >= 2 ? (*hi)[lane][reg % 2][e] : lo[lane][reg][e]) = v;
+                  }
+            };
+            for (int i = 0; i < sched.operands; ++i) {
+              const rk::HaloAOperand& o = sched.op[i];
+              if (rk::halo_a_quads(CG, S, mask)) {
+                wrong += o.load[1] >= 0 || o.x2[1] || o.src > i;
+                const rk::HaloAOperand& from = sched.op[o.src];
+                wrong += from.load[0] < 0 || from.a0 != o.a0 || from.a1 != o.a1;
+                if (o.load[0] < 0) continue;
+                wrong += o.load[0] != o.a0 || o.src != i || o.x2[0] != (o.a1 == pad);
+                const int off0 = rk::halo_a_pair_offset(o.a0, 0, CG, S);
+                const int off1 = rk::halo_a_pair_offset(o.a1 == pad ? o.a0 : o.a1, 0, CG, S);
+                load(o.x2[0] ? 2 : 4, [&](int giver, int half) {
+                  const int base = rk::halo_pixel_base(2 * warp, rk::halo_a_col(giver), S, CG);
+                  const int wi = base + (giver / 16 ? off1 : off0) + gl * GW / 2;
+                  wrong += wi != base + rk::halo_a_pair_offset(half ? o.a1 : o.a0, gl, CG, S);
+                  return wi;
+                }, quad[i], nullptr);
+                if (o.x2[0])
+                  for (auto& lane : quad[i]) lane[2] = lane[3] = {0.f, 0.f};
+                continue;
+              }
+              for (int k = 0; k < 2; ++k) {
+                const int lower = o.load[k];
+                if (lower < 0) continue;
+                const int matrices = o.x2[k] ? 2 : 4;             // .x2 or .x4
+                if (lower >= pad || (matrices == 4 && lower + up >= pad)) {   // no such pair
+                  ++wrong;
+                  continue;
+                }
+                for (const int pr : {lower, matrices == 4 ? lower + up : -1}) {
+                  if (pr < 0) continue;
+                  wrong += loaded_at[pr] >= 0;
+                  loaded_at[pr] = i;
+                }
+                const int off = rk::halo_a_pair_offset(lower, 0, CG, S);
+                load(matrices, [&](int giver, int half) {
+                  const int wi =
+                      rk::halo_pixel_base(2 * warp + giver / 16, rk::halo_a_col(giver), S, CG) + off + gl * GW / 2;
+                  wrong += wi != rk::halo_pixel_base(2 * warp, rk::halo_a_col(giver), S, CG) +
+                                     rk::halo_a_pair_offset(half ? lower + up : lower, gl, CG, S);
+                  return wi;
+                }, pairs[lower], matrices == 4 ? &pairs[lower + up] : nullptr);
+              }
+            }
             for (int mt = 0; mt < 2; ++mt)
               for (int nt = 0; nt < rk::halo_ntiles(CG); ++nt) {
                 float acc[32][4] = {};
@@ -220,23 +306,23 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
                           wrong += wsm[2 * rk::halo_weight_word(gl, j0 + j, nt, lane, reg, CG, mode) + e] != 0.f;
                     continue;
                   }
-                  // ldmatrix.x4: half e of register `reg` is element ldsm_elem of matrix `reg`,
-                  // whose row `row` lane 8 reg + row gave: as the kernel forms it, the lane's
-                  // pixel base plus its half-warp's tap/chunk offset (or the zero row), which
-                  // must be the definition's word.
+                  // The operand of (k-step j, tile mt), at or after its B and its A registers'
+                  // loads; each element must be the definition's (ldmatrix.x4 of
+                  // halo_a_row_word, zeros for K padding).
+                  const int at = position[2 * j + mt];
+                  if (at < 0) continue;
+                  const rk::HaloAOperand& o = sched.op[at];
+                  wrong += o.a0 != rk::halo_a_pair(j, 0, mt, CG, S, mask) ||
+                           o.a1 != rk::halo_a_pair(j, 1, mt, CG, S, mask);
+                  wrong += b_at[j] > at;
+                  if (!rk::halo_a_quads(CG, S, mask))
+                    for (const int pr : {o.a0, o.a1}) wrong += loaded_at[pr] < 0 || loaded_at[pr] > at;
                   auto a_half = [&](int lane, int reg, int e) -> float {
+                    const float v = rk::halo_a_quads(CG, S, mask) ? quad[o.src][lane][reg][e]
+                                                         : pairs[reg < 2 ? o.a0 : o.a1][lane][reg % 2][e];
                     const rk::LdsmElem le = rk::ldsm_elem(lane, reg, e);
-                    const int giver = 8 * le.matrix + le.row;
-                    const int off = rk::halo_a_offset(j, giver / 16, gl, CG, S, mask);
-                    // (tile row 2 w + 1 a compile-time row step below tile row 2 w)
-                    const int row_step = rk::halo_pixel_base(1, 0, S, CG) - rk::halo_pixel_base(0, 0, S, CG);
-                    const int wi = off < 0 ? -1
-                                           : rk::halo_pixel_base(2 * warp, rk::halo_a_col(giver), S, CG) +
-                                                 mt * row_step + off;
-                    wrong += wi != rk::halo_a_row_word(2 * warp + mt, giver, j, gl, CG, S, mask);
-                    if (wi < 0) return 0.f;                 // K padding: the zero row
-                    const float v = halo[2 * wi + le.col];
-                    wrong += std::isnan(v);                 // a word no chunk staged
+                    const int wi = rk::halo_a_row_word(2 * warp + mt, 8 * le.matrix + le.row, j, gl, CG, S, mask);
+                    wrong += !(v == (wi < 0 ? 0.f : halo[2 * wi + le.col]));   // NaN included
                     return v;
                   };
                   auto b_half = [&](int lane, int reg, int e) {
@@ -257,6 +343,7 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
                     owner[word] = warp;
                   }
               }
+          }
         // The 16-byte stores: each warp its own two tile rows, in passes, as the kernel.
         const int dq = mode == rk::kHaloDgradPhases ? 2 : 1, spasses = rk::halo_row_passes(rk::kHaloTileQ, CG);
         for (int warp = 0; warp < rk::kHaloWarps; ++warp)
@@ -339,7 +426,6 @@ struct Conflicts { int accesses = 0, wavefronts = 0, minimum = 0; };
 template <int CG>
 std::map<std::string, Conflicts> count_conflicts(int S, int mode = rk::kHaloFprop) {
   constexpr int SLAB = rk::halo_slab(CG), GG = rk::halo_gemm_groups(CG), GW = rk::halo_gw(CG);
-  constexpr int kZeroRow = 1 << 20;                          // the zero row's words (any 32-multiple)
   std::map<std::string, Conflicts> out;
   auto add = [&](const std::string& kind, const std::vector<std::vector<int>>& lanes, int minimum) {
     if (lanes.empty()) return;
@@ -361,15 +447,24 @@ std::map<std::string, Conflicts> count_conflicts(int S, int mode = rk::kHaloFpro
           }
           add("B loads (64-bit)", lanes, 2);
         }
-        for (int mt = 0; mt < 2; ++mt) {                      // A: one ldmatrix.x4, 16 bytes a row
-          std::vector<std::vector<int>> lanes;
-          for (int lane = 0; lane < 32; ++lane) {
-            const int wi = rk::halo_a_row_word(2 * warp + mt, lane, jl, gl, CG, S, mask);
-            const int w0 = wi < 0 ? kZeroRow : wi;
-            lanes.push_back({w0, w0 + 1, w0 + 2, w0 + 3});
+        if (jl != 0) continue;   // A: the class's ldmatrix (halo_a_schedule), 16 bytes a row
+        const rk::HaloASchedule sched = rk::halo_a_schedule(CG, S, mask);
+        const int pad = rk::halo_a_pairs(CG, S);
+        for (int i = 0; i < sched.operands; ++i)
+          for (int k = 0; k < 2; ++k) {
+            const rk::HaloAOperand& o = sched.op[i];
+            if (o.load[k] < 0) continue;
+            std::vector<std::vector<int>> lanes;
+            for (int lane = 0; lane < (o.x2[k] ? 16 : 32); ++lane) {   // an .x2: lanes 0-15
+              // Quads: K half 1's pair for lanes 16-31; couples: the pair `stride` rows down.
+              const int pr = lane < 16 || !rk::halo_a_quads(CG, S, mask) ? o.load[k] : o.a1 == pad ? o.a0 : o.a1;
+              const int row = rk::halo_a_quads(CG, S, mask) ? 2 * warp : 2 * warp + lane / 16;
+              const int w0 =
+                  rk::halo_pixel_base(row, rk::halo_a_col(lane), S, CG) + rk::halo_a_pair_offset(pr, gl, CG, S);
+              lanes.push_back({w0, w0 + 1, w0 + 2, w0 + 3});
+            }
+            add("A ldmatrix", lanes, int(lanes.size() / 8));
           }
-          add("A ldmatrix", lanes, 4);
-        }
       }
     for (int gl = 0; gl < GG; ++gl)                            // epilogue: 32-bit pair stores
       for (int mt = 0; mt < 2; ++mt)
