@@ -362,13 +362,18 @@ def test_halo_paired_tiles_by_hand():
     assert s["can_implement"] == "" and s["tile_images"] == 2
     pred = pm.cuda_variant("fprop_halo", stage4, "fprop", gpu, shape=s, frozen=True)
     tiles, ksteps, ntiles = 1024, 9 * 4 // 2, 4
-    # A: a warp's two tile rows read halo rows 0-3 at stride 1, two .x4 (rows 0-1, 2-3) for each
-    # of 3 column shifts x 4 chunks, where each of 2 x 18 (k-step, m16 tile) loaded its own.
-    assert (s["a_loads"], s["a_loads_x2"]) == (2 * 3 * 4, 0)
+    # A: a warp's two tile rows read halo rows 0-3 at stride 1; at Cg = 32 a k-step is one tap's
+    # chunk pair, loaded whole (a quad) once for both tiles: an .x4 for each of 4 rows, 3 column
+    # shifts and 2 chunk pairs, where each of 2 x 18 (k-step, m16 tile) loaded its own.
+    assert (s["a_loads"], s["a_loads_x2"]) == (4 * 3 * 2, 0)
     entry = pm.cuda_shape("fprop_halo", pm.Conv(64, 256, 56, 56, 256, 32, stride=2), gpu)
     # At stride 2, Cg = 8 (a tap one chunk, a k-step two taps), no operand repeats: an .x4 for
     # each of 2 x 5, but the .x2 of tap 8 beside K padding in each tile.
     assert (entry["a_loads"], entry["a_loads_x2"]) == (2 * 5, 2)
+    # Stage 1, Cg = 4: a k-step is two taps, so pairs are loaded two halo rows at a time (rows
+    # 0-1 and 2-3, "couples"): 2 for each of 3 column shifts, where 2 x 5 operands loaded theirs.
+    stage1 = pm.cuda_shape("fprop_halo", pm.Conv(64, 128, 56, 56, 128, 32), gpu)
+    assert (stage1["a_loads"], stage1["a_loads_x2"]) == (2 * 3, 0)
     assert pred.mma_flops_issued == pytest.approx(tiles * 4 * 2 * ksteps * ntiles * 4096)
     x_bytes = 64 * 7 * 7 * 1024 * 2
     weights = pred.grid * 2 * 32 * ksteps * ntiles * 64 * 4   # each CTA: at most two slabs' packs
