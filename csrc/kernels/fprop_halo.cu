@@ -257,7 +257,7 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w, boo
           // The new couples: the lane's base (lanes 16-31 `stride` rows lower) plus a
           // compile-time offset (halo_a_couple: an .x4 loads a pair and the one below it).
           for_constexpr<2>([&](auto k_constant) {
-            constexpr int K = decltype(k_constant)::value, P = O.load[K], UP = STRIDE * 3 * halo_tap_chunks(CG);
+            constexpr int K = decltype(k_constant)::value, P = O.load[K];
             constexpr bool X2 = O.x2[K];
             const uint32_t at = group_s + STEP_LO * khalf + 4u * uint32_t(halo_a_pair_offset(P, 0, CG, STRIDE));
             if constexpr (P >= 0 && X2) {
@@ -265,17 +265,17 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w, boo
             } else if constexpr (P >= 0) {
               uint32_t r[4];
               ldsm_x4_at(r, at);
-              pr[P][0] = r[0], pr[P][1] = r[1], pr[P + UP][0] = r[2], pr[P + UP][1] = r[3];
+              constexpr int UP = halo_a_couple_upper(P, CG, STRIDE);
+              pr[P][0] = r[0], pr[P][1] = r[1], pr[UP][0] = r[2], pr[UP][1] = r[3];
             }
           });
         }
         if constexpr (!halo_a_quads(CG, STRIDE, MASK))   // (the moves ptxas makes into the mma's operand)
           q[I][0] = pr[O.a0][0], q[I][1] = pr[O.a0][1], q[I][2] = pr[O.a1][0], q[I][3] = pr[O.a1][1];
-        constexpr int SRC = halo_a_quads(CG, STRIDE, MASK) ? O.src : I;
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt)
           if (halo_kn_meet(O.j, nt, CG, MODE, CLS))
-            MmaOp<T>::run(acc[gl][O.mt][nt], q[SRC], b[O.j][nt][0], b[O.j][nt][1]);
+            MmaOp<T>::run(acc[gl][O.mt][nt], q[O.src], b[O.j][nt][0], b[O.j][nt][1]);
       });
     }
 #pragma unroll

@@ -407,6 +407,10 @@ RK_HOST_DEVICE constexpr bool halo_a_quads(int cg, int stride, int mask) {
 // are read and the upper is not yet taken, else alone, an .x2. By the pair's row: 1 the lower
 // of an .x4, 2 its upper, 0 an .x2 (-1: not read). At stride 1 rows 0-3 are two couples (at
 // stride 2 they would be (0, 2), (1, 3) and 4 alone).
+// The pair a couple's .x4 loads for lanes 16-31: `stride` halo rows below pair `lower`.
+RK_HOST_DEVICE constexpr int halo_a_couple_upper(int lower, int cg, int stride) {
+  return lower + stride * 3 * halo_tap_chunks(cg);
+}
 RK_HOST_DEVICE constexpr int halo_a_couple(int row, int stride, int mask = 0x1FF) {
   int role[5] = {-1, -1, -1, -1, -1};
   for (int b = 0; b < 9; ++b)
@@ -420,7 +424,8 @@ RK_HOST_DEVICE constexpr int halo_a_couple(int row, int stride, int mask = 0x1FF
 // ordered by (column shift, chunk pair, halo row, tile), so that tile 1's operand at tap
 // (r, s) comes right after tile 0's at (r + stride, s) whose quad it takes, and what waits
 // between a k-step's two operands is its B registers (`first`: the operand that loads them),
-// not A's. Before operand i, the ldmatrix that no earlier one did:
+// not A's. Before operand i, the ldmatrix that no earlier one did (its registers: operand
+// `src`'s, i itself but for a quad loaded earlier):
 //   couples: the pairs it needs that no earlier load brought, one or two loads: `load[k]` the
 //            lower pair of a couple or a pair alone (-1: none), `x2[k]` alone;
 //   quads:   its quad, unless operand `src` < i loaded the same (load[0] = a0, else -1; x2[0]
@@ -469,12 +474,12 @@ RK_HOST_DEVICE constexpr HaloASchedule halo_a_schedule(int cg, int stride, int m
         if (loaded[pr]) continue;
         const int role = halo_a_couple(pr / row_pairs, stride, mask);
         const int lower = role == 2 ? pr - stride * row_pairs : pr;
-        if (role < 0 || (role == 1 && lower + stride * row_pairs >= pad))
+        if (role < 0 || (role == 1 && halo_a_couple_upper(lower, cg, stride) >= pad))
           return {-1, 0, 0, {}};                       // a row no couple holds (never: checked)
         o.load[n] = lower;
         o.x2[n] = role == 0;
         loaded[lower] = true;
-        if (role != 0) loaded[lower + stride * row_pairs] = true;
+        if (role != 0) loaded[halo_a_couple_upper(lower, cg, stride)] = true;
         ++n;
       }
     }

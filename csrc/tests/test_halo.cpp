@@ -239,7 +239,6 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
             std::vector<int> loaded_at(pad + 1, -1);
             for (auto& lane : pairs[pad]) lane = {{{0.f, 0.f}, {0.f, 0.f}, {0.f, 0.f}, {0.f, 0.f}}};   // zero pair
             loaded_at[pad] = 0;
-            const int up = S * 3 * rk::halo_tap_chunks(CG);    // a couple's upper pair: S rows on
             auto load = [&](int matrices, auto word_of, Regs& lo, Regs* hi) {
               for (int lane = 0; lane < 32; ++lane)
                 for (int reg = 0; reg < matrices; ++reg)
@@ -272,15 +271,16 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
                   for (auto& lane : quad[i]) lane[2] = lane[3] = {0.f, 0.f};
                 continue;
               }
+              wrong += o.src != i;                              // couples: the operand's own registers
               for (int k = 0; k < 2; ++k) {
-                const int lower = o.load[k];
+                const int lower = o.load[k], upper = rk::halo_a_couple_upper(lower, CG, S);
                 if (lower < 0) continue;
                 const int matrices = o.x2[k] ? 2 : 4;             // .x2 or .x4
-                if (lower >= pad || (matrices == 4 && lower + up >= pad)) {   // no such pair
+                if (lower >= pad || (matrices == 4 && upper >= pad)) {   // no such pair
                   ++wrong;
                   continue;
                 }
-                for (const int pr : {lower, matrices == 4 ? lower + up : -1}) {
+                for (const int pr : {lower, matrices == 4 ? upper : -1}) {
                   if (pr < 0) continue;
                   wrong += loaded_at[pr] >= 0;
                   loaded_at[pr] = i;
@@ -290,9 +290,9 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
                   const int wi =
                       rk::halo_pixel_base(2 * warp + giver / 16, rk::halo_a_col(giver), S, CG) + off + gl * GW / 2;
                   wrong += wi != rk::halo_pixel_base(2 * warp, rk::halo_a_col(giver), S, CG) +
-                                     rk::halo_a_pair_offset(half ? lower + up : lower, gl, CG, S);
+                                     rk::halo_a_pair_offset(half ? upper : lower, gl, CG, S);
                   return wi;
-                }, pairs[lower], matrices == 4 ? &pairs[lower + up] : nullptr);
+                }, pairs[lower], matrices == 4 ? &pairs[upper] : nullptr);
               }
             }
             for (int mt = 0; mt < 2; ++mt)
