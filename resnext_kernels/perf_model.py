@@ -1082,17 +1082,20 @@ def halo_kn_pairs(cg: int, gw: int, class_taps: Sequence[int]) -> int:
                         total += 1
                         break
     return total
-HALO_PACK_UNROLL = 8             # packed words a thread loads at once (halo_pack_unroll)
+HALO_PACK_UNROLL = 12            # packed words a thread loads at once, about (halo_pack_unroll)
 HALO_PHASES_PACK_UNROLL = 4      # the same for dgrad's phase classes
-# Warp instructions of fprop_halo's staging loop for one halo row and of its store loop for one
-# tile row, in passes of 32 lanes (halo_fragments.h, halo_lane_copy: 32 / (slab / 8) pixels a
-# pass): a fixed part plus a part per pass, fitted to the sm_90 SASS of the 62 bf16 kernels
-# (2026-12-03, ninth session, with paired tiles: 34-91 and 25-48 instructions a row; least
-# squares gave 25.1 + 6.3 and 19.5 + 5.5 a pass; the image jump of a paired tile costs a row
-# ~5 more than the seventh session's 24 + 5.5 and 18 + 4.5). scripts/cuda_resource_check.py
-# recounts each kernel's and fails beyond 20% (the linear form's residuals reach 19%, the store
-# rows of 2 passes). Before the row-wise loops (2026-12-02) a pass of the staging loop was 35-41
-# instructions and of the store loop 28-32, for 32 copies.
+# Warp instructions of fprop_halo's staging loop for one halo row, in passes of 32 lanes
+# (halo_fragments.h, halo_lane_copy: 32 / (slab / 8) pixels a pass): a fixed part plus a part
+# per pass, fitted to the sm_90 SASS of the 62 bf16 kernels (least squares; 2026-12-04: 16.6 +
+# 7.75 a pass, 30-91 instructions a row, residuals within 9%; the ninth session's 25.1 + 6.3,
+# the seventh's 24 + 5.5). Its store loop's tile row, by (Cg, dgrad's phase classes): since
+# 2026-12-04 a table, as the rows of 2 passes came out at 25-38 instructions (ptxas keeps the
+# lane's invariants in some kernels and recomputes them a row in others: 37-38 in dgrad's
+# stride-1 kernels at Cg = 16, 32 in fprop's) and the Cg = 64 phase kernels' at 46 and 69,
+# which no line fits within 20% (the ninth session's was 19.5 + 5.5 a pass).
+# scripts/cuda_resource_check.py recounts each kernel's and fails beyond 20%. Before the
+# row-wise loops (2026-12-02) a pass of the staging loop was 35-41 instructions and of the
+# store loop 28-32, for 32 copies.
 # Warp instructions a packed weight word costs fprop_halo's slab packing (halo_pack_slab: each
 # thread a word a pass, eight passes' loads at once), by (Cg, dgrad's phase classes), in the
 # sm_90 SASS of the bf16 kernels (2026-12-03: the pack loops' instructions per word; 29-146;
@@ -1102,9 +1105,9 @@ HALO_PHASES_PACK_UNROLL = 4      # the same for dgrad's phase classes
 # and so predicted stages 3-4 and the stride-2 dgrad entries far too fast. Recounted in CI
 # within 25% for each kernel.
 HALO_PACK_WORD_SASS = {
-    (4, False): 50, (4, True): 77, (8, False): 28, (8, True): 66, (14, False): 145, (14, True): 112,
-    (16, False): 45, (16, True): 29, (24, False): 131, (24, True): 111, (32, False): 85,
-    (32, True): 59, (40, False): 131, (40, True): 104, (64, False): 83, (64, True): 59,
+    (4, False): 74, (4, True): 78, (8, False): 55, (8, True): 67, (14, False): 144, (14, True): 114,
+    (16, False): 22, (16, True): 91, (24, False): 132, (24, True): 104, (32, False): 59,
+    (32, True): 76, (40, False): 131, (40, True): 105, (64, False): 72, (64, True): 61,
 }
 HALO_PACK_SASS_TOLERANCE = 0.25
 # The same for a pre-packed weight (ConvParams::packed): a 16-byte copy of 4 words, ~8 warp
@@ -1112,17 +1115,60 @@ HALO_PACK_SASS_TOLERANCE = 0.25
 HALO_PREPACKED_WORD_SASS = 2.0
 
 
+def halo_pack_round(gemm_groups: int, words: int, unroll: int) -> int:
+    """A round's words of one GEMM group (fprop_halo.cu, halo_pack_round, mirrored): all of a
+    class's where the slab's are at most 1.5 x unroll, else ~unroll over the GEMM groups, a
+    divisor of `words` where one is near."""
+    per = -(-unroll // gemm_groups)
+    if 2 * gemm_groups * words <= 3 * unroll:
+        return words
+    return next((r for r in range(per, per // 2, -1) if words % r == 0), per)
+
+
 def halo_pack_rounds(class_ksteps: Sequence[int], ntiles: int, gemm_groups: int) -> int:
-    """Load round trips of a thread packing a slab (halo_pack_slab): per GEMM group and class,
-    its half of the class's (k-step, n8 tile) pairs, HALO_PACK_UNROLL at once (the four phase
-    classes HALO_PHASES_PACK_UNROLL)."""
-    half_pairs = [-(-k * ntiles // 2) for k in class_ksteps]
+    """Load round trips of a thread packing a slab (halo_pack_slab): per class, its words (half
+    the class's (k-step, n8 tile) pairs, in every GEMM group) in rounds that load a round's
+    words of all GEMM groups at once (HALO_PACK_UNROLL about; the four phase classes
+    HALO_PHASES_PACK_UNROLL)."""
     unroll = HALO_PHASES_PACK_UNROLL if len(class_ksteps) == 4 else HALO_PACK_UNROLL
-    return gemm_groups * sum(-(-h // unroll) for h in half_pairs)
+    words = [-(-k * ntiles // 2) for k in class_ksteps]
+    return sum(-(-w // halo_pack_round(gemm_groups, w, unroll)) for w in words)
 
 
-HALO_STAGE_ROW_SASS = (25, 6.3)
-HALO_STORE_ROW_SASS = (20, 5.5)
+# Warp instructions of a class's epilogue (fprop_halo.cu, `epilogue`), a warp's, without a bias,
+# by (Cg, dgrad's phase classes): each (GEMM group, n8 tile)'s 4 conversions (cvt ...x2.f32,
+# ReLU its own clamp) and 4 staging stores, the staging addresses (at Cg = 14, 24, 40, whose
+# slabs are not a power of two channels wide, ~20 instructions a pair), the store loop's
+# set-up; counted from the last mma to the first store in the sm_90 SASS of the bf16 dgrad
+# kernels (one form; 2026-12-04), which scripts/cuda_resource_check.py recounts within
+# HALO_EPILOGUE_SASS_TOLERANCE; fprop's form without a bias taken as the same. With a bias
+# (HALO_EPILOGUE_BIAS_SASS), per (GEMM group, n8 tile) its pair's 2 loads, 2 widenings and 8
+# adds, and a few addresses (read in the Cg = 4 fprop kernel's SASS: 55 more at 4 pairs).
+# Before 2026-12-04 every kernel, dgrad's included, issued the bias and ReLU of each element
+# under a predicate, the bias loaded for each: 162-194 a class at Cg = 4, 8, 16, 24, 32, 351-374
+# at 14, where the model took 32 a pair plus 8 bias loads (163 at 4 pairs).
+HALO_EPILOGUE_SASS = {
+    (4, False): 60, (4, True): 47, (8, False): 60, (8, True): 45, (14, False): 169, (14, True): 187,
+    (16, False): 83, (16, True): 48, (24, False): 133, (24, True): 86, (32, False): 63,
+    (32, True): 54, (40, False): 112, (40, True): 128, (64, False): 86, (64, True): 74,
+}
+HALO_EPILOGUE_BIAS_SASS = (4, 12)
+HALO_EPILOGUE_SASS_TOLERANCE = 0.25
+
+
+def halo_epilogue_sass(cg: int, phases: bool, bias: bool = False) -> float:
+    """A warp's instructions for one class's epilogue (HALO_EPILOGUE_SASS), with the bias's."""
+    pairs = halo_slab(cg) // 8             # (GEMM group, n8 tile) pairs: a slab's 8-channel tiles
+    fixed, per = HALO_EPILOGUE_BIAS_SASS
+    return HALO_EPILOGUE_SASS[(cg, phases)] + (fixed + per * pairs if bias else 0)
+
+
+HALO_STAGE_ROW_SASS = (16.6, 7.75)
+HALO_STORE_ROW_SASS = {
+    (4, False): 30, (4, True): 26, (8, False): 30, (8, True): 26, (14, False): 39, (14, True): 42,
+    (16, False): 34, (16, True): 26, (24, False): 28, (24, True): 27, (32, False): 25,
+    (32, True): 29, (40, False): 38, (40, True): 37, (64, False): 40, (64, True): 57.5,
+}
 HALO_ROW_SASS_TOLERANCE = 0.2
 
 
@@ -1145,12 +1191,13 @@ def halo_row_passes(cols: int, slab: int) -> int:
 
 
 def halo_row_sass(model: Tuple[float, float], passes: int) -> float:
-    """A row's warp instructions under HALO_STAGE_ROW_SASS or HALO_STORE_ROW_SASS."""
+    """A staging row's warp instructions under HALO_STAGE_ROW_SASS."""
     return model[0] + model[1] * passes
 
 
 def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Resources,
-              dtype: str = "bf16", prepacked: bool = False, packs_in_call: bool = False) -> Prediction:
+              dtype: str = "bf16", prepacked: bool = False, packs_in_call: bool = False,
+              bias: bool = False) -> Prediction:
     """fprop_halo (csrc/kernels/fprop_halo.cu, halo_fragments.h): persistent CTAs walk contiguous
     runs of the 8x16-pixel tiles (two images a tile on grids at most 8 columns wide whose halos
     meet only in padding: the shape's tile_images), packing each slab's weights as they start it; each tile's halo
@@ -1164,7 +1211,8 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     launch (pack_weight), each slab's words copied in 16-byte pieces with a tile's halo, instead
     of packed by each CTA; `packs_in_call`: packed so by the call itself, one launch more
     (halo_packs_in_call: an fprop call given no packed weight where packing in the CTAs would
-    starve the grid; the shape says so with two launches)."""
+    starve the grid; the shape says so with two launches); `bias`: fprop with a bias (a frozen
+    module's folded batch norm), whose epilogue adds it."""
     if direction == "wgrad":
         return cuda_wgrad_halo(conv, gpu, shape, resources, dtype)
     e = conv.elem_size
@@ -1204,8 +1252,9 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
     copies = rows * cols * slab / 8            # 16-byte staging copies a tile
     # Each CTA walks a contiguous run of the slab-major tiles and packs the weights of each slab
     # it starts into shared memory: 1 + run / tiles-per-slab slabs a CTA on average, each
-    # words / 128 words a thread, HALO_PACK_UNROLL loaded at once (halo_pack_rounds round
-    # trips) at HALO_PACK_WORD_SASS instructions a word. Pre-packed, a slab's words come in
+    # words / 128 words a thread, in rounds of about HALO_PACK_UNROLL loaded at once over the
+    # GEMM groups (halo_pack_rounds round trips; the first slab's while the first tile's halo
+    # flies) at HALO_PACK_WORD_SASS instructions a word. Pre-packed, a slab's words come in
     # 16-byte copies with a tile's halo (the first slab's with the first tile's, a later one's
     # while the next tile's halo flies: one round trip), ~8 instructions a copy of 4 words.
     words = gg * ksteps * ntiles * 64
@@ -1229,26 +1278,28 @@ def cuda_halo(conv: Conv, direction: str, gpu: GPU, shape: dict, resources: Reso
         l2_bytes=per_cta * halo_bytes + packs * weight_bytes,
         l2_store_bytes=per_cta * out_bytes,
         smem_wavefronts=per_cta * smem + packs * words / 32,
-        # Warp instructions, counted in fprop_halo's SASS (sm_90, bf16, stride 1; 2026-12-03,
-        # fourteenth session: the region from the first ldmatrix to the last mma has 215-227 at
-        # Cg = 4 and 8, 156-179 at 16, 267-288 at 32, where this counts 216, 216, 180, 299;
-        # 128-177 at stride 2, Cg = 4 and 8: 145): per warp and GEMM group the schedule's A
-        # loads (halo_a_schedule: an ldmatrix each, the lane's part and the offset folded into
-        # its address) and, with couples (a tap one chunk, stride 1, nine taps: halo_a_quads),
-        # ~2 moves an operand into the mma's registers; per n8 tile and k-step a B load and 2
-        # mma, per GEMM group and n8 tile 8 bias loads, all x1.1; per class the epilogue (~32
-        # per GEMM group and n8 tile); the staging loop a halo row and the store loop a tile row
-        # per class, in passes of 32 lanes, as counted in the SASS (HALO_STAGE_ROW_SASS,
-        # HALO_STORE_ROW_SASS); the packing a word as counted (HALO_PACK_WORD_SASS). (Before
-        # the A pairs were shared the region had 202-222, 243-248 and 311-318 and the model
-        # took 2 ldmatrix and 3 address instructions a k-step.)
-        issue=per_cta * (4 * (1.1 * ((a_loads + a_moves) * gg + 3 * kn * gg + 8 * gg * ntiles)
-                              + classes * 32 * gg * ntiles)
+        # Warp instructions, counted in fprop_halo's SASS (sm_90, bf16): per warp and GEMM
+        # group the schedule's A loads (halo_a_schedule: an ldmatrix each, the lane's part and
+        # the offset folded into its address) and, with couples (a tap one chunk, stride 1, nine
+        # taps: halo_a_quads), ~2 moves an operand into the mma's registers; per n8 tile and
+        # k-step a B load and 2 mma, all x1.1 (2026-12-04: from the first ldmatrix to the last
+        # mma 173-202 instructions at Cg = 4 and 8, 126-142 at 16, 239-262 at 32, 131-134 at
+        # stride 2, Cg = 4 and 8, where this counts 180, 180, 145, 264 and 145; each 30-45 fewer
+        # than before the epilogue loaded the bias, which ptxas had hoisted there; the
+        # fourteenth session's 215-227, 156-179, 267-288); per class the epilogue
+        # (halo_epilogue_sass: conversion and staging store of each accumulator pair, the bias
+        # where there is one); the staging loop a halo row and the store loop a tile row per
+        # class, in passes of 32 lanes, as counted in the SASS (HALO_STAGE_ROW_SASS,
+        # HALO_STORE_ROW_SASS); the packing a word as counted (HALO_PACK_WORD_SASS).
+        issue=per_cta * (4 * (1.1 * ((a_loads + a_moves) * gg + 3 * kn * gg)
+                              + classes * halo_epilogue_sass(cg, phases, bias))
                          + rows * halo_row_sass(HALO_STAGE_ROW_SASS, halo_row_passes(cols, slab))
-                         + classes * 8 * halo_row_sass(HALO_STORE_ROW_SASS, halo_row_passes(16, slab)))
+                         + classes * 8 * HALO_STORE_ROW_SASS[(cg, phases)])
         + packs * words / 32 * pack_word_issue,
         mma_flops=per_cta * mma,
-        chain_us=(per_cta + packs * pack_rounds) * gpu.mem_latency_us,
+        # (Packing in the CTAs, the first slab's round trips overlap the first tile's halo.)
+        chain_us=(per_cta + packs * pack_rounds - (0 if prepacked else min(1.0, pack_rounds)))
+        * gpu.mem_latency_us,
         in_flight_bytes=halo_bytes)
     regs, source = resources.cuda_regs(f"fprop_halo_kernel<{{T}}, {cg}, {conv.stride}, {mode}, "
                                        f"{'true' if prepacked else 'false'}>", dtype, 128)
@@ -1452,7 +1503,7 @@ def cuda_variant(name: str, conv: Conv, direction: str, gpu: GPU, resources: Res
     if family == "halo" and direction != "wgrad":
         in_call = direction == "fprop" and not prepacked and shape["launches"] == 2
         return cuda_halo(conv, direction, gpu, shape, resources, dtype, prepacked=prepacked or in_call,
-                         packs_in_call=in_call)
+                         packs_in_call=in_call, bias=frozen and direction == "fprop")
     return CUDA_MODELS[family](conv, direction, gpu, shape, resources, dtype)
 
 

@@ -11,7 +11,8 @@ WGRAD_HALO_TILE_SASS and WGRAD_HALO_CLUSTER_TILE_SASS: a pass and an image of ea
 the tile loop's own instructions and an accumulator tile of each of the cluster reduction's two
 loops, within 25%;
 HALO_STAGE_ROW_SASS and HALO_STORE_ROW_SASS: a row of fprop_halo's staging and store loops,
-within 20%; HALO_PACK_WORD_SASS: its weight packing, a word, within 25%) and fails when one is
+within 20%; HALO_PACK_WORD_SASS: its weight packing, a word, within 25%; HALO_EPILOGUE_SASS: the
+epilogue of its dgrad kernels, within 25%) and fails when one is
 off, so that the model's issue term follows the code.
 
     python scripts/cuda_resource_check.py [path/to/_C.so] [--json PATH]
@@ -83,12 +84,35 @@ def row_size(bodies, op: str, passes: int) -> float | None:
     return min(sizes) if sizes else None
 
 
-def pack_word_size(bodies) -> float | None:
-    """Instructions a packed word in the MMA-free loops that load (LDG) and store to shared
-    memory (STS): fprop_halo's weight packing, all its loops' instructions over their words."""
+def pack_word_size(bodies, sass: str = "") -> float | None:
+    """Instructions a packed word of fprop_halo's weight packing: in the MMA-free loops that
+    load (LDG) and store to shared memory (STS), all their instructions over their words; where
+    the packing is straight-line code (a slab in one round, no loop), the first slab's as packed
+    before the tile loop: from its first weight load to its last store, over its stores."""
     packs = [(len(b), n) for b in _mma_free(bodies) if _count(b, r"\bLDG")
              for n in [_count(b, r"\bSTS\b")] if n]
-    return sum(size for size, _ in packs) / sum(n for _, n in packs) if packs else None
+    if packs:
+        return sum(size for size, _ in packs) / sum(n for _, n in packs)
+    tile = [span for span in sass_loops.spans(sass) if any(re.search(r"\bHMMA", t) for t in span[2])]
+    if not tile:
+        return None
+    start = max(tile, key=lambda span: len(span[2]))[0]
+    before = [text for address, text in sass_loops.instructions(sass) if address < start]
+    loads = [i for i, text in enumerate(before) if re.search(r"\bLDG\.E\b", text)]
+    stores = [i for i, text in enumerate(before) if re.search(r"\bSTS\b", text)]
+    if not loads or not stores:
+        return None
+    return (stores[-1] - loads[0] + 1) / len(stores)
+
+
+def epilogue_size(sass: str) -> int | None:
+    """Instructions from a kernel's last mma to its first global store: the last class's epilogue
+    and the store loop's set-up (fprop_halo's `epilogue` in one form, as dgrad's kernels have
+    it)."""
+    code = [text for _, text in sass_loops.instructions(sass)]
+    mma = [i for i, text in enumerate(code) if re.search(r"\bHMMA", text)]
+    store = next((i for i in range(mma[-1], len(code)) if re.search(r"\bSTG", code[i])), None) if mma else None
+    return None if store is None else store - mma[-1] - 1
 
 
 def wgrad_halo_loops(sass: str):
@@ -188,15 +212,23 @@ def check_model_sass(tool: str, path: str, rows, demangled) -> int:
               + (f"{min(ratios):.2f}-{max(ratios):.2f}x" if ratios else "none")
               + f" the model's {model_text}")
 
-    for op, what, model, cols in (("LDGSTS", "staging row", pm.HALO_STAGE_ROW_SASS, pm.halo_cols),
-                                  ("STG", "store row", pm.HALO_STORE_ROW_SASS, lambda stride: 16)):
-        def row(key, op=op, model=model, cols=cols):
-            passes = pm.halo_row_passes(cols(key[2]), pm.halo_slab(key[1]))
-            return row_size(found[key], op, passes), pm.halo_row_sass(model, passes), f", {passes} passes"
+    def stage_row(key):
+        passes = pm.halo_row_passes(pm.halo_cols(key[2]), pm.halo_slab(key[1]))
+        return (row_size(found[key], "LDGSTS", passes), pm.halo_row_sass(pm.HALO_STAGE_ROW_SASS, passes),
+                f", {passes} passes")
 
-        recount(what, pm.HALO_ROW_SASS_TOLERANCE, f"{model[0]} + {model[1]} a pass", row)
+    def store_row(key):
+        passes = pm.halo_row_passes(16, pm.halo_slab(key[1]))
+        return row_size(found[key], "STG", passes), pm.HALO_STORE_ROW_SASS[(key[1], key[3] == 2)], ""
+
+    recount("staging row", pm.HALO_ROW_SASS_TOLERANCE,
+            f"{pm.HALO_STAGE_ROW_SASS[0]} + {pm.HALO_STAGE_ROW_SASS[1]} a pass", stage_row)
+    recount("store row", pm.HALO_ROW_SASS_TOLERANCE, "(HALO_STORE_ROW_SASS)", store_row)
+    recount("epilogue (dgrad: one form)", pm.HALO_EPILOGUE_SASS_TOLERANCE, "(HALO_EPILOGUE_SASS)",
+            lambda key: (epilogue_size(texts[key]), pm.halo_epilogue_sass(key[1], key[3] == 2), ""),
+            [key for key in halo if key[3] != 0])
     recount("weight packing a word", pm.HALO_PACK_SASS_TOLERANCE, "(HALO_PACK_WORD_SASS)",
-            lambda key: (pack_word_size(found[key]), pm.HALO_PACK_WORD_SASS[(key[1], key[3] == 2)], ""),
+            lambda key: (pack_word_size(found[key], texts[key]), pm.HALO_PACK_WORD_SASS[(key[1], key[3] == 2)], ""),
             [key for key in halo if not key[4]])   # the pre-packed kernels pack nothing
     if not halo:
         off += 1

@@ -18,7 +18,7 @@ def loops(sass: str) -> list:
 def spans(sass: str) -> list:
     """Every loop of `sass` as (first address, last address, instructions), in the order of
     their backward branches (an inner loop before the loop that holds it)."""
-    code = [(int(m.group(1), 16), m.group(2)) for m in _LINE.finditer(sass)]
+    code = instructions(sass)
     found = []
     for addr, text in code:
         branch = _BRANCH.search(text)
@@ -26,6 +26,11 @@ def spans(sass: str) -> list:
             start = int(branch.group(1), 16)
             found.append((start, addr, [t for a, t in code if start <= a <= addr]))
     return found
+
+
+def instructions(sass: str) -> list:
+    """`sass`'s instructions in order, as (address, text)."""
+    return [(int(m.group(1), 16), m.group(2)) for m in _LINE.finditer(sass)]
 
 
 def smallest_holding(bodies, pattern: str):

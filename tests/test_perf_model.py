@@ -335,22 +335,45 @@ def test_fprop_halo_packs_in_the_call_at_stage4():
     132 CTAs against the pre-packed kernel's 396 (csrc/tests/test_halo.cpp derives both), so the
     call packs the weight first into its workspace: two launches, the pre-packed grid. The model
     prices it as the frozen module's kernel (the same kernel on a kept buffer) plus the packing
-    launch; stage 3 (half the grid, not a third) keeps packing in its CTAs."""
+    launch; stage 3 (half the grid, not a third) keeps packing in its CTAs. (The frozen module's
+    layer adds its folded bias in the epilogue, which the call here has not.)"""
     gpu = pm.GPUS["H200"]
     conv = pm.Conv(64, 1024, 7, 7, 1024, 32)
     s = pm.cuda_shape("fprop_halo", conv, gpu)
     assert (s["launches"], s["grid_x"]) == (2, 396) and s["workspace_elems"] > 0
     call = pm.cuda_variant("fprop_halo", conv, "fprop", gpu)
+    kept = pm.cuda_shape("fprop_halo", conv, gpu, packed=True)
+    on_kept = pm.cuda_halo(conv, "fprop", gpu, kept, pm.NO_RESOURCES, prepacked=True)
     frozen = pm.cuda_variant("fprop_halo", conv, "fprop", gpu, frozen=True)
     pack = pm.simulate(gpu, "pack", "fprop", [pm.small_kernel("halo_pack", conv.w_elems() * 2,
                                                               s["workspace_elems"] * 4)])
-    assert (call.launches, frozen.launches) == (2, 1)
-    assert call.time_us == pytest.approx(frozen.time_us + pack.time_us)
+    assert (call.launches, frozen.launches, on_kept.launches) == (2, 1, 1)
+    assert call.time_us == pytest.approx(on_kept.time_us + pack.time_us)
+    assert frozen.terms["issue"] > on_kept.terms["issue"]       # the bias's adds
     stage3 = pm.cuda_shape("fprop_halo", pm.Conv(64, 512, 14, 14, 512, 32), gpu)
     assert (stage3["launches"], stage3["grid_x"], stage3["workspace_elems"]) == (1, 264, 0)
 
 
 @needs_cuda_build
+def test_halo_pack_rounds_by_hand():
+    """A thread's load round trips packing a slab in its CTA (fprop_halo.cu, halo_pack_slab):
+    each class's words (half its (k-step, n8 tile) pairs) of all GEMM groups a round, about 12
+    at once (4 for dgrad's phase classes), the whole slab in one round where it has at most 18."""
+    # Cg = 4 and 8: four GEMM groups of 8 channels, 5 k-steps x 1 n8 tile: 3 words each, 12.
+    assert pm.halo_pack_rounds([5], 1, 4) == 1
+    # Cg = 16: two GEMM groups of 9 k-steps x 2 n8 tiles: 9 words each, 18 in one round.
+    assert pm.halo_pack_rounds([9], 2, 2) == 1
+    # Cg = 32: one GEMM group of 18 k-steps x 4 n8 tiles: 36 words, rounds of 12.
+    assert pm.halo_pack_rounds([18], 4, 1) == 3
+    # Cg = 14: 32 k-steps x 7 n8 tiles, 112 words: no divisor of 112 from 12 down to 7 but 8.
+    assert pm.halo_pack_rounds([32], 7, 1) == 14
+    # Cg = 24: 14 k-steps x 3 n8 tiles, 21 words (over 18): rounds of 7, its divisor.
+    assert pm.halo_pack_rounds([14], 3, 1) == 3
+    # dgrad's phase classes at Cg = 4 (taps 4, 2, 2, 1: 2, 1, 1, 1 k-steps): a word of each of
+    # four GEMM groups a class, one round each.
+    assert pm.halo_pack_rounds([2, 1, 1, 1], 1, 4) == 4
+
+
 def test_halo_paired_tiles_by_hand():
     """The halo rungs put two images in a tile where the grid is at most 8 columns wide (32x4d's
     stage 4, 7x7): 32 slabs x 32 pairs = 1024 tiles at batch 64 (2048 of 128 pixels for 49

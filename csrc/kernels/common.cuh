@@ -27,6 +27,33 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(f
   return __float2bfloat16_rn(v);
 }
 
+// Two floats rounded to nearest into one 32-bit word of two T, `lo` in the low half (the element
+// at the lower address): one cvt ...x2.f32 instruction (sm_80 on). RELU: the conversion's own
+// clamp (cvt's .relu: a negative result becomes 0, a NaN stays NaN as torch.relu keeps it), no
+// instruction more.
+template <typename T, bool RELU = false>
+__device__ __forceinline__ uint32_t pack_float2(float lo, float hi) {
+  static_assert(std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>, "a 16-bit type");
+  uint32_t r;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    if constexpr (RELU) asm("cvt.rn.relu.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    else asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  } else {
+    if constexpr (RELU) asm("cvt.rn.relu.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    else asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  }
+#else
+  if constexpr (RELU) {   // as cvt's .relu: NaN kept, negatives to 0
+    lo = lo < 0.f ? 0.f : lo;
+    hi = hi < 0.f ? 0.f : hi;
+  }
+  const T l = from_float<T>(lo), h = from_float<T>(hi);
+  r = uint32_t(*reinterpret_cast<const uint16_t*>(&l)) | (uint32_t(*reinterpret_cast<const uint16_t*>(&h)) << 16);
+#endif
+  return r;
+}
+
 // Splits a linear element index into logical (b, c, i, j) coordinates of a [B, Ch, I, J] tensor,
 // channel-fastest when `channels_last` (so that neighbouring threads touch neighbouring
 // addresses in a channels_last tensor), else j-fastest (NCHW).

@@ -73,15 +73,30 @@ LaunchShape halo_shape(const ConvParams& p, int mode, bool prepacked);
 // Packs slab `slab`'s weights into shared memory in the B registers' order
 // (wpack[gemm group][kstep][ntile][lane][2], halo_weight_word; a word two elements,
 // halo_class_weight_elem). A CTA does it when it starts a slab (once or twice a CTA:
-// halo_cta_tiles). A thread's lane and register are fixed (halo_pack_half: each half of the CTA
-// takes every other (k-step, n8 tile) pair), each class runs with its index a compile-time
-// constant (its tap set and first k-step constants), a thread's pairs a compile-time count
-// unrolled halo_pack_unroll at a time (their loads in flight together), and the weight is
-// addressed in 32 bits (halo_weight_offsets_reason): 29-146 instructions a word in the SASS.
-// (k-step, n8 tile) pairs whose loads a thread issues at once: 8, or 4 for dgrad's phase
-// classes, whose kernel at Cg = 24 spilled 8 bytes (at its 128 registers) with 8 once the A
-// loads followed halo_a_schedule (2026-12-03).
-constexpr int halo_pack_unroll(int mode) { return mode == kHaloDgradPhases ? 4 : 8; }
+// halo_cta_tiles; the first while its first tile's halo flies). A thread's lane and register
+// are fixed (halo_pack_half: each half of the CTA takes every other (k-step, n8 tile) pair),
+// each class runs with its index a compile-time constant (its tap set and first k-step
+// constants), and the weight is addressed in 32 bits (halo_weight_offsets_reason): 29-146
+// instructions a word in the SASS. A round loads a thread's next words of every GEMM group of
+// the slab at once (halo_pack_round: the words of a GEMM group a round), so that the loads in
+// flight cover the slab's GEMM groups together: one round trip at Cg = 4 and 8 (four GEMM
+// groups of three words), where a GEMM group at a time took four.
+// Words a thread loads at once, about: 12, or 4 for dgrad's phase classes, whose kernel at Cg =
+// 24 spilled 8 bytes (at its 128 registers) with 8 once the A loads followed halo_a_schedule
+// (2026-12-03).
+constexpr int halo_pack_unroll(int mode) { return mode == kHaloDgradPhases ? 4 : 12; }
+// A round's words of one GEMM group, of a class whose thread takes `words` words a GEMM group:
+// all of them where the slab's are at most 1.5 x halo_pack_unroll (one round, no loop: Cg = 4,
+// 8, 16; Cg = 24's 21 spilled), else about halo_pack_unroll over the GEMM groups, a divisor of
+// `words` where one is near (a remainder is predicated off in every round, which cost the Cg =
+// 16 packing twice its instructions a word).
+RK_HOST_DEVICE constexpr int halo_pack_round(int cg, int mode, int words) {
+  const int gg = halo_gemm_groups(cg), unroll = halo_pack_unroll(mode), per = (unroll + gg - 1) / gg;
+  if (2 * gg * words <= 3 * unroll) return words;
+  for (int r = per; 2 * r > per; --r)
+    if (words % r == 0) return r;
+  return per;
+}
 template <typename T, int CG, int MODE>
 __device__ __forceinline__ void halo_pack_slab(const ConvParams& p, int64_t slab, uint32_t* wsm) {
   constexpr int GG = halo_gemm_groups(CG), NT = halo_ntiles(CG);
@@ -89,38 +104,53 @@ __device__ __forceinline__ void halo_pack_slab(const ConvParams& p, int64_t slab
   const int ws0 = int(p.w_stride[0]), ws1 = int(p.w_stride[1]), ws2 = int(p.w_stride[2]);
   const int ws3 = int(p.w_stride[3]), groups = int(p.problem.G);
   const int half = threadIdx.x / 64, lane = threadIdx.x % 64 / 2, reg = threadIdx.x % 2;
-  auto pack_class = [&](auto cls_constant, int gl) {
+  auto pack_class = [&](auto cls_constant) {
     constexpr int CLS = decltype(cls_constant)::value;
     constexpr int J0 = halo_class_kstep0(CG, MODE, CLS), PAIRS = halo_class_ksteps(CG, MODE, CLS) * NT;
-    const int group0 = (int(slab) * GG + gl) * (halo_gw(CG) / CG);    // the GEMM group's first
+    constexpr int WORDS = (PAIRS + 1) / 2, ROUND = halo_pack_round(CG, MODE, WORDS);
     const int parity = (half + J0 * NT) % 2;                       // of (J0 + jj) NT + nt
-#pragma unroll halo_pack_unroll(MODE)
-    for (int k = 0; k < (PAIRS + 1) / 2; ++k) {       // a compile-time count: no remainder loop
-      const int pr = 2 * k + parity, jj = pr / NT, nt = pr % NT;
-      if (PAIRS % 2 != 0 && pr >= PAIRS) break;
-      uint32_t word = 0;
+#pragma unroll 1
+    for (int k0 = 0; k0 < WORDS; k0 += ROUND) {
+      // The round's words loaded, then stored: straight-line code (the round's last words
+      // predicated off where the class's count leaves a remainder), so that every load of the
+      // round is in flight before the first store waits.
+      uint32_t word[GG][ROUND];
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const HaloWeightElem el = halo_class_weight_elem(CLS, jj, nt, lane, reg, e, CG, MODE);
-        const int group = group0 + el.sub;
-        T v = from_float<T>(0.f);
-        if (el.ok && group < groups) {
-          const HaloWeightSource src = halo_weight_source(group, el.n, el.c, el.tap, CLS, CG, MODE);
-          v = w[int(src.k) * ws0 + int(src.c) * ws1 + src.r * ws2 + src.s * ws3];
+      for (int gl = 0; gl < GG; ++gl) {
+        const int group0 = (int(slab) * GG + gl) * (halo_gw(CG) / CG);   // the GEMM group's first
+#pragma unroll
+        for (int u = 0; u < ROUND; ++u) {
+          const int pr = 2 * (k0 + u) + parity, jj = pr / NT, nt = pr % NT;
+          const bool live = (WORDS % ROUND == 0 || k0 + u < WORDS) && (PAIRS % 2 == 0 || pr < PAIRS);
+          word[gl][u] = 0;
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const HaloWeightElem el = halo_class_weight_elem(CLS, jj, nt, lane, reg, e, CG, MODE);
+            const int group = group0 + el.sub;
+            T v = from_float<T>(0.f);
+            if (live && el.ok && group < groups) {
+              const HaloWeightSource src = halo_weight_source(group, el.n, el.c, el.tap, CLS, CG, MODE);
+              v = w[int(src.k) * ws0 + int(src.c) * ws1 + src.r * ws2 + src.s * ws3];
+            }
+            word[gl][u] |= uint32_t(*reinterpret_cast<const uint16_t*>(&v)) << (16 * e);
+          }
         }
-        word |= uint32_t(*reinterpret_cast<const uint16_t*>(&v)) << (16 * e);
       }
-      wsm[halo_weight_word(gl, J0 + jj, nt, lane, reg, CG, MODE)] = word;
+#pragma unroll
+      for (int gl = 0; gl < GG; ++gl)
+#pragma unroll
+        for (int u = 0; u < ROUND; ++u) {
+          const int pr = 2 * (k0 + u) + parity;
+          if ((WORDS % ROUND == 0 || k0 + u < WORDS) && (PAIRS % 2 == 0 || pr < PAIRS))
+            wsm[halo_weight_word(gl, J0 + pr / NT, pr % NT, lane, reg, CG, MODE)] = word[gl][u];
+        }
     }
   };
-#pragma unroll 1
-  for (int gl = 0; gl < GG; ++gl) {
-    pack_class(std::integral_constant<int, 0>{}, gl);
-    if constexpr (halo_classes(MODE) == 4) {
-      pack_class(std::integral_constant<int, 1>{}, gl);
-      pack_class(std::integral_constant<int, 2>{}, gl);
-      pack_class(std::integral_constant<int, 3>{}, gl);
-    }
+  pack_class(std::integral_constant<int, 0>{});
+  if constexpr (halo_classes(MODE) == 4) {
+    pack_class(std::integral_constant<int, 1>{});
+    pack_class(std::integral_constant<int, 2>{});
+    pack_class(std::integral_constant<int, 3>{});
   }
 }
 
@@ -278,31 +308,45 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w, boo
             MmaOp<T>::run(acc[gl][O.mt][nt], q[O.src], b[O.j][nt][0], b[O.j][nt][1]);
       });
     }
+    // The epilogue in one of its forms, each a branch-free body chosen once a class by uniform
+    // branches: dgrad's kernels have neither bias nor ReLU (halo_dgrad_as_fprop); fprop's with or
+    // without bias, ReLU the conversion's own clamp (pack_float2). A bias pair is loaded once
+    // for both m16 tiles and both rows of a lane's accumulators.
+    auto epilogue = [&](auto bias_constant, auto relu_constant) {
+      constexpr bool BIAS = decltype(bias_constant)::value, RELU = decltype(relu_constant)::value;
+      const int col = mma_c_coord(lane, 0).col;          // the same for the rows of i = 0 and 2
 #pragma unroll
-    for (int gl = 0; gl < GG; ++gl)
+      for (int gl = 0; gl < GG; ++gl)
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-          for (int i = 0; i < 4; i += 2) {
-            const FragCoord fc = mma_c_coord(lane, i);
-            const int n = nt * kMmaN + fc.col;
-            const int64_t k = (tl.slab * GG + gl) * GW + n;
-            float v0 = acc[gl][mt][nt][i], v1 = acc[gl][mt][nt][i + 1];
-            if (bias) {
-              v0 += to_float(bias[k]);
-              v1 += to_float(bias[k + 1]);
-            }
-            if (p.relu) {
-              v0 = fmaxf(v0, 0.f);
-              v1 = fmaxf(v1, 0.f);
-            }
-            const T h0 = from_float<T>(v0), h1 = from_float<T>(v1);
-            osm[halo_out_word((2 * warp + mt) * kHaloTileQ + fc.row, gl * GW + n, SLAB)] =
-                uint32_t(*reinterpret_cast<const uint16_t*>(&h0)) |
-                (uint32_t(*reinterpret_cast<const uint16_t*>(&h1)) << 16);
+        for (int nt = 0; nt < NT; ++nt) {
+          const int n = nt * kMmaN + col;
+          float b0 = 0.f, b1 = 0.f;
+          if constexpr (BIAS) {
+            const T* const bk = bias + ((tl.slab * GG + gl) * GW + n);
+            b0 = to_float(bk[0]);
+            b1 = to_float(bk[1]);
           }
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+            for (int i = 0; i < 4; i += 2) {
+              const float* const v = acc[gl][mt][nt] + i;
+              osm[halo_out_word((2 * warp + mt) * kHaloTileQ + mma_c_coord(lane, i).row, gl * GW + n, SLAB)] =
+                  BIAS ? pack_float2<T, RELU>(v[0] + b0, v[1] + b1) : pack_float2<T, RELU>(v[0], v[1]);
+            }
+        }
+    };
+    using yes = std::true_type;
+    using no = std::false_type;
+    if constexpr (MODE != kHaloFprop) {
+      epilogue(no{}, no{});
+    } else if (bias != nullptr) {
+      if (p.relu) epilogue(yes{}, yes{});
+      else epilogue(yes{}, no{});
+    } else {
+      if (p.relu) epilogue(no{}, yes{});
+      else epilogue(no{}, no{});
+    }
     // The warp stores its own two tile rows (their pixels' chunks, a row in passes as staged).
     __syncwarp();
     constexpr int DQ = MODE == kHaloDgradPhases ? 2 : 1;           // destination columns apart
@@ -357,6 +401,9 @@ fprop_halo_kernel(ConvParams p, int64_t tiles, int64_t dst_h, int64_t dst_w, boo
     stage(tl, 0);
   }
   cp_async_commit();
+  if constexpr (!PACKED) {   // packed here while the first halo flies (the loop's barrier publishes it)
+    if (run.begin < run.end) halo_pack_slab<T, CG, MODE>(p, tl.slab, wsm), slab_loaded = tl.slab;
+  }
   for (int64_t t = run.begin; t < run.end; ++t, buf ^= 1) {
     const HaloTile next = halo_tile_next(tl, q.N, q.P, q.Q, PAIRS && paired);
     cp_async_wait<0>();      // this thread's copies of this tile
