@@ -16,26 +16,26 @@
 //
 // Predicted, not measured (resnext_kernels/perf_model.py `cuda:fprop_halo`, registers from the
 // cubin, instruction counts from its SASS; H200, ResNeXt-50 32x4d, batch 64, bf16), us, bound
-// by issue, L2 at the stride-2 entries, latency at stages 3-4: stage1 33, stage2.entry 43,
-// stage2 21, stage3.entry 23, stage3 15, stage4.entry 17, stage4 11 (the call packing the
-// weight first: 17 packing in the CTAs): 0.34 ms over the 16 layers, 58% of the 0.196 ms
-// roofline (cuDNN measured 0.79 ms; before paired tiles, 2026-12-03, stage 4 computed 128
-// pixels a tile for 49: 25 and 20 us, 0.36 ms). The halo is staged and the
-// output stored a row a warp at a time (halo_lane_copy), about 14 instructions a 16-byte copy
-// and at the minimum of shared-memory wavefronts at stride 1; the slab's weights are packed at
-// 25-146 instructions a word (halo_pack_slab); all counted in the SASS (2026-12-03: before, 38
-// and 30 instructions a copy, twice the wavefronts, and 235-262 a packed word, 785-975 for
-// dgrad's phases, which the model had not counted: 0.47 ms fprop, 0.66 dgrad, had it). A
-// warp's two tile rows share the A fragments they both read (halo_a_schedule: at stride 1 two
-// thirds of the ldmatrix); still, the A reads of the halo are 50% of a tile's shared-memory
-// wavefronts at Cg = 4 (62% before). Also: the stride-2 entries re-read 1.41x the source from
-// L2; 8x16 tiles leave 23% of a 14x14 image idle; each launch's fixed 3 us (16 of them are
-// 48 us). On a weight packed before the launch (a frozen module's kept pack_weight buffer; a
-// training step's forward pass, which launches pack_weight for fprop and dgrad, ~3 us a layer
-// more): stage1 31, stage2.entry 43, stage2 19, stage3.entry 23, stage3 11, stage4.entry 13,
-// stage4 8: 0.30 ms (65%), bound by issue at stride 1, shared memory a close second at stages
-// 1-2 (the packing was 4-8 round trips and 29-146 instructions a word in every CTA; before the
-// A fragments were shared, 0.31 ms, bound by shared memory).
+// by L2 at stage 1 and the stride-2 entries, issue at stage 2, latency at stages 3-4: stage1 28,
+// stage2.entry 43, stage2 18, stage3.entry 23, stage3 11, stage4.entry 14, stage4 11 (the call
+// packing the weight first; 17 packing in the CTAs): 0.29 ms over the 16 layers, 67% of the
+// 0.196 ms roofline (cuDNN measured 0.79 ms). The halo is staged and the output stored a row a
+// warp at a time (halo_lane_copy), about 13 instructions a 16-byte copy and at the minimum of
+// shared-memory wavefronts at stride 1; a class's epilogue is one branch-free form (bias or
+// not, ReLU the conversion's own clamp: 45-190 instructions a warp, 162-374 when every element
+// carried the bias and ReLU under predicates, dgrad's too, before 2026-12-04); the slab's
+// weights are packed at 22-144 instructions a word (halo_pack_slab), a slab's GEMM groups'
+// loads in flight together (one round trip at Cg = 4-16, four before 2026-12-04); all counted
+// in the SASS. A warp's two tile rows share the A fragments they both read (halo_a_schedule: at
+// stride 1 two thirds of the ldmatrix); still, the A reads of the halo are 50% of a tile's
+// shared-memory wavefronts at Cg = 4. Also: the stride-2 entries re-read 1.41x the source from
+// L2; 8x16 tiles leave 23% of a 14x14 image idle; each launch's fixed 3 us (16 of them are 48
+// us). On a weight packed before the launch, with the bias a frozen module folds in (a frozen
+// module's kept pack_weight buffer; a training step's forward pass, which launches pack_weight
+// for fprop and dgrad, ~3 us a layer more, and has no bias): stage1 29, stage2.entry 43, stage2
+// 17, stage3.entry 23, stage3 10, stage4.entry 13, stage4 8: 0.28 ms (69%), L2 at stage 1 and
+// the entries, issue at stage 2, shared memory at stage 3 (0.30 ms before the epilogue's forms,
+// bound by issue at stride 1).
 // Unverified on a GPU: forced only until the GPU check passes it.
 //
 // Serves bf16/fp16, channels_last x and y, Kg == Cg in {4, 8, 14, 16, 24, 32, 40, 64}, stride 1 or
@@ -48,9 +48,9 @@
 // own 1, 2, 2 or 4 taps on a ceil(H/2) x ceil(W/2) grid; a CTA stages one dy halo per tile of
 // that grid and runs the four in turn, each storing every other dx pixel of its parity (the
 // same 16-byte stores: a pixel's channels stay contiguous). Predicted the same way, on the
-// weight the forward pass packed (as a training step runs it): stage1 31, stage2.entry 40,
-// stage2 19, stage3.entry 21, stage3 11, stage4.entry 12 (four epilogues a tile), stage4 8 us:
-// 0.29 ms, 67% (packing in its CTAs, 0.35 ms; cuDNN measured 112 / 174 / 68 / 96 / 31 / 56 / 21:
+// weight the forward pass packed (as a training step runs it): stage1 29, stage2.entry 40,
+// stage2 16, stage3.entry 21, stage3 10, stage4.entry 12 (four epilogues a tile), stage4 8 us:
+// 0.27 ms, 72% (packing in its CTAs, 0.30 ms; cuDNN measured 112 / 174 / 68 / 96 / 31 / 56 / 21:
 // 1.06 ms).
 #include <algorithm>
 #include <atomic>
@@ -76,27 +76,10 @@ LaunchShape halo_shape(const ConvParams& p, int mode, bool prepacked);
 // halo_cta_tiles; the first while its first tile's halo flies). A thread's lane and register
 // are fixed (halo_pack_half: each half of the CTA takes every other (k-step, n8 tile) pair),
 // each class runs with its index a compile-time constant (its tap set and first k-step
-// constants), and the weight is addressed in 32 bits (halo_weight_offsets_reason): 29-146
-// instructions a word in the SASS. A round loads a thread's next words of every GEMM group of
-// the slab at once (halo_pack_round: the words of a GEMM group a round), so that the loads in
-// flight cover the slab's GEMM groups together: one round trip at Cg = 4 and 8 (four GEMM
-// groups of three words), where a GEMM group at a time took four.
-// Words a thread loads at once, about: 12, or 4 for dgrad's phase classes, whose kernel at Cg =
-// 24 spilled 8 bytes (at its 128 registers) with 8 once the A loads followed halo_a_schedule
-// (2026-12-03).
-constexpr int halo_pack_unroll(int mode) { return mode == kHaloDgradPhases ? 4 : 12; }
-// A round's words of one GEMM group, of a class whose thread takes `words` words a GEMM group:
-// all of them where the slab's are at most 1.5 x halo_pack_unroll (one round, no loop: Cg = 4,
-// 8, 16; Cg = 24's 21 spilled), else about halo_pack_unroll over the GEMM groups, a divisor of
-// `words` where one is near (a remainder is predicated off in every round, which cost the Cg =
-// 16 packing twice its instructions a word).
-RK_HOST_DEVICE constexpr int halo_pack_round(int cg, int mode, int words) {
-  const int gg = halo_gemm_groups(cg), unroll = halo_pack_unroll(mode), per = (unroll + gg - 1) / gg;
-  if (2 * gg * words <= 3 * unroll) return words;
-  for (int r = per; 2 * r > per; --r)
-    if (words % r == 0) return r;
-  return per;
-}
+// constants), and the weight is addressed in 32 bits (halo_weight_offsets_reason): 22-144
+// instructions a word in the SASS. A round (halo_pack_round) loads a thread's next words of
+// every GEMM group of the slab, then stores them: one round trip at Cg = 4, 8 and 16, where a
+// GEMM group at a time took four.
 template <typename T, int CG, int MODE>
 __device__ __forceinline__ void halo_pack_slab(const ConvParams& p, int64_t slab, uint32_t* wsm) {
   constexpr int GG = halo_gemm_groups(CG), NT = halo_ntiles(CG);
@@ -121,7 +104,7 @@ __device__ __forceinline__ void halo_pack_slab(const ConvParams& p, int64_t slab
 #pragma unroll
         for (int u = 0; u < ROUND; ++u) {
           const int pr = 2 * (k0 + u) + parity, jj = pr / NT, nt = pr % NT;
-          const bool live = (WORDS % ROUND == 0 || k0 + u < WORDS) && (PAIRS % 2 == 0 || pr < PAIRS);
+          const bool live = halo_pack_live(k0 + u, WORDS, ROUND, pr, PAIRS);
           word[gl][u] = 0;
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
@@ -141,7 +124,7 @@ __device__ __forceinline__ void halo_pack_slab(const ConvParams& p, int64_t slab
 #pragma unroll
         for (int u = 0; u < ROUND; ++u) {
           const int pr = 2 * (k0 + u) + parity;
-          if ((WORDS % ROUND == 0 || k0 + u < WORDS) && (PAIRS % 2 == 0 || pr < PAIRS))
+          if (halo_pack_live(k0 + u, WORDS, ROUND, pr, PAIRS))
             wsm[halo_weight_word(gl, J0 + pr / NT, pr % NT, lane, reg, CG, MODE)] = word[gl][u];
         }
     }

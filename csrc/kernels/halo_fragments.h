@@ -562,6 +562,31 @@ RK_HOST_DEVICE constexpr HaloWeightSource halo_weight_source(int64_t group, int 
 // (k-step, n8 tile) pairs of half h, the pairs j * ntiles + nt of parity h.
 RK_HOST_DEVICE constexpr int halo_pack_half(int j, int nt, int cg) { return (j * halo_ntiles(cg) + nt) % 2; }
 
+// A thread's pairs of a class are its words k = 0, 1, ... (pair 2 k + its half's parity), in
+// every GEMM group; it packs them in rounds, each loading a round's words of all the slab's
+// GEMM groups at once (their loads in flight together), then storing them. Words a thread loads
+// at once, about: 12, or 4 for dgrad's phase classes, whose kernel at Cg = 24 spilled 8 bytes (at
+// its 128 registers) with 8 once the A loads followed halo_a_schedule (2026-12-03).
+RK_HOST_DEVICE constexpr int halo_pack_unroll(int mode) { return mode == kHaloDgradPhases ? 4 : 12; }
+// A round's words of one GEMM group, of a class whose thread has `words` words a GEMM group: all
+// of them where the slab's are at most 1.5 x halo_pack_unroll (one round, no loop: Cg = 4, 8,
+// 16; Cg = 24's 21 spilled), else about halo_pack_unroll over the GEMM groups, a divisor of
+// `words` where one is near (a remainder is predicated off in every round, which cost the Cg =
+// 16 packing twice its instructions a word).
+RK_HOST_DEVICE constexpr int halo_pack_round(int cg, int mode, int words) {
+  const int gg = halo_gemm_groups(cg), unroll = halo_pack_unroll(mode), per = (unroll + gg - 1) / gg;
+  if (2 * gg * words <= 3 * unroll) return words;
+  for (int r = per; 2 * r > per; --r)
+    if (words % r == 0) return r;
+  return per;
+}
+// Whether word k (pair pr) of a round is one of the thread's: within its `words` (a round past
+// them where `round` leaves a remainder) and its pair within the class's `pairs` (the odd half's
+// last word where `pairs` is odd). The compile-time halves fold away where nothing remains.
+RK_HOST_DEVICE constexpr bool halo_pack_live(int k, int words, int round, int pr, int pairs) {
+  return (words % round == 0 || k < words) && (pairs % 2 == 0 || pr < pairs);
+}
+
 // Epilogue staging: channels (chan, chan + 1) of tile pixel `pixel` (= row * 16 + column), a
 // pixel every slab / 2 words rounded up to 4 mod 8: the epilogue's pair stores conflict-free and
 // each pixel 16-byte aligned for the 16-byte loads of the stores to y.

@@ -7,6 +7,7 @@
 //   2. the shared-memory bank conflicts of every warp-wide access, counted through the same
 //      functions, against what the design intends.
 // What it cannot check is the hardware's fragment layout (mma_fragments.h) and cp.async: the GPU.
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
@@ -91,34 +92,45 @@ int64_t emulate(int64_t n, int64_t groups, int64_t h, int64_t w, int64_t stride,
   };
   auto Wt = [&](int64_t k, int64_t c, int r, int s) { return wt[((k * CG + c) * 3 + r) * 3 + s]; };
 
-  // The packed weights of every slab as a CTA packs them (halo_pack_slab): GEMM group by GEMM
-  // group, class by class, each (k-step, n8 tile) pair by the half of the threads that takes it,
-  // each thread its lane's register, the two elements read at the kernel's 32-bit offsets.
+  // The packed weights of every slab as a CTA packs them (halo_pack_slab): class by class, in
+  // rounds (halo_pack_round) of a thread's next words k of every GEMM group, word k the pair 2 k
+  // + its half's parity where halo_pack_live says it is the thread's, each thread its lane's
+  // register, the two elements read at the kernel's 32-bit offsets. A round holds at most about
+  // halo_pack_unroll words (1.5 x where it is the whole slab), the registers its loads fill.
   int64_t wrong = 0;
   const int64_t slab_words = rk::halo_slab_weight_words(CG, mode), words = slabs * slab_words;
   std::vector<float> wpack(2 * words, kUnset);
   for (int64_t slab = 0; slab < slabs; ++slab)
-    for (int gl = 0; gl < GG; ++gl)
-      for (int cls = 0; cls < rk::halo_classes(mode); ++cls) {
-        const int j0 = rk::halo_class_kstep0(CG, mode, cls), nts = rk::halo_ntiles(CG);
-        for (int tid = 0; tid < rk::kHaloThreads; ++tid) {
-          const int half = tid / 64, lane = tid % 64 / 2, reg = tid % 2;
-          for (int pr = (half + j0 * nts) % 2; pr < rk::halo_class_ksteps(CG, mode, cls) * nts; pr += 2) {
-            const int jj = pr / nts, nt = pr % nts;
-            wrong += rk::halo_pack_half(j0 + jj, nt, CG) != half;
-            const int64_t i = slab * slab_words + rk::halo_weight_word(gl, j0 + jj, nt, lane, reg, CG, mode);
-            for (int e = 0; e < 2; ++e) {
-              const rk::HaloWeightElem el = rk::halo_class_weight_elem(cls, jj, nt, lane, reg, e, CG, mode);
-              const int64_t group = (slab * GG + gl) * (GW / CG) + el.sub;
-              const rk::HaloWeightSource src = rk::halo_weight_source(group, el.n, el.c, el.tap, cls, CG, mode);
-              const int64_t off = src.k * p.w_stride[0] + src.c * p.w_stride[1] + src.r * p.w_stride[2] +
-                                  src.s * p.w_stride[3];
-              wrong += !std::isnan(wpack[2 * i + e]);             // packed twice
-              wpack[2 * i + e] = el.ok && group < q.G ? wt[off] : 0.f;
+    for (int cls = 0; cls < rk::halo_classes(mode); ++cls) {
+      const int j0 = rk::halo_class_kstep0(CG, mode, cls), nts = rk::halo_ntiles(CG);
+      const int pairs = rk::halo_class_ksteps(CG, mode, cls) * nts, thread_words = (pairs + 1) / 2;
+      const int round = rk::halo_pack_round(CG, mode, thread_words), unroll = rk::halo_pack_unroll(mode);
+      CHECK(GG * round <= std::max(3 * unroll / 2, GG * ((unroll + GG - 1) / GG)));
+      for (int k0 = 0; k0 < thread_words; k0 += round)
+        for (int gl = 0; gl < GG; ++gl)
+          for (int u = 0; u < round; ++u)
+            for (int tid = 0; tid < rk::kHaloThreads; ++tid) {
+              const int half = tid / 64, lane = tid % 64 / 2, reg = tid % 2;
+              const int pr = 2 * (k0 + u) + (half + j0 * nts) % 2;
+              if (!rk::halo_pack_live(k0 + u, thread_words, round, pr, pairs)) continue;
+              const int jj = pr / nts, nt = pr % nts;
+              wrong += rk::halo_pack_half(j0 + jj, nt, CG) != half;
+              const int64_t i = slab * slab_words + rk::halo_weight_word(gl, j0 + jj, nt, lane, reg, CG, mode);
+              if (jj >= rk::halo_class_ksteps(CG, mode, cls) || i < 0 || i >= words) {   // past the class
+                ++wrong;
+                continue;
+              }
+              for (int e = 0; e < 2; ++e) {
+                const rk::HaloWeightElem el = rk::halo_class_weight_elem(cls, jj, nt, lane, reg, e, CG, mode);
+                const int64_t group = (slab * GG + gl) * (GW / CG) + el.sub;
+                const rk::HaloWeightSource src = rk::halo_weight_source(group, el.n, el.c, el.tap, cls, CG, mode);
+                const int64_t off = src.k * p.w_stride[0] + src.c * p.w_stride[1] + src.r * p.w_stride[2] +
+                                    src.s * p.w_stride[3];
+                wrong += !std::isnan(wpack[2 * i + e]);             // packed twice
+                wpack[2 * i + e] = el.ok && group < q.G ? wt[off] : 0.f;
+              }
             }
-          }
-        }
-      }
+    }
   for (const float v : wpack) wrong += std::isnan(v);           // a word no thread packed
 
   // The same words packed before a launch (halo_pack_launch: CTA b packs a slab, fprop's layout
