@@ -1096,14 +1096,16 @@ HALO_PHASES_PACK_UNROLL = 4      # the same for dgrad's phase classes
 # scripts/cuda_resource_check.py recounts each kernel's and fails beyond 20%. Before the
 # row-wise loops (2026-12-02) a pass of the staging loop was 35-41 instructions and of the
 # store loop 28-32, for 32 copies.
-# Warp instructions a packed weight word costs fprop_halo's slab packing (halo_pack_slab: each
-# thread a word a pass, eight passes' loads at once), by (Cg, dgrad's phase classes), in the
-# sm_90 SASS of the bf16 kernels (2026-12-03: the pack loops' instructions per word; 29-146;
-# Cg = 8 without the phases 35 -> 28 when the K order of taps became column by column).
-# Until then the packing evaluated each word's index maps in 64-bit arithmetic at run time:
-# 235-262 instructions a word, 785-975 for the phase classes, where the model had assumed ~60
-# and so predicted stages 3-4 and the stride-2 dgrad entries far too fast. Recounted in CI
-# within 25% for each kernel.
+# Warp instructions a packed weight word costs fprop_halo's slab packing (halo_pack_slab: a
+# thread's words in rounds over the slab's GEMM groups, halo_pack_round), by (Cg, dgrad's phase
+# classes), in the sm_90 SASS of the bf16 kernels (2026-12-04: the pack loops' instructions per
+# word, or where a slab is one round (Cg = 4, 8, 16) the straight-line packing's before the tile
+# loop; 22-144. Cg = 16 44 -> 22, 32 85 -> 59, but 4 50 -> 74 and 8 28 -> 55 with 24 loads in
+# flight, and Cg = 16's phase classes 29 -> 91 on two rounds of run-time word indices; the
+# fourteenth session's, a GEMM group at a time, 25-146). Until 2026-12-03 the packing evaluated
+# each word's index maps in 64-bit arithmetic at run time: 235-262 instructions a word, 785-975
+# for the phase classes, where the model had assumed ~60 and so predicted stages 3-4 and the
+# stride-2 dgrad entries far too fast. Recounted in CI within 25% for each kernel.
 HALO_PACK_WORD_SASS = {
     (4, False): 74, (4, True): 78, (8, False): 55, (8, True): 67, (14, False): 144, (14, True): 114,
     (16, False): 22, (16, True): 91, (24, False): 132, (24, True): 104, (32, False): 59,
@@ -1116,7 +1118,7 @@ HALO_PREPACKED_WORD_SASS = 2.0
 
 
 def halo_pack_round(gemm_groups: int, words: int, unroll: int) -> int:
-    """A round's words of one GEMM group (fprop_halo.cu, halo_pack_round, mirrored): all of a
+    """A round's words of one GEMM group (halo_fragments.h, halo_pack_round, mirrored): all of a
     class's where the slab's are at most 1.5 x unroll, else ~unroll over the GEMM groups, a
     divisor of `words` where one is near."""
     per = -(-unroll // gemm_groups)

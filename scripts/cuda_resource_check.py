@@ -276,8 +276,8 @@ def main() -> int:
     off = check_model_sass(tool, paths[0], rows, names)
     if off:
         print(f"{off} loop counts off the performance model's beyond their tolerance (update "
-              "perf_model's CUDA_WGRAD_HALO_KB_SASS, WGRAD_HALO_*_SASS, HALO_*_ROW_SASS or HALO_PACK_WORD_SASS "
-              "from the counts above)")
+              "perf_model's CUDA_WGRAD_HALO_KB_SASS, WGRAD_HALO_*_SASS, HALO_*_ROW_SASS, HALO_EPILOGUE_SASS or "
+              "HALO_PACK_WORD_SASS from the counts above)")
     if out_json:
         import json
 
