@@ -129,6 +129,32 @@ def test_fprop_halo_packing_its_weight_in_the_call(dtype, forced_variants):
     reference.check("fprop", in_call, o.aten["fprop"], o.ref["fprop"])
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("case", EDGE_CASES + RESNEXT_STAGE_CASES, ids=lambda c: c.id)
+def test_fprop_halo_epilogue_forms(case, dtype, forced_variants):
+    """fprop_halo's four epilogues (bias or not, ReLU or not: fprop_halo.cu `epilogue`, ReLU the
+    conversion's clamp) against the reference; ReLU's output is exactly the ReLU of the output
+    without it (rounding and the clamp commute)."""
+    args = case.conv_args
+    conv = (list(args["stride"]), list(args["padding"]), list(args["dilation"]), args["groups"])
+    forced_variants("fprop", "fprop_halo")
+    for bias in (False, True):
+        o = make_operands(case, "channels_last", dtype, "cuda", seed=7, bias=bias)
+        outs = {}
+        for relu in (False, True):
+            _poison_allocator()
+            try:
+                outs[relu] = NATIVE.fprop(o.x, o.w, o.b, *conv, relu)
+            except RuntimeError as exc:
+                if "forced variant fprop_halo cannot run this problem" not in str(exc):
+                    raise
+                pytest.skip("fprop_halo does not claim this case")
+        torch.cuda.synchronize()
+        reference.check("fprop", outs[False], o.aten["fprop"], o.ref["fprop"])
+        reference.check("fprop", outs[True], torch.relu(o.aten["fprop"]), torch.relu(o.ref["fprop"]))
+        assert torch.equal(outs[True], torch.relu(outs[False])), f"bias={bias}"
+
+
 @pytest.mark.parametrize("case", [Case(64, 56, 56, 4, 4, 32, 1, 1, "stage 1, batch 64"),
                                   Case(64, 14, 14, 32, 32, 32, 2, 1, "stage 4 entry, batch 64"),
                                   Case(16, 7, 7, 32, 32, 32, 1, 1, "stage 4, batch 16")],
