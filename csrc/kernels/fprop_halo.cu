@@ -22,7 +22,7 @@
 // 0.196 ms roofline (cuDNN measured 0.79 ms). The halo is staged and the output stored a row a
 // warp at a time (halo_lane_copy), about 13 instructions a 16-byte copy and at the minimum of
 // shared-memory wavefronts at stride 1; a class's epilogue is one branch-free form (bias or
-// not, ReLU the conversion's own clamp: 45-190 instructions a warp, 162-374 when every element
+// not, ReLU the conversion's own clamp: 46-192 instructions a warp, 162-374 when every element
 // carried the bias and ReLU under predicates, dgrad's too, before 2026-12-04); the slab's
 // weights are packed at 22-144 instructions a word (halo_pack_slab), a slab's GEMM groups'
 // loads in flight together (one round trip at Cg = 4-16, four before 2026-12-04); all counted
