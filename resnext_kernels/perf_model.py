@@ -499,8 +499,10 @@ class TritonRevision:
                                    # tile reduces), not by partials.sum(0) and a cast
     exact_taps: bool = True        # gather: a tap is a scalar offset from each row's source base
                                    # (EXACT_TAPS), and the step's channel block a constexpr split
-    l1_prefetch: int = 3           # gather's L1 path: source tiles loaded this many steps ahead
-                                   # (1 in 9a4bee0, 2 in 61b8a38; never measured)
+    l1_prefetch: int = 0           # gather's L1 path: source tiles loaded this many steps ahead
+                                   # and carried across iterations (1 in 9a4bee0, 2 in 61b8a38,
+                                   # 3 until 2026-12-04; never measured); 0: an iteration loads
+                                   # its TRITON_L1_GROUP steps' tiles together, then their dots
     wgrad_tap_regions: bool = True  # wgrad ALL_TAPS: each tap's dot in a region of its own (no
                                     # replicated accumulators, no pipeline: plain loads via L1)
     forward_packs_dgrad: bool = True  # a training step's forward pass packs dgrad's weight too
@@ -533,10 +535,14 @@ BEFORE_FORWARD_PACK = TritonRevision(forward_packs_dgrad=False)
 # instead of a mask of their own: 143 / 185, 121 / 165, 89 / 130. Then (the fifth session) with
 # a step's tap found without an integer division (_step_coords) and the weight tile's address
 # computed once a channel tile, a step adding one scalar (_weight_dot): 113 / 156 (M128w4s3),
-# 108 / 144 and 67 / 105.
+# 108 / 144 and 67 / 105. Then (2026-12-04) the L1 path loading an iteration's three tiles
+# together and using them there, none carried across iterations (32 register copies a step
+# gone): 74 / 110 and 52 / 91; then dgrad's tap offsets without their two signed divisions
+# by the phase count a step, fprop's dots unguarded (nine steps a channel block, no step past
+# the last) and a pack's output tiles a constant: 105 / 109, 71 / 76 and 49 / 55.
 TRITON_STEP_SASS_CALIBRATED = {"fprop": 232, "dgrad": 408}
-TRITON_STEP_SASS = {("fprop", False, 32): 113, ("fprop", True, 32): 108, ("fprop", True, 16): 67,
-                    ("dgrad", False, 32): 156, ("dgrad", True, 32): 144, ("dgrad", True, 16): 105}
+TRITON_STEP_SASS = {("fprop", False, 32): 105, ("fprop", True, 32): 71, ("fprop", True, 16): 49,
+                    ("dgrad", False, 32): 109, ("dgrad", True, 32): 76, ("dgrad", True, 16): 55}
 
 
 def triton_step_scale(direction: str, config: "TritonConfig") -> float:
@@ -558,13 +564,18 @@ TRITON_WGRAD_ALL_TAPS_SASS = {(64, 4): 639, (32, 4): 258, (64, 8): 294, (128, 4)
 
 
 def _triton_regs_estimate(warps: int, block_m: int, all_taps: bool = False,
-                          tap_regions: bool = True) -> int:
+                          tap_regions: bool = True, l1_grouped: bool = False) -> int:
     """Registers when no cubin table is given. From the compile check on sm_90 (bf16, 2026-11
     and -12): the gather kernel 84-147 (130 at 4 warps, PERF.md); wgrad all_taps 255 with a stack
-    frame while its nine dots shared one region, 148-215 at 4 warps and 104-148 at 8 since."""
+    frame while its nine dots shared one region, 148-215 at 4 warps and 104-148 at 8 since.
+    `l1_grouped`: the gather kernel's L1 path loading an iteration's tiles together (2026-12-04:
+    124-128 at 32 rows a warp, M128w4 and M256w8, 64-80 at 16, at 32x4d's widths; the code it
+    replaced took 176-216)."""
     if all_taps:
         return (176 if warps <= 4 else 112) if tap_regions else 255
     per_thread_rows = block_m // (warps * 32)
+    if l1_grouped:
+        return 128 if per_thread_rows >= 1 else 80
     return 130 if per_thread_rows >= 1 else 96
 
 
@@ -621,6 +632,18 @@ def strip_footprint(batch: int, dh: int, dw: int, sh: int, sw: int, stride: int,
     return (px_total / strips, new_steps_total / strips) if strips else (0.0, 0.0)
 
 
+TRITON_L1_GROUP = 3                    # triton/fprop.py: steps an L1-path iteration loads
+
+
+def triton_l1_iterations(phases: int, pad: int, red_blocks: int) -> float:
+    """Iterations of the gather kernel's L1 path a channel tile, averaged over the phase
+    classes (dgrad by phase class: `phases` = the stride, a class of taps_r x taps_s taps; else
+    1, all nine): its steps, TRITON_L1_GROUP an iteration, the last one partial."""
+    counts = [len(range((a + pad) % phases, 3, phases)) * len(range((b + pad) % phases, 3, phases))
+              for a in range(phases) for b in range(phases)]
+    return sum(-(-c * red_blocks // TRITON_L1_GROUP) for c in counts) / len(counts)
+
+
 def triton_pack_elems(conv: Conv, transposed: bool) -> int:
     """Elements of one direction's packed weight (triton/fprop.py, pack_layout)."""
     red_g, out_g = (conv.kg, conv.cg) if transposed else (conv.cg, conv.kg)
@@ -674,7 +697,8 @@ def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, ti
     key = triton_resource_key("gather", dtype, red_g, out_g, conv.groups, config.block_m,
                               config.warps, config.stages, "_t" if transposed else "")
     found = resources.triton_kernel(key)
-    regs, smem = found or (_triton_regs_estimate(config.warps, config.block_m),
+    regs, smem = found or (_triton_regs_estimate(config.warps, config.block_m, l1_grouped=(
+                               config.l1_taps and not revision.l1_prefetch)),
                            _pipeline_smem(config, (config.block_m * block_red + block_red * block_out) * e))
     work = CtaWork(
         l2_bytes=steps * (src_step + w_step), l2_store_bytes=out_bytes,
@@ -684,25 +708,41 @@ def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, ti
         in_flight_bytes=(src_step + w_step) * max(1, config.stages - 1))
     notes = []
     if config.l1_taps:
-        # Plain loads `depth` steps ahead (L1_TAPS): the strip's source pixels come from L2
-        # once per channel block; every step's rows are L1 wavefronts (a pixel's channel block
-        # is one line); a step waits for L2 only if it touches a pixel no earlier step did, and
-        # then for 1/depth of the round trip (its loads left `depth` steps earlier). That holds
-        # while the resident strips' footprints fit what shared memory leaves of L1.
+        # Plain loads (L1_TAPS): the strip's source pixels come from L2 once per channel block;
+        # every step's rows are L1 wavefronts (a pixel's channel block is one line); a step
+        # waits for L2 only if it touches a pixel no earlier step did. The weight tiles are
+        # plain loads as well, the same ones for every program of a channel tile, and pixel
+        # tiles run fastest: an SM brings a channel tile's weights from L2 about once for each
+        # of its CTA slots (2026-12-04; the model had charged them to L2 every program, which
+        # at M128 was more than the strip's footprint). That holds while the resident strips'
+        # footprints and a program's weights fit what shared memory leaves of L1.
         depth = revision.l1_prefetch
         px, new_steps = strip_footprint(conv.n, dh, dw, sh, sw, conv.stride, conv.pad, conv.dil,
                                         transposed, phased, config.block_m)
         blocks = per_prog * red_blocks
         footprint = px * block_red * e
         resident, _ = ctas_per_sm(gpu, config.warps * 32, regs, smem)
-        if resident * (footprint + smem) <= gpu.l1_smem_per_sm:
-            work.l2_bytes = blocks * (footprint + taps * w_step)
+        weights = blocks * taps * w_step                      # what a program's steps read
+        if resident * (footprint + smem) + weights <= gpu.l1_smem_per_sm:
+            from_l2 = min(1.0, resident * gpu.sms / (phases * m_tiles))
+            work.l2_bytes = blocks * footprint + weights * from_l2
             work.l1_wavefronts = steps * config.block_m * tap_valid * -(-block_red * e // 128)
-            work.chain_us = blocks * (new_steps * gpu.mem_latency_us
-                                      + (taps - new_steps) * gpu.l1_hit_latency_us) / depth
+            if depth:   # tiles carried `depth` steps ahead: a step waits 1/depth of its trip
+                work.chain_us = blocks * (new_steps * gpu.mem_latency_us
+                                          + (taps - new_steps) * gpu.l1_hit_latency_us) / depth
+            else:
+                # An iteration loads its steps' tiles together, then runs their dots: it waits
+                # one round trip (L2's if one of its steps touches a new pixel), and the CTA's
+                # own instructions do not overlap its waits.
+                iters = per_prog * triton_l1_iterations(conv.stride if phased else 1, conv.pad,
+                                                        red_blocks)
+                l2_iters = min(iters, blocks * new_steps)
+                work.chain_us = (l2_iters * gpu.mem_latency_us
+                                 + (iters - l2_iters) * gpu.l1_hit_latency_us
+                                 + work.issue / (4 * gpu.clock_ghz * 1e3 * ISSUE_EFFICIENCY))
         else:
             notes.append("L1 path: the resident strips' footprints overflow L1; taps from L2")
-        work.in_flight_bytes = depth * src_step + w_step
+        work.in_flight_bytes = (depth or TRITON_L1_GROUP) * src_step + w_step
     main = Launch("gather", ctas, config.warps * 32, regs, smem, work,
                   dram_bytes=conv.min_bytes(),
                   mma_useful_flops=conv.flops(), resource_source="cubin" if found else "estimate")

@@ -175,6 +175,7 @@ def gather_jobs(dtype, arch):
         constexprs = dict(TRANSPOSED=transposed, HAS_BIAS=not transposed, RELU=False,
                           GP=tile.groups_per_prog, BLOCK_RED=tile.block_red, BLOCK_OUT=tile.block_out,
                           RED_BLOCKS=triton.cdiv(tile.groups_per_prog * red, tile.block_red),
+                          OUT_BLOCKS=triton.cdiv(tile.groups_per_prog * out, tile.block_out),
                           EXACT_TAPS=exact,
                           EVEN_RED=tile.even_red(red, groups), EVEN_OUT=tile.even_out(out, groups),
                           PRECISION="tf32" if dtype == "fp32" else "ieee", ACC_FP64=False,

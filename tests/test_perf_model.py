@@ -188,14 +188,53 @@ def test_strip_footprint_by_hand():
 
 def test_l1_path_moves_the_strip_footprint_from_l2():
     """The L1 path (num_stages=1) brings each strip's source pixels from L2 once per channel
-    block; the cp.async path every tap's rows."""
+    block, and a channel tile's weights about once per SM and CTA slot; the cp.async path every
+    tap's rows and every program's weights."""
     gpu = pm.GPUS["H200"]
     l1 = pm.triton_gather(STAGE1, "fprop", gpu, pm.TritonConfig(128, 4, 1))
     cp = pm.triton_gather(STAGE1, "fprop", gpu, pm.TritonConfig(128, 4, 2))
     px, _ = pm.strip_footprint(64, 56, 56, 56, 56, 1, 1, 1, False, False, 128)
-    per_cta = px * 32 * 2 + 9 * 32 * 32 * 2
+    # The estimated 128 registers x 128 threads: 4 CTAs an SM; 1568 pixel tiles a channel
+    # tile, so 4 x 132 of a channel tile's programs fetch its 9 weight tiles from L2.
+    assert l1.ctas_per_sm == 4
+    per_cta = px * 32 * 2 + 9 * 32 * 32 * 2 * (4 * 132 / 1568)
     assert l1.l2_bytes == pytest.approx(6272 * per_cta + STAGE1.w_elems() * 2, rel=1e-6)
     assert l1.l2_bytes < cp.l2_bytes / 2 and l1.terms["l1"] > 0 and cp.terms["l1"] == 0
+
+
+def test_l1_path_iterations_by_hand():
+    """An L1-path iteration loads three steps' tiles, then runs their dots (triton/fprop.py):
+    nine taps are three iterations a channel block; dgrad's stride-2 phase classes at padding 1
+    take 1, 2, 2 and 4 taps, so 1, 1, 1 and 2 iterations (1.25), and with two channel blocks
+    2, 4, 4 and 8 steps, 1, 2, 2 and 3 iterations (2.0)."""
+    assert pm.triton_l1_iterations(1, 1, 1) == 3
+    assert pm.triton_l1_iterations(1, 1, 2) == 6
+    assert pm.triton_l1_iterations(2, 1, 1) == 1.25
+    assert pm.triton_l1_iterations(2, 1, 2) == 2.0
+    # Stride 3 at padding 1: every class takes one tap row ((ph + 1) % 3) and one column: a step.
+    assert pm.triton_l1_iterations(3, 1, 1) == 1
+
+
+def test_l1_path_waits_its_round_trips_and_its_own_instructions():
+    """Tiles loaded together and used in the same iteration: a CTA waits one round trip an
+    iteration (L2's where a step of it touches a new pixel) and then issues its instructions,
+    which no load of its own overlaps. Tiles carried `l1_prefetch` steps ahead (the code
+    until 2026-12-04) waited 1/depth of each step's trip and overlapped the rest."""
+    gpu = pm.GPUS["H200"]
+    cfg = pm.TritonConfig(128, 4, 1)
+    grouped = pm.triton_gather(STAGE1, "fprop", gpu, cfg)
+    carried = pm.triton_gather(STAGE1, "fprop", gpu, cfg,
+                               revision=dataclasses.replace(pm.CURRENT_TRITON, l1_prefetch=3))
+    _, new_steps = pm.strip_footprint(64, 56, 56, 56, 56, 1, 1, 1, False, False, 128)
+    assert 8 < new_steps < 9     # nearly every tap of a 128-pixel strip finds new pixels
+    # 128 and 130 registers estimated (the code before held 176-216): 4 and 3 CTAs an SM.
+    assert (grouped.ctas_per_sm, carried.ctas_per_sm) == (4, 3)
+    waves = 6272 / (132 * grouped.ctas_per_sm)
+    own_issue = grouped.terms["issue"] / (waves * grouped.ctas_per_sm)   # one CTA alone
+    assert grouped.terms["latency"] == pytest.approx(waves * (3 * gpu.mem_latency_us
+                                                              + own_issue), rel=0.02)
+    trips = new_steps * gpu.mem_latency_us + (9 - new_steps) * gpu.l1_hit_latency_us
+    assert carried.terms["latency"] == pytest.approx(6272 / (132 * 3) * trips / 3, rel=0.02)
 
 
 def test_old_dgrad_walks_all_taps_and_new_one_its_class():

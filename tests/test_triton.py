@@ -626,8 +626,9 @@ def test_the_wgrad_tap_layout_follows_the_model_where_it_describes_the_gpu(monke
 
 
 def test_the_model_prunes_the_autotune_space(monkeypatch):
-    """On a modelled GPU the autotuner times the two thirds of the space the performance model
-    ranks best (always its best); elsewhere every configuration."""
+    """On a modelled GPU the autotuner times at most the two thirds of the space the performance
+    model ranks best, none predicted over PRUNE_RATIO times the best (always the best itself);
+    elsewhere every configuration."""
     from resnext_kernels import perf_model as pm
 
     x = torch.empty(1, dtype=torch.bfloat16)
@@ -639,14 +640,20 @@ def test_the_model_prunes_the_autotune_space(monkeypatch):
     monkeypatch.setattr(common, "device_name", lambda t: "NVIDIA H200")
     kept = fprop_mod._prune(fprop_mod.AUTOTUNE_CONFIGS, args, TRANSPOSED=False)
     space = len(fprop_mod.AUTOTUNE_CONFIGS)
-    assert common.PRUNE_KEEP <= len(kept) <= -(-space * 2 // 3)
+    assert 1 <= len(kept) <= -(-space * 2 // 3)
     assert all(c in fprop_mod.AUTOTUNE_CONFIGS for c in kept)
     assert any(c.kwargs["L1_TAPS"] for c in kept)   # the model ranks the L1 path first at stage 1
     conv = pm.Conv(64, 128, 56, 56, 128, 32)
     times = {c: pm.triton_gather(conv, "fprop", pm.GPUS["H200"], pm.TritonConfig(
         c.kwargs["BLOCK_M"], c.num_warps, c.num_stages)).time_us for c in fprop_mod.AUTOTUNE_CONFIGS}
+    best = min(times.values())
     assert min(times, key=times.get) in kept
     assert max(times[c] for c in kept) <= min(times[c] for c in times if c not in kept)
+    assert all(times[c] <= common.PRUNE_RATIO * best for c in kept)
+    # Those within the ratio are all kept while the two thirds allow: at most PRUNE_KEEP of
+    # them would be the floor of a space the ratio did not cut.
+    within = [c for c in times if times[c] <= common.PRUNE_RATIO * best]
+    assert len(kept) == min(len(within), max(common.PRUNE_KEEP, -(-space * 2 // 3)))
     wargs = dict(BATCH=64, H=56, W=56, G=32, CG=4, KG=4, stride_h=1, pad_h=1, dil_h=1, x_ptr=x,
                  EVEN_KO=True, EVEN_C=True)
     assert len(wgrad_mod._prune(wgrad_mod.AUTOTUNE_CONFIGS, wargs, ALL_TAPS=False)) == 4

@@ -32,16 +32,18 @@ Two ways to load the source tile, both in the autotune space:
 - num_stages >= 2: Triton pipelines the loop with 16-byte cp.async.cg copies, which bypass L1,
   so each source element comes from L2 once per tap: the model puts every such configuration at
   the L2 rate (benchmarks/NOTES.md).
-- num_stages = 1 (L1_TAPS, sm_90 and full channel blocks only): plain loads, three steps ahead
-  in registers, three steps an iteration. The nine taps of a strip of BLOCK_M consecutive
-  pixels overlap (a strip of 128 at 56x56 reads 239 distinct pixels in its 1152 tap reads), so
-  most reads can hit L1.
+- num_stages = 1 (L1_TAPS, sm_90 and full channel blocks only): plain loads, three steps an
+  iteration, their tiles loaded together at its start. The nine taps of a strip of BLOCK_M
+  consecutive pixels overlap (a strip of 128 at 56x56 reads 239 distinct pixels in its 1152 tap
+  reads), so most reads can hit L1.
 
 Predicted by resnext_kernels/perf_model.py, not measured (H200, ResNeXt-50 32x4d at batch 64,
 bf16 channels_last, the L1 path), us per layer stage1 / 2.entry / 2 / 3.entry / 3 / 4.entry / 4:
-fprop 74 / 50 / 39 / 26 / 21 / 18 / 16, dgrad 74 / 47 / 37 / 22 / 19 / 13 / 12 (on the weight
-its training step's forward pass packed); bound by instruction issue and load latency, and by
-L2 at the stride-2 entries (benchmarks/NOTES.md, 2026-12-02).
+fprop 54 / 50 / 34 / 26 / 20 / 16 / 15 (0.49 ms; 0.44 on a frozen module's kept packed
+weight), dgrad 51 / 42 / 30 / 23 / 16 / 14 / 11 (0.43 ms, on the weight its training step's
+forward pass packed); bound by load latency (a CTA waits an iteration's round trip, then issues
+its instructions) and by L2 at stage 1 and the stride-2 entries (benchmarks/NOTES.md,
+2026-12-04).
 
 Any strides work (NCHW, channels_last, views), so the wrappers never copy an operand.
 """
@@ -75,56 +77,51 @@ def _source_index(d, tap, stride, pad, dil, size, TRANSPOSED: tl.constexpr):
 
 
 @triton.jit
-def _step_coords(step, red_blocks: tl.constexpr, per_row, per_row_inv, r0, s0, PHASES_H, PHASES_W,
-                 BLOCK_RED: tl.constexpr, TRANSPOSED: tl.constexpr):
-    """Tap (r, s) and the first pack-local channel of one step of the flat (tap, channel block)
-    loop.
+def _step_coords(step, red_blocks: tl.constexpr, per_row, per_row_inv, r0, s0, oi0, oj0, dil_h,
+                 dil_w, PHASES_H, PHASES_W, BLOCK_RED: tl.constexpr, TRANSPOSED: tl.constexpr):
+    """Tap (r, s), the first pack-local channel of one step of the flat (tap, channel block)
+    loop, and (oi, oj): how far the tap moves an exact source row and column from the row's
+    base (base_i, base_j; _source_tile's EXACT_TAPS).
 
-    The tap's row and column without an integer division a step (one took 15 of fprop's 121
-    warp instructions a step on the L1 path): fprop walks all nine taps, three a row, and
-    dividing by a constant is a multiply; a dgrad phase class walks `per_row` (1 to 3) a row,
-    and t < 9, so t // per_row is (t * per_row_inv) >> 16 with per_row_inv = ceil(2^16 /
-    per_row) (exact while t * per_row < 2^15), both computed once a program."""
+    No integer division a step (one took 15 of fprop's 121 warp instructions a step on the L1
+    path; dgrad's tap offsets, two signed divisions by the phase count, 16 of its 110): fprop
+    walks all nine taps, three a row, dividing by a constant is a multiply, and a tap moves a
+    row by r*dil; a dgrad phase class walks `per_row` (1 to 3) a row, and t < 9, so the tap's
+    row in the class, q = t // per_row, is (t * per_row_inv) >> 16 with per_row_inv =
+    ceil(2^16 / per_row) (exact while t * per_row < 2^15); tap r = r0 + q*PHASES_H moves the
+    row by (ph + pad - r) / PHASES_H = oi0 - q, with oi0 = (ph + pad - r0) / PHASES_H computed
+    once a program (r0 is ph + pad's remainder, so the division is exact); columns alike."""
     t = step // red_blocks
     if TRANSPOSED:
         q = (t * per_row_inv) >> 16
+        u = t - q * per_row
         r = r0 + q * PHASES_H
-        s = s0 + (t - q * per_row) * PHASES_W
+        s = s0 + u * PHASES_W
+        oi = oi0 - q
+        oj = oj0 - u
     else:
         r = t // 3
         s = t % 3
-    return r, s, (step - t * red_blocks) * BLOCK_RED
+        oi = r * dil_h
+        oj = s * dil_w
+    return r, s, (step - t * red_blocks) * BLOCK_RED, oi, oj
 
 
 @triton.jit
-def _tap_offset(r, ph, stride, pad, dil, PHASES, TRANSPOSED: tl.constexpr):
-    """Where tap `r` moves an exact source row away from the row's base (base_i, base_j): fprop
-    r*dil; dgrad by phase class (dilation 1), where (ph + pad - r) is a multiple of the stride,
-    (ph + pad - r) / stride."""
-    if TRANSPOSED:
-        return (ph + pad - r) // PHASES
-    else:
-        return r * dil
-
-
-@triton.jit
-def _source_tile(src_ptr, r, s, c0, live, dn, di, dj, base_i, base_j, row_base, m_ok, pack,
-                 pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h, pad_w,
-                 dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n,
-                 TRANSPOSED: tl.constexpr, EXACT_TAPS: tl.constexpr, EVEN_RED: tl.constexpr,
-                 BLOCK_RED: tl.constexpr):
+def _source_tile(src_ptr, r, s, oi, oj, c0, live, dn, di, dj, base_i, base_j, row_base, m_ok,
+                 pack, pack_red, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h, pad_w,
+                 dil_h, dil_w, SH, SW, G, RED_G, s_src_n, TRANSPOSED: tl.constexpr,
+                 EXACT_TAPS: tl.constexpr, EVEN_RED: tl.constexpr, BLOCK_RED: tl.constexpr):
     """The (BLOCK_M, BLOCK_RED) source tile of tap (r, s) and the pack's channels from c0, zero
     where the tap reads padding, past the pixels or past the channels, and everywhere when `live`
     is false (a masked load moves no data).
 
     With EXACT_TAPS (fprop; dgrad by phase class) a tap moves every row of the tile by the same
-    amount, so a row's address is its base (computed once per program) plus one scalar per step:
-    a few instructions a row instead of the general map's divisions."""
+    amount (oi, oj; _step_coords), so a row's address is its base (computed once per program)
+    plus one scalar per step: a few instructions a row instead of the general map's divisions."""
     offs_c = c0 + tl.arange(0, BLOCK_RED)
     c_glob = pack * pack_red + offs_c
     if EXACT_TAPS:
-        oi = _tap_offset(r, ph, stride_h, pad_h, dil_h, PHASES_H, TRANSPOSED)
-        oj = _tap_offset(s, pw, stride_w, pad_w, dil_w, PHASES_W, TRANSPOSED)
         si = base_i + oi
         sj = base_j + oj
         # 0 <= si < SH as one unsigned comparison (a negative si wraps past SH).
@@ -143,14 +140,22 @@ def _source_tile(src_ptr, r, s, c0, live, dn, di, dj, base_i, base_j, row_base, 
 
 
 @triton.jit
-def _weight_dot(acc, a, w_tile, r, s, c0, red_pad, out_pad, live, PRECISION: tl.constexpr):
+def _weight_dot(acc, a, w_tile, r, s, c0, red_pad, out_pad, live, PRECISION: tl.constexpr,
+                GUARDED: tl.constexpr):
     """acc + a @ the packed weight tile of tap (r, s) and channels c0.. of the pack; `w_tile`
     points at the pack's first tile (tap 0, channel 0: computed once a channel tile, so that a
-    step adds one scalar). With `live` false (a step past the last: r may be past the taps)
-    nothing is loaded and a is all zero."""
-    b = tl.load(w_tile + (((r * 3 + s) * red_pad + c0) * out_pad).to(tl.int64), mask=live,
-                other=0.0)
-    return acc + tl.dot(a, b, input_precision=PRECISION)
+    step adds one scalar). GUARDED: nothing at all (no load, no dot) where `live` is false, a
+    step past the last of a dgrad phase class (1, 2 or 4 taps a class at stride 2). fprop's
+    steps are nine a channel block, whole iterations of three, so it takes no guard (the guard
+    cost its sm_90 M256w8 build 9 registers: 137, one CTA an SM instead of two)."""
+    if GUARDED:
+        if live:
+            b = tl.load(w_tile + (((r * 3 + s) * red_pad + c0) * out_pad).to(tl.int64))
+            acc = acc + tl.dot(a, b, input_precision=PRECISION)
+    else:
+        b = tl.load(w_tile + (((r * 3 + s) * red_pad + c0) * out_pad).to(tl.int64))
+        acc = acc + tl.dot(a, b, input_precision=PRECISION)
+    return acc
 
 
 @triton.jit
@@ -230,6 +235,7 @@ def _gather_conv_kernel(
     GP: tl.constexpr,               # groups packed per program
     BLOCK_RED: tl.constexpr, BLOCK_OUT: tl.constexpr,
     RED_BLOCKS: tl.constexpr,       # cdiv(GP * RED_G, BLOCK_RED): the step's split is then free
+    OUT_BLOCKS: tl.constexpr,       # cdiv(GP * OUT_G, BLOCK_OUT)
     # Every tap is exact for every pixel of a class (fprop; dgrad at dilation 1, by phase class):
     # a tap is a scalar offset from each row's base (_source_tile). Else the general map.
     EXACT_TAPS: tl.constexpr,
@@ -243,13 +249,15 @@ def _gather_conv_kernel(
     # cp.async pipeline: the nine taps' re-reads can then hit L1 rather than L2.
     L1_TAPS: tl.constexpr,
 ):
-    pack_out = GP * OUT_G                       # output channels of one pack
     # Reduction channels of one pack (per tap). With full channel blocks that is RED_BLOCKS *
     # BLOCK_RED, a constant: a pack's first channel is then provably a multiple of 16 and the
     # source loads are 16 bytes wide. From GP * RED_G it is not where RED_G is not a multiple of
     # 16 (Cg = 8, four groups a pack: 8-byte loads, 240 registers against 183 at Cg = 4).
+    # The output channels of one pack likewise: from GP * OUT_G the stores at Cg = 8 were 8 bytes
+    # wide (167 registers at M128w4s1 on the L1 path, against 128 at Cg = 4).
     pack_red = RED_BLOCKS * BLOCK_RED if EVEN_RED else GP * RED_G
-    out_tiles = tl.cdiv(pack_out, BLOCK_OUT)
+    pack_out = OUT_BLOCKS * BLOCK_OUT if EVEN_OUT else GP * OUT_G
+    out_tiles: tl.constexpr = OUT_BLOCKS
     red_blocks: tl.constexpr = RED_BLOCKS
     n_tiles = tl.cdiv(G, GP) * out_tiles
     red_pad = red_blocks * BLOCK_RED
@@ -295,6 +303,9 @@ def _gather_conv_kernel(
     taps_s = tl.maximum(tl.cdiv(3 - s0, PHASES_W), 0)
     per_row = tl.maximum(taps_s, 1)             # _step_coords; a class with no taps runs no step
     per_row_inv = (65535 + per_row) // per_row
+    # A dgrad phase class's first tap row r0 moves a source row by oi0 (_step_coords).
+    oi0 = (ph + pad_h - r0) // PHASES_H
+    oj0 = (pw + pad_w - s0) // PHASES_W
     # Exact taps (_source_tile): each row's source base, once. fprop: d*stride - pad; dgrad by
     # phase class: the row's index in its class grid.
     if TRANSPOSED:
@@ -321,77 +332,62 @@ def _gather_conv_kernel(
         acc = tl.zeros((BLOCK_M, BLOCK_OUT), dtype=tl.float64 if ACC_FP64 else tl.float32)
         n_steps = taps_r * taps_s * red_blocks
         if L1_TAPS:
-            # Plain loads (this path runs with num_stages=1: no cp.async.cg, which bypasses L1),
-            # three steps ahead in registers: the nine taps of a strip of pixels overlap, so most
-            # of a step's source rows are L1 hits of the steps before it, and a step that brings
-            # new pixels from L2 has three steps' time to arrive (perf_model.triton_gather). The
-            # loop takes three steps an iteration, each tile reloaded in place once its dot has
-            # read it: rotating the tiles through one step an iteration cost 75 byte-permutes a
-            # step (register copies) of 204 warp instructions. Steps past the last load nothing
-            # and add zero tiles. (r_k, s_k, c0_k) and a_k: the coordinates and tile of step
-            # `step + k`.
-            r_0, s_0, c0_0 = _step_coords(0, red_blocks, per_row, per_row_inv, r0, s0, PHASES_H,
-                                          PHASES_W, BLOCK_RED, TRANSPOSED)
-            r_1, s_1, c0_1 = _step_coords(1, red_blocks, per_row, per_row_inv, r0, s0, PHASES_H,
-                                          PHASES_W, BLOCK_RED, TRANSPOSED)
-            r_2, s_2, c0_2 = _step_coords(2, red_blocks, per_row, per_row_inv, r0, s0, PHASES_H,
-                                          PHASES_W, BLOCK_RED, TRANSPOSED)
-            a_0 = _source_tile(
-                src_ptr, r_0, s_0, c0_0, n_steps > 0, dn, di, dj, base_i, base_j, row_base, m_ok,
-                pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h, pad_w,
-                dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n, TRANSPOSED, EXACT_TAPS,
-                EVEN_RED, BLOCK_RED)
-            a_1 = _source_tile(
-                src_ptr, r_1, s_1, c0_1, n_steps > 1, dn, di, dj, base_i, base_j, row_base, m_ok,
-                pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h, pad_w,
-                dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n, TRANSPOSED, EXACT_TAPS,
-                EVEN_RED, BLOCK_RED)
-            a_2 = _source_tile(
-                src_ptr, r_2, s_2, c0_2, n_steps > 2, dn, di, dj, base_i, base_j, row_base, m_ok,
-                pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h, pad_w,
-                dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n, TRANSPOSED, EXACT_TAPS,
-                EVEN_RED, BLOCK_RED)
+            # Plain loads (this path runs with num_stages=1: no cp.async.cg, which bypasses L1):
+            # the nine taps of a strip of pixels overlap, so most of a step's source rows are L1
+            # hits of the steps before it (perf_model.triton_gather). An iteration loads the
+            # tiles of three steps together, then runs their dots: one round trip for three
+            # steps, and no tile lives across iterations. Tiles loaded one iteration ahead (the
+            # code until 2026-12-04) spent 32 of 108 warp instructions a step on register copies
+            # of the carried tiles (sm_90 SASS, bf16, Cg = 4, M128w4: two copies of every loaded
+            # word, PRMT at the loop's end and IMAD.MOV before the shared-memory store) and held
+            # 180 registers against 136. Steps past the last load nothing and run no dot (a
+            # dgrad phase class of one, two or four taps). (r_k, s_k, c0_k) and a_k: the
+            # coordinates and tile of step `step + k`.
             for step in range(0, n_steps, 3):
-                acc = _weight_dot(acc, a_0, w_tile, r_0, s_0, c0_0, red_pad, out_pad, True,
-                                  PRECISION)
-                r_0, s_0, c0_0 = _step_coords(step + 3, red_blocks, per_row, per_row_inv, r0, s0,
-                                              PHASES_H, PHASES_W, BLOCK_RED, TRANSPOSED)
+                r_0, s_0, c0_0, oi_0, oj_0 = _step_coords(
+                    step, red_blocks, per_row, per_row_inv, r0, s0, oi0, oj0, dil_h, dil_w,
+                    PHASES_H, PHASES_W, BLOCK_RED, TRANSPOSED)
+                r_1, s_1, c0_1, oi_1, oj_1 = _step_coords(
+                    step + 1, red_blocks, per_row, per_row_inv, r0, s0, oi0, oj0, dil_h, dil_w,
+                    PHASES_H, PHASES_W, BLOCK_RED, TRANSPOSED)
+                r_2, s_2, c0_2, oi_2, oj_2 = _step_coords(
+                    step + 2, red_blocks, per_row, per_row_inv, r0, s0, oi0, oj0, dil_h, dil_w,
+                    PHASES_H, PHASES_W, BLOCK_RED, TRANSPOSED)
                 a_0 = _source_tile(
-                    src_ptr, r_0, s_0, c0_0, step + 3 < n_steps, dn, di, dj, base_i, base_j,
-                    row_base, m_ok, pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h,
-                    stride_w, pad_h, pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W,
-                    s_src_n, TRANSPOSED, EXACT_TAPS, EVEN_RED, BLOCK_RED)
-                acc = _weight_dot(acc, a_1, w_tile, r_1, s_1, c0_1, red_pad, out_pad,
-                                  step + 1 < n_steps, PRECISION)
-                r_1, s_1, c0_1 = _step_coords(step + 4, red_blocks, per_row, per_row_inv, r0, s0,
-                                              PHASES_H, PHASES_W, BLOCK_RED, TRANSPOSED)
+                    src_ptr, r_0, s_0, oi_0, oj_0, c0_0, True, dn, di, dj, base_i,
+                    base_j, row_base, m_ok, pack, pack_red, s_src_c, s_src_h, s_src_w, stride_h,
+                    stride_w, pad_h, pad_w, dil_h, dil_w, SH, SW, G, RED_G, s_src_n, TRANSPOSED,
+                    EXACT_TAPS, EVEN_RED, BLOCK_RED)
                 a_1 = _source_tile(
-                    src_ptr, r_1, s_1, c0_1, step + 4 < n_steps, dn, di, dj, base_i, base_j,
-                    row_base, m_ok, pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h,
-                    stride_w, pad_h, pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W,
-                    s_src_n, TRANSPOSED, EXACT_TAPS, EVEN_RED, BLOCK_RED)
-                acc = _weight_dot(acc, a_2, w_tile, r_2, s_2, c0_2, red_pad, out_pad,
-                                  step + 2 < n_steps, PRECISION)
-                r_2, s_2, c0_2 = _step_coords(step + 5, red_blocks, per_row, per_row_inv, r0, s0,
-                                              PHASES_H, PHASES_W, BLOCK_RED, TRANSPOSED)
+                    src_ptr, r_1, s_1, oi_1, oj_1, c0_1, step + 1 < n_steps, dn, di, dj, base_i,
+                    base_j, row_base, m_ok, pack, pack_red, s_src_c, s_src_h, s_src_w, stride_h,
+                    stride_w, pad_h, pad_w, dil_h, dil_w, SH, SW, G, RED_G, s_src_n, TRANSPOSED,
+                    EXACT_TAPS, EVEN_RED, BLOCK_RED)
                 a_2 = _source_tile(
-                    src_ptr, r_2, s_2, c0_2, step + 5 < n_steps, dn, di, dj, base_i, base_j,
-                    row_base, m_ok, pack, pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h,
-                    stride_w, pad_h, pad_w, dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W,
-                    s_src_n, TRANSPOSED, EXACT_TAPS, EVEN_RED, BLOCK_RED)
+                    src_ptr, r_2, s_2, oi_2, oj_2, c0_2, step + 2 < n_steps, dn, di, dj, base_i,
+                    base_j, row_base, m_ok, pack, pack_red, s_src_c, s_src_h, s_src_w, stride_h,
+                    stride_w, pad_h, pad_w, dil_h, dil_w, SH, SW, G, RED_G, s_src_n, TRANSPOSED,
+                    EXACT_TAPS, EVEN_RED, BLOCK_RED)
+                acc = _weight_dot(acc, a_0, w_tile, r_0, s_0, c0_0, red_pad, out_pad, True,
+                                  PRECISION, False)
+                acc = _weight_dot(acc, a_1, w_tile, r_1, s_1, c0_1, red_pad, out_pad,
+                                  step + 1 < n_steps, PRECISION, TRANSPOSED)
+                acc = _weight_dot(acc, a_2, w_tile, r_2, s_2, c0_2, red_pad, out_pad,
+                                  step + 2 < n_steps, PRECISION, TRANSPOSED)
         else:
             # One flat loop over (tap, channel block): a single loop that Triton software-pipelines
             # with cp.async (nine unrolled tap loops held 255 registers a thread).
             for step in range(0, n_steps):
-                r, s, c0 = _step_coords(step, red_blocks, per_row, per_row_inv, r0, s0, PHASES_H,
-                                        PHASES_W, BLOCK_RED, TRANSPOSED)
+                r, s, c0, oi, oj = _step_coords(step, red_blocks, per_row, per_row_inv, r0, s0,
+                                                oi0, oj0, dil_h, dil_w, PHASES_H, PHASES_W,
+                                                BLOCK_RED, TRANSPOSED)
                 a = _source_tile(
-                    src_ptr, r, s, c0, True, dn, di, dj, base_i, base_j, row_base, m_ok, pack,
-                    pack_red, ph, pw, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h, pad_w,
-                    dil_h, dil_w, SH, SW, G, RED_G, PHASES_H, PHASES_W, s_src_n, TRANSPOSED,
-                    EXACT_TAPS, EVEN_RED, BLOCK_RED)
-                acc = _weight_dot(acc, a, w_tile, r, s, c0, red_pad, out_pad, True,
-                                  PRECISION)                            # (BLOCK_M, BLOCK_OUT)
+                    src_ptr, r, s, oi, oj, c0, True, dn, di, dj, base_i, base_j, row_base, m_ok,
+                    pack, pack_red, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h, pad_w,
+                    dil_h, dil_w, SH, SW, G, RED_G, s_src_n, TRANSPOSED, EXACT_TAPS, EVEN_RED,
+                    BLOCK_RED)
+                acc = _weight_dot(acc, a, w_tile, r, s, c0, red_pad, out_pad, True, PRECISION,
+                                  False)                                # (BLOCK_M, BLOCK_OUT)
 
         if HAS_BIAS:
             acc += tl.load(bias_ptr + o_glob, mask=o_ok, other=0.0).to(acc.dtype)[None, :]
@@ -413,11 +409,11 @@ def _gather_conv_kernel(
 # The num_stages=1 entries take the L1 path (L1_TAPS): every cp.async configuration above moves
 # each source element from L2 nine times (the model puts them all at the fitted L2 rate); plain
 # loads let the taps' overlapping rows hit L1, a strip of 256 pixels more often than one of 128.
-# Its three tiles in flight cost registers (sm_90, bf16, Cg = 4: 205 at M128w4, two CTAs an
-# SM), so M128w8 holds the same strip at 128. The L1 path needs sm_90 and full channel blocks
-# (EVEN_RED): on sm_80 (dot operands in registers) and at Cg = 14 (masked tiles) it spills, so
-# _prune drops it there (l1_path_serves). Predicted, not measured (benchmarks/NOTES.md,
-# 2026-12-02 sessions).
+# An iteration's three tiles cost registers (sm_90, bf16, 32x4d's widths: 126-128 at M128w4
+# and M256w8, so four and two CTAs an SM; 80 at M128w8). The L1 path needs sm_90 and full
+# channel blocks (EVEN_RED): on sm_80 (dot operands in registers) and at Cg = 14 (masked tiles)
+# it spills, so _prune drops it there (l1_path_serves). Predicted, not measured
+# (benchmarks/NOTES.md, 2026-12-02 and 2026-12-04 sessions).
 AUTOTUNE_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "L1_TAPS": ns == 1}, num_warps=nw, num_stages=ns)
     for bm, nw, ns in ((64, 4, 2), (128, 4, 3), (128, 4, 2), (64, 4, 3), (128, 8, 3), (256, 8, 2),
@@ -635,7 +631,7 @@ def launch_gather_conv(src, weight, bias, dst, *, transposed, stride, padding, d
     )
     meta = dict(TRANSPOSED=transposed, HAS_BIAS=bias is not None, RELU=relu,
                 GP=tile.groups_per_prog, BLOCK_RED=tile.block_red, BLOCK_OUT=tile.block_out,
-                RED_BLOCKS=red_blocks,
+                RED_BLOCKS=red_blocks, OUT_BLOCKS=out_tiles,
                 EXACT_TAPS=not transposed or (dilation[0] == 1 and dilation[1] == 1),
                 EVEN_RED=tile.even_red(red_g, groups), EVEN_OUT=tile.even_out(out_g, groups),
                 PRECISION=common.dot_precision(src.dtype), ACC_FP64=src.dtype == torch.float64)
