@@ -473,6 +473,11 @@ class TritonConfig:
         """num_stages=1 is the gather kernel's L1 path (triton/fprop.py, L1_TAPS)."""
         return self.stages == 1
 
+    @property
+    def band(self) -> int:
+        """Rows of a band of the gather kernel's pixel order (triton/fprop.py, PIXEL_BAND)."""
+        return triton_pixel_band(self.block_m, self.l1_taps)
+
     @classmethod
     def of(cls, config) -> "TritonConfig":
         """The configuration of a triton.Config of the kernels' autotune spaces."""
@@ -507,6 +512,8 @@ class TritonRevision:
                                     # replicated accumulators, no pipeline: plain loads via L1)
     forward_packs_dgrad: bool = True  # a training step's forward pass packs dgrad's weight too
                                       # (one launch, both layouts); dgrad launches no packer
+    pixel_bands: bool = True       # gather's L1 path walks its pixels in bands (PIXEL_BAND), not
+                                   # rows (2026-12-04; never measured)
 
 
 CURRENT_TRITON = TritonRevision()
@@ -586,15 +593,38 @@ def _pipeline_smem(config: TritonConfig, stage_bytes: int) -> int:
     return max(1, config.stages - 1) * stage_bytes
 
 
+def triton_pixel_band(block_m: int, l1_taps: bool) -> int:
+    """triton/fprop.py pixel_band: the L1 path walks bands of the smallest power of two rows
+    whose square is over block_m / 4 (8 at 128, 16 at 256), so that a program's pixels are a
+    nearly square patch; the cp.async path rows (band 1)."""
+    if not l1_taps:
+        return 1
+    band = 1
+    while band * band * 4 <= block_m:
+        band *= 2
+    return band
+
+
+def band_pixel(m: int, rows: int, cols: int, band: int) -> Tuple[int, int, int]:
+    """(image, row, column) of the m-th destination pixel of a phase class's grid in the
+    gather kernel's order (triton/fprop.py, PIXEL_BAND): an image in bands of `band` rows, the
+    last one shorter; a band column by column; a column's rows in turn. Band 1 is row-major."""
+    n, p = divmod(m, rows * cols)
+    b, within = divmod(p, band * cols)
+    j, i = divmod(within, min(band, rows - b * band))
+    return n, b * band + i, j
+
+
 @functools.lru_cache(maxsize=4096)
 def strip_footprint(batch: int, dh: int, dw: int, sh: int, sw: int, stride: int, pad: int, dil: int,
-                    transposed: bool, phased: bool, block_m: int) -> Tuple[float, float]:
+                    transposed: bool, phased: bool, block_m: int,
+                    band: int = 1) -> Tuple[float, float]:
     """(source pixels, steps that touch a pixel no earlier step did) of an average program of
     the gather kernel's L1 path: a strip of block_m consecutive destination pixels of one phase
-    class (triton/fprop.py's flattening of (n, row, column)) walking its taps in the kernel's
-    order. The source pixels are what L1 misses bring from L2 (each once, if the strip's
-    footprint stays in L1); a step with a new pixel waits for L2, the others hit L1. Counted
-    over the strips of the first two images (the pattern repeats with the image)."""
+    class (in the kernel's order of (n, row, column): band_pixel) walking its taps in the
+    kernel's order. The source pixels are what L1 misses bring from L2 (each once, if the
+    strip's footprint stays in L1); a step with a new pixel waits for L2, the others hit L1.
+    Counted over the strips of the first two images (the pattern repeats with the image)."""
     ph_n = stride if phased else 1
     classes = [(a, b) for a in range(ph_n) for b in range(ph_n)]
 
@@ -619,8 +649,7 @@ def strip_footprint(batch: int, dh: int, dw: int, sh: int, sw: int, stride: int,
             for r, t in taps:
                 fresh = False
                 for m in range(start, min(start + block_m, pixels)):
-                    n, rem = divmod(m, rows * cols)
-                    i, j = divmod(rem, cols)
+                    n, i, j = band_pixel(m, rows, cols, band)
                     si, sj = source(i * ph_n + ph, r, sh), source(j * ph_n + pw, t, sw)
                     if si is not None and sj is not None and (n, si, sj) not in seen:
                         seen.add((n, si, sj))
@@ -718,7 +747,8 @@ def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, ti
         # footprints and a program's weights fit what shared memory leaves of L1.
         depth = revision.l1_prefetch
         px, new_steps = strip_footprint(conv.n, dh, dw, sh, sw, conv.stride, conv.pad, conv.dil,
-                                        transposed, phased, config.block_m)
+                                        transposed, phased, config.block_m,
+                                        config.band if revision.pixel_bands else 1)
         blocks = per_prog * red_blocks
         footprint = px * block_red * e
         resident, _ = ctas_per_sm(gpu, config.warps * 32, regs, smem)

@@ -94,6 +94,10 @@ def test_model_tables_match_the_triton_modules():
     assert labels(wgrad.ALL_TAPS_CONFIGS) == [(c.block_m, c.warps, c.stages)
                                               for c in pm.TRITON_WGRAD_ALL_TAPS_CONFIGS]
     assert wgrad.MAX_BLOCK == pm.TRITON_WGRAD_MAX_BLOCK
+    assert [c.kwargs["PIXEL_BAND"] for c in fprop.AUTOTUNE_CONFIGS] == [
+        pm.TritonConfig.of(c).band for c in fprop.AUTOTUNE_CONFIGS]
+    for block_m in (16, 32, 64, 128, 256, 512):
+        assert fprop.pixel_band(block_m, True) == pm.triton_pixel_band(block_m, True)
     assert fprop.LOOP_REGISTER_BUDGET == pm.TRITON_LOOP_REGISTER_BUDGET
     for c in fprop.AUTOTUNE_CONFIGS:
         mine = pm.TritonConfig.of(c)
@@ -186,6 +190,28 @@ def test_strip_footprint_by_hand():
     assert pm.strip_footprint(1, 4, 4, 4, 4, 1, 1, 1, False, False, 8) == (12.0, 5.0)
 
 
+def test_pixel_bands_by_hand():
+    """The gather kernel's pixel order (triton/fprop.py PIXEL_BAND): an image of 5 rows x 3
+    columns in bands of 2 walks (0,0) (1,0) (0,1) (1,1) (0,2) (1,2), then rows 2-3 likewise,
+    then the last band of one row: (4,0) (4,1) (4,2); band 1 is row-major. Every order is a
+    permutation of the pixels."""
+    order = [pm.band_pixel(m, 5, 3, 2) for m in range(15)]
+    assert order[:6] == [(0, 0, 0), (0, 1, 0), (0, 0, 1), (0, 1, 1), (0, 0, 2), (0, 1, 2)]
+    assert order[12:] == [(0, 4, 0), (0, 4, 1), (0, 4, 2)]
+    assert pm.band_pixel(15, 5, 3, 2) == (1, 0, 0)
+    assert [pm.band_pixel(m, 5, 3, 1) for m in range(4)] == [(0, 0, 0), (0, 0, 1), (0, 0, 2),
+                                                              (0, 1, 0)]
+    for rows, cols, band in ((5, 3, 2), (7, 7, 8), (56, 56, 8), (13, 4, 3), (28, 28, 16)):
+        seen = {pm.band_pixel(m, rows, cols, band) for m in range(2 * rows * cols)}
+        assert seen == {(n, i, j) for n in range(2) for i in range(rows) for j in range(cols)}
+    assert [pm.triton_pixel_band(m, True) for m in (64, 128, 256)] == [8, 8, 16]
+    assert pm.triton_pixel_band(256, False) == 1
+    # Stage 1, 128-pixel strips: 8 x 16 patches read 172 source pixels where 2.3 rows read 239.
+    rows = pm.strip_footprint(64, 56, 56, 56, 56, 1, 1, 1, False, False, 128, 1)[0]
+    bands = pm.strip_footprint(64, 56, 56, 56, 56, 1, 1, 1, False, False, 128, 8)[0]
+    assert rows == pytest.approx(239.4, abs=0.1) and bands == pytest.approx(172.1, abs=0.1)
+
+
 def test_l1_path_moves_the_strip_footprint_from_l2():
     """The L1 path (num_stages=1) brings each strip's source pixels from L2 once per channel
     block, and a channel tile's weights about once per SM and CTA slot; the cp.async path every
@@ -193,7 +219,7 @@ def test_l1_path_moves_the_strip_footprint_from_l2():
     gpu = pm.GPUS["H200"]
     l1 = pm.triton_gather(STAGE1, "fprop", gpu, pm.TritonConfig(128, 4, 1))
     cp = pm.triton_gather(STAGE1, "fprop", gpu, pm.TritonConfig(128, 4, 2))
-    px, _ = pm.strip_footprint(64, 56, 56, 56, 56, 1, 1, 1, False, False, 128)
+    px, _ = pm.strip_footprint(64, 56, 56, 56, 56, 1, 1, 1, False, False, 128, 8)   # 8 x 16
     # The estimated 128 registers x 128 threads: 4 CTAs an SM; 1568 pixel tiles a channel
     # tile, so 4 x 132 of a channel tile's programs fetch its 9 weight tiles from L2.
     assert l1.ctas_per_sm == 4
@@ -225,8 +251,8 @@ def test_l1_path_waits_its_round_trips_and_its_own_instructions():
     grouped = pm.triton_gather(STAGE1, "fprop", gpu, cfg)
     carried = pm.triton_gather(STAGE1, "fprop", gpu, cfg,
                                revision=dataclasses.replace(pm.CURRENT_TRITON, l1_prefetch=3))
-    _, new_steps = pm.strip_footprint(64, 56, 56, 56, 56, 1, 1, 1, False, False, 128)
-    assert 8 < new_steps < 9     # nearly every tap of a 128-pixel strip finds new pixels
+    _, new_steps = pm.strip_footprint(64, 56, 56, 56, 56, 1, 1, 1, False, False, 128, 8)
+    assert 8 < new_steps < 9     # nearly every tap of an 8 x 16 patch finds new pixels
     # 128 and 130 registers estimated (the code before held 176-216): 4 and 3 CTAs an SM.
     assert (grouped.ctas_per_sm, carried.ctas_per_sm) == (4, 3)
     waves = 6272 / (132 * grouped.ctas_per_sm)

@@ -413,7 +413,7 @@ L1_CONFIGS = [c for c in fprop_mod.AUTOTUNE_CONFIGS if c.kwargs.get("L1_TAPS")]
 
 
 def test_the_gather_space_has_l1_configurations():
-    """The L1 path's prefetch is its pipeline: it runs unpipelined (num_stages=1), and only it."""
+    """The L1 path loads its tiles itself: it runs unpipelined (num_stages=1), and only it."""
     assert L1_CONFIGS
     assert all(c.kwargs["L1_TAPS"] == (c.num_stages == 1) for c in fprop_mod.AUTOTUNE_CONFIGS)
 
@@ -421,9 +421,9 @@ def test_the_gather_space_has_l1_configurations():
 @pytest.mark.parametrize("case", [c for c in EDGE_CASES if c.n > 0][:12] + RESNEXT_STAGE_CASES[:2],
                          ids=lambda c: c.id)
 def test_gather_l1_path(case):
-    """fprop and dgrad through the L1 path (plain loads three steps ahead, three steps an
-    iteration, L1_TAPS), pinned the way the autotuner would launch it: every edge case of the
-    flat loop's prefetch (the first three steps, the masked steps past the last, classes with one
+    """fprop and dgrad through the L1 path (plain loads, three steps an iteration, their tiles
+    loaded together, L1_TAPS), pinned the way the autotuner would launch it: every edge case of
+    its iterations (the steps past the last, which load nothing and run no dot, classes with one
     tap and so one step, partial channel blocks, stride 2)."""
     o = make_operands(case, "channels_last", torch.float32, DEVICE, 15, bias=True)
     args = case.conv_args
@@ -465,7 +465,7 @@ def test_filled_packs_exact_on_small_integers(cg, groups, stride):
 
 @pytest.mark.parametrize("stride", [1, 2, 3])
 def test_gather_l1_path_exact_on_small_integers(stride):
-    """Integer operands: the L1 path's sums are exact, so any difference is a prefetch that
+    """Integer operands: the L1 path's sums are exact, so any difference is a step that
     took the wrong tap or channel block (stride 3 has dgrad classes that no tap reaches)."""
     case = EDGE_CASES[10]   # 3 groups of Cg = 8: the last pack partly empty
     gen = torch.Generator().manual_seed(16)
@@ -478,6 +478,37 @@ def test_gather_l1_path_exact_on_small_integers(stride):
     ref = reference.conv_f64(x, w, None, dy, **args)
     conv = ([stride] * 2, [1, 1], [1, 1], case.groups)
     for config in L1_CONFIGS:
+        y = fprop_mod.fprop(x, w, None, *conv, config=config)
+        dx = triton_dgrad(dy, w, list(x.shape), *conv, config=config)
+        assert reference.max_error(y, ref["fprop"]) == 0
+        assert reference.max_error(dx, ref["dgrad"]) == 0
+
+
+@pytest.mark.parametrize("band", [2, 3, 16])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_gather_pixel_bands_exact_on_small_integers(band, stride):
+    """The gather kernel's pixel order in bands (PIXEL_BAND; the L1 configurations take 8 and
+    16, which the tests' small images hold whole): images of 7 x 5 pixels in bands of 2 (2, 2, 2
+    and a last band of 1 row), 3 (3, 3, 1) and 16 (one band), strips of 16 pixels that cross
+    bands and images, at stride 2 dgrad's phase classes (4 x 3 grids and smaller) too: integer
+    sums are exact, so any difference is a pixel the order skipped, took twice or mapped
+    wrong. Both source paths."""
+    import triton
+    from cases import Case
+
+    case = Case(3, 7, 5, 4, 4, 4, stride, 1, "pixel bands")
+    gen = torch.Generator().manual_seed(22)
+    x = make_input(case, "channels_last", torch.float32, DEVICE, gen, integer=True)
+    w = make_weight(case, torch.float32, DEVICE, gen, integer=True)
+    args = dict(stride=(stride, stride), padding=(1, 1), dilation=(1, 1), groups=case.groups)
+    ref = reference.conv_f64(x, w, None, None, **args)
+    dy = like_layout(torch.randint(-2, 3, ref["fprop"].shape, generator=gen).float().to(DEVICE),
+                     "channels_last")
+    ref = reference.conv_f64(x, w, None, dy, **args)
+    conv = ([stride] * 2, [1, 1], [1, 1], case.groups)
+    for l1 in (False, True):
+        config = triton.Config({"BLOCK_M": 16, "L1_TAPS": l1, "PIXEL_BAND": band},
+                               num_warps=4, num_stages=1 if l1 else 2)
         y = fprop_mod.fprop(x, w, None, *conv, config=config)
         dx = triton_dgrad(dy, w, list(x.shape), *conv, config=config)
         assert reference.max_error(y, ref["fprop"]) == 0

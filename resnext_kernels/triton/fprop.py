@@ -33,17 +33,17 @@ Two ways to load the source tile, both in the autotune space:
   so each source element comes from L2 once per tap: the model puts every such configuration at
   the L2 rate (benchmarks/NOTES.md).
 - num_stages = 1 (L1_TAPS, sm_90 and full channel blocks only): plain loads, three steps an
-  iteration, their tiles loaded together at its start. The nine taps of a strip of BLOCK_M
-  consecutive pixels overlap (a strip of 128 at 56x56 reads 239 distinct pixels in its 1152 tap
-  reads), so most reads can hit L1.
+  iteration, their tiles loaded together at its start, and a program's BLOCK_M pixels a nearly
+  square patch (PIXEL_BAND). The nine taps of a patch overlap (8 x 16 pixels at 56x56 read 172
+  distinct pixels in their 1152 tap reads), so most reads can hit L1.
 
 Predicted by resnext_kernels/perf_model.py, not measured (H200, ResNeXt-50 32x4d at batch 64,
 bf16 channels_last, the L1 path), us per layer stage1 / 2.entry / 2 / 3.entry / 3 / 4.entry / 4:
-fprop 54 / 50 / 34 / 26 / 20 / 16 / 15 (0.49 ms; 0.44 on a frozen module's kept packed
-weight), dgrad 51 / 42 / 30 / 23 / 16 / 14 / 11 (0.43 ms, on the weight its training step's
-forward pass packed); bound by load latency (a CTA waits an iteration's round trip, then issues
-its instructions) and by L2 at stage 1 and the stride-2 entries (benchmarks/NOTES.md,
-2026-12-04).
+fprop 52 / 50 / 34 / 26 / 20 / 16 / 15 (0.48 ms with a training forward's packing launch; 0.43
+on a frozen module's kept packed weight), dgrad 48 / 42 / 30 / 23 / 16 / 14 / 11 (0.42 ms, on
+the weight its training step's forward pass packed); bound by load latency (a CTA waits an
+iteration's round trip, then issues its instructions) and by L2 at the stride-2 entries
+(benchmarks/NOTES.md, 2026-12-04).
 
 Any strides work (NCHW, channels_last, views), so the wrappers never copy an operand.
 """
@@ -245,9 +245,12 @@ def _gather_conv_kernel(
     PRECISION: tl.constexpr,        # "ieee" or "tf32" (fp32 inputs only)
     ACC_FP64: tl.constexpr,         # accumulate in fp64 (fp64 inputs, for gradcheck), else fp32
     BLOCK_M: tl.constexpr,
-    # Source loads through L1 (plain loads one step ahead, num_stages=1) instead of Triton's
-    # cp.async pipeline: the nine taps' re-reads can then hit L1 rather than L2.
+    # Source loads through L1 (plain loads, num_stages=1) instead of Triton's cp.async
+    # pipeline: the nine taps' re-reads can then hit L1 rather than L2.
     L1_TAPS: tl.constexpr,
+    # The order of a class's destination pixels: 1 row-major; else bands of PIXEL_BAND rows, a
+    # band column by column (pixel_band).
+    PIXEL_BAND: tl.constexpr,
 ):
     # Reduction channels of one pack (per tap). With full channel blocks that is RED_BLOCKS *
     # BLOCK_RED, a constant: a pack's first channel is then provably a multiple of 16 and the
@@ -292,9 +295,23 @@ def _gather_conv_kernel(
     cols = tl.cdiv(DW - pw, PHASES_W)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)                    # (BLOCK_M,)
     m_ok = offs_m < BATCH * rows * cols
-    dj = (offs_m % cols) * PHASES_W + pw
-    di = ((offs_m // cols) % rows) * PHASES_H + ph
     dn = offs_m // (cols * rows)
+    if PIXEL_BAND == 1:
+        dj = (offs_m % cols) * PHASES_W + pw
+        di = ((offs_m // cols) % rows) * PHASES_H + ph
+    else:
+        # An image's rows in bands of PIXEL_BAND (the last one shorter), a band column by column,
+        # so that a program's pixels are a nearly square patch (8 x 16 at BLOCK_M 128 in a
+        # 56-wide image, where a row-major strip is 2.3 rows): the nine taps' reads overlap more
+        # and its strip reads fewer source pixels from L2 (239 -> 172 at stage 1; perf_model.
+        # band_pixel walks the same order).
+        p = offs_m - dn * (cols * rows)
+        band = p // (PIXEL_BAND * cols)
+        within = p - band * (PIXEL_BAND * cols)
+        height = tl.minimum(rows - band * PIXEL_BAND, PIXEL_BAND)
+        col = within // height
+        dj = col * PHASES_W + pw
+        di = (band * PIXEL_BAND + within - col * height) * PHASES_H + ph
     dst_row = dn.to(tl.int64) * s_dst_n + di * s_dst_h + dj * s_dst_w
     # The taps this class takes: r = r0, r0 + PHASES_H, ... < 3 (all three when PHASES_H = 1).
     r0 = (ph + pad_h) % PHASES_H
@@ -398,6 +415,19 @@ def _gather_conv_kernel(
         tl.store(dst, acc.to(dst_ptr.dtype.element_ty), mask=y_mask)
 
 
+def pixel_band(block_m: int, l1_taps: bool) -> int:
+    """Rows of a band of the gather kernel's pixel order (PIXEL_BAND): on the L1 path the
+    smallest power of two whose square is over block_m / 4 (8 at 128: 8 x 16 patches; 16 at
+    256), so that a program's pixels are a nearly square patch whose taps overlap in L1; on the
+    cp.async path, which re-reads every tap from L2 whatever the order, 1 (rows)."""
+    if not l1_taps:
+        return 1
+    band = 1
+    while band * band * 4 <= block_m:
+        band *= 2
+    return band
+
+
 # Autotune space (sm_80 / sm_90); the first entry is the default when autotuning is off.
 # Chosen from tune_triton.py on the H200 (benchmarks/results/H200_2026-11-28_0636): the six
 # configurations within ~20% of the best on the ResNeXt-50 32x4d layers (geometric mean);
@@ -409,13 +439,15 @@ def _gather_conv_kernel(
 # The num_stages=1 entries take the L1 path (L1_TAPS): every cp.async configuration above moves
 # each source element from L2 nine times (the model puts them all at the fitted L2 rate); plain
 # loads let the taps' overlapping rows hit L1, a strip of 256 pixels more often than one of 128.
+# Its programs walk their pixels in bands (PIXEL_BAND: pixel_band), the cp.async path in rows.
 # An iteration's three tiles cost registers (sm_90, bf16, 32x4d's widths: 126-128 at M128w4
 # and M256w8, so four and two CTAs an SM; 80 at M128w8). The L1 path needs sm_90 and full
 # channel blocks (EVEN_RED): on sm_80 (dot operands in registers) and at Cg = 14 (masked tiles)
 # it spills, so _prune drops it there (l1_path_serves). Predicted, not measured
 # (benchmarks/NOTES.md, 2026-12-02 and 2026-12-04 sessions).
 AUTOTUNE_CONFIGS = [
-    triton.Config({"BLOCK_M": bm, "L1_TAPS": ns == 1}, num_warps=nw, num_stages=ns)
+    triton.Config({"BLOCK_M": bm, "L1_TAPS": ns == 1, "PIXEL_BAND": pixel_band(bm, ns == 1)},
+                  num_warps=nw, num_stages=ns)
     for bm, nw, ns in ((64, 4, 2), (128, 4, 3), (128, 4, 2), (64, 4, 3), (128, 8, 3), (256, 8, 2),
                        (128, 4, 1), (128, 8, 1), (256, 8, 1))
 ]
@@ -431,7 +463,7 @@ CHANNELS_FASTEST = False
 # Tile edge of _pack_weight_kernel's programs.
 PACK_BLOCK = 32
 # The interpreter runs one fixed configuration; large BLOCK_M keeps the program count low.
-INTERPRETER_CONFIG = {"BLOCK_M": 128, "L1_TAPS": False}
+INTERPRETER_CONFIG = {"BLOCK_M": 128, "L1_TAPS": False, "PIXEL_BAND": 1}
 
 def l1_path_serves(even_red: bool, arch: int) -> bool:
     """Whether the autotuner may time the L1 path: on sm_90 and newer (it was designed and
