@@ -594,9 +594,11 @@ def _pipeline_smem(config: TritonConfig, stage_bytes: int) -> int:
 
 
 def triton_pixel_band(block_m: int, l1_taps: bool) -> int:
-    """triton/fprop.py pixel_band: the L1 path walks bands of the smallest power of two rows
-    whose square is over block_m / 4 (8 at 128, 16 at 256), so that a program's pixels are a
-    nearly square patch; the cp.async path rows (band 1)."""
+    """Rows of a band of the gather kernel's pixel order (triton/fprop.py PIXEL_BAND, which
+    takes this rule): on the L1 path the smallest power of two whose square is over block_m / 4
+    (8 at 128: 8 x 16 patches; 16 at 256), so that a program's pixels are a nearly square patch
+    whose taps overlap in L1; on the cp.async path, which re-reads every tap from L2 whatever
+    the order, 1 (rows)."""
     if not l1_taps:
         return 1
     band = 1

@@ -2,6 +2,8 @@
 (conftest.py); on a GPU the same tests run compiled, with bf16 added (the interpreter computes
 bf16 wrongly, TOOLCHAIN.md)."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -435,6 +437,30 @@ def test_gather_l1_path(case):
     reference.check("dgrad", dx, o.aten["dgrad"], o.ref["dgrad"])
 
 
+def integer_operands(case, seed):
+    """x, w and dy of small integers for `case` (channels_last, fp32), the float64 reference's
+    fprop and dgrad, and the conv arguments (stride, padding, dilation, groups) of the gather
+    kernel's entry points: sums of small integers are exact, so a kernel must match bit for bit."""
+    gen = torch.Generator().manual_seed(seed)
+    x = make_input(case, "channels_last", torch.float32, DEVICE, gen, integer=True)
+    w = make_weight(case, torch.float32, DEVICE, gen, integer=True)
+    args = case.conv_args
+    ref = reference.conv_f64(x, w, None, None, **args)
+    dy = like_layout(torch.randint(-2, 3, ref["fprop"].shape, generator=gen).float().to(DEVICE),
+                     "channels_last")
+    ref = reference.conv_f64(x, w, None, dy, **args)
+    conv = (list(args["stride"]), list(args["padding"]), list(args["dilation"]), args["groups"])
+    return x, w, dy, ref, conv
+
+
+def assert_gather_exact(x, w, dy, ref, conv, config):
+    """fprop and dgrad under `config` equal the reference exactly."""
+    y = fprop_mod.fprop(x, w, None, *conv, config=config)
+    dx = triton_dgrad(dy, w, list(x.shape), *conv, config=config)
+    assert reference.max_error(y, ref["fprop"]) == 0
+    assert reference.max_error(dx, ref["dgrad"]) == 0
+
+
 @pytest.mark.parametrize("cg, groups", [(40, 2), (24, 4), (80, 1)])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_filled_packs_exact_on_small_integers(cg, groups, stride):
@@ -447,41 +473,19 @@ def test_filled_packs_exact_on_small_integers(cg, groups, stride):
     case = Case(1, 5, 6, cg, cg, groups, stride, 1, "filled pack")
     tile = common.choose_group_tile(cg, cg, groups)
     assert tile.even_red(cg, groups) and tile.block_red == 16
-    gen = torch.Generator().manual_seed(21)
-    x = make_input(case, "channels_last", torch.float32, DEVICE, gen, integer=True)
-    w = make_weight(case, torch.float32, DEVICE, gen, integer=True)
-    args = dict(stride=(stride, stride), padding=(1, 1), dilation=(1, 1), groups=groups)
-    ref = reference.conv_f64(x, w, None, None, **args)
-    dy = like_layout(torch.randint(-2, 3, ref["fprop"].shape, generator=gen).float().to(DEVICE),
-                     "channels_last")
-    ref = reference.conv_f64(x, w, None, dy, **args)
-    conv = ([stride] * 2, [1, 1], [1, 1], groups)
+    operands = integer_operands(case, 21)
     for config in (fprop_mod.AUTOTUNE_CONFIGS[0], L1_CONFIGS[0]):
-        y = fprop_mod.fprop(x, w, None, *conv, config=config)
-        dx = triton_dgrad(dy, w, list(x.shape), *conv, config=config)
-        assert reference.max_error(y, ref["fprop"]) == 0
-        assert reference.max_error(dx, ref["dgrad"]) == 0
+        assert_gather_exact(*operands, config)
 
 
 @pytest.mark.parametrize("stride", [1, 2, 3])
 def test_gather_l1_path_exact_on_small_integers(stride):
     """Integer operands: the L1 path's sums are exact, so any difference is a step that
     took the wrong tap or channel block (stride 3 has dgrad classes that no tap reaches)."""
-    case = EDGE_CASES[10]   # 3 groups of Cg = 8: the last pack partly empty
-    gen = torch.Generator().manual_seed(16)
-    x = make_input(case, "channels_last", torch.float32, DEVICE, gen, integer=True)
-    w = make_weight(case, torch.float32, DEVICE, gen, integer=True)
-    args = dict(stride=(stride, stride), padding=(1, 1), dilation=(1, 1), groups=case.groups)
-    ref = reference.conv_f64(x, w, None, None, **args)
-    dy = like_layout(torch.randint(-2, 3, ref["fprop"].shape, generator=gen).float().to(DEVICE),
-                     "channels_last")
-    ref = reference.conv_f64(x, w, None, dy, **args)
-    conv = ([stride] * 2, [1, 1], [1, 1], case.groups)
+    case = dataclasses.replace(EDGE_CASES[10], stride=stride, padding=1)   # 3 groups of Cg = 8:
+    operands = integer_operands(case, 16)                                  # a pack partly empty
     for config in L1_CONFIGS:
-        y = fprop_mod.fprop(x, w, None, *conv, config=config)
-        dx = triton_dgrad(dy, w, list(x.shape), *conv, config=config)
-        assert reference.max_error(y, ref["fprop"]) == 0
-        assert reference.max_error(dx, ref["dgrad"]) == 0
+        assert_gather_exact(*operands, config)
 
 
 @pytest.mark.parametrize("band", [2, 3, 16])
@@ -496,23 +500,11 @@ def test_gather_pixel_bands_exact_on_small_integers(band, stride):
     import triton
     from cases import Case
 
-    case = Case(3, 7, 5, 4, 4, 4, stride, 1, "pixel bands")
-    gen = torch.Generator().manual_seed(22)
-    x = make_input(case, "channels_last", torch.float32, DEVICE, gen, integer=True)
-    w = make_weight(case, torch.float32, DEVICE, gen, integer=True)
-    args = dict(stride=(stride, stride), padding=(1, 1), dilation=(1, 1), groups=case.groups)
-    ref = reference.conv_f64(x, w, None, None, **args)
-    dy = like_layout(torch.randint(-2, 3, ref["fprop"].shape, generator=gen).float().to(DEVICE),
-                     "channels_last")
-    ref = reference.conv_f64(x, w, None, dy, **args)
-    conv = ([stride] * 2, [1, 1], [1, 1], case.groups)
+    operands = integer_operands(Case(3, 7, 5, 4, 4, 4, stride, 1, "pixel bands"), 22)
     for l1 in (False, True):
         config = triton.Config({"BLOCK_M": 16, "L1_TAPS": l1, "PIXEL_BAND": band},
                                num_warps=4, num_stages=1 if l1 else 2)
-        y = fprop_mod.fprop(x, w, None, *conv, config=config)
-        dx = triton_dgrad(dy, w, list(x.shape), *conv, config=config)
-        assert reference.max_error(y, ref["fprop"]) == 0
-        assert reference.max_error(dx, ref["dgrad"]) == 0
+        assert_gather_exact(*operands, config)
 
 
 @pytest.mark.parametrize("case", [EDGE_CASES[3], EDGE_CASES[5], RESNEXT_STAGE_CASES[1]],

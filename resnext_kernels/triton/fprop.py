@@ -57,6 +57,9 @@ import torch
 import triton
 import triton.language as tl
 
+# Rows of a band of the kernel's pixel order (PIXEL_BAND): a rule the performance model walks
+# too (strip_footprint), so it has one definition, there (pure Python).
+from ..perf_model import triton_pixel_band as pixel_band
 from . import common
 
 
@@ -413,19 +416,6 @@ def _gather_conv_kernel(
         dst = dst_ptr + dst_row[:, None] + o_glob[None, :].to(tl.int64) * s_dst_c
         y_mask = m_ok[:, None] if EVEN_OUT else m_ok[:, None] & o_ok[None, :]
         tl.store(dst, acc.to(dst_ptr.dtype.element_ty), mask=y_mask)
-
-
-def pixel_band(block_m: int, l1_taps: bool) -> int:
-    """Rows of a band of the gather kernel's pixel order (PIXEL_BAND): on the L1 path the
-    smallest power of two whose square is over block_m / 4 (8 at 128: 8 x 16 patches; 16 at
-    256), so that a program's pixels are a nearly square patch whose taps overlap in L1; on the
-    cp.async path, which re-reads every tap from L2 whatever the order, 1 (rows)."""
-    if not l1_taps:
-        return 1
-    band = 1
-    while band * band * 4 <= block_m:
-        band *= 2
-    return band
 
 
 # Autotune space (sm_80 / sm_90); the first entry is the default when autotuning is off.
