@@ -137,7 +137,8 @@ def calibration_rows(results: List[dict], resources: pm.Resources) -> List[dict]
                 if r["variant"] == "cudnn" or "median_ms" not in r:
                     continue
                 pred = pm.triton_measured_variant(_conv_of(r, dtype), r["direction"], pm.GPUS[gpu],
-                                                  r["variant"], revision, used)
+                                                  r["variant"], revision, used,
+                                                  r.get("pixel_tiles", 1))
                 rows.append(_calibration(data, r, f"triton:{r['variant']}", pred,
                                          revision == pm.CURRENT_TRITON))
             continue

@@ -19,7 +19,8 @@ several-GB copy, read + write), datasheet_bandwidth_gbs, l2_read_bandwidth_gbs (
 reading an L2-resident buffer many times), graph_launch_us (a small kernel's cost in a graph
 replay), rows:
 one per (model, layer, direction, kernel variant): layer sizes, variant ("cudnn" or
-"<config> <layout>"), median_ms, p20_ms, p80_ms, gbs, roofline_pct, vs_cudnn, or error.
+"<config> <layout>"), pixel_tiles (the gather kernel's pixel tiles a program, where passed),
+median_ms, p20_ms, p80_ms, gbs, roofline_pct, vs_cudnn, or error.
 """
 
 from __future__ import annotations
@@ -55,8 +56,12 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
-def variants(direction: str, layer: L.Layer):
-    """(label, keyword arguments for the kernel wrapper) for every variant of `direction`."""
+def variants(direction: str, layer: L.Layer, elem_size: int = 2):
+    """(label, keyword arguments for the kernel wrapper) for every variant of `direction`. The
+    gather kernel's L1 configurations with one channel tile a program walk the pixel tiles a
+    program that the launch would give them on this GPU (fprop.pixel_tiles_for), passed
+    explicitly so that the row records them (1 where no GPU or model says otherwise)."""
+    from resnext_kernels import perf_model as pm
     from resnext_kernels.triton import common, fprop, wgrad
 
     if direction == "wgrad":
@@ -69,8 +74,15 @@ def variants(direction: str, layer: L.Layer):
         layouts = {"tile": dict(tiles_per_prog=1, channels_fastest=False),
                    "all_tiles": dict(tiles_per_prog=0, channels_fastest=False),
                    "tile_channels_fastest": dict(tiles_per_prog=1, channels_fastest=True)}
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() else ""
+        conv = pm.Conv.from_layer(layer, elem_size)
         for config, (name, layout) in itertools.product(fprop.AUTOTUNE_CONFIGS, layouts.items()):
-            yield f"{_config_label(config)} {name}", dict(config=config, **layout)
+            tiles = 1
+            if config.kwargs["L1_TAPS"] and layout["tiles_per_prog"] == 1:
+                tiles = fprop.pixel_tiles_for(conv, direction == "dgrad", device,
+                                              config.kwargs["BLOCK_M"])
+            yield f"{_config_label(config)} {name}", dict(config=config, pixel_tiles=tiles,
+                                                          **layout)
 
 
 def _config_label(config) -> str:
@@ -111,7 +123,8 @@ def cudnn_call(direction: str, layer: L.Layer, x, w, dy):
 def work_items(args) -> List[tuple]:
     return [(layer, direction, label, kwargs)
             for model in args.models for layer in L.resnext50_layers(model, args.batch)
-            for direction in args.directions for label, kwargs in variants(direction, layer)]
+            for direction in args.directions
+            for label, kwargs in variants(direction, layer, L.DTYPES[args.dtype].itemsize)]
 
 
 def _compile_share(share) -> int:
@@ -163,9 +176,13 @@ def main(argv=None) -> dict:
             base = dict(model=layer.model, layer=layer.name, direction=direction, n=layer.n,
                         c=layer.c, h=layer.h, w=layer.w, groups=layer.groups, stride=layer.stride)
             cudnn_ms = None
+            kwargs_of = {label: kwargs for _, _, label, kwargs in group}
             for label, fn in [("cudnn", cudnn_call(direction, layer, x, w, dy))] + [
-                    (label, call(direction, layer, x, w, dy, **kwargs)) for _, _, label, kwargs in group]:
+                    (label, call(direction, layer, x, w, dy, **kwargs))
+                    for label, kwargs in kwargs_of.items()]:
                 row = dict(base, variant=label)
+                if "pixel_tiles" in kwargs_of.get(label, {}):
+                    row["pixel_tiles"] = kwargs_of[label]["pixel_tiles"]
                 try:
                     t = timer(fn, args.reps)
                     cudnn_ms = t.median_ms if label == "cudnn" else cudnn_ms

@@ -514,6 +514,9 @@ class TritonRevision:
                                       # (one launch, both layouts); dgrad launches no packer
     pixel_bands: bool = True       # gather's L1 path walks its pixels in bands (PIXEL_BAND), not
                                    # rows (2026-12-04; never measured)
+    pixel_tiles: bool = True       # gather's L1 path: a program may walk several pixel tiles
+                                   # (triton_pixel_tiles; 2026-12-04, seventeenth session; never
+                                   # measured); before, one
 
 
 CURRENT_TRITON = TritonRevision()
@@ -591,6 +594,24 @@ def _pipeline_smem(config: TritonConfig, stage_bytes: int) -> int:
     buffers of one step's loads (wgrad all_taps at BLOCK_M 128, 3 stages, fp32 asked for
     327680 bytes on the H200, run 4: 2 x 163840)."""
     return max(1, config.stages - 1) * stage_bytes
+
+
+TRITON_MAX_PIXEL_TILES = 4            # the most pixel tiles triton_pixel_tiles gives a program
+
+
+@functools.lru_cache(maxsize=4096)
+def triton_pixel_tiles(conv: "Conv", direction: str, gpu: "GPU", block_m: int) -> int:
+    """Pixel tiles a program of the gather kernel's L1 path walks for its channel tile
+    (triton/fprop.py takes this through its launch grid): of 1 to TRITON_MAX_PIXEL_TILES, the
+    fewest predicted within 1% of the least time (a latency-bound layer's waves round the
+    same at several counts), at BLOCK_M `block_m` and 32 rows a warp, one channel tile a
+    program. More tiles a program read its weight tiles from L2 once for them all (they
+    are then L1 hits), and fewer programs change how the launch's waves round up; more than a
+    few leave SMs idle at the end of the launch."""
+    config = TritonConfig(block_m, max(1, block_m // 32), 1)
+    times = [triton_gather(conv, direction, gpu, config, 1, frozen=True, pixel_tiles=r).time_us
+             for r in range(1, TRITON_MAX_PIXEL_TILES + 1)]
+    return 1 + next(i for i, t in enumerate(times) if t <= 1.01 * min(times))
 
 
 def triton_pixel_band(block_m: int, l1_taps: bool) -> int:
@@ -686,9 +707,12 @@ def triton_pack_elems(conv: Conv, transposed: bool) -> int:
 def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, tiles_per_prog: int = 1,
                   channels_fastest: bool = False, revision: TritonRevision = CURRENT_TRITON,
                   resources: Resources = NO_RESOURCES, dtype: str = "bf16",
-                  frozen: bool = False) -> Prediction:
+                  frozen: bool = False, pixel_tiles: int = 1) -> Prediction:
     """fprop/dgrad through triton/fprop.py's _gather_conv_kernel (see its docstring). `frozen`:
-    fprop of a frozen module in inference, on the packed weight it kept (frozen.py): no packer."""
+    fprop of a frozen module in inference, on the packed weight it kept (frozen.py): no packer.
+    `pixel_tiles`: pixel tiles a program of the L1 path walks, one after another, for each of
+    its channel tiles (the kernel's pixel_tiles; each brings its own source footprint, the
+    halo it shares with the tile before counted again)."""
     transposed = direction == "dgrad"
     e = conv.elem_size
     red_g, out_g = (conv.kg, conv.cg) if transposed else (conv.cg, conv.kg)
@@ -703,21 +727,22 @@ def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, ti
     phases = conv.stride ** 2 if phased else 1
     class_pixels = conv.n * (-(-dh // (conv.stride if phased else 1))) * (-(-dw // (conv.stride if phased else 1)))
     m_tiles = -(-class_pixels // config.block_m)
-    ctas = -(-n_tiles // per_prog) * phases * m_tiles
+    pixel_tiles = pixel_tiles if config.l1_taps else 1
+    ctas = -(-n_tiles // per_prog) * phases * -(-m_tiles // pixel_tiles)
     vf = (valid_tap_fraction(dh, sh, conv.stride, conv.pad, transposed)
           * valid_tap_fraction(dw, sw, conv.stride, conv.pad, transposed))
     # Taps a program walks: all nine, or (phase classes) those that reach its class: on average
     # 9 * vf of the nine, each then valid for (nearly) every pixel.
     taps = 9.0 * vf if phased else 9.0
     tap_valid = 1.0 if phased else vf
-    steps = per_prog * taps * red_blocks
+    steps = per_prog * taps * red_blocks * pixel_tiles
     src_step = config.block_m * block_red * e * tap_valid
     if revision.packed_weight:
         w_step = block_red * block_out * e                              # contiguous, cp.async.cg
     else:  # the diagonal elements, 2-byte loads nine elements apart
         w_step = (gp * red_g * min(block_out, out_g) * 9 * e
                   * CALIBRATION["triton_scattered_weight_l2_fraction"])
-    out_bytes = per_prog * config.block_m * block_out * e
+    out_bytes = per_prog * config.block_m * block_out * e * pixel_tiles
     instr = CALIBRATION["triton_gather_step_instr"]
     if transposed and not revision.phase_classes:
         instr += CALIBRATION["triton_gather_dgrad_step_instr"]
@@ -756,19 +781,20 @@ def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, ti
         resident, _ = ctas_per_sm(gpu, config.warps * 32, regs, smem)
         weights = blocks * taps * w_step                      # what a program's steps read
         if resident * (footprint + smem) + weights <= gpu.l1_smem_per_sm:
-            from_l2 = min(1.0, resident * gpu.sms / (phases * m_tiles))
-            work.l2_bytes = blocks * footprint + weights * from_l2
+            from_l2 = min(1.0, resident * gpu.sms * pixel_tiles / (phases * m_tiles))
+            work.l2_bytes = pixel_tiles * blocks * footprint + weights * from_l2
             work.l1_wavefronts = steps * config.block_m * tap_valid * -(-block_red * e // 128)
             if depth:   # tiles carried `depth` steps ahead: a step waits 1/depth of its trip
-                work.chain_us = blocks * (new_steps * gpu.mem_latency_us
-                                          + (taps - new_steps) * gpu.l1_hit_latency_us) / depth
+                work.chain_us = pixel_tiles * blocks * (
+                    new_steps * gpu.mem_latency_us
+                    + (taps - new_steps) * gpu.l1_hit_latency_us) / depth
             else:
                 # An iteration loads its steps' tiles together, then runs their dots: it waits
                 # one round trip (L2's if one of its steps touches a new pixel), and the CTA's
                 # own instructions do not overlap its waits.
-                iters = per_prog * triton_l1_iterations(conv.stride if phased else 1, conv.pad,
-                                                        red_blocks)
-                l2_iters = min(iters, blocks * new_steps)
+                iters = pixel_tiles * per_prog * triton_l1_iterations(
+                    conv.stride if phased else 1, conv.pad, red_blocks)
+                l2_iters = min(iters, pixel_tiles * blocks * new_steps)
                 work.chain_us = (l2_iters * gpu.mem_latency_us
                                  + (iters - l2_iters) * gpu.l1_hit_latency_us
                                  + work.issue / (4 * gpu.clock_ghz * 1e3 * ISSUE_EFFICIENCY))
@@ -922,19 +948,25 @@ def triton_variants(conv: Conv, direction: str, gpu: GPU, resources: Resources =
                and triton_loop_registers(c, block_red, block_out, conv.elem_size)
                <= TRITON_LOOP_REGISTER_BUDGET]
     return [triton_gather(conv, direction, gpu, c, per_prog, fastest, revision, resources,
-                          frozen=frozen)
+                          frozen=frozen, pixel_tiles=(
+                              triton_pixel_tiles(conv, direction, gpu, c.block_m)
+                              if revision.pixel_tiles and c.l1_taps and per_prog == 1 else 1))
             for c in configs for per_prog, fastest in TRITON_GATHER_LAYOUTS.values()]
 
 
 def triton_measured_variant(conv: Conv, direction: str, gpu: GPU, label: str,
-                            revision: TritonRevision, resources: Resources = NO_RESOURCES) -> Prediction:
-    """The prediction for a tune.json row's variant label ("M128w4s2 all_tiles")."""
+                            revision: TritonRevision, resources: Resources = NO_RESOURCES,
+                            pixel_tiles: int = 1) -> Prediction:
+    """The prediction for a tune.json row's variant label ("M128w4s2 all_tiles"), with the
+    gather kernel's pixel tiles a program the row ran (its `pixel_tiles`, 1 before they were
+    recorded)."""
     cfg_label, layout = label.split(" ", 1)
     config = TritonConfig.parse(cfg_label)
     if direction == "wgrad":
         return triton_wgrad(conv, gpu, config, layout == "all_taps", resources, revision=revision)
     per_prog, fastest = TRITON_GATHER_LAYOUTS[layout]
-    return triton_gather(conv, direction, gpu, config, per_prog, fastest, revision, resources)
+    return triton_gather(conv, direction, gpu, config, per_prog, fastest, revision, resources,
+                         pixel_tiles=pixel_tiles)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -224,6 +224,45 @@ def test_l1_path_moves_the_strip_footprint_from_l2():
     assert l1.l2_bytes < cp.l2_bytes / 2 and l1.terms["l1"] > 0 and cp.terms["l1"] == 0
 
 
+def test_l1_path_pixel_tiles_by_hand():
+    """A program walking several pixel tiles (triton/fprop.py: the kernel reads how many off the
+    grid) fetches its channel tile's weights from L2 once for them all. Stage 2 (28 x 28, Cg =
+    8: packs of four groups, eight channel tiles), M128w4s1: 392 pixel tiles a channel tile
+    against 4 x 132 CTA slots, so every program fetches its nine weight tiles (18 KB against
+    the 8 x 16 patch's 11 KB of source). Two tiles a program: half the programs, each with
+    twice the source; the same waves of twice the chain (5.94 waves of one, 2.97 of two)."""
+    gpu, cfg = pm.GPUS["H200"], pm.TritonConfig(128, 4, 1)
+    stage2 = pm.Conv(n=64, c=256, h=28, w=28, k=256, groups=32)
+    one = pm.triton_gather(stage2, "fprop", gpu, cfg, frozen=True)
+    two = pm.triton_gather(stage2, "fprop", gpu, cfg, frozen=True, pixel_tiles=2)
+    px, _ = pm.strip_footprint(64, 28, 28, 28, 28, 1, 1, 1, False, False, 128, 8)
+    weights = 9 * 32 * 32 * 2
+    assert (one.grid, two.grid) == (8 * 392, 8 * 196)
+    assert one.l2_bytes == pytest.approx(8 * 392 * (px * 32 * 2 + weights), rel=1e-6)
+    assert two.l2_bytes == pytest.approx(8 * 196 * (2 * px * 32 * 2 + weights), rel=1e-6)
+    assert two.terms["latency"] == pytest.approx(one.terms["latency"], rel=1e-6)
+    assert two.time_us < one.time_us
+    # The choice: the fewest tiles with the least time; at stage 1 (latency-bound, a channel
+    # tile's weights shared by 1568 programs) more tiles a program gain nothing.
+    assert pm.triton_pixel_tiles(stage2, "fprop", gpu, 128) > 1
+    assert pm.triton_pixel_tiles(STAGE1, "fprop", gpu, 128) == 1
+    # The cp.async path walks one tile a program whatever it is asked.
+    cp = pm.TritonConfig(128, 4, 2)
+    assert (pm.triton_gather(stage2, "fprop", gpu, cp, pixel_tiles=2).grid
+            == pm.triton_gather(stage2, "fprop", gpu, cp).grid)
+
+
+def test_gather_pixel_tiles_off_the_model():
+    """The launch asks the model only on a GPU it describes and for concrete sizes."""
+    from resnext_kernels.triton import fprop
+
+    stage2 = pm.Conv(n=64, c=256, h=28, w=28, k=256, groups=32)
+    assert fprop.pixel_tiles_for(stage2, False, "", 128) == 1
+    assert fprop.pixel_tiles_for(stage2, False, "NVIDIA A100-SXM4-80GB", 128) == 1
+    assert fprop.pixel_tiles_for(stage2, True, "NVIDIA H200", 128) == pm.triton_pixel_tiles(
+        stage2, "dgrad", pm.GPUS["H200"], 128)
+
+
 def test_l1_path_iterations_by_hand():
     """An L1-path iteration loads three steps' tiles, then runs their dots (triton/fprop.py):
     nine taps are three iterations a channel block; dgrad's stride-2 phase classes at padding 1

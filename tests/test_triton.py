@@ -507,6 +507,33 @@ def test_gather_pixel_bands_exact_on_small_integers(band, stride):
         assert_gather_exact(*operands, config)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_gather_pixel_tiles_exact_on_small_integers(stride):
+    """Programs that walk several pixel tiles (the kernel reads how many off the grid:
+    pixel_tiles): seven 16-pixel tiles of 3 images of 7 x 5 in programs of 2 (the last one
+    walks 1), 3 (3, 3, 1), 7 (one program) and 10 (one program of 7), with one channel tile a
+    program (two packs of eight groups: two programs along the channels) in either launch order
+    and with all channel tiles a program; at stride 2 dgrad's phase classes (smaller grids
+    whose last tiles hold no pixel). Integer sums are exact: any difference is a pixel tile a
+    program skipped, took twice or took for the wrong channel tile. Both source paths."""
+    import triton
+    from cases import Case
+
+    x, w, dy, ref, conv = integer_operands(Case(3, 7, 5, 4, 4, 16, stride, 1, "pixel tiles"),
+                                           23)
+    for l1 in (False, True):
+        config = triton.Config({"BLOCK_M": 16, "L1_TAPS": l1, "PIXEL_BAND": 2},
+                               num_warps=4, num_stages=1 if l1 else 2)
+        for tiles, per_prog, fastest in ((2, 1, False), (3, 1, True), (7, 0, False),
+                                         (10, 1, False)):
+            launch = dict(config=config, pixel_tiles=tiles, tiles_per_prog=per_prog,
+                          channels_fastest=fastest)
+            y = fprop_mod.fprop(x, w, None, *conv, **launch)
+            dx = triton_dgrad(dy, w, list(x.shape), *conv, **launch)
+            assert reference.max_error(y, ref["fprop"]) == 0, (l1, tiles, per_prog, fastest)
+            assert reference.max_error(dx, ref["dgrad"]) == 0, (l1, tiles, per_prog, fastest)
+
+
 @pytest.mark.parametrize("case", [EDGE_CASES[3], EDGE_CASES[5], RESNEXT_STAGE_CASES[1]],
                          ids=lambda c: c.id)
 def test_wgrad_all_taps_in_one_program(case):

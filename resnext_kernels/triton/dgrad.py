@@ -15,7 +15,8 @@ from .fprop import launch_gather_conv
 
 
 def dgrad(grad_output, weight, input_size, stride, padding, dilation, groups, wrap=lambda k: k,
-          config=None, tiles_per_prog=None, channels_fastest=None, packed=None):
+          config=None, tiles_per_prog=None, channels_fastest=None, packed=None,
+          pixel_tiles=None):
     dx = common.empty(input_size, grad_output.dtype, grad_output.device,
                       common.memory_format_of(grad_output))
     if dx.numel() == 0:
@@ -25,4 +26,5 @@ def dgrad(grad_output, weight, input_size, stride, padding, dilation, groups, wr
     return launch_gather_conv(grad_output, weight, None, dx, transposed=True, stride=stride,
                               padding=padding, dilation=dilation, groups=groups, wrap=wrap,
                               config=config, tiles_per_prog=tiles_per_prog,
-                              channels_fastest=channels_fastest, packed=packed)
+                              channels_fastest=channels_fastest, packed=packed,
+                              pixel_tiles=pixel_tiles)

@@ -35,15 +35,18 @@ Two ways to load the source tile, both in the autotune space:
 - num_stages = 1 (L1_TAPS, sm_90 and full channel blocks only): plain loads, three steps an
   iteration, their tiles loaded together at its start, and a program's BLOCK_M pixels a nearly
   square patch (PIXEL_BAND). The nine taps of a patch overlap (8 x 16 pixels at 56x56 read 172
-  distinct pixels in their 1152 tap reads), so most reads can hit L1.
+  distinct pixels in their 1152 tap reads), so most reads can hit L1. A program may walk
+  several consecutive pixel tiles for its channel tile (as many as the grid leaves it:
+  pixel_tiles_for), so that the channel tile's nine weight tiles come from L2 once for them
+  all where they would otherwise be fetched by nearly every program (stages 2-4).
 
 Predicted by resnext_kernels/perf_model.py, not measured (H200, ResNeXt-50 32x4d at batch 64,
 bf16 channels_last, the L1 path), us per layer stage1 / 2.entry / 2 / 3.entry / 3 / 4.entry / 4:
-fprop 52 / 50 / 34 / 26 / 20 / 16 / 15 (0.48 ms with a training forward's packing launch; 0.43
-on a frozen module's kept packed weight), dgrad 48 / 42 / 30 / 23 / 16 / 14 / 11 (0.42 ms, on
+fprop 52 / 43 / 29 / 24 / 18 / 16 / 14 (0.44 ms with a training forward's packing launch; 0.39
+on a frozen module's kept packed weight), dgrad 48 / 42 / 26 / 22 / 14 / 14 / 10 (0.39 ms, on
 the weight its training step's forward pass packed); bound by load latency (a CTA waits an
 iteration's round trip, then issues its instructions) and by L2 at the stride-2 entries
-(benchmarks/NOTES.md, 2026-12-04).
+(benchmarks/NOTES.md, 2026-12-04, sixteenth and seventeenth sessions).
 
 Any strides work (NCHW, channels_last, views), so the wrappers never copy an operand.
 """
@@ -269,7 +272,8 @@ def _gather_conv_kernel(
     red_pad = red_blocks * BLOCK_RED
     out_pad = out_tiles * BLOCK_OUT
     # One grid dimension (2^31 programs, where y and z stop at 65535) over (channel-tile group,
-    # phase class, pixel tile): pixel tiles fastest, or channel tiles fastest (CHANNELS_FASTEST).
+    # phase class, run of pixel tiles): pixel tiles fastest, or channel tiles fastest
+    # (CHANNELS_FASTEST).
     # With several channel tiles per program (TILES_PER_PROG) a program reads whole
     # channels_last rows of its source pixels within a short time; the GPU measurements
     # (benchmarks/results/H200_2026-11-28_0636/tune.json) favour one per program except on
@@ -279,15 +283,21 @@ def _gather_conv_kernel(
     class_w = tl.cdiv(DW, PHASES_W)
     m_tiles = tl.cdiv(BATCH * class_h * class_w, BLOCK_M)
     n_groups = tl.cdiv(n_tiles, TILES_PER_PROG)  # programs along the channel tiles
+    # A program walks pixel_tiles consecutive pixel tiles, its channel tiles for each (the
+    # weight tiles of a channel tile then come from L2 once for them all): as many as the
+    # launch's grid leaves it (launch_gather_conv, pixel_tiles_for; 1 when the grid has a
+    # program for every pixel tile).
+    m_progs = tl.num_programs(0) // (n_groups * phases)
+    pixel_tiles = tl.cdiv(m_tiles, m_progs)
     pid = tl.program_id(0)
     if CHANNELS_FASTEST:
         tile_group = pid % n_groups
-        pid_m = (pid // n_groups) % m_tiles
-        phase = pid // (n_groups * m_tiles)
+        pid_mp = (pid // n_groups) % m_progs
+        phase = pid // (n_groups * m_progs)
     else:
-        pid_m = pid % m_tiles
-        phase = (pid // m_tiles) % phases
-        tile_group = pid // (m_tiles * phases)
+        pid_mp = pid % m_progs
+        phase = (pid // m_progs) % phases
+        tile_group = pid // (m_progs * phases)
     tile_begin = tile_group * TILES_PER_PROG
     tile_end = tl.minimum(tile_begin + TILES_PER_PROG, n_tiles)
 
@@ -296,26 +306,6 @@ def _gather_conv_kernel(
     pw = phase % PHASES_W
     rows = tl.cdiv(DH - ph, PHASES_H)           # this class's grid
     cols = tl.cdiv(DW - pw, PHASES_W)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)                    # (BLOCK_M,)
-    m_ok = offs_m < BATCH * rows * cols
-    dn = offs_m // (cols * rows)
-    if PIXEL_BAND == 1:
-        dj = (offs_m % cols) * PHASES_W + pw
-        di = ((offs_m // cols) % rows) * PHASES_H + ph
-    else:
-        # An image's rows in bands of PIXEL_BAND (the last one shorter), a band column by column,
-        # so that a program's pixels are a nearly square patch (8 x 16 at BLOCK_M 128 in a
-        # 56-wide image, where a row-major strip is 2.3 rows): the nine taps' reads overlap more
-        # and its strip reads fewer source pixels from L2 (239 -> 172 at stage 1; perf_model.
-        # band_pixel walks the same order).
-        p = offs_m - dn * (cols * rows)
-        band = p // (PIXEL_BAND * cols)
-        within = p - band * (PIXEL_BAND * cols)
-        height = tl.minimum(rows - band * PIXEL_BAND, PIXEL_BAND)
-        col = within // height
-        dj = col * PHASES_W + pw
-        di = (band * PIXEL_BAND + within - col * height) * PHASES_H + ph
-    dst_row = dn.to(tl.int64) * s_dst_n + di * s_dst_h + dj * s_dst_w
     # The taps this class takes: r = r0, r0 + PHASES_H, ... < 3 (all three when PHASES_H = 1).
     r0 = (ph + pad_h) % PHASES_H
     s0 = (pw + pad_w) % PHASES_W
@@ -326,96 +316,119 @@ def _gather_conv_kernel(
     # A dgrad phase class's first tap row r0 moves a source row by oi0 (_step_coords).
     oi0 = (ph + pad_h - r0) // PHASES_H
     oj0 = (pw + pad_w - s0) // PHASES_W
-    # Exact taps (_source_tile): each row's source base, once. fprop: d*stride - pad; dgrad by
-    # phase class: the row's index in its class grid.
-    if TRANSPOSED:
-        base_i = (di - ph) // PHASES_H
-        base_j = (dj - pw) // PHASES_W
-    else:
-        base_i = di * stride_h - pad_h
-        base_j = dj * stride_w - pad_w
-    row_base = dn.to(tl.int64) * s_src_n + base_i * s_src_h + base_j * s_src_w   # (BLOCK_M,)
-    if EXACT_TAPS:   # a row past the last pixel fails every tap's bounds check (_source_tile),
-        base_i = tl.where(m_ok, base_i, 1 << 30)     # so it needs no mask of its own there
-
-    for pid_n in range(tile_begin, tile_end):
-        pack = pid_n // out_tiles
-        out_tile = pid_n % out_tiles
-        # Destination channels: local index within the pack and global index.
-        offs_o = out_tile * BLOCK_OUT + tl.arange(0, BLOCK_OUT)         # (BLOCK_OUT,)
-        o_glob = pack * pack_out + offs_o
-        o_ok = (offs_o < pack_out) & (o_glob < G * OUT_G)
-        # The pack's packed weight at tap 0, channel 0 (_weight_dot adds a step's offset).
-        w_tile = wp_ptr + ((pack * 9 * red_pad + tl.arange(0, BLOCK_RED))[:, None].to(tl.int64)
-                           * out_pad + offs_o[None, :])
-
-        acc = tl.zeros((BLOCK_M, BLOCK_OUT), dtype=tl.float64 if ACC_FP64 else tl.float32)
-        n_steps = taps_r * taps_s * red_blocks
-        if L1_TAPS:
-            # Plain loads (this path runs with num_stages=1: no cp.async.cg, which bypasses L1):
-            # the nine taps of a strip of pixels overlap, so most of a step's source rows are L1
-            # hits of the steps before it (perf_model.triton_gather). An iteration loads the
-            # tiles of three steps together, then runs their dots: one round trip for three
-            # steps, and no tile lives across iterations. Tiles loaded one iteration ahead (the
-            # code until 2026-12-04) spent 32 of 108 warp instructions a step on register copies
-            # of the carried tiles (sm_90 SASS, bf16, Cg = 4, M128w4: two copies of every loaded
-            # word, PRMT at the loop's end and IMAD.MOV before the shared-memory store) and held
-            # 180 registers against 136. Steps past the last load nothing and run no dot (a
-            # dgrad phase class of one, two or four taps). (r_k, s_k, c0_k) and a_k: the
-            # coordinates and tile of step `step + k`.
-            for step in range(0, n_steps, 3):
-                r_0, s_0, c0_0, oi_0, oj_0 = _step_coords(
-                    step, red_blocks, per_row, per_row_inv, r0, s0, oi0, oj0, dil_h, dil_w,
-                    PHASES_H, PHASES_W, BLOCK_RED, TRANSPOSED)
-                r_1, s_1, c0_1, oi_1, oj_1 = _step_coords(
-                    step + 1, red_blocks, per_row, per_row_inv, r0, s0, oi0, oj0, dil_h, dil_w,
-                    PHASES_H, PHASES_W, BLOCK_RED, TRANSPOSED)
-                r_2, s_2, c0_2, oi_2, oj_2 = _step_coords(
-                    step + 2, red_blocks, per_row, per_row_inv, r0, s0, oi0, oj0, dil_h, dil_w,
-                    PHASES_H, PHASES_W, BLOCK_RED, TRANSPOSED)
-                a_0 = _source_tile(
-                    src_ptr, r_0, s_0, oi_0, oj_0, c0_0, True, dn, di, dj, base_i,
-                    base_j, row_base, m_ok, pack, pack_red, s_src_c, s_src_h, s_src_w, stride_h,
-                    stride_w, pad_h, pad_w, dil_h, dil_w, SH, SW, G, RED_G, s_src_n, TRANSPOSED,
-                    EXACT_TAPS, EVEN_RED, BLOCK_RED)
-                a_1 = _source_tile(
-                    src_ptr, r_1, s_1, oi_1, oj_1, c0_1, step + 1 < n_steps, dn, di, dj, base_i,
-                    base_j, row_base, m_ok, pack, pack_red, s_src_c, s_src_h, s_src_w, stride_h,
-                    stride_w, pad_h, pad_w, dil_h, dil_w, SH, SW, G, RED_G, s_src_n, TRANSPOSED,
-                    EXACT_TAPS, EVEN_RED, BLOCK_RED)
-                a_2 = _source_tile(
-                    src_ptr, r_2, s_2, oi_2, oj_2, c0_2, step + 2 < n_steps, dn, di, dj, base_i,
-                    base_j, row_base, m_ok, pack, pack_red, s_src_c, s_src_h, s_src_w, stride_h,
-                    stride_w, pad_h, pad_w, dil_h, dil_w, SH, SW, G, RED_G, s_src_n, TRANSPOSED,
-                    EXACT_TAPS, EVEN_RED, BLOCK_RED)
-                acc = _weight_dot(acc, a_0, w_tile, r_0, s_0, c0_0, red_pad, out_pad, True,
-                                  PRECISION, False)
-                acc = _weight_dot(acc, a_1, w_tile, r_1, s_1, c0_1, red_pad, out_pad,
-                                  step + 1 < n_steps, PRECISION, TRANSPOSED)
-                acc = _weight_dot(acc, a_2, w_tile, r_2, s_2, c0_2, red_pad, out_pad,
-                                  step + 2 < n_steps, PRECISION, TRANSPOSED)
+    m_first = pid_mp * pixel_tiles
+    for pid_m in range(m_first, tl.minimum(m_first + pixel_tiles, m_tiles)):
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)                    # (BLOCK_M,)
+        m_ok = offs_m < BATCH * rows * cols
+        dn = offs_m // (cols * rows)
+        if PIXEL_BAND == 1:
+            dj = (offs_m % cols) * PHASES_W + pw
+            di = ((offs_m // cols) % rows) * PHASES_H + ph
         else:
-            # One flat loop over (tap, channel block): a single loop that Triton software-pipelines
-            # with cp.async (nine unrolled tap loops held 255 registers a thread).
-            for step in range(0, n_steps):
-                r, s, c0, oi, oj = _step_coords(step, red_blocks, per_row, per_row_inv, r0, s0,
-                                                oi0, oj0, dil_h, dil_w, PHASES_H, PHASES_W,
-                                                BLOCK_RED, TRANSPOSED)
-                a = _source_tile(
-                    src_ptr, r, s, oi, oj, c0, True, dn, di, dj, base_i, base_j, row_base, m_ok,
-                    pack, pack_red, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h, pad_w,
-                    dil_h, dil_w, SH, SW, G, RED_G, s_src_n, TRANSPOSED, EXACT_TAPS, EVEN_RED,
-                    BLOCK_RED)
-                acc = _weight_dot(acc, a, w_tile, r, s, c0, red_pad, out_pad, True, PRECISION,
-                                  False)                                # (BLOCK_M, BLOCK_OUT)
+            # An image's rows in bands of PIXEL_BAND (the last one shorter), a band column by
+            # column, so that a program's pixels are a nearly square patch (8 x 16 at BLOCK_M
+            # 128 in a 56-wide image, where a row-major strip is 2.3 rows): the nine taps' reads
+            # overlap more and its strip reads fewer source pixels from L2 (239 -> 172 at stage
+            # 1; perf_model.band_pixel walks the same order).
+            p = offs_m - dn * (cols * rows)
+            band = p // (PIXEL_BAND * cols)
+            within = p - band * (PIXEL_BAND * cols)
+            height = tl.minimum(rows - band * PIXEL_BAND, PIXEL_BAND)
+            col = within // height
+            dj = col * PHASES_W + pw
+            di = (band * PIXEL_BAND + within - col * height) * PHASES_H + ph
+        dst_row = dn.to(tl.int64) * s_dst_n + di * s_dst_h + dj * s_dst_w
+        # Exact taps (_source_tile): each row's source base, once. fprop: d*stride - pad; dgrad by
+        # phase class: the row's index in its class grid.
+        if TRANSPOSED:
+            base_i = (di - ph) // PHASES_H
+            base_j = (dj - pw) // PHASES_W
+        else:
+            base_i = di * stride_h - pad_h
+            base_j = dj * stride_w - pad_w
+        row_base = dn.to(tl.int64) * s_src_n + base_i * s_src_h + base_j * s_src_w   # (BLOCK_M,)
+        if EXACT_TAPS:   # a row past the last pixel fails every tap's bounds check (_source_tile),
+            base_i = tl.where(m_ok, base_i, 1 << 30)     # so it needs no mask of its own there
 
-        if HAS_BIAS:
-            acc += tl.load(bias_ptr + o_glob, mask=o_ok, other=0.0).to(acc.dtype)[None, :]
-        if RELU:
-            acc = tl.maximum(acc, 0.0)
-        dst = dst_ptr + dst_row[:, None] + o_glob[None, :].to(tl.int64) * s_dst_c
-        y_mask = m_ok[:, None] if EVEN_OUT else m_ok[:, None] & o_ok[None, :]
-        tl.store(dst, acc.to(dst_ptr.dtype.element_ty), mask=y_mask)
+        for pid_n in range(tile_begin, tile_end):
+            pack = pid_n // out_tiles
+            out_tile = pid_n % out_tiles
+            # Destination channels: local index within the pack and global index.
+            offs_o = out_tile * BLOCK_OUT + tl.arange(0, BLOCK_OUT)         # (BLOCK_OUT,)
+            o_glob = pack * pack_out + offs_o
+            o_ok = (offs_o < pack_out) & (o_glob < G * OUT_G)
+            # The pack's packed weight at tap 0, channel 0 (_weight_dot adds a step's offset).
+            w_tile = wp_ptr + ((pack * 9 * red_pad + tl.arange(0, BLOCK_RED))[:, None].to(tl.int64)
+                               * out_pad + offs_o[None, :])
+
+            acc = tl.zeros((BLOCK_M, BLOCK_OUT), dtype=tl.float64 if ACC_FP64 else tl.float32)
+            n_steps = taps_r * taps_s * red_blocks
+            if L1_TAPS:
+                # Plain loads (this path runs with num_stages=1: no cp.async.cg, which bypasses L1):
+                # the nine taps of a strip of pixels overlap, so most of a step's source rows are L1
+                # hits of the steps before it (perf_model.triton_gather). An iteration loads the
+                # tiles of three steps together, then runs their dots: one round trip for three
+                # steps, and no tile lives across iterations. Tiles loaded one iteration ahead (the
+                # code until 2026-12-04) spent 32 of 108 warp instructions a step on register copies
+                # of the carried tiles (sm_90 SASS, bf16, Cg = 4, M128w4: two copies of every loaded
+                # word, PRMT at the loop's end and IMAD.MOV before the shared-memory store) and held
+                # 180 registers against 136. Steps past the last load nothing and run no dot (a
+                # dgrad phase class of one, two or four taps). (r_k, s_k, c0_k) and a_k: the
+                # coordinates and tile of step `step + k`.
+                for step in range(0, n_steps, 3):
+                    r_0, s_0, c0_0, oi_0, oj_0 = _step_coords(
+                        step, red_blocks, per_row, per_row_inv, r0, s0, oi0, oj0, dil_h, dil_w,
+                        PHASES_H, PHASES_W, BLOCK_RED, TRANSPOSED)
+                    r_1, s_1, c0_1, oi_1, oj_1 = _step_coords(
+                        step + 1, red_blocks, per_row, per_row_inv, r0, s0, oi0, oj0, dil_h, dil_w,
+                        PHASES_H, PHASES_W, BLOCK_RED, TRANSPOSED)
+                    r_2, s_2, c0_2, oi_2, oj_2 = _step_coords(
+                        step + 2, red_blocks, per_row, per_row_inv, r0, s0, oi0, oj0, dil_h, dil_w,
+                        PHASES_H, PHASES_W, BLOCK_RED, TRANSPOSED)
+                    a_0 = _source_tile(
+                        src_ptr, r_0, s_0, oi_0, oj_0, c0_0, True, dn, di, dj, base_i,
+                        base_j, row_base, m_ok, pack, pack_red, s_src_c, s_src_h, s_src_w, stride_h,
+                        stride_w, pad_h, pad_w, dil_h, dil_w, SH, SW, G, RED_G, s_src_n, TRANSPOSED,
+                        EXACT_TAPS, EVEN_RED, BLOCK_RED)
+                    a_1 = _source_tile(
+                        src_ptr, r_1, s_1, oi_1, oj_1, c0_1, step + 1 < n_steps, dn, di, dj, base_i,
+                        base_j, row_base, m_ok, pack, pack_red, s_src_c, s_src_h, s_src_w, stride_h,
+                        stride_w, pad_h, pad_w, dil_h, dil_w, SH, SW, G, RED_G, s_src_n, TRANSPOSED,
+                        EXACT_TAPS, EVEN_RED, BLOCK_RED)
+                    a_2 = _source_tile(
+                        src_ptr, r_2, s_2, oi_2, oj_2, c0_2, step + 2 < n_steps, dn, di, dj, base_i,
+                        base_j, row_base, m_ok, pack, pack_red, s_src_c, s_src_h, s_src_w, stride_h,
+                        stride_w, pad_h, pad_w, dil_h, dil_w, SH, SW, G, RED_G, s_src_n, TRANSPOSED,
+                        EXACT_TAPS, EVEN_RED, BLOCK_RED)
+                    acc = _weight_dot(acc, a_0, w_tile, r_0, s_0, c0_0, red_pad, out_pad, True,
+                                      PRECISION, False)
+                    acc = _weight_dot(acc, a_1, w_tile, r_1, s_1, c0_1, red_pad, out_pad,
+                                      step + 1 < n_steps, PRECISION, TRANSPOSED)
+                    acc = _weight_dot(acc, a_2, w_tile, r_2, s_2, c0_2, red_pad, out_pad,
+                                      step + 2 < n_steps, PRECISION, TRANSPOSED)
+            else:
+                # One flat loop over (tap, channel block): a single loop that Triton
+                # software-pipelines with cp.async (nine unrolled tap loops held 255 registers a
+                # thread).
+                for step in range(0, n_steps):
+                    r, s, c0, oi, oj = _step_coords(step, red_blocks, per_row, per_row_inv, r0, s0,
+                                                    oi0, oj0, dil_h, dil_w, PHASES_H, PHASES_W,
+                                                    BLOCK_RED, TRANSPOSED)
+                    a = _source_tile(
+                        src_ptr, r, s, oi, oj, c0, True, dn, di, dj, base_i, base_j, row_base, m_ok,
+                        pack, pack_red, s_src_c, s_src_h, s_src_w, stride_h, stride_w, pad_h, pad_w,
+                        dil_h, dil_w, SH, SW, G, RED_G, s_src_n, TRANSPOSED, EXACT_TAPS, EVEN_RED,
+                        BLOCK_RED)
+                    acc = _weight_dot(acc, a, w_tile, r, s, c0, red_pad, out_pad, True, PRECISION,
+                                      False)                                # (BLOCK_M, BLOCK_OUT)
+
+            if HAS_BIAS:
+                acc += tl.load(bias_ptr + o_glob, mask=o_ok, other=0.0).to(acc.dtype)[None, :]
+            if RELU:
+                acc = tl.maximum(acc, 0.0)
+            dst = dst_ptr + dst_row[:, None] + o_glob[None, :].to(tl.int64) * s_dst_c
+            y_mask = m_ok[:, None] if EVEN_OUT else m_ok[:, None] & o_ok[None, :]
+            tl.store(dst, acc.to(dst_ptr.dtype.element_ty), mask=y_mask)
 
 
 # Autotune space (sm_80 / sm_90); the first entry is the default when autotuning is off.
@@ -510,20 +523,45 @@ def _prune(configs, named_args, **meta):
     configs = [c for c in configs if config_serves(c, even_red, arch, arg("BLOCK_RED"),
                                                    arg("BLOCK_OUT"), a["src_ptr"].element_size())]
     transposed = bool(arg("TRANSPOSED"))
-    g, red_g, out_g = a["G"], a["RED_G"], a["OUT_G"]
-    if transposed:   # dgrad: dst = dx (H x W), src = dy (P x Q); reduction over Kg
-        conv = pm.Conv(a["BATCH"], g * out_g, a["DH"], a["DW"], g * red_g, g, a["stride_h"],
-                       a["pad_h"], a["dil_h"], a["src_ptr"].element_size())
-    else:
-        conv = pm.Conv(a["BATCH"], g * red_g, a["SH"], a["SW"], g * out_g, g, a["stride_h"],
-                       a["pad_h"], a["dil_h"], a["src_ptr"].element_size())
+    conv = model_conv(transposed, a["BATCH"], a["G"], a["RED_G"], a["OUT_G"], a["DH"], a["DW"],
+                      a["SH"], a["SW"], a["stride_h"], a["pad_h"], a["dil_h"],
+                      a["src_ptr"].element_size())
+    direction = "dgrad" if transposed else "fprop"
 
     def predict(config, gpu):
-        return pm.triton_gather(conv, "dgrad" if transposed else "fprop", gpu,
-                                pm.TritonConfig.of(config), a["TILES_PER_PROG"],
-                                bool(a["CHANNELS_FASTEST"])).time_us
+        l1 = config.kwargs["L1_TAPS"] and a["TILES_PER_PROG"] == 1
+        tiles = pm.triton_pixel_tiles(conv, direction, gpu, config.kwargs["BLOCK_M"]) if l1 else 1
+        return pm.triton_gather(conv, direction, gpu, pm.TritonConfig.of(config),
+                                a["TILES_PER_PROG"], bool(a["CHANNELS_FASTEST"]),
+                                pixel_tiles=tiles).time_us
 
     return common.prune_by_model(configs, predict, common.device_name(a["src_ptr"]))
+
+
+def model_conv(transposed, batch, groups, red_g, out_g, dh, dw, sh, sw, stride, pad, dil,
+               elem_size):
+    """The performance model's layer of a gather launch (dgrad: dst = dx, src = dy, the
+    reduction over Kg)."""
+    from .. import perf_model as pm
+
+    if transposed:
+        return pm.Conv(batch, groups * out_g, dh, dw, groups * red_g, groups, stride, pad, dil,
+                       elem_size)
+    return pm.Conv(batch, groups * red_g, sh, sw, groups * out_g, groups, stride, pad, dil,
+                   elem_size)
+
+
+def pixel_tiles_for(conv, transposed: bool, device_name: str, block_m: int) -> int:
+    """Pixel tiles a program of the L1 path walks (the kernel's pixel_tiles, which it reads off
+    the grid): the performance model's choice on a GPU it describes
+    (perf_model.triton_pixel_tiles), else 1; 1 also where a size is symbolic (torch.compile
+    with dynamic shapes)."""
+    from .. import perf_model as pm
+
+    key = pm.gpu_key(device_name)
+    if key is None or not all(isinstance(v, int) for v in (conv.n, conv.h, conv.w, conv.c)):
+        return 1
+    return pm.triton_pixel_tiles(conv, "dgrad" if transposed else "fprop", pm.GPUS[key], block_m)
 
 
 KERNEL = common.TunedKernel(_gather_conv_kernel, AUTOTUNE_CONFIGS, AUTOTUNE_KEY, INTERPRETER_CONFIG,
@@ -607,7 +645,8 @@ def pack_holds_dgrad(packed: torch.Tensor, weight: torch.Tensor, groups: int) ->
 
 def launch_gather_conv(src, weight, bias, dst, *, transposed, stride, padding, dilation, groups,
                        relu=False, wrap=lambda k: k, config=None, tiles_per_prog=None,
-                       channels_fastest=None, packed: Optional[torch.Tensor] = None):
+                       channels_fastest=None, packed: Optional[torch.Tensor] = None,
+                       pixel_tiles: Optional[int] = None):
     """Launches the gather kernel writing every element of `dst` (4-D, logical NCHW).
 
     `wrap` is `torch.library.wrap_triton` when called from a triton_op, so torch.compile sees
@@ -615,7 +654,8 @@ def launch_gather_conv(src, weight, bias, dst, *, transposed, stride, padding, d
     many channel tiles one program walks (0: all of them; default TILES_PER_PROG) and
     `channels_fastest` the launch order (default CHANNELS_FASTEST); `packed` is
     pack_weight(weight, groups)'s buffer (None: this direction's weight is packed here, one
-    launch more).
+    launch more); `pixel_tiles` sets how many pixel tiles one program walks (default: on the L1
+    path with one channel tile a program, pixel_tiles_for; else 1).
     """
     batch, _, dh, dw = dst.shape
     _, _, sh, sw = src.shape
@@ -640,8 +680,17 @@ def launch_gather_conv(src, weight, bias, dst, *, transposed, stride, padding, d
     class_pixels = batch * triton.cdiv(dh, phases_h) * triton.cdiv(dw, phases_w)
 
     def grid(meta):
+        # The kernel walks cdiv(m_tiles, programs along the pixels) pixel tiles a program.
+        tiles = pixel_tiles
+        if tiles is None:
+            tiles = 1
+            if meta["L1_TAPS"] and per_prog == 1:
+                conv = model_conv(transposed, batch, groups, red_g, out_g, dh, dw, sh, sw,
+                                  stride[0], padding[0], dilation[0], src.element_size())
+                tiles = pixel_tiles_for(conv, transposed, common.device_name(src),
+                                        meta["BLOCK_M"])
         return (triton.cdiv(n_tiles, per_prog) * phases_h * phases_w
-                * triton.cdiv(class_pixels, meta["BLOCK_M"]),)
+                * triton.cdiv(triton.cdiv(class_pixels, meta["BLOCK_M"]), tiles),)
 
     args = (
         src, wp, bias if bias is not None else dst, dst,
@@ -662,7 +711,8 @@ def launch_gather_conv(src, weight, bias, dst, *, transposed, stride, padding, d
 
 
 def fprop(x, weight, bias, stride, padding, dilation, groups, relu=False, wrap=lambda k: k,
-          config=None, tiles_per_prog=None, channels_fastest=None, packed=None):
+          config=None, tiles_per_prog=None, channels_fastest=None, packed=None,
+          pixel_tiles=None):
     """y = relu?(conv2d(x, weight, bias)), y in x's memory format."""
     n, _, h, w = x.shape
     k_out = weight.shape[0]
@@ -673,4 +723,5 @@ def fprop(x, weight, bias, stride, padding, dilation, groups, relu=False, wrap=l
     return launch_gather_conv(x, weight, bias, y, transposed=False, stride=stride, padding=padding,
                               dilation=dilation, groups=groups, relu=relu, wrap=wrap,
                               config=config, tiles_per_prog=tiles_per_prog,
-                              channels_fastest=channels_fastest, packed=packed)
+                              channels_fastest=channels_fastest, packed=packed,
+                              pixel_tiles=pixel_tiles)
