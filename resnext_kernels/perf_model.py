@@ -517,6 +517,9 @@ class TritonRevision:
     pixel_tiles: bool = True       # gather's L1 path: a program may walk several pixel tiles
                                    # (triton_pixel_tiles; 2026-12-04, seventeenth session; never
                                    # measured); before, one
+    corner_taps: bool = True       # gather: a 3 x 3 tap class walked corners first
+                                   # (TRITON_TAP_ORDER; seventeenth session; never measured);
+                                   # before, row by row
 
 
 CURRENT_TRITON = TritonRevision()
@@ -549,10 +552,13 @@ BEFORE_FORWARD_PACK = TritonRevision(forward_packs_dgrad=False)
 # together and using them there, none carried across iterations (32 register copies a step
 # gone): 74 / 110 and 52 / 91; then dgrad's tap offsets without their two signed divisions
 # by the phase count a step, fprop's dots unguarded (nine steps a channel block, no step past
-# the last) and a pack's output tiles a constant: 105 / 109, 71 / 76 and 49 / 55.
+# the last) and a pack's output tiles a constant: 105 / 109, 71 / 76 and 49 / 55. Then (the
+# seventeenth session) a class's taps from two-bit tables (corners first: TRITON_TAP_ORDER),
+# where fprop's row-by-row taps had been the loop's induction variables: 107 / 108, 75 / 78 and
+# 57 / 57.
 TRITON_STEP_SASS_CALIBRATED = {"fprop": 232, "dgrad": 408}
-TRITON_STEP_SASS = {("fprop", False, 32): 105, ("fprop", True, 32): 71, ("fprop", True, 16): 49,
-                    ("dgrad", False, 32): 109, ("dgrad", True, 32): 76, ("dgrad", True, 16): 55}
+TRITON_STEP_SASS = {("fprop", False, 32): 107, ("fprop", True, 32): 75, ("fprop", True, 16): 57,
+                    ("dgrad", False, 32): 108, ("dgrad", True, 32): 78, ("dgrad", True, 16): 57}
 
 
 def triton_step_scale(direction: str, config: "TritonConfig") -> float:
@@ -638,16 +644,38 @@ def band_pixel(m: int, rows: int, cols: int, band: int) -> Tuple[int, int, int]:
     return n, b * band + i, j
 
 
+# The order in which the gather kernel walks a 3 x 3 tap class (fprop; dgrad at stride 1), as
+# (row, column) within the class: the four corners first, so that an 8 x 16 patch's first
+# iteration of three steps brings all but one corner of its source footprint from L2 and its
+# second the last corner, and the third finds every pixel in L1 (row by row, each of the three
+# iterations finds a new source row). Smaller classes (dgrad's stride-2 phase classes) walk row
+# by row. triton/fprop.py packs these into its tap tables (triton_tap_tables).
+TRITON_TAP_ORDER = ((0, 0), (0, 2), (2, 0), (2, 2), (1, 1), (0, 1), (1, 0), (1, 2), (2, 1))
+
+
+def triton_class_taps(rows: int, per_row: int, corner_taps: bool = True) -> List[Tuple[int, int]]:
+    """(row, column) within the class grid of each tap of a phase class of `rows` x `per_row`
+    taps, in the order the gather kernel walks them (TRITON_TAP_ORDER for 3 x 3)."""
+    if corner_taps and (rows, per_row) == (3, 3):
+        return list(TRITON_TAP_ORDER)
+    return [(q, u) for q in range(rows) for u in range(per_row)]
+
+
+def triton_tap_tables(rows: int, per_row: int) -> Tuple[int, int]:
+    """The kernel's tap tables of a class: bits 2t and 2t + 1 of the first hold the class row of
+    its t-th tap, of the second its class column (triton_class_taps)."""
+    taps = triton_class_taps(rows, per_row)
+    return (sum(q << 2 * t for t, (q, _) in enumerate(taps)),
+            sum(u << 2 * t for t, (_, u) in enumerate(taps)))
+
+
 @functools.lru_cache(maxsize=4096)
-def strip_footprint(batch: int, dh: int, dw: int, sh: int, sw: int, stride: int, pad: int, dil: int,
-                    transposed: bool, phased: bool, block_m: int,
-                    band: int = 1) -> Tuple[float, float]:
-    """(source pixels, steps that touch a pixel no earlier step did) of an average program of
-    the gather kernel's L1 path: a strip of block_m consecutive destination pixels of one phase
-    class (in the kernel's order of (n, row, column): band_pixel) walking its taps in the
-    kernel's order. The source pixels are what L1 misses bring from L2 (each once, if the
-    strip's footprint stays in L1); a step with a new pixel waits for L2, the others hit L1.
-    Counted over the strips of the first two images (the pattern repeats with the image)."""
+def _strip_walks(batch: int, dh: int, dw: int, sh: int, sw: int, stride: int, pad: int, dil: int,
+                 transposed: bool, phased: bool, block_m: int, band: int,
+                 corner_taps: bool) -> Tuple[Tuple[int, Tuple[bool, ...]], ...]:
+    """Per strip of the first two images (the pattern repeats with the image): its distinct
+    source pixels and, for each tap in the kernel's order, whether it touches a pixel no
+    earlier tap of the strip did (strip_footprint)."""
     ph_n = stride if phased else 1
     classes = [(a, b) for a in range(ph_n) for b in range(ph_n)]
 
@@ -659,29 +687,64 @@ def strip_footprint(batch: int, dh: int, dw: int, sh: int, sw: int, stride: int,
         v = d * stride - pad + tap * dil
         return v if 0 <= v < size else None
 
-    px_total = new_steps_total = strips = 0
+    walks = []
     for ph, pw in classes:
         rows, cols = -(-(dh - ph) // ph_n), -(-(dw - pw) // ph_n)
         if rows <= 0 or cols <= 0:
             continue
         r0, s0 = ((ph + pad) % ph_n, (pw + pad) % ph_n) if phased else (0, 0)
-        taps = [(r, t) for r in range(r0, 3, ph_n) for t in range(s0, 3, ph_n)]
+        taps = [(r0 + q * ph_n, s0 + u * ph_n) for q, u in triton_class_taps(
+            len(range(r0, 3, ph_n)), len(range(s0, 3, ph_n)), corner_taps)]
         pixels = min(batch, 2) * rows * cols
         for start in range(0, pixels, block_m):
-            seen, new_steps = set(), 0
+            seen, fresh = set(), []
             for r, t in taps:
-                fresh = False
+                new = False
                 for m in range(start, min(start + block_m, pixels)):
                     n, i, j = band_pixel(m, rows, cols, band)
                     si, sj = source(i * ph_n + ph, r, sh), source(j * ph_n + pw, t, sw)
                     if si is not None and sj is not None and (n, si, sj) not in seen:
                         seen.add((n, si, sj))
-                        fresh = True
-                new_steps += fresh
-            px_total += len(seen)
-            new_steps_total += new_steps
-            strips += 1
-    return (px_total / strips, new_steps_total / strips) if strips else (0.0, 0.0)
+                        new = True
+                fresh.append(new)
+            walks.append((len(seen), tuple(fresh)))
+    return tuple(walks)
+
+
+def strip_footprint(batch: int, dh: int, dw: int, sh: int, sw: int, stride: int, pad: int, dil: int,
+                    transposed: bool, phased: bool, block_m: int, band: int = 1,
+                    corner_taps: bool = False) -> Tuple[float, float]:
+    """(source pixels, steps that touch a pixel no earlier step did) of an average program of
+    the gather kernel's L1 path: a strip of block_m consecutive destination pixels of one phase
+    class (in the kernel's order of (n, row, column): band_pixel) walking its taps in the
+    kernel's order (corner_taps: TRITON_TAP_ORDER; else row by row). The source pixels are what
+    L1 misses bring from L2 (each once, if the strip's footprint stays in L1); a step with a new
+    pixel waits for L2, the others hit L1."""
+    walks = _strip_walks(batch, dh, dw, sh, sw, stride, pad, dil, transposed, phased, block_m,
+                         band, corner_taps)
+    if not walks:
+        return 0.0, 0.0
+    return (sum(px for px, _ in walks) / len(walks),
+            sum(sum(fresh) for _, fresh in walks) / len(walks))
+
+
+def strip_new_iterations(batch: int, dh: int, dw: int, sh: int, sw: int, stride: int, pad: int,
+                         dil: int, transposed: bool, phased: bool, block_m: int, band: int,
+                         corner_taps: bool, red_blocks: int) -> float:
+    """Iterations of the L1 path's loop (TRITON_L1_GROUP steps of the (tap, channel block)
+    walk) of an average strip's channel tile that hold a step touching a new pixel: those wait
+    for L2, the others for L1 (a channel block's pixels are lines of their own, as new as its
+    tap's)."""
+    walks = _strip_walks(batch, dh, dw, sh, sw, stride, pad, dil, transposed, phased, block_m,
+                         band, corner_taps)
+    if not walks:
+        return 0.0
+    total = 0
+    for _, fresh in walks:
+        steps = [new for new in fresh for _ in range(red_blocks)]
+        total += sum(any(steps[k:k + TRITON_L1_GROUP])
+                     for k in range(0, len(steps), TRITON_L1_GROUP))
+    return total / len(walks)
 
 
 TRITON_L1_GROUP = 3                    # triton/fprop.py: steps an L1-path iteration loads
@@ -773,9 +836,9 @@ def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, ti
         # at M128 was more than the strip's footprint). That holds while the resident strips'
         # footprints and a program's weights fit what shared memory leaves of L1.
         depth = revision.l1_prefetch
-        px, new_steps = strip_footprint(conv.n, dh, dw, sh, sw, conv.stride, conv.pad, conv.dil,
-                                        transposed, phased, config.block_m,
-                                        config.band if revision.pixel_bands else 1)
+        walk = (conv.n, dh, dw, sh, sw, conv.stride, conv.pad, conv.dil, transposed, phased,
+                config.block_m, config.band if revision.pixel_bands else 1, revision.corner_taps)
+        px, new_steps = strip_footprint(*walk)
         blocks = per_prog * red_blocks
         footprint = px * block_red * e
         resident, _ = ctas_per_sm(gpu, config.warps * 32, regs, smem)
@@ -794,7 +857,7 @@ def triton_gather(conv: Conv, direction: str, gpu: GPU, config: TritonConfig, ti
                 # own instructions do not overlap its waits.
                 iters = pixel_tiles * per_prog * triton_l1_iterations(
                     conv.stride if phased else 1, conv.pad, red_blocks)
-                l2_iters = min(iters, pixel_tiles * blocks * new_steps)
+                l2_iters = pixel_tiles * per_prog * strip_new_iterations(*walk, red_blocks)
                 work.chain_us = (l2_iters * gpu.mem_latency_us
                                  + (iters - l2_iters) * gpu.l1_hit_latency_us
                                  + work.issue / (4 * gpu.clock_ghz * 1e3 * ISSUE_EFFICIENCY))

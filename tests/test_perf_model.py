@@ -186,6 +186,30 @@ def test_strip_footprint_by_hand():
     assert pm.strip_footprint(1, 4, 4, 4, 4, 1, 1, 1, False, False, 8) == (12.0, 5.0)
 
 
+def test_tap_order_and_new_iterations_by_hand():
+    """The gather kernel walks a 3 x 3 class corners first (TRITON_TAP_ORDER; its tap tables pack
+    it two bits a tap), smaller classes row by row. One 4 x 4 image in strips of two rows: row
+    by row, the first strip's three iterations (tap rows 0, 1, 2) each find a new source row (-1
+    is padding: rows 0, 1, 2), the second's two (rows 1-2, then 3; its third reads rows 3-4);
+    corners first, each strip finds new pixels in its first two iterations ((0,0) (0,2) (2,0),
+    then (2,2)'s corner) and none in the third. With two channel blocks a step is a (tap,
+    block) pair: the four corners' eight steps fill three iterations."""
+    assert pm.triton_class_taps(3, 3)[:4] == [(0, 0), (0, 2), (2, 0), (2, 2)]
+    assert sorted(pm.triton_class_taps(3, 3)) == [(q, u) for q in range(3) for u in range(3)]
+    assert pm.triton_class_taps(2, 3) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    assert pm.triton_class_taps(3, 3, corner_taps=False)[:3] == [(0, 0), (0, 1), (0, 2)]
+    rows, cols = pm.triton_tap_tables(3, 3)
+    assert [(rows >> 2 * t & 3, cols >> 2 * t & 3) for t in range(9)] == pm.triton_class_taps(3, 3)
+    walk = (1, 4, 4, 4, 4, 1, 1, 1, False, False, 8, 1)
+    assert pm.strip_new_iterations(*walk, False, 1) == 2.5
+    assert pm.strip_new_iterations(*walk, True, 1) == 2.0
+    assert pm.strip_new_iterations(*walk, True, 2) == 3.0
+    # Stage 1, 8 x 16 patches: two iterations of three wait for L2 instead of nearly three.
+    stage1 = (64, 56, 56, 56, 56, 1, 1, 1, False, False, 128, 8)
+    assert pm.strip_new_iterations(*stage1, True, 1) == 2.0
+    assert 2.8 < pm.strip_new_iterations(*stage1, False, 1) < 3.0
+
+
 def test_pixel_bands_by_hand():
     """The gather kernel's pixel order (triton/fprop.py PIXEL_BAND): an image of 5 rows x 3
     columns in bands of 2 walks (0,0) (1,0) (0,1) (1,1) (0,2) (1,2), then rows 2-3 likewise,
@@ -278,22 +302,30 @@ def test_l1_path_iterations_by_hand():
 
 def test_l1_path_waits_its_round_trips_and_its_own_instructions():
     """Tiles loaded together and used in the same iteration: a CTA waits one round trip an
-    iteration (L2's where a step of it touches a new pixel) and then issues its instructions,
-    which no load of its own overlaps. Tiles carried `l1_prefetch` steps ahead (the code
-    until 2026-12-04) waited 1/depth of each step's trip and overlapped the rest."""
+    iteration (L2's where a step of it touches a new pixel: at stage 1, corners first, the
+    first two of three; row by row nearly all three) and then issues its instructions, which
+    no load of its own overlaps. Tiles carried `l1_prefetch` steps ahead (the code until
+    2026-12-04) waited 1/depth of each step's trip and overlapped the rest."""
     gpu = pm.GPUS["H200"]
     cfg = pm.TritonConfig(128, 4, 1)
     grouped = pm.triton_gather(STAGE1, "fprop", gpu, cfg)
     carried = pm.triton_gather(STAGE1, "fprop", gpu, cfg,
-                               revision=dataclasses.replace(pm.CURRENT_TRITON, l1_prefetch=3))
+                               revision=dataclasses.replace(pm.CURRENT_TRITON, l1_prefetch=3,
+                                                           corner_taps=False))
     _, new_steps = pm.strip_footprint(64, 56, 56, 56, 56, 1, 1, 1, False, False, 128, 8)
     assert 8 < new_steps < 9     # nearly every tap of an 8 x 16 patch finds new pixels
     # 128 and 130 registers estimated (the code before held 176-216): 4 and 3 CTAs an SM.
     assert (grouped.ctas_per_sm, carried.ctas_per_sm) == (4, 3)
     waves = 6272 / (132 * grouped.ctas_per_sm)
     own_issue = grouped.terms["issue"] / (waves * grouped.ctas_per_sm)   # one CTA alone
-    assert grouped.terms["latency"] == pytest.approx(waves * (3 * gpu.mem_latency_us
-                                                              + own_issue), rel=0.02)
+    trips = 2 * gpu.mem_latency_us + gpu.l1_hit_latency_us
+    assert grouped.terms["latency"] == pytest.approx(waves * (trips + own_issue), rel=0.02)
+    by_rows = pm.triton_gather(STAGE1, "fprop", gpu, cfg,
+                               revision=dataclasses.replace(pm.CURRENT_TRITON, corner_taps=False))
+    rows_iters = pm.strip_new_iterations(64, 56, 56, 56, 56, 1, 1, 1, False, False, 128, 8,
+                                         False, 1)
+    assert by_rows.terms["latency"] - grouped.terms["latency"] == pytest.approx(
+        waves * (rows_iters - 2) * (gpu.mem_latency_us - gpu.l1_hit_latency_us), rel=0.02)
     trips = new_steps * gpu.mem_latency_us + (9 - new_steps) * gpu.l1_hit_latency_us
     assert carried.terms["latency"] == pytest.approx(6272 / (132 * 3) * trips / 3, rel=0.02)
 

@@ -534,6 +534,36 @@ def test_gather_pixel_tiles_exact_on_small_integers(stride):
             assert reference.max_error(dx, ref["dgrad"]) == 0, (l1, tiles, per_prog, fastest)
 
 
+@pytest.mark.parametrize("stride", [(1, 1), (2, 1), (1, 2), (3, 2)])
+def test_gather_tap_order_exact_on_small_integers(stride):
+    """The order a program walks its phase class's taps (the kernel's tap tables): a class of
+    nine corners first (fprop; dgrad at stride 1), dgrad's other classes row by row: at strides
+    (2, 1) and (1, 2) classes of 1 or 2 x 3 and 3 x 1 or 2 taps, at (3, 2) of 1 x 1 or 2. The
+    images (7 x 6) are several strips, so that the iterations of an L1-path program find new
+    pixels and old ones. Integer sums are exact: a tap walked twice, skipped or moved wrong
+    shows. Both source paths."""
+    import triton
+    from cases import Case
+
+    case = Case(2, 7, 6, 4, 4, 4, 1, 1, "tap order")
+    gen = torch.Generator().manual_seed(24)
+    x = make_input(case, "channels_last", torch.float32, DEVICE, gen, integer=True)
+    w = make_weight(case, torch.float32, DEVICE, gen, integer=True)
+    args = dict(stride=stride, padding=(1, 1), dilation=(1, 1), groups=case.groups)
+    shape = reference.conv_f64(x, w, None, None, **args)["fprop"].shape
+    dy = like_layout(torch.randint(-2, 3, shape, generator=gen).float().to(DEVICE),
+                     "channels_last")
+    ref = reference.conv_f64(x, w, None, dy, **args)
+    conv = (list(stride), [1, 1], [1, 1], case.groups)
+    for l1 in (False, True):
+        config = triton.Config({"BLOCK_M": 16, "L1_TAPS": l1, "PIXEL_BAND": 4},
+                               num_warps=4, num_stages=1 if l1 else 2)
+        y = fprop_mod.fprop(x, w, None, *conv, config=config)
+        dx = triton_dgrad(dy, w, list(x.shape), *conv, config=config)
+        assert reference.max_error(y, ref["fprop"]) == 0, l1
+        assert reference.max_error(dx, ref["dgrad"]) == 0, l1
+
+
 @pytest.mark.parametrize("case", [EDGE_CASES[3], EDGE_CASES[5], RESNEXT_STAGE_CASES[1]],
                          ids=lambda c: c.id)
 def test_wgrad_all_taps_in_one_program(case):

@@ -42,11 +42,13 @@ Two ways to load the source tile, both in the autotune space:
 
 Predicted by resnext_kernels/perf_model.py, not measured (H200, ResNeXt-50 32x4d at batch 64,
 bf16 channels_last, the L1 path), us per layer stage1 / 2.entry / 2 / 3.entry / 3 / 4.entry / 4:
-fprop 52 / 43 / 29 / 24 / 18 / 16 / 14 (0.44 ms with a training forward's packing launch; 0.39
-on a frozen module's kept packed weight), dgrad 48 / 42 / 26 / 22 / 14 / 14 / 10 (0.39 ms, on
-the weight its training step's forward pass packed); bound by load latency (a CTA waits an
-iteration's round trip, then issues its instructions) and by L2 at the stride-2 entries
-(benchmarks/NOTES.md, 2026-12-04, sixteenth and seventeenth sessions).
+fprop 48 / 43 / 27 / 24 / 17 / 16 / 13 (0.42 ms with a training forward's packing launch; 0.37
+on a frozen module's kept packed weight), dgrad 41 / 43 / 22 / 22 / 12 / 14 / 9 (0.35 ms, on
+the weight its training step's forward pass packed); bound by instruction issue and load
+latency (a CTA waits an iteration's round trip, then issues its instructions; a class's nine
+taps walked corners first, so that two of an 8 x 16 patch's three iterations wait for L2) and
+by L2 at the stride-2 entries (benchmarks/NOTES.md, 2026-12-04, sixteenth and seventeenth
+sessions).
 
 Any strides work (NCHW, channels_last, views), so the wrappers never copy an operand.
 """
@@ -63,7 +65,18 @@ import triton.language as tl
 # Rows of a band of the kernel's pixel order (PIXEL_BAND): a rule the performance model walks
 # too (strip_footprint), so it has one definition, there (pure Python).
 from ..perf_model import triton_pixel_band as pixel_band
+from ..perf_model import triton_tap_tables as tap_tables
 from . import common
+
+# The tap tables of a phase class's walk (_step_coords), 2 bits a tap (its class row, its class
+# column): a 3 x 3 class corners first (perf_model.TRITON_TAP_ORDER, which the model walks too),
+# so that an L1-path iteration's loads find new source pixels in the first two iterations of a
+# channel block and none in the third; the smaller classes of dgrad at stride 2, row by row
+# (for one, two and three taps a class row: a table for the most rows serves the fewer).
+_CORNERS_ROWS, _CORNERS_COLS = (tl.constexpr(v) for v in tap_tables(3, 3))
+_BY_ROW3_ROWS, _BY_ROW3_COLS = (tl.constexpr(v) for v in tap_tables(2, 3))
+_BY_ROW2_ROWS, _BY_ROW2_COLS = (tl.constexpr(v) for v in tap_tables(3, 2))
+_BY_ROW1_ROWS, _BY_ROW1_COLS = (tl.constexpr(v) for v in tap_tables(3, 1))
 
 
 @triton.jit
@@ -83,34 +96,51 @@ def _source_index(d, tap, stride, pad, dil, size, TRANSPOSED: tl.constexpr):
 
 
 @triton.jit
-def _step_coords(step, red_blocks: tl.constexpr, per_row, per_row_inv, r0, s0, oi0, oj0, dil_h,
+def _step_coords(step, red_blocks: tl.constexpr, tap_rows, tap_cols, r0, s0, oi0, oj0, dil_h,
                  dil_w, PHASES_H, PHASES_W, BLOCK_RED: tl.constexpr, TRANSPOSED: tl.constexpr):
     """Tap (r, s), the first pack-local channel of one step of the flat (tap, channel block)
     loop, and (oi, oj): how far the tap moves an exact source row and column from the row's
     base (base_i, base_j; _source_tile's EXACT_TAPS).
 
-    No integer division a step (one took 15 of fprop's 121 warp instructions a step on the L1
-    path; dgrad's tap offsets, two signed divisions by the phase count, 16 of its 110): fprop
-    walks all nine taps, three a row, dividing by a constant is a multiply, and a tap moves a
-    row by r*dil; a dgrad phase class walks `per_row` (1 to 3) a row, and t < 9, so the tap's
-    row in the class, q = t // per_row, is (t * per_row_inv) >> 16 with per_row_inv =
-    ceil(2^16 / per_row) (exact while t * per_row < 2^15); tap r = r0 + q*PHASES_H moves the
-    row by (ph + pad - r) / PHASES_H = oi0 - q, with oi0 = (ph + pad - r0) / PHASES_H computed
-    once a program (r0 is ph + pad's remainder, so the division is exact); columns alike."""
+    The step's tap t is the class's t-th in its walk: its class row q and column u are two bits
+    of the program's tap tables (`tap_rows`, `tap_cols`: _class_tap_tables), so no integer
+    division a step (one took 15 of fprop's 121 warp instructions a step on the L1 path; dgrad's
+    tap offsets, two signed divisions by the phase count, 16 of its 110). A dgrad class's tap
+    r = r0 + q*PHASES_H moves the row by (ph + pad - r) / PHASES_H = oi0 - q, with
+    oi0 = (ph + pad - r0) / PHASES_H computed once a program (r0 is ph + pad's remainder, so the
+    division is exact); fprop's (one class of nine) by r*dil; columns alike. A step past the
+    class's last tap (the L1 path's last iteration) reads bits past the table: tap (r0, s0),
+    whose loads and dot its guard drops."""
     t = step // red_blocks
+    q = (tap_rows >> (2 * t)) & 3
+    u = (tap_cols >> (2 * t)) & 3
     if TRANSPOSED:
-        q = (t * per_row_inv) >> 16
-        u = t - q * per_row
         r = r0 + q * PHASES_H
         s = s0 + u * PHASES_W
         oi = oi0 - q
         oj = oj0 - u
     else:
-        r = t // 3
-        s = t % 3
+        r = q
+        s = u
         oi = r * dil_h
         oj = s * dil_w
     return r, s, (step - t * red_blocks) * BLOCK_RED, oi, oj
+
+
+@triton.jit
+def _class_tap_tables(taps_r, taps_s, TRANSPOSED: tl.constexpr):
+    """The tap tables of a phase class of taps_r x taps_s taps (_step_coords): fprop's one class
+    of nine, corners first; dgrad's classes by their shape."""
+    if TRANSPOSED:
+        nine = (taps_r == 3) & (taps_s == 3)
+        rows = tl.where(nine, _CORNERS_ROWS, tl.where(
+            taps_s == 3, _BY_ROW3_ROWS, tl.where(taps_s == 2, _BY_ROW2_ROWS, _BY_ROW1_ROWS)))
+        cols = tl.where(nine, _CORNERS_COLS, tl.where(
+            taps_s == 3, _BY_ROW3_COLS, tl.where(taps_s == 2, _BY_ROW2_COLS, _BY_ROW1_COLS)))
+    else:
+        rows = _CORNERS_ROWS
+        cols = _CORNERS_COLS
+    return rows, cols
 
 
 @triton.jit
@@ -311,8 +341,7 @@ def _gather_conv_kernel(
     s0 = (pw + pad_w) % PHASES_W
     taps_r = tl.maximum(tl.cdiv(3 - r0, PHASES_H), 0)
     taps_s = tl.maximum(tl.cdiv(3 - s0, PHASES_W), 0)
-    per_row = tl.maximum(taps_s, 1)             # _step_coords; a class with no taps runs no step
-    per_row_inv = (65535 + per_row) // per_row
+    tap_rows, tap_cols = _class_tap_tables(taps_r, taps_s, TRANSPOSED)   # _step_coords
     # A dgrad phase class's first tap row r0 moves a source row by oi0 (_step_coords).
     oi0 = (ph + pad_h - r0) // PHASES_H
     oj0 = (pw + pad_w - s0) // PHASES_W
@@ -377,13 +406,13 @@ def _gather_conv_kernel(
                 # coordinates and tile of step `step + k`.
                 for step in range(0, n_steps, 3):
                     r_0, s_0, c0_0, oi_0, oj_0 = _step_coords(
-                        step, red_blocks, per_row, per_row_inv, r0, s0, oi0, oj0, dil_h, dil_w,
+                        step, red_blocks, tap_rows, tap_cols, r0, s0, oi0, oj0, dil_h, dil_w,
                         PHASES_H, PHASES_W, BLOCK_RED, TRANSPOSED)
                     r_1, s_1, c0_1, oi_1, oj_1 = _step_coords(
-                        step + 1, red_blocks, per_row, per_row_inv, r0, s0, oi0, oj0, dil_h, dil_w,
+                        step + 1, red_blocks, tap_rows, tap_cols, r0, s0, oi0, oj0, dil_h, dil_w,
                         PHASES_H, PHASES_W, BLOCK_RED, TRANSPOSED)
                     r_2, s_2, c0_2, oi_2, oj_2 = _step_coords(
-                        step + 2, red_blocks, per_row, per_row_inv, r0, s0, oi0, oj0, dil_h, dil_w,
+                        step + 2, red_blocks, tap_rows, tap_cols, r0, s0, oi0, oj0, dil_h, dil_w,
                         PHASES_H, PHASES_W, BLOCK_RED, TRANSPOSED)
                     a_0 = _source_tile(
                         src_ptr, r_0, s_0, oi_0, oj_0, c0_0, True, dn, di, dj, base_i,
@@ -411,7 +440,7 @@ def _gather_conv_kernel(
                 # software-pipelines with cp.async (nine unrolled tap loops held 255 registers a
                 # thread).
                 for step in range(0, n_steps):
-                    r, s, c0, oi, oj = _step_coords(step, red_blocks, per_row, per_row_inv, r0, s0,
+                    r, s, c0, oi, oj = _step_coords(step, red_blocks, tap_rows, tap_cols, r0, s0,
                                                     oi0, oj0, dil_h, dil_w, PHASES_H, PHASES_W,
                                                     BLOCK_RED, TRANSPOSED)
                     a = _source_tile(
