@@ -77,10 +77,9 @@ def variants(direction: str, layer: L.Layer, elem_size: int = 2):
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else ""
         conv = pm.Conv.from_layer(layer, elem_size)
         for config, (name, layout) in itertools.product(fprop.AUTOTUNE_CONFIGS, layouts.items()):
-            tiles = 1
-            if config.kwargs["L1_TAPS"] and layout["tiles_per_prog"] == 1:
-                tiles = fprop.pixel_tiles_for(conv, direction == "dgrad", device,
-                                              config.kwargs["BLOCK_M"])
+            tiles = fprop.pixel_tiles_for(conv, direction == "dgrad", device,
+                                          config.kwargs["BLOCK_M"], config.kwargs["L1_TAPS"],
+                                          layout["tiles_per_prog"])
             yield f"{_config_label(config)} {name}", dict(config=config, pixel_tiles=tiles,
                                                           **layout)
 

@@ -605,15 +605,22 @@ def _pipeline_smem(config: TritonConfig, stage_bytes: int) -> int:
 TRITON_MAX_PIXEL_TILES = 4            # the most pixel tiles triton_pixel_tiles gives a program
 
 
+def triton_pixel_tiles(conv: "Conv", direction: str, gpu: "GPU", block_m: int,
+                       l1_taps: bool = True, tiles_per_prog: int = 1) -> int:
+    """Pixel tiles a program of the gather kernel walks for its channel tile (triton/fprop.py
+    takes this through its launch grid): on the L1 path with one channel tile a program, of 1
+    to TRITON_MAX_PIXEL_TILES the fewest predicted within 1% of the least time (a
+    latency-bound layer's waves round the same at several counts), at BLOCK_M `block_m` and 32
+    rows a warp; else 1. More tiles a program read its weight tiles from L2 once for them all
+    (they are then L1 hits), and fewer programs change how the launch's waves round up; more
+    than a few leave SMs idle at the end of the launch."""
+    if not l1_taps or tiles_per_prog != 1:
+        return 1
+    return _fewest_pixel_tiles(conv, direction, gpu, block_m)
+
+
 @functools.lru_cache(maxsize=4096)
-def triton_pixel_tiles(conv: "Conv", direction: str, gpu: "GPU", block_m: int) -> int:
-    """Pixel tiles a program of the gather kernel's L1 path walks for its channel tile
-    (triton/fprop.py takes this through its launch grid): of 1 to TRITON_MAX_PIXEL_TILES, the
-    fewest predicted within 1% of the least time (a latency-bound layer's waves round the
-    same at several counts), at BLOCK_M `block_m` and 32 rows a warp, one channel tile a
-    program. More tiles a program read its weight tiles from L2 once for them all (they
-    are then L1 hits), and fewer programs change how the launch's waves round up; more than a
-    few leave SMs idle at the end of the launch."""
+def _fewest_pixel_tiles(conv: "Conv", direction: str, gpu: "GPU", block_m: int) -> int:
     config = TritonConfig(block_m, max(1, block_m // 32), 1)
     times = [triton_gather(conv, direction, gpu, config, 1, frozen=True, pixel_tiles=r).time_us
              for r in range(1, TRITON_MAX_PIXEL_TILES + 1)]
@@ -1012,8 +1019,8 @@ def triton_variants(conv: Conv, direction: str, gpu: GPU, resources: Resources =
                <= TRITON_LOOP_REGISTER_BUDGET]
     return [triton_gather(conv, direction, gpu, c, per_prog, fastest, revision, resources,
                           frozen=frozen, pixel_tiles=(
-                              triton_pixel_tiles(conv, direction, gpu, c.block_m)
-                              if revision.pixel_tiles and c.l1_taps and per_prog == 1 else 1))
+                              triton_pixel_tiles(conv, direction, gpu, c.block_m, c.l1_taps,
+                                                 per_prog) if revision.pixel_tiles else 1))
             for c in configs for per_prog, fastest in TRITON_GATHER_LAYOUTS.values()]
 
 

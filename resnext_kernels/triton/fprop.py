@@ -558,8 +558,8 @@ def _prune(configs, named_args, **meta):
     direction = "dgrad" if transposed else "fprop"
 
     def predict(config, gpu):
-        l1 = config.kwargs["L1_TAPS"] and a["TILES_PER_PROG"] == 1
-        tiles = pm.triton_pixel_tiles(conv, direction, gpu, config.kwargs["BLOCK_M"]) if l1 else 1
+        tiles = pm.triton_pixel_tiles(conv, direction, gpu, config.kwargs["BLOCK_M"],
+                                      config.kwargs["L1_TAPS"], a["TILES_PER_PROG"])
         return pm.triton_gather(conv, direction, gpu, pm.TritonConfig.of(config),
                                 a["TILES_PER_PROG"], bool(a["CHANNELS_FASTEST"]),
                                 pixel_tiles=tiles).time_us
@@ -580,17 +580,19 @@ def model_conv(transposed, batch, groups, red_g, out_g, dh, dw, sh, sw, stride, 
                    elem_size)
 
 
-def pixel_tiles_for(conv, transposed: bool, device_name: str, block_m: int) -> int:
-    """Pixel tiles a program of the L1 path walks (the kernel's pixel_tiles, which it reads off
-    the grid): the performance model's choice on a GPU it describes
-    (perf_model.triton_pixel_tiles), else 1; 1 also where a size is symbolic (torch.compile
-    with dynamic shapes)."""
+def pixel_tiles_for(conv, transposed: bool, device_name: str, block_m: int, l1_taps: bool = True,
+                    tiles_per_prog: int = 1) -> int:
+    """Pixel tiles a program walks (the kernel's pixel_tiles, which it reads off the grid): the
+    performance model's choice on a GPU it describes (perf_model.triton_pixel_tiles: on the L1
+    path with one channel tile a program), else 1; 1 also where a size is symbolic
+    (torch.compile with dynamic shapes)."""
     from .. import perf_model as pm
 
     key = pm.gpu_key(device_name)
     if key is None or not all(isinstance(v, int) for v in (conv.n, conv.h, conv.w, conv.c)):
         return 1
-    return pm.triton_pixel_tiles(conv, "dgrad" if transposed else "fprop", pm.GPUS[key], block_m)
+    return pm.triton_pixel_tiles(conv, "dgrad" if transposed else "fprop", pm.GPUS[key], block_m,
+                                 l1_taps, tiles_per_prog)
 
 
 KERNEL = common.TunedKernel(_gather_conv_kernel, AUTOTUNE_CONFIGS, AUTOTUNE_KEY, INTERPRETER_CONFIG,
@@ -708,16 +710,17 @@ def launch_gather_conv(src, weight, bias, dst, *, transposed, stride, padding, d
     phases_w = stride[1] if transposed and dilation[1] == 1 else 1
     class_pixels = batch * triton.cdiv(dh, phases_h) * triton.cdiv(dw, phases_w)
 
+    if pixel_tiles is None:
+        conv = model_conv(transposed, batch, groups, red_g, out_g, dh, dw, sh, sw, stride[0],
+                          padding[0], dilation[0], src.element_size())
+        device = common.device_name(src)
+
     def grid(meta):
         # The kernel walks cdiv(m_tiles, programs along the pixels) pixel tiles a program.
         tiles = pixel_tiles
         if tiles is None:
-            tiles = 1
-            if meta["L1_TAPS"] and per_prog == 1:
-                conv = model_conv(transposed, batch, groups, red_g, out_g, dh, dw, sh, sw,
-                                  stride[0], padding[0], dilation[0], src.element_size())
-                tiles = pixel_tiles_for(conv, transposed, common.device_name(src),
-                                        meta["BLOCK_M"])
+            tiles = pixel_tiles_for(conv, transposed, device, meta["BLOCK_M"], meta["L1_TAPS"],
+                                    per_prog)
         return (triton.cdiv(n_tiles, per_prog) * phases_h * phases_w
                 * triton.cdiv(triton.cdiv(class_pixels, meta["BLOCK_M"]), tiles),)
 
