@@ -437,14 +437,15 @@ def test_gather_l1_path(case):
     reference.check("dgrad", dx, o.aten["dgrad"], o.ref["dgrad"])
 
 
-def integer_operands(case, seed):
-    """x, w and dy of small integers for `case` (channels_last, fp32), the float64 reference's
-    fprop and dgrad, and the conv arguments (stride, padding, dilation, groups) of the gather
-    kernel's entry points: sums of small integers are exact, so a kernel must match bit for bit."""
+def integer_operands(case, seed, stride=None):
+    """x, w and dy of small integers for `case` (channels_last, fp32; `stride`, a pair, in place
+    of the case's), the float64 reference's fprop and dgrad, and the conv arguments (stride,
+    padding, dilation, groups) of the gather kernel's entry points: sums of small integers are
+    exact, so a kernel must match bit for bit."""
     gen = torch.Generator().manual_seed(seed)
     x = make_input(case, "channels_last", torch.float32, DEVICE, gen, integer=True)
     w = make_weight(case, torch.float32, DEVICE, gen, integer=True)
-    args = case.conv_args
+    args = case.conv_args if stride is None else dict(case.conv_args, stride=stride)
     ref = reference.conv_f64(x, w, None, None, **args)
     dy = like_layout(torch.randint(-2, 3, ref["fprop"].shape, generator=gen).float().to(DEVICE),
                      "channels_last")
@@ -453,12 +454,22 @@ def integer_operands(case, seed):
     return x, w, dy, ref, conv
 
 
-def assert_gather_exact(x, w, dy, ref, conv, config):
-    """fprop and dgrad under `config` equal the reference exactly."""
-    y = fprop_mod.fprop(x, w, None, *conv, config=config)
-    dx = triton_dgrad(dy, w, list(x.shape), *conv, config=config)
-    assert reference.max_error(y, ref["fprop"]) == 0
-    assert reference.max_error(dx, ref["dgrad"]) == 0
+def assert_gather_exact(x, w, dy, ref, conv, config, **launch):
+    """fprop and dgrad under `config` (and the launch's other keywords) equal the reference
+    exactly."""
+    y = fprop_mod.fprop(x, w, None, *conv, config=config, **launch)
+    dx = triton_dgrad(dy, w, list(x.shape), *conv, config=config, **launch)
+    assert reference.max_error(y, ref["fprop"]) == 0, launch
+    assert reference.max_error(dx, ref["dgrad"]) == 0, launch
+
+
+def small_config(l1, band):
+    """A 16-pixel configuration of either source path (the L1 path or cp.async) in bands of
+    `band` rows, so that the tests' small images hold several tiles and bands."""
+    import triton
+
+    return triton.Config({"BLOCK_M": 16, "L1_TAPS": l1, "PIXEL_BAND": band}, num_warps=4,
+                         num_stages=1 if l1 else 2)
 
 
 @pytest.mark.parametrize("cg, groups", [(40, 2), (24, 4), (80, 1)])
@@ -497,14 +508,11 @@ def test_gather_pixel_bands_exact_on_small_integers(band, stride):
     bands and images, at stride 2 dgrad's phase classes (4 x 3 grids and smaller) too: integer
     sums are exact, so any difference is a pixel the order skipped, took twice or mapped
     wrong. Both source paths."""
-    import triton
     from cases import Case
 
     operands = integer_operands(Case(3, 7, 5, 4, 4, 4, stride, 1, "pixel bands"), 22)
     for l1 in (False, True):
-        config = triton.Config({"BLOCK_M": 16, "L1_TAPS": l1, "PIXEL_BAND": band},
-                               num_warps=4, num_stages=1 if l1 else 2)
-        assert_gather_exact(*operands, config)
+        assert_gather_exact(*operands, small_config(l1, band))
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -516,22 +524,14 @@ def test_gather_pixel_tiles_exact_on_small_integers(stride):
     and with all channel tiles a program; at stride 2 dgrad's phase classes (smaller grids
     whose last tiles hold no pixel). Integer sums are exact: any difference is a pixel tile a
     program skipped, took twice or took for the wrong channel tile. Both source paths."""
-    import triton
     from cases import Case
 
-    x, w, dy, ref, conv = integer_operands(Case(3, 7, 5, 4, 4, 16, stride, 1, "pixel tiles"),
-                                           23)
+    operands = integer_operands(Case(3, 7, 5, 4, 4, 16, stride, 1, "pixel tiles"), 23)
     for l1 in (False, True):
-        config = triton.Config({"BLOCK_M": 16, "L1_TAPS": l1, "PIXEL_BAND": 2},
-                               num_warps=4, num_stages=1 if l1 else 2)
         for tiles, per_prog, fastest in ((2, 1, False), (3, 1, True), (7, 0, False),
                                          (10, 1, False)):
-            launch = dict(config=config, pixel_tiles=tiles, tiles_per_prog=per_prog,
-                          channels_fastest=fastest)
-            y = fprop_mod.fprop(x, w, None, *conv, **launch)
-            dx = triton_dgrad(dy, w, list(x.shape), *conv, **launch)
-            assert reference.max_error(y, ref["fprop"]) == 0, (l1, tiles, per_prog, fastest)
-            assert reference.max_error(dx, ref["dgrad"]) == 0, (l1, tiles, per_prog, fastest)
+            assert_gather_exact(*operands, small_config(l1, 2), pixel_tiles=tiles,
+                                tiles_per_prog=per_prog, channels_fastest=fastest)
 
 
 @pytest.mark.parametrize("stride", [(1, 1), (2, 1), (1, 2), (3, 2)])
@@ -542,26 +542,11 @@ def test_gather_tap_order_exact_on_small_integers(stride):
     images (7 x 6) are several strips, so that the iterations of an L1-path program find new
     pixels and old ones. Integer sums are exact: a tap walked twice, skipped or moved wrong
     shows. Both source paths."""
-    import triton
     from cases import Case
 
-    case = Case(2, 7, 6, 4, 4, 4, 1, 1, "tap order")
-    gen = torch.Generator().manual_seed(24)
-    x = make_input(case, "channels_last", torch.float32, DEVICE, gen, integer=True)
-    w = make_weight(case, torch.float32, DEVICE, gen, integer=True)
-    args = dict(stride=stride, padding=(1, 1), dilation=(1, 1), groups=case.groups)
-    shape = reference.conv_f64(x, w, None, None, **args)["fprop"].shape
-    dy = like_layout(torch.randint(-2, 3, shape, generator=gen).float().to(DEVICE),
-                     "channels_last")
-    ref = reference.conv_f64(x, w, None, dy, **args)
-    conv = (list(stride), [1, 1], [1, 1], case.groups)
+    operands = integer_operands(Case(2, 7, 6, 4, 4, 4, 1, 1, "tap order"), 24, stride)
     for l1 in (False, True):
-        config = triton.Config({"BLOCK_M": 16, "L1_TAPS": l1, "PIXEL_BAND": 4},
-                               num_warps=4, num_stages=1 if l1 else 2)
-        y = fprop_mod.fprop(x, w, None, *conv, config=config)
-        dx = triton_dgrad(dy, w, list(x.shape), *conv, config=config)
-        assert reference.max_error(y, ref["fprop"]) == 0, l1
-        assert reference.max_error(dx, ref["dgrad"]) == 0, l1
+        assert_gather_exact(*operands, small_config(l1, 4))
 
 
 @pytest.mark.parametrize("case", [EDGE_CASES[3], EDGE_CASES[5], RESNEXT_STAGE_CASES[1]],
